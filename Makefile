@@ -1,0 +1,66 @@
+# The two commands of the README, and the tools around them.
+#
+#   make run     install what is missing, build, start sluice
+#   make test    install what is missing, build with ASan+UBSan, run every test
+#   make build   the optimised build of sluice
+#   make fuzz    run the libFuzzer targets (FUZZ_SECONDS each, default 60)
+#   make bench   build and run the micro-benchmarks
+#   make format  clang-format every C++ file
+
+JOBS ?= 2
+FUZZ_SECONDS ?= 60
+GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
+
+RELEASE_DIR := build/release
+TEST_DIR := build/asan
+FUZZ_DIR := build/fuzz
+
+.PHONY: all deps build run test fuzz bench format clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(RELEASE_DIR)/CMakeCache.txt:
+	cmake -S . -B $(RELEASE_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Release -DSLUICE_TESTS=OFF
+
+build: deps $(RELEASE_DIR)/CMakeCache.txt
+	cmake --build $(RELEASE_DIR) -j $(JOBS) --target sluice
+
+run: build
+	$(RELEASE_DIR)/src/app/sluice $(ARGS)
+
+$(TEST_DIR)/CMakeCache.txt:
+	cmake -S . -B $(TEST_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DSLUICE_SANITIZE=ON \
+	  -DSLUICE_BENCH=OFF
+
+test: deps $(TEST_DIR)/CMakeCache.txt
+	cmake --build $(TEST_DIR) -j $(JOBS)
+	cd $(TEST_DIR) && ctest --output-on-failure -j $(JOBS)
+
+$(FUZZ_DIR)/CMakeCache.txt:
+	CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSLUICE_FUZZ=ON
+
+# Seeds come from the sample packets of the normal build; findings that once
+# broke something are kept in fuzz/corpus/ and replayed by `make test`.
+fuzz: deps $(FUZZ_DIR)/CMakeCache.txt $(TEST_DIR)/CMakeCache.txt
+	cmake --build $(TEST_DIR) -j $(JOBS) --target make_fuzz_seeds
+	cmake --build $(FUZZ_DIR) -j $(JOBS)
+	$(TEST_DIR)/fuzz/make_fuzz_seeds $(FUZZ_DIR)/seeds/frame_decoder
+	mkdir -p $(FUZZ_DIR)/corpus/frame_decoder fuzz/artifacts
+	$(FUZZ_DIR)/fuzz/frame_decoder_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	  -artifact_prefix=fuzz/artifacts/ -print_final_stats=1 \
+	  $(FUZZ_DIR)/corpus/frame_decoder $(FUZZ_DIR)/seeds/frame_decoder fuzz/corpus/frame_decoder
+
+bench: deps
+	cmake -S . -B $(RELEASE_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(RELEASE_DIR) -j $(JOBS) --target codec_bench
+	$(RELEASE_DIR)/bench/codec_bench
+
+format:
+	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
+
+clean:
+	rm -rf build
