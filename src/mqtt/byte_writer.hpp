@@ -32,6 +32,7 @@ class SizeCounter {
   void u32(std::uint32_t) { size_ += 4; }
   void varint(std::uint32_t value) { size_ += varint_size(value); }
   void raw(std::span<const std::uint8_t> bytes) { size_ += bytes.size(); }
+  void skip(std::size_t bytes) { size_ += bytes; }
   void binary(std::span<const std::uint8_t> bytes) { prefixed(bytes.size()); }
   void string(std::string_view text) { prefixed(text.size()); }
 

@@ -1,4 +1,4 @@
-// The MQTT 5 property table (spec section 2.2.2.2) and the property decoder.
+// Looking up MQTT 5 properties by identifier, and decoding property blocks.
 //
 // Decoding walks the block once: each identifier is looked up, checked against
 // the packet it sits in and against repeats, read into its member of
@@ -6,93 +6,48 @@
 #include "mqtt/property.hpp"
 
 #include <array>
+#include <variant>
 
 #include "mqtt/property_table.hpp"
 
 namespace sluice::mqtt {
 namespace {
 
-constexpr std::uint16_t in(std::initializer_list<PropertyContext> contexts) {
-  std::uint16_t mask = 0;
-  for (auto context : contexts) mask |= static_cast<std::uint16_t>(1u << static_cast<unsigned>(context));
-  return mask;
-}
+// The decoder's view of one property: where it goes, and where it may appear.
+using PropertyField = std::variant<std::optional<std::uint8_t> Properties::*,
+                                   std::optional<std::uint16_t> Properties::*,
+                                   std::optional<std::uint32_t> Properties::*,
+                                   std::vector<std::uint32_t> Properties::*,
+                                   std::optional<std::string> Properties::*,
+                                   std::optional<Bytes> Properties::*,
+                                   std::vector<UserProperty> Properties::*>;
 
-using C = PropertyContext;
-using P = Properties;
-
-constexpr std::uint16_t kMessage = in({C::kPublish, C::kWill});
-constexpr std::uint16_t kAcks = in({C::kConnack, C::kPuback, C::kPubrec, C::kPubrel, C::kPubcomp,
-                                    C::kSuback, C::kUnsuback, C::kDisconnect, C::kAuth});
-constexpr std::uint16_t kEverywhere =
-    in({C::kWill, C::kConnect, C::kConnack, C::kPublish, C::kPuback, C::kPubrec, C::kPubrel,
-        C::kPubcomp, C::kSubscribe, C::kSuback, C::kUnsubscribe, C::kUnsuback, C::kDisconnect,
-        C::kAuth});
-
-#define SLUICE_PROPERTY(id, name, type, member, contexts) \
-  PropertyRow { {PropertyId::id, name, PropertyType::type}, &P::member, contexts }
-
-const PropertyRow kRows[] = {
-    SLUICE_PROPERTY(kPayloadFormatIndicator, "Payload Format Indicator", kByte,
-                    payload_format_indicator, kMessage),
-    SLUICE_PROPERTY(kMessageExpiryInterval, "Message Expiry Interval", kFourByteInteger,
-                    message_expiry_interval, kMessage),
-    SLUICE_PROPERTY(kContentType, "Content Type", kUtf8String, content_type, kMessage),
-    SLUICE_PROPERTY(kResponseTopic, "Response Topic", kUtf8String, response_topic, kMessage),
-    SLUICE_PROPERTY(kCorrelationData, "Correlation Data", kBinaryData, correlation_data, kMessage),
-    SLUICE_PROPERTY(kSubscriptionIdentifier, "Subscription Identifier", kVariableByteInteger,
-                    subscription_identifiers, in({C::kPublish, C::kSubscribe})),
-    SLUICE_PROPERTY(kSessionExpiryInterval, "Session Expiry Interval", kFourByteInteger,
-                    session_expiry_interval, in({C::kConnect, C::kConnack, C::kDisconnect})),
-    SLUICE_PROPERTY(kAssignedClientIdentifier, "Assigned Client Identifier", kUtf8String,
-                    assigned_client_identifier, in({C::kConnack})),
-    SLUICE_PROPERTY(kServerKeepAlive, "Server Keep Alive", kTwoByteInteger, server_keep_alive,
-                    in({C::kConnack})),
-    SLUICE_PROPERTY(kAuthenticationMethod, "Authentication Method", kUtf8String,
-                    authentication_method, in({C::kConnect, C::kConnack, C::kAuth})),
-    SLUICE_PROPERTY(kAuthenticationData, "Authentication Data", kBinaryData, authentication_data,
-                    in({C::kConnect, C::kConnack, C::kAuth})),
-    SLUICE_PROPERTY(kRequestProblemInformation, "Request Problem Information", kByte,
-                    request_problem_information, in({C::kConnect})),
-    SLUICE_PROPERTY(kWillDelayInterval, "Will Delay Interval", kFourByteInteger,
-                    will_delay_interval, in({C::kWill})),
-    SLUICE_PROPERTY(kRequestResponseInformation, "Request Response Information", kByte,
-                    request_response_information, in({C::kConnect})),
-    SLUICE_PROPERTY(kResponseInformation, "Response Information", kUtf8String,
-                    response_information, in({C::kConnack})),
-    SLUICE_PROPERTY(kServerReference, "Server Reference", kUtf8String, server_reference,
-                    in({C::kConnack, C::kDisconnect})),
-    SLUICE_PROPERTY(kReasonString, "Reason String", kUtf8String, reason_string, kAcks),
-    SLUICE_PROPERTY(kReceiveMaximum, "Receive Maximum", kTwoByteInteger, receive_maximum,
-                    in({C::kConnect, C::kConnack})),
-    SLUICE_PROPERTY(kTopicAliasMaximum, "Topic Alias Maximum", kTwoByteInteger,
-                    topic_alias_maximum, in({C::kConnect, C::kConnack})),
-    SLUICE_PROPERTY(kTopicAlias, "Topic Alias", kTwoByteInteger, topic_alias, in({C::kPublish})),
-    SLUICE_PROPERTY(kMaximumQoS, "Maximum QoS", kByte, maximum_qos, in({C::kConnack})),
-    SLUICE_PROPERTY(kRetainAvailable, "Retain Available", kByte, retain_available,
-                    in({C::kConnack})),
-    SLUICE_PROPERTY(kUserProperty, "User Property", kUtf8StringPair, user_properties,
-                    kEverywhere),
-    SLUICE_PROPERTY(kMaximumPacketSize, "Maximum Packet Size", kFourByteInteger,
-                    maximum_packet_size, in({C::kConnect, C::kConnack})),
-    SLUICE_PROPERTY(kWildcardSubscriptionAvailable, "Wildcard Subscription Available", kByte,
-                    wildcard_subscription_available, in({C::kConnack})),
-    SLUICE_PROPERTY(kSubscriptionIdentifierAvailable, "Subscription Identifier Available", kByte,
-                    subscription_identifier_available, in({C::kConnack})),
-    SLUICE_PROPERTY(kSharedSubscriptionAvailable, "Shared Subscription Available", kByte,
-                    shared_subscription_available, in({C::kConnack})),
+struct PropertyRow {
+  PropertyInfo info;
+  PropertyField field;
+  std::uint16_t contexts;
 };
 
-#undef SLUICE_PROPERTY
+// Every identifier is below 128, so they index an array directly.
+struct PropertyIndex {
+  std::array<PropertyRow, 128> rows{};
+  std::array<bool, 128> known{};
+};
 
-std::array<const PropertyRow*, 128> make_index() {
-  std::array<const PropertyRow*, 128> index{};
-  for (const auto& row : kRows) index[static_cast<std::uint8_t>(row.info.id)] = &row;
+PropertyIndex make_index() {
+  PropertyIndex index;
+  for_each_property_def([&](const auto& def) {
+    const auto id = static_cast<std::uint8_t>(def.id);
+    index.rows[id] = {{def.id, def.name, def.type}, def.member, def.contexts};
+    index.known[id] = true;
+  });
   return index;
 }
-const std::array<const PropertyRow*, 128> kIndex = make_index();
+const PropertyIndex kIndex = make_index();
 
-const PropertyRow* find_row(std::uint32_t id) { return id < kIndex.size() ? kIndex[id] : nullptr; }
+const PropertyRow* find_row(std::uint32_t id) {
+  return id < kIndex.rows.size() && kIndex.known[id] ? &kIndex.rows[id] : nullptr;
+}
 
 bool repeatable(PropertyId id, PropertyContext context) {
   // User properties may repeat anywhere; a PUBLISH to a subscriber carries one
@@ -168,8 +123,6 @@ DecodeError check_value(PropertyId id, const Properties& p) {
 
 }  // namespace
 
-std::span<const PropertyRow> property_rows() { return kRows; }
-
 const PropertyInfo* find_property(std::uint8_t id) {
   const PropertyRow* row = find_row(id);
   return row != nullptr ? &row->info : nullptr;
@@ -180,7 +133,18 @@ bool property_allowed(PropertyId id, PropertyContext context) {
   return row != nullptr && (row->contexts & (1u << static_cast<unsigned>(context))) != 0;
 }
 
-bool has_any(const Properties& properties) { return properties != Properties{}; }
+bool has_any(const Properties& properties) {
+  bool any = false;
+  for_each_property_def([&](const auto& def) {
+    const auto& value = properties.*def.member;
+    if constexpr (requires { value.has_value(); }) {
+      any = any || value.has_value();
+    } else {
+      any = any || !value.empty();
+    }
+  });
+  return any;
+}
 
 void read_properties(ByteReader& reader, PropertyContext context, Properties& out) {
   const std::uint32_t length = reader.varint();

@@ -2,6 +2,8 @@
 // in identifier order, preceded by their length. Internal to the encoder.
 #pragma once
 
+#include <type_traits>
+
 #include "mqtt/byte_writer.hpp"
 #include "mqtt/property_table.hpp"
 
@@ -70,12 +72,10 @@ void write_value(W& w, std::uint8_t id, const std::vector<UserProperty>& pairs) 
 // The properties themselves, without the length in front.
 template <class W>
 void write_property_list(W& w, const Properties& p, PropertySelection selection) {
-  for (const PropertyRow& row : property_rows()) {
-    if (selection == PropertySelection::kSharedByDeliveries && varies_per_delivery(row.info.id))
-      continue;
-    const auto id = static_cast<std::uint8_t>(row.info.id);
-    std::visit([&](auto member) { write_value(w, id, p.*member); }, row.field);
-  }
+  for_each_property_def([&](const auto& def) {
+    if (selection == PropertySelection::kSharedByDeliveries && varies_per_delivery(def.id)) return;
+    write_value(w, static_cast<std::uint8_t>(def.id), p.*def.member);
+  });
 }
 
 inline std::size_t property_list_size(const Properties& p, PropertySelection selection) {
@@ -89,7 +89,11 @@ template <class W>
 void write_properties(W& w, const Properties& p) {
   const std::size_t size = property_list_size(p, PropertySelection::kAll);
   w.varint(static_cast<std::uint32_t>(size));
-  write_property_list(w, p, PropertySelection::kAll);
+  if constexpr (std::is_same_v<W, SizeCounter>) {
+    w.skip(size);  // already counted: no second walk
+  } else {
+    write_property_list(w, p, PropertySelection::kAll);
+  }
 }
 
 }  // namespace sluice::mqtt::detail

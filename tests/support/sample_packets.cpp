@@ -70,10 +70,9 @@ Publish sample_publish(ProtocolVersion version, QoS qos) {
 Properties all_properties(PropertyContext context) {
   Properties properties;
   const bool repeat = context != PropertyContext::kSubscribe;
-  for (const PropertyRow& row : property_rows()) {
-    if (!property_allowed(row.info.id, context)) continue;
-    std::visit([&](auto member) { SampleValue{repeat}(properties.*member); }, row.field);
-  }
+  for_each_property_def([&](const auto& def) {
+    if (def.allowed_in(context)) SampleValue{repeat}(properties.*def.member);
+  });
   if (properties.response_topic) properties.response_topic = "reply/to/me";
   return properties;
 }
