@@ -56,6 +56,10 @@ class FrameDecoder {
   // Bytes of a partial packet held between reads.
   std::size_t buffered_bytes() const { return partial_.size(); }
 
+  // Fed bytes not yet framed, right after a kFrame: what a connection moving to
+  // another thread must take with it.
+  std::span<const std::uint8_t> unread_input() const { return input_; }
+
  private:
   struct Header {
     enum class State { kComplete, kIncomplete, kNotShortest, kTooLong } state;

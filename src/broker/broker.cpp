@@ -1,0 +1,28 @@
+// The broker's shared state and the client-id-to-shard mapping.
+#include "broker/broker.hpp"
+
+#include <functional>
+
+#include "broker/shard.hpp"
+
+namespace sluice::broker {
+
+Broker::Broker(config::Config config, std::uint32_t shard_count, std::string version)
+    : config_(std::move(config)),
+      version_(std::move(version)),
+      shard_count_(shard_count),
+      retained_(config_.limits.max_retained_messages),
+      started_at_(Clock::now()) {
+  shards_.reserve(shard_count);
+  for (std::uint32_t i = 0; i < shard_count; ++i) {
+    shards_.push_back(std::make_unique<Shard>(*this, i));
+  }
+}
+
+Broker::~Broker() = default;
+
+std::uint32_t Broker::shard_for_client(std::string_view client_id) const {
+  return static_cast<std::uint32_t>(std::hash<std::string_view>{}(client_id) % shard_count_);
+}
+
+}  // namespace sluice::broker

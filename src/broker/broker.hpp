@@ -1,0 +1,67 @@
+// The broker's process-wide state: configuration, the subscription index and
+// the retained store (shared by all workers), and one Shard per worker. A
+// client id always maps to the same shard, so a session is found, resumed or
+// taken over without any lock across threads.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/delivery.hpp"
+#include "broker/retained_store.hpp"
+#include "broker/subscription_index.hpp"
+#include "config/config.hpp"
+
+namespace sluice::broker {
+
+class Shard;
+
+// How a shard hands deliveries to another shard's thread (net::Worker
+// implements it with its inbox).
+class Mailbox {
+ public:
+  virtual ~Mailbox() = default;
+  virtual void post(std::uint32_t shard, std::vector<RemoteDelivery>&& deliveries) = 0;
+};
+
+class Broker {
+ public:
+  Broker(config::Config config, std::uint32_t shard_count, std::string version);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  const config::Config& config() const { return config_; }
+  const std::string& version() const { return version_; }
+  SubscriptionIndex& index() { return index_; }
+  RetainedStore& retained() { return retained_; }
+
+  std::uint32_t shard_count() const { return shard_count_; }
+  Shard& shard(std::uint32_t index) { return *shards_[index]; }
+  std::uint32_t shard_for_client(std::string_view client_id) const;
+
+  void set_mailbox(Mailbox* mailbox) { mailbox_ = mailbox; }
+  Mailbox* mailbox() const { return mailbox_; }
+
+  std::uint64_t new_session_id() { return next_session_id_.fetch_add(1) + 1; }
+  std::atomic<std::uint32_t>& connections() { return connections_; }
+  Clock::time_point started_at() const { return started_at_; }
+
+ private:
+  const config::Config config_;
+  const std::string version_;
+  const std::uint32_t shard_count_;
+  SubscriptionIndex index_;
+  RetainedStore retained_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  Mailbox* mailbox_ = nullptr;
+  std::atomic<std::uint64_t> next_session_id_{0};
+  std::atomic<std::uint32_t> connections_{0};
+  const Clock::time_point started_at_;
+};
+
+}  // namespace sluice::broker

@@ -1,0 +1,32 @@
+// What the broker needs of a client's network connection, implemented by
+// net::Connection. Everything here is called on the connection's own worker
+// thread; sends are batched and written at the end of the loop turn.
+#pragma once
+
+#include <cstddef>
+
+#include "broker/message.hpp"
+#include "mqtt/packet_encoder.hpp"
+#include "mqtt/packets.hpp"
+
+namespace sluice::broker {
+
+class ClientLink {
+ public:
+  virtual ~ClientLink() = default;
+
+  // Queues `packet` for sending.
+  virtual void send(const mqtt::Packet& packet) = 0;
+
+  // Queues a PUBLISH: `head` from encode_publish_head's inputs, and the
+  // message's payload, which is written from where it lies, not copied.
+  virtual void send_publish(const mqtt::PublishHead& head, const MessagePtr& message) = 0;
+
+  // Bytes queued but not yet taken by the socket: how far behind the client is.
+  virtual std::size_t unsent_bytes() const = 0;
+
+  // Sends what is queued, then closes the connection.
+  virtual void close() = 0;
+};
+
+}  // namespace sluice::broker

@@ -1,0 +1,465 @@
+// The rules of sections 3 and 4 of the MQTT specification that concern one
+// client's connection, packet by packet.
+#include "broker/client_protocol.hpp"
+
+#include <random>
+
+#include "broker/shard.hpp"
+#include "mqtt/topic.hpp"
+#include "mqtt/utf8.hpp"
+
+namespace sluice::broker {
+namespace {
+
+using mqtt::ProtocolVersion;
+using mqtt::QoS;
+using mqtt::ReasonCode;
+
+constexpr std::uint32_t kNeverExpires = 0xFFFFFFFF;
+constexpr std::size_t kMaxV31ClientIdBytes = 23;  // MQTT 3.1 section 3.1
+
+bool is_sys_topic(std::string_view topic) { return topic.starts_with("$SYS/") || topic == "$SYS"; }
+
+}  // namespace
+
+ClientProtocol::ClientProtocol(Shard& shard, ClientLink& link) : shard_(shard), link_(link) {}
+
+ClientProtocol::~ClientProtocol() {
+  if (session_ != nullptr) leave_session(true);
+  if (counted_) shard_.broker().connections().fetch_sub(1);
+}
+
+const std::string& ClientProtocol::client_id() const {
+  static const std::string kNone;
+  return session_ != nullptr ? session_->client_id() : kNone;
+}
+
+// ---- CONNECT ---------------------------------------------------------------
+
+void ClientProtocol::refuse_connect(ProtocolVersion version, ReasonCode reason,
+                                    const char* reason_string) {
+  mqtt::Connack connack{false, reason, {}};
+  if (reason_string != nullptr && mqtt::is_v5(version)) connack.properties.reason_string = reason_string;
+  link_.send(connack);
+  close();
+}
+
+std::string ClientProtocol::assign_client_id() const {
+  // An id that maps to this shard, so the session stays where the connection is.
+  thread_local std::mt19937_64 generator{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  while (true) {
+    std::string id = "sluice-";
+    std::uint64_t bits = generator();
+    for (int i = 0; i < 16; ++i, bits >>= 4) id += kHex[bits & 0xF];
+    if (shard_.broker().shard_for_client(id) == shard_.index()) return id;
+  }
+}
+
+void ClientProtocol::on_connect(mqtt::Connect&& connect) {
+  if (connect_seen_) return disconnect_with(ReasonCode::kProtocolError, "second CONNECT");
+  connect_seen_ = true;
+  version_ = connect.version;
+  const config::Config& config = shard_.config();
+  const bool v5 = mqtt::is_v5(version_);
+
+  if (shard_.broker().connections().fetch_add(1) >= config.limits.max_connections) {
+    shard_.broker().connections().fetch_sub(1);
+    return refuse_connect(version_, ReasonCode::kServerBusy, "too many connections");
+  }
+  counted_ = true;
+
+  // Enhanced authentication is an extension point with no methods yet.
+  if (connect.properties.authentication_method) {
+    return refuse_connect(version_, ReasonCode::kBadAuthenticationMethod);
+  }
+  bool assigned = false;
+  if (connect.client_id.empty()) {
+    // [MQTT-3.1.3-8] (3.1.1): an empty id needs a clean session; 3.1 needs 1..23 bytes.
+    if (version_ == ProtocolVersion::kV3_1 || (!v5 && !connect.clean_start)) {
+      return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
+    }
+    connect.client_id = assign_client_id();
+    assigned = true;
+  } else if (version_ == ProtocolVersion::kV3_1 && connect.client_id.size() > kMaxV31ClientIdBytes) {
+    return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
+  }
+  if (connect.will) {
+    if (static_cast<std::uint8_t>(connect.will->qos) > config.mqtt.max_qos) {
+      return refuse_connect(version_, ReasonCode::kQoSNotSupported);  // [MQTT-3.2.2-12]
+    }
+    if (connect.will->retain && !config.mqtt.retain_available) {
+      return refuse_connect(version_, ReasonCode::kRetainNotSupported);  // [MQTT-3.2.2-13]
+    }
+    if (mqtt::topic_levels(connect.will->topic) > config.limits.max_topic_levels) {
+      return refuse_connect(version_, ReasonCode::kTopicNameInvalid, "will topic has too many levels");
+    }
+  }
+
+  // Session expiry: 5.0 asks for it; 3.x says clean session (ends now) or not (kept).
+  const std::uint32_t asked_expiry =
+      v5 ? connect.properties.session_expiry_interval.value_or(0)
+         : (connect.clean_start ? 0 : kNeverExpires);
+  const std::uint32_t expiry = std::min(asked_expiry, config.sessions.max_session_expiry_s);
+  connect_expiry_s_ = expiry;
+
+  keep_alive_s_ = connect.keep_alive_s;
+  const std::uint16_t cap = config.limits.max_keepalive_s;
+  const bool keep_alive_capped = v5 && cap != 0 && (keep_alive_s_ == 0 || keep_alive_s_ > cap);
+  if (keep_alive_capped) keep_alive_s_ = cap;
+
+  // Take over, resume or start the session.
+  const Clock::time_point now = Clock::now();
+  Session* session = shard_.find_session(connect.client_id);
+  if (session != nullptr && session->owner() != nullptr) session->owner()->on_taken_over();
+  if (session != nullptr && connect.clean_start) {
+    shard_.publish_will(*session, now);  // a pending will goes out when its session ends
+    shard_.end_session(*session, now);
+    session = nullptr;
+  }
+  const bool session_present = session != nullptr;
+  if (session == nullptr) session = &shard_.create_session(connect.client_id);
+  session->take_will();  // a delayed will is not sent once the client is back [MQTT-3.1.3-9]
+  shard_.session_came_online(*session);
+  session->set_expiry_s(expiry);
+  session->set_will(std::move(connect.will));
+  session_ = session;
+
+  mqtt::Connack connack;
+  connack.session_present = session_present;
+  if (v5) {
+    mqtt::Properties& p = connack.properties;
+    p.receive_maximum = config.limits.receive_maximum;
+    p.maximum_packet_size = config.limits.max_packet_bytes;
+    p.topic_alias_maximum = config.limits.topic_alias_maximum;
+    if (config.mqtt.max_qos < 2) p.maximum_qos = config.mqtt.max_qos;
+    p.retain_available = config.mqtt.retain_available ? 1 : 0;
+    p.wildcard_subscription_available = config.mqtt.wildcard_subscriptions ? 1 : 0;
+    p.subscription_identifier_available = config.mqtt.subscription_identifiers ? 1 : 0;
+    p.shared_subscription_available = config.mqtt.shared_subscriptions ? 1 : 0;
+    if (assigned) p.assigned_client_identifier = connect.client_id;
+    if (keep_alive_capped) p.server_keep_alive = keep_alive_s_;
+    if (expiry != asked_expiry) p.session_expiry_interval = expiry;
+    if (connect.properties.request_response_information.value_or(0) == 1) {
+      p.response_information = config.sessions.response_information + connect.client_id;
+    }
+  }
+  link_.send(connack);
+  ShardStats::add(shard_.stats().clients_connected);
+
+  ClientLimits limits;
+  if (v5) {
+    limits.receive_maximum = connect.properties.receive_maximum.value_or(65535);
+    limits.maximum_packet_size = connect.properties.maximum_packet_size.value_or(limits.maximum_packet_size);
+    limits.topic_alias_maximum = connect.properties.topic_alias_maximum.value_or(0);
+  }
+  session->attach(*this, link_, version_, limits);
+}
+
+// ---- the end of a connection ------------------------------------------------
+
+void ClientProtocol::close() {
+  closing_ = true;
+  link_.close();
+}
+
+void ClientProtocol::disconnect_with(ReasonCode reason, const char* reason_string) {
+  if (closing_) return;
+  if (mqtt::is_v5(version_) && connect_seen_) {
+    mqtt::Disconnect disconnect{reason, {}};
+    if (reason_string != nullptr) disconnect.properties.reason_string = reason_string;
+    link_.send(disconnect);
+  }
+  if (session_ != nullptr) leave_session(true);
+  close();
+}
+
+void ClientProtocol::leave_session(bool publish_will) {
+  Session& session = *session_;
+  session_ = nullptr;
+  ShardStats::sub(shard_.stats().clients_connected);
+  const Clock::time_point now = Clock::now();
+  if (!publish_will) session.take_will();
+  if (session.will()) {
+    const std::uint32_t delay = session.will()->properties.will_delay_interval.value_or(0);
+    if (delay == 0 || session.expiry_s() == 0) {
+      shard_.publish_will(session, now);
+    } else {
+      session.arm_will(now + std::chrono::seconds(std::min(delay, session.expiry_s())));
+    }
+  }
+  if (session.expiry_s() == 0) {
+    session.detach(now);
+    shard_.end_session(session, now);
+  } else {
+    shard_.session_went_offline(session, now);
+  }
+}
+
+void ClientProtocol::on_decode_error(const mqtt::DecodeError& error,
+                                     std::optional<ProtocolVersion> connect_version) {
+  if (closing_) return;
+  if (connect_version) {
+    // 3.x answers a bad CONNECT with a CONNACK only for an unknown protocol
+    // level [MQTT-3.1.2-2]; otherwise it just closes [MQTT-3.1.4-1].
+    if (mqtt::is_v5(*connect_version) || error.code == ReasonCode::kUnsupportedProtocolVersion) {
+      return refuse_connect(*connect_version, error.code, error.detail);
+    }
+    return close();
+  }
+  disconnect_with(error.code, error.detail);
+}
+
+void ClientProtocol::on_connection_lost() {
+  if (session_ != nullptr) leave_session(true);
+  closing_ = true;
+}
+
+void ClientProtocol::on_keep_alive_expired() {
+  disconnect_with(ReasonCode::kKeepAliveTimeout);
+}
+
+void ClientProtocol::on_server_shutdown() {
+  if (closing_) return;
+  if (mqtt::is_v5(version_) && session_ != nullptr) {
+    link_.send(mqtt::Disconnect{ReasonCode::kServerShuttingDown, {}});
+  }
+  if (session_ != nullptr) leave_session(false);
+  close();
+}
+
+void ClientProtocol::on_taken_over() {
+  disconnect_with(ReasonCode::kSessionTakenOver);
+}
+
+void ClientProtocol::on_writable() {
+  if (session_ != nullptr) session_->pump();
+}
+
+// ---- packets after CONNECT --------------------------------------------------
+
+void ClientProtocol::on_packet(mqtt::Packet&& packet) {
+  if (closing_) return;
+  if (auto* connect = std::get_if<mqtt::Connect>(&packet)) {
+    return connect_seen_ ? disconnect_with(ReasonCode::kProtocolError, "second CONNECT")
+                         : on_connect(std::move(*connect));
+  }
+  if (session_ == nullptr) return close();  // [MQTT-3.1.0-1] CONNECT comes first
+  std::visit(
+      [&](auto& p) {
+        using T = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, mqtt::Publish>) {
+          on_publish(std::move(p));
+        } else if constexpr (std::is_same_v<T, mqtt::Puback>) {
+          session_->on_puback(p.packet_id);
+        } else if constexpr (std::is_same_v<T, mqtt::Pubrec>) {
+          if (!session_->on_pubrec(p.packet_id, p.reason)) {
+            link_.send(mqtt::Pubrel{p.packet_id, ReasonCode::kPacketIdentifierNotFound, {}});
+          } else if (!mqtt::is_error(p.reason)) {
+            link_.send(mqtt::Pubrel{p.packet_id, ReasonCode::kSuccess, {}});
+          }
+        } else if constexpr (std::is_same_v<T, mqtt::Pubrel>) {
+          on_pubrel(p);
+        } else if constexpr (std::is_same_v<T, mqtt::Pubcomp>) {
+          session_->on_pubcomp(p.packet_id);
+        } else if constexpr (std::is_same_v<T, mqtt::Subscribe>) {
+          on_subscribe(std::move(p));
+        } else if constexpr (std::is_same_v<T, mqtt::Unsubscribe>) {
+          on_unsubscribe(p);
+        } else if constexpr (std::is_same_v<T, mqtt::Pingreq>) {
+          link_.send(mqtt::Pingresp{});
+        } else if constexpr (std::is_same_v<T, mqtt::Disconnect>) {
+          on_disconnect(p);
+        } else if constexpr (std::is_same_v<T, mqtt::Auth>) {
+          on_auth(p);
+        } else {
+          // CONNACK, SUBACK, UNSUBACK, PINGRESP: the server's packets.
+          disconnect_with(ReasonCode::kProtocolError, "packet only a server sends");
+        }
+      },
+      packet);
+}
+
+bool ClientProtocol::resolve_topic_alias(mqtt::Publish& publish) {
+  if (!publish.properties.topic_alias) return true;
+  const std::uint16_t alias = *publish.properties.topic_alias;
+  if (alias == 0 || alias > shard_.config().limits.topic_alias_maximum) {
+    disconnect_with(ReasonCode::kTopicAliasInvalid, "Topic Alias out of range");
+    return false;
+  }
+  if (!publish.topic.empty()) {
+    inbound_aliases_[alias] = publish.topic;
+    return true;
+  }
+  const auto it = inbound_aliases_.find(alias);
+  if (it == inbound_aliases_.end()) {
+    disconnect_with(ReasonCode::kProtocolError, "Topic Alias has no topic yet");
+    return false;
+  }
+  publish.topic = it->second;
+  return true;
+}
+
+void ClientProtocol::acknowledge_publish(const mqtt::Publish& publish, ReasonCode reason) {
+  if (!mqtt::is_v5(version_) && mqtt::is_error(reason)) reason = ReasonCode::kSuccess;
+  if (publish.qos == QoS::kAtLeastOnce) {
+    link_.send(mqtt::Puback{publish.packet_id, reason, {}});
+  } else if (publish.qos == QoS::kExactlyOnce) {
+    link_.send(mqtt::Pubrec{publish.packet_id, reason, {}});
+  }
+}
+
+void ClientProtocol::refuse_publish(const mqtt::Publish& publish, ReasonCode reason) {
+  // 3.x has no negative acknowledgement; the message is dropped all the same.
+  acknowledge_publish(publish, reason);
+}
+
+void ClientProtocol::on_publish(mqtt::Publish&& publish) {
+  const config::Config& config = shard_.config();
+  ShardStats::add(shard_.stats().messages_received);
+  if (!resolve_topic_alias(publish)) return;
+  if (static_cast<std::uint8_t>(publish.qos) > config.mqtt.max_qos) {
+    return disconnect_with(ReasonCode::kQoSNotSupported);  // §3.2.2.3.4
+  }
+  if (publish.retain && !config.mqtt.retain_available) {
+    return disconnect_with(ReasonCode::kRetainNotSupported);  // §3.2.2.3.5
+  }
+  if (!publish.properties.subscription_identifiers.empty()) {
+    return disconnect_with(ReasonCode::kProtocolError, "Subscription Identifier from a client");
+  }
+  if (publish.qos == QoS::kExactlyOnce) {
+    if (!session_->begin_inbound_qos2(publish.packet_id)) {
+      return acknowledge_publish(publish, ReasonCode::kSuccess);  // a resend: not routed again
+    }
+    if (session_->inbound_qos2_pending() > config.limits.receive_maximum) {
+      return disconnect_with(ReasonCode::kReceiveMaximumExceeded);  // §3.3.4
+    }
+  }
+  if (mqtt::topic_levels(publish.topic) > config.limits.max_topic_levels) {
+    if (!mqtt::is_v5(version_)) return disconnect_with(ReasonCode::kTopicNameInvalid);
+    session_->release_inbound_qos2(publish.packet_id);
+    return refuse_publish(publish, ReasonCode::kTopicNameInvalid);
+  }
+  if (is_sys_topic(publish.topic)) {  // $SYS belongs to the broker
+    session_->release_inbound_qos2(publish.packet_id);
+    return refuse_publish(publish, ReasonCode::kNotAuthorized);
+  }
+  if (publish.properties.payload_format_indicator == 1 &&
+      mqtt::check_utf8({reinterpret_cast<const char*>(publish.payload.data()), publish.payload.size()}) !=
+          mqtt::Utf8Check::kValid) {
+    session_->release_inbound_qos2(publish.packet_id);
+    return refuse_publish(publish, ReasonCode::kPayloadFormatInvalid);
+  }
+
+  const mqtt::Publish header{{}, publish.qos, false, false, publish.packet_id, {}, {}};
+  const std::size_t receivers =
+      shard_.publish(make_message(std::move(publish), session_->id(),
+                                  Shard::client_hash(session_->client_id()), Clock::now()));
+  acknowledge_publish(header, receivers == 0 && mqtt::is_v5(version_)
+                                  ? ReasonCode::kNoMatchingSubscribers
+                                  : ReasonCode::kSuccess);
+}
+
+void ClientProtocol::on_pubrel(const mqtt::Pubrel& pubrel) {
+  const bool known = session_->release_inbound_qos2(pubrel.packet_id);
+  link_.send(mqtt::Pubcomp{pubrel.packet_id,
+                           known ? ReasonCode::kSuccess : ReasonCode::kPacketIdentifierNotFound, {}});
+}
+
+// ---- SUBSCRIBE, UNSUBSCRIBE -------------------------------------------------
+
+void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
+  const config::Config& config = shard_.config();
+  const bool v5 = mqtt::is_v5(version_);
+  const std::uint32_t identifier =
+      subscribe.properties.subscription_identifiers.empty() ? 0
+                                                            : subscribe.properties.subscription_identifiers[0];
+  if (identifier != 0 && !config.mqtt.subscription_identifiers) {
+    return disconnect_with(ReasonCode::kSubscriptionIdentifiersNotSupported);
+  }
+  mqtt::Suback suback;
+  suback.packet_id = subscribe.packet_id;
+  struct RetainedToSend {
+    const std::string* filter;
+    mqtt::SubscriptionOptions options;
+  };
+  std::vector<RetainedToSend> retained;
+
+  for (mqtt::Subscription& subscription : subscribe.subscriptions) {
+    const auto shared = mqtt::parse_shared_filter(subscription.filter);
+    const std::string_view matched_filter = shared ? shared->filter : subscription.filter;
+    ReasonCode refusal = ReasonCode::kSuccess;
+    if (shared && !config.mqtt.shared_subscriptions) {
+      refusal = ReasonCode::kSharedSubscriptionsNotSupported;
+    } else if (mqtt::has_wildcard(matched_filter) && !config.mqtt.wildcard_subscriptions) {
+      refusal = ReasonCode::kWildcardSubscriptionsNotSupported;
+    } else if (mqtt::topic_levels(matched_filter) > config.limits.max_topic_levels) {
+      refusal = ReasonCode::kTopicFilterInvalid;
+    }
+    if (refusal != ReasonCode::kSuccess) {
+      suback.reasons.push_back(v5 ? refusal : ReasonCode::kUnspecifiedError);
+      continue;
+    }
+    mqtt::SubscriptionOptions options = subscription.options;
+    options.max_qos = std::min(options.max_qos, static_cast<QoS>(config.mqtt.max_qos));
+    if (!v5) options = mqtt::SubscriptionOptions{options.max_qos};
+    const bool is_new = shard_.broker().index().subscribe(
+        subscription.filter, {session_->ref(), options, identifier}, session_->online_flag());
+    auto [it, inserted] = session_->subscriptions().insert_or_assign(subscription.filter,
+                                                                     SubscriptionRecord{options, identifier});
+    suback.reasons.push_back(static_cast<ReasonCode>(options.max_qos));
+    // [MQTT-3.3.1-9..11] retained messages by Retain Handling; none for shared [MQTT-4.8.2].
+    const bool send = !shared && (options.retain_handling == mqtt::RetainHandling::kSendOnSubscribe ||
+                                  (options.retain_handling == mqtt::RetainHandling::kSendOnNewSubscribe &&
+                                   is_new));
+    if (send) retained.push_back({&it->first, options});
+  }
+  link_.send(suback);
+  for (const RetainedToSend& r : retained) send_retained(*r.filter, r.options, identifier);
+}
+
+void ClientProtocol::send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,
+                                   std::uint32_t identifier) {
+  shard_.broker().retained().for_each_match(filter, Clock::now(), [&](const MessagePtr& message) {
+    Delivery delivery;
+    delivery.message = message;
+    delivery.qos = std::min(message->qos, options.max_qos);
+    delivery.retain = true;  // [MQTT-3.3.1-8] a retained message sent on subscribe keeps RETAIN
+    if (identifier != 0) delivery.identifiers.push_back(identifier);
+    session_->deliver(std::move(delivery));
+  });
+}
+
+void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
+  mqtt::Unsuback unsuback;
+  unsuback.packet_id = unsubscribe.packet_id;
+  for (const std::string& filter : unsubscribe.filters) {
+    const bool existed = shard_.broker().index().unsubscribe(filter, session_->ref());
+    session_->subscriptions().erase(filter);
+    if (mqtt::is_v5(version_)) {
+      unsuback.reasons.push_back(existed ? ReasonCode::kSuccess : ReasonCode::kNoSubscriptionExisted);
+    }
+  }
+  link_.send(unsuback);
+}
+
+// ---- DISCONNECT, AUTH -------------------------------------------------------
+
+void ClientProtocol::on_disconnect(const mqtt::Disconnect& disconnect) {
+  if (const auto& expiry = disconnect.properties.session_expiry_interval) {
+    if (connect_expiry_s_ == 0 && *expiry != 0) {  // §3.14.2.2.2
+      return disconnect_with(ReasonCode::kProtocolError, "Session Expiry Interval was 0");
+    }
+    session_->set_expiry_s(std::min(*expiry, shard_.config().sessions.max_session_expiry_s));
+  }
+  // [MQTT-3.14.4-3] a normal disconnection discards the will; 0x04 asks for it.
+  leave_session(disconnect.reason == ReasonCode::kDisconnectWithWillMessage);
+  close();
+}
+
+void ClientProtocol::on_auth(const mqtt::Auth&) {
+  // No CONNECT here carried an Authentication Method, so AUTH is out of place (§4.12).
+  disconnect_with(ReasonCode::kProtocolError, "AUTH without enhanced authentication");
+}
+
+}  // namespace sluice::broker

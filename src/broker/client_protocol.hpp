@@ -1,0 +1,92 @@
+// The MQTT conversation with one connected client: CONNECT handling, each
+// packet's rules, and what happens when the connection ends. One per network
+// connection, created by the net layer and called on its worker's thread; it
+// binds the connection to a Session of its shard, which outlives it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "broker/client_link.hpp"
+#include "broker/session.hpp"
+#include "mqtt/decode_error.hpp"
+#include "mqtt/packets.hpp"
+
+namespace sluice::broker {
+
+class Shard;
+
+class ClientProtocol {
+ public:
+  ClientProtocol(Shard& shard, ClientLink& link);
+  ~ClientProtocol();
+  ClientProtocol(const ClientProtocol&) = delete;
+  ClientProtocol& operator=(const ClientProtocol&) = delete;
+
+  // The first packet. The net layer decodes it (to find the shard that owns
+  // the client id) and hands it here on that shard.
+  void on_connect(mqtt::Connect&& connect);
+  // Any later packet.
+  void on_packet(mqtt::Packet&& packet);
+  // The decoder refused the input. `connect_version` is set when the refused
+  // packet was the CONNECT: it says which CONNACK form the client reads.
+  void on_decode_error(const mqtt::DecodeError& error,
+                       std::optional<mqtt::ProtocolVersion> connect_version);
+  // The socket closed or failed without a DISCONNECT.
+  void on_connection_lost();
+  // Nothing arrived within 1.5 times the keep alive [MQTT-3.1.2-22].
+  void on_keep_alive_expired();
+  // The broker is stopping: DISCONNECT 0x8B on MQTT 5, then close.
+  void on_server_shutdown();
+  // Another connection with the same client id took the session [MQTT-3.1.4-3].
+  void on_taken_over();
+  // The socket caught up: queued messages may follow.
+  void on_writable();
+
+  bool connected() const { return session_ != nullptr; }
+  bool closing() const { return closing_; }
+  // The keep alive in force, 0 for none; the net layer times it.
+  std::uint16_t keep_alive_s() const { return keep_alive_s_; }
+  const std::string& client_id() const;
+
+ private:
+  // Refuses the CONNECT with `reason` (nearest 3.x return code on 3.x).
+  void refuse_connect(mqtt::ProtocolVersion version, mqtt::ReasonCode reason,
+                      const char* reason_string = nullptr);
+  // Sends DISCONNECT with `reason` on MQTT 5 and closes; the will goes out.
+  void disconnect_with(mqtt::ReasonCode reason, const char* reason_string = nullptr);
+  // Unbinds from the session: the will is armed (abnormal) or dropped.
+  void leave_session(bool publish_will);
+  void close();
+
+  void on_publish(mqtt::Publish&& publish);
+  void on_subscribe(mqtt::Subscribe&& subscribe);
+  void on_unsubscribe(const mqtt::Unsubscribe& unsubscribe);
+  void on_disconnect(const mqtt::Disconnect& disconnect);
+  void on_pubrel(const mqtt::Pubrel& pubrel);
+  void on_auth(const mqtt::Auth& auth);
+
+  // Resolves an inbound topic alias [MQTT-3.3.2-10..12]; false after disconnecting.
+  bool resolve_topic_alias(mqtt::Publish& publish);
+  // A refused PUBLISH: the reason on PUBACK/PUBREC for QoS 1/2 on MQTT 5.
+  void refuse_publish(const mqtt::Publish& publish, mqtt::ReasonCode reason);
+  void acknowledge_publish(const mqtt::Publish& publish, mqtt::ReasonCode reason);
+  void send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,
+                     std::uint32_t identifier);
+  std::string assign_client_id() const;
+
+  Shard& shard_;
+  ClientLink& link_;
+  Session* session_ = nullptr;
+  mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV3_1_1;
+  bool connect_seen_ = false;
+  bool closing_ = false;
+  bool counted_ = false;  // counted in the broker's connections
+  std::uint16_t keep_alive_s_ = 0;
+  std::uint32_t connect_expiry_s_ = 0;  // Session Expiry Interval from CONNECT
+  std::unordered_map<std::uint16_t, std::string> inbound_aliases_;
+};
+
+}  // namespace sluice::broker

@@ -1,0 +1,33 @@
+// Turning an inbound PUBLISH into the shared, immutable Message.
+#include "broker/message.hpp"
+
+#include "mqtt/packet_encoder.hpp"
+
+namespace sluice::broker {
+
+std::optional<std::uint32_t> Message::remaining_expiry_s(Clock::time_point now) const {
+  if (!expires_at) return std::nullopt;
+  const auto left = std::chrono::ceil<std::chrono::seconds>(*expires_at - now).count();
+  return static_cast<std::uint32_t>(left > 0 ? left : 0);
+}
+
+MessagePtr make_message(mqtt::Publish&& publish, std::uint64_t origin_session,
+                        std::uint64_t origin_client_hash, Clock::time_point now) {
+  auto message = std::make_shared<Message>();
+  message->topic = std::move(publish.topic);
+  message->payload = std::move(publish.payload);
+  message->qos = publish.qos;
+  message->retain = publish.retain;
+  message->properties = std::move(publish.properties);
+  message->properties.topic_alias.reset();
+  message->properties.subscription_identifiers.clear();
+  if (message->properties.message_expiry_interval) {
+    message->expires_at = now + std::chrono::seconds(*message->properties.message_expiry_interval);
+  }
+  mqtt::encode_shared_properties(message->properties, message->encoded_properties);
+  message->origin_session = origin_session;
+  message->origin_client_hash = origin_client_hash;
+  return message;
+}
+
+}  // namespace sluice::broker

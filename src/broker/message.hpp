@@ -1,0 +1,48 @@
+// A published message as the broker keeps it: created once when it arrives,
+// never changed after, and shared (by reference count) by every subscriber
+// queue, inflight window and the retained store that holds it. What differs
+// per subscriber (packet id, QoS, retain flag, subscription identifiers,
+// topic alias) lives in the `Delivery` beside it, not in the message.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mqtt/packets.hpp"
+
+namespace sluice::broker {
+
+using Clock = std::chrono::steady_clock;
+
+struct Message {
+  std::string topic;
+  mqtt::Bytes payload;
+  mqtt::QoS qos = mqtt::QoS::kAtMostOnce;  // as published
+  bool retain = false;                     // as published
+  // MQTT 5 properties as published, without Topic Alias and Subscription
+  // Identifiers (which belong to one hop, not to the message).
+  mqtt::Properties properties;
+  // `properties` less Message Expiry Interval, encoded once for all deliveries.
+  std::vector<std::uint8_t> encoded_properties;
+  std::optional<Clock::time_point> expires_at;  // from Message Expiry Interval
+  std::uint64_t origin_session = 0;  // the publisher's session, for No Local
+  std::uint64_t origin_client_hash = 0;  // for the hash_client_id shared strategy
+
+  bool expired(Clock::time_point now) const { return expires_at && now >= *expires_at; }
+
+  // Seconds of life left, for the rewritten Message Expiry Interval [MQTT-3.3.2-6].
+  std::optional<std::uint32_t> remaining_expiry_s(Clock::time_point now) const;
+};
+
+using MessagePtr = std::shared_ptr<const Message>;
+
+// Builds the shared message from a PUBLISH (whose topic is already resolved
+// from any alias). Moves the payload out of `publish`.
+MessagePtr make_message(mqtt::Publish&& publish, std::uint64_t origin_session,
+                        std::uint64_t origin_client_hash, Clock::time_point now);
+
+}  // namespace sluice::broker

@@ -1,0 +1,117 @@
+// The retained-message trie. A filter walk follows literal levels directly,
+// fans out over all children at '+', and takes a whole subtree at '#'.
+#include "broker/retained_store.hpp"
+
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace sluice::broker {
+namespace {
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+
+std::string_view next_level(std::string_view& rest, bool& done) {
+  const std::size_t slash = rest.find('/');
+  const std::string_view level = rest.substr(0, slash);
+  done = slash == std::string_view::npos;
+  rest = done ? std::string_view() : rest.substr(slash + 1);
+  return level;
+}
+
+}  // namespace
+
+struct RetainedStore::Node {
+  std::unordered_map<std::string, std::unique_ptr<Node>, StringHash, std::equal_to<>> children;
+  MessagePtr message;
+  bool empty() const { return children.empty() && !message; }
+};
+
+RetainedStore::RetainedStore(std::uint32_t max_messages)
+    : root_(std::make_unique<Node>()), max_messages_(max_messages) {}
+RetainedStore::~RetainedStore() = default;
+
+RetainedStore::SetResult RetainedStore::set(const MessagePtr& message) {
+  std::string_view rest = message->topic;
+  std::unique_lock lock(mutex_);
+  if (message->payload.empty()) {
+    std::vector<std::pair<Node*, std::string_view>> path;
+    Node* node = root_.get();
+    for (bool done = false; !done;) {
+      const auto it = node->children.find(next_level(rest, done));
+      if (it == node->children.end()) return SetResult::kDeleted;
+      path.emplace_back(node, it->first);
+      node = it->second.get();
+    }
+    if (node->message) --size_;
+    node->message.reset();
+    for (auto step = path.rbegin(); step != path.rend() && node->empty(); ++step) {
+      step->first->children.erase(step->first->children.find(step->second));
+      node = step->first;
+    }
+    return SetResult::kDeleted;
+  }
+
+  Node* node = root_.get();
+  for (bool done = false; !done;) {
+    const std::string_view level = next_level(rest, done);
+    auto it = node->children.find(level);
+    if (it == node->children.end()) {
+      it = node->children.emplace(std::string(level), std::make_unique<Node>()).first;
+    }
+    node = it->second.get();
+  }
+  if (!node->message) {
+    if (size_ >= max_messages_) return SetResult::kLimitReached;  // (an empty node may linger)
+    ++size_;
+  }
+  node->message = message;
+  return SetResult::kStored;
+}
+
+void RetainedStore::for_each_match(std::string_view filter, Clock::time_point now,
+                                   const std::function<void(const MessagePtr&)>& f) const {
+  auto emit = [&](const Node& node) {
+    if (node.message && !node.message->expired(now)) f(node.message);
+  };
+  auto subtree = [&](auto& self, const Node& node) -> void {
+    emit(node);
+    for (const auto& [level, child] : node.children) self(self, *child);
+  };
+  // [MQTT-4.7.2-1]: wildcards at the first level skip topics starting with '$'.
+  auto walk = [&](auto& self, const Node& node, std::string_view rest, bool first_level) -> void {
+    bool done = false;
+    const std::string_view level = next_level(rest, done);
+    auto visit = [&](const Node& child) {
+      if (done) {
+        emit(child);
+      } else {
+        self(self, child, rest, false);
+      }
+    };
+    if (level == "#") {
+      if (!first_level) emit(node);  // '#' includes the parent level
+      for (const auto& [name, child] : node.children) {
+        if (!(first_level && name.starts_with('$'))) subtree(subtree, *child);
+      }
+    } else if (level == "+") {
+      for (const auto& [name, child] : node.children) {
+        if (!(first_level && name.starts_with('$'))) visit(*child);
+      }
+    } else if (const auto it = node.children.find(level); it != node.children.end()) {
+      visit(*it->second);
+    }
+  };
+  std::shared_lock lock(mutex_);
+  walk(walk, *root_, filter, true);
+}
+
+std::size_t RetainedStore::size() const {
+  std::shared_lock lock(mutex_);
+  return size_;
+}
+
+}  // namespace sluice::broker

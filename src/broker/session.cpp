@@ -1,0 +1,236 @@
+// Session state and the outbound QoS flows (spec section 4.3 and 4.9).
+#include "broker/session.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "broker/shard.hpp"
+
+namespace sluice::broker {
+
+namespace {
+constexpr std::uint32_t kNeverExpires = 0xFFFFFFFF;
+}
+
+Session::Session(Shard& shard, std::uint64_t id, std::string client_id)
+    : shard_(shard),
+      id_(id),
+      client_id_(std::move(client_id)),
+      online_flag_(std::make_shared<std::atomic<bool>>(false)) {}
+
+Session::~Session() = default;
+
+SubscriberRef Session::ref() const { return {shard_.index(), id_}; }
+
+std::optional<Clock::time_point> Session::expires_at() const {
+  if (!offline_since_ || expiry_s_ == kNeverExpires) return std::nullopt;
+  return *offline_since_ + std::chrono::seconds(expiry_s_);
+}
+
+std::optional<mqtt::Will> Session::take_will() {
+  std::optional<mqtt::Will> will = std::move(will_);
+  will_.reset();
+  will_due_.reset();
+  return will;
+}
+
+void Session::attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVersion version,
+                     const ClientLimits& limits) {
+  owner_ = &owner;
+  link_ = &link;
+  version_ = version;
+  limits_ = limits;
+  outbound_aliases_.clear();  // aliases belong to one connection [MQTT-3.3.2-7]
+  offline_since_.reset();
+  online_flag_->store(true, std::memory_order_relaxed);
+  resend_inflight();
+  pump();
+}
+
+void Session::detach(Clock::time_point now) {
+  owner_ = nullptr;
+  link_ = nullptr;
+  offline_since_ = now;
+  online_flag_->store(false, std::memory_order_relaxed);
+  redistribute_shared(now);
+}
+
+void Session::redistribute_shared(Clock::time_point) {
+  // Messages through a shared subscription go to a member that can take them;
+  // a QoS 2 message the client already received (PUBREC sent) stays here.
+  std::vector<Delivery> handed_on;
+  for (auto it = inflight_.begin(); it != inflight_.end();) {
+    if (it->second.delivery.shared_filter && it->second.stage != Stage::kAwaitingPubcomp) {
+      handed_on.push_back(std::move(it->second.delivery));
+      it = inflight_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::deque<Delivery> kept;
+  for (Delivery& delivery : queue_) {
+    if (delivery.shared_filter) {
+      handed_on.push_back(std::move(delivery));
+    } else {
+      kept.push_back(std::move(delivery));
+    }
+  }
+  queue_.swap(kept);
+  for (Delivery& delivery : handed_on) {
+    delivery.retain = false;
+    shard_.redeliver_shared(std::move(delivery), ref());
+  }
+}
+
+void Session::deliver(Delivery&& delivery) {
+  const Clock::time_point now = Clock::now();
+  if (delivery.message->expired(now)) {
+    ShardStats::add(shard_.stats().dropped_expired);
+    return;
+  }
+  if (!online()) {
+    if (delivery.qos == mqtt::QoS::kAtMostOnce && !shard_.config().sessions.queue_qos0_offline) {
+      ShardStats::add(shard_.stats().dropped_offline_qos0);
+      return;
+    }
+    return enqueue(std::move(delivery));
+  }
+  if (delivery.qos == mqtt::QoS::kAtMostOnce) {
+    if (link_->unsent_bytes() > shard_.config().limits.max_write_buffer_bytes) {
+      ShardStats::add(shard_.stats().dropped_slow_client);
+      return;
+    }
+    write_publish(delivery, 0, false);
+    return;
+  }
+  if (queue_.empty() && can_send_now()) return send_inflight(std::move(delivery));
+  enqueue(std::move(delivery));
+}
+
+void Session::enqueue(Delivery&& delivery) {
+  if (queue_.size() >= shard_.config().limits.max_queued_messages) {
+    ShardStats::add(shard_.stats().dropped_queue_full);
+    return;
+  }
+  queue_.push_back(std::move(delivery));
+}
+
+bool Session::can_send_now() const {
+  const std::size_t window =
+      std::min<std::size_t>(limits_.receive_maximum, shard_.config().limits.max_inflight_messages);
+  return online() && inflight_.size() < window &&
+         link_->unsent_bytes() <= shard_.config().limits.max_write_buffer_bytes;
+}
+
+std::uint16_t Session::next_packet_id() {
+  // The window is at most 65535, so a free identifier always exists.
+  do {
+    last_packet_id_ = static_cast<std::uint16_t>(last_packet_id_ == 65535 ? 1 : last_packet_id_ + 1);
+  } while (inflight_.contains(last_packet_id_));
+  return last_packet_id_;
+}
+
+void Session::send_inflight(Delivery&& delivery) {
+  const std::uint16_t packet_id = next_packet_id();
+  if (!write_publish(delivery, packet_id, false)) return;  // too large: as if delivered
+  const Stage stage =
+      delivery.qos == mqtt::QoS::kAtLeastOnce ? Stage::kAwaitingPuback : Stage::kAwaitingPubrec;
+  inflight_.emplace(packet_id, Inflight{std::move(delivery), next_sequence_++, stage});
+}
+
+bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, bool dup) {
+  const Message& message = *delivery.message;
+  mqtt::PublishHead head;
+  head.topic = message.topic;
+  head.qos = delivery.qos;
+  head.retain = delivery.retain;
+  head.dup = dup;
+  head.packet_id = packet_id;
+  head.payload_bytes = message.payload.size();
+  if (mqtt::is_v5(version_)) {
+    head.shared_properties = message.encoded_properties;
+    head.subscription_identifiers = delivery.identifiers;
+    head.message_expiry_interval = message.remaining_expiry_s(Clock::now());
+    if (limits_.topic_alias_maximum > 0) {
+      const auto it = outbound_aliases_.find(message.topic);
+      if (it != outbound_aliases_.end()) {
+        head.topic_alias = it->second;
+        head.topic = {};
+      } else if (outbound_aliases_.size() < limits_.topic_alias_maximum) {
+        head.topic_alias = static_cast<std::uint16_t>(outbound_aliases_.size() + 1);
+        outbound_aliases_.emplace(message.topic, head.topic_alias);
+      }
+    }
+  }
+  // [MQTT-3.1.2-24] never more than the client accepts; [MQTT-3.1.2-25] a
+  // message that does not fit is dropped as if it had been delivered.
+  if (mqtt::publish_wire_size(head, version_) > limits_.maximum_packet_size) {
+    ShardStats::add(shard_.stats().dropped_too_large);
+    if (head.topic_alias != 0 && !head.topic.empty()) outbound_aliases_.erase(message.topic);
+    return false;
+  }
+  link_->send_publish(head, delivery.message);
+  ShardStats::add(shard_.stats().messages_sent);
+  return true;
+}
+
+void Session::resend_inflight() {
+  std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
+  order.reserve(inflight_.size());
+  for (const auto& [packet_id, entry] : inflight_) order.emplace_back(entry.sequence, packet_id);
+  std::sort(order.begin(), order.end());
+  for (const auto& [sequence, packet_id] : order) {
+    Inflight& entry = inflight_.at(packet_id);
+    if (entry.stage == Stage::kAwaitingPubcomp) {
+      link_->send(mqtt::Pubrel{packet_id, mqtt::ReasonCode::kSuccess, {}});
+    } else if (!write_publish(entry.delivery, packet_id, true)) {
+      inflight_.erase(packet_id);
+    }
+  }
+}
+
+void Session::pump() {
+  const Clock::time_point now = Clock::now();
+  while (!queue_.empty() && can_send_now()) {
+    Delivery delivery = std::move(queue_.front());
+    queue_.pop_front();
+    if (delivery.message->expired(now)) {
+      ShardStats::add(shard_.stats().dropped_expired);
+      continue;
+    }
+    if (delivery.qos == mqtt::QoS::kAtMostOnce) {
+      write_publish(delivery, 0, false);
+    } else {
+      send_inflight(std::move(delivery));
+    }
+  }
+}
+
+void Session::on_puback(std::uint16_t packet_id) {
+  const auto it = inflight_.find(packet_id);
+  if (it == inflight_.end() || it->second.stage != Stage::kAwaitingPuback) return;
+  inflight_.erase(it);
+  pump();
+}
+
+bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
+  const auto it = inflight_.find(packet_id);
+  if (it == inflight_.end() || it->second.stage == Stage::kAwaitingPuback) return false;
+  if (mqtt::is_error(reason)) {  // the client refused it: the flow ends here [MQTT-4.3.3]
+    inflight_.erase(it);
+    pump();
+    return true;
+  }
+  it->second.stage = Stage::kAwaitingPubcomp;
+  it->second.delivery.message.reset();  // only the packet id is needed from here on
+  return true;
+}
+
+void Session::on_pubcomp(std::uint16_t packet_id) {
+  const auto it = inflight_.find(packet_id);
+  if (it == inflight_.end() || it->second.stage != Stage::kAwaitingPubcomp) return;
+  inflight_.erase(it);
+  pump();
+}
+
+}  // namespace sluice::broker

@@ -1,0 +1,149 @@
+// A client's session: what outlives a connection [MQTT-4.1] — subscriptions,
+// QoS 1/2 messages in flight both ways, messages queued while offline or
+// while the client's window is full, and the will. Owned by one shard and
+// only ever touched on that shard's thread.
+//
+// Outbound flow: a delivery goes straight out when the client is online, has
+// room in its Receive Maximum window and is keeping up with its socket;
+// otherwise QoS 1/2 (and, if configured, offline QoS 0) wait in `queue_`,
+// bounded by max_queued_messages (the newest is dropped when it is full).
+// QoS 0 to a client that is not keeping up is dropped and counted.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "broker/client_link.hpp"
+#include "broker/delivery.hpp"
+#include "config/config.hpp"
+#include "mqtt/packets.hpp"
+
+namespace sluice::broker {
+
+class Shard;
+class ClientProtocol;
+
+struct SubscriptionRecord {
+  mqtt::SubscriptionOptions options;
+  std::uint32_t identifier = 0;
+};
+
+// The connection-scoped limits a client announced in CONNECT.
+struct ClientLimits {
+  std::uint16_t receive_maximum = 65535;
+  std::uint32_t maximum_packet_size = 268'435'460;
+  std::uint16_t topic_alias_maximum = 0;
+};
+
+class Session {
+ public:
+  Session(Shard& shard, std::uint64_t id, std::string client_id);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  std::uint64_t id() const { return id_; }
+  const std::string& client_id() const { return client_id_; }
+  SubscriberRef ref() const;
+
+  // ---- connection ----
+  bool online() const { return owner_ != nullptr; }
+  ClientProtocol* owner() const { return owner_; }
+  std::shared_ptr<const std::atomic<bool>> online_flag() const { return online_flag_; }
+  // Binds the session to a new connection and resends what was in flight
+  // [MQTT-4.4.0-1], then what was queued.
+  void attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVersion version,
+              const ClientLimits& limits);
+  // The connection went away. Unacknowledged shared-subscription messages are
+  // handed to another member of their group.
+  void detach(Clock::time_point now);
+
+  // ---- lifetime ----
+  std::uint32_t expiry_s() const { return expiry_s_; }
+  void set_expiry_s(std::uint32_t seconds) { expiry_s_ = seconds; }
+  // When an offline session ends; nullopt for "never".
+  std::optional<Clock::time_point> expires_at() const;
+
+  // ---- will ----
+  void set_will(std::optional<mqtt::Will> will) { will_ = std::move(will); }
+  const std::optional<mqtt::Will>& will() const { return will_; }
+  // Arms the will to be published at `due`, or clears it.
+  void arm_will(std::optional<Clock::time_point> due) { will_due_ = due; }
+  std::optional<Clock::time_point> will_due() const { return will_due_; }
+  std::optional<mqtt::Will> take_will();
+
+  // ---- subscriptions ----
+  std::map<std::string, SubscriptionRecord>& subscriptions() { return subscriptions_; }
+
+  // ---- outbound ----
+  void deliver(Delivery&& delivery);
+  void on_puback(std::uint16_t packet_id);
+  // Returns false when `packet_id` was not awaiting a PUBREC.
+  bool on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason);
+  void on_pubcomp(std::uint16_t packet_id);
+  // Sends queued messages while the window and the socket allow.
+  void pump();
+  std::size_t queued() const { return queue_.size(); }
+  std::size_t inflight() const { return inflight_.size(); }
+
+  // ---- inbound QoS 2 ----
+  // True when `packet_id` is new (the message must be routed); false for a
+  // retransmission of one awaiting PUBREL.
+  bool begin_inbound_qos2(std::uint16_t packet_id) { return inbound_qos2_.insert(packet_id).second; }
+  bool release_inbound_qos2(std::uint16_t packet_id) { return inbound_qos2_.erase(packet_id) > 0; }
+  std::size_t inbound_qos2_pending() const { return inbound_qos2_.size(); }
+
+  // Everything still queued or in flight, for handing to other shared-group
+  // members when the session ends.
+  void redistribute_shared(Clock::time_point now);
+
+ private:
+  enum class Stage : std::uint8_t { kAwaitingPuback, kAwaitingPubrec, kAwaitingPubcomp };
+  struct Inflight {
+    Delivery delivery;
+    std::uint64_t sequence;  // to resend in the original order
+    Stage stage;
+  };
+
+  bool can_send_now() const;
+  void send_inflight(Delivery&& delivery);
+  // Writes the PUBLISH; false when it is too big for the client (then dropped).
+  bool write_publish(const Delivery& delivery, std::uint16_t packet_id, bool dup);
+  std::uint16_t next_packet_id();
+  void enqueue(Delivery&& delivery);
+  void resend_inflight();
+
+  Shard& shard_;
+  const std::uint64_t id_;
+  const std::string client_id_;
+  std::shared_ptr<std::atomic<bool>> online_flag_;
+
+  ClientProtocol* owner_ = nullptr;
+  ClientLink* link_ = nullptr;
+  mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV5;
+  ClientLimits limits_;
+  std::unordered_map<std::string, std::uint16_t> outbound_aliases_;  // per connection
+
+  std::uint32_t expiry_s_ = 0;
+  std::optional<Clock::time_point> offline_since_;
+  std::optional<mqtt::Will> will_;
+  std::optional<Clock::time_point> will_due_;
+
+  std::map<std::string, SubscriptionRecord> subscriptions_;
+
+  std::unordered_map<std::uint16_t, Inflight> inflight_;
+  std::uint64_t next_sequence_ = 0;
+  std::uint16_t last_packet_id_ = 0;
+  std::deque<Delivery> queue_;
+
+  std::unordered_set<std::uint16_t> inbound_qos2_;
+};
+
+}  // namespace sluice::broker

@@ -1,0 +1,162 @@
+// Routing and session bookkeeping on one shard.
+#include "broker/shard.hpp"
+
+#include <functional>
+
+#include "mqtt/topic.hpp"
+
+namespace sluice::broker {
+
+Shard::Shard(Broker& broker, std::uint32_t index)
+    : broker_(broker), index_(index), outbox_(broker.shard_count()) {}
+
+Shard::~Shard() = default;
+
+Session* Shard::find_session(const std::string& client_id) {
+  const auto it = sessions_.find(client_id);
+  return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+Session& Shard::create_session(const std::string& client_id) {
+  auto session = std::make_unique<Session>(*this, broker_.new_session_id(), client_id);
+  Session& ref = *session;
+  sessions_by_id_.emplace(ref.id(), &ref);
+  sessions_.insert_or_assign(client_id, std::move(session));
+  return ref;
+}
+
+void Shard::end_session(Session& session, Clock::time_point now) {
+  for (const auto& [filter, record] : session.subscriptions()) {
+    broker_.index().unsubscribe(filter, session.ref());
+  }
+  session.subscriptions().clear();
+  session.redistribute_shared(now);
+  offline_.erase(&session);
+  sessions_by_id_.erase(session.id());
+  sessions_.erase(session.client_id());  // destroys `session`
+}
+
+void Shard::session_went_offline(Session& session, Clock::time_point now) {
+  session.detach(now);
+  offline_.insert(&session);
+}
+
+std::size_t Shard::publish(const MessagePtr& message) {
+  if (message->retain && broker_.config().mqtt.retain_available) {
+    broker_.retained().set(message);
+  }
+  targets_.clear();
+  broker_.index().match(*message, broker_.config().sessions.shared_subscription_strategy, targets_);
+  for (Target& target : targets_) {
+    Delivery delivery;
+    delivery.message = message;
+    delivery.qos = std::min(message->qos, target.max_qos);
+    // [MQTT-3.3.1-12] RETAIN is cleared unless the subscription asked to keep it.
+    delivery.retain = message->retain && target.retain_as_published && !target.shared_filter;
+    delivery.identifiers = std::move(target.identifiers);
+    delivery.shared_filter = std::move(target.shared_filter);
+    deliver(target.ref, std::move(delivery));
+  }
+  return targets_.size();
+}
+
+void Shard::deliver(SubscriberRef to, Delivery&& delivery) {
+  if (to.shard != index_) {
+    outbox_[to.shard].push_back({to, std::move(delivery)});
+    return;
+  }
+  const auto it = sessions_by_id_.find(to.session_id);
+  if (it != sessions_by_id_.end()) it->second->deliver(std::move(delivery));
+}
+
+void Shard::deliver_batch(std::vector<RemoteDelivery>&& batch) {
+  for (RemoteDelivery& remote : batch) deliver(remote.to, std::move(remote.delivery));
+}
+
+void Shard::redeliver_shared(Delivery&& delivery, SubscriberRef exclude) {
+  const auto target = broker_.index().pick_shared(
+      *delivery.shared_filter, *delivery.message,
+      broker_.config().sessions.shared_subscription_strategy, exclude);
+  if (!target) return;  // no other member: the group is gone
+  delivery.qos = std::min(delivery.message->qos, target->max_qos);
+  delivery.identifiers = target->identifiers;
+  deliver(target->ref, std::move(delivery));
+}
+
+void Shard::flush_outbox() {
+  Mailbox* mailbox = broker_.mailbox();
+  for (std::uint32_t shard = 0; shard < outbox_.size(); ++shard) {
+    if (outbox_[shard].empty()) continue;
+    std::vector<RemoteDelivery> batch;
+    batch.swap(outbox_[shard]);
+    mailbox->post(shard, std::move(batch));
+  }
+}
+
+void Shard::publish_will(Session& session, Clock::time_point now) {
+  std::optional<mqtt::Will> will = session.take_will();
+  if (!will) return;
+  mqtt::Publish packet;
+  packet.topic = std::move(will->topic);
+  packet.payload = std::move(will->payload);
+  packet.qos = will->qos;
+  packet.retain = will->retain;
+  packet.properties = std::move(will->properties);
+  packet.properties.will_delay_interval.reset();
+  publish(make_message(std::move(packet), session.id(), client_hash(session.client_id()), now));
+}
+
+std::uint64_t Shard::client_hash(const std::string& client_id) {
+  return std::hash<std::string>{}(client_id);
+}
+
+void Shard::tick(Clock::time_point now) {
+  std::vector<Session*> ended;
+  for (Session* session : offline_) {
+    if (session->will_due() && *session->will_due() <= now) publish_will(*session, now);
+    const auto expires = session->expires_at();
+    if (expires && *expires <= now) ended.push_back(session);
+  }
+  for (Session* session : ended) {
+    publish_will(*session, now);  // a will still pending goes out when the session ends
+    end_session(*session, now);
+  }
+  if (index_ == 0 && broker_.config().sys_interval_s > 0 && now >= next_sys_publish_) {
+    publish_sys_topics(now);
+    next_sys_publish_ = now + std::chrono::seconds(broker_.config().sys_interval_s);
+  }
+}
+
+void Shard::publish_sys_topics(Clock::time_point now) {
+  std::uint64_t received = 0, sent = 0, bytes_in = 0, bytes_out = 0, clients = 0;
+  for (std::uint32_t i = 0; i < broker_.shard_count(); ++i) {
+    const ShardStats& s = broker_.shard(i).stats();
+    received += s.messages_received.load(std::memory_order_relaxed);
+    sent += s.messages_sent.load(std::memory_order_relaxed);
+    bytes_in += s.bytes_received.load(std::memory_order_relaxed);
+    bytes_out += s.bytes_sent.load(std::memory_order_relaxed);
+    clients += s.clients_connected.load(std::memory_order_relaxed);
+  }
+  const auto uptime_s =
+      std::chrono::duration_cast<std::chrono::seconds>(now - broker_.started_at()).count();
+  const std::pair<const char*, std::string> topics[] = {
+      {"$SYS/broker/version", "sluice " + broker_.version()},
+      {"$SYS/broker/uptime", std::to_string(uptime_s) + " seconds"},
+      {"$SYS/broker/clients/connected", std::to_string(clients)},
+      {"$SYS/broker/messages/received", std::to_string(received)},
+      {"$SYS/broker/messages/sent", std::to_string(sent)},
+      {"$SYS/broker/bytes/received", std::to_string(bytes_in)},
+      {"$SYS/broker/bytes/sent", std::to_string(bytes_out)},
+      {"$SYS/broker/subscriptions/count", std::to_string(broker_.index().size())},
+      {"$SYS/broker/retained messages/count", std::to_string(broker_.retained().size())},
+  };
+  for (const auto& [topic, value] : topics) {
+    mqtt::Publish packet;
+    packet.topic = topic;
+    packet.retain = true;
+    packet.payload.assign(value.begin(), value.end());
+    publish(make_message(std::move(packet), 0, 0, now));
+  }
+}
+
+}  // namespace sluice::broker

@@ -1,0 +1,78 @@
+// One worker's part of the broker: the sessions whose client ids map to it,
+// the routing of messages published by its clients, and the batches of
+// deliveries bound for other shards. Everything here runs on the worker's
+// thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "broker/broker.hpp"
+#include "broker/session.hpp"
+#include "broker/stats.hpp"
+
+namespace sluice::broker {
+
+class Shard {
+ public:
+  Shard(Broker& broker, std::uint32_t index);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  Broker& broker() { return broker_; }
+  const config::Config& config() const { return broker_.config(); }
+  std::uint32_t index() const { return index_; }
+  ShardStats& stats() { return stats_; }
+
+  // ---- sessions ----
+  Session* find_session(const std::string& client_id);
+  Session& create_session(const std::string& client_id);
+  // Removes the session's subscriptions, hands its shared messages on, and destroys it.
+  void end_session(Session& session, Clock::time_point now);
+  // The session lost its connection: watch it for its will and its expiry.
+  void session_went_offline(Session& session, Clock::time_point now);
+  void session_came_online(Session& session) { offline_.erase(&session); }
+  std::size_t session_count() const { return sessions_.size(); }
+
+  // ---- routing ----
+  // Retains (if asked) and delivers `message` to every matching subscriber;
+  // returns how many subscribers it went to.
+  std::size_t publish(const MessagePtr& message);
+  // Deliveries that other shards routed to sessions here.
+  void deliver_batch(std::vector<RemoteDelivery>&& batch);
+  // Gives `delivery` to another member of its shared group than `exclude`.
+  void redeliver_shared(Delivery&& delivery, SubscriberRef exclude);
+  void deliver(SubscriberRef to, Delivery&& delivery);
+  // Hands the deliveries gathered for other shards to their inboxes. The net
+  // layer calls this once per loop turn.
+  void flush_outbox();
+
+  // Publishes a will as the session's client would have.
+  void publish_will(Session& session, Clock::time_point now);
+
+  // What the hash_client_id shared strategy distributes by.
+  static std::uint64_t client_hash(const std::string& client_id);
+
+  // Once a second or so: due wills, expired sessions, $SYS.
+  void tick(Clock::time_point now);
+
+ private:
+  void publish_sys_topics(Clock::time_point now);
+
+  Broker& broker_;
+  const std::uint32_t index_;
+  ShardStats stats_;
+  std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<std::uint64_t, Session*> sessions_by_id_;
+  std::unordered_set<Session*> offline_;
+  std::vector<std::vector<RemoteDelivery>> outbox_;
+  std::vector<Target> targets_;  // reused by every publish
+  Clock::time_point next_sys_publish_;
+};
+
+}  // namespace sluice::broker

@@ -1,0 +1,292 @@
+// The trie behind SubscriptionIndex. Each node is one filter level; its
+// children are keyed by the next level's text, '+' and '#' included, so the
+// match walk only looks up three keys per level whatever the fan-out.
+#include "broker/subscription_index.hpp"
+
+#include <algorithm>
+#include <random>
+#include <mutex>
+#include <unordered_map>
+
+#include "mqtt/topic.hpp"
+
+namespace sluice::broker {
+namespace {
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+
+// Splits off the first level of `rest`; `rest` keeps what follows the '/'.
+// `done` is set when that level was the last.
+std::string_view next_level(std::string_view& rest, bool& done) {
+  const std::size_t slash = rest.find('/');
+  const std::string_view level = rest.substr(0, slash);
+  done = slash == std::string_view::npos;
+  rest = done ? std::string_view() : rest.substr(slash + 1);
+  return level;
+}
+
+std::uint32_t random_index(std::size_t size) {
+  thread_local std::minstd_rand generator{std::random_device{}()};
+  return static_cast<std::uint32_t>(generator() % size);
+}
+
+}  // namespace
+
+struct SubscriptionIndex::SharedGroup {
+  struct Member {
+    Entry entry;
+    std::shared_ptr<const std::atomic<bool>> online;
+  };
+  std::string name;
+  std::shared_ptr<const std::string> full_filter;
+  std::vector<Member> members;
+  mutable std::atomic<std::uint32_t> cursor{0};
+
+  // The member to send to, or nullptr when `exclude` is the only member.
+  const Member* pick(config::SharedStrategy strategy, const Message& message,
+                     SubscriberRef exclude) const;
+};
+
+struct SubscriptionIndex::Node {
+  std::unordered_map<std::string, std::unique_ptr<Node>, StringHash, std::equal_to<>> children;
+  std::vector<Entry> entries;
+  std::vector<std::unique_ptr<SharedGroup>> groups;
+
+  const Node* child(std::string_view level) const {
+    const auto it = children.find(level);
+    return it == children.end() ? nullptr : it->second.get();
+  }
+  bool empty() const { return children.empty() && entries.empty() && groups.empty(); }
+};
+
+const SubscriptionIndex::SharedGroup::Member* SubscriptionIndex::SharedGroup::pick(
+    config::SharedStrategy strategy, const Message& message, SubscriberRef exclude) const {
+  const std::size_t n = members.size();
+  if (n == 0) return nullptr;
+  std::size_t start = 0;
+  switch (strategy) {
+    case config::SharedStrategy::kRoundRobin:
+      start = cursor.fetch_add(1, std::memory_order_relaxed) % n;
+      break;
+    case config::SharedStrategy::kRandom:
+      start = random_index(n);
+      break;
+    case config::SharedStrategy::kSticky:
+      start = cursor.load(std::memory_order_relaxed) % n;
+      break;
+    case config::SharedStrategy::kHashClientId:
+      start = message.origin_client_hash % n;
+      break;
+  }
+  // The chosen member if it is online, else the next one that is; an offline
+  // member only when no member is online (its session queues the message).
+  const Member* fallback = nullptr;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t index = (start + i) % n;
+    const Member& member = members[index];
+    if (member.entry.ref == exclude) continue;
+    if (member.online->load(std::memory_order_relaxed)) {
+      if (strategy == config::SharedStrategy::kSticky && i != 0) {
+        cursor.store(static_cast<std::uint32_t>(index), std::memory_order_relaxed);
+      }
+      return &member;
+    }
+    if (fallback == nullptr) fallback = &member;
+  }
+  return fallback;
+}
+
+SubscriptionIndex::SubscriptionIndex() : root_(std::make_unique<Node>()) {}
+SubscriptionIndex::~SubscriptionIndex() = default;
+
+bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
+                                  std::shared_ptr<const std::atomic<bool>> online) {
+  const auto shared = mqtt::parse_shared_filter(filter);
+  std::string_view rest = shared ? shared->filter : filter;
+
+  std::unique_lock lock(mutex_);
+  Node* node = root_.get();
+  for (bool done = false; !done;) {
+    const std::string_view level = next_level(rest, done);
+    auto it = node->children.find(level);
+    if (it == node->children.end()) {
+      it = node->children.emplace(std::string(level), std::make_unique<Node>()).first;
+    }
+    node = it->second.get();
+  }
+
+  if (!shared) {
+    for (Entry& existing : node->entries) {
+      if (existing.ref == entry.ref) {
+        existing = entry;
+        return false;
+      }
+    }
+    node->entries.push_back(entry);
+    ++size_;
+    return true;
+  }
+
+  auto group_it = std::find_if(node->groups.begin(), node->groups.end(),
+                               [&](const auto& g) { return g->name == shared->group; });
+  if (group_it == node->groups.end()) {
+    auto group = std::make_unique<SharedGroup>();
+    group->name = std::string(shared->group);
+    group->full_filter = std::make_shared<const std::string>(filter);
+    node->groups.push_back(std::move(group));
+    group_it = std::prev(node->groups.end());
+  }
+  for (auto& member : (*group_it)->members) {
+    if (member.entry.ref == entry.ref) {
+      member = {entry, std::move(online)};
+      return false;
+    }
+  }
+  (*group_it)->members.push_back({entry, std::move(online)});
+  ++size_;
+  return true;
+}
+
+bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) {
+  const auto shared = mqtt::parse_shared_filter(filter);
+  std::string_view rest = shared ? shared->filter : filter;
+
+  std::unique_lock lock(mutex_);
+  std::vector<std::pair<Node*, std::string_view>> path;  // for pruning empty nodes
+  Node* node = root_.get();
+  for (bool done = false; !done;) {
+    const std::string_view level = next_level(rest, done);
+    const auto it = node->children.find(level);
+    if (it == node->children.end()) return false;
+    path.emplace_back(node, it->first);
+    node = it->second.get();
+  }
+
+  bool removed = false;
+  if (!shared) {
+    removed = std::erase_if(node->entries, [&](const Entry& e) { return e.ref == ref; }) > 0;
+  } else {
+    for (auto it = node->groups.begin(); it != node->groups.end(); ++it) {
+      if ((*it)->name != shared->group) continue;
+      removed = std::erase_if((*it)->members, [&](const auto& m) { return m.entry.ref == ref; }) > 0;
+      if ((*it)->members.empty()) node->groups.erase(it);
+      break;
+    }
+  }
+  if (!removed) return false;
+  --size_;
+  for (auto step = path.rbegin(); step != path.rend() && node->empty(); ++step) {
+    Node* parent = step->first;
+    parent->children.erase(parent->children.find(step->second));
+    node = parent;
+  }
+  return true;
+}
+
+namespace {
+
+Target target_of(const SubscriptionIndex::Entry& entry) {
+  Target target;
+  target.ref = entry.ref;
+  target.max_qos = entry.options.max_qos;
+  target.retain_as_published = entry.options.retain_as_published;
+  if (entry.identifier != 0) target.identifiers.push_back(entry.identifier);
+  return target;
+}
+
+// Merges targets of one subscriber into one [MQTT-3.3.4-2]: the highest
+// QoS, every subscription identifier, retain-as-published if any asked.
+void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
+  auto begin = targets.begin() + static_cast<std::ptrdiff_t>(from);
+  if (targets.end() - begin < 2) return;
+  std::sort(begin, targets.end(), [](const Target& a, const Target& b) { return a.ref < b.ref; });
+  auto out = begin;
+  for (auto it = begin + 1; it != targets.end(); ++it) {
+    if (it->ref == out->ref) {
+      out->max_qos = std::max(out->max_qos, it->max_qos);
+      out->retain_as_published = out->retain_as_published || it->retain_as_published;
+      out->identifiers.insert(out->identifiers.end(), it->identifiers.begin(), it->identifiers.end());
+    } else {
+      *++out = std::move(*it);
+    }
+  }
+  targets.erase(out + 1, targets.end());
+}
+
+}  // namespace
+
+void SubscriptionIndex::match(const Message& message, config::SharedStrategy strategy,
+                              std::vector<Target>& out) const {
+  const std::size_t first = out.size();
+  std::vector<const SharedGroup*> groups;
+  const bool dollar_topic = !message.topic.empty() && message.topic[0] == '$';
+
+  auto collect = [&](const Node& node) {
+    for (const Entry& entry : node.entries) {
+      if (entry.options.no_local && entry.ref.session_id == message.origin_session) continue;
+      out.push_back(target_of(entry));
+    }
+    for (const auto& group : node.groups) groups.push_back(group.get());
+  };
+
+  // Walks `node` with the topic levels in `rest` still to match.
+  auto walk = [&](auto& self, const Node& node, std::string_view rest, bool at_end,
+                  bool first_level) -> void {
+    const bool wildcards = !(first_level && dollar_topic);  // [MQTT-4.7.2-1]
+    if (wildcards) {
+      if (const Node* hash = node.child("#")) collect(*hash);  // includes the parent level
+    }
+    if (at_end) return collect(node);
+    bool done = false;
+    const std::string_view level = next_level(rest, done);
+    if (const Node* exact = node.child(level)) self(self, *exact, rest, done, false);
+    if (wildcards) {
+      if (const Node* plus = node.child("+")) self(self, *plus, rest, done, false);
+    }
+  };
+
+  std::shared_lock lock(mutex_);
+  walk(walk, *root_, message.topic, false, true);
+  merge_per_subscriber(out, first);
+  for (const SharedGroup* group : groups) {
+    const SharedGroup::Member* member = group->pick(strategy, message, SubscriberRef{~0u, 0});
+    if (member == nullptr) continue;
+    Target target = target_of(member->entry);
+    target.shared_filter = group->full_filter;
+    out.push_back(std::move(target));
+  }
+}
+
+std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_filter,
+                                                     const Message& message,
+                                                     config::SharedStrategy strategy,
+                                                     SubscriberRef exclude) const {
+  const auto shared = mqtt::parse_shared_filter(shared_filter);
+  if (!shared) return std::nullopt;
+  std::string_view rest = shared->filter;
+  std::shared_lock lock(mutex_);
+  const Node* node = root_.get();
+  for (bool done = false; !done && node != nullptr;) {
+    node = node->child(next_level(rest, done));
+  }
+  if (node == nullptr) return std::nullopt;
+  for (const auto& group : node->groups) {
+    if (group->name != shared->group) continue;
+    const SharedGroup::Member* member = group->pick(strategy, message, exclude);
+    if (member == nullptr) return std::nullopt;
+    Target target = target_of(member->entry);
+    target.shared_filter = group->full_filter;
+    return target;
+  }
+  return std::nullopt;
+}
+
+std::size_t SubscriptionIndex::size() const {
+  std::shared_lock lock(mutex_);
+  return size_;
+}
+
+}  // namespace sluice::broker

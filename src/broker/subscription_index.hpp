@@ -1,0 +1,81 @@
+// The subscription index: every subscription of every session, as a trie of
+// topic-filter levels, shared by all workers.
+//
+// A publish walks the trie once along its topic's levels, following the exact
+// level, '+' and '#' at each step [MQTT-4.7], and collects one target per
+// matching subscription; for each `$share` group on the way it picks one
+// member by the configured strategy. Reads take a shared lock, so publishes
+// on different workers never wait for each other; (un)subscribes take it
+// exclusively.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/message.hpp"
+#include "broker/subscriber.hpp"
+#include "config/config.hpp"
+#include "mqtt/packets.hpp"
+
+namespace sluice::broker {
+
+// One subscriber reached by one publish.
+struct Target {
+  SubscriberRef ref;
+  mqtt::QoS max_qos = mqtt::QoS::kAtMostOnce;  // granted; the delivery uses min(this, message)
+  bool retain_as_published = false;
+  std::vector<std::uint32_t> identifiers;      // Subscription Identifiers to send
+  std::shared_ptr<const std::string> shared_filter;  // "$share/g/f" for a shared delivery
+};
+
+class SubscriptionIndex {
+ public:
+  struct Entry {
+    SubscriberRef ref;
+    mqtt::SubscriptionOptions options;
+    std::uint32_t identifier = 0;  // 0: none
+  };
+
+  SubscriptionIndex();
+  ~SubscriptionIndex();
+  SubscriptionIndex(const SubscriptionIndex&) = delete;
+  SubscriptionIndex& operator=(const SubscriptionIndex&) = delete;
+
+  // Adds the subscription, or replaces this subscriber's earlier one to the
+  // same filter [MQTT-3.8.4-3]. Returns true when there was none before.
+  // `online` tells shared groups whether the member can take messages now.
+  bool subscribe(std::string_view filter, const Entry& entry,
+                 std::shared_ptr<const std::atomic<bool>> online);
+
+  // Returns true when the subscription existed.
+  bool unsubscribe(std::string_view filter, SubscriberRef ref);
+
+  // Appends the targets of `message` to `out`: non-shared ones merged per
+  // subscriber [MQTT-3.3.4-2] (highest QoS, all identifiers), then one per
+  // shared group. No Local subscriptions of the publisher are left out.
+  void match(const Message& message, config::SharedStrategy strategy,
+             std::vector<Target>& out) const;
+
+  // Picks a member of the shared group `shared_filter` other than `exclude`,
+  // for a message whose first receiver went away without acknowledging it.
+  std::optional<Target> pick_shared(std::string_view shared_filter, const Message& message,
+                                    config::SharedStrategy strategy, SubscriberRef exclude) const;
+
+  std::size_t size() const;
+
+ private:
+  struct Node;
+  struct SharedGroup;
+
+  mutable std::shared_mutex mutex_;
+  std::unique_ptr<Node> root_;
+  std::size_t size_ = 0;
+};
+
+}  // namespace sluice::broker

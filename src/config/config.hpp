@@ -1,0 +1,61 @@
+// The broker's configuration: one struct per section of the YAML file, each
+// field with its default and a one-line comment. examples/sluice.yaml shows
+// the same keys with the same defaults.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sluice::config {
+
+struct ListenerConfig {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 1883;
+  bool operator==(const ListenerConfig&) const = default;
+};
+
+enum class SharedStrategy { kRoundRobin, kRandom, kSticky, kHashClientId };
+
+struct LimitsConfig {
+  std::uint32_t max_connections = 100'000;     // further clients are refused (CONNACK 0x89 / 3)
+  std::uint32_t max_packet_bytes = 1'048'576;  // larger packets: DISCONNECT 0x95
+  std::uint16_t receive_maximum = 1024;        // inbound QoS 1/2 in flight per client (0x93 above)
+  std::uint16_t max_inflight_messages = 1024;  // outbound QoS 1/2 in flight per client
+  std::uint32_t max_queued_messages = 10'000;  // per session, beyond in flight; newest dropped
+  std::uint32_t max_topic_levels = 64;         // levels in a topic name or filter
+  std::uint32_t max_retained_messages = 1'000'000;  // new retained topics refused beyond
+  std::uint32_t max_write_buffer_bytes = 1'048'576;  // unsent bytes per client before QoS 0 drops
+  std::uint16_t topic_alias_maximum = 64;      // aliases a client may use towards the broker
+  std::uint16_t max_keepalive_s = 0;           // 0: no cap; else Server Keep Alive above it
+  std::uint32_t connect_timeout_s = 10;        // time to send CONNECT after connecting
+};
+
+struct SessionConfig {
+  std::uint32_t max_session_expiry_s = 0xFFFFFFFF;  // cap on what clients ask; 0xFFFFFFFF never
+  bool queue_qos0_offline = false;  // keep QoS 0 messages for offline persistent sessions
+  SharedStrategy shared_subscription_strategy = SharedStrategy::kRoundRobin;
+  std::string response_information = "responses/";  // prefix given on Request Response Information
+};
+
+struct MqttConfig {
+  std::uint8_t max_qos = 2;             // higher QoS is downgraded on subscribe, refused on publish
+  bool retain_available = true;
+  bool wildcard_subscriptions = true;
+  bool subscription_identifiers = true;
+  bool shared_subscriptions = true;
+};
+
+struct Config {
+  std::vector<ListenerConfig> listeners = {ListenerConfig{}};
+  std::uint32_t workers = 0;           // worker threads; 0: one per core
+  std::uint32_t sys_interval_s = 10;   // $SYS topics refresh period; 0: off
+  std::string log_level = "info";      // trace, debug, info, warn, error, off
+  LimitsConfig limits;
+  SessionConfig sessions;
+  MqttConfig mqtt;
+};
+
+const char* to_string(SharedStrategy strategy);
+
+}  // namespace sluice::config

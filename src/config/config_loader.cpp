@@ -1,0 +1,237 @@
+// The YAML reader. Each section is read by a `Section`, which remembers the
+// keys it was asked for so that any other key in the file is reported as
+// unknown. Errors are thrown inside this file only, as a ConfigError at the
+// top: reading configuration is not a hot path, and it keeps each reader short.
+#include "config/config_loader.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace sluice::config {
+namespace {
+
+struct Failure {
+  std::string message;
+};
+
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string path, std::string_view source)
+      : node_(node), path_(std::move(path)), source_(source) {
+    if (node_ && !node_.IsMap()) fail(node_, "a mapping of keys to values");
+  }
+
+  template <class Int>
+  void integer(const char* key, Int& out, std::int64_t min, std::int64_t max) {
+    const YAML::Node value = take(key);
+    if (!value) return;
+    std::int64_t parsed = 0;
+    const std::string text = value.IsScalar() ? value.Scalar() : "";
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), parsed);
+    if (!value.IsScalar() || ec != std::errc() || end != text.data() + text.size() ||
+        parsed < min || parsed > max) {
+      fail(value, key, "an integer from " + std::to_string(min) + " to " + std::to_string(max));
+    }
+    out = static_cast<Int>(parsed);
+  }
+
+  void boolean(const char* key, bool& out) {
+    const YAML::Node value = take(key);
+    if (!value) return;
+    if (value.IsScalar() && (value.Scalar() == "true" || value.Scalar() == "false")) {
+      out = value.Scalar() == "true";
+      return;
+    }
+    fail(value, key, "true or false");
+  }
+
+  void string(const char* key, std::string& out) {
+    const YAML::Node value = take(key);
+    if (!value) return;
+    if (!value.IsScalar()) fail(value, key, "a string");
+    out = value.Scalar();
+  }
+
+  void choice(const char* key, std::string& out, std::initializer_list<const char*> allowed) {
+    const YAML::Node value = take(key);
+    if (!value) return;
+    std::string list;
+    for (const char* option : allowed) {
+      if (value.IsScalar() && value.Scalar() == option) {
+        out = option;
+        return;
+      }
+      list += list.empty() ? option : std::string(", ") + option;
+    }
+    fail(value, key, "one of: " + list);
+  }
+
+  // A sub-section, or a null node when the key is absent.
+  YAML::Node child(const char* key) { return take(key); }
+
+  std::string child_path(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  // Reports the first key that nobody asked for.
+  void finish() const {
+    if (!node_) return;
+    for (const auto& entry : node_) {
+      const std::string key = entry.first.Scalar();
+      if (!known_.contains(key)) {
+        throw Failure{where(entry.first) + "unknown key '" + child_path(key.c_str()) + "'"};
+      }
+    }
+  }
+
+  [[noreturn]] void fail(const YAML::Node& at, const char* key, const std::string& allowed) const {
+    const std::string got = at.IsScalar() ? "'" + at.Scalar() + "'" : "a " + kind(at);
+    throw Failure{where(at) + "key '" + child_path(key) + "': expected " + allowed + ", got " + got};
+  }
+
+ private:
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& allowed) const {
+    throw Failure{where(at) + "'" + (path_.empty() ? "(top level)" : path_) + "': expected " +
+                  allowed};
+  }
+
+  static std::string kind(const YAML::Node& node) {
+    if (node.IsMap()) return "mapping";
+    if (node.IsSequence()) return "list";
+    return "null value";
+  }
+
+  std::string where(const YAML::Node& at) const {
+    return std::string(source_) + ":" + std::to_string(at.Mark().line + 1) + ": ";
+  }
+
+  YAML::Node take(const char* key) {
+    known_.insert(key);
+    if (!node_) return YAML::Node(YAML::NodeType::Undefined);
+    const YAML::Node value = node_[key];
+    return value.IsDefined() && !value.IsNull() ? value : YAML::Node(YAML::NodeType::Undefined);
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  std::string_view source_;
+  std::set<std::string> known_;
+};
+
+std::vector<ListenerConfig> read_listeners(const YAML::Node& node, std::string_view source) {
+  if (!node.IsSequence()) {
+    throw Failure{std::string(source) + ":" + std::to_string(node.Mark().line + 1) +
+                  ": key 'listeners': expected a list of {host, port}"};
+  }
+  std::vector<ListenerConfig> listeners;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    ListenerConfig listener;
+    Section s(node[i], "listeners[" + std::to_string(i) + "]", source);
+    s.string("host", listener.host);
+    s.integer("port", listener.port, 0, 65535);
+    s.finish();
+    listeners.push_back(listener);
+  }
+  if (listeners.empty()) {
+    throw Failure{std::string(source) + ":" + std::to_string(node.Mark().line + 1) +
+                  ": key 'listeners': expected at least one listener"};
+  }
+  return listeners;
+}
+
+void read_limits(Section parent, const YAML::Node& node, LimitsConfig& l, std::string_view source) {
+  Section s(node, parent.child_path("limits"), source);
+  constexpr std::int64_t kU32 = std::numeric_limits<std::uint32_t>::max();
+  s.integer("max_connections", l.max_connections, 1, kU32);
+  s.integer("max_packet_bytes", l.max_packet_bytes, 64, 268'435'455);
+  s.integer("receive_maximum", l.receive_maximum, 1, 65535);
+  s.integer("max_inflight_messages", l.max_inflight_messages, 1, 65535);
+  s.integer("max_queued_messages", l.max_queued_messages, 0, kU32);
+  s.integer("max_topic_levels", l.max_topic_levels, 1, 65535);
+  s.integer("max_retained_messages", l.max_retained_messages, 0, kU32);
+  s.integer("max_write_buffer_bytes", l.max_write_buffer_bytes, 4096, kU32);
+  s.integer("topic_alias_maximum", l.topic_alias_maximum, 0, 65535);
+  s.integer("max_keepalive_s", l.max_keepalive_s, 0, 65535);
+  s.integer("connect_timeout_s", l.connect_timeout_s, 1, 3600);
+  s.finish();
+}
+
+void read_sessions(const YAML::Node& node, SessionConfig& c, std::string_view source) {
+  Section s(node, "sessions", source);
+  s.integer("max_session_expiry_s", c.max_session_expiry_s, 0, 0xFFFFFFFF);
+  s.boolean("queue_qos0_offline", c.queue_qos0_offline);
+  std::string strategy = to_string(c.shared_subscription_strategy);
+  s.choice("shared_subscription_strategy", strategy,
+           {"round_robin", "random", "sticky", "hash_client_id"});
+  for (auto candidate : {SharedStrategy::kRoundRobin, SharedStrategy::kRandom,
+                         SharedStrategy::kSticky, SharedStrategy::kHashClientId}) {
+    if (strategy == to_string(candidate)) c.shared_subscription_strategy = candidate;
+  }
+  s.string("response_information", c.response_information);
+  s.finish();
+}
+
+void read_mqtt(const YAML::Node& node, MqttConfig& c, std::string_view source) {
+  Section s(node, "mqtt", source);
+  s.integer("max_qos", c.max_qos, 0, 2);
+  s.boolean("retain_available", c.retain_available);
+  s.boolean("wildcard_subscriptions", c.wildcard_subscriptions);
+  s.boolean("subscription_identifiers", c.subscription_identifiers);
+  s.boolean("shared_subscriptions", c.shared_subscriptions);
+  s.finish();
+}
+
+Config read_config(const YAML::Node& root, std::string_view source) {
+  Config config;
+  Section top(root, "", source);
+  if (YAML::Node listeners = top.child("listeners")) config.listeners = read_listeners(listeners, source);
+  top.integer("workers", config.workers, 0, 1024);
+  top.integer("sys_interval_s", config.sys_interval_s, 0, 86'400);
+  top.choice("log_level", config.log_level, {"trace", "debug", "info", "warn", "error", "off"});
+  read_limits(top, top.child("limits"), config.limits, source);
+  read_sessions(top.child("sessions"), config.sessions, source);
+  read_mqtt(top.child("mqtt"), config.mqtt, source);
+  top.finish();
+  return config;
+}
+
+}  // namespace
+
+const char* to_string(SharedStrategy strategy) {
+  switch (strategy) {
+    case SharedStrategy::kRoundRobin:
+      return "round_robin";
+    case SharedStrategy::kRandom:
+      return "random";
+    case SharedStrategy::kSticky:
+      return "sticky";
+    case SharedStrategy::kHashClientId:
+      return "hash_client_id";
+  }
+  return "round_robin";
+}
+
+LoadResult parse_config(std::string_view yaml, std::string_view source) {
+  try {
+    const YAML::Node root = YAML::Load(std::string(yaml));
+    return read_config(root, source);
+  } catch (const Failure& failure) {
+    return ConfigError{failure.message};
+  } catch (const YAML::Exception& e) {
+    return ConfigError{std::string(source) + ":" + std::to_string(e.mark.line + 1) +
+                       ": not valid YAML: " + e.msg};
+  }
+}
+
+LoadResult load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return ConfigError{path + ": cannot open the configuration file"};
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+}  // namespace sluice::config

@@ -1,0 +1,221 @@
+// Reading, framing and writing for one client connection.
+#include "net/connection.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/asio/write.hpp>
+
+#include "mqtt/packet_decoder.hpp"
+#include "net/worker.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+Connection::Connection(Worker& worker, asio::ip::tcp::socket socket)
+    : worker_(worker),
+      socket_(std::move(socket)),
+      decoder_(worker.broker().config().limits.max_packet_bytes),
+      connected_at_(broker::Clock::now()),
+      last_read_(connected_at_) {
+  error_code ignored;
+  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  socket_.non_blocking(true, ignored);
+}
+
+Connection::~Connection() = default;
+
+void Connection::start() { wait_readable(); }
+
+void Connection::start_moved(mqtt::Connect&& connect, std::vector<std::uint8_t> unread) {
+  version_ = connect.version;
+  protocol_.emplace(worker_.shard(), *this);
+  protocol_->on_connect(std::move(connect));
+  if (!unread.empty()) process(unread);
+  if (!terminated_) wait_readable();
+  mark_dirty();
+}
+
+void Connection::wait_readable() {
+  if (terminated_ || closing_) return;
+  socket_.async_wait(asio::ip::tcp::socket::wait_read,
+                     [self = shared_from_this()](const error_code& error) {
+                       if (error) return self->terminate();
+                       self->on_readable();
+                     });
+}
+
+void Connection::on_readable() {
+  if (terminated_) return;
+  error_code error;
+  const std::span<std::uint8_t> buffer = worker_.read_buffer();
+  const std::size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), error);
+  if (error == asio::error::would_block) return wait_readable();
+  if (error || n == 0) return terminate();
+  broker::ShardStats::add(worker_.shard().stats().bytes_received, n);
+  last_read_ = broker::Clock::now();
+  process(buffer.first(n));
+  worker_.schedule_flush();
+  wait_readable();
+}
+
+void Connection::process(std::span<const std::uint8_t> bytes) {
+  decoder_.feed(bytes);
+  mqtt::Frame frame;
+  while (!closing_ && !terminated_) {
+    switch (decoder_.next(frame)) {
+      case mqtt::FrameDecoder::Status::kNeedMore:
+        return;
+      case mqtt::FrameDecoder::Status::kError:
+        if (protocol_) {
+          protocol_->on_decode_error(decoder_.error(), std::nullopt);
+        } else {
+          close();
+        }
+        return;
+      case mqtt::FrameDecoder::Status::kFrame:
+        break;
+    }
+    if (!protocol_) {
+      if (!handle_first_packet(frame)) return;
+      continue;
+    }
+    mqtt::Packet packet;
+    const mqtt::DecodeError error = mqtt::decode_packet(frame, version_, packet);
+    if (!error.ok()) {
+      spdlog::debug("event=malformed client={} rule={} detail=\"{}\"", protocol_->client_id(),
+                    error.rule, error.detail);
+      protocol_->on_decode_error(error, std::nullopt);
+      return;
+    }
+    protocol_->on_packet(std::move(packet));
+  }
+}
+
+bool Connection::handle_first_packet(const mqtt::Frame& frame) {
+  if (frame.type() != mqtt::PacketType::kConnect) {  // [MQTT-3.1.0-1]
+    close();
+    return false;
+  }
+  mqtt::Connect connect;
+  const mqtt::DecodeError error = mqtt::decode_connect(frame, connect);
+  version_ = connect.version;
+  if (!error.ok()) {
+    spdlog::debug("event=bad_connect rule={} detail=\"{}\"", error.rule, error.detail);
+    protocol_.emplace(worker_.shard(), *this);
+    protocol_->on_decode_error(error, connect.version);
+    return false;
+  }
+  const std::uint32_t shard = connect.client_id.empty()
+                                  ? worker_.index()
+                                  : worker_.broker().shard_for_client(connect.client_id);
+  if (shard != worker_.index()) {
+    move_to(shard, std::move(connect));
+    return false;
+  }
+  protocol_.emplace(worker_.shard(), *this);
+  protocol_->on_connect(std::move(connect));
+  mark_dirty();
+  return true;
+}
+
+void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
+  // The socket changes threads as a file descriptor: dup it, close this
+  // handle (which leaves this worker's epoll set), and let the target build
+  // its own socket from the copy.
+  const int fd = ::dup(socket_.native_handle());
+  const bool ipv6 = socket_.local_endpoint().address().is_v6();
+  const std::span<const std::uint8_t> unread = decoder_.unread_input();
+  std::vector<std::uint8_t> rest(unread.begin(), unread.end());
+  terminated_ = true;
+  error_code ignored;
+  socket_.close(ignored);
+  worker_.remove(*this);
+  if (fd < 0) return;
+  worker_.peer(shard).post_moved_connection(fd, ipv6, std::move(connect), std::move(rest));
+}
+
+void Connection::send(const mqtt::Packet& packet) {
+  pending_.append_packet(packet, version_);
+  mark_dirty();
+}
+
+void Connection::send_publish(const mqtt::PublishHead& head, const broker::MessagePtr& message) {
+  pending_.append_publish(head, version_, message);
+  mark_dirty();
+}
+
+void Connection::mark_dirty() {
+  if (dirty_ || terminated_) return;
+  dirty_ = true;
+  worker_.mark_dirty(shared_from_this());
+}
+
+void Connection::close() {
+  if (closing_ || terminated_) return;
+  closing_ = true;
+  mark_dirty();
+}
+
+void Connection::flush() {
+  dirty_ = false;
+  if (terminated_ || writing_now_) return;
+  if (pending_.empty()) {
+    if (closing_) terminate();
+    return;
+  }
+  std::swap(pending_, writing_);
+  writing_now_ = true;
+  asio::async_write(socket_, writing_.buffers(),
+                    [self = shared_from_this()](const error_code& error, std::size_t bytes) {
+                      self->on_written(error, bytes);
+                    });
+}
+
+void Connection::on_written(const error_code& error, std::size_t bytes) {
+  writing_now_ = false;
+  writing_.clear();
+  if (error) return terminate();
+  broker::ShardStats::add(worker_.shard().stats().bytes_sent, bytes);
+  if (protocol_ && !closing_) protocol_->on_writable();
+  flush();
+  worker_.schedule_flush();
+}
+
+void Connection::check_deadlines(broker::Clock::time_point now) {
+  if (terminated_) return;
+  if (!protocol_ || !protocol_->connected()) {
+    const auto timeout = std::chrono::seconds(worker_.broker().config().limits.connect_timeout_s);
+    if (!protocol_ && now - connected_at_ > timeout) terminate();
+    return;
+  }
+  const std::uint16_t keep_alive = protocol_->keep_alive_s();
+  // [MQTT-3.1.2-22] one and a half keep-alive periods without a packet.
+  if (keep_alive != 0 && now - last_read_ > std::chrono::milliseconds(keep_alive * 1500)) {
+    spdlog::debug("event=keep_alive_timeout client={}", protocol_->client_id());
+    protocol_->on_keep_alive_expired();
+  }
+}
+
+void Connection::shutdown() {
+  if (terminated_) return;
+  if (protocol_) {
+    protocol_->on_server_shutdown();
+  } else {
+    close();
+  }
+}
+
+void Connection::terminate() {
+  if (terminated_) return;
+  terminated_ = true;
+  if (protocol_) protocol_->on_connection_lost();
+  error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  worker_.remove(*this);
+}
+
+}  // namespace sluice::net

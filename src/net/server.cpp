@@ -1,0 +1,120 @@
+// Listeners and the worker threads. Each listener's acceptor runs on worker
+// 0's loop and accepts each new socket straight into the next worker's
+// io_context, round robin.
+#include "net/server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <thread>
+
+#include "net/connection.hpp"
+#include "net/worker.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+// How long clients get to take their goodbye before the workers stop anyway.
+constexpr auto kShutdownGrace = std::chrono::seconds(3);
+}  // namespace
+
+struct Server::Impl : broker::Mailbox {
+  broker::Broker& broker;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::uint32_t next_worker = 0;
+  std::atomic<bool> stopped{false};
+
+  explicit Impl(broker::Broker& b) : broker(b) {}
+
+  void post(std::uint32_t shard, std::vector<broker::RemoteDelivery>&& deliveries) override {
+    workers[shard]->post_deliveries(std::move(deliveries));
+  }
+
+  void accept(tcp::acceptor& acceptor) {
+    Worker& target = *workers[next_worker];
+    next_worker = (next_worker + 1) % static_cast<std::uint32_t>(workers.size());
+    acceptor.async_accept(target.context(), [this, &acceptor, &target](
+                                                const boost::system::error_code& error,
+                                                tcp::socket socket) {
+      if (error == asio::error::operation_aborted) return;
+      if (!error) {
+        asio::post(target.context(), [&target, socket = std::move(socket)]() mutable {
+          auto connection = std::make_shared<Connection>(target, std::move(socket));
+          target.add(connection);
+          connection->start();
+        });
+      } else {
+        spdlog::warn("event=accept_failed error=\"{}\"", error.message());
+      }
+      accept(acceptor);
+    });
+  }
+};
+
+Server::Server(broker::Broker& broker) : impl_(std::make_unique<Impl>(broker)) {
+  for (std::uint32_t i = 0; i < broker.shard_count(); ++i) {
+    impl_->workers.push_back(std::make_unique<Worker>(*this, broker, i));
+  }
+  broker.set_mailbox(impl_.get());
+}
+
+Server::~Server() { stop(); }
+
+Worker& Server::worker(std::uint32_t index) { return *impl_->workers[index]; }
+std::uint32_t Server::worker_count() const { return static_cast<std::uint32_t>(impl_->workers.size()); }
+
+std::optional<std::string> Server::start(const std::vector<config::ListenerConfig>& listeners) {
+  asio::io_context& context = impl_->workers[0]->context();
+  for (const config::ListenerConfig& listener : listeners) {
+    boost::system::error_code error;
+    const auto address = asio::ip::make_address(listener.host, error);
+    if (error) return "listener " + listener.host + ": not an IP address";
+    const tcp::endpoint endpoint(address, listener.port);
+    auto acceptor = std::make_unique<tcp::acceptor>(context);
+    acceptor->open(endpoint.protocol(), error);
+    if (!error) acceptor->set_option(tcp::acceptor::reuse_address(true), error);
+    if (!error) acceptor->bind(endpoint, error);
+    if (!error) acceptor->listen(asio::socket_base::max_listen_connections, error);
+    if (error) {
+      return "cannot listen on " + listener.host + ":" + std::to_string(listener.port) + ": " +
+             error.message();
+    }
+    impl_->acceptors.push_back(std::move(acceptor));
+  }
+  for (auto& acceptor : impl_->acceptors) impl_->accept(*acceptor);
+  for (auto& worker : impl_->workers) worker->start();
+  return std::nullopt;
+}
+
+std::vector<std::uint16_t> Server::bound_ports() const {
+  std::vector<std::uint16_t> ports;
+  for (const auto& acceptor : impl_->acceptors) ports.push_back(acceptor->local_endpoint().port());
+  return ports;
+}
+
+void Server::stop() {
+  if (impl_->stopped.exchange(true)) return;
+  asio::post(impl_->workers[0]->context(), [this] {
+    for (auto& acceptor : impl_->acceptors) {
+      boost::system::error_code ignored;
+      acceptor->close(ignored);
+    }
+  });
+  for (auto& worker : impl_->workers) worker->post_shutdown();
+  const auto deadline = std::chrono::steady_clock::now() + kShutdownGrace;
+  for (auto& worker : impl_->workers) {
+    while (!worker->context().stopped() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    worker->context().stop();
+    worker->join();
+  }
+}
+
+}  // namespace sluice::net

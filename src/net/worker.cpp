@@ -1,0 +1,148 @@
+// The worker loop's own work: flushing, inbox, ticks, and taking over
+// connections that moved here.
+#include "net/worker.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+
+#include "net/connection.hpp"
+#include "net/server.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+
+namespace {
+// One read is at most this much; it is shared by all of a worker's connections.
+constexpr std::size_t kReadBufferBytes = 64 * 1024;
+constexpr auto kTickInterval = std::chrono::seconds(1);
+}  // namespace
+
+Worker::Worker(Server& server, broker::Broker& broker, std::uint32_t index)
+    : server_(server),
+      broker_(broker),
+      index_(index),
+      shard_(broker.shard(index)),
+      tick_timer_(context_),
+      read_buffer_(kReadBufferBytes) {}
+
+Worker::~Worker() { join(); }
+
+Worker& Worker::peer(std::uint32_t index) { return server_.worker(index); }
+
+void Worker::start() {
+  schedule_tick();
+  thread_ = std::thread([this] {
+    auto guard = asio::make_work_guard(context_);
+    context_.run();
+  });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::add(std::shared_ptr<Connection> connection) {
+  Connection* key = connection.get();
+  connections_.emplace(key, std::move(connection));
+}
+
+void Worker::remove(Connection& connection) {
+  // Keep it alive until the end of this turn: the caller may be inside it.
+  const auto it = connections_.find(&connection);
+  if (it == connections_.end()) return;
+  asio::post(context_, [doomed = std::move(it->second)] {});
+  connections_.erase(it);
+  if (stopping_ && connections_.empty()) context_.stop();
+}
+
+void Worker::schedule_flush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  // Posted behind the handlers already due, so it runs once they all have.
+  asio::post(context_, [this] { flush_turn(); });
+}
+
+void Worker::mark_dirty(std::shared_ptr<Connection> connection) {
+  dirty_.push_back(std::move(connection));
+  schedule_flush();
+}
+
+void Worker::flush_turn() {
+  flush_scheduled_ = false;
+  shard_.flush_outbox();
+  std::vector<std::shared_ptr<Connection>> dirty;
+  dirty.swap(dirty_);
+  for (auto& connection : dirty) connection->flush();
+}
+
+void Worker::post_deliveries(std::vector<broker::RemoteDelivery>&& deliveries) {
+  bool wake = false;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    wake = inbox_.empty();
+    inbox_.push_back(std::move(deliveries));
+  }
+  if (wake) asio::post(context_, [this] { drain_inbox(); });
+}
+
+void Worker::drain_inbox() {
+  std::vector<std::vector<broker::RemoteDelivery>> batches;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    batches.swap(inbox_);
+  }
+  for (auto& batch : batches) shard_.deliver_batch(std::move(batch));
+  schedule_flush();
+}
+
+void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
+                                   std::vector<std::uint8_t> unread) {
+  asio::post(context_, [this, fd, ipv6, connect = std::move(connect),
+                        unread = std::move(unread)]() mutable {
+    boost::system::error_code error;
+    asio::ip::tcp::socket socket(context_);
+    socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
+    if (error) {
+      ::close(fd);
+      return;
+    }
+    auto connection = std::make_shared<Connection>(*this, std::move(socket));
+    add(connection);
+    connection->start_moved(std::move(connect), std::move(unread));
+  });
+}
+
+void Worker::post_shutdown() {
+  asio::post(context_, [this] {
+    stopping_ = true;
+    tick_timer_.cancel();
+    std::vector<std::shared_ptr<Connection>> all;
+    for (auto& [key, connection] : connections_) all.push_back(connection);
+    for (auto& connection : all) connection->shutdown();
+    flush_turn();
+    if (connections_.empty()) context_.stop();
+  });
+}
+
+void Worker::schedule_tick() {
+  tick_timer_.expires_after(kTickInterval);
+  tick_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (!error && !stopping_) on_tick();
+  });
+}
+
+void Worker::on_tick() {
+  const auto now = broker::Clock::now();
+  shard_.tick(now);
+  std::vector<std::shared_ptr<Connection>> all;
+  all.reserve(connections_.size());
+  for (auto& [key, connection] : connections_) all.push_back(connection);
+  for (auto& connection : all) connection->check_deadlines(now);
+  schedule_flush();
+  schedule_tick();
+}
+
+}  // namespace sluice::net

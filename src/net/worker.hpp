@@ -1,0 +1,79 @@
+// A worker thread: its own io_context, its shard of the broker, the
+// connections it owns, and an inbox where other workers drop deliveries and
+// moved connections. Work for the thread is batched: many deliveries cost
+// one wake-up, and writes are flushed once per loop turn.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/broker.hpp"
+#include "broker/shard.hpp"
+
+namespace sluice::net {
+
+class Connection;
+class Server;
+
+class Worker {
+ public:
+  Worker(Server& server, broker::Broker& broker, std::uint32_t index);
+  ~Worker();
+
+  std::uint32_t index() const { return index_; }
+  boost::asio::io_context& context() { return context_; }
+  broker::Shard& shard() { return shard_; }
+  broker::Broker& broker() { return broker_; }
+  Server& server() { return server_; }
+  // The worker that runs shard `index`.
+  Worker& peer(std::uint32_t index);
+
+  void start();  // runs the thread
+  void join();
+
+  // ---- on this worker's thread ----
+  void add(std::shared_ptr<Connection> connection);
+  void remove(Connection& connection);
+  // Asks for a flush at the end of this loop turn.
+  void schedule_flush();
+  void mark_dirty(std::shared_ptr<Connection> connection);
+  std::span<std::uint8_t> read_buffer() { return read_buffer_; }
+
+  // ---- from any thread ----
+  void post_deliveries(std::vector<broker::RemoteDelivery>&& deliveries);
+  // Takes over a connection (its socket as a file descriptor) whose CONNECT
+  // another worker read.
+  void post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
+                             std::vector<std::uint8_t> unread);
+  void post_shutdown();
+
+ private:
+  void flush_turn();
+  void drain_inbox();
+  void schedule_tick();
+  void on_tick();
+
+  Server& server_;
+  broker::Broker& broker_;
+  const std::uint32_t index_;
+  boost::asio::io_context context_{1};
+  broker::Shard& shard_;
+  std::thread thread_;
+  boost::asio::steady_timer tick_timer_;
+  bool stopping_ = false;
+
+  std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
+  std::vector<std::shared_ptr<Connection>> dirty_;
+  bool flush_scheduled_ = false;
+  std::vector<std::uint8_t> read_buffer_;
+
+  std::mutex inbox_mutex_;
+  std::vector<std::vector<broker::RemoteDelivery>> inbox_;
+};
+
+}  // namespace sluice::net
