@@ -111,7 +111,10 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   // Take over, resume or start the session.
   const Clock::time_point now = Clock::now();
   Session* session = shard_.find_session(connect.client_id);
-  if (session != nullptr && session->owner() != nullptr) session->owner()->on_taken_over();
+  if (session != nullptr && session->owner() != nullptr) {
+    session->owner()->on_taken_over();
+    session = shard_.find_session(connect.client_id);  // it ends there if its expiry was 0
+  }
   if (session != nullptr && connect.clean_start) {
     shard_.publish_will(*session, now);  // a pending will goes out when its session ends
     shard_.end_session(*session, now);
