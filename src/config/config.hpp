@@ -29,6 +29,8 @@ struct LimitsConfig {
   std::uint16_t topic_alias_maximum = 64;      // aliases a client may use towards the broker
   std::uint16_t max_keepalive_s = 0;           // 0: no cap; else Server Keep Alive above it
   std::uint32_t connect_timeout_s = 10;        // time to send CONNECT after connecting
+
+  bool operator==(const LimitsConfig&) const = default;
 };
 
 struct SessionConfig {
@@ -36,6 +38,8 @@ struct SessionConfig {
   bool queue_qos0_offline = false;  // keep QoS 0 messages for offline persistent sessions
   SharedStrategy shared_subscription_strategy = SharedStrategy::kRoundRobin;
   std::string response_information = "responses/";  // prefix given on Request Response Information
+
+  bool operator==(const SessionConfig&) const = default;
 };
 
 struct MqttConfig {
@@ -44,6 +48,8 @@ struct MqttConfig {
   bool wildcard_subscriptions = true;
   bool subscription_identifiers = true;
   bool shared_subscriptions = true;
+
+  bool operator==(const MqttConfig&) const = default;
 };
 
 struct Config {
@@ -54,6 +60,8 @@ struct Config {
   LimitsConfig limits;
   SessionConfig sessions;
   MqttConfig mqtt;
+
+  bool operator==(const Config&) const = default;
 };
 
 const char* to_string(SharedStrategy strategy);

@@ -22,8 +22,10 @@ struct Failure {
 class Section {
  public:
   Section(const YAML::Node& node, std::string path, std::string_view source)
-      : node_(node), path_(std::move(path)), source_(source) {
-    if (node_ && !node_.IsMap()) fail(node_, "a mapping of keys to values");
+      : node_(node.IsNull() ? YAML::Node(YAML::NodeType::Undefined) : node),
+        path_(std::move(path)),
+        source_(source) {
+    if (node_.IsDefined() && !node_.IsMap()) fail(node_, "a mapping of keys to values");
   }
 
   template <class Int>
@@ -78,7 +80,7 @@ class Section {
 
   // Reports the first key that nobody asked for.
   void finish() const {
-    if (!node_) return;
+    if (!node_.IsDefined()) return;
     for (const auto& entry : node_) {
       const std::string key = entry.first.Scalar();
       if (!known_.contains(key)) {
@@ -110,8 +112,9 @@ class Section {
 
   YAML::Node take(const char* key) {
     known_.insert(key);
-    if (!node_) return YAML::Node(YAML::NodeType::Undefined);
-    const YAML::Node value = node_[key];
+    if (!node_.IsDefined()) return YAML::Node(YAML::NodeType::Undefined);
+    const YAML::Node& map = node_;  // const: a lookup must not add the key
+    const YAML::Node value = map[key];
     return value.IsDefined() && !value.IsNull() ? value : YAML::Node(YAML::NodeType::Undefined);
   }
 

@@ -1,0 +1,203 @@
+// Session and protocol state machines, driven through ClientProtocol with a
+// recording link instead of a socket.
+#include <gtest/gtest.h>
+
+#include "broker/broker.hpp"
+#include "broker/client_protocol.hpp"
+#include "broker/shard.hpp"
+
+namespace sluice::broker {
+namespace {
+
+using mqtt::QoS;
+using mqtt::ReasonCode;
+
+struct SentPublish {
+  std::string topic;
+  QoS qos;
+  bool dup;
+  std::uint16_t packet_id;
+  std::string payload;
+};
+
+class RecordingLink : public ClientLink {
+ public:
+  void send(const mqtt::Packet& packet) override { packets.push_back(packet); }
+  void send_publish(const mqtt::PublishHead& head, const MessagePtr& message) override {
+    publishes.push_back({message->topic, head.qos, head.dup, head.packet_id,
+                         std::string(message->payload.begin(), message->payload.end())});
+  }
+  std::size_t unsent_bytes() const override { return unsent; }
+  void close() override { closed = true; }
+
+  template <class T>
+  std::vector<T> sent() const {
+    std::vector<T> out;
+    for (const auto& p : packets) {
+      if (const T* t = std::get_if<T>(&p)) out.push_back(*t);
+    }
+    return out;
+  }
+
+  std::vector<mqtt::Packet> packets;
+  std::vector<SentPublish> publishes;
+  std::size_t unsent = 0;
+  bool closed = false;
+};
+
+class Client {
+ public:
+  Client(Shard& shard, std::string id, mqtt::ProtocolVersion version = mqtt::ProtocolVersion::kV5)
+      : protocol(shard, link), id_(std::move(id)), version_(version) {}
+
+  void connect(bool clean = true, std::uint32_t expiry = 0, std::uint16_t receive_maximum = 0,
+               std::optional<mqtt::Will> will = std::nullopt) {
+    mqtt::Connect c;
+    c.version = version_;
+    c.client_id = id_;
+    c.clean_start = clean;
+    c.will = std::move(will);
+    if (expiry) c.properties.session_expiry_interval = expiry;
+    if (receive_maximum) c.properties.receive_maximum = receive_maximum;
+    protocol.on_connect(std::move(c));
+  }
+  void subscribe(const std::string& filter, QoS qos) {
+    mqtt::Subscribe s;
+    s.packet_id = next_id++;
+    s.subscriptions.push_back({filter, {qos}});
+    protocol.on_packet(s);
+  }
+  void publish(const std::string& topic, const std::string& payload, QoS qos, std::uint16_t id = 0,
+               bool dup = false) {
+    mqtt::Publish p;
+    p.topic = topic;
+    p.qos = qos;
+    p.dup = dup;
+    p.packet_id = qos == QoS::kAtMostOnce ? 0 : (id ? id : next_id++);
+    p.payload.assign(payload.begin(), payload.end());
+    protocol.on_packet(p);
+  }
+
+  RecordingLink link;
+  ClientProtocol protocol;
+
+ private:
+  std::string id_;
+  mqtt::ProtocolVersion version_;
+  std::uint16_t next_id = 1;
+};
+
+class SessionTest : public ::testing::Test {
+ protected:
+  SessionTest() : broker(config::Config{}, 1, "test"), shard(broker.shard(0)) {}
+  Broker broker;
+  Shard& shard;
+};
+
+TEST_F(SessionTest, ConnectIsAnsweredWithConnack) {
+  Client c(shard, "a");
+  c.connect();
+  const auto connacks = c.link.sent<mqtt::Connack>();
+  ASSERT_EQ(connacks.size(), 1u);
+  EXPECT_EQ(connacks[0].reason, ReasonCode::kSuccess);
+  EXPECT_FALSE(connacks[0].session_present);
+  EXPECT_TRUE(c.protocol.connected());
+}
+
+TEST_F(SessionTest, QoS1DeliveryWaitsForTheWindow) {
+  Client sub(shard, "sub");
+  sub.connect(true, 0, /*receive_maximum=*/2);
+  sub.subscribe("t", QoS::kAtLeastOnce);
+  Client pub(shard, "pub");
+  pub.connect();
+  for (int i = 0; i < 5; ++i) pub.publish("t", std::to_string(i), QoS::kAtLeastOnce);
+  ASSERT_EQ(sub.link.publishes.size(), 2u);
+  sub.protocol.on_packet(mqtt::Puback{sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  ASSERT_EQ(sub.link.publishes.size(), 3u);
+  EXPECT_EQ(sub.link.publishes[2].payload, "2");
+}
+
+TEST_F(SessionTest, InboundQoS2IsRoutedOnceUntilPubrel) {
+  Client sub(shard, "sub");
+  sub.connect();
+  sub.subscribe("t", QoS::kExactlyOnce);
+  Client pub(shard, "pub");
+  pub.connect();
+  pub.publish("t", "x", QoS::kExactlyOnce, 9);
+  pub.publish("t", "x", QoS::kExactlyOnce, 9, /*dup=*/true);
+  EXPECT_EQ(sub.link.publishes.size(), 1u);
+  EXPECT_EQ(pub.link.sent<mqtt::Pubrec>().size(), 2u);
+  pub.protocol.on_packet(mqtt::Pubrel{9, ReasonCode::kSuccess, {}});
+  EXPECT_EQ(pub.link.sent<mqtt::Pubcomp>().back().reason, ReasonCode::kSuccess);
+  pub.publish("t", "y", QoS::kExactlyOnce, 9);
+  EXPECT_EQ(sub.link.publishes.size(), 2u);
+}
+
+TEST_F(SessionTest, PersistentSessionQueuesOfflineAndResendsInflightWithDup) {
+  auto sub = std::make_unique<Client>(shard, "sub");
+  sub->connect(false, 300);
+  sub->subscribe("t", QoS::kAtLeastOnce);
+  Client pub(shard, "pub");
+  pub.connect();
+  pub.publish("t", "inflight", QoS::kAtLeastOnce);
+  ASSERT_EQ(sub->link.publishes.size(), 1u);
+  const std::uint16_t packet_id = sub->link.publishes[0].packet_id;
+  sub->protocol.on_connection_lost();
+  sub.reset();
+  pub.publish("t", "queued", QoS::kAtLeastOnce);
+
+  Client again(shard, "sub");
+  again.connect(false, 300);
+  EXPECT_TRUE(again.link.sent<mqtt::Connack>().at(0).session_present);
+  ASSERT_EQ(again.link.publishes.size(), 2u);
+  EXPECT_EQ(again.link.publishes[0].payload, "inflight");
+  EXPECT_TRUE(again.link.publishes[0].dup);
+  EXPECT_EQ(again.link.publishes[0].packet_id, packet_id);
+  EXPECT_EQ(again.link.publishes[1].payload, "queued");
+  EXPECT_FALSE(again.link.publishes[1].dup);
+}
+
+TEST_F(SessionTest, WillIsPublishedWhenTheConnectionIsLost) {
+  Client watcher(shard, "watcher");
+  watcher.connect();
+  watcher.subscribe("wills/#", QoS::kAtLeastOnce);
+  Client dying(shard, "dying");
+  mqtt::Will will;
+  will.topic = "wills/dying";
+  will.payload = {'x'};
+  will.qos = QoS::kAtLeastOnce;
+  dying.connect(true, 0, 0, will);
+  dying.protocol.on_connection_lost();
+  ASSERT_EQ(watcher.link.publishes.size(), 1u);
+  EXPECT_EQ(watcher.link.publishes[0].topic, "wills/dying");
+}
+
+TEST_F(SessionTest, SlowClientDropsQoS0ButQueuesQoS1) {
+  Client sub(shard, "sub");
+  sub.connect();
+  sub.subscribe("t", QoS::kAtLeastOnce);
+  Client pub(shard, "pub");
+  pub.connect();
+  sub.link.unsent = 10 * 1024 * 1024;  // far behind
+  pub.publish("t", "q0", QoS::kAtMostOnce);
+  pub.publish("t", "q1", QoS::kAtLeastOnce);
+  EXPECT_TRUE(sub.link.publishes.empty());
+  EXPECT_EQ(shard.stats().dropped_slow_client.load(), 1u);
+  sub.link.unsent = 0;
+  sub.protocol.on_writable();
+  ASSERT_EQ(sub.link.publishes.size(), 1u);
+  EXPECT_EQ(sub.link.publishes[0].payload, "q1");
+}
+
+TEST_F(SessionTest, TakeoverClosesTheOldConnection) {
+  Client first(shard, "same");
+  first.connect();
+  Client second(shard, "same");
+  second.connect();
+  EXPECT_TRUE(first.link.closed);
+  EXPECT_EQ(first.link.sent<mqtt::Disconnect>().at(0).reason, ReasonCode::kSessionTakenOver);
+  EXPECT_TRUE(second.protocol.connected());
+}
+
+}  // namespace
+}  // namespace sluice::broker

@@ -1,0 +1,168 @@
+// The subscription index: wildcards, $share groups, overlapping subscriptions.
+#include "broker/subscription_index.hpp"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace sluice::broker {
+namespace {
+
+using mqtt::QoS;
+using Strategy = config::SharedStrategy;
+
+std::shared_ptr<std::atomic<bool>> online(bool value = true) {
+  return std::make_shared<std::atomic<bool>>(value);
+}
+
+SubscriptionIndex::Entry entry(std::uint64_t session, QoS qos = QoS::kAtMostOnce,
+                               std::uint32_t identifier = 0) {
+  return {SubscriberRef{0, session}, mqtt::SubscriptionOptions{qos}, identifier};
+}
+
+Message message(std::string topic, std::uint64_t origin = 0) {
+  Message m;
+  m.topic = std::move(topic);
+  m.origin_session = origin;
+  return m;
+}
+
+std::set<std::uint64_t> sessions_matching(const SubscriptionIndex& index, const std::string& topic) {
+  std::vector<Target> targets;
+  index.match(message(topic), Strategy::kRoundRobin, targets);
+  std::set<std::uint64_t> out;
+  for (const auto& t : targets) out.insert(t.ref.session_id);
+  return out;
+}
+
+TEST(SubscriptionIndex, MatchesExactAndWildcardFilters) {
+  SubscriptionIndex index;
+  index.subscribe("a/b/c", entry(1), online());
+  index.subscribe("a/+/c", entry(2), online());
+  index.subscribe("a/#", entry(3), online());
+  index.subscribe("#", entry(4), online());
+  index.subscribe("+/+/+", entry(5), online());
+  index.subscribe("b/#", entry(6), online());
+  EXPECT_EQ(sessions_matching(index, "a/b/c"), (std::set<std::uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(sessions_matching(index, "a"), (std::set<std::uint64_t>{3, 4}));
+  EXPECT_EQ(sessions_matching(index, "a/x/c/d"), (std::set<std::uint64_t>{3, 4}));
+  EXPECT_EQ(sessions_matching(index, "b/x/y"), (std::set<std::uint64_t>{4, 5, 6}));
+  EXPECT_EQ(index.size(), 6u);
+}
+
+TEST(SubscriptionIndex, MQTT_4_7_2_1_FirstLevelWildcardsSkipDollarTopics) {
+  SubscriptionIndex index;
+  index.subscribe("#", entry(1), online());
+  index.subscribe("+/broker", entry(2), online());
+  index.subscribe("$SYS/#", entry(3), online());
+  EXPECT_EQ(sessions_matching(index, "$SYS/broker"), (std::set<std::uint64_t>{3}));
+}
+
+TEST(SubscriptionIndex, MQTT_3_3_4_2_OverlappingSubscriptionsMergeToHighestQoSAndAllIdentifiers) {
+  SubscriptionIndex index;
+  index.subscribe("a/#", entry(1, QoS::kAtMostOnce, 7), online());
+  index.subscribe("a/+", entry(1, QoS::kExactlyOnce, 9), online());
+  index.subscribe("a/b", entry(1, QoS::kAtLeastOnce), online());
+  std::vector<Target> targets;
+  index.match(message("a/b"), Strategy::kRoundRobin, targets);
+  ASSERT_EQ(targets.size(), 1u);
+  EXPECT_EQ(targets[0].max_qos, QoS::kExactlyOnce);
+  EXPECT_EQ(std::set<std::uint32_t>(targets[0].identifiers.begin(), targets[0].identifiers.end()),
+            (std::set<std::uint32_t>{7, 9}));
+}
+
+TEST(SubscriptionIndex, MQTT_3_8_4_3_ResubscribingReplaces) {
+  SubscriptionIndex index;
+  EXPECT_TRUE(index.subscribe("t", entry(1, QoS::kAtMostOnce), online()));
+  EXPECT_FALSE(index.subscribe("t", entry(1, QoS::kExactlyOnce), online()));
+  std::vector<Target> targets;
+  index.match(message("t"), Strategy::kRoundRobin, targets);
+  ASSERT_EQ(targets.size(), 1u);
+  EXPECT_EQ(targets[0].max_qos, QoS::kExactlyOnce);
+  EXPECT_EQ(index.size(), 1u);
+}
+
+TEST(SubscriptionIndex, NoLocalLeavesOutThePublisher) {
+  SubscriptionIndex index;
+  auto e = entry(1);
+  e.options.no_local = true;
+  index.subscribe("t", e, online());
+  index.subscribe("t", entry(2), online());
+  std::vector<Target> targets;
+  index.match(message("t", /*origin=*/1), Strategy::kRoundRobin, targets);
+  ASSERT_EQ(targets.size(), 1u);
+  EXPECT_EQ(targets[0].ref.session_id, 2u);
+}
+
+TEST(SubscriptionIndex, UnsubscribeRemovesAndPrunes) {
+  SubscriptionIndex index;
+  index.subscribe("a/b/c", entry(1), online());
+  EXPECT_TRUE(index.unsubscribe("a/b/c", SubscriberRef{0, 1}));
+  EXPECT_FALSE(index.unsubscribe("a/b/c", SubscriberRef{0, 1}));
+  EXPECT_FALSE(index.unsubscribe("never", SubscriberRef{0, 1}));
+  EXPECT_TRUE(sessions_matching(index, "a/b/c").empty());
+  EXPECT_EQ(index.size(), 0u);
+}
+
+TEST(SubscriptionIndex, SharedGroupRoundRobinsOverItsMembers) {
+  SubscriptionIndex index;
+  index.subscribe("$share/g/jobs/+", entry(1), online());
+  index.subscribe("$share/g/jobs/+", entry(2), online());
+  index.subscribe("$share/other/jobs/#", entry(3), online());
+  std::vector<std::uint64_t> picked;
+  for (int i = 0; i < 4; ++i) {
+    std::vector<Target> targets;
+    index.match(message("jobs/new"), Strategy::kRoundRobin, targets);
+    ASSERT_EQ(targets.size(), 2u);  // one per group
+    for (const auto& t : targets) {
+      ASSERT_TRUE(t.shared_filter);
+      if (*t.shared_filter == "$share/g/jobs/+") picked.push_back(t.ref.session_id);
+    }
+  }
+  EXPECT_EQ(std::set<std::uint64_t>(picked.begin(), picked.end()), (std::set<std::uint64_t>{1, 2}));
+  EXPECT_NE(picked[0], picked[1]);
+}
+
+TEST(SubscriptionIndex, SharedGroupPrefersOnlineMembers) {
+  SubscriptionIndex index;
+  index.subscribe("$share/g/t", entry(1), online(false));
+  index.subscribe("$share/g/t", entry(2), online(true));
+  for (int i = 0; i < 4; ++i) {
+    std::vector<Target> targets;
+    index.match(message("t"), Strategy::kRoundRobin, targets);
+    ASSERT_EQ(targets.size(), 1u);
+    EXPECT_EQ(targets[0].ref.session_id, 2u);
+  }
+}
+
+TEST(SubscriptionIndex, PickSharedExcludesTheLeavingMember) {
+  SubscriptionIndex index;
+  index.subscribe("$share/g/t", entry(1), online());
+  index.subscribe("$share/g/t", entry(2), online());
+  for (int i = 0; i < 4; ++i) {
+    const auto target = index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin,
+                                          SubscriberRef{0, 1});
+    ASSERT_TRUE(target);
+    EXPECT_EQ(target->ref.session_id, 2u);
+  }
+  index.unsubscribe("$share/g/t", SubscriberRef{0, 2});
+  EXPECT_FALSE(index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin,
+                                 SubscriberRef{0, 1}));
+}
+
+TEST(SubscriptionIndex, HashClientIdKeepsOnePublisherOnOneMember) {
+  SubscriptionIndex index;
+  for (std::uint64_t s = 1; s <= 3; ++s) index.subscribe("$share/g/t", entry(s), online());
+  Message m = message("t");
+  m.origin_client_hash = 12345;
+  std::set<std::uint64_t> picked;
+  for (int i = 0; i < 10; ++i) {
+    std::vector<Target> targets;
+    index.match(m, Strategy::kHashClientId, targets);
+    picked.insert(targets.at(0).ref.session_id);
+  }
+  EXPECT_EQ(picked.size(), 1u);
+}
+
+}  // namespace
+}  // namespace sluice::broker

@@ -1,0 +1,92 @@
+// The YAML configuration: defaults, every section, and errors that name the key and line.
+#include "config/config_loader.hpp"
+
+#include <gtest/gtest.h>
+
+#include "config/listen_address.hpp"
+
+namespace sluice::config {
+namespace {
+
+Config parse_ok(std::string_view yaml) {
+  auto result = parse_config(yaml, "test.yaml");
+  if (auto* error = std::get_if<ConfigError>(&result)) ADD_FAILURE() << error->message;
+  return std::holds_alternative<Config>(result) ? std::get<Config>(result) : Config{};
+}
+
+std::string parse_error(std::string_view yaml) {
+  auto result = parse_config(yaml, "test.yaml");
+  if (auto* error = std::get_if<ConfigError>(&result)) return error->message;
+  ADD_FAILURE() << "expected an error for: " << yaml;
+  return {};
+}
+
+TEST(ConfigLoader, EmptyFileGivesTheDefaults) {
+  const Config config = parse_ok("");
+  ASSERT_EQ(config.listeners.size(), 1u);
+  EXPECT_EQ(config.listeners[0].host, "127.0.0.1");
+  EXPECT_EQ(config.listeners[0].port, 1883);
+  EXPECT_EQ(config.limits.max_packet_bytes, 1'048'576u);
+  EXPECT_EQ(config.sessions.shared_subscription_strategy, SharedStrategy::kRoundRobin);
+}
+
+TEST(ConfigLoader, TheDocumentedExampleHoldsExactlyTheDefaults) {
+  auto result = load_config_file(SLUICE_SOURCE_DIR "/examples/sluice.yaml");
+  ASSERT_TRUE(std::holds_alternative<Config>(result)) << std::get<ConfigError>(result).message;
+  EXPECT_TRUE(std::get<Config>(result) == Config{});
+}
+
+TEST(ConfigLoader, ReadsEverySection) {
+  const Config config = parse_ok(R"(
+listeners:
+  - host: 0.0.0.0
+    port: 1884
+  - host: "::1"
+    port: 1885
+workers: 4
+sys_interval_s: 5
+log_level: debug
+limits:
+  max_connections: 10
+  max_queued_messages: 7
+sessions:
+  queue_qos0_offline: true
+  shared_subscription_strategy: sticky
+mqtt:
+  max_qos: 1
+  retain_available: false
+)");
+  ASSERT_EQ(config.listeners.size(), 2u);
+  EXPECT_EQ(config.listeners[1].host, "::1");
+  EXPECT_EQ(config.listeners[1].port, 1885);
+  EXPECT_EQ(config.workers, 4u);
+  EXPECT_EQ(config.log_level, "debug");
+  EXPECT_EQ(config.limits.max_connections, 10u);
+  EXPECT_EQ(config.limits.max_queued_messages, 7u);
+  EXPECT_TRUE(config.sessions.queue_qos0_offline);
+  EXPECT_EQ(config.sessions.shared_subscription_strategy, SharedStrategy::kSticky);
+  EXPECT_EQ(config.mqtt.max_qos, 1);
+  EXPECT_FALSE(config.mqtt.retain_available);
+}
+
+TEST(ConfigLoader, ErrorsNameFileLineKeyAndWhatIsAllowed) {
+  EXPECT_EQ(parse_error("limits:\n  max_inflight_messages: 0\n"),
+            "test.yaml:2: key 'limits.max_inflight_messages': expected an integer from 1 to 65535, got '0'");
+  EXPECT_EQ(parse_error("sessions:\n  bogus: 1\n"), "test.yaml:2: unknown key 'sessions.bogus'");
+  EXPECT_EQ(parse_error("mqtt:\n  max_qos: 3\n"),
+            "test.yaml:2: key 'mqtt.max_qos': expected an integer from 0 to 2, got '3'");
+  EXPECT_EQ(parse_error("listeners: []\n"), "test.yaml:1: key 'listeners': expected at least one listener");
+  EXPECT_NE(parse_error("limits: [1\n").find("not valid YAML"), std::string::npos);
+  EXPECT_EQ(parse_error("limits: 5\n"), "test.yaml:1: 'limits': expected a mapping of keys to values");
+}
+
+TEST(ListenAddress, ParsesHostAndPort) {
+  EXPECT_EQ(parse_listen_address("127.0.0.1:1883"), (ListenerConfig{"127.0.0.1", 1883}));
+  EXPECT_EQ(parse_listen_address("[::1]:8883"), (ListenerConfig{"::1", 8883}));
+  EXPECT_FALSE(parse_listen_address("127.0.0.1"));
+  EXPECT_FALSE(parse_listen_address("host:99999"));
+  EXPECT_FALSE(parse_listen_address(":1883"));
+}
+
+}  // namespace
+}  // namespace sluice::config
