@@ -3,29 +3,14 @@
 #include "broker/retained_store.hpp"
 
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
+#include "broker/topic_trie.hpp"
+
 namespace sluice::broker {
-namespace {
-
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
-};
-
-std::string_view next_level(std::string_view& rest, bool& done) {
-  const std::size_t slash = rest.find('/');
-  const std::string_view level = rest.substr(0, slash);
-  done = slash == std::string_view::npos;
-  rest = done ? std::string_view() : rest.substr(slash + 1);
-  return level;
-}
-
-}  // namespace
 
 struct RetainedStore::Node {
-  std::unordered_map<std::string, std::unique_ptr<Node>, StringHash, std::equal_to<>> children;
+  trie::Children<std::unique_ptr<Node>> children;
   MessagePtr message;
   bool empty() const { return children.empty() && !message; }
 };
@@ -41,7 +26,7 @@ RetainedStore::SetResult RetainedStore::set(const MessagePtr& message) {
     std::vector<std::pair<Node*, std::string_view>> path;
     Node* node = root_.get();
     for (bool done = false; !done;) {
-      const auto it = node->children.find(next_level(rest, done));
+      const auto it = node->children.find(trie::next_level(rest, done));
       if (it == node->children.end()) return SetResult::kDeleted;
       path.emplace_back(node, it->first);
       node = it->second.get();
@@ -57,7 +42,7 @@ RetainedStore::SetResult RetainedStore::set(const MessagePtr& message) {
 
   Node* node = root_.get();
   for (bool done = false; !done;) {
-    const std::string_view level = next_level(rest, done);
+    const std::string_view level = trie::next_level(rest, done);
     auto it = node->children.find(level);
     if (it == node->children.end()) {
       it = node->children.emplace(std::string(level), std::make_unique<Node>()).first;
@@ -84,7 +69,7 @@ void RetainedStore::for_each_match(std::string_view filter, Clock::time_point no
   // [MQTT-4.7.2-1]: wildcards at the first level skip topics starting with '$'.
   auto walk = [&](auto& self, const Node& node, std::string_view rest, bool first_level) -> void {
     bool done = false;
-    const std::string_view level = next_level(rest, done);
+    const std::string_view level = trie::next_level(rest, done);
     auto visit = [&](const Node& child) {
       if (done) {
         emit(child);

@@ -4,29 +4,14 @@
 #include "broker/subscription_index.hpp"
 
 #include <algorithm>
-#include <random>
 #include <mutex>
-#include <unordered_map>
+#include <random>
 
+#include "broker/topic_trie.hpp"
 #include "mqtt/topic.hpp"
 
 namespace sluice::broker {
 namespace {
-
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
-};
-
-// Splits off the first level of `rest`; `rest` keeps what follows the '/'.
-// `done` is set when that level was the last.
-std::string_view next_level(std::string_view& rest, bool& done) {
-  const std::size_t slash = rest.find('/');
-  const std::string_view level = rest.substr(0, slash);
-  done = slash == std::string_view::npos;
-  rest = done ? std::string_view() : rest.substr(slash + 1);
-  return level;
-}
 
 std::uint32_t random_index(std::size_t size) {
   thread_local std::minstd_rand generator{std::random_device{}()};
@@ -51,7 +36,7 @@ struct SubscriptionIndex::SharedGroup {
 };
 
 struct SubscriptionIndex::Node {
-  std::unordered_map<std::string, std::unique_ptr<Node>, StringHash, std::equal_to<>> children;
+  trie::Children<std::unique_ptr<Node>> children;
   std::vector<Entry> entries;
   std::vector<std::unique_ptr<SharedGroup>> groups;
 
@@ -110,7 +95,7 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
   std::unique_lock lock(mutex_);
   Node* node = root_.get();
   for (bool done = false; !done;) {
-    const std::string_view level = next_level(rest, done);
+    const std::string_view level = trie::next_level(rest, done);
     auto it = node->children.find(level);
     if (it == node->children.end()) {
       it = node->children.emplace(std::string(level), std::make_unique<Node>()).first;
@@ -158,7 +143,7 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) 
   std::vector<std::pair<Node*, std::string_view>> path;  // for pruning empty nodes
   Node* node = root_.get();
   for (bool done = false; !done;) {
-    const std::string_view level = next_level(rest, done);
+    const std::string_view level = trie::next_level(rest, done);
     const auto it = node->children.find(level);
     if (it == node->children.end()) return false;
     path.emplace_back(node, it->first);
@@ -241,7 +226,7 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     }
     if (at_end) return collect(node);
     bool done = false;
-    const std::string_view level = next_level(rest, done);
+    const std::string_view level = trie::next_level(rest, done);
     if (const Node* exact = node.child(level)) self(self, *exact, rest, done, false);
     if (wildcards) {
       if (const Node* plus = node.child("+")) self(self, *plus, rest, done, false);
@@ -270,7 +255,7 @@ std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_fil
   std::shared_lock lock(mutex_);
   const Node* node = root_.get();
   for (bool done = false; !done && node != nullptr;) {
-    node = node->child(next_level(rest, done));
+    node = node->child(trie::next_level(rest, done));
   }
   if (node == nullptr) return std::nullopt;
   for (const auto& group : node->groups) {

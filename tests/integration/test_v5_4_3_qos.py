@@ -109,6 +109,22 @@ def test_MQTT_4_9_0_2_client_receive_maximum_limits_messages_in_flight(broker, c
     assert [p[6] for p in got + more] == [b"0", b"1", b"2", b"3"]
 
 
+def test_max_inflight_messages_caps_the_window_for_every_client(make_broker, clients):
+    process = make_broker("limits:\n  max_inflight_messages: 3\n")
+    topic = unique("inflight")
+    raw = rawmqtt.connected(process.port, unique("inflight"), version=4)  # 3.1.1: no Receive Maximum
+    raw.send(rawmqtt.subscribe(1, [(topic, 1)], version=4))
+    raw.receive_type(rawmqtt.SUBACK)
+    publisher = clients(process.port, version=4)
+    for i in range(6):
+        publisher.publish(topic, f"{i}".encode(), qos=1)
+    got = [rawmqtt.parse_publish(raw.receive_type(rawmqtt.PUBLISH), version=4) for _ in range(3)]
+    with pytest.raises(TimeoutError):
+        raw.receive_type(rawmqtt.PUBLISH, timeout=0.5)
+    raw.send(rawmqtt.ack("puback", got[0][4]))
+    assert rawmqtt.parse_publish(raw.receive_type(rawmqtt.PUBLISH), version=4)[6] == b"3"
+
+
 def test_MQTT_3_3_4_broker_receive_maximum_exceeded_gets_0x93(make_broker):
     process = make_broker("limits:\n  receive_maximum: 3\n")
     raw = rawmqtt.connected(process.port, unique("flood"))
