@@ -130,7 +130,8 @@ void BM_TopicMatch(benchmark::State& state) {
   std::size_t matched = 0;
   AllocationsPerOp allocations(state);
   for (auto _ : state) {
-    for (const auto& [filter, topic] : pairs) matched += topic_matches(filter, topic) ? 1 : 0;
+    for (const auto& [filter, topic] : pairs)
+      matched += topic_matches(filter, topic) ? 1 : 0;
   }
   benchmark::DoNotOptimize(matched);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * pairs.size()));

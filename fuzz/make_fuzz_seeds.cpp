@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
       if (!encode_packet(sample.packet, version, bytes)) return 1;
       const auto name = "v" + std::to_string(static_cast<int>(version)) + "_" + sample.name;
       std::ofstream(dir / name, std::ios::binary)
-          .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+          .write(reinterpret_cast<const char*>(bytes.data()),
+                 static_cast<std::streamsize>(bytes.size()));
       ++written;
     }
   }

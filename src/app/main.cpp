@@ -84,8 +84,9 @@ int run(const Config& config, bool from_file) {
   const bool local_only = std::all_of(config.listeners.begin(), config.listeners.end(),
                                       [](const auto& l) { return is_loopback(l.host); });
   if (!from_file && local_only) {
-    spdlog::info("event=local_only_mode note=\"no configuration file: listening on loopback only, "
-                 "anonymous clients allowed, state kept in memory\"");
+    spdlog::info(
+        "event=local_only_mode note=\"no configuration file: listening on loopback only, "
+        "anonymous clients allowed, state kept in memory\"");
   }
   spdlog::info("event=started version={} workers={}", sluice::app::kVersion, config.workers);
 

@@ -18,7 +18,9 @@ using mqtt::ReasonCode;
 constexpr std::uint32_t kNeverExpires = 0xFFFFFFFF;
 constexpr std::size_t kMaxV31ClientIdBytes = 23;  // MQTT 3.1 section 3.1
 
-bool is_sys_topic(std::string_view topic) { return topic.starts_with("$SYS/") || topic == "$SYS"; }
+bool is_sys_topic(std::string_view topic) {
+  return topic.starts_with("$SYS/") || topic == "$SYS";
+}
 
 }  // namespace
 
@@ -39,7 +41,8 @@ const std::string& ClientProtocol::client_id() const {
 void ClientProtocol::refuse_connect(ProtocolVersion version, ReasonCode reason,
                                     const char* reason_string) {
   mqtt::Connack connack{false, reason, {}};
-  if (reason_string != nullptr && mqtt::is_v5(version)) connack.properties.reason_string = reason_string;
+  if (reason_string != nullptr && mqtt::is_v5(version))
+    connack.properties.reason_string = reason_string;
   link_.send(connack);
   close();
 }
@@ -51,7 +54,8 @@ std::string ClientProtocol::assign_client_id() const {
   while (true) {
     std::string id = "sluice-";
     std::uint64_t bits = generator();
-    for (int i = 0; i < 16; ++i, bits >>= 4) id += kHex[bits & 0xF];
+    for (int i = 0; i < 16; ++i, bits >>= 4)
+      id += kHex[bits & 0xF];
     if (shard_.broker().shard_for_client(id) == shard_.index()) return id;
   }
 }
@@ -81,7 +85,8 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
     }
     connect.client_id = assign_client_id();
     assigned = true;
-  } else if (version_ == ProtocolVersion::kV3_1 && connect.client_id.size() > kMaxV31ClientIdBytes) {
+  } else if (version_ == ProtocolVersion::kV3_1 &&
+             connect.client_id.size() > kMaxV31ClientIdBytes) {
     return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
   }
   if (connect.will) {
@@ -92,14 +97,14 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
       return refuse_connect(version_, ReasonCode::kRetainNotSupported);  // [MQTT-3.2.2-13]
     }
     if (mqtt::topic_levels(connect.will->topic) > config.limits.max_topic_levels) {
-      return refuse_connect(version_, ReasonCode::kTopicNameInvalid, "will topic has too many levels");
+      return refuse_connect(version_, ReasonCode::kTopicNameInvalid,
+                            "will topic has too many levels");
     }
   }
 
   // Session expiry: 5.0 asks for it; 3.x says clean session (ends now) or not (kept).
-  const std::uint32_t asked_expiry =
-      v5 ? connect.properties.session_expiry_interval.value_or(0)
-         : (connect.clean_start ? 0 : kNeverExpires);
+  const std::uint32_t asked_expiry = v5 ? connect.properties.session_expiry_interval.value_or(0)
+                                        : (connect.clean_start ? 0 : kNeverExpires);
   const std::uint32_t expiry = std::min(asked_expiry, config.sessions.max_session_expiry_s);
   connect_expiry_s_ = expiry;
 
@@ -153,7 +158,8 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   ClientLimits limits;
   if (v5) {
     limits.receive_maximum = connect.properties.receive_maximum.value_or(65535);
-    limits.maximum_packet_size = connect.properties.maximum_packet_size.value_or(limits.maximum_packet_size);
+    limits.maximum_packet_size =
+        connect.properties.maximum_packet_size.value_or(limits.maximum_packet_size);
     limits.topic_alias_maximum = connect.properties.topic_alias_maximum.value_or(0);
   }
   session->attach(*this, link_, version_, limits);
@@ -348,16 +354,15 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     return refuse_publish(publish, ReasonCode::kNotAuthorized);
   }
   if (publish.properties.payload_format_indicator == 1 &&
-      mqtt::check_utf8({reinterpret_cast<const char*>(publish.payload.data()), publish.payload.size()}) !=
-          mqtt::Utf8Check::kValid) {
+      mqtt::check_utf8({reinterpret_cast<const char*>(publish.payload.data()),
+                        publish.payload.size()}) != mqtt::Utf8Check::kValid) {
     session_->release_inbound_qos2(publish.packet_id);
     return refuse_publish(publish, ReasonCode::kPayloadFormatInvalid);
   }
 
   const mqtt::Publish header{{}, publish.qos, false, false, publish.packet_id, {}, {}};
-  const std::size_t receivers =
-      shard_.publish(make_message(std::move(publish), session_->id(),
-                                  Shard::client_hash(session_->client_id()), Clock::now()));
+  const std::size_t receivers = shard_.publish(make_message(
+      std::move(publish), session_->id(), Shard::client_hash(session_->client_id()), Clock::now()));
   acknowledge_publish(header, receivers == 0 && mqtt::is_v5(version_)
                                   ? ReasonCode::kNoMatchingSubscribers
                                   : ReasonCode::kSuccess);
@@ -365,8 +370,8 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
 
 void ClientProtocol::on_pubrel(const mqtt::Pubrel& pubrel) {
   const bool known = session_->release_inbound_qos2(pubrel.packet_id);
-  link_.send(mqtt::Pubcomp{pubrel.packet_id,
-                           known ? ReasonCode::kSuccess : ReasonCode::kPacketIdentifierNotFound, {}});
+  link_.send(mqtt::Pubcomp{
+      pubrel.packet_id, known ? ReasonCode::kSuccess : ReasonCode::kPacketIdentifierNotFound, {}});
 }
 
 // ---- SUBSCRIBE, UNSUBSCRIBE -------------------------------------------------
@@ -374,9 +379,9 @@ void ClientProtocol::on_pubrel(const mqtt::Pubrel& pubrel) {
 void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
   const config::Config& config = shard_.config();
   const bool v5 = mqtt::is_v5(version_);
-  const std::uint32_t identifier =
-      subscribe.properties.subscription_identifiers.empty() ? 0
-                                                            : subscribe.properties.subscription_identifiers[0];
+  const std::uint32_t identifier = subscribe.properties.subscription_identifiers.empty()
+                                       ? 0
+                                       : subscribe.properties.subscription_identifiers[0];
   if (identifier != 0 && !config.mqtt.subscription_identifiers) {
     return disconnect_with(ReasonCode::kSubscriptionIdentifiersNotSupported);
   }
@@ -408,20 +413,23 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     if (!v5) options = mqtt::SubscriptionOptions{options.max_qos};
     const bool is_new = shard_.broker().index().subscribe(
         subscription.filter, {session_->ref(), options, identifier}, session_->online_flag());
-    auto [it, inserted] = session_->subscriptions().insert_or_assign(subscription.filter,
-                                                                     SubscriptionRecord{options, identifier});
+    auto [it, inserted] = session_->subscriptions().insert_or_assign(
+        subscription.filter, SubscriptionRecord{options, identifier});
     suback.reasons.push_back(static_cast<ReasonCode>(options.max_qos));
     // [MQTT-3.3.1-9..11] retained messages by Retain Handling; none for shared [MQTT-4.8.2].
-    const bool send = !shared && (options.retain_handling == mqtt::RetainHandling::kSendOnSubscribe ||
-                                  (options.retain_handling == mqtt::RetainHandling::kSendOnNewSubscribe &&
-                                   is_new));
+    const bool send =
+        !shared &&
+        (options.retain_handling == mqtt::RetainHandling::kSendOnSubscribe ||
+         (options.retain_handling == mqtt::RetainHandling::kSendOnNewSubscribe && is_new));
     if (send) retained.push_back({&it->first, options});
   }
   link_.send(suback);
-  for (const RetainedToSend& r : retained) send_retained(*r.filter, r.options, identifier);
+  for (const RetainedToSend& r : retained)
+    send_retained(*r.filter, r.options, identifier);
 }
 
-void ClientProtocol::send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,
+void ClientProtocol::send_retained(const std::string& filter,
+                                   const mqtt::SubscriptionOptions& options,
                                    std::uint32_t identifier) {
   shard_.broker().retained().for_each_match(filter, Clock::now(), [&](const MessagePtr& message) {
     Delivery delivery;
@@ -440,7 +448,8 @@ void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
     const bool existed = shard_.broker().index().unsubscribe(filter, session_->ref());
     session_->subscriptions().erase(filter);
     if (mqtt::is_v5(version_)) {
-      unsuback.reasons.push_back(existed ? ReasonCode::kSuccess : ReasonCode::kNoSubscriptionExisted);
+      unsuback.reasons.push_back(existed ? ReasonCode::kSuccess
+                                         : ReasonCode::kNoSubscriptionExisted);
     }
   }
   link_.send(unsuback);

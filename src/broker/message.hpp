@@ -29,8 +29,8 @@ struct Message {
   // `properties` less Message Expiry Interval, encoded once for all deliveries.
   std::vector<std::uint8_t> encoded_properties;
   std::optional<Clock::time_point> expires_at;  // from Message Expiry Interval
-  std::uint64_t origin_session = 0;  // the publisher's session, for No Local
-  std::uint64_t origin_client_hash = 0;  // for the hash_client_id shared strategy
+  std::uint64_t origin_session = 0;             // the publisher's session, for No Local
+  std::uint64_t origin_client_hash = 0;         // for the hash_client_id shared strategy
 
   bool expired(Clock::time_point now) const { return expires_at && now >= *expires_at; }
 

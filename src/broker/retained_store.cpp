@@ -64,7 +64,8 @@ void RetainedStore::for_each_match(std::string_view filter, Clock::time_point no
   };
   auto subtree = [&](auto& self, const Node& node) -> void {
     emit(node);
-    for (const auto& [level, child] : node.children) self(self, *child);
+    for (const auto& [level, child] : node.children)
+      self(self, *child);
   };
   // [MQTT-4.7.2-1]: wildcards at the first level skip topics starting with '$'.
   auto walk = [&](auto& self, const Node& node, std::string_view rest, bool first_level) -> void {

@@ -20,7 +20,9 @@ Session::Session(Shard& shard, std::uint64_t id, std::string client_id)
 
 Session::~Session() = default;
 
-SubscriberRef Session::ref() const { return {shard_.index(), id_}; }
+SubscriberRef Session::ref() const {
+  return {shard_.index(), id_};
+}
 
 std::optional<Clock::time_point> Session::expires_at() const {
   if (!offline_since_ || expiry_s_ == kNeverExpires) return std::nullopt;
@@ -125,7 +127,8 @@ bool Session::can_send_now() const {
 std::uint16_t Session::next_packet_id() {
   // The window is at most 65535, so a free identifier always exists.
   do {
-    last_packet_id_ = static_cast<std::uint16_t>(last_packet_id_ == 65535 ? 1 : last_packet_id_ + 1);
+    last_packet_id_ =
+        static_cast<std::uint16_t>(last_packet_id_ == 65535 ? 1 : last_packet_id_ + 1);
   } while (inflight_.contains(last_packet_id_));
   return last_packet_id_;
 }
@@ -177,7 +180,8 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
 void Session::resend_inflight() {
   std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
   order.reserve(inflight_.size());
-  for (const auto& [packet_id, entry] : inflight_) order.emplace_back(entry.sequence, packet_id);
+  for (const auto& [packet_id, entry] : inflight_)
+    order.emplace_back(entry.sequence, packet_id);
   std::sort(order.begin(), order.end());
   for (const auto& [sequence, packet_id] : order) {
     Inflight& entry = inflight_.at(packet_id);

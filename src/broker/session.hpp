@@ -96,7 +96,9 @@ class Session {
   // ---- inbound QoS 2 ----
   // True when `packet_id` is new (the message must be routed); false for a
   // retransmission of one awaiting PUBREL.
-  bool begin_inbound_qos2(std::uint16_t packet_id) { return inbound_qos2_.insert(packet_id).second; }
+  bool begin_inbound_qos2(std::uint16_t packet_id) {
+    return inbound_qos2_.insert(packet_id).second;
+  }
   bool release_inbound_qos2(std::uint16_t packet_id) { return inbound_qos2_.erase(packet_id) > 0; }
   std::size_t inbound_qos2_pending() const { return inbound_qos2_.size(); }
 

@@ -70,13 +70,14 @@ void Shard::deliver(SubscriberRef to, Delivery&& delivery) {
 }
 
 void Shard::deliver_batch(std::vector<RemoteDelivery>&& batch) {
-  for (RemoteDelivery& remote : batch) deliver(remote.to, std::move(remote.delivery));
+  for (RemoteDelivery& remote : batch)
+    deliver(remote.to, std::move(remote.delivery));
 }
 
 void Shard::redeliver_shared(Delivery&& delivery, SubscriberRef exclude) {
-  const auto target = broker_.index().pick_shared(
-      *delivery.shared_filter, *delivery.message,
-      broker_.config().sessions.shared_subscription_strategy, exclude);
+  const auto target =
+      broker_.index().pick_shared(*delivery.shared_filter, *delivery.message,
+                                  broker_.config().sessions.shared_subscription_strategy, exclude);
   if (!target) return;  // no other member: the group is gone
   delivery.qos = std::min(delivery.message->qos, target->max_qos);
   delivery.identifiers = target->identifiers;

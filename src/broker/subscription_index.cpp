@@ -156,7 +156,8 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) 
   } else {
     for (auto it = node->groups.begin(); it != node->groups.end(); ++it) {
       if ((*it)->name != shared->group) continue;
-      removed = std::erase_if((*it)->members, [&](const auto& m) { return m.entry.ref == ref; }) > 0;
+      removed =
+          std::erase_if((*it)->members, [&](const auto& m) { return m.entry.ref == ref; }) > 0;
       if ((*it)->members.empty()) node->groups.erase(it);
       break;
     }
@@ -193,7 +194,8 @@ void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
     if (it->ref == out->ref) {
       out->max_qos = std::max(out->max_qos, it->max_qos);
       out->retain_as_published = out->retain_as_published || it->retain_as_published;
-      out->identifiers.insert(out->identifiers.end(), it->identifiers.begin(), it->identifiers.end());
+      out->identifiers.insert(out->identifiers.end(), it->identifiers.begin(),
+                              it->identifiers.end());
     } else {
       *++out = std::move(*it);
     }
@@ -214,7 +216,8 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
       if (entry.options.no_local && entry.ref.session_id == message.origin_session) continue;
       out.push_back(target_of(entry));
     }
-    for (const auto& group : node.groups) groups.push_back(group.get());
+    for (const auto& group : node.groups)
+      groups.push_back(group.get());
   };
 
   // Walks `node` with the topic levels in `rest` still to match.

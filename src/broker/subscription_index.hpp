@@ -30,7 +30,7 @@ struct Target {
   SubscriberRef ref;
   mqtt::QoS max_qos = mqtt::QoS::kAtMostOnce;  // granted; the delivery uses min(this, message)
   bool retain_as_published = false;
-  std::vector<std::uint32_t> identifiers;      // Subscription Identifiers to send
+  std::vector<std::uint32_t> identifiers;            // Subscription Identifiers to send
   std::shared_ptr<const std::string> shared_filter;  // "$share/g/f" for a shared delivery
 };
 

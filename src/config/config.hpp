@@ -24,11 +24,11 @@ struct LimitsConfig {
   std::uint16_t max_inflight_messages = 1024;  // outbound QoS 1/2 in flight per client
   std::uint32_t max_queued_messages = 10'000;  // per session, beyond in flight; newest dropped
   std::uint32_t max_topic_levels = 64;         // levels in a topic name or filter
-  std::uint32_t max_retained_messages = 1'000'000;  // new retained topics refused beyond
+  std::uint32_t max_retained_messages = 1'000'000;   // new retained topics refused beyond
   std::uint32_t max_write_buffer_bytes = 1'048'576;  // unsent bytes per client before QoS 0 drops
-  std::uint16_t topic_alias_maximum = 64;      // aliases a client may use towards the broker
-  std::uint16_t max_keepalive_s = 0;           // 0: no cap; else Server Keep Alive above it
-  std::uint32_t connect_timeout_s = 10;        // time to send CONNECT after connecting
+  std::uint16_t topic_alias_maximum = 64;            // aliases a client may use towards the broker
+  std::uint16_t max_keepalive_s = 0;                 // 0: no cap; else Server Keep Alive above it
+  std::uint32_t connect_timeout_s = 10;              // time to send CONNECT after connecting
 
   bool operator==(const LimitsConfig&) const = default;
 };
@@ -43,7 +43,7 @@ struct SessionConfig {
 };
 
 struct MqttConfig {
-  std::uint8_t max_qos = 2;             // higher QoS is downgraded on subscribe, refused on publish
+  std::uint8_t max_qos = 2;  // higher QoS is downgraded on subscribe, refused on publish
   bool retain_available = true;
   bool wildcard_subscriptions = true;
   bool subscription_identifiers = true;
@@ -54,9 +54,9 @@ struct MqttConfig {
 
 struct Config {
   std::vector<ListenerConfig> listeners = {ListenerConfig{}};
-  std::uint32_t workers = 0;           // worker threads; 0: one per core
-  std::uint32_t sys_interval_s = 10;   // $SYS topics refresh period; 0: off
-  std::string log_level = "info";      // trace, debug, info, warn, error, off
+  std::uint32_t workers = 0;          // worker threads; 0: one per core
+  std::uint32_t sys_interval_s = 10;  // $SYS topics refresh period; 0: off
+  std::string log_level = "info";     // trace, debug, info, warn, error, off
   LimitsConfig limits;
   SessionConfig sessions;
   MqttConfig mqtt;

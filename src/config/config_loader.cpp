@@ -91,7 +91,8 @@ class Section {
 
   [[noreturn]] void fail(const YAML::Node& at, const char* key, const std::string& allowed) const {
     const std::string got = at.IsScalar() ? "'" + at.Scalar() + "'" : "a " + kind(at);
-    throw Failure{where(at) + "key '" + child_path(key) + "': expected " + allowed + ", got " + got};
+    throw Failure{where(at) + "key '" + child_path(key) + "': expected " + allowed + ", got " +
+                  got};
   }
 
  private:
@@ -190,7 +191,8 @@ void read_mqtt(const YAML::Node& node, MqttConfig& c, std::string_view source) {
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);
-  if (YAML::Node listeners = top.child("listeners")) config.listeners = read_listeners(listeners, source);
+  if (YAML::Node listeners = top.child("listeners"))
+    config.listeners = read_listeners(listeners, source);
   top.integer("workers", config.workers, 0, 1024);
   top.integer("sys_interval_s", config.sys_interval_s, 0, 86'400);
   top.choice("log_level", config.log_level, {"trace", "debug", "info", "warn", "error", "off"});

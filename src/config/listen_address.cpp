@@ -15,7 +15,8 @@ std::optional<ListenerConfig> parse_listen_address(std::string_view text) {
     host = host.substr(1, host.size() - 2);
   }
   unsigned port = 0;
-  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
     return std::nullopt;
   }

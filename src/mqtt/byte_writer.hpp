@@ -56,7 +56,8 @@ class ByteWriter {
     out_.push_back(static_cast<std::uint8_t>(value));
   }
   void u32(std::uint32_t value) {
-    for (int shift = 24; shift >= 0; shift -= 8) out_.push_back(static_cast<std::uint8_t>(value >> shift));
+    for (int shift = 24; shift >= 0; shift -= 8)
+      out_.push_back(static_cast<std::uint8_t>(value >> shift));
   }
   void varint(std::uint32_t value) {
     do {
@@ -66,7 +67,9 @@ class ByteWriter {
       out_.push_back(byte);
     } while (value != 0);
   }
-  void raw(std::span<const std::uint8_t> bytes) { out_.insert(out_.end(), bytes.begin(), bytes.end()); }
+  void raw(std::span<const std::uint8_t> bytes) {
+    out_.insert(out_.end(), bytes.begin(), bytes.end());
+  }
   void binary(std::span<const std::uint8_t> bytes) {
     u16(static_cast<std::uint16_t>(bytes.size()));
     raw(bytes);

@@ -62,7 +62,8 @@ FrameDecoder::Status FrameDecoder::check_header(const Header& header) {
       break;
   }
   if (too_large(header)) {
-    return fail({ReasonCode::kPacketTooLarge, "MQTT-3.2.2-15", "packet exceeds Maximum Packet Size"});
+    return fail(
+        {ReasonCode::kPacketTooLarge, "MQTT-3.2.2-15", "packet exceeds Maximum Packet Size"});
   }
   return Status::kFrame;
 }
@@ -113,7 +114,8 @@ FrameDecoder::Status FrameDecoder::continue_partial(Frame& frame) {
   if (status != Status::kFrame) return status;
   const std::size_t total = header.length + header.remaining_length;
   const std::size_t wanted = std::min(total - partial_.size(), input_.size());
-  partial_.insert(partial_.end(), input_.begin(), input_.begin() + static_cast<std::ptrdiff_t>(wanted));
+  partial_.insert(partial_.end(), input_.begin(),
+                  input_.begin() + static_cast<std::ptrdiff_t>(wanted));
   input_ = input_.subspan(wanted);
   if (partial_.size() < total) return Status::kNeedMore;
 

@@ -23,9 +23,9 @@ namespace sluice::mqtt {
 constexpr std::uint32_t kProtocolMaxPacketBytes = 268'435'460;
 
 struct Frame {
-  std::uint8_t first_byte = 0;  // packet type << 4 | flags
+  std::uint8_t first_byte = 0;         // packet type << 4 | flags
   std::span<const std::uint8_t> body;  // variable header and payload
-  std::size_t wire_bytes = 0;   // the whole packet, fixed header included
+  std::size_t wire_bytes = 0;          // the whole packet, fixed header included
 
   PacketType type() const { return static_cast<PacketType>(first_byte >> 4); }
   std::uint8_t flags() const { return first_byte & 0x0F; }
@@ -63,7 +63,7 @@ class FrameDecoder {
  private:
   struct Header {
     enum class State { kComplete, kIncomplete, kNotShortest, kTooLong } state;
-    std::size_t length = 0;            // bytes of the fixed header
+    std::size_t length = 0;  // bytes of the fixed header
     std::uint32_t remaining_length = 0;
   };
   static Header parse_header(std::span<const std::uint8_t> bytes);

@@ -29,14 +29,16 @@ const char* by_version(ProtocolVersion version, const char* v5, const char* v311
 }
 
 void expect_end(ByteReader& r) {
-  if (r.ok() && !r.at_end()) r.fail(malformed("§4.13.1", "bytes left over after the packet's fields"));
+  if (r.ok() && !r.at_end())
+    r.fail(malformed("§4.13.1", "bytes left over after the packet's fields"));
 }
 
 // [MQTT-2.2.1-3] packets that carry an identifier carry a non-zero one.
 std::uint16_t read_packet_id(ByteReader& r, ProtocolVersion version) {
   const std::uint16_t id = r.u16();
   if (r.ok() && id == 0) {
-    r.fail(protocol_error(by_version(version, "MQTT-2.2.1-3", "MQTT-2.3.1-1"), "packet identifier is 0"));
+    r.fail(protocol_error(by_version(version, "MQTT-2.2.1-3", "MQTT-2.3.1-1"),
+                          "packet identifier is 0"));
   }
   return id;
 }
@@ -85,10 +87,12 @@ void check_connect_flags(ByteReader& r, std::uint8_t flags, ProtocolVersion vers
   const auto will_qos = static_cast<std::uint8_t>((flags >> 3) & 0x03);
   if ((flags & kWillFlag) == 0) {
     if (will_qos != 0) {
-      r.fail(malformed(by_version(version, "MQTT-3.1.2-11", "MQTT-3.1.2-13"), "Will QoS set without a will"));
+      r.fail(malformed(by_version(version, "MQTT-3.1.2-11", "MQTT-3.1.2-13"),
+                       "Will QoS set without a will"));
     }
     if ((flags & kWillRetainFlag) != 0) {
-      r.fail(malformed(by_version(version, "MQTT-3.1.2-13", "MQTT-3.1.2-15"), "Will Retain set without a will"));
+      r.fail(malformed(by_version(version, "MQTT-3.1.2-13", "MQTT-3.1.2-15"),
+                       "Will Retain set without a will"));
     }
   } else if (will_qos == 3) {
     r.fail(malformed(by_version(version, "MQTT-3.1.2-12", "MQTT-3.1.2-14"), "Will QoS is 3"));
@@ -225,14 +229,16 @@ void decode_unsubscribe(ByteReader& r, ProtocolVersion version, Unsubscribe& out
 
 void read_ack_reasons(ByteReader& r, PacketType type, ProtocolVersion version, const char* rule,
                       std::vector<ReasonCode>& out) {
-  if (r.ok() && r.at_end()) return r.fail(protocol_error(rule, "acknowledgement without reason codes"));
+  if (r.ok() && r.at_end())
+    return r.fail(protocol_error(rule, "acknowledgement without reason codes"));
   while (r.ok() && !r.at_end()) {
     if (is_v5(version)) {
       out.push_back(read_reason_code(r, type, rule));
       continue;
     }
     const std::uint8_t code = r.u8();  // 3.x SUBACK: a granted QoS or 0x80
-    if (code > 2 && code != 0x80) r.fail(malformed("MQTT-3.9.3-2", "SUBACK return code is reserved"));
+    if (code > 2 && code != 0x80)
+      r.fail(malformed("MQTT-3.9.3-2", "SUBACK return code is reserved"));
     out.push_back(static_cast<ReasonCode>(code));
   }
 }
@@ -259,14 +265,16 @@ void decode_connack(ByteReader& r, ProtocolVersion version, Connack& out) {
   if (version == ProtocolVersion::kV3_1) {
     out.reason = from_v3_connack_code(code);  // 3.1's first byte is unused
   } else {
-    if ((flags & 0xFE) != 0) return r.fail(malformed("MQTT-3.2.2-1", "reserved CONNACK flags are set"));
+    if ((flags & 0xFE) != 0)
+      return r.fail(malformed("MQTT-3.2.2-1", "reserved CONNACK flags are set"));
     out.session_present = (flags & 0x01) != 0;
     out.reason = is_v5(version) ? static_cast<ReasonCode>(code) : from_v3_connack_code(code);
   }
   if (is_v5(version) && !reason_code_allowed(out.reason, PacketType::kConnack)) {
     return r.fail(malformed("MQTT-3.2.2-8", "reason code not defined for CONNACK"));
   }
-  if (!is_v5(version) && code > 5) return r.fail(malformed("§3.2.2.3", "CONNACK return code is reserved"));
+  if (!is_v5(version) && code > 5)
+    return r.fail(malformed("§3.2.2.3", "CONNACK return code is reserved"));
   if (out.session_present && is_error(out.reason)) {
     return r.fail(protocol_error("MQTT-3.2.2-6", "Session Present set on a refused connection"));
   }
@@ -305,7 +313,8 @@ DecodeError check_fixed_flags(const Frame& frame, ProtocolVersion version) {
       // 3.1 let a retransmission carry DUP on these packets.
       const bool dup_allowed = version == ProtocolVersion::kV3_1 && flags == 0x0A;
       if (flags == 0x02 || dup_allowed) return {};
-      if (frame.type() == PacketType::kPubrel) return malformed("MQTT-3.6.1-1", "PUBREL flags must be 0010");
+      if (frame.type() == PacketType::kPubrel)
+        return malformed("MQTT-3.6.1-1", "PUBREL flags must be 0010");
       if (frame.type() == PacketType::kSubscribe)
         return malformed("MQTT-3.8.1-1", "SUBSCRIBE flags must be 0010");
       return malformed("MQTT-3.10.1-1", "UNSUBSCRIBE flags must be 0010");
@@ -318,7 +327,8 @@ DecodeError check_fixed_flags(const Frame& frame, ProtocolVersion version) {
       return {};
     default:
       if (flags != 0) {
-        return malformed(by_version(version, "MQTT-2.1.3-1", "MQTT-2.2.2-1"), "reserved flags must be 0");
+        return malformed(by_version(version, "MQTT-2.1.3-1", "MQTT-2.2.2-1"),
+                         "reserved flags must be 0");
       }
       return {};
   }
@@ -332,7 +342,8 @@ void decode_body(const Frame& frame, ByteReader& r, ProtocolVersion version, Pub
   decode_publish(frame, version, r, out);
 }
 template <PacketType kType>
-void decode_body(const Frame&, ByteReader& r, ProtocolVersion version, PublishResponse<kType>& out) {
+void decode_body(const Frame&, ByteReader& r, ProtocolVersion version,
+                 PublishResponse<kType>& out) {
   constexpr const char* kRules[] = {"MQTT-3.4.2-1", "MQTT-3.5.2-1", "MQTT-3.6.2-1", "MQTT-3.7.2-1"};
   constexpr auto kIndex = static_cast<unsigned>(kType) - static_cast<unsigned>(PacketType::kPuback);
   decode_publish_response(r, version, out, kRules[kIndex]);
@@ -349,12 +360,18 @@ void decode_body(const Frame&, ByteReader& r, ProtocolVersion version, Unsubscri
 void decode_body(const Frame&, ByteReader& r, ProtocolVersion version, Unsuback& out) {
   decode_unsuback(r, version, out);
 }
-void decode_body(const Frame&, ByteReader& r, ProtocolVersion, Pingreq&) { expect_end(r); }
-void decode_body(const Frame&, ByteReader& r, ProtocolVersion, Pingresp&) { expect_end(r); }
+void decode_body(const Frame&, ByteReader& r, ProtocolVersion, Pingreq&) {
+  expect_end(r);
+}
+void decode_body(const Frame&, ByteReader& r, ProtocolVersion, Pingresp&) {
+  expect_end(r);
+}
 void decode_body(const Frame&, ByteReader& r, ProtocolVersion version, Disconnect& out) {
   decode_disconnect(r, version, out);
 }
-void decode_body(const Frame&, ByteReader& r, ProtocolVersion, Auth& out) { decode_auth(r, out); }
+void decode_body(const Frame&, ByteReader& r, ProtocolVersion, Auth& out) {
+  decode_auth(r, out);
+}
 
 template <class T>
 DecodeError decode_as(const Frame& frame, ProtocolVersion version, Packet& out) {
@@ -381,7 +398,8 @@ constexpr auto kDecoders = make_decoders(std::make_index_sequence<std::variant_s
 }  // namespace
 
 DecodeError decode_connect(const Frame& frame, Connect& out) {
-  if (frame.type() != PacketType::kConnect) return protocol_error("MQTT-3.1.0-1", "expected CONNECT");
+  if (frame.type() != PacketType::kConnect)
+    return protocol_error("MQTT-3.1.0-1", "expected CONNECT");
   ByteReader r(frame.body);
   DecodeError unsupported;
   if (!read_protocol(r, out, unsupported)) return r.ok() ? unsupported : r.error();

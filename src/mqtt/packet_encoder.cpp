@@ -8,8 +8,8 @@
 namespace sluice::mqtt {
 namespace {
 
-using detail::PropertySelection;
 using detail::property_list_size;
+using detail::PropertySelection;
 using detail::write_properties;
 using detail::write_property_list;
 
@@ -17,7 +17,9 @@ std::uint8_t type_bits(PacketType type) {
   return static_cast<std::uint8_t>(static_cast<unsigned>(type) << 4);
 }
 
-std::uint8_t u8(ReasonCode code) { return static_cast<std::uint8_t>(code); }
+std::uint8_t u8(ReasonCode code) {
+  return static_cast<std::uint8_t>(code);
+}
 
 template <class W>
 void write_properties_if_v5(W& w, ProtocolVersion version, const Properties& properties) {
@@ -35,9 +37,15 @@ std::uint8_t first_byte(const Publish& p) {
   return static_cast<std::uint8_t>(type_bits(PacketType::kPublish) | (p.dup ? 0x08 : 0) |
                                    (static_cast<unsigned>(p.qos) << 1) | (p.retain ? 0x01 : 0));
 }
-std::uint8_t first_byte(const Pubrel&) { return type_bits(PacketType::kPubrel) | 0x02; }
-std::uint8_t first_byte(const Subscribe&) { return type_bits(PacketType::kSubscribe) | 0x02; }
-std::uint8_t first_byte(const Unsubscribe&) { return type_bits(PacketType::kUnsubscribe) | 0x02; }
+std::uint8_t first_byte(const Pubrel&) {
+  return type_bits(PacketType::kPubrel) | 0x02;
+}
+std::uint8_t first_byte(const Subscribe&) {
+  return type_bits(PacketType::kSubscribe) | 0x02;
+}
+std::uint8_t first_byte(const Unsubscribe&) {
+  return type_bits(PacketType::kUnsubscribe) | 0x02;
+}
 
 // ---- bodies ----------------------------------------------------------------
 
@@ -138,7 +146,8 @@ template <class W>
 void write_body(W& w, const Unsubscribe& p, ProtocolVersion version) {
   w.u16(p.packet_id);
   write_properties_if_v5(w, version, p.properties);
-  for (const std::string& filter : p.filters) w.string(filter);
+  for (const std::string& filter : p.filters)
+    w.string(filter);
 }
 
 template <class W>
@@ -146,7 +155,8 @@ void write_body(W& w, const Unsuback& p, ProtocolVersion version) {
   w.u16(p.packet_id);
   if (!is_v5(version)) return;
   write_properties(w, p.properties);
-  for (ReasonCode reason : p.reasons) w.u8(u8(reason));
+  for (ReasonCode reason : p.reasons)
+    w.u8(u8(reason));
 }
 
 template <class W>
@@ -205,7 +215,8 @@ bool encode(const T& p, ProtocolVersion version, std::vector<std::uint8_t>& out)
 
 std::size_t per_delivery_properties_size(const PublishHead& head) {
   std::size_t size = 0;
-  for (std::uint32_t id : head.subscription_identifiers) size += 1 + varint_size(id);
+  for (std::uint32_t id : head.subscription_identifiers)
+    size += 1 + varint_size(id);
   if (head.topic_alias != 0) size += 3;
   if (head.message_expiry_interval) size += 5;
   return size;
@@ -233,7 +244,8 @@ void write_head_body(W& w, const PublishHead& head, ProtocolVersion version) {
                        });
 }
 
-std::optional<std::uint32_t> head_remaining_length(const PublishHead& head, ProtocolVersion version) {
+std::optional<std::uint32_t> head_remaining_length(const PublishHead& head,
+                                                   ProtocolVersion version) {
   SizeCounter counter;
   write_head_body(counter, head, version);
   const std::size_t total = counter.size() + head.payload_bytes;
@@ -243,7 +255,8 @@ std::optional<std::uint32_t> head_remaining_length(const PublishHead& head, Prot
 
 std::uint8_t head_first_byte(const PublishHead& head) {
   return static_cast<std::uint8_t>(type_bits(PacketType::kPublish) | (head.dup ? 0x08 : 0) |
-                                   (static_cast<unsigned>(head.qos) << 1) | (head.retain ? 0x01 : 0));
+                                   (static_cast<unsigned>(head.qos) << 1) |
+                                   (head.retain ? 0x01 : 0));
 }
 
 }  // namespace

@@ -26,7 +26,10 @@ enum class PacketType : std::uint8_t {
 };
 
 inline const char* to_string(PacketType type) {
-  constexpr const char* kNames[] = {"reserved", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH"};
+  constexpr const char* kNames[] = {"reserved",  "CONNECT",  "CONNACK",     "PUBLISH",
+                                    "PUBACK",    "PUBREC",   "PUBREL",      "PUBCOMP",
+                                    "SUBSCRIBE", "SUBACK",   "UNSUBSCRIBE", "UNSUBACK",
+                                    "PINGREQ",   "PINGRESP", "DISCONNECT",  "AUTH"};
   const auto index = static_cast<unsigned>(type);
   return index < std::size(kNames) ? kNames[index] : "reserved";
 }

@@ -81,8 +81,8 @@ enum class RetainHandling : std::uint8_t {
 
 struct SubscriptionOptions {
   QoS max_qos = QoS::kAtMostOnce;
-  bool no_local = false;             // MQTT 5
-  bool retain_as_published = false;  // MQTT 5
+  bool no_local = false;                                              // MQTT 5
+  bool retain_as_published = false;                                   // MQTT 5
   RetainHandling retain_handling = RetainHandling::kSendOnSubscribe;  // MQTT 5
   bool operator==(const SubscriptionOptions&) const = default;
 };

@@ -14,13 +14,12 @@ namespace sluice::mqtt {
 namespace {
 
 // The decoder's view of one property: where it goes, and where it may appear.
-using PropertyField = std::variant<std::optional<std::uint8_t> Properties::*,
-                                   std::optional<std::uint16_t> Properties::*,
-                                   std::optional<std::uint32_t> Properties::*,
-                                   std::vector<std::uint32_t> Properties::*,
-                                   std::optional<std::string> Properties::*,
-                                   std::optional<Bytes> Properties::*,
-                                   std::vector<UserProperty> Properties::*>;
+using PropertyField =
+    std::variant<std::optional<std::uint8_t> Properties::*,
+                 std::optional<std::uint16_t> Properties::*,
+                 std::optional<std::uint32_t> Properties::*,
+                 std::vector<std::uint32_t> Properties::*, std::optional<std::string> Properties::*,
+                 std::optional<Bytes> Properties::*, std::vector<UserProperty> Properties::*>;
 
 struct PropertyRow {
   PropertyInfo info;
@@ -57,19 +56,33 @@ bool repeatable(PropertyId id, PropertyContext context) {
 }
 
 // Reads one value of the member's type.
-void read_value(ByteReader& r, std::optional<std::uint8_t>& out) { out = r.u8(); }
-void read_value(ByteReader& r, std::optional<std::uint16_t>& out) { out = r.u16(); }
-void read_value(ByteReader& r, std::optional<std::uint32_t>& out) { out = r.u32(); }
-void read_value(ByteReader& r, std::vector<std::uint32_t>& out) { out.push_back(r.varint()); }
-void read_value(ByteReader& r, std::optional<std::string>& out) { out = r.string(); }
-void read_value(ByteReader& r, std::optional<Bytes>& out) { out = r.binary(); }
+void read_value(ByteReader& r, std::optional<std::uint8_t>& out) {
+  out = r.u8();
+}
+void read_value(ByteReader& r, std::optional<std::uint16_t>& out) {
+  out = r.u16();
+}
+void read_value(ByteReader& r, std::optional<std::uint32_t>& out) {
+  out = r.u32();
+}
+void read_value(ByteReader& r, std::vector<std::uint32_t>& out) {
+  out.push_back(r.varint());
+}
+void read_value(ByteReader& r, std::optional<std::string>& out) {
+  out = r.string();
+}
+void read_value(ByteReader& r, std::optional<Bytes>& out) {
+  out = r.binary();
+}
 void read_value(ByteReader& r, std::vector<UserProperty>& out) {
   std::string name = r.string();
   std::string value = r.string();
   out.push_back({std::move(name), std::move(value)});
 }
 
-bool is_boolean(const std::optional<std::uint8_t>& value) { return !value || *value <= 1; }
+bool is_boolean(const std::optional<std::uint8_t>& value) {
+  return !value || *value <= 1;
+}
 
 // The value rules of section 3 for properties whose range is narrower than their type.
 DecodeError check_value(PropertyId id, const Properties& p) {

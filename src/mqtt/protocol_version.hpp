@@ -13,7 +13,9 @@ enum class ProtocolVersion : std::uint8_t {
   kV5 = 5,      // protocol name "MQTT"
 };
 
-inline bool is_v5(ProtocolVersion version) { return version == ProtocolVersion::kV5; }
+inline bool is_v5(ProtocolVersion version) {
+  return version == ProtocolVersion::kV5;
+}
 
 inline const char* to_string(ProtocolVersion version) {
   switch (version) {

@@ -88,7 +88,8 @@ constexpr ReasonCodeInfo kTable[] = {
 // Index by the code's value, built once at compile time.
 constexpr std::array<const ReasonCodeInfo*, 256> make_index() {
   std::array<const ReasonCodeInfo*, 256> index{};
-  for (const auto& info : kTable) index[static_cast<std::uint8_t>(info.code)] = &info;
+  for (const auto& info : kTable)
+    index[static_cast<std::uint8_t>(info.code)] = &info;
   return index;
 }
 constexpr auto kIndex = make_index();

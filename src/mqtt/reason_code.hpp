@@ -63,7 +63,9 @@ const char* to_string(ReasonCode code);
 bool reason_code_allowed(ReasonCode code, PacketType type);
 
 // Whether `code` reports a failure: every code from 0x80 up does [MQTT-2.4].
-inline bool is_error(ReasonCode code) { return static_cast<std::uint8_t>(code) >= 0x80; }
+inline bool is_error(ReasonCode code) {
+  return static_cast<std::uint8_t>(code) >= 0x80;
+}
 
 // MQTT 3.1/3.1.1 CONNACK return codes (0 accepted, 1..5 refused for a reason).
 std::uint8_t to_v3_connack_code(ReasonCode code);

@@ -72,7 +72,8 @@ std::size_t topic_levels(std::string_view topic) {
 }
 
 bool topic_matches(std::string_view filter, std::string_view topic) {
-  if (!topic.empty() && topic[0] == '$' && !filter.empty() && (filter[0] == '+' || filter[0] == '#')) {
+  if (!topic.empty() && topic[0] == '$' && !filter.empty() &&
+      (filter[0] == '+' || filter[0] == '#')) {
     return false;  // [MQTT-4.7.2-1]
   }
   std::size_t f = 0;  // start of the current level in `filter`

@@ -27,7 +27,9 @@ Connection::Connection(Worker& worker, asio::ip::tcp::socket socket)
 
 Connection::~Connection() = default;
 
-void Connection::start() { wait_readable(); }
+void Connection::start() {
+  wait_readable();
+}
 
 void Connection::start_moved(mqtt::Connect&& connect, std::vector<std::uint8_t> unread) {
   version_ = connect.version;

@@ -47,7 +47,8 @@ void OutputBuffer::append_publish(const mqtt::PublishHead& head, mqtt::ProtocolV
 const std::vector<boost::asio::const_buffer>& OutputBuffer::buffers() {
   buffers_.clear();
   for (const Piece& piece : pieces_) {
-    const std::uint8_t* data = piece.payload != nullptr ? piece.payload : bytes_.data() + piece.offset;
+    const std::uint8_t* data =
+        piece.payload != nullptr ? piece.payload : bytes_.data() + piece.offset;
     buffers_.emplace_back(data, piece.size);
   }
   return buffers_;

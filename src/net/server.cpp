@@ -39,21 +39,21 @@ struct Server::Impl : broker::Mailbox {
   void accept(tcp::acceptor& acceptor) {
     Worker& target = *workers[next_worker];
     next_worker = (next_worker + 1) % static_cast<std::uint32_t>(workers.size());
-    acceptor.async_accept(target.context(), [this, &acceptor, &target](
-                                                const boost::system::error_code& error,
-                                                tcp::socket socket) {
-      if (error == asio::error::operation_aborted) return;
-      if (!error) {
-        asio::post(target.context(), [&target, socket = std::move(socket)]() mutable {
-          auto connection = std::make_shared<Connection>(target, std::move(socket));
-          target.add(connection);
-          connection->start();
+    acceptor.async_accept(
+        target.context(),
+        [this, &acceptor, &target](const boost::system::error_code& error, tcp::socket socket) {
+          if (error == asio::error::operation_aborted) return;
+          if (!error) {
+            asio::post(target.context(), [&target, socket = std::move(socket)]() mutable {
+              auto connection = std::make_shared<Connection>(target, std::move(socket));
+              target.add(connection);
+              connection->start();
+            });
+          } else {
+            spdlog::warn("event=accept_failed error=\"{}\"", error.message());
+          }
+          accept(acceptor);
         });
-      } else {
-        spdlog::warn("event=accept_failed error=\"{}\"", error.message());
-      }
-      accept(acceptor);
-    });
   }
 };
 
@@ -64,10 +64,16 @@ Server::Server(broker::Broker& broker) : impl_(std::make_unique<Impl>(broker)) {
   broker.set_mailbox(impl_.get());
 }
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+}
 
-Worker& Server::worker(std::uint32_t index) { return *impl_->workers[index]; }
-std::uint32_t Server::worker_count() const { return static_cast<std::uint32_t>(impl_->workers.size()); }
+Worker& Server::worker(std::uint32_t index) {
+  return *impl_->workers[index];
+}
+std::uint32_t Server::worker_count() const {
+  return static_cast<std::uint32_t>(impl_->workers.size());
+}
 
 std::optional<std::string> Server::start(const std::vector<config::ListenerConfig>& listeners) {
   asio::io_context& context = impl_->workers[0]->context();
@@ -87,14 +93,17 @@ std::optional<std::string> Server::start(const std::vector<config::ListenerConfi
     }
     impl_->acceptors.push_back(std::move(acceptor));
   }
-  for (auto& acceptor : impl_->acceptors) impl_->accept(*acceptor);
-  for (auto& worker : impl_->workers) worker->start();
+  for (auto& acceptor : impl_->acceptors)
+    impl_->accept(*acceptor);
+  for (auto& worker : impl_->workers)
+    worker->start();
   return std::nullopt;
 }
 
 std::vector<std::uint16_t> Server::bound_ports() const {
   std::vector<std::uint16_t> ports;
-  for (const auto& acceptor : impl_->acceptors) ports.push_back(acceptor->local_endpoint().port());
+  for (const auto& acceptor : impl_->acceptors)
+    ports.push_back(acceptor->local_endpoint().port());
   return ports;
 }
 
@@ -106,7 +115,8 @@ void Server::stop() {
       acceptor->close(ignored);
     }
   });
-  for (auto& worker : impl_->workers) worker->post_shutdown();
+  for (auto& worker : impl_->workers)
+    worker->post_shutdown();
   const auto deadline = std::chrono::steady_clock::now() + kShutdownGrace;
   for (auto& worker : impl_->workers) {
     while (!worker->context().stopped() && std::chrono::steady_clock::now() < deadline) {

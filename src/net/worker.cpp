@@ -28,9 +28,13 @@ Worker::Worker(Server& server, broker::Broker& broker, std::uint32_t index)
       tick_timer_(context_),
       read_buffer_(kReadBufferBytes) {}
 
-Worker::~Worker() { join(); }
+Worker::~Worker() {
+  join();
+}
 
-Worker& Worker::peer(std::uint32_t index) { return server_.worker(index); }
+Worker& Worker::peer(std::uint32_t index) {
+  return server_.worker(index);
+}
 
 void Worker::start() {
   schedule_tick();
@@ -75,7 +79,8 @@ void Worker::flush_turn() {
   shard_.flush_outbox();
   std::vector<std::shared_ptr<Connection>> dirty;
   dirty.swap(dirty_);
-  for (auto& connection : dirty) connection->flush();
+  for (auto& connection : dirty)
+    connection->flush();
 }
 
 void Worker::post_deliveries(std::vector<broker::RemoteDelivery>&& deliveries) {
@@ -94,25 +99,26 @@ void Worker::drain_inbox() {
     std::lock_guard lock(inbox_mutex_);
     batches.swap(inbox_);
   }
-  for (auto& batch : batches) shard_.deliver_batch(std::move(batch));
+  for (auto& batch : batches)
+    shard_.deliver_batch(std::move(batch));
   schedule_flush();
 }
 
 void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
                                    std::vector<std::uint8_t> unread) {
-  asio::post(context_, [this, fd, ipv6, connect = std::move(connect),
-                        unread = std::move(unread)]() mutable {
-    boost::system::error_code error;
-    asio::ip::tcp::socket socket(context_);
-    socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
-    if (error) {
-      ::close(fd);
-      return;
-    }
-    auto connection = std::make_shared<Connection>(*this, std::move(socket));
-    add(connection);
-    connection->start_moved(std::move(connect), std::move(unread));
-  });
+  asio::post(context_,
+             [this, fd, ipv6, connect = std::move(connect), unread = std::move(unread)]() mutable {
+               boost::system::error_code error;
+               asio::ip::tcp::socket socket(context_);
+               socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
+               if (error) {
+                 ::close(fd);
+                 return;
+               }
+               auto connection = std::make_shared<Connection>(*this, std::move(socket));
+               add(connection);
+               connection->start_moved(std::move(connect), std::move(unread));
+             });
 }
 
 void Worker::post_shutdown() {
@@ -120,8 +126,10 @@ void Worker::post_shutdown() {
     stopping_ = true;
     tick_timer_.cancel();
     std::vector<std::shared_ptr<Connection>> all;
-    for (auto& [key, connection] : connections_) all.push_back(connection);
-    for (auto& connection : all) connection->shutdown();
+    for (auto& [key, connection] : connections_)
+      all.push_back(connection);
+    for (auto& connection : all)
+      connection->shutdown();
     flush_turn();
     if (connections_.empty()) context_.stop();
   });
@@ -139,8 +147,10 @@ void Worker::on_tick() {
   shard_.tick(now);
   std::vector<std::shared_ptr<Connection>> all;
   all.reserve(connections_.size());
-  for (auto& [key, connection] : connections_) all.push_back(connection);
-  for (auto& connection : all) connection->check_deadlines(now);
+  for (auto& [key, connection] : connections_)
+    all.push_back(connection);
+  for (auto& connection : all)
+    connection->check_deadlines(now);
   schedule_flush();
   schedule_tick();
 }

@@ -28,8 +28,9 @@ TEST(RetainedStore, SetReplaceDelete) {
   EXPECT_EQ(store.set(retained("a/b", "2")), RetainedStore::SetResult::kStored);
   EXPECT_EQ(store.size(), 1u);
   std::string payload;
-  store.for_each_match("a/b", Clock::now(),
-                       [&](const MessagePtr& m) { payload.assign(m->payload.begin(), m->payload.end()); });
+  store.for_each_match("a/b", Clock::now(), [&](const MessagePtr& m) {
+    payload.assign(m->payload.begin(), m->payload.end());
+  });
   EXPECT_EQ(payload, "2");
   EXPECT_EQ(store.set(retained("a/b", "")), RetainedStore::SetResult::kDeleted);
   EXPECT_EQ(store.size(), 0u);
@@ -38,8 +39,10 @@ TEST(RetainedStore, SetReplaceDelete) {
 
 TEST(RetainedStore, WildcardQueries) {
   RetainedStore store(100);
-  for (const char* t : {"a", "a/b", "a/b/c", "a/x/c", "b", "$SYS/up", "/lead"}) store.set(retained(t, "x"));
-  EXPECT_EQ(matching(store, "#"), (std::set<std::string>{"a", "a/b", "a/b/c", "a/x/c", "b", "/lead"}));
+  for (const char* t : {"a", "a/b", "a/b/c", "a/x/c", "b", "$SYS/up", "/lead"})
+    store.set(retained(t, "x"));
+  EXPECT_EQ(matching(store, "#"),
+            (std::set<std::string>{"a", "a/b", "a/b/c", "a/x/c", "b", "/lead"}));
   EXPECT_EQ(matching(store, "a/#"), (std::set<std::string>{"a", "a/b", "a/b/c", "a/x/c"}));
   EXPECT_EQ(matching(store, "a/+/c"), (std::set<std::string>{"a/b/c", "a/x/c"}));
   EXPECT_EQ(matching(store, "+"), (std::set<std::string>{"a", "b"}));

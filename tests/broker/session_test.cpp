@@ -110,7 +110,8 @@ TEST_F(SessionTest, QoS1DeliveryWaitsForTheWindow) {
   sub.subscribe("t", QoS::kAtLeastOnce);
   Client pub(shard, "pub");
   pub.connect();
-  for (int i = 0; i < 5; ++i) pub.publish("t", std::to_string(i), QoS::kAtLeastOnce);
+  for (int i = 0; i < 5; ++i)
+    pub.publish("t", std::to_string(i), QoS::kAtLeastOnce);
   ASSERT_EQ(sub.link.publishes.size(), 2u);
   sub.protocol.on_packet(mqtt::Puback{sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
   ASSERT_EQ(sub.link.publishes.size(), 3u);

@@ -27,11 +27,13 @@ Message message(std::string topic, std::uint64_t origin = 0) {
   return m;
 }
 
-std::set<std::uint64_t> sessions_matching(const SubscriptionIndex& index, const std::string& topic) {
+std::set<std::uint64_t> sessions_matching(const SubscriptionIndex& index,
+                                          const std::string& topic) {
   std::vector<Target> targets;
   index.match(message(topic), Strategy::kRoundRobin, targets);
   std::set<std::uint64_t> out;
-  for (const auto& t : targets) out.insert(t.ref.session_id);
+  for (const auto& t : targets)
+    out.insert(t.ref.session_id);
   return out;
 }
 
@@ -140,19 +142,20 @@ TEST(SubscriptionIndex, PickSharedExcludesTheLeavingMember) {
   index.subscribe("$share/g/t", entry(1), online());
   index.subscribe("$share/g/t", entry(2), online());
   for (int i = 0; i < 4; ++i) {
-    const auto target = index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin,
-                                          SubscriberRef{0, 1});
+    const auto target =
+        index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin, SubscriberRef{0, 1});
     ASSERT_TRUE(target);
     EXPECT_EQ(target->ref.session_id, 2u);
   }
   index.unsubscribe("$share/g/t", SubscriberRef{0, 2});
-  EXPECT_FALSE(index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin,
-                                 SubscriberRef{0, 1}));
+  EXPECT_FALSE(
+      index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin, SubscriberRef{0, 1}));
 }
 
 TEST(SubscriptionIndex, HashClientIdKeepsOnePublisherOnOneMember) {
   SubscriptionIndex index;
-  for (std::uint64_t s = 1; s <= 3; ++s) index.subscribe("$share/g/t", entry(s), online());
+  for (std::uint64_t s = 1; s <= 3; ++s)
+    index.subscribe("$share/g/t", entry(s), online());
   Message m = message("t");
   m.origin_client_hash = 12345;
   std::set<std::uint64_t> picked;

@@ -71,13 +71,16 @@ mqtt:
 
 TEST(ConfigLoader, ErrorsNameFileLineKeyAndWhatIsAllowed) {
   EXPECT_EQ(parse_error("limits:\n  max_inflight_messages: 0\n"),
-            "test.yaml:2: key 'limits.max_inflight_messages': expected an integer from 1 to 65535, got '0'");
+            "test.yaml:2: key 'limits.max_inflight_messages': expected an integer from 1 to 65535, "
+            "got '0'");
   EXPECT_EQ(parse_error("sessions:\n  bogus: 1\n"), "test.yaml:2: unknown key 'sessions.bogus'");
   EXPECT_EQ(parse_error("mqtt:\n  max_qos: 3\n"),
             "test.yaml:2: key 'mqtt.max_qos': expected an integer from 0 to 2, got '3'");
-  EXPECT_EQ(parse_error("listeners: []\n"), "test.yaml:1: key 'listeners': expected at least one listener");
+  EXPECT_EQ(parse_error("listeners: []\n"),
+            "test.yaml:1: key 'listeners': expected at least one listener");
   EXPECT_NE(parse_error("limits: [1\n").find("not valid YAML"), std::string::npos);
-  EXPECT_EQ(parse_error("limits: 5\n"), "test.yaml:1: 'limits': expected a mapping of keys to values");
+  EXPECT_EQ(parse_error("limits: 5\n"),
+            "test.yaml:1: 'limits': expected a mapping of keys to values");
 }
 
 TEST(ListenAddress, ParsesHostAndPort) {

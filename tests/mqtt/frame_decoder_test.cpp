@@ -77,7 +77,8 @@ TEST_P(SplitStream, ThreeWaySplitsYieldTheSamePackets) {
 TEST_P(SplitStream, OneByteAtATimeYieldsTheSamePackets) {
   const Stream stream = sample_stream(GetParam());
   std::vector<std::span<const std::uint8_t>> chunks;
-  for (std::size_t i = 0; i < stream.bytes.size(); ++i) chunks.emplace_back(&stream.bytes[i], 1);
+  for (std::size_t i = 0; i < stream.bytes.size(); ++i)
+    chunks.emplace_back(&stream.bytes[i], 1);
   EXPECT_TRUE(decode_chunks(chunks, GetParam()) == stream.packets);
 }
 

@@ -25,14 +25,16 @@ void PrintTo(const RoundTripCase& c, std::ostream* os) {
 std::vector<RoundTripCase> all_cases() {
   std::vector<RoundTripCase> cases;
   for (auto version : {ProtocolVersion::kV3_1, ProtocolVersion::kV3_1_1, ProtocolVersion::kV5}) {
-    for (auto& sample : sample_packets(version)) cases.push_back({version, std::move(sample)});
+    for (auto& sample : sample_packets(version))
+      cases.push_back({version, std::move(sample)});
   }
   return cases;
 }
 
 std::string case_name(const ::testing::TestParamInfo<RoundTripCase>& info) {
   std::string version = to_string(info.param.version);
-  for (char& c : version) c = c == '.' ? '_' : c;
+  for (char& c : version)
+    c = c == '.' ? '_' : c;
   return "v" + version + "_" + info.param.sample.name;
 }
 

@@ -7,7 +7,8 @@ namespace sluice::mqtt {
 namespace {
 
 TEST(TopicName, AcceptsOrdinaryNames) {
-  for (const char* name : {"a", "a/b/c", "/", "//", "/leading", "trailing/", "$SYS/broker", "a b"}) {
+  for (const char* name :
+       {"a", "a/b/c", "/", "//", "/leading", "trailing/", "$SYS/broker", "a b"}) {
     EXPECT_TRUE(check_topic_name(name).ok()) << name;
   }
 }
@@ -18,7 +19,9 @@ TEST(TopicName, MQTT_3_3_2_2_RefusesWildcards) {
   }
 }
 
-TEST(TopicName, MQTT_4_7_3_1_RefusesEmpty) { EXPECT_FALSE(check_topic_name("").ok()); }
+TEST(TopicName, MQTT_4_7_3_1_RefusesEmpty) {
+  EXPECT_FALSE(check_topic_name("").ok());
+}
 
 TEST(TopicFilter, AcceptsValidFilters) {
   for (const char* filter : {"#", "+", "a/#", "a/+/c", "+/+", "/+", "+/", "a//b", "$SYS/#",

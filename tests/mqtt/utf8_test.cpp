@@ -6,7 +6,9 @@
 namespace sluice::mqtt {
 namespace {
 
-Utf8Check check(std::string_view text) { return check_utf8(text); }
+Utf8Check check(std::string_view text) {
+  return check_utf8(text);
+}
 
 TEST(Utf8, AcceptsWellFormedText) {
   EXPECT_EQ(check(""), Utf8Check::kValid);

@@ -16,7 +16,8 @@ using Bytes = std::vector<std::uint8_t>;
 // Raw bytes.
 inline Bytes raw(std::initializer_list<int> bytes) {
   Bytes out;
-  for (int b : bytes) out.push_back(static_cast<std::uint8_t>(b));
+  for (int b : bytes)
+    out.push_back(static_cast<std::uint8_t>(b));
   return out;
 }
 
@@ -35,7 +36,8 @@ inline Bytes u16(std::uint16_t value) {
 
 inline Bytes cat(std::initializer_list<Bytes> parts) {
   Bytes out;
-  for (const Bytes& part : parts) out.insert(out.end(), part.begin(), part.end());
+  for (const Bytes& part : parts)
+    out.insert(out.end(), part.begin(), part.end());
   return out;
 }
 

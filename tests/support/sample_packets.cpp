@@ -99,11 +99,15 @@ std::vector<SamplePacket> sample_packets(ProtocolVersion version) {
   empty_payload.topic = "t";
   samples.push_back({"PUBLISH_empty_payload", empty_payload});
 
-  samples.push_back({"PUBACK", publish_response<PacketType::kPuback>(version, ReasonCode::kNoMatchingSubscribers)});
+  samples.push_back({"PUBACK", publish_response<PacketType::kPuback>(
+                                   version, ReasonCode::kNoMatchingSubscribers)});
   samples.push_back({"PUBACK_minimal", Puback{7, ReasonCode::kSuccess, {}}});
-  samples.push_back({"PUBREC", publish_response<PacketType::kPubrec>(version, ReasonCode::kQuotaExceeded)});
-  samples.push_back({"PUBREL", publish_response<PacketType::kPubrel>(version, ReasonCode::kPacketIdentifierNotFound)});
-  samples.push_back({"PUBCOMP", publish_response<PacketType::kPubcomp>(version, ReasonCode::kSuccess)});
+  samples.push_back(
+      {"PUBREC", publish_response<PacketType::kPubrec>(version, ReasonCode::kQuotaExceeded)});
+  samples.push_back({"PUBREL", publish_response<PacketType::kPubrel>(
+                                   version, ReasonCode::kPacketIdentifierNotFound)});
+  samples.push_back(
+      {"PUBCOMP", publish_response<PacketType::kPubcomp>(version, ReasonCode::kSuccess)});
 
   Subscribe subscribe;
   subscribe.packet_id = 1;
