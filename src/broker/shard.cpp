@@ -129,14 +129,17 @@ void Shard::tick(Clock::time_point now) {
 }
 
 void Shard::publish_sys_topics(Clock::time_point now) {
-  std::uint64_t received = 0, sent = 0, bytes_in = 0, bytes_out = 0, clients = 0;
+  std::uint64_t received = 0, sent = 0, bytes_in = 0, bytes_out = 0, clients = 0, dropped = 0;
+  auto read = [](const ShardStats::Counter& c) { return c.load(std::memory_order_relaxed); };
   for (std::uint32_t i = 0; i < broker_.shard_count(); ++i) {
     const ShardStats& s = broker_.shard(i).stats();
-    received += s.messages_received.load(std::memory_order_relaxed);
-    sent += s.messages_sent.load(std::memory_order_relaxed);
-    bytes_in += s.bytes_received.load(std::memory_order_relaxed);
-    bytes_out += s.bytes_sent.load(std::memory_order_relaxed);
-    clients += s.clients_connected.load(std::memory_order_relaxed);
+    received += read(s.messages_received);
+    sent += read(s.messages_sent);
+    bytes_in += read(s.bytes_received);
+    bytes_out += read(s.bytes_sent);
+    clients += read(s.clients_connected);
+    dropped += read(s.dropped_queue_full) + read(s.dropped_slow_client) +
+               read(s.dropped_too_large) + read(s.dropped_expired) + read(s.dropped_offline_qos0);
   }
   const auto uptime_s =
       std::chrono::duration_cast<std::chrono::seconds>(now - broker_.started_at()).count();
@@ -146,6 +149,7 @@ void Shard::publish_sys_topics(Clock::time_point now) {
       {"$SYS/broker/clients/connected", std::to_string(clients)},
       {"$SYS/broker/messages/received", std::to_string(received)},
       {"$SYS/broker/messages/sent", std::to_string(sent)},
+      {"$SYS/broker/messages/dropped", std::to_string(dropped)},
       {"$SYS/broker/bytes/received", std::to_string(bytes_in)},
       {"$SYS/broker/bytes/sent", std::to_string(bytes_out)},
       {"$SYS/broker/subscriptions/count", std::to_string(broker_.index().size())},

@@ -11,7 +11,7 @@ def test_sys_topics_report_the_broker(make_broker, clients):
     publisher.publish(unique("traffic"), b"x", qos=1)
     wanted = {
         "$SYS/broker/version", "$SYS/broker/uptime", "$SYS/broker/clients/connected",
-        "$SYS/broker/messages/received", "$SYS/broker/messages/sent", "$SYS/broker/bytes/received",
+        "$SYS/broker/messages/received", "$SYS/broker/messages/sent", "$SYS/broker/messages/dropped", "$SYS/broker/bytes/received",
         "$SYS/broker/bytes/sent", "$SYS/broker/subscriptions/count",
         "$SYS/broker/retained messages/count",
     }
