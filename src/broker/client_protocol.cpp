@@ -96,6 +96,9 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
     if (connect.will->retain && !config.mqtt.retain_available) {
       return refuse_connect(version_, ReasonCode::kRetainNotSupported);  // [MQTT-3.2.2-13]
     }
+    if (is_sys_topic(connect.will->topic)) {
+      return refuse_connect(version_, ReasonCode::kNotAuthorized, "$SYS belongs to the broker");
+    }
     if (mqtt::topic_levels(connect.will->topic) > config.limits.max_topic_levels) {
       return refuse_connect(version_, ReasonCode::kTopicNameInvalid,
                             "will topic has too many levels");
@@ -122,7 +125,7 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   }
   if (session != nullptr && connect.clean_start) {
     shard_.publish_will(*session, now);  // a pending will goes out when its session ends
-    shard_.end_session(*session, now);
+    shard_.end_session(*session);
     session = nullptr;
   }
   const bool session_present = session != nullptr;
@@ -189,6 +192,13 @@ void ClientProtocol::leave_session(bool publish_will) {
   ShardStats::sub(shard_.stats().clients_connected);
   const Clock::time_point now = Clock::now();
   if (!publish_will) session.take_will();
+  // Offline first, so that a will matching the client's own subscriptions is
+  // queued for its session rather than written to the closing connection.
+  if (session.expiry_s() == 0) {
+    session.detach(now);
+  } else {
+    shard_.session_went_offline(session, now);
+  }
   if (session.will()) {
     const std::uint32_t delay = session.will()->properties.will_delay_interval.value_or(0);
     if (delay == 0 || session.expiry_s() == 0) {
@@ -197,12 +207,7 @@ void ClientProtocol::leave_session(bool publish_will) {
       session.arm_will(now + std::chrono::seconds(std::min(delay, session.expiry_s())));
     }
   }
-  if (session.expiry_s() == 0) {
-    session.detach(now);
-    shard_.end_session(session, now);
-  } else {
-    shard_.session_went_offline(session, now);
-  }
+  if (session.expiry_s() == 0) shard_.end_session(session);
 }
 
 void ClientProtocol::on_decode_error(const mqtt::DecodeError& error,
@@ -341,12 +346,13 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
       return acknowledge_publish(publish, ReasonCode::kSuccess);  // a resend: not routed again
     }
     if (session_->inbound_qos2_pending() > config.limits.receive_maximum) {
+      session_->release_inbound_qos2(publish.packet_id);  // a resend after reconnect is new
       return disconnect_with(ReasonCode::kReceiveMaximumExceeded);  // §3.3.4
     }
   }
   if (mqtt::topic_levels(publish.topic) > config.limits.max_topic_levels) {
-    if (!mqtt::is_v5(version_)) return disconnect_with(ReasonCode::kTopicNameInvalid);
     session_->release_inbound_qos2(publish.packet_id);
+    if (!mqtt::is_v5(version_)) return disconnect_with(ReasonCode::kTopicNameInvalid);
     return refuse_publish(publish, ReasonCode::kTopicNameInvalid);
   }
   if (is_sys_topic(publish.topic)) {  // $SYS belongs to the broker

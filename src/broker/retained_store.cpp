@@ -40,6 +40,9 @@ RetainedStore::SetResult RetainedStore::set(const MessagePtr& message) {
     return SetResult::kDeleted;
   }
 
+  // Only an existing topic may be replaced at the limit, and a refused topic
+  // must leave no nodes behind: look before building the path.
+  if (size_ >= max_messages_ && !has_message(message->topic)) return SetResult::kLimitReached;
   Node* node = root_.get();
   for (bool done = false; !done;) {
     const std::string_view level = trie::next_level(rest, done);
@@ -49,12 +52,35 @@ RetainedStore::SetResult RetainedStore::set(const MessagePtr& message) {
     }
     node = it->second.get();
   }
-  if (!node->message) {
-    if (size_ >= max_messages_) return SetResult::kLimitReached;  // (an empty node may linger)
-    ++size_;
-  }
+  if (!node->message) ++size_;
   node->message = message;
   return SetResult::kStored;
+}
+
+bool RetainedStore::has_message(std::string_view topic) const {
+  const Node* node = root_.get();
+  for (bool done = false; !done && node != nullptr;) {
+    const auto it = node->children.find(trie::next_level(topic, done));
+    node = it == node->children.end() ? nullptr : it->second.get();
+  }
+  return node != nullptr && node->message != nullptr;
+}
+
+std::size_t RetainedStore::purge_expired(Clock::time_point now) {
+  std::unique_lock lock(mutex_);
+  std::size_t purged = 0;
+  // Returns whether `node` is left empty, so its parent can drop it.
+  auto purge = [&](auto& self, Node& node) -> bool {
+    if (node.message && node.message->expired(now)) {
+      node.message.reset();
+      ++purged;
+    }
+    std::erase_if(node.children, [&](auto& entry) { return self(self, *entry.second); });
+    return node.empty();
+  };
+  purge(purge, *root_);
+  size_ -= purged;
+  return purged;
 }
 
 void RetainedStore::for_each_match(std::string_view filter, Clock::time_point now,

@@ -33,7 +33,12 @@ class RetainedStore {
 
   std::size_t size() const;
 
+  // Removes messages whose Message Expiry Interval has passed; returns how many.
+  std::size_t purge_expired(Clock::time_point now);
+
  private:
+  bool has_message(std::string_view topic) const;  // with the lock held
+
   struct Node;
   mutable std::shared_mutex mutex_;
   std::unique_ptr<Node> root_;

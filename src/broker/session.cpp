@@ -54,34 +54,28 @@ void Session::detach(Clock::time_point now) {
   link_ = nullptr;
   offline_since_ = now;
   online_flag_->store(false, std::memory_order_relaxed);
-  redistribute_shared(now);
+  hand_on_shared(false);
 }
 
-void Session::redistribute_shared(Clock::time_point) {
-  // Messages through a shared subscription go to a member that can take them;
-  // a QoS 2 message the client already received (PUBREC sent) stays here.
-  std::vector<Delivery> handed_on;
+void Session::hand_on_shared(bool session_ends) {
+  // QoS 2 that was sent stays with this client: it must finish the exchange
+  // when it comes back [MQTT-4.8.2-4] and no one else may get it [MQTT-4.8.2-5].
+  // While the client may come back, a message moves only to a member that is
+  // online now; otherwise it waits here for its own client.
+  auto hand_on = [&](Delivery& delivery) {
+    if (!delivery.shared_filter) return false;
+    delivery.retain = false;
+    return shard_.redeliver_shared(delivery, ref(), /*online_only=*/!session_ends);
+  };
   for (auto it = inflight_.begin(); it != inflight_.end();) {
-    if (it->second.delivery.shared_filter && it->second.stage != Stage::kAwaitingPubcomp) {
-      handed_on.push_back(std::move(it->second.delivery));
+    const bool qos2 = it->second.delivery.qos == mqtt::QoS::kExactlyOnce;
+    if (!qos2 && hand_on(it->second.delivery)) {
       it = inflight_.erase(it);
     } else {
       ++it;
     }
   }
-  std::deque<Delivery> kept;
-  for (Delivery& delivery : queue_) {
-    if (delivery.shared_filter) {
-      handed_on.push_back(std::move(delivery));
-    } else {
-      kept.push_back(std::move(delivery));
-    }
-  }
-  queue_.swap(kept);
-  for (Delivery& delivery : handed_on) {
-    delivery.retain = false;
-    shard_.redeliver_shared(std::move(delivery), ref());
-  }
+  std::erase_if(queue_, hand_on);
 }
 
 void Session::deliver(Delivery&& delivery) {
@@ -183,14 +177,29 @@ void Session::resend_inflight() {
   for (const auto& [packet_id, entry] : inflight_)
     order.emplace_back(entry.sequence, packet_id);
   std::sort(order.begin(), order.end());
+  // A client may come back with a smaller Receive Maximum [MQTT-3.3.4-9]:
+  // QoS 1 messages beyond it go back to the front of the queue. QoS 2 ones
+  // keep their packet id, which the client may already hold.
+  const std::size_t window =
+      std::min<std::size_t>(limits_.receive_maximum, shard_.config().limits.max_inflight_messages);
+  std::size_t resent = 0;
+  std::deque<Delivery> requeued;
   for (const auto& [sequence, packet_id] : order) {
     Inflight& entry = inflight_.at(packet_id);
     if (entry.stage == Stage::kAwaitingPubcomp) {
       link_->send(mqtt::Pubrel{packet_id, mqtt::ReasonCode::kSuccess, {}});
-    } else if (!write_publish(entry.delivery, packet_id, true)) {
+      ++resent;
+    } else if (entry.delivery.qos == mqtt::QoS::kAtLeastOnce && resent >= window) {
+      requeued.push_back(std::move(entry.delivery));
+      inflight_.erase(packet_id);
+    } else if (write_publish(entry.delivery, packet_id, true)) {
+      ++resent;
+    } else {
       inflight_.erase(packet_id);
     }
   }
+  queue_.insert(queue_.begin(), std::make_move_iterator(requeued.begin()),
+                std::make_move_iterator(requeued.end()));
 }
 
 void Session::pump() {

@@ -61,8 +61,8 @@ class Session {
   // [MQTT-4.4.0-1], then what was queued.
   void attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVersion version,
               const ClientLimits& limits);
-  // The connection went away. Unacknowledged shared-subscription messages are
-  // handed to another member of their group.
+  // The connection went away. Unacknowledged shared-subscription messages go
+  // to another online member of their group, if there is one.
   void detach(Clock::time_point now);
 
   // ---- lifetime ----
@@ -102,9 +102,10 @@ class Session {
   bool release_inbound_qos2(std::uint16_t packet_id) { return inbound_qos2_.erase(packet_id) > 0; }
   std::size_t inbound_qos2_pending() const { return inbound_qos2_.size(); }
 
-  // Everything still queued or in flight, for handing to other shared-group
-  // members when the session ends.
-  void redistribute_shared(Clock::time_point now);
+  // Hands messages that came through shared subscriptions to other members
+  // of their groups: any member when the session ends, an online one while
+  // the client may still come back.
+  void hand_on_shared(bool session_ends);
 
  private:
   enum class Stage : std::uint8_t { kAwaitingPuback, kAwaitingPubrec, kAwaitingPubcomp };

@@ -7,6 +7,11 @@
 
 namespace sluice::broker {
 
+namespace {
+// How often shard 0 walks the retained store for expired messages.
+constexpr auto kRetainedPurgeInterval = std::chrono::seconds(60);
+}  // namespace
+
 Shard::Shard(Broker& broker, std::uint32_t index)
     : broker_(broker), index_(index), outbox_(broker.shard_count()) {}
 
@@ -25,15 +30,16 @@ Session& Shard::create_session(const std::string& client_id) {
   return ref;
 }
 
-void Shard::end_session(Session& session, Clock::time_point now) {
+void Shard::end_session(Session& session) {
   for (const auto& [filter, record] : session.subscriptions()) {
     broker_.index().unsubscribe(filter, session.ref());
   }
   session.subscriptions().clear();
-  session.redistribute_shared(now);
+  session.hand_on_shared(true);
   offline_.erase(&session);
   sessions_by_id_.erase(session.id());
-  sessions_.erase(session.client_id());  // destroys `session`
+  const std::string client_id = session.client_id();  // the key must outlive the erase
+  sessions_.erase(client_id);                         // destroys `session`
 }
 
 void Shard::session_went_offline(Session& session, Clock::time_point now) {
@@ -74,14 +80,15 @@ void Shard::deliver_batch(std::vector<RemoteDelivery>&& batch) {
     deliver(remote.to, std::move(remote.delivery));
 }
 
-void Shard::redeliver_shared(Delivery&& delivery, SubscriberRef exclude) {
-  const auto target =
-      broker_.index().pick_shared(*delivery.shared_filter, *delivery.message,
-                                  broker_.config().sessions.shared_subscription_strategy, exclude);
-  if (!target) return;  // no other member: the group is gone
+bool Shard::redeliver_shared(Delivery& delivery, SubscriberRef exclude, bool online_only) {
+  const auto target = broker_.index().pick_shared(
+      *delivery.shared_filter, *delivery.message,
+      broker_.config().sessions.shared_subscription_strategy, exclude, online_only);
+  if (!target) return false;
   delivery.qos = std::min(delivery.message->qos, target->max_qos);
   delivery.identifiers = target->identifiers;
   deliver(target->ref, std::move(delivery));
+  return true;
 }
 
 void Shard::flush_outbox() {
@@ -120,7 +127,11 @@ void Shard::tick(Clock::time_point now) {
   }
   for (Session* session : ended) {
     publish_will(*session, now);  // a will still pending goes out when the session ends
-    end_session(*session, now);
+    end_session(*session);
+  }
+  if (index_ == 0 && now >= next_retained_purge_) {
+    broker_.retained().purge_expired(now);
+    next_retained_purge_ = now + kRetainedPurgeInterval;
   }
   if (index_ == 0 && broker_.config().sys_interval_s > 0 && now >= next_sys_publish_) {
     publish_sys_topics(now);

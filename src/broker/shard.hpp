@@ -33,7 +33,7 @@ class Shard {
   Session* find_session(const std::string& client_id);
   Session& create_session(const std::string& client_id);
   // Removes the session's subscriptions, hands its shared messages on, and destroys it.
-  void end_session(Session& session, Clock::time_point now);
+  void end_session(Session& session);
   // The session lost its connection: watch it for its will and its expiry.
   void session_went_offline(Session& session, Clock::time_point now);
   void session_came_online(Session& session) { offline_.erase(&session); }
@@ -45,8 +45,10 @@ class Shard {
   std::size_t publish(const MessagePtr& message);
   // Deliveries that other shards routed to sessions here.
   void deliver_batch(std::vector<RemoteDelivery>&& batch);
-  // Gives `delivery` to another member of its shared group than `exclude`.
-  void redeliver_shared(Delivery&& delivery, SubscriberRef exclude);
+  // Moves `delivery` to a member of its shared group other than `exclude`
+  // (an online one if `online_only`); false, and `delivery` untouched, when
+  // there is none.
+  bool redeliver_shared(Delivery& delivery, SubscriberRef exclude, bool online_only);
   void deliver(SubscriberRef to, Delivery&& delivery);
   // Hands the deliveries gathered for other shards to their inboxes. The net
   // layer calls this once per loop turn.
@@ -73,6 +75,7 @@ class Shard {
   std::vector<std::vector<RemoteDelivery>> outbox_;
   std::vector<Target> targets_;  // reused by every publish
   Clock::time_point next_sys_publish_;
+  Clock::time_point next_retained_purge_;
 };
 
 }  // namespace sluice::broker

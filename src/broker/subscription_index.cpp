@@ -31,8 +31,8 @@ struct SubscriptionIndex::SharedGroup {
   mutable std::atomic<std::uint32_t> cursor{0};
 
   // The member to send to, or nullptr when `exclude` is the only member.
-  const Member* pick(config::SharedStrategy strategy, const Message& message,
-                     SubscriberRef exclude) const;
+  const Member* pick(config::SharedStrategy strategy, const Message& message, SubscriberRef exclude,
+                     bool online_only) const;
 };
 
 struct SubscriptionIndex::Node {
@@ -48,7 +48,8 @@ struct SubscriptionIndex::Node {
 };
 
 const SubscriptionIndex::SharedGroup::Member* SubscriptionIndex::SharedGroup::pick(
-    config::SharedStrategy strategy, const Message& message, SubscriberRef exclude) const {
+    config::SharedStrategy strategy, const Message& message, SubscriberRef exclude,
+    bool online_only) const {
   const std::size_t n = members.size();
   if (n == 0) return nullptr;
   std::size_t start = 0;
@@ -81,7 +82,7 @@ const SubscriptionIndex::SharedGroup::Member* SubscriptionIndex::SharedGroup::pi
     }
     if (fallback == nullptr) fallback = &member;
   }
-  return fallback;
+  return online_only ? nullptr : fallback;
 }
 
 SubscriptionIndex::SubscriptionIndex() : root_(std::make_unique<Node>()) {}
@@ -240,7 +241,8 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   walk(walk, *root_, message.topic, false, true);
   merge_per_subscriber(out, first);
   for (const SharedGroup* group : groups) {
-    const SharedGroup::Member* member = group->pick(strategy, message, SubscriberRef{~0u, 0});
+    const SharedGroup::Member* member =
+        group->pick(strategy, message, SubscriberRef{~0u, 0}, false);
     if (member == nullptr) continue;
     Target target = target_of(member->entry);
     target.shared_filter = group->full_filter;
@@ -251,7 +253,8 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
 std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_filter,
                                                      const Message& message,
                                                      config::SharedStrategy strategy,
-                                                     SubscriberRef exclude) const {
+                                                     SubscriberRef exclude,
+                                                     bool online_only) const {
   const auto shared = mqtt::parse_shared_filter(shared_filter);
   if (!shared) return std::nullopt;
   std::string_view rest = shared->filter;
@@ -263,7 +266,7 @@ std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_fil
   if (node == nullptr) return std::nullopt;
   for (const auto& group : node->groups) {
     if (group->name != shared->group) continue;
-    const SharedGroup::Member* member = group->pick(strategy, message, exclude);
+    const SharedGroup::Member* member = group->pick(strategy, message, exclude, online_only);
     if (member == nullptr) return std::nullopt;
     Target target = target_of(member->entry);
     target.shared_filter = group->full_filter;

@@ -62,10 +62,12 @@ class SubscriptionIndex {
   void match(const Message& message, config::SharedStrategy strategy,
              std::vector<Target>& out) const;
 
-  // Picks a member of the shared group `shared_filter` other than `exclude`,
-  // for a message whose first receiver went away without acknowledging it.
+  // Picks a member of the shared group `shared_filter` other than `exclude`
+  // (only an online one if `online_only`), for a message whose first receiver
+  // went away without acknowledging it.
   std::optional<Target> pick_shared(std::string_view shared_filter, const Message& message,
-                                    config::SharedStrategy strategy, SubscriberRef exclude) const;
+                                    config::SharedStrategy strategy, SubscriberRef exclude,
+                                    bool online_only) const;
 
   std::size_t size() const;
 

@@ -14,6 +14,11 @@ namespace sluice::net {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
+namespace {
+// How long a closing connection may take to write its last packets.
+constexpr auto kClosingGrace = std::chrono::seconds(5);
+}  // namespace
+
 Connection::Connection(Worker& worker, asio::ip::tcp::socket socket)
     : worker_(worker),
       socket_(std::move(socket)),
@@ -25,7 +30,10 @@ Connection::Connection(Worker& worker, asio::ip::tcp::socket socket)
   socket_.non_blocking(true, ignored);
 }
 
-Connection::~Connection() = default;
+Connection::~Connection() {
+  // The protocol goes first: ending it may still queue packets on this connection.
+  protocol_.reset();
+}
 
 void Connection::start() {
   wait_readable();
@@ -60,6 +68,12 @@ void Connection::on_readable() {
   last_read_ = broker::Clock::now();
   process(buffer.first(n));
   worker_.schedule_flush();
+  // A client that sends but does not read (its PUBACKs, PINGRESPs... pile up)
+  // is not read from until it catches up: back-pressure instead of memory.
+  if (unsent_bytes() > worker_.broker().config().limits.max_write_buffer_bytes) {
+    reading_paused_ = true;
+    return;
+  }
   wait_readable();
 }
 
@@ -127,8 +141,10 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
   // The socket changes threads as a file descriptor: dup it, close this
   // handle (which leaves this worker's epoll set), and let the target build
   // its own socket from the copy.
+  error_code error;
+  const auto local = socket_.local_endpoint(error);
+  const bool ipv6 = !error && local.address().is_v6();
   const int fd = ::dup(socket_.native_handle());
-  const bool ipv6 = socket_.local_endpoint().address().is_v6();
   const std::span<const std::uint8_t> unread = decoder_.unread_input();
   std::vector<std::uint8_t> rest(unread.begin(), unread.end());
   terminated_ = true;
@@ -158,6 +174,7 @@ void Connection::mark_dirty() {
 void Connection::close() {
   if (closing_ || terminated_) return;
   closing_ = true;
+  closing_since_ = broker::Clock::now();
   mark_dirty();
 }
 
@@ -184,10 +201,20 @@ void Connection::on_written(const error_code& error, std::size_t bytes) {
   if (protocol_ && !closing_) protocol_->on_writable();
   flush();
   worker_.schedule_flush();
+  if (reading_paused_ &&
+      unsent_bytes() <= worker_.broker().config().limits.max_write_buffer_bytes) {
+    reading_paused_ = false;
+    wait_readable();
+  }
 }
 
 void Connection::check_deadlines(broker::Clock::time_point now) {
   if (terminated_) return;
+  if (closing_) {
+    // A peer that does not read its last packets does not hold the socket.
+    if (now - closing_since_ > kClosingGrace) terminate();
+    return;
+  }
   if (!protocol_ || !protocol_->connected()) {
     const auto timeout = std::chrono::seconds(worker_.broker().config().limits.connect_timeout_s);
     if (!protocol_ && now - connected_at_ > timeout) terminate();
@@ -218,6 +245,7 @@ void Connection::terminate() {
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
   worker_.remove(*this);
+  worker_.schedule_flush();  // a will or handed-on messages may be bound for other workers
 }
 
 }  // namespace sluice::net

@@ -65,7 +65,9 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   OutputBuffer writing_;  // handed to the socket
   bool writing_now_ = false;
   bool dirty_ = false;
-  bool closing_ = false;  // close once everything queued is written
+  bool closing_ = false;         // close once everything queued is written
+  bool reading_paused_ = false;  // the client is behind on reading what we send
+  broker::Clock::time_point closing_since_;
   bool terminated_ = false;
   broker::Clock::time_point connected_at_;
   broker::Clock::time_point last_read_;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <thread>
 
 #include "net/connection.hpp"
@@ -21,12 +22,20 @@ using asio::ip::tcp;
 namespace {
 // How long clients get to take their goodbye before the workers stop anyway.
 constexpr auto kShutdownGrace = std::chrono::seconds(3);
+// How long to wait before accepting again after accept failed.
+constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 }  // namespace
 
 struct Server::Impl : broker::Mailbox {
+  struct Listener {
+    tcp::acceptor acceptor;
+    asio::steady_timer retry;  // after a failed accept
+    explicit Listener(asio::io_context& context) : acceptor(context), retry(context) {}
+  };
+
   broker::Broker& broker;
   std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::vector<std::unique_ptr<Listener>> listeners;
   std::uint32_t next_worker = 0;
   std::atomic<bool> stopped{false};
 
@@ -36,24 +45,28 @@ struct Server::Impl : broker::Mailbox {
     workers[shard]->post_deliveries(std::move(deliveries));
   }
 
-  void accept(tcp::acceptor& acceptor) {
+  void accept(Listener& listener) {
     Worker& target = *workers[next_worker];
     next_worker = (next_worker + 1) % static_cast<std::uint32_t>(workers.size());
-    acceptor.async_accept(
-        target.context(),
-        [this, &acceptor, &target](const boost::system::error_code& error, tcp::socket socket) {
-          if (error == asio::error::operation_aborted) return;
-          if (!error) {
-            asio::post(target.context(), [&target, socket = std::move(socket)]() mutable {
-              auto connection = std::make_shared<Connection>(target, std::move(socket));
-              target.add(connection);
-              connection->start();
-            });
-          } else {
-            spdlog::warn("event=accept_failed error=\"{}\"", error.message());
-          }
-          accept(acceptor);
+    listener.acceptor.async_accept(target.context(), [this, &listener, &target](
+                                                         const boost::system::error_code& error,
+                                                         tcp::socket socket) {
+      if (error == asio::error::operation_aborted) return;
+      if (!error) {
+        asio::post(target.context(), [&target, socket = std::move(socket)]() mutable {
+          auto connection = std::make_shared<Connection>(target, std::move(socket));
+          if (target.add(connection)) connection->start();
         });
+        accept(listener);
+        return;
+      }
+      // Out of descriptors, say: accepting again at once would only spin.
+      spdlog::warn("event=accept_failed error=\"{}\"", error.message());
+      listener.retry.expires_after(kAcceptRetryDelay);
+      listener.retry.async_wait([this, &listener](const boost::system::error_code& timer_error) {
+        if (!timer_error) accept(listener);
+      });
+    });
   }
 };
 
@@ -82,19 +95,20 @@ std::optional<std::string> Server::start(const std::vector<config::ListenerConfi
     const auto address = asio::ip::make_address(listener.host, error);
     if (error) return "listener " + listener.host + ": not an IP address";
     const tcp::endpoint endpoint(address, listener.port);
-    auto acceptor = std::make_unique<tcp::acceptor>(context);
-    acceptor->open(endpoint.protocol(), error);
-    if (!error) acceptor->set_option(tcp::acceptor::reuse_address(true), error);
-    if (!error) acceptor->bind(endpoint, error);
-    if (!error) acceptor->listen(asio::socket_base::max_listen_connections, error);
+    auto entry = std::make_unique<Impl::Listener>(context);
+    tcp::acceptor& acceptor = entry->acceptor;
+    acceptor.open(endpoint.protocol(), error);
+    if (!error) acceptor.set_option(tcp::acceptor::reuse_address(true), error);
+    if (!error) acceptor.bind(endpoint, error);
+    if (!error) acceptor.listen(asio::socket_base::max_listen_connections, error);
     if (error) {
       return "cannot listen on " + listener.host + ":" + std::to_string(listener.port) + ": " +
              error.message();
     }
-    impl_->acceptors.push_back(std::move(acceptor));
+    impl_->listeners.push_back(std::move(entry));
   }
-  for (auto& acceptor : impl_->acceptors)
-    impl_->accept(*acceptor);
+  for (auto& listener : impl_->listeners)
+    impl_->accept(*listener);
   for (auto& worker : impl_->workers)
     worker->start();
   return std::nullopt;
@@ -102,17 +116,19 @@ std::optional<std::string> Server::start(const std::vector<config::ListenerConfi
 
 std::vector<std::uint16_t> Server::bound_ports() const {
   std::vector<std::uint16_t> ports;
-  for (const auto& acceptor : impl_->acceptors)
-    ports.push_back(acceptor->local_endpoint().port());
+  for (const auto& listener : impl_->listeners) {
+    ports.push_back(listener->acceptor.local_endpoint().port());
+  }
   return ports;
 }
 
 void Server::stop() {
   if (impl_->stopped.exchange(true)) return;
   asio::post(impl_->workers[0]->context(), [this] {
-    for (auto& acceptor : impl_->acceptors) {
+    for (auto& listener : impl_->listeners) {
       boost::system::error_code ignored;
-      acceptor->close(ignored);
+      listener->acceptor.close(ignored);
+      listener->retry.cancel();
     }
   });
   for (auto& worker : impl_->workers)

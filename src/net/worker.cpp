@@ -48,9 +48,11 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Worker::add(std::shared_ptr<Connection> connection) {
+bool Worker::add(std::shared_ptr<Connection> connection) {
+  if (stopping_) return false;  // dropping the last reference closes the socket
   Connection* key = connection.get();
   connections_.emplace(key, std::move(connection));
+  return true;
 }
 
 void Worker::remove(Connection& connection) {

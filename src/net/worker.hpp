@@ -37,7 +37,8 @@ class Worker {
   void join();
 
   // ---- on this worker's thread ----
-  void add(std::shared_ptr<Connection> connection);
+  // False once the worker is stopping: the connection is not taken.
+  bool add(std::shared_ptr<Connection> connection);
   void remove(Connection& connection);
   // Asks for a flush at the end of this loop turn.
   void schedule_flush();

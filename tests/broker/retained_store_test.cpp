@@ -71,5 +71,21 @@ TEST(RetainedStore, ExpiredMessagesAreSkipped) {
   EXPECT_TRUE(matching(store, "t").empty());
 }
 
+TEST(RetainedStore, PurgeRemovesExpiredMessagesAndFreesTheirPlaces) {
+  RetainedStore store(2);
+  auto expiring = std::make_shared<Message>();
+  expiring->topic = "a/b/c";
+  expiring->payload = {1};
+  expiring->expires_at = Clock::now() + std::chrono::seconds(1);
+  store.set(expiring);
+  store.set(retained("d", "x"));
+  EXPECT_EQ(store.set(retained("e", "x")), RetainedStore::SetResult::kLimitReached);
+  EXPECT_EQ(store.purge_expired(Clock::now()), 0u);
+  EXPECT_EQ(store.purge_expired(Clock::now() + std::chrono::seconds(2)), 1u);
+  EXPECT_EQ(store.size(), 1u);
+  EXPECT_EQ(store.set(retained("e", "x")), RetainedStore::SetResult::kStored);
+  EXPECT_EQ(matching(store, "#"), (std::set<std::string>{"d", "e"}));
+}
+
 }  // namespace
 }  // namespace sluice::broker

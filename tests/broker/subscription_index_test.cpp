@@ -142,14 +142,27 @@ TEST(SubscriptionIndex, PickSharedExcludesTheLeavingMember) {
   index.subscribe("$share/g/t", entry(1), online());
   index.subscribe("$share/g/t", entry(2), online());
   for (int i = 0; i < 4; ++i) {
-    const auto target =
-        index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin, SubscriberRef{0, 1});
+    const auto target = index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin,
+                                          SubscriberRef{0, 1}, false);
     ASSERT_TRUE(target);
     EXPECT_EQ(target->ref.session_id, 2u);
   }
   index.unsubscribe("$share/g/t", SubscriberRef{0, 2});
+  EXPECT_FALSE(index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin,
+                                 SubscriberRef{0, 1}, false));
+}
+
+TEST(SubscriptionIndex, PickSharedOnlineOnlySkipsOfflineMembers) {
+  SubscriptionIndex index;
+  index.subscribe("$share/g/t", entry(1), online());
+  index.subscribe("$share/g/t", entry(2), online(false));
+  const Message m = message("t");
   EXPECT_FALSE(
-      index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin, SubscriberRef{0, 1}));
+      index.pick_shared("$share/g/t", m, Strategy::kRoundRobin, SubscriberRef{0, 1}, true));
+  const auto any =
+      index.pick_shared("$share/g/t", m, Strategy::kRoundRobin, SubscriberRef{0, 1}, false);
+  ASSERT_TRUE(any);
+  EXPECT_EQ(any->ref.session_id, 2u);
 }
 
 TEST(SubscriptionIndex, HashClientIdKeepsOnePublisherOnOneMember) {

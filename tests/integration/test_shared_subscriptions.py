@@ -112,3 +112,24 @@ def test_unacknowledged_messages_of_a_leaving_member_go_to_another(broker, clien
     got = [m.payload for m in stayer.receive_n(10)]
     assert sorted(got) == sorted(f"{i}".encode() for i in range(10))
     assert set(taken) <= set(got)
+
+
+def test_MQTT_4_8_2_4_a_sole_member_that_comes_back_gets_its_messages(broker, clients):
+    topic = unique("solemember")
+    client_id = unique("sole")
+    session = b"\x11" + struct.pack("!I", 300)
+    member = rawmqtt.connected(broker.port, client_id, clean=False, properties=session)
+    member.send(rawmqtt.subscribe(1, [(f"$share/g/{topic}", 2)]))
+    member.receive_type(rawmqtt.SUBACK)
+    publisher = clients(broker.port, version=5)
+    publisher.publish(topic, b"in flight", qos=2)
+    first = rawmqtt.parse_publish(member.receive_type(rawmqtt.PUBLISH))
+    member.close()  # no PUBREC: the QoS 2 exchange must finish with this client
+    for i in range(3):
+        publisher.publish(topic, f"queued {i}".encode(), qos=1)
+
+    back = rawmqtt.connected(broker.port, client_id, clean=False, properties=session)
+    assert back.session_present == 1
+    got = [rawmqtt.parse_publish(back.receive_type(rawmqtt.PUBLISH)) for _ in range(4)]
+    assert (got[0][6], got[0][2], got[0][4]) == (b"in flight", True, first[4])
+    assert [p[6] for p in got[1:]] == [b"queued 0", b"queued 1", b"queued 2"]

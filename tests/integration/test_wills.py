@@ -102,3 +102,10 @@ def test_takeover_publishes_the_old_connections_will(broker, clients):
     will_client(broker.port, topic, client_id=client_id)
     rawmqtt.connected(broker.port, client_id)
     assert watcher.receive().payload == b"gone"
+
+
+def test_will_on_a_sys_topic_is_refused(broker):
+    raw = rawmqtt.RawClient(broker.port)
+    raw.send(rawmqtt.connect(unique("forger"),
+                             will={"topic": "$SYS/broker/version", "payload": b"fake", "retain": True}))
+    assert rawmqtt.connack_reason(raw.receive()) == (0, 0x87)
