@@ -49,6 +49,7 @@ class Broker {
 
   std::uint64_t new_session_id() { return next_session_id_.fetch_add(1) + 1; }
   std::atomic<std::uint32_t>& connections() { return connections_; }
+  std::atomic<std::uint32_t>& sessions() { return sessions_; }
   Clock::time_point started_at() const { return started_at_; }
 
  private:
@@ -61,6 +62,7 @@ class Broker {
   Mailbox* mailbox_ = nullptr;
   std::atomic<std::uint64_t> next_session_id_{0};
   std::atomic<std::uint32_t> connections_{0};
+  std::atomic<std::uint32_t> sessions_{0};
   const Clock::time_point started_at_;
 };
 

@@ -129,7 +129,9 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
     session = nullptr;
   }
   const bool session_present = session != nullptr;
-  if (session == nullptr) session = &shard_.create_session(connect.client_id);
+  if (session == nullptr) session = shard_.create_session(connect.client_id);
+  if (session == nullptr)
+    return refuse_connect(version_, ReasonCode::kQuotaExceeded, "too many sessions");
   session->take_will();  // a delayed will is not sent once the client is back [MQTT-3.1.3-9]
   shard_.session_came_online(*session);
   session->set_expiry_s(expiry);
@@ -409,6 +411,9 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
       refusal = ReasonCode::kWildcardSubscriptionsNotSupported;
     } else if (mqtt::topic_levels(matched_filter) > config.limits.max_topic_levels) {
       refusal = ReasonCode::kTopicFilterInvalid;
+    } else if (session_->subscriptions().size() >= config.limits.max_subscriptions_per_client &&
+               !session_->subscriptions().contains(subscription.filter)) {
+      refusal = ReasonCode::kQuotaExceeded;
     }
     if (refusal != ReasonCode::kSuccess) {
       suback.reasons.push_back(v5 ? refusal : ReasonCode::kUnspecifiedError);

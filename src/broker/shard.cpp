@@ -22,12 +22,16 @@ Session* Shard::find_session(const std::string& client_id) {
   return it == sessions_.end() ? nullptr : it->second.get();
 }
 
-Session& Shard::create_session(const std::string& client_id) {
+Session* Shard::create_session(const std::string& client_id) {
+  if (broker_.sessions().fetch_add(1) >= broker_.config().limits.max_sessions) {
+    broker_.sessions().fetch_sub(1);
+    return nullptr;
+  }
   auto session = std::make_unique<Session>(*this, broker_.new_session_id(), client_id);
   Session& ref = *session;
   sessions_by_id_.emplace(ref.id(), &ref);
   sessions_.insert_or_assign(client_id, std::move(session));
-  return ref;
+  return &ref;
 }
 
 void Shard::end_session(Session& session) {

@@ -31,7 +31,8 @@ class Shard {
 
   // ---- sessions ----
   Session* find_session(const std::string& client_id);
-  Session& create_session(const std::string& client_id);
+  // A new session, or nullptr when limits.max_sessions are already in use.
+  Session* create_session(const std::string& client_id);
   // Removes the session's subscriptions, hands its shared messages on, and destroys it.
   void end_session(Session& session);
   // The session lost its connection: watch it for its will and its expiry.

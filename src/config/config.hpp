@@ -18,8 +18,10 @@ struct ListenerConfig {
 enum class SharedStrategy { kRoundRobin, kRandom, kSticky, kHashClientId };
 
 struct LimitsConfig {
-  std::uint32_t max_connections = 100'000;     // further clients are refused (CONNACK 0x89 / 3)
-  std::uint32_t max_packet_bytes = 1'048'576;  // larger packets: DISCONNECT 0x95
+  std::uint32_t max_connections = 100'000;  // further clients are refused (CONNACK 0x89 / 3)
+  std::uint32_t max_sessions = 1'000'000;   // online and offline; a new one beyond: 0x97 / 3
+  std::uint32_t max_subscriptions_per_client = 10'000;  // more: SUBACK 0x97 (0x80 on 3.x)
+  std::uint32_t max_packet_bytes = 1'048'576;           // larger packets: DISCONNECT 0x95
   std::uint16_t receive_maximum = 1024;        // inbound QoS 1/2 in flight per client (0x93 above)
   std::uint16_t max_inflight_messages = 1024;  // outbound QoS 1/2 in flight per client
   std::uint32_t max_queued_messages = 10'000;  // per session, beyond in flight; newest dropped

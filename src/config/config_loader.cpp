@@ -150,6 +150,8 @@ void read_limits(Section parent, const YAML::Node& node, LimitsConfig& l, std::s
   Section s(node, parent.child_path("limits"), source);
   constexpr std::int64_t kU32 = std::numeric_limits<std::uint32_t>::max();
   s.integer("max_connections", l.max_connections, 1, kU32);
+  s.integer("max_sessions", l.max_sessions, 1, kU32);
+  s.integer("max_subscriptions_per_client", l.max_subscriptions_per_client, 1, kU32);
   s.integer("max_packet_bytes", l.max_packet_bytes, 64, 268'435'455);
   s.integer("receive_maximum", l.receive_maximum, 1, 65535);
   s.integer("max_inflight_messages", l.max_inflight_messages, 1, 65535);

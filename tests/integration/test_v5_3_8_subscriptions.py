@@ -148,3 +148,12 @@ def test_wildcard_subscriptions_can_be_disabled(make_broker, clients):
     client = clients(process.port, version=5)
     granted = client.subscribe("a/#", qos=1)
     assert granted[0].value == 0xA2
+
+
+def test_max_subscriptions_per_client_refuses_more_with_quota_exceeded(make_broker, clients):
+    process = make_broker("limits:\n  max_subscriptions_per_client: 2\n")
+    client = clients(process.port, version=5)
+    assert client.subscribe("one", qos=1)[0].value == 1
+    assert client.subscribe("two", qos=1)[0].value == 1
+    assert client.subscribe("three", qos=1)[0].value == 0x97
+    assert client.subscribe("one", qos=0)[0].value == 0  # replacing one is not a new one

@@ -128,3 +128,12 @@ def test_qos0_is_queued_offline_when_configured(make_broker, clients):
     clients(process.port, version=5).publish(topic, b"kept", qos=1)
     again = clients(process.port, client_id=client_id, version=5, clean=False, properties=expiry(300))
     assert again.receive().payload == b"kept"
+
+
+def test_max_sessions_counts_offline_sessions_too(make_broker, clients):
+    process = make_broker("limits:\n  max_sessions: 2\n")
+    for _ in range(2):
+        clients(process.port, version=5, clean=False, properties=expiry(300)).disconnect()
+    raw = rawmqtt.RawClient(process.port)
+    raw.send(rawmqtt.connect(unique("third")))
+    assert rawmqtt.connack_reason(raw.receive()) == (0, 0x97)
