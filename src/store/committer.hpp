@@ -1,0 +1,55 @@
+// Group commit. Workers hand in batches; one committer thread writes all that
+// gathered while the previous write was on its way as one store write, so
+// many publishers share one fsync. Each batch's callback runs on the
+// committer thread once its changes are as durable as the policy says:
+//
+//   kSync   written and fsynced before the callback (an acknowledgement sent
+//           from it survives kill -9 and power loss);
+//   kBatch  written before the callback, fsynced every `batch_interval`
+//           (kill -9 loses nothing, power loss up to one interval);
+//   kNone   written before the callback, fsync left to the OS.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "store/store.hpp"
+
+namespace sluice::store {
+
+enum class Durability { kSync, kBatch, kNone };
+
+class Committer {
+ public:
+  using Done = std::function<void(const Status&)>;
+
+  Committer(Store& store, Durability durability, std::chrono::milliseconds batch_interval);
+  ~Committer();  // writes what was handed in, then stops
+  Committer(const Committer&) = delete;
+  Committer& operator=(const Committer&) = delete;
+
+  // From any thread.
+  void submit(WriteBatch&& batch, Done done);
+
+  // Number of store writes so far (each may carry many batches).
+  std::uint64_t writes() const;
+
+ private:
+  void run();
+
+  Store& store_;
+  const Durability durability_;
+  const std::chrono::milliseconds batch_interval_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<std::pair<WriteBatch, Done>> pending_;
+  bool stopping_ = false;
+  std::uint64_t writes_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace sluice::store

@@ -1,0 +1,65 @@
+// What the broker keeps across restarts, as plain records. A store writes and
+// reads these; it knows nothing of sessions' behaviour.
+//
+// Keys: a session's subscriptions, outbound entries and inbound QoS 2 ids are
+// keyed by its client id first, so each session's records are one key range
+// (and a session is deleted with one range delete). Messages are stored once,
+// under a broker-wide increasing id, however many sessions hold them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sluice::store {
+
+using Bytes = std::vector<std::uint8_t>;
+
+struct MessageRecord {
+  std::string topic;
+  Bytes payload;
+  std::uint8_t qos = 0;
+  bool retain = false;
+  Bytes properties;              // the MQTT 5 property list, as encoded on the wire
+  std::int64_t expires_at_ms = 0;  // Unix time; 0: never
+  bool operator==(const MessageRecord&) const = default;
+};
+
+struct WillRecord {
+  MessageRecord message;
+  std::uint32_t delay_s = 0;
+  bool operator==(const WillRecord&) const = default;
+};
+
+struct SessionRecord {
+  std::string client_id;
+  std::uint8_t protocol_version = 5;
+  std::uint32_t expiry_s = 0;
+  std::int64_t disconnected_at_ms = 0;  // Unix time; 0 while connected
+  std::optional<WillRecord> will;
+  bool operator==(const SessionRecord&) const = default;
+};
+
+struct SubscriptionRecord {
+  std::string client_id;
+  std::string filter;
+  std::uint8_t options = 0;  // the SUBSCRIBE options byte as on the wire (5.0 layout)
+  std::uint32_t identifier = 0;
+  bool operator==(const SubscriptionRecord&) const = default;
+};
+
+// A message on its way to one session: queued (packet_id 0) or in flight.
+struct OutboundRecord {
+  enum class Stage : std::uint8_t { kQueued, kAwaitingPuback, kAwaitingPubrec, kAwaitingPubcomp };
+  std::string client_id;
+  std::uint64_t message_id = 0;  // also the order of delivery
+  std::uint8_t qos = 0;
+  bool retain = false;
+  std::vector<std::uint32_t> identifiers;
+  std::uint16_t packet_id = 0;
+  Stage stage = Stage::kQueued;
+  bool operator==(const OutboundRecord&) const = default;
+};
+
+}  // namespace sluice::store

@@ -1,0 +1,50 @@
+// A list of changes that a store applies atomically: all of them or none.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "store/records.hpp"
+
+namespace sluice::store {
+
+class WriteBatch {
+ public:
+  struct PutSession { SessionRecord record; };
+  struct DeleteSession { std::string client_id; };  // and every record of the session
+  struct PutSubscription { SubscriptionRecord record; };
+  struct DeleteSubscription { std::string client_id, filter; };
+  struct PutMessage { std::uint64_t id; MessageRecord record; };
+  struct DeleteMessage { std::uint64_t id; };
+  struct PutOutbound { OutboundRecord record; };
+  struct DeleteOutbound { std::string client_id; std::uint64_t message_id; };
+  struct PutInbound { std::string client_id; std::uint16_t packet_id; };
+  struct DeleteInbound { std::string client_id; std::uint16_t packet_id; };
+  struct PutRetained { MessageRecord record; };
+  struct DeleteRetained { std::string topic; };
+
+  using Operation =
+      std::variant<PutSession, DeleteSession, PutSubscription, DeleteSubscription, PutMessage,
+                   DeleteMessage, PutOutbound, DeleteOutbound, PutInbound, DeleteInbound,
+                   PutRetained, DeleteRetained>;
+
+  template <class T>
+  WriteBatch& add(T&& operation) {
+    operations_.emplace_back(std::forward<T>(operation));
+    return *this;
+  }
+
+  // Appends another batch's operations after this one's.
+  void append(WriteBatch&& other);
+
+  bool empty() const { return operations_.empty(); }
+  std::size_t size() const { return operations_.size(); }
+  const std::vector<Operation>& operations() const { return operations_; }
+
+ private:
+  std::vector<Operation> operations_;
+};
+
+}  // namespace sluice::store
