@@ -30,7 +30,8 @@ std::optional<Clock::time_point> Session::expires_at() const {
 }
 
 std::optional<mqtt::Will> Session::take_will() {
-  std::optional<mqtt::Will> will = std::move(will_);
+  std::optional<mqtt::Will> will;
+  if (will_) will = std::move(*will_);
   will_.reset();
   will_due_.reset();
   return will;
@@ -75,7 +76,7 @@ void Session::hand_on_shared(bool session_ends) {
       ++it;
     }
   }
-  std::erase_if(queue_, hand_on);
+  queue_.erase_if(hand_on);
 }
 
 void Session::deliver(Delivery&& delivery) {
@@ -183,7 +184,7 @@ void Session::resend_inflight() {
   const std::size_t window =
       std::min<std::size_t>(limits_.receive_maximum, shard_.config().limits.max_inflight_messages);
   std::size_t resent = 0;
-  std::deque<Delivery> requeued;
+  std::vector<Delivery> requeued;
   for (const auto& [sequence, packet_id] : order) {
     Inflight& entry = inflight_.at(packet_id);
     if (entry.stage == Stage::kAwaitingPubcomp) {
@@ -198,15 +199,13 @@ void Session::resend_inflight() {
       inflight_.erase(packet_id);
     }
   }
-  queue_.insert(queue_.begin(), std::make_move_iterator(requeued.begin()),
-                std::make_move_iterator(requeued.end()));
+  queue_.push_front(std::move(requeued));
 }
 
 void Session::pump() {
   const Clock::time_point now = Clock::now();
   while (!queue_.empty() && can_send_now()) {
-    Delivery delivery = std::move(queue_.front());
-    queue_.pop_front();
+    Delivery delivery = queue_.pop_front();
     if (delivery.message->expired(now)) {
       ShardStats::add(shard_.stats().dropped_expired);
       continue;

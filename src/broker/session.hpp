@@ -12,7 +12,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,6 +21,7 @@
 
 #include "broker/client_link.hpp"
 #include "broker/delivery.hpp"
+#include "broker/delivery_queue.hpp"
 #include "config/config.hpp"
 #include "mqtt/packets.hpp"
 
@@ -72,8 +72,10 @@ class Session {
   std::optional<Clock::time_point> expires_at() const;
 
   // ---- will ----
-  void set_will(std::optional<mqtt::Will> will) { will_ = std::move(will); }
-  const std::optional<mqtt::Will>& will() const { return will_; }
+  void set_will(std::optional<mqtt::Will> will) {
+    will_ = will ? std::make_unique<mqtt::Will>(std::move(*will)) : nullptr;
+  }
+  const mqtt::Will* will() const { return will_.get(); }
   // Arms the will to be published at `due`, or clears it.
   void arm_will(std::optional<Clock::time_point> due) { will_due_ = due; }
   std::optional<Clock::time_point> will_due() const { return will_due_; }
@@ -136,7 +138,7 @@ class Session {
 
   std::uint32_t expiry_s_ = 0;
   std::optional<Clock::time_point> offline_since_;
-  std::optional<mqtt::Will> will_;
+  std::unique_ptr<mqtt::Will> will_;  // most sessions have none: no room kept for one
   std::optional<Clock::time_point> will_due_;
 
   std::map<std::string, SubscriptionRecord> subscriptions_;
@@ -144,7 +146,7 @@ class Session {
   std::unordered_map<std::uint16_t, Inflight> inflight_;
   std::uint64_t next_sequence_ = 0;
   std::uint16_t last_packet_id_ = 0;
-  std::deque<Delivery> queue_;
+  DeliveryQueue queue_;
 
   std::unordered_set<std::uint16_t> inbound_qos2_;
 };

@@ -56,7 +56,8 @@ void Committer::run() {
     if (taken.empty()) continue;
 
     WriteBatch merged;
-    for (auto& [batch, done] : taken) merged.append(std::move(batch));
+    for (auto& [batch, done] : taken)
+      merged.append(std::move(batch));
     const Status status = store_.write(merged, durability_ == Durability::kSync);
     unsynced = durability_ == Durability::kBatch;
     {

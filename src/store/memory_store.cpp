@@ -13,18 +13,25 @@ class MemoryStore final : public Store {
  public:
   Status write(const WriteBatch& batch, bool) override {
     std::lock_guard lock(mutex_);
-    for (const auto& operation : batch.operations()) std::visit([&](const auto& op) { apply(op); }, operation);
+    for (const auto& operation : batch.operations())
+      std::visit([&](const auto& op) { apply(op); }, operation);
     return {};
   }
 
   Status load(LoadVisitor& visitor) override {
     std::lock_guard lock(mutex_);
-    for (const auto& [key, record] : sessions_) visitor.session(SessionRecord(record));
-    for (const auto& [key, record] : subscriptions_) visitor.subscription(SubscriptionRecord(record));
-    for (const auto& [key, record] : outbound_) visitor.outbound(OutboundRecord(record));
-    for (const auto& [client_id, packet_id] : inbound_) visitor.inbound(client_id, packet_id);
-    for (const auto& [id, record] : messages_) visitor.message(id, MessageRecord(record));
-    for (const auto& [topic, record] : retained_) visitor.retained(MessageRecord(record));
+    for (const auto& [key, record] : sessions_)
+      visitor.session(SessionRecord(record));
+    for (const auto& [key, record] : subscriptions_)
+      visitor.subscription(SubscriptionRecord(record));
+    for (const auto& [key, record] : outbound_)
+      visitor.outbound(OutboundRecord(record));
+    for (const auto& [client_id, packet_id] : inbound_)
+      visitor.inbound(client_id, packet_id);
+    for (const auto& [id, record] : messages_)
+      visitor.message(id, MessageRecord(record));
+    for (const auto& [topic, record] : retained_)
+      visitor.retained(MessageRecord(record));
     return {};
   }
 
@@ -65,7 +72,9 @@ class MemoryStore final : public Store {
   void apply(const WriteBatch::PutOutbound& op) {
     outbound_[{op.record.client_id, op.record.message_id}] = op.record;
   }
-  void apply(const WriteBatch::DeleteOutbound& op) { outbound_.erase({op.client_id, op.message_id}); }
+  void apply(const WriteBatch::DeleteOutbound& op) {
+    outbound_.erase({op.client_id, op.message_id});
+  }
   void apply(const WriteBatch::PutInbound& op) { inbound_.insert({op.client_id, op.packet_id}); }
   void apply(const WriteBatch::DeleteInbound& op) { inbound_.erase({op.client_id, op.packet_id}); }
   void apply(const WriteBatch::PutRetained& op) { retained_[op.record.topic] = op.record; }
@@ -82,6 +91,8 @@ class MemoryStore final : public Store {
 
 }  // namespace
 
-std::unique_ptr<Store> make_memory_store() { return std::make_unique<MemoryStore>(); }
+std::unique_ptr<Store> make_memory_store() {
+  return std::make_unique<MemoryStore>();
+}
 
 }  // namespace sluice::store

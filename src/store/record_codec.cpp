@@ -107,7 +107,8 @@ void append_big_endian(std::string& key, Int value) {
 template <class Int>
 Int read_big_endian(std::string_view bytes) {
   std::uint64_t value = 0;
-  for (char c : bytes) value = (value << 8) | static_cast<std::uint8_t>(c);
+  for (char c : bytes)
+    value = (value << 8) | static_cast<std::uint8_t>(c);
   return static_cast<Int>(value);
 }
 
@@ -167,7 +168,8 @@ std::string encode(const OutboundRecord& r) {
   w.integer(r.qos);
   w.integer(static_cast<std::uint8_t>(r.retain));
   w.integer(static_cast<std::uint32_t>(r.identifiers.size()));
-  for (std::uint32_t id : r.identifiers) w.integer(id);
+  for (std::uint32_t id : r.identifiers)
+    w.integer(id);
   w.integer(r.packet_id);
   w.integer(static_cast<std::uint8_t>(r.stage));
   return w.take();
@@ -202,8 +204,12 @@ bool decode(std::string_view bytes, MessageRecord& r) {
   return reader.done();
 }
 
-std::string client_prefix(std::string_view client_id) { return with_separator(client_id, '\0'); }
-std::string client_prefix_end(std::string_view client_id) { return with_separator(client_id, '\1'); }
+std::string client_prefix(std::string_view client_id) {
+  return with_separator(client_id, '\0');
+}
+std::string client_prefix_end(std::string_view client_id) {
+  return with_separator(client_id, '\1');
+}
 
 std::string subscription_key(std::string_view client_id, std::string_view filter) {
   std::string key = client_prefix(client_id);

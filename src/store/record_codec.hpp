@@ -24,7 +24,7 @@ bool decode(std::string_view bytes, OutboundRecord& out);
 bool decode(std::string_view bytes, MessageRecord& out);
 
 // Keys.
-std::string client_prefix(std::string_view client_id);  // "client_id\0"
+std::string client_prefix(std::string_view client_id);      // "client_id\0"
 std::string client_prefix_end(std::string_view client_id);  // "client_id\1": the range's end
 std::string subscription_key(std::string_view client_id, std::string_view filter);
 std::string outbound_key(std::string_view client_id, std::uint64_t message_id);

@@ -21,7 +21,7 @@ struct MessageRecord {
   Bytes payload;
   std::uint8_t qos = 0;
   bool retain = false;
-  Bytes properties;              // the MQTT 5 property list, as encoded on the wire
+  Bytes properties;                // the MQTT 5 property list, as encoded on the wire
   std::int64_t expires_at_ms = 0;  // Unix time; 0: never
   bool operator==(const MessageRecord&) const = default;
 };

@@ -18,7 +18,16 @@ namespace {
 constexpr const char* kFormatKey = "sluice.format";
 constexpr const char* kFormatValue = "1";
 
-enum Family : std::size_t { kMeta, kSessions, kSubscriptions, kOutbound, kInbound, kMessages, kRetained, kFamilies };
+enum Family : std::size_t {
+  kMeta,
+  kSessions,
+  kSubscriptions,
+  kOutbound,
+  kInbound,
+  kMessages,
+  kRetained,
+  kFamilies
+};
 constexpr std::array<const char*, kFamilies> kFamilyNames = {
     "default", "sessions", "subscriptions", "outbound",  // "default": RocksDB's own family
     "inbound", "messages", "retained"};
@@ -29,7 +38,8 @@ class RocksDbStore final : public Store {
       : db_(std::move(db)), families_(std::move(families)) {}
 
   ~RocksDbStore() override {
-    for (auto* family : families_) db_->DestroyColumnFamilyHandle(family);
+    for (auto* family : families_)
+      db_->DestroyColumnFamilyHandle(family);
     db_->Close();
   }
 
@@ -57,37 +67,42 @@ class RocksDbStore final : public Store {
       visitor.session(std::move(record));
       return Status{};
     });
-    if (status.ok) status = each(kSubscriptions, [&](std::string_view key, std::string_view value) {
-      SubscriptionRecord record;
-      if (!codec::decode(value, record)) return corrupt(kSubscriptions, key);
-      visitor.subscription(std::move(record));
-      return Status{};
-    });
-    if (status.ok) status = each(kOutbound, [&](std::string_view key, std::string_view value) {
-      OutboundRecord record;
-      if (!codec::decode(value, record)) return corrupt(kOutbound, key);
-      visitor.outbound(std::move(record));
-      return Status{};
-    });
-    if (status.ok) status = each(kInbound, [&](std::string_view key, std::string_view) {
-      const auto parsed = codec::parse_inbound_key(key);
-      if (!parsed) return corrupt(kInbound, key);
-      visitor.inbound(parsed->first, parsed->second);
-      return Status{};
-    });
-    if (status.ok) status = each(kMessages, [&](std::string_view key, std::string_view value) {
-      MessageRecord record;
-      const auto id = codec::parse_message_key(key);
-      if (!id || !codec::decode(value, record)) return corrupt(kMessages, key);
-      visitor.message(*id, std::move(record));
-      return Status{};
-    });
-    if (status.ok) status = each(kRetained, [&](std::string_view key, std::string_view value) {
-      MessageRecord record;
-      if (!codec::decode(value, record)) return corrupt(kRetained, key);
-      visitor.retained(std::move(record));
-      return Status{};
-    });
+    if (status.ok)
+      status = each(kSubscriptions, [&](std::string_view key, std::string_view value) {
+        SubscriptionRecord record;
+        if (!codec::decode(value, record)) return corrupt(kSubscriptions, key);
+        visitor.subscription(std::move(record));
+        return Status{};
+      });
+    if (status.ok)
+      status = each(kOutbound, [&](std::string_view key, std::string_view value) {
+        OutboundRecord record;
+        if (!codec::decode(value, record)) return corrupt(kOutbound, key);
+        visitor.outbound(std::move(record));
+        return Status{};
+      });
+    if (status.ok)
+      status = each(kInbound, [&](std::string_view key, std::string_view) {
+        const auto parsed = codec::parse_inbound_key(key);
+        if (!parsed) return corrupt(kInbound, key);
+        visitor.inbound(parsed->first, parsed->second);
+        return Status{};
+      });
+    if (status.ok)
+      status = each(kMessages, [&](std::string_view key, std::string_view value) {
+        MessageRecord record;
+        const auto id = codec::parse_message_key(key);
+        if (!id || !codec::decode(value, record)) return corrupt(kMessages, key);
+        visitor.message(*id, std::move(record));
+        return Status{};
+      });
+    if (status.ok)
+      status = each(kRetained, [&](std::string_view key, std::string_view value) {
+        MessageRecord record;
+        if (!codec::decode(value, record)) return corrupt(kRetained, key);
+        visitor.retained(std::move(record));
+        return Status{};
+      });
     return status;
   }
 
@@ -112,7 +127,8 @@ class RocksDbStore final : public Store {
   }
 
   void delete_client_range(rocksdb::WriteBatch& out, Family family, const std::string& client_id) {
-    out.DeleteRange(cf(family), codec::client_prefix(client_id), codec::client_prefix_end(client_id));
+    out.DeleteRange(cf(family), codec::client_prefix(client_id),
+                    codec::client_prefix_end(client_id));
   }
 
   void add(rocksdb::WriteBatch& out, const WriteBatch::PutSession& op) {
@@ -170,7 +186,8 @@ Status open_rocksdb_store(const std::string& directory, std::unique_ptr<Store>& 
   options.create_missing_column_families = !existed;
   options.error_if_exists = false;
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const char* name : kFamilyNames) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  for (const char* name : kFamilyNames)
+    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   const rocksdb::Status opened = rocksdb::DB::Open(options, directory, descriptors, &handles, &raw);
@@ -195,7 +212,8 @@ Status open_rocksdb_store(const std::string& directory, std::unique_ptr<Store>& 
                            ", this sluice reads format " + kFormatValue + "; it was not changed");
   }
   if (!status.ok) {
-    for (auto* handle : handles) db->DestroyColumnFamilyHandle(handle);
+    for (auto* handle : handles)
+      db->DestroyColumnFamilyHandle(handle);
     db->Close();
     return status;
   }

@@ -12,23 +12,50 @@ namespace sluice::store {
 
 class WriteBatch {
  public:
-  struct PutSession { SessionRecord record; };
-  struct DeleteSession { std::string client_id; };  // and every record of the session
-  struct PutSubscription { SubscriptionRecord record; };
-  struct DeleteSubscription { std::string client_id, filter; };
-  struct PutMessage { std::uint64_t id; MessageRecord record; };
-  struct DeleteMessage { std::uint64_t id; };
-  struct PutOutbound { OutboundRecord record; };
-  struct DeleteOutbound { std::string client_id; std::uint64_t message_id; };
-  struct PutInbound { std::string client_id; std::uint16_t packet_id; };
-  struct DeleteInbound { std::string client_id; std::uint16_t packet_id; };
-  struct PutRetained { MessageRecord record; };
-  struct DeleteRetained { std::string topic; };
+  struct PutSession {
+    SessionRecord record;
+  };
+  struct DeleteSession {
+    std::string client_id;
+  };  // and every record of the session
+  struct PutSubscription {
+    SubscriptionRecord record;
+  };
+  struct DeleteSubscription {
+    std::string client_id, filter;
+  };
+  struct PutMessage {
+    std::uint64_t id;
+    MessageRecord record;
+  };
+  struct DeleteMessage {
+    std::uint64_t id;
+  };
+  struct PutOutbound {
+    OutboundRecord record;
+  };
+  struct DeleteOutbound {
+    std::string client_id;
+    std::uint64_t message_id;
+  };
+  struct PutInbound {
+    std::string client_id;
+    std::uint16_t packet_id;
+  };
+  struct DeleteInbound {
+    std::string client_id;
+    std::uint16_t packet_id;
+  };
+  struct PutRetained {
+    MessageRecord record;
+  };
+  struct DeleteRetained {
+    std::string topic;
+  };
 
-  using Operation =
-      std::variant<PutSession, DeleteSession, PutSubscription, DeleteSubscription, PutMessage,
-                   DeleteMessage, PutOutbound, DeleteOutbound, PutInbound, DeleteInbound,
-                   PutRetained, DeleteRetained>;
+  using Operation = std::variant<PutSession, DeleteSession, PutSubscription, DeleteSubscription,
+                                 PutMessage, DeleteMessage, PutOutbound, DeleteOutbound, PutInbound,
+                                 DeleteInbound, PutRetained, DeleteRetained>;
 
   template <class T>
   WriteBatch& add(T&& operation) {

@@ -47,7 +47,8 @@ TEST_P(CommitterTest, EveryBatchIsWrittenBeforeItsCallback) {
         }
       });
     }
-    for (auto& thread : threads) thread.join();
+    for (auto& thread : threads)
+      thread.join();
     ASSERT_EQ(all_done.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
     // Group commit: far fewer store writes than batches under concurrency is
     // likely but not certain, so only the upper bound is asserted.
@@ -63,7 +64,8 @@ TEST_P(CommitterTest, DestructionWritesWhatWasHandedIn) {
   int called = 0;
   {
     Committer committer(*store, GetParam(), std::chrono::milliseconds(5));
-    for (int i = 0; i < 100; ++i) committer.submit(retain(i), [&](const Status&) { ++called; });
+    for (int i = 0; i < 100; ++i)
+      committer.submit(retain(i), [&](const Status&) { ++called; });
   }
   EXPECT_EQ(called, 100);
   CountingLoad loaded;
@@ -72,7 +74,8 @@ TEST_P(CommitterTest, DestructionWritesWhatWasHandedIn) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, CommitterTest,
-                         ::testing::Values(Durability::kSync, Durability::kBatch, Durability::kNone));
+                         ::testing::Values(Durability::kSync, Durability::kBatch,
+                                           Durability::kNone));
 
 }  // namespace
 }  // namespace sluice::store

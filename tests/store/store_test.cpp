@@ -24,7 +24,9 @@ struct Loaded : LoadVisitor {
   void subscription(SubscriptionRecord&& r) override { subscriptions.push_back(std::move(r)); }
   void outbound(OutboundRecord&& r) override { outbounds.push_back(std::move(r)); }
   void inbound(const std::string& c, std::uint16_t p) override { inbounds.emplace_back(c, p); }
-  void message(std::uint64_t id, MessageRecord&& r) override { messages.emplace_back(id, std::move(r)); }
+  void message(std::uint64_t id, MessageRecord&& r) override {
+    messages.emplace_back(id, std::move(r));
+  }
   void retained(MessageRecord&& r) override { retaineds.push_back(std::move(r)); }
 };
 
@@ -78,7 +80,9 @@ struct StoreKind {
   std::function<std::unique_ptr<Store>(const std::string& dir)> open;
 };
 
-void PrintTo(const StoreKind& kind, std::ostream* os) { *os << kind.name; }
+void PrintTo(const StoreKind& kind, std::ostream* os) {
+  *os << kind.name;
+}
 
 class StoreTest : public ::testing::TestWithParam<StoreKind> {
  protected:
@@ -107,7 +111,8 @@ TEST_P(StoreTest, WhatGoesInComesBackInKeyOrder) {
   WriteBatch batch;
   batch.add(WriteBatch::PutSession{session("b")}).add(WriteBatch::PutSession{session("a")});
   batch.add(WriteBatch::PutSubscription{{"a", "x/#", 0x2D, 9}});
-  batch.add(WriteBatch::PutOutbound{outbound("a", 300)}).add(WriteBatch::PutOutbound{outbound("a", 2)});
+  batch.add(WriteBatch::PutOutbound{outbound("a", 300)})
+      .add(WriteBatch::PutOutbound{outbound("a", 2)});
   batch.add(WriteBatch::PutInbound{"a", 513});
   batch.add(WriteBatch::PutMessage{300, message("x/1", "three hundred")});
   batch.add(WriteBatch::PutMessage{2, message("x/2", "two")});
@@ -158,8 +163,10 @@ TEST_P(StoreTest, DeletingASessionRemovesItsRecordsAndNoOneElses) {
   write(WriteBatch().add(WriteBatch::DeleteSession{"a"}));
   const Loaded loaded = load();
   ASSERT_EQ(loaded.sessions.size(), 2u);
-  for (const auto& s : loaded.subscriptions) EXPECT_NE(s.client_id, "a");
-  for (const auto& o : loaded.outbounds) EXPECT_NE(o.client_id, "a");
+  for (const auto& s : loaded.subscriptions)
+    EXPECT_NE(s.client_id, "a");
+  for (const auto& o : loaded.outbounds)
+    EXPECT_NE(o.client_id, "a");
   EXPECT_EQ(loaded.subscriptions.size(), 2u);
   EXPECT_EQ(loaded.outbounds.size(), 2u);
   EXPECT_EQ(loaded.inbounds.size(), 2u);
@@ -189,10 +196,11 @@ TEST(RocksDbStore, EverythingSurvivesReopening) {
   TempDir dir;
   {
     auto store = open_rocksdb(dir.str());
-    ASSERT_TRUE(store->write(WriteBatch()
-                                 .add(WriteBatch::PutSession{session("s")})
-                                 .add(WriteBatch::PutRetained{message("r", "kept")}),
-                             true)
+    ASSERT_TRUE(store
+                    ->write(WriteBatch()
+                                .add(WriteBatch::PutSession{session("s")})
+                                .add(WriteBatch::PutRetained{message("r", "kept")}),
+                            true)
                     .ok);
   }
   auto reopened = open_rocksdb(dir.str());
