@@ -43,26 +43,14 @@ RetainedStore::SetResult RetainedStore::set(const MessagePtr& message) {
   // Only an existing topic may be replaced at the limit, and a refused topic
   // must leave no nodes behind: look before building the path.
   if (size_ >= max_messages_ && !has_message(message->topic)) return SetResult::kLimitReached;
-  Node* node = root_.get();
-  for (bool done = false; !done;) {
-    const std::string_view level = trie::next_level(rest, done);
-    auto it = node->children.find(level);
-    if (it == node->children.end()) {
-      it = node->children.emplace(std::string(level), std::make_unique<Node>()).first;
-    }
-    node = it->second.get();
-  }
+  Node* node = &trie::descend_creating(*root_, rest);
   if (!node->message) ++size_;
   node->message = message;
   return SetResult::kStored;
 }
 
 bool RetainedStore::has_message(std::string_view topic) const {
-  const Node* node = root_.get();
-  for (bool done = false; !done && node != nullptr;) {
-    const auto it = node->children.find(trie::next_level(topic, done));
-    node = it == node->children.end() ? nullptr : it->second.get();
-  }
+  const Node* node = trie::descend(*root_, topic);
   return node != nullptr && node->message != nullptr;
 }
 

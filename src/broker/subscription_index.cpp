@@ -94,15 +94,7 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
   std::string_view rest = shared ? shared->filter : filter;
 
   std::unique_lock lock(mutex_);
-  Node* node = root_.get();
-  for (bool done = false; !done;) {
-    const std::string_view level = trie::next_level(rest, done);
-    auto it = node->children.find(level);
-    if (it == node->children.end()) {
-      it = node->children.emplace(std::string(level), std::make_unique<Node>()).first;
-    }
-    node = it->second.get();
-  }
+  Node* node = &trie::descend_creating(*root_, rest);
 
   if (!shared) {
     for (Entry& existing : node->entries) {
@@ -257,12 +249,8 @@ std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_fil
                                                      bool online_only) const {
   const auto shared = mqtt::parse_shared_filter(shared_filter);
   if (!shared) return std::nullopt;
-  std::string_view rest = shared->filter;
   std::shared_lock lock(mutex_);
-  const Node* node = root_.get();
-  for (bool done = false; !done && node != nullptr;) {
-    node = node->child(trie::next_level(rest, done));
-  }
+  const Node* node = trie::descend(*root_, shared->filter);
   if (node == nullptr) return std::nullopt;
   for (const auto& group : node->groups) {
     if (group->name != shared->group) continue;

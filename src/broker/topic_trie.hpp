@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -28,6 +29,33 @@ inline std::string_view next_level(std::string_view& rest, bool& done) {
   done = slash == std::string_view::npos;
   rest = done ? std::string_view() : rest.substr(slash + 1);
   return level;
+}
+
+// The node for the levels of `topic` under `root`, created on the way as needed.
+// `Node` has `Children<std::unique_ptr<Node>> children`.
+template <class Node>
+Node& descend_creating(Node& root, std::string_view topic) {
+  Node* node = &root;
+  for (bool done = false; !done;) {
+    const std::string_view level = next_level(topic, done);
+    auto it = node->children.find(level);
+    if (it == node->children.end()) {
+      it = node->children.emplace(std::string(level), std::make_unique<Node>()).first;
+    }
+    node = it->second.get();
+  }
+  return *node;
+}
+
+// The node for the levels of `topic` under `root`, or nullptr.
+template <class Node>
+const Node* descend(const Node& root, std::string_view topic) {
+  const Node* node = &root;
+  for (bool done = false; !done && node != nullptr;) {
+    const auto it = node->children.find(next_level(topic, done));
+    node = it == node->children.end() ? nullptr : it->second.get();
+  }
+  return node;
 }
 
 }  // namespace sluice::broker::trie
