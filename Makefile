@@ -56,8 +56,9 @@ fuzz: deps $(FUZZ_DIR)/CMakeCache.txt $(TEST_DIR)/CMakeCache.txt
 
 bench: deps
 	cmake -S . -B $(RELEASE_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Release
-	cmake --build $(RELEASE_DIR) -j $(JOBS) --target codec_bench
+	cmake --build $(RELEASE_DIR) -j $(JOBS) --target codec_bench subscription_index_bench
 	$(RELEASE_DIR)/bench/codec_bench
+	$(RELEASE_DIR)/bench/subscription_index_bench
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

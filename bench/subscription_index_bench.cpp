@@ -1,0 +1,79 @@
+// Subscription matching with a large index: 1,000,000 subscriptions, most of
+// them exact topics, some with '+' and '#', as a fleet of devices would make.
+// Reports publishes matched per second (each against the whole index) and
+// allocations per match.
+//
+//   make bench   (or: build/release/bench/subscription_index_bench)
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "allocation_counter.hpp"
+#include "broker/subscription_index.hpp"
+
+namespace {
+
+using namespace sluice;
+
+constexpr int kDevices = 100'000;
+
+// 10 subscriptions per device: 8 exact, one '+', one '#'.
+void fill(broker::SubscriptionIndex& index) {
+  auto online = std::make_shared<std::atomic<bool>>(true);
+  std::uint64_t session = 0;
+  for (int d = 0; d < kDevices; ++d) {
+    const std::string device = "site/" + std::to_string(d % 100) + "/device/" + std::to_string(d);
+    for (int m = 0; m < 8; ++m) {
+      index.subscribe(device + "/metric/" + std::to_string(m),
+                      {broker::SubscriberRef{0, ++session}, {}, 0}, online);
+    }
+    index.subscribe(device + "/+/0", {broker::SubscriberRef{0, ++session}, {}, 0}, online);
+    index.subscribe(device + "/#", {broker::SubscriberRef{0, ++session}, {}, 0}, online);
+  }
+}
+
+broker::SubscriptionIndex& shared_index() {
+  static broker::SubscriptionIndex index;
+  static bool filled = [] {
+    fill(index);
+    return true;
+  }();
+  (void)filled;
+  return index;
+}
+
+void BM_MatchMillionSubscriptions(benchmark::State& state) {
+  broker::SubscriptionIndex& index = shared_index();
+  std::vector<broker::Message> messages(1024);
+  std::mt19937 random(42);
+  for (auto& m : messages) {
+    const int d = static_cast<int>(random() % kDevices);
+    m.topic = "site/" + std::to_string(d % 100) + "/device/" + std::to_string(d) + "/metric/" +
+              std::to_string(random() % 8);
+  }
+  std::vector<broker::Target> targets;
+  targets.reserve(64);
+  std::size_t i = 0;
+  std::size_t matched = 0;
+  const auto allocations_before = bench::allocation_count();
+  for (auto _ : state) {
+    targets.clear();
+    index.match(messages[i++ % messages.size()], config::SharedStrategy::kRoundRobin, targets);
+    matched += targets.size();
+  }
+  state.counters["subscriptions"] =
+      benchmark::Counter(static_cast<double>(index.size()), benchmark::Counter::kAvgThreads);
+  state.counters["targets/match"] =
+      benchmark::Counter(static_cast<double>(matched), benchmark::Counter::kAvgIterations);
+  state.counters["allocs/match"] =
+      benchmark::Counter(static_cast<double>(bench::allocation_count() - allocations_before),
+                         benchmark::Counter::kAvgIterations);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_MatchMillionSubscriptions)->Threads(1)->Threads(2);
+
+}  // namespace
+
+BENCHMARK_MAIN();
