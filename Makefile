@@ -53,6 +53,10 @@ fuzz: deps $(FUZZ_DIR)/CMakeCache.txt $(TEST_DIR)/CMakeCache.txt
 	$(FUZZ_DIR)/fuzz/frame_decoder_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	  -artifact_prefix=fuzz/artifacts/ -print_final_stats=1 \
 	  $(FUZZ_DIR)/corpus/frame_decoder $(FUZZ_DIR)/seeds/frame_decoder fuzz/corpus/frame_decoder
+	mkdir -p $(FUZZ_DIR)/corpus/config
+	$(FUZZ_DIR)/fuzz/config_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=2048 \
+	  -artifact_prefix=fuzz/artifacts/config- -print_final_stats=1 \
+	  $(FUZZ_DIR)/corpus/config fuzz/corpus/config examples
 
 bench: deps
 	cmake -S . -B $(RELEASE_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Release
