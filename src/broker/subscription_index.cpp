@@ -1,11 +1,13 @@
 // The trie behind SubscriptionIndex. Each node is one filter level; its
-// children are keyed by the next level's text, '+' and '#' included, so the
-// match walk only looks up three keys per level whatever the fan-out.
+// literal children are keyed by the next level's text and '+' and '#' have
+// slots of their own, so the match walk does one lookup per level whatever
+// the fan-out.
 #include "broker/subscription_index.hpp"
 
 #include <algorithm>
 #include <mutex>
 #include <random>
+#include <utility>
 
 #include "broker/topic_trie.hpp"
 #include "mqtt/topic.hpp"
@@ -36,15 +38,43 @@ struct SubscriptionIndex::SharedGroup {
 };
 
 struct SubscriptionIndex::Node {
-  trie::Children<std::unique_ptr<Node>> children;
+  trie::Children<std::unique_ptr<Node>> children;  // literal levels
+  std::unique_ptr<Node> plus;  // '+' and '#' apart: every publish looks for them at every level
+  std::unique_ptr<Node> hash;
   std::vector<Entry> entries;
   std::vector<std::unique_ptr<SharedGroup>> groups;
 
   const Node* child(std::string_view level) const {
+    if (level == "+") return plus.get();
+    if (level == "#") return hash.get();
     const auto it = children.find(level);
     return it == children.end() ? nullptr : it->second.get();
   }
-  bool empty() const { return children.empty() && entries.empty() && groups.empty(); }
+  Node* child(std::string_view level) {
+    return const_cast<Node*>(std::as_const(*this).child(level));  // the const one does the work
+  }
+  Node& child_creating(std::string_view level) {
+    std::unique_ptr<Node>* slot = level == "+" ? &plus : level == "#" ? &hash : nullptr;
+    if (slot == nullptr) {
+      auto it = children.find(level);
+      if (it == children.end()) it = children.emplace(std::string(level), nullptr).first;
+      slot = &it->second;
+    }
+    if (!*slot) *slot = std::make_unique<Node>();
+    return **slot;
+  }
+  void erase_child(std::string_view level) {
+    if (level == "+") {
+      plus.reset();
+    } else if (level == "#") {
+      hash.reset();
+    } else {
+      children.erase(children.find(level));
+    }
+  }
+  bool empty() const {
+    return children.empty() && !plus && !hash && entries.empty() && groups.empty();
+  }
 };
 
 const SubscriptionIndex::SharedGroup::Member* SubscriptionIndex::SharedGroup::pick(
@@ -94,7 +124,9 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
   std::string_view rest = shared ? shared->filter : filter;
 
   std::unique_lock lock(mutex_);
-  Node* node = &trie::descend_creating(*root_, rest);
+  Node* node = root_.get();
+  for (bool done = false; !done;)
+    node = &node->child_creating(trie::next_level(rest, done));
 
   if (!shared) {
     for (Entry& existing : node->entries) {
@@ -137,10 +169,10 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) 
   Node* node = root_.get();
   for (bool done = false; !done;) {
     const std::string_view level = trie::next_level(rest, done);
-    const auto it = node->children.find(level);
-    if (it == node->children.end()) return false;
-    path.emplace_back(node, it->first);
-    node = it->second.get();
+    Node* next = node->child(level);
+    if (next == nullptr) return false;
+    path.emplace_back(node, level);
+    node = next;
   }
 
   bool removed = false;
@@ -159,7 +191,7 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) 
   --size_;
   for (auto step = path.rbegin(); step != path.rend() && node->empty(); ++step) {
     Node* parent = step->first;
-    parent->children.erase(parent->children.find(step->second));
+    parent->erase_child(step->second);
     node = parent;
   }
   return true;
@@ -218,15 +250,15 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
                   bool first_level) -> void {
     const bool wildcards = !(first_level && dollar_topic);  // [MQTT-4.7.2-1]
     if (wildcards) {
-      if (const Node* hash = node.child("#")) collect(*hash);  // includes the parent level
+      if (node.hash) collect(*node.hash);  // includes the parent level
     }
     if (at_end) return collect(node);
     bool done = false;
     const std::string_view level = trie::next_level(rest, done);
-    if (const Node* exact = node.child(level)) self(self, *exact, rest, done, false);
-    if (wildcards) {
-      if (const Node* plus = node.child("+")) self(self, *plus, rest, done, false);
+    if (const auto exact = node.children.find(level); exact != node.children.end()) {
+      self(self, *exact->second, rest, done, false);
     }
+    if (wildcards && node.plus) self(self, *node.plus, rest, done, false);
   };
 
   std::shared_lock lock(mutex_);
@@ -250,7 +282,10 @@ std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_fil
   const auto shared = mqtt::parse_shared_filter(shared_filter);
   if (!shared) return std::nullopt;
   std::shared_lock lock(mutex_);
-  const Node* node = trie::descend(*root_, shared->filter);
+  const Node* node = root_.get();
+  std::string_view rest = shared->filter;
+  for (bool done = false; !done && node != nullptr;)
+    node = node->child(trie::next_level(rest, done));
   if (node == nullptr) return std::nullopt;
   for (const auto& group : node->groups) {
     if (group->name != shared->group) continue;
