@@ -187,7 +187,9 @@ void Connection::flush() {
   }
   std::swap(pending_, writing_);
   writing_now_ = true;
-  asio::async_write(socket_, writing_.buffers(),
+  // A span, not the vector: Asio copies the buffer sequence into the
+  // operation, and copying a vector would allocate on every write.
+  asio::async_write(socket_, std::span<const asio::const_buffer>(writing_.buffers()),
                     [self = shared_from_this()](const error_code& error, std::size_t bytes) {
                       self->on_written(error, bytes);
                     });
