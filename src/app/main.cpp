@@ -10,9 +10,12 @@
 
 #include "app/version.hpp"
 #include "broker/broker.hpp"
+#include "broker/persistence.hpp"
 #include "config/config_loader.hpp"
 #include "config/listen_address.hpp"
 #include "net/server.hpp"
+#include "store/committer.hpp"
+#include "store/store.hpp"
 
 namespace {
 
@@ -58,6 +61,37 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.starts_with("127.");
 }
 
+// Opens the store when a directory is configured and loads what it holds. A
+// store that cannot be opened stops start-up: it is never emptied to go on.
+bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::Broker& broker,
+                  std::unique_ptr<sluice::store::Store>& store,
+                  std::unique_ptr<sluice::store::Committer>& committer) {
+  if (storage.dir.empty() || storage.engine == "memory") {
+    spdlog::info("event=storage engine=memory");
+    return true;
+  }
+  const sluice::store::Status opened = sluice::store::open_rocksdb_store(storage.dir, store);
+  if (!opened.ok) {
+    spdlog::error("event=storage_failed error=\"{}\"", opened.message);
+    return false;
+  }
+  std::size_t retained = 0;
+  const sluice::store::Status loaded = sluice::broker::load_retained(*store, broker, retained);
+  if (!loaded.ok) {
+    spdlog::error("event=storage_failed dir={} error=\"{}\"", storage.dir, loaded.message);
+    return false;
+  }
+  const auto durability = storage.durability == "sync"    ? sluice::store::Durability::kSync
+                          : storage.durability == "batch" ? sluice::store::Durability::kBatch
+                                                          : sluice::store::Durability::kNone;
+  committer = std::make_unique<sluice::store::Committer>(
+      *store, durability, std::chrono::milliseconds(storage.batch_ms));
+  broker.set_committer(committer.get());
+  spdlog::info("event=storage engine=rocksdb dir={} durability={} retained_loaded={}", storage.dir,
+               storage.durability, retained);
+  return true;
+}
+
 int run(const Config& config, bool from_file) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
@@ -72,6 +106,9 @@ int run(const Config& config, bool from_file) {
   signal(SIGPIPE, SIG_IGN);
 
   sluice::broker::Broker broker(config, config.workers, sluice::app::kVersion);
+  std::unique_ptr<sluice::store::Store> store;
+  std::unique_ptr<sluice::store::Committer> committer;
+  if (!open_storage(config.storage, broker, store, committer)) return 1;
   sluice::net::Server server(broker);
   if (const auto error = server.start(config.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
@@ -94,6 +131,7 @@ int run(const Config& config, bool from_file) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("event=stopping signal={}", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   server.stop();
+  committer.reset();  // writes what is still pending before the store closes
   spdlog::info("event=stopped");
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,6 +16,10 @@
 #include "broker/retained_store.hpp"
 #include "broker/subscription_index.hpp"
 #include "config/config.hpp"
+
+namespace sluice::store {
+class Committer;
+}
 
 namespace sluice::broker {
 
@@ -26,6 +31,8 @@ class Mailbox {
  public:
   virtual ~Mailbox() = default;
   virtual void post(std::uint32_t shard, std::vector<RemoteDelivery>&& deliveries) = 0;
+  // Runs `task` on the shard's thread (from the store's committer thread, say).
+  virtual void post_task(std::uint32_t shard, std::function<void()> task) = 0;
 };
 
 class Broker {
@@ -47,6 +54,10 @@ class Broker {
   void set_mailbox(Mailbox* mailbox) { mailbox_ = mailbox; }
   Mailbox* mailbox() const { return mailbox_; }
 
+  // Where durable changes go; nullptr when state is kept in memory only.
+  void set_committer(store::Committer* committer) { committer_ = committer; }
+  store::Committer* committer() const { return committer_; }
+
   std::uint64_t new_session_id() { return next_session_id_.fetch_add(1) + 1; }
   std::atomic<std::uint32_t>& connections() { return connections_; }
   std::atomic<std::uint32_t>& sessions() { return sessions_; }
@@ -60,6 +71,7 @@ class Broker {
   RetainedStore retained_;
   std::vector<std::unique_ptr<Shard>> shards_;
   Mailbox* mailbox_ = nullptr;
+  store::Committer* committer_ = nullptr;
   std::atomic<std::uint64_t> next_session_id_{0};
   std::atomic<std::uint32_t> connections_{0};
   std::atomic<std::uint32_t> sessions_{0};

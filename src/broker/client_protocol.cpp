@@ -4,9 +4,11 @@
 
 #include <random>
 
+#include "broker/persistence.hpp"
 #include "broker/shard.hpp"
 #include "mqtt/topic.hpp"
 #include "mqtt/utf8.hpp"
+#include "store/committer.hpp"
 
 namespace sluice::broker {
 namespace {
@@ -24,9 +26,11 @@ bool is_sys_topic(std::string_view topic) {
 
 }  // namespace
 
-ClientProtocol::ClientProtocol(Shard& shard, ClientLink& link) : shard_(shard), link_(link) {}
+ClientProtocol::ClientProtocol(Shard& shard, ClientLink& link)
+    : shard_(shard), link_(link), acks_(std::make_shared<AckQueue>(link, true)) {}
 
 ClientProtocol::~ClientProtocol() {
+  acks_->detach();
   if (session_ != nullptr) leave_session(true);
   if (counted_) shard_.broker().connections().fetch_sub(1);
 }
@@ -64,6 +68,7 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   if (connect_seen_) return disconnect_with(ReasonCode::kProtocolError, "second CONNECT");
   connect_seen_ = true;
   version_ = connect.version;
+  acks_ = std::make_shared<AckQueue>(link_, mqtt::is_v5(version_));
   const config::Config& config = shard_.config();
   const bool v5 = mqtt::is_v5(version_);
 
@@ -316,13 +321,38 @@ bool ClientProtocol::resolve_topic_alias(mqtt::Publish& publish) {
   return true;
 }
 
-void ClientProtocol::acknowledge_publish(const mqtt::Publish& publish, ReasonCode reason) {
+std::optional<mqtt::Packet> ClientProtocol::publish_ack(const mqtt::Publish& publish,
+                                                        ReasonCode reason) const {
   if (!mqtt::is_v5(version_) && mqtt::is_error(reason)) reason = ReasonCode::kSuccess;
-  if (publish.qos == QoS::kAtLeastOnce) {
-    link_.send(mqtt::Puback{publish.packet_id, reason, {}});
-  } else if (publish.qos == QoS::kExactlyOnce) {
-    link_.send(mqtt::Pubrec{publish.packet_id, reason, {}});
+  if (publish.qos == QoS::kAtLeastOnce) return mqtt::Puback{publish.packet_id, reason, {}};
+  if (publish.qos == QoS::kExactlyOnce) return mqtt::Pubrec{publish.packet_id, reason, {}};
+  return std::nullopt;
+}
+
+void ClientProtocol::acknowledge_publish(const mqtt::Publish& publish, ReasonCode reason) {
+  if (auto ack = publish_ack(publish, reason)) acks_->send(std::move(*ack));
+}
+
+void ClientProtocol::persist_retained(const Message& message, std::optional<mqtt::Packet> ack) {
+  store::WriteBatch batch;
+  if (message.payload.empty()) {
+    batch.add(store::WriteBatch::DeleteRetained{message.topic});
+  } else {
+    batch.add(store::WriteBatch::PutRetained{to_record(message)});
   }
+  store::Committer& committer = *shard_.broker().committer();
+  if (!ack) return committer.submit(std::move(batch), nullptr);  // QoS 0: nothing to promise
+  // The acknowledgement waits until the record is stored; the committer's
+  // callback runs on its own thread and comes back to this shard's.
+  const std::uint64_t id = acks_->defer(std::move(*ack));
+  Mailbox* mailbox = shard_.broker().mailbox();
+  committer.submit(std::move(batch),
+                   [mailbox, shard = shard_.index(), acks = std::weak_ptr<AckQueue>(acks_),
+                    id](const store::Status& status) {
+                     mailbox->post_task(shard, [acks, id, durable = status.ok] {
+                       if (auto queue = acks.lock()) queue->complete(id, durable);
+                     });
+                   });
 }
 
 void ClientProtocol::refuse_publish(const mqtt::Publish& publish, ReasonCode reason) {
@@ -369,11 +399,17 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   }
 
   const mqtt::Publish header{{}, publish.qos, false, false, publish.packet_id, {}, {}};
-  const std::size_t receivers = shard_.publish(make_message(
-      std::move(publish), session_->id(), Shard::client_hash(session_->client_id()), Clock::now()));
-  acknowledge_publish(header, receivers == 0 && mqtt::is_v5(version_)
-                                  ? ReasonCode::kNoMatchingSubscribers
-                                  : ReasonCode::kSuccess);
+  const MessagePtr message = make_message(std::move(publish), session_->id(),
+                                          Shard::client_hash(session_->client_id()), Clock::now());
+  bool retained = false;
+  const std::size_t receivers = shard_.publish(message, &retained);
+  const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
+                                ? ReasonCode::kNoMatchingSubscribers
+                                : ReasonCode::kSuccess;
+  if (retained && shard_.broker().committer() != nullptr) {
+    return persist_retained(*message, publish_ack(header, reason));
+  }
+  acknowledge_publish(header, reason);
 }
 
 void ClientProtocol::on_pubrel(const mqtt::Pubrel& pubrel) {

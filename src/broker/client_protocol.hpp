@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
 
+#include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
 #include "broker/session.hpp"
 #include "mqtt/decode_error.hpp"
@@ -73,6 +75,11 @@ class ClientProtocol {
   // A refused PUBLISH: the reason on PUBACK/PUBREC for QoS 1/2 on MQTT 5.
   void refuse_publish(const mqtt::Publish& publish, mqtt::ReasonCode reason);
   void acknowledge_publish(const mqtt::Publish& publish, mqtt::ReasonCode reason);
+  // The PUBACK or PUBREC for `publish` (none for QoS 0).
+  std::optional<mqtt::Packet> publish_ack(const mqtt::Publish& publish,
+                                          mqtt::ReasonCode reason) const;
+  // Stores a retained message (or its deletion); `ack` goes once it is durable.
+  void persist_retained(const Message& message, std::optional<mqtt::Packet> ack);
   void send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,
                      std::uint32_t identifier);
   std::string assign_client_id() const;
@@ -87,6 +94,8 @@ class ClientProtocol {
   std::uint16_t keep_alive_s_ = 0;
   std::uint32_t connect_expiry_s_ = 0;  // Session Expiry Interval from CONNECT
   std::unordered_map<std::uint16_t, std::string> inbound_aliases_;
+  // Shared with the store's callbacks, which may outlive this connection.
+  std::shared_ptr<AckQueue> acks_;
 };
 
 }  // namespace sluice::broker

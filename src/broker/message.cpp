@@ -18,13 +18,12 @@ MessagePtr make_message(mqtt::Publish&& publish, std::uint64_t origin_session,
   message->payload = std::move(publish.payload);
   message->qos = publish.qos;
   message->retain = publish.retain;
-  message->properties = std::move(publish.properties);
-  message->properties.topic_alias.reset();
-  message->properties.subscription_identifiers.clear();
-  if (message->properties.message_expiry_interval) {
-    message->expires_at = now + std::chrono::seconds(*message->properties.message_expiry_interval);
+  if (publish.properties.message_expiry_interval) {
+    message->expires_at = now + std::chrono::seconds(*publish.properties.message_expiry_interval);
   }
-  mqtt::encode_shared_properties(message->properties, message->encoded_properties);
+  // encode_shared_properties leaves out Topic Alias, Subscription Identifiers
+  // and Message Expiry Interval.
+  mqtt::encode_shared_properties(publish.properties, message->encoded_properties);
   message->origin_session = origin_session;
   message->origin_client_hash = origin_client_hash;
   return message;

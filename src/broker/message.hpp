@@ -23,10 +23,9 @@ struct Message {
   mqtt::Bytes payload;
   mqtt::QoS qos = mqtt::QoS::kAtMostOnce;  // as published
   bool retain = false;                     // as published
-  // MQTT 5 properties as published, without Topic Alias and Subscription
-  // Identifiers (which belong to one hop, not to the message).
-  mqtt::Properties properties;
-  // `properties` less Message Expiry Interval, encoded once for all deliveries.
+  // The MQTT 5 properties as published, encoded once for all deliveries,
+  // less those that belong to one hop (Topic Alias, Subscription Identifiers)
+  // or change on the way (Message Expiry Interval, kept as `expires_at`).
   std::vector<std::uint8_t> encoded_properties;
   std::optional<Clock::time_point> expires_at;  // from Message Expiry Interval
   std::uint64_t origin_session = 0;             // the publisher's session, for No Local

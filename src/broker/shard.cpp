@@ -51,9 +51,10 @@ void Shard::session_went_offline(Session& session, Clock::time_point now) {
   offline_.insert(&session);
 }
 
-std::size_t Shard::publish(const MessagePtr& message) {
+std::size_t Shard::publish(const MessagePtr& message, bool* retained) {
   if (message->retain && broker_.config().mqtt.retain_available) {
-    broker_.retained().set(message);
+    const bool taken = broker_.retained().set(message) != RetainedStore::SetResult::kLimitReached;
+    if (retained != nullptr) *retained = taken;
   }
   targets_.clear();
   broker_.index().match(*message, broker_.config().sessions.shared_subscription_strategy, targets_);

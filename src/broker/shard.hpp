@@ -42,8 +42,9 @@ class Shard {
 
   // ---- routing ----
   // Retains (if asked) and delivers `message` to every matching subscriber;
-  // returns how many subscribers it went to.
-  std::size_t publish(const MessagePtr& message);
+  // returns how many subscribers it went to. `retained`, when given, says
+  // whether the retained store took the message.
+  std::size_t publish(const MessagePtr& message, bool* retained = nullptr);
   // Deliveries that other shards routed to sessions here.
   void deliver_batch(std::vector<RemoteDelivery>&& batch);
   // Moves `delivery` to a member of its shared group other than `exclude`

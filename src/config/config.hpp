@@ -54,6 +54,17 @@ struct MqttConfig {
   bool operator==(const MqttConfig&) const = default;
 };
 
+struct StorageConfig {
+  // Where state is kept. Empty: in memory only. Set: RocksDB in that directory
+  // (unless engine is "memory"). So far only retained messages are stored.
+  std::string dir;
+  std::string engine = "rocksdb";   // rocksdb or memory
+  std::string durability = "sync";  // sync, batch or none (see store/committer.hpp)
+  std::uint32_t batch_ms = 10;      // fsync period under durability: batch
+
+  bool operator==(const StorageConfig&) const = default;
+};
+
 struct Config {
   std::vector<ListenerConfig> listeners = {ListenerConfig{}};
   std::uint32_t workers = 0;          // worker threads; 0: one per core
@@ -62,6 +73,7 @@ struct Config {
   LimitsConfig limits;
   SessionConfig sessions;
   MqttConfig mqtt;
+  StorageConfig storage;
 
   bool operator==(const Config&) const = default;
 };

@@ -190,6 +190,15 @@ void read_mqtt(const YAML::Node& node, MqttConfig& c, std::string_view source) {
   s.finish();
 }
 
+void read_storage(const YAML::Node& node, StorageConfig& c, std::string_view source) {
+  Section s(node, "storage", source);
+  s.string("dir", c.dir);
+  s.choice("engine", c.engine, {"rocksdb", "memory"});
+  s.choice("durability", c.durability, {"sync", "batch", "none"});
+  s.integer("batch_ms", c.batch_ms, 1, 60'000);
+  s.finish();
+}
+
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);
@@ -201,6 +210,7 @@ Config read_config(const YAML::Node& root, std::string_view source) {
   read_limits(top, top.child("limits"), config.limits, source);
   read_sessions(top.child("sessions"), config.sessions, source);
   read_mqtt(top.child("mqtt"), config.mqtt, source);
+  read_storage(top.child("storage"), config.storage, source);
   top.finish();
   return config;
 }

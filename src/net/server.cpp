@@ -45,6 +45,10 @@ struct Server::Impl : broker::Mailbox {
     workers[shard]->post_deliveries(std::move(deliveries));
   }
 
+  void post_task(std::uint32_t shard, std::function<void()> task) override {
+    workers[shard]->post_task(std::move(task));
+  }
+
   void accept(Listener& listener) {
     Worker& target = *workers[next_worker];
     next_worker = (next_worker + 1) % static_cast<std::uint32_t>(workers.size());

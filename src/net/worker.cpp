@@ -123,6 +123,13 @@ void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
              });
 }
 
+void Worker::post_task(std::function<void()> task) {
+  asio::post(context_, [this, task = std::move(task)] {
+    task();
+    schedule_flush();
+  });
+}
+
 void Worker::post_shutdown() {
   asio::post(context_, [this] {
     stopping_ = true;

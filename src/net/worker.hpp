@@ -6,6 +6,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -52,6 +53,8 @@ class Worker {
   void post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
                              std::vector<std::uint8_t> unread);
   void post_shutdown();
+  // Runs `task` on this worker's thread, then flushes what it queued.
+  void post_task(std::function<void()> task);
 
  private:
   void flush_turn();

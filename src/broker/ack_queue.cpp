@@ -1,0 +1,46 @@
+// The ordered release of acknowledgements.
+#include "broker/ack_queue.hpp"
+
+namespace sluice::broker {
+
+void AckQueue::send(mqtt::Packet&& packet) {
+  if (waiting_.empty()) {
+    if (link_ != nullptr) link_->send(packet);
+    return;
+  }
+  waiting_.push_back({0, std::move(packet), true});
+}
+
+std::uint64_t AckQueue::defer(mqtt::Packet&& packet) {
+  const std::uint64_t id = next_id_++;
+  waiting_.push_back({id, std::move(packet), false});
+  return id;
+}
+
+void AckQueue::complete(std::uint64_t id, bool durable) {
+  for (Entry& entry : waiting_) {
+    if (entry.id != id) continue;
+    entry.ready = true;
+    if (durable) break;
+    if (!v5_) {
+      if (link_ != nullptr) link_->close();
+      link_ = nullptr;
+      break;
+    }
+    std::visit(
+        [](auto& ack) {
+          if constexpr (requires { ack.reason; }) ack.reason = mqtt::ReasonCode::kImplementationSpecificError;
+        },
+        entry.packet);
+  }
+  flush();
+}
+
+void AckQueue::flush() {
+  while (!waiting_.empty() && waiting_.front().ready) {
+    if (link_ != nullptr) link_->send(waiting_.front().packet);
+    waiting_.pop_front();
+  }
+}
+
+}  // namespace sluice::broker
