@@ -29,7 +29,8 @@ void AckQueue::complete(std::uint64_t id, bool durable) {
     }
     std::visit(
         [](auto& ack) {
-          if constexpr (requires { ack.reason; }) ack.reason = mqtt::ReasonCode::kImplementationSpecificError;
+          if constexpr (requires { ack.reason; })
+            ack.reason = mqtt::ReasonCode::kImplementationSpecificError;
         },
         entry.packet);
   }
@@ -37,10 +38,12 @@ void AckQueue::complete(std::uint64_t id, bool durable) {
 }
 
 void AckQueue::flush() {
-  while (!waiting_.empty() && waiting_.front().ready) {
-    if (link_ != nullptr) link_->send(waiting_.front().packet);
-    waiting_.pop_front();
+  std::size_t sent = 0;
+  while (sent < waiting_.size() && waiting_[sent].ready) {
+    if (link_ != nullptr) link_->send(waiting_[sent].packet);
+    ++sent;
   }
+  waiting_.erase(waiting_.begin(), waiting_.begin() + static_cast<std::ptrdiff_t>(sent));
 }
 
 }  // namespace sluice::broker

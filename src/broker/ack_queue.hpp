@@ -4,7 +4,7 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <vector>
 
 #include "broker/client_link.hpp"
 #include "mqtt/packets.hpp"
@@ -36,7 +36,9 @@ class AckQueue {
 
   ClientLink* link_;
   const bool v5_;
-  std::deque<Entry> waiting_;
+  // Usually empty: a vector allocates nothing then (a deque would, for every
+  // connection), and it is short when not.
+  std::vector<Entry> waiting_;
   std::uint64_t next_id_ = 1;
 };
 

@@ -26,11 +26,10 @@ bool is_sys_topic(std::string_view topic) {
 
 }  // namespace
 
-ClientProtocol::ClientProtocol(Shard& shard, ClientLink& link)
-    : shard_(shard), link_(link), acks_(std::make_shared<AckQueue>(link, true)) {}
+ClientProtocol::ClientProtocol(Shard& shard, ClientLink& link) : shard_(shard), link_(link) {}
 
 ClientProtocol::~ClientProtocol() {
-  acks_->detach();
+  if (acks_) acks_->detach();
   if (session_ != nullptr) leave_session(true);
   if (counted_) shard_.broker().connections().fetch_sub(1);
 }

@@ -19,8 +19,8 @@ store::MessageRecord to_record(const Message& message) {
   record.retain = message.retain;
   record.properties = message.encoded_properties;
   if (message.expires_at) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*message.expires_at -
-                                                                            Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(*message.expires_at - Clock::now());
     record.expires_at_ms = wall_clock_ms() + left.count();
   }
   return record;

@@ -14,14 +14,17 @@ struct AckLink : ClientLink {
   void close() override { closed = true; }
   std::vector<std::uint16_t> ids() const {
     std::vector<std::uint16_t> out;
-    for (const auto& p : sent) out.push_back(std::get<mqtt::Puback>(p).packet_id);
+    for (const auto& p : sent)
+      out.push_back(std::get<mqtt::Puback>(p).packet_id);
     return out;
   }
   std::vector<mqtt::Packet> sent;
   bool closed = false;
 };
 
-mqtt::Packet puback(std::uint16_t id) { return mqtt::Puback{id, mqtt::ReasonCode::kSuccess, {}}; }
+mqtt::Packet puback(std::uint16_t id) {
+  return mqtt::Puback{id, mqtt::ReasonCode::kSuccess, {}};
+}
 
 TEST(AckQueue, MQTT_4_6_0_2_AcksBehindAWaitingOneWaitForIt) {
   AckLink link;
