@@ -75,8 +75,8 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
     spdlog::error("event=storage_failed error=\"{}\"", opened.message);
     return false;
   }
-  std::size_t retained = 0;
-  const sluice::store::Status loaded = sluice::broker::load_retained(*store, broker, retained);
+  sluice::broker::LoadCounts counts;
+  const sluice::store::Status loaded = sluice::broker::load_state(*store, broker, counts);
   if (!loaded.ok) {
     spdlog::error("event=storage_failed dir={} error=\"{}\"", storage.dir, loaded.message);
     return false;
@@ -87,8 +87,10 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
   committer = std::make_unique<sluice::store::Committer>(
       *store, durability, std::chrono::milliseconds(storage.batch_ms));
   broker.set_committer(committer.get());
-  spdlog::info("event=storage engine=rocksdb dir={} durability={} retained_loaded={}", storage.dir,
-               storage.durability, retained);
+  spdlog::info(
+      "event=storage engine=rocksdb dir={} durability={} sessions_loaded={} "
+      "subscriptions_loaded={} retained_loaded={}",
+      storage.dir, storage.durability, counts.sessions, counts.subscriptions, counts.retained);
   return true;
 }
 

@@ -29,8 +29,12 @@ void AckQueue::complete(std::uint64_t id, bool durable) {
     }
     std::visit(
         [](auto& ack) {
-          if constexpr (requires { ack.reason; })
-            ack.reason = mqtt::ReasonCode::kImplementationSpecificError;
+          constexpr auto kFailed = mqtt::ReasonCode::kImplementationSpecificError;
+          if constexpr (requires { ack.reason; }) ack.reason = kFailed;
+          if constexpr (requires { ack.reasons; }) {
+            for (auto& reason : ack.reasons)
+              reason = kFailed;  // SUBACK, UNSUBACK
+          }
         },
         entry.packet);
   }

@@ -127,7 +127,9 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
     session->owner()->on_taken_over();
     session = shard_.find_session(connect.client_id);  // it ends there if its expiry was 0
   }
-  if (session != nullptr && connect.clean_start) {
+  const auto expires = session != nullptr ? session->expires_at() : std::nullopt;
+  const bool expired = expires && *expires <= now;  // not yet ended by a tick
+  if (session != nullptr && (connect.clean_start || expired)) {
     shard_.publish_will(*session, now);  // a pending will goes out when its session ends
     shard_.end_session(*session);
     session = nullptr;
@@ -141,6 +143,14 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   session->set_expiry_s(expiry);
   session->set_will(std::move(connect.will));
   session_ = session;
+  if (expiry != 0 && shard_.has_store()) {
+    // Written before anything the client sends next can depend on it; the
+    // CONNACK itself does not wait (see docs/persistence.md).
+    shard_.write_then(std::move(store::WriteBatch().add(
+                          store::WriteBatch::PutSession{session_record(*session, 0)})),
+                      [](bool) {});
+    session->set_stored(true);
+  }
 
   mqtt::Connack connack;
   connack.session_present = session_present;
@@ -213,7 +223,12 @@ void ClientProtocol::leave_session(bool publish_will) {
       session.arm_will(now + std::chrono::seconds(std::min(delay, session.expiry_s())));
     }
   }
-  if (session.expiry_s() == 0) shard_.end_session(session);
+  if (session.expiry_s() == 0) return shard_.end_session(session);
+  if (session.stored()) {
+    shard_.write_then(std::move(store::WriteBatch().add(
+                          store::WriteBatch::PutSession{session_record(session, wall_clock_ms())})),
+                      [](bool) {});
+  }
 }
 
 void ClientProtocol::on_decode_error(const mqtt::DecodeError& error,
@@ -431,10 +446,11 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
   mqtt::Suback suback;
   suback.packet_id = subscribe.packet_id;
   struct RetainedToSend {
-    const std::string* filter;
+    std::string filter;
     mqtt::SubscriptionOptions options;
   };
   std::vector<RetainedToSend> retained;
+  store::WriteBatch batch;  // for a stored session
 
   for (mqtt::Subscription& subscription : subscribe.subscriptions) {
     const auto shared = mqtt::parse_shared_filter(subscription.filter);
@@ -459,19 +475,38 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     if (!v5) options = mqtt::SubscriptionOptions{options.max_qos};
     const bool is_new = shard_.broker().index().subscribe(
         subscription.filter, {session_->ref(), options, identifier}, session_->online_flag());
-    auto [it, inserted] = session_->subscriptions().insert_or_assign(
-        subscription.filter, SubscriptionRecord{options, identifier});
+    session_->subscriptions().insert_or_assign(subscription.filter,
+                                               SubscriptionRecord{options, identifier});
+    if (session_->stored()) {
+      batch.add(store::WriteBatch::PutSubscription{
+          {session_->client_id(), subscription.filter, options_byte(options), identifier}});
+    }
     suback.reasons.push_back(static_cast<ReasonCode>(options.max_qos));
     // [MQTT-3.3.1-9..11] retained messages by Retain Handling; none for shared [MQTT-4.8.2].
     const bool send =
         !shared &&
         (options.retain_handling == mqtt::RetainHandling::kSendOnSubscribe ||
          (options.retain_handling == mqtt::RetainHandling::kSendOnNewSubscribe && is_new));
-    if (send) retained.push_back({&it->first, options});
+    if (send) retained.push_back({subscription.filter, options});
   }
-  link_.send(suback);
-  for (const RetainedToSend& r : retained)
-    send_retained(*r.filter, r.options, identifier);
+  if (batch.empty()) {
+    acks_->send(std::move(suback));
+    for (const RetainedToSend& r : retained)
+      send_retained(r.filter, r.options, identifier);
+    return;
+  }
+  // A stored session's subscription is acknowledged once it is durable, and
+  // its retained messages follow the SUBACK.
+  const std::uint64_t ack = acks_->defer(std::move(suback));
+  shard_.write_then(std::move(batch), [this, weak = std::weak_ptr<AckQueue>(acks_), ack,
+                                       retained = std::move(retained), identifier](bool durable) {
+    const auto acks = weak.lock();  // alive: so is this protocol, on this same thread
+    if (!acks) return;
+    acks->complete(ack, durable);
+    if (!durable || session_ == nullptr) return;
+    for (const RetainedToSend& r : retained)
+      send_retained(r.filter, r.options, identifier);
+  });
 }
 
 void ClientProtocol::send_retained(const std::string& filter,
@@ -490,15 +525,23 @@ void ClientProtocol::send_retained(const std::string& filter,
 void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
   mqtt::Unsuback unsuback;
   unsuback.packet_id = unsubscribe.packet_id;
+  store::WriteBatch batch;
   for (const std::string& filter : unsubscribe.filters) {
     const bool existed = shard_.broker().index().unsubscribe(filter, session_->ref());
     session_->subscriptions().erase(filter);
+    if (existed && session_->stored()) {
+      batch.add(store::WriteBatch::DeleteSubscription{session_->client_id(), filter});
+    }
     if (mqtt::is_v5(version_)) {
       unsuback.reasons.push_back(existed ? ReasonCode::kSuccess
                                          : ReasonCode::kNoSubscriptionExisted);
     }
   }
-  link_.send(unsuback);
+  if (batch.empty()) return acks_->send(std::move(unsuback));
+  const std::uint64_t ack = acks_->defer(std::move(unsuback));
+  shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), ack](bool durable) {
+    if (const auto acks = weak.lock()) acks->complete(ack, durable);
+  });
 }
 
 // ---- DISCONNECT, AUTH -------------------------------------------------------

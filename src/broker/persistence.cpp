@@ -1,7 +1,10 @@
 // Message <-> record, and the start-up load.
 #include "broker/persistence.hpp"
 
+#include <algorithm>
+
 #include "broker/broker.hpp"
+#include "broker/shard.hpp"
 
 namespace sluice::broker {
 
@@ -40,22 +43,71 @@ MessagePtr from_record(store::MessageRecord&& record, Clock::time_point now,
   return message;
 }
 
+store::SessionRecord session_record(const Session& session, std::int64_t disconnected_at_ms) {
+  store::SessionRecord record;
+  record.client_id = session.client_id();
+  record.expiry_s = session.expiry_s();
+  record.disconnected_at_ms = disconnected_at_ms;
+  return record;
+}
+
+std::uint8_t options_byte(const mqtt::SubscriptionOptions& o) {
+  return static_cast<std::uint8_t>(static_cast<unsigned>(o.max_qos) | (o.no_local ? 0x04u : 0u) |
+                                   (o.retain_as_published ? 0x08u : 0u) |
+                                   (static_cast<unsigned>(o.retain_handling) << 4));
+}
+
+mqtt::SubscriptionOptions options_from_byte(std::uint8_t byte) {
+  mqtt::SubscriptionOptions o;
+  o.max_qos = static_cast<mqtt::QoS>(std::min(byte & 0x03, 2));
+  o.no_local = (byte & 0x04) != 0;
+  o.retain_as_published = (byte & 0x08) != 0;
+  o.retain_handling = static_cast<mqtt::RetainHandling>(std::min((byte >> 4) & 0x03, 2));
+  return o;
+}
+
 namespace {
 
-class RetainedLoader final : public store::LoadVisitor {
+class StateLoader final : public store::LoadVisitor {
  public:
-  RetainedLoader(Broker& broker) : broker_(broker), now_(Clock::now()), wall_(wall_clock_ms()) {}
-  std::size_t loaded = 0;
+  explicit StateLoader(Broker& broker)
+      : broker_(broker), now_(Clock::now()), wall_(wall_clock_ms()) {}
+  LoadCounts counts;
 
-  void session(store::SessionRecord&&) override {}
-  void subscription(store::SubscriptionRecord&&) override {}
+  void session(store::SessionRecord&& record) override {
+    Shard& shard = broker_.shard(broker_.shard_for_client(record.client_id));
+    Session* session = shard.create_session(record.client_id);
+    if (session == nullptr) return;  // over max_sessions
+    session->set_expiry_s(record.expiry_s);
+    session->set_stored(true);
+    // A session that was connected when the broker stopped counts as
+    // disconnected now; otherwise from when it was.
+    const std::int64_t away_ms = record.disconnected_at_ms == 0
+                                     ? 0
+                                     : std::max<std::int64_t>(0, wall_ - record.disconnected_at_ms);
+    shard.session_went_offline(*session, now_ - std::chrono::milliseconds(away_ms));
+    ++counts.sessions;
+  }
+
+  void subscription(store::SubscriptionRecord&& record) override {
+    Shard& shard = broker_.shard(broker_.shard_for_client(record.client_id));
+    Session* session = shard.find_session(record.client_id);
+    if (session == nullptr) return;
+    const mqtt::SubscriptionOptions options = options_from_byte(record.options);
+    broker_.index().subscribe(record.filter, {session->ref(), options, record.identifier},
+                              session->online_flag());
+    session->subscriptions()[record.filter] = SubscriptionRecord{options, record.identifier};
+    ++counts.subscriptions;
+  }
+
   void outbound(store::OutboundRecord&&) override {}
   void inbound(const std::string&, std::uint16_t) override {}
   void message(std::uint64_t, store::MessageRecord&&) override {}
+
   void retained(store::MessageRecord&& record) override {
     MessagePtr message = from_record(std::move(record), now_, wall_);
     if (message->expired(now_)) return;
-    if (broker_.retained().set(message) == RetainedStore::SetResult::kStored) ++loaded;
+    if (broker_.retained().set(message) == RetainedStore::SetResult::kStored) ++counts.retained;
   }
 
  private:
@@ -66,10 +118,10 @@ class RetainedLoader final : public store::LoadVisitor {
 
 }  // namespace
 
-store::Status load_retained(store::Store& store, Broker& broker, std::size_t& loaded) {
-  RetainedLoader loader(broker);
+store::Status load_state(store::Store& store, Broker& broker, LoadCounts& counts) {
+  StateLoader loader(broker);
   const store::Status status = store.load(loader);
-  loaded = loader.loaded;
+  counts = loader.counts;
   return status;
 }
 

@@ -10,6 +10,7 @@
 namespace sluice::broker {
 
 class Broker;
+class Session;
 
 store::MessageRecord to_record(const Message& message);
 
@@ -19,7 +20,22 @@ MessagePtr from_record(store::MessageRecord&& record, Clock::time_point now,
 
 std::int64_t wall_clock_ms();
 
-// Loads the store's retained messages into `broker`; expired ones are skipped.
-store::Status load_retained(store::Store& store, Broker& broker, std::size_t& loaded);
+// The record of a session (without its will: wills are not stored yet).
+store::SessionRecord session_record(const Session& session, std::int64_t disconnected_at_ms);
+
+// Subscription options as the SUBSCRIBE options byte (MQTT 5 layout), and back.
+std::uint8_t options_byte(const mqtt::SubscriptionOptions& options);
+mqtt::SubscriptionOptions options_from_byte(std::uint8_t byte);
+
+struct LoadCounts {
+  std::size_t sessions = 0;
+  std::size_t subscriptions = 0;
+  std::size_t retained = 0;
+};
+
+// Loads what the store holds into `broker`, before any worker runs: sessions
+// (offline, their expiry counting from when they were disconnected), their
+// subscriptions, and retained messages (expired ones skipped).
+store::Status load_state(store::Store& store, Broker& broker, LoadCounts& counts);
 
 }  // namespace sluice::broker

@@ -65,6 +65,11 @@ class Session {
   // to another online member of their group, if there is one.
   void detach(Clock::time_point now);
 
+  // ---- persistence ----
+  // Whether the store holds a record of this session (so ending it must delete it).
+  bool stored() const { return stored_; }
+  void set_stored(bool stored) { stored_ = stored; }
+
   // ---- lifetime ----
   std::uint32_t expiry_s() const { return expiry_s_; }
   void set_expiry_s(std::uint32_t seconds) { expiry_s_ = seconds; }
@@ -137,6 +142,7 @@ class Session {
   std::unordered_map<std::string, std::uint16_t> outbound_aliases_;  // per connection
 
   std::uint32_t expiry_s_ = 0;
+  bool stored_ = false;
   std::optional<Clock::time_point> offline_since_;
   std::unique_ptr<mqtt::Will> will_;  // most sessions have none: no room kept for one
   std::optional<Clock::time_point> will_due_;

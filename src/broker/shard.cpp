@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "mqtt/topic.hpp"
+#include "store/committer.hpp"
 
 namespace sluice::broker {
 
@@ -35,6 +36,11 @@ Session* Shard::create_session(const std::string& client_id) {
 }
 
 void Shard::end_session(Session& session) {
+  if (session.stored() && broker_.committer() != nullptr) {
+    broker_.committer()->submit(
+        std::move(store::WriteBatch().add(store::WriteBatch::DeleteSession{session.client_id()})),
+        nullptr);
+  }
   for (const auto& [filter, record] : session.subscriptions()) {
     broker_.index().unsubscribe(filter, session.ref());
   }
@@ -121,6 +127,15 @@ void Shard::publish_will(Session& session, Clock::time_point now) {
 
 std::uint64_t Shard::client_hash(const std::string& client_id) {
   return std::hash<std::string>{}(client_id);
+}
+
+void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durable)> then) {
+  store::Committer* committer = broker_.committer();
+  if (committer == nullptr) return then(true);
+  committer->submit(std::move(batch), [mailbox = broker_.mailbox(), shard = index_,
+                                       then = std::move(then)](const store::Status& status) {
+    mailbox->post_task(shard, [then, durable = status.ok] { then(durable); });
+  });
 }
 
 void Shard::tick(Clock::time_point now) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -14,6 +15,7 @@
 #include "broker/broker.hpp"
 #include "broker/session.hpp"
 #include "broker/stats.hpp"
+#include "store/write_batch.hpp"
 
 namespace sluice::broker {
 
@@ -61,6 +63,12 @@ class Shard {
 
   // What the hash_client_id shared strategy distributes by.
   static std::uint64_t client_hash(const std::string& client_id);
+
+  // Hands `batch` to the store; `then(durable)` runs on this shard's thread
+  // once the batch is as durable as configured (at once when state is kept
+  // in memory only).
+  void write_then(store::WriteBatch&& batch, std::function<void(bool durable)> then);
+  bool has_store() const { return broker_.committer() != nullptr; }
 
   // Once a second or so: due wills, expired sessions, $SYS.
   void tick(Clock::time_point now);

@@ -56,7 +56,8 @@ struct MqttConfig {
 
 struct StorageConfig {
   // Where state is kept. Empty: in memory only. Set: RocksDB in that directory
-  // (unless engine is "memory"). So far only retained messages are stored.
+  // (unless engine is "memory"). Stored so far: retained messages, persistent
+  // sessions and their subscriptions.
   std::string dir;
   std::string engine = "rocksdb";   // rocksdb or memory
   std::string durability = "sync";  // sync, batch or none (see store/committer.hpp)

@@ -1,0 +1,141 @@
+"""State in RocksDB (issue 4, first part): retained messages and persistent
+sessions with their subscriptions survive kill -9 once acknowledged, and a
+store that cannot be used stops start-up instead of being emptied."""
+
+import signal
+
+import pytest
+
+import time
+
+from conftest import Client, PacketTypes, props, unique, wait_until
+from sluice_process import SluiceProcess, run_sluice
+
+COUNT = 300
+
+
+def storage_config(directory, durability="sync"):
+    return (f"listeners:\n  - host: 127.0.0.1\n    port: 0\n"
+            f"storage:\n  dir: {directory}\n  durability: {durability}\n")
+
+
+def test_acknowledged_retained_messages_survive_kill_9(tmp_path):
+    config = storage_config(tmp_path / "data")
+    base = unique("durable")
+    first = SluiceProcess(config_yaml=config).start()
+    publisher = Client(first.port, version=5)
+    for i in range(COUNT):
+        publisher.publish(f"{base}/{i}", f"value {i}".encode(), qos=1, retain=True)  # waits for PUBACK
+    publisher.publish(f"{base}/0", b"", qos=1, retain=True)  # a deletion is kept as well
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = SluiceProcess(config_yaml=config).start()
+    assert f"retained_loaded={COUNT - 1}" in second.output()
+    subscriber = Client(second.port, version=5)
+    subscriber.subscribe(f"{base}/#", qos=1)
+    got = {m.topic: m.payload for m in subscriber.receive_n(COUNT - 1)}
+    assert got == {f"{base}/{i}": f"value {i}".encode() for i in range(1, COUNT)}
+    subscriber.expect_nothing()
+    subscriber.disconnect()
+    publisher.paho.loop_stop()
+    assert second.stop() == 0, second.output()
+
+
+@pytest.mark.parametrize("durability", ["batch", "none"])
+def test_other_durability_policies_keep_retained_messages_across_a_clean_restart(tmp_path, durability):
+    config = storage_config(tmp_path / "data", durability)
+    topic = unique(durability)
+    first = SluiceProcess(config_yaml=config).start()
+    Client(first.port, version=4).publish(topic, b"kept", qos=1, retain=True)
+    assert first.stop() == 0
+    second = SluiceProcess(config_yaml=config).start()
+    subscriber = Client(second.port, version=4)
+    subscriber.subscribe(topic, qos=1)
+    assert subscriber.receive().payload == b"kept"
+    subscriber.disconnect()
+    assert second.stop() == 0
+
+
+def test_a_directory_that_is_not_a_store_stops_startup_and_is_left_alone(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "CURRENT").write_text("something else\n")
+    config = tmp_path / "sluice.yaml"
+    config.write_text(storage_config(data))
+    status, output = run_sluice(["--config", str(config)])
+    assert status != 0
+    assert "event=storage_failed" in output and str(data) in output
+    assert (data / "CURRENT").read_text() == "something else\n"
+
+
+def session_properties(seconds):
+    return props(PacketTypes.CONNECT, SessionExpiryInterval=seconds)
+
+
+def test_a_persistent_sessions_subscriptions_survive_kill_9(tmp_path):
+    config = storage_config(tmp_path / "data")
+    client_id = unique("survivor")
+    topic = unique("survivor/topic")
+    first = SluiceProcess(config_yaml=config).start()
+    client = Client(first.port, client_id=client_id, version=5, clean=False,
+                    properties=session_properties(300))
+    client.subscribe(topic, qos=1)  # SUBACK: the subscription is stored
+    v311 = Client(first.port, client_id=client_id + "-311", version=4, clean=False)
+    v311.subscribe(topic, qos=1)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # no DISCONNECT, no clean shutdown
+    client.paho.loop_stop()
+    v311.paho.loop_stop()
+
+    second = SluiceProcess(config_yaml=config).start()
+    assert "sessions_loaded=2 subscriptions_loaded=2" in second.output()
+    back = Client(second.port, client_id=client_id, version=5, clean=False,
+                  properties=session_properties(300))
+    assert back.session_present
+    back311 = Client(second.port, client_id=client_id + "-311", version=4, clean=False)
+    assert back311.session_present
+    Client(second.port, version=5).publish(topic, b"after restart", qos=1)
+    assert back.receive().payload == b"after restart"
+    assert back311.receive().payload == b"after restart"
+    back.disconnect()
+    back311.disconnect()
+    assert second.stop() == 0, second.output()
+
+
+def test_unsubscribe_and_session_end_are_stored_too(tmp_path):
+    config = storage_config(tmp_path / "data")
+    client_id = unique("leaver")
+    first = SluiceProcess(config_yaml=config).start()
+    client = Client(first.port, client_id=client_id, version=5, clean=False,
+                    properties=session_properties(300))
+    client.subscribe("a/b", qos=1)
+    client.subscribe("c/d", qos=1)
+    client.unsubscribe("a/b")
+    ended = Client(first.port, client_id=client_id + "-ends", version=5, clean=False,
+                   properties=session_properties(300))
+    ended.subscribe("e/f", qos=1)
+    ended.disconnect(properties=props(PacketTypes.DISCONNECT, SessionExpiryInterval=0))
+    client.disconnect()
+    assert first.stop() == 0
+    second = SluiceProcess(config_yaml=config).start()
+    assert "sessions_loaded=1 subscriptions_loaded=1" in second.output(), second.output()
+    assert second.stop() == 0
+
+
+def test_session_expiry_keeps_counting_across_a_restart(tmp_path):
+    config = storage_config(tmp_path / "data")
+    client_id = unique("short")
+    first = SluiceProcess(config_yaml=config).start()
+    client = Client(first.port, client_id=client_id, version=5, clean=False,
+                    properties=session_properties(1))
+    client.subscribe("x", qos=1)
+    client.disconnect()
+    assert first.stop() == 0
+    stopped = time.monotonic()
+    # The session's one second runs out while the broker is down.
+    wait_until(lambda: time.monotonic() - stopped > 1.5, what="the expiry to pass")
+    second = SluiceProcess(config_yaml=config).start()
+    back = Client(second.port, client_id=client_id, version=5, clean=False,
+                  properties=session_properties(1))
+    assert not back.session_present
+    back.disconnect()
+    assert second.stop() == 0
