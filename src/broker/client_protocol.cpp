@@ -8,7 +8,6 @@
 #include "broker/shard.hpp"
 #include "mqtt/topic.hpp"
 #include "mqtt/utf8.hpp"
-#include "store/committer.hpp"
 
 namespace sluice::broker {
 namespace {
@@ -148,7 +147,7 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
     // CONNACK itself does not wait (see docs/persistence.md).
     shard_.write_then(std::move(store::WriteBatch().add(
                           store::WriteBatch::PutSession{session_record(*session, 0)})),
-                      [](bool) {});
+                      nullptr);
     session->set_stored(true);
   }
 
@@ -227,7 +226,7 @@ void ClientProtocol::leave_session(bool publish_will) {
   if (session.stored()) {
     shard_.write_then(std::move(store::WriteBatch().add(
                           store::WriteBatch::PutSession{session_record(session, wall_clock_ms())})),
-                      [](bool) {});
+                      nullptr);
   }
 }
 
@@ -354,19 +353,12 @@ void ClientProtocol::persist_retained(const Message& message, std::optional<mqtt
   } else {
     batch.add(store::WriteBatch::PutRetained{to_record(message)});
   }
-  store::Committer& committer = *shard_.broker().committer();
-  if (!ack) return committer.submit(std::move(batch), nullptr);  // QoS 0: nothing to promise
-  // The acknowledgement waits until the record is stored; the committer's
-  // callback runs on its own thread and comes back to this shard's.
+  if (!ack) return shard_.write_then(std::move(batch), nullptr);  // QoS 0: nothing to promise
+  // The acknowledgement waits until the record is stored.
   const std::uint64_t id = acks_->defer(std::move(*ack));
-  Mailbox* mailbox = shard_.broker().mailbox();
-  committer.submit(std::move(batch),
-                   [mailbox, shard = shard_.index(), acks = std::weak_ptr<AckQueue>(acks_),
-                    id](const store::Status& status) {
-                     mailbox->post_task(shard, [acks, id, durable = status.ok] {
-                       if (auto queue = acks.lock()) queue->complete(id, durable);
-                     });
-                   });
+  shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), id](bool durable) {
+    if (const auto acks = weak.lock()) acks->complete(id, durable);
+  });
 }
 
 void ClientProtocol::refuse_publish(const mqtt::Publish& publish, ReasonCode reason) {
@@ -420,7 +412,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
                                 ? ReasonCode::kNoMatchingSubscribers
                                 : ReasonCode::kSuccess;
-  if (retained && shard_.broker().committer() != nullptr) {
+  if (retained && shard_.has_store()) {
     return persist_retained(*message, publish_ack(header, reason));
   }
   acknowledge_publish(header, reason);

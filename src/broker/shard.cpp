@@ -131,7 +131,11 @@ std::uint64_t Shard::client_hash(const std::string& client_id) {
 
 void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durable)> then) {
   store::Committer* committer = broker_.committer();
-  if (committer == nullptr) return then(true);
+  if (committer == nullptr) {
+    if (then) then(true);
+    return;
+  }
+  if (!then) return committer->submit(std::move(batch), nullptr);  // nothing waits for it
   committer->submit(std::move(batch), [mailbox = broker_.mailbox(), shard = index_,
                                        then = std::move(then)](const store::Status& status) {
     mailbox->post_task(shard, [then, durable = status.ok] { then(durable); });

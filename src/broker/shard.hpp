@@ -64,9 +64,9 @@ class Shard {
   // What the hash_client_id shared strategy distributes by.
   static std::uint64_t client_hash(const std::string& client_id);
 
-  // Hands `batch` to the store; `then(durable)` runs on this shard's thread
-  // once the batch is as durable as configured (at once when state is kept
-  // in memory only).
+  // Hands `batch` to the store; `then(durable)`, if given, runs on this
+  // shard's thread once the batch is as durable as configured (at once when
+  // state is kept in memory only).
   void write_then(store::WriteBatch&& batch, std::function<void(bool durable)> then);
   bool has_store() const { return broker_.committer() != nullptr; }
 
