@@ -5,6 +5,8 @@
 
 #include "broker/broker.hpp"
 #include "broker/shard.hpp"
+#include "mqtt/packet_encoder.hpp"
+#include "mqtt/property.hpp"
 
 namespace sluice::broker {
 
@@ -12,6 +14,11 @@ std::int64_t wall_clock_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+std::int64_t wall_time_ms(Clock::time_point time) {
+  return wall_clock_ms() -
+         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - time).count();
 }
 
 store::MessageRecord to_record(const Message& message) {
@@ -48,8 +55,36 @@ store::SessionRecord session_record(const Session& session, std::int64_t disconn
   record.client_id = session.client_id();
   record.expiry_s = session.expiry_s();
   record.disconnected_at_ms = disconnected_at_ms;
+  if (const mqtt::Will* will = session.will()) {
+    store::WillRecord stored;
+    stored.message.topic = will->topic;
+    stored.message.payload = will->payload;
+    stored.message.qos = static_cast<std::uint8_t>(will->qos);
+    stored.message.retain = will->retain;
+    mqtt::encode_property_block(will->properties, stored.message.properties);
+    stored.delay_s = will->properties.will_delay_interval.value_or(0);
+    record.will = std::move(stored);
+  }
   return record;
 }
+
+namespace {
+
+// The will of a stored session, as CONNECT gave it; nullopt if its
+// properties cannot be read back (then the session goes without its will).
+std::optional<mqtt::Will> will_from_record(store::WillRecord&& record) {
+  mqtt::Will will;
+  will.topic = std::move(record.message.topic);
+  will.payload = std::move(record.message.payload);
+  will.qos = static_cast<mqtt::QoS>(std::min<int>(record.message.qos, 2));
+  will.retain = record.message.retain;
+  mqtt::ByteReader reader(record.message.properties);
+  mqtt::read_properties(reader, mqtt::PropertyContext::kWill, will.properties);
+  if (!reader.ok() || !reader.at_end()) return std::nullopt;
+  return will;
+}
+
+}  // namespace
 
 std::uint8_t options_byte(const mqtt::SubscriptionOptions& o) {
   return static_cast<std::uint8_t>(static_cast<unsigned>(o.max_qos) | (o.no_local ? 0x04u : 0u) |
@@ -85,7 +120,15 @@ class StateLoader final : public store::LoadVisitor {
     const std::int64_t away_ms = record.disconnected_at_ms == 0
                                      ? 0
                                      : std::max<std::int64_t>(0, wall_ - record.disconnected_at_ms);
-    shard.session_went_offline(*session, now_ - std::chrono::milliseconds(away_ms));
+    const Clock::time_point offline_since = now_ - std::chrono::milliseconds(away_ms);
+    shard.session_went_offline(*session, offline_since);
+    if (record.will) {
+      // A will still pending goes out after its delay, counted from the
+      // disconnection (the tick publishes it if that time has passed).
+      const std::uint32_t delay = std::min(record.will->delay_s, record.expiry_s);
+      session->set_will(will_from_record(std::move(*record.will)));
+      if (session->will()) session->arm_will(offline_since + std::chrono::seconds(delay));
+    }
     ++counts.sessions;
   }
 

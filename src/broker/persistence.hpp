@@ -20,6 +20,9 @@ MessagePtr from_record(store::MessageRecord&& record, Clock::time_point now,
 
 std::int64_t wall_clock_ms();
 
+// The Unix time, in milliseconds, of a point on the steady clock.
+std::int64_t wall_time_ms(Clock::time_point time);
+
 // The record of a session (without its will: wills are not stored yet).
 store::SessionRecord session_record(const Session& session, std::int64_t disconnected_at_ms);
 

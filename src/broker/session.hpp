@@ -73,6 +73,8 @@ class Session {
   // ---- lifetime ----
   std::uint32_t expiry_s() const { return expiry_s_; }
   void set_expiry_s(std::uint32_t seconds) { expiry_s_ = seconds; }
+  // Since when the session has been offline; nullopt while connected.
+  std::optional<Clock::time_point> offline_since() const { return offline_since_; }
   // When an offline session ends; nullopt for "never".
   std::optional<Clock::time_point> expires_at() const;
 

@@ -3,6 +3,7 @@
 
 #include <functional>
 
+#include "broker/persistence.hpp"
 #include "mqtt/topic.hpp"
 #include "store/committer.hpp"
 
@@ -115,6 +116,13 @@ void Shard::flush_outbox() {
 void Shard::publish_will(Session& session, Clock::time_point now) {
   std::optional<mqtt::Will> will = session.take_will();
   if (!will) return;
+  if (session.stored() && !session.online() && broker_.committer() != nullptr) {
+    // The stored session loses its will too, or a restart would send it again.
+    const auto since = session.offline_since().value_or(now);
+    broker_.committer()->submit(std::move(store::WriteBatch().add(store::WriteBatch::PutSession{
+                                    session_record(session, wall_time_ms(since))})),
+                                nullptr);
+  }
   mqtt::Publish packet;
   packet.topic = std::move(will->topic);
   packet.payload = std::move(will->payload);

@@ -280,6 +280,11 @@ void encode_shared_properties(const Properties& properties, std::vector<std::uin
   write_property_list(w, properties, PropertySelection::kSharedByDeliveries);
 }
 
+void encode_property_block(const Properties& properties, std::vector<std::uint8_t>& out) {
+  ByteWriter w(out);
+  write_properties(w, properties);
+}
+
 bool encode_publish_head(const PublishHead& head, ProtocolVersion version,
                          std::vector<std::uint8_t>& out) {
   const auto length = head_remaining_length(head, version);

@@ -49,6 +49,11 @@ struct PublishHead {
 // without the Property Length in front.
 void encode_shared_properties(const Properties& properties, std::vector<std::uint8_t>& out);
 
+// Appends a whole property block (its length, then every property) as it
+// stands in a packet; read_properties reads it back. For keeping properties
+// outside a packet, such as a stored will's.
+void encode_property_block(const Properties& properties, std::vector<std::uint8_t>& out);
+
 // Appends the PUBLISH of `head` without its payload. Returns false and appends
 // nothing when it cannot be encoded (see encode_packet).
 bool encode_publish_head(const PublishHead& head, ProtocolVersion version,

@@ -139,3 +139,30 @@ def test_session_expiry_keeps_counting_across_a_restart(tmp_path):
     assert not back.session_present
     back.disconnect()
     assert second.stop() == 0
+
+
+def test_a_pending_will_is_published_after_a_crash_and_only_once(tmp_path):
+    import struct
+    import rawmqtt
+    config = storage_config(tmp_path / "data")
+    topic = unique("will-after-crash")
+    first = SluiceProcess(config_yaml=config).start()
+    rawmqtt.connected(first.port, unique("testator"), clean=False,
+                      properties=b"\x11" + struct.pack("!I", 300),
+                      will={"topic": topic, "payload": b"gone", "qos": 1,
+                            "properties": b"\x18" + struct.pack("!I", 2)})
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # the connection ends with the broker
+
+    second = SluiceProcess(config_yaml=config).start()
+    watcher = Client(second.port, version=5)
+    watcher.subscribe(topic, qos=1)  # within the will's 2 s delay
+    assert watcher.receive(timeout=10).payload == b"gone"
+    watcher.disconnect()
+    assert second.stop() == 0
+
+    third = SluiceProcess(config_yaml=config).start()
+    again = Client(third.port, version=5)
+    again.subscribe(topic, qos=1)
+    again.expect_nothing(within=3.0)  # the will went out once; the store knows
+    again.disconnect()
+    assert third.stop() == 0
