@@ -336,7 +336,7 @@ bool ClientProtocol::resolve_topic_alias(mqtt::Publish& publish) {
 
 std::optional<mqtt::Packet> ClientProtocol::publish_ack(const mqtt::Publish& publish,
                                                         ReasonCode reason) const {
-  if (!mqtt::is_v5(version_) && mqtt::is_error(reason)) reason = ReasonCode::kSuccess;
+  if (!mqtt::is_v5(version_) && mqtt::is_error(reason)) reason = ReasonCode::kSuccess;  // 3.x
   if (publish.qos == QoS::kAtLeastOnce) return mqtt::Puback{publish.packet_id, reason, {}};
   if (publish.qos == QoS::kExactlyOnce) return mqtt::Pubrec{publish.packet_id, reason, {}};
   return std::nullopt;
@@ -359,11 +359,6 @@ void ClientProtocol::persist_retained(const Message& message, std::optional<mqtt
   shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), id](bool durable) {
     if (const auto acks = weak.lock()) acks->complete(id, durable);
   });
-}
-
-void ClientProtocol::refuse_publish(const mqtt::Publish& publish, ReasonCode reason) {
-  // 3.x has no negative acknowledgement; the message is dropped all the same.
-  acknowledge_publish(publish, reason);
 }
 
 void ClientProtocol::on_publish(mqtt::Publish&& publish) {
@@ -391,22 +386,22 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   if (mqtt::topic_levels(publish.topic) > config.limits.max_topic_levels) {
     session_->release_inbound_qos2(publish.packet_id);
     if (!mqtt::is_v5(version_)) return disconnect_with(ReasonCode::kTopicNameInvalid);
-    return refuse_publish(publish, ReasonCode::kTopicNameInvalid);
+    return acknowledge_publish(publish, ReasonCode::kTopicNameInvalid);
   }
   if (is_sys_topic(publish.topic)) {  // $SYS belongs to the broker
     session_->release_inbound_qos2(publish.packet_id);
-    return refuse_publish(publish, ReasonCode::kNotAuthorized);
+    return acknowledge_publish(publish, ReasonCode::kNotAuthorized);
   }
   if (publish.properties.payload_format_indicator == 1 &&
       mqtt::check_utf8({reinterpret_cast<const char*>(publish.payload.data()),
                         publish.payload.size()}) != mqtt::Utf8Check::kValid) {
     session_->release_inbound_qos2(publish.packet_id);
-    return refuse_publish(publish, ReasonCode::kPayloadFormatInvalid);
+    return acknowledge_publish(publish, ReasonCode::kPayloadFormatInvalid);
   }
 
   const mqtt::Publish header{{}, publish.qos, false, false, publish.packet_id, {}, {}};
-  const MessagePtr message = make_message(std::move(publish), session_->id(),
-                                          Shard::client_hash(session_->client_id()), Clock::now());
+  const MessagePtr message =
+      make_message(std::move(publish), session_->id(), session_->client_hash(), Clock::now());
   bool retained = false;
   const std::size_t receivers = shard_.publish(message, &retained);
   const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)

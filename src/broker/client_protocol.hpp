@@ -48,7 +48,6 @@ class ClientProtocol {
   void on_writable();
 
   bool connected() const { return session_ != nullptr; }
-  bool closing() const { return closing_; }
   // The keep alive in force, 0 for none; the net layer times it.
   std::uint16_t keep_alive_s() const { return keep_alive_s_; }
   const std::string& client_id() const;
@@ -72,8 +71,8 @@ class ClientProtocol {
 
   // Resolves an inbound topic alias [MQTT-3.3.2-10..12]; false after disconnecting.
   bool resolve_topic_alias(mqtt::Publish& publish);
-  // A refused PUBLISH: the reason on PUBACK/PUBREC for QoS 1/2 on MQTT 5.
-  void refuse_publish(const mqtt::Publish& publish, mqtt::ReasonCode reason);
+  // PUBACK/PUBREC for QoS 1/2 with `reason`. 3.x has no negative
+  // acknowledgement: a refused message is acknowledged and dropped there.
   void acknowledge_publish(const mqtt::Publish& publish, mqtt::ReasonCode reason);
   // The PUBACK or PUBREC for `publish` (none for QoS 0).
   std::optional<mqtt::Packet> publish_ack(const mqtt::Publish& publish,

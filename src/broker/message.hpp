@@ -32,6 +32,9 @@ struct Message {
   std::uint64_t origin_client_hash = 0;         // for the hash_client_id shared strategy
 
   bool expired(Clock::time_point now) const { return expires_at && now >= *expires_at; }
+  // The same, reading the clock only for a message that can expire: most
+  // cannot, and this is asked once per delivery.
+  bool expired_now() const { return expires_at && Clock::now() >= *expires_at; }
 
   // Seconds of life left, for the rewritten Message Expiry Interval [MQTT-3.3.2-6].
   std::optional<std::uint32_t> remaining_expiry_s(Clock::time_point now) const;

@@ -16,6 +16,7 @@ Session::Session(Shard& shard, std::uint64_t id, std::string client_id)
     : shard_(shard),
       id_(id),
       client_id_(std::move(client_id)),
+      client_hash_(std::hash<std::string>{}(client_id_)),
       online_flag_(std::make_shared<std::atomic<bool>>(false)) {}
 
 Session::~Session() = default;
@@ -80,8 +81,7 @@ void Session::hand_on_shared(bool session_ends) {
 }
 
 void Session::deliver(Delivery&& delivery) {
-  const Clock::time_point now = Clock::now();
-  if (delivery.message->expired(now)) {
+  if (delivery.message->expired_now()) {
     ShardStats::add(shard_.stats().dropped_expired);
     return;
   }
@@ -148,7 +148,7 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   if (mqtt::is_v5(version_)) {
     head.shared_properties = message.encoded_properties;
     head.subscription_identifiers = delivery.identifiers;
-    head.message_expiry_interval = message.remaining_expiry_s(Clock::now());
+    if (message.expires_at) head.message_expiry_interval = message.remaining_expiry_s(Clock::now());
     if (limits_.topic_alias_maximum > 0) {
       const auto it = outbound_aliases_.find(message.topic);
       if (it != outbound_aliases_.end()) {

@@ -51,6 +51,8 @@ class Session {
 
   std::uint64_t id() const { return id_; }
   const std::string& client_id() const { return client_id_; }
+  // What the hash_client_id shared strategy distributes this client's messages by.
+  std::uint64_t client_hash() const { return client_hash_; }
   SubscriberRef ref() const;
 
   // ---- connection ----
@@ -99,7 +101,6 @@ class Session {
   void on_pubcomp(std::uint16_t packet_id);
   // Sends queued messages while the window and the socket allow.
   void pump();
-  std::size_t queued() const { return queue_.size(); }
   std::size_t inflight() const { return inflight_.size(); }
 
   // ---- inbound QoS 2 ----
@@ -135,6 +136,7 @@ class Session {
   Shard& shard_;
   const std::uint64_t id_;
   const std::string client_id_;
+  const std::uint64_t client_hash_;
   std::shared_ptr<std::atomic<bool>> online_flag_;
 
   ClientProtocol* owner_ = nullptr;

@@ -116,13 +116,6 @@ void Shard::flush_outbox() {
 void Shard::publish_will(Session& session, Clock::time_point now) {
   std::optional<mqtt::Will> will = session.take_will();
   if (!will) return;
-  if (session.stored() && !session.online() && broker_.committer() != nullptr) {
-    // The stored session loses its will too, or a restart would send it again.
-    const auto since = session.offline_since().value_or(now);
-    broker_.committer()->submit(std::move(store::WriteBatch().add(store::WriteBatch::PutSession{
-                                    session_record(session, wall_time_ms(since))})),
-                                nullptr);
-  }
   mqtt::Publish packet;
   packet.topic = std::move(will->topic);
   packet.payload = std::move(will->payload);
@@ -130,11 +123,7 @@ void Shard::publish_will(Session& session, Clock::time_point now) {
   packet.retain = will->retain;
   packet.properties = std::move(will->properties);
   packet.properties.will_delay_interval.reset();
-  publish(make_message(std::move(packet), session.id(), client_hash(session.client_id()), now));
-}
-
-std::uint64_t Shard::client_hash(const std::string& client_id) {
-  return std::hash<std::string>{}(client_id);
+  publish(make_message(std::move(packet), session.id(), session.client_hash(), now));
 }
 
 void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durable)> then) {
@@ -153,7 +142,18 @@ void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durabl
 void Shard::tick(Clock::time_point now) {
   std::vector<Session*> ended;
   for (Session* session : offline_) {
-    if (session->will_due() && *session->will_due() <= now) publish_will(*session, now);
+    if (session->will_due() && *session->will_due() <= now) {
+      publish_will(*session, now);
+      // The session lives on: its stored record loses the will too, or a
+      // restart would send it again. (Every other path that publishes a will
+      // rewrites or deletes the record anyway.)
+      if (session->stored()) {
+        const auto since = session->offline_since().value_or(now);
+        write_then(std::move(store::WriteBatch().add(store::WriteBatch::PutSession{
+                       session_record(*session, wall_time_ms(since))})),
+                   nullptr);
+      }
+    }
     const auto expires = session->expires_at();
     if (expires && *expires <= now) ended.push_back(session);
   }

@@ -40,7 +40,6 @@ class Shard {
   // The session lost its connection: watch it for its will and its expiry.
   void session_went_offline(Session& session, Clock::time_point now);
   void session_came_online(Session& session) { offline_.erase(&session); }
-  std::size_t session_count() const { return sessions_.size(); }
 
   // ---- routing ----
   // Retains (if asked) and delivers `message` to every matching subscriber;
@@ -60,9 +59,6 @@ class Shard {
 
   // Publishes a will as the session's client would have.
   void publish_will(Session& session, Clock::time_point now);
-
-  // What the hash_client_id shared strategy distributes by.
-  static std::uint64_t client_hash(const std::string& client_id);
 
   // Hands `batch` to the store; `then(durable)`, if given, runs on this
   // shard's thread once the batch is as durable as configured (at once when

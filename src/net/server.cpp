@@ -88,9 +88,6 @@ Server::~Server() {
 Worker& Server::worker(std::uint32_t index) {
   return *impl_->workers[index];
 }
-std::uint32_t Server::worker_count() const {
-  return static_cast<std::uint32_t>(impl_->workers.size());
-}
 
 std::optional<std::string> Server::start(const std::vector<config::ListenerConfig>& listeners) {
   asio::io_context& context = impl_->workers[0]->context();

@@ -35,7 +35,6 @@ class Server {
   std::vector<std::uint16_t> bound_ports() const;
 
   Worker& worker(std::uint32_t index);
-  std::uint32_t worker_count() const;
 
  private:
   struct Impl;

@@ -79,10 +79,11 @@ void Worker::mark_dirty(std::shared_ptr<Connection> connection) {
 void Worker::flush_turn() {
   flush_scheduled_ = false;
   shard_.flush_outbox();
-  std::vector<std::shared_ptr<Connection>> dirty;
-  dirty.swap(dirty_);
-  for (auto& connection : dirty)
+  // Two lists that trade places keep their capacity: no allocation per turn.
+  flushing_.swap(dirty_);
+  for (auto& connection : flushing_)
     connection->flush();
+  flushing_.clear();
 }
 
 void Worker::post_deliveries(std::vector<broker::RemoteDelivery>&& deliveries) {
@@ -96,13 +97,13 @@ void Worker::post_deliveries(std::vector<broker::RemoteDelivery>&& deliveries) {
 }
 
 void Worker::drain_inbox() {
-  std::vector<std::vector<broker::RemoteDelivery>> batches;
   {
     std::lock_guard lock(inbox_mutex_);
-    batches.swap(inbox_);
+    draining_.swap(inbox_);  // as with flushing_: both keep their capacity
   }
-  for (auto& batch : batches)
+  for (auto& batch : draining_)
     shard_.deliver_batch(std::move(batch));
+  draining_.clear();
   schedule_flush();
 }
 

@@ -73,11 +73,13 @@ class Worker {
 
   std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
   std::vector<std::shared_ptr<Connection>> dirty_;
+  std::vector<std::shared_ptr<Connection>> flushing_;  // dirty_ of the turn being flushed
   bool flush_scheduled_ = false;
   std::vector<std::uint8_t> read_buffer_;
 
   std::mutex inbox_mutex_;
   std::vector<std::vector<broker::RemoteDelivery>> inbox_;
+  std::vector<std::vector<broker::RemoteDelivery>> draining_;  // this thread's only
 };
 
 }  // namespace sluice::net

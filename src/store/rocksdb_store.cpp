@@ -60,49 +60,44 @@ class RocksDbStore final : public Store {
   }
 
   Status load(LoadVisitor& visitor) override {
-    Status status;
-    status = each(kSessions, [&](std::string_view key, std::string_view value) {
-      SessionRecord record;
-      if (!codec::decode(value, record)) return corrupt(kSessions, key);
+    Status status = each_record<SessionRecord>(kSessions, [&](std::string_view, auto&& record) {
       visitor.session(std::move(record));
-      return Status{};
+      return true;
     });
-    if (status.ok)
-      status = each(kSubscriptions, [&](std::string_view key, std::string_view value) {
-        SubscriptionRecord record;
-        if (!codec::decode(value, record)) return corrupt(kSubscriptions, key);
-        visitor.subscription(std::move(record));
-        return Status{};
-      });
-    if (status.ok)
-      status = each(kOutbound, [&](std::string_view key, std::string_view value) {
-        OutboundRecord record;
-        if (!codec::decode(value, record)) return corrupt(kOutbound, key);
+    if (status.ok) {
+      status =
+          each_record<SubscriptionRecord>(kSubscriptions, [&](std::string_view, auto&& record) {
+            visitor.subscription(std::move(record));
+            return true;
+          });
+    }
+    if (status.ok) {
+      status = each_record<OutboundRecord>(kOutbound, [&](std::string_view, auto&& record) {
         visitor.outbound(std::move(record));
-        return Status{};
+        return true;
       });
-    if (status.ok)
+    }
+    if (status.ok) {
       status = each(kInbound, [&](std::string_view key, std::string_view) {
         const auto parsed = codec::parse_inbound_key(key);
         if (!parsed) return corrupt(kInbound, key);
         visitor.inbound(parsed->first, parsed->second);
         return Status{};
       });
-    if (status.ok)
-      status = each(kMessages, [&](std::string_view key, std::string_view value) {
-        MessageRecord record;
+    }
+    if (status.ok) {
+      status = each_record<MessageRecord>(kMessages, [&](std::string_view key, auto&& record) {
         const auto id = codec::parse_message_key(key);
-        if (!id || !codec::decode(value, record)) return corrupt(kMessages, key);
-        visitor.message(*id, std::move(record));
-        return Status{};
+        if (id) visitor.message(*id, std::move(record));
+        return id.has_value();
       });
-    if (status.ok)
-      status = each(kRetained, [&](std::string_view key, std::string_view value) {
-        MessageRecord record;
-        if (!codec::decode(value, record)) return corrupt(kRetained, key);
+    }
+    if (status.ok) {
+      status = each_record<MessageRecord>(kRetained, [&](std::string_view, auto&& record) {
         visitor.retained(std::move(record));
-        return Status{};
+        return true;
       });
+    }
     return status;
   }
 
@@ -124,6 +119,19 @@ class RocksDbStore final : public Store {
     }
     if (!it->status().ok()) return Status::error("store read failed: " + it->status().ToString());
     return {};
+  }
+
+  // Decodes every value of `family` as a `Record` and hands it to `visit`,
+  // which returns false when the key is not what it should be.
+  template <class Record, class F>
+  Status each_record(Family family, F&& visit) {
+    return each(family, [&](std::string_view key, std::string_view value) {
+      Record record;
+      if (!codec::decode(value, record) || !visit(key, std::move(record))) {
+        return corrupt(family, key);
+      }
+      return Status{};
+    });
   }
 
   void delete_client_range(rocksdb::WriteBatch& out, Family family, const std::string& client_id) {
