@@ -28,8 +28,10 @@ $(RELEASE_DIR)/CMakeCache.txt:
 build: deps $(RELEASE_DIR)/CMakeCache.txt
 	cmake --build $(RELEASE_DIR) -j $(JOBS) --target sluice
 
+# State is kept in ./data (DATA_DIR) so that `make run` keeps what it acknowledged.
+DATA_DIR ?= data
 run: build
-	$(RELEASE_DIR)/src/app/sluice $(ARGS)
+	$(RELEASE_DIR)/src/app/sluice --storage-dir $(DATA_DIR) $(ARGS)
 
 $(TEST_DIR)/CMakeCache.txt:
 	cmake -S . -B $(TEST_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DSLUICE_SANITIZE=ON \

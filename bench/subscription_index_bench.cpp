@@ -21,7 +21,8 @@ constexpr int kDevices = 100'000;
 
 // 10 subscriptions per device: 8 exact, one '+', one '#'.
 void fill(broker::SubscriptionIndex& index) {
-  auto online = std::make_shared<std::atomic<bool>>(true);
+  auto online = std::make_shared<broker::SessionTag>("bench");
+  online->online = true;
   std::uint64_t session = 0;
   for (int d = 0; d < kDevices; ++d) {
     const std::string device = "site/" + std::to_string(d % 100) + "/device/" + std::to_string(d);

@@ -26,6 +26,7 @@ struct Options {
   std::vector<std::string> listen;
   std::optional<std::uint32_t> workers;
   std::string log_level;
+  std::string storage_dir;
 };
 
 // The configuration: the file's (or the defaults), then the command line over it.
@@ -53,6 +54,7 @@ std::optional<Config> make_config(const Options& options) {
   }
   if (options.workers) config.workers = *options.workers;
   if (!options.log_level.empty()) config.log_level = options.log_level;
+  if (!options.storage_dir.empty()) config.storage.dir = options.storage_dir;
   if (config.workers == 0) config.workers = std::max(1u, std::thread::hardware_concurrency());
   return config;
 }
@@ -89,8 +91,10 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
   broker.set_committer(committer.get());
   spdlog::info(
       "event=storage engine=rocksdb dir={} durability={} sessions_loaded={} "
-      "subscriptions_loaded={} retained_loaded={}",
-      storage.dir, storage.durability, counts.sessions, counts.subscriptions, counts.retained);
+      "subscriptions_loaded={} outbound_loaded={} inbound_loaded={} messages_loaded={} "
+      "retained_loaded={} removed={}",
+      storage.dir, storage.durability, counts.sessions, counts.subscriptions, counts.outbound,
+      counts.inbound, counts.messages, counts.retained, counts.removed);
   return true;
 }
 
@@ -125,7 +129,8 @@ int run(const Config& config, bool from_file) {
   if (!from_file && local_only) {
     spdlog::info(
         "event=local_only_mode note=\"no configuration file: listening on loopback only, "
-        "anonymous clients allowed, state kept in memory\"");
+        "anonymous clients allowed, state kept {}\"",
+        config.storage.dir.empty() ? std::string("in memory") : "in " + config.storage.dir);
   }
   spdlog::info("event=started version={} workers={}", sluice::app::kVersion, config.workers);
 
@@ -151,6 +156,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_option("--storage-dir", options.storage_dir,
+                 "directory of the RocksDB store (replaces storage.dir; `make run` uses ./data)");
   app.set_version_flag("-V,--version", std::string("sluice ") + sluice::app::kVersion);
   CLI11_PARSE(app, argc, argv);
 

@@ -22,7 +22,9 @@ void AckQueue::complete(std::uint64_t id, bool durable) {
     if (entry.id != id) continue;
     entry.ready = true;
     if (durable) break;
-    if (!v5_) {
+    // 3.x has no negative acknowledgement, and PUBCOMP has no reason for a
+    // failed write: the connection goes instead.
+    if (!v5_ || std::holds_alternative<mqtt::Pubcomp>(entry.packet)) {
       if (link_ != nullptr) link_->close();
       link_ = nullptr;
       break;

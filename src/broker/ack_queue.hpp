@@ -20,8 +20,9 @@ class AckQueue {
   // One that goes once `complete` is called with the returned id.
   std::uint64_t defer(mqtt::Packet&& packet);
   // `durable` false: the store failed, so the acknowledgement must not promise
-  // anything: 5.0 gets reason 0x83, 3.x (which has no negative
-  // acknowledgement) loses the connection instead.
+  // anything: 5.0 gets reason 0x83, while 3.x (which has no negative
+  // acknowledgement) and a PUBCOMP (which has no such reason) lose the
+  // connection instead.
   void complete(std::uint64_t id, bool durable);
   // The connection is gone: nothing more is sent.
   void detach() { link_ = nullptr; }

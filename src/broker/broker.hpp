@@ -59,6 +59,10 @@ class Broker {
   store::Committer* committer() const { return committer_; }
 
   std::uint64_t new_session_id() { return next_session_id_.fetch_add(1) + 1; }
+  // Ids of stored messages: increasing across restarts, so that a session's
+  // stored queue reads back in the order it was filled.
+  std::uint64_t new_message_id() { return next_message_id_.fetch_add(1); }
+  void set_next_message_id(std::uint64_t id) { next_message_id_.store(id); }
   std::atomic<std::uint32_t>& connections() { return connections_; }
   std::atomic<std::uint32_t>& sessions() { return sessions_; }
   Clock::time_point started_at() const { return started_at_; }
@@ -73,6 +77,7 @@ class Broker {
   Mailbox* mailbox_ = nullptr;
   store::Committer* committer_ = nullptr;
   std::atomic<std::uint64_t> next_session_id_{0};
+  std::atomic<std::uint64_t> next_message_id_{1};
   std::atomic<std::uint32_t> connections_{0};
   std::atomic<std::uint32_t> sessions_{0};
   const Clock::time_point started_at_;

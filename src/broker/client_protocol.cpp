@@ -346,21 +346,6 @@ void ClientProtocol::acknowledge_publish(const mqtt::Publish& publish, ReasonCod
   if (auto ack = publish_ack(publish, reason)) acks_->send(std::move(*ack));
 }
 
-void ClientProtocol::persist_retained(const Message& message, std::optional<mqtt::Packet> ack) {
-  store::WriteBatch batch;
-  if (message.payload.empty()) {
-    batch.add(store::WriteBatch::DeleteRetained{message.topic});
-  } else {
-    batch.add(store::WriteBatch::PutRetained{to_record(message)});
-  }
-  if (!ack) return shard_.write_then(std::move(batch), nullptr);  // QoS 0: nothing to promise
-  // The acknowledgement waits until the record is stored.
-  const std::uint64_t id = acks_->defer(std::move(*ack));
-  shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), id](bool durable) {
-    if (const auto acks = weak.lock()) acks->complete(id, durable);
-  });
-}
-
 void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   const config::Config& config = shard_.config();
   ShardStats::add(shard_.stats().messages_received);
@@ -400,23 +385,42 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   }
 
   const mqtt::Publish header{{}, publish.qos, false, false, publish.packet_id, {}, {}};
+  store::WriteBatch inbound;
+  if (publish.qos == QoS::kExactlyOnce && session_->stored() && shard_.has_store()) {
+    // Kept until PUBREL, so that a resend after a restart is not routed twice.
+    inbound.add(store::WriteBatch::PutInbound{session_->client_id(), publish.packet_id});
+  }
   const MessagePtr message =
       make_message(std::move(publish), session_->id(), session_->client_hash(), Clock::now());
-  bool retained = false;
-  const std::size_t receivers = shard_.publish(message, &retained);
-  const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
-                                ? ReasonCode::kNoMatchingSubscribers
-                                : ReasonCode::kSuccess;
-  if (retained && shard_.has_store()) {
-    return persist_retained(*message, publish_ack(header, reason));
-  }
-  acknowledge_publish(header, reason);
+  shard_.publish(message, std::move(inbound), [&](std::size_t receivers, store::WriteBatch&& batch) {
+    const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
+                                  ? ReasonCode::kNoMatchingSubscribers
+                                  : ReasonCode::kSuccess;
+    if (batch.empty()) return acknowledge_publish(header, reason);
+    // The acknowledgement is a promise: it waits until the batch is stored.
+    write_then_acknowledge(std::move(batch), publish_ack(header, reason));
+  });
+}
+
+void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,
+                                            std::optional<mqtt::Packet> ack) {
+  if (!ack) return shard_.write_then(std::move(batch), nullptr);  // QoS 0: nothing to promise
+  const std::uint64_t id = acks_->defer(std::move(*ack));
+  shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), id](bool durable) {
+    if (const auto acks = weak.lock()) acks->complete(id, durable);
+  });
 }
 
 void ClientProtocol::on_pubrel(const mqtt::Pubrel& pubrel) {
   const bool known = session_->release_inbound_qos2(pubrel.packet_id);
-  link_.send(mqtt::Pubcomp{
-      pubrel.packet_id, known ? ReasonCode::kSuccess : ReasonCode::kPacketIdentifierNotFound, {}});
+  mqtt::Pubcomp pubcomp{
+      pubrel.packet_id, known ? ReasonCode::kSuccess : ReasonCode::kPacketIdentifierNotFound, {}};
+  if (!known || !session_->stored() || !shard_.has_store()) return acks_->send(std::move(pubcomp));
+  // Once PUBCOMP is sent the client may reuse the packet id: the stored id
+  // must be gone by then, or a new message under it would look like a resend.
+  write_then_acknowledge(std::move(store::WriteBatch().add(store::WriteBatch::DeleteInbound{
+                             session_->client_id(), pubrel.packet_id})),
+                         std::move(pubcomp));
 }
 
 // ---- SUBSCRIBE, UNSUBSCRIBE -------------------------------------------------
@@ -461,7 +465,7 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     options.max_qos = std::min(options.max_qos, static_cast<QoS>(config.mqtt.max_qos));
     if (!v5) options = mqtt::SubscriptionOptions{options.max_qos};
     const bool is_new = shard_.broker().index().subscribe(
-        subscription.filter, {session_->ref(), options, identifier}, session_->online_flag());
+        subscription.filter, {session_->ref(), options, identifier}, session_->tag());
     session_->subscriptions().insert_or_assign(subscription.filter,
                                                SubscriptionRecord{options, identifier});
     if (session_->stored()) {

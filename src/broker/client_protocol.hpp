@@ -15,6 +15,7 @@
 #include "broker/session.hpp"
 #include "mqtt/decode_error.hpp"
 #include "mqtt/packets.hpp"
+#include "store/write_batch.hpp"
 
 namespace sluice::broker {
 
@@ -77,8 +78,8 @@ class ClientProtocol {
   // The PUBACK or PUBREC for `publish` (none for QoS 0).
   std::optional<mqtt::Packet> publish_ack(const mqtt::Publish& publish,
                                           mqtt::ReasonCode reason) const;
-  // Stores a retained message (or its deletion); `ack` goes once it is durable.
-  void persist_retained(const Message& message, std::optional<mqtt::Packet> ack);
+  // Hands `batch` to the store; `ack`, if any, goes once it is durable.
+  void write_then_acknowledge(store::WriteBatch&& batch, std::optional<mqtt::Packet> ack);
   void send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,
                      std::uint32_t identifier);
   std::string assign_client_id() const;

@@ -20,6 +20,9 @@ struct Delivery {
   // Set when this came through a shared subscription: if the subscriber goes
   // away without acknowledging, the message goes to another member.
   std::shared_ptr<const std::string> shared_filter;
+  // The message's id in the store when this delivery is in the subscriber's
+  // stored queue (an outbound record); 0 when it lives in memory only.
+  std::uint64_t store_id = 0;
 };
 
 // A delivery addressed to a session on another shard.

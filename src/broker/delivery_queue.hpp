@@ -37,6 +37,12 @@ class DeliveryQueue {
                   std::make_move_iterator(deliveries.end()));
   }
 
+  template <class F>
+  void for_each(F&& f) const {
+    for (std::size_t i = head_; i < items_.size(); ++i)
+      f(items_[i]);
+  }
+
   // Removes the deliveries for which `predicate` returns true (it may move from them then).
   template <class Predicate>
   void erase_if(Predicate&& predicate) {

@@ -5,6 +5,7 @@
 // topic alias) lives in the `Delivery` beside it, not in the message.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -18,6 +19,24 @@ namespace sluice::broker {
 
 using Clock = std::chrono::steady_clock;
 
+// How many stored session queues hold a message, so the last one to let go
+// deletes the stored message. It changes on any shard's thread, after the
+// message is shared: hence atomic, and mutable in an otherwise const Message.
+// Copying a message does not copy its holders.
+class StoreRefs {
+ public:
+  StoreRefs() = default;
+  StoreRefs(const StoreRefs&) {}
+  StoreRefs& operator=(const StoreRefs&) { return *this; }
+  void set(std::uint32_t count) const { count_.store(count, std::memory_order_relaxed); }
+  void add() const { count_.fetch_add(1, std::memory_order_relaxed); }
+  // True when this was the last holder.
+  bool release() const { return count_.fetch_sub(1, std::memory_order_acq_rel) == 1; }
+
+ private:
+  mutable std::atomic<std::uint32_t> count_{0};
+};
+
 struct Message {
   std::string topic;
   mqtt::Bytes payload;
@@ -30,6 +49,7 @@ struct Message {
   std::optional<Clock::time_point> expires_at;  // from Message Expiry Interval
   std::uint64_t origin_session = 0;             // the publisher's session, for No Local
   std::uint64_t origin_client_hash = 0;         // for the hash_client_id shared strategy
+  StoreRefs store_refs;                         // only for a message in the store
 
   bool expired(Clock::time_point now) const { return expires_at && now >= *expires_at; }
   // The same, reading the clock only for a message that can expire: most

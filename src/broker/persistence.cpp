@@ -2,6 +2,8 @@
 #include "broker/persistence.hpp"
 
 #include <algorithm>
+#include <unordered_map>
+#include <vector>
 
 #include "broker/broker.hpp"
 #include "broker/shard.hpp"
@@ -48,6 +50,26 @@ MessagePtr from_record(store::MessageRecord&& record, Clock::time_point now,
     message->expires_at = now + std::chrono::milliseconds(record.expires_at_ms - wall_now_ms);
   }
   return message;
+}
+
+store::OutboundRecord outbound_record(const std::string& client_id, const Delivery& delivery,
+                                      std::uint16_t packet_id,
+                                      store::OutboundRecord::Stage stage) {
+  store::OutboundRecord record;
+  record.client_id = client_id;
+  record.message_id = delivery.store_id;
+  record.qos = static_cast<std::uint8_t>(delivery.qos);
+  record.retain = delivery.retain;
+  record.identifiers = delivery.identifiers;
+  record.packet_id = packet_id;
+  record.stage = stage;
+  return record;
+}
+
+void release_stored_message(const Delivery& delivery, store::WriteBatch& batch) {
+  if (delivery.store_id != 0 && delivery.message && delivery.message->store_refs.release()) {
+    batch.add(store::WriteBatch::DeleteMessage{delivery.store_id});
+  }
 }
 
 store::SessionRecord session_record(const Session& session, std::int64_t disconnected_at_ms) {
@@ -108,6 +130,7 @@ class StateLoader final : public store::LoadVisitor {
   explicit StateLoader(Broker& broker)
       : broker_(broker), now_(Clock::now()), wall_(wall_clock_ms()) {}
   LoadCounts counts;
+  store::WriteBatch cleanup;  // what turned out expired or orphaned
 
   void session(store::SessionRecord&& record) override {
     Shard& shard = broker_.shard(broker_.shard_for_client(record.client_id));
@@ -133,38 +156,108 @@ class StateLoader final : public store::LoadVisitor {
   }
 
   void subscription(store::SubscriptionRecord&& record) override {
-    Shard& shard = broker_.shard(broker_.shard_for_client(record.client_id));
-    Session* session = shard.find_session(record.client_id);
+    Session* session = find(record.client_id);
     if (session == nullptr) return;
     const mqtt::SubscriptionOptions options = options_from_byte(record.options);
     broker_.index().subscribe(record.filter, {session->ref(), options, record.identifier},
-                              session->online_flag());
+                              session->tag());
     session->subscriptions()[record.filter] = SubscriptionRecord{options, record.identifier};
     ++counts.subscriptions;
   }
 
-  void outbound(store::OutboundRecord&&) override {}
-  void inbound(const std::string&, std::uint16_t) override {}
-  void message(std::uint64_t, store::MessageRecord&&) override {}
+  // Outbound records come before the messages they name: they wait here.
+  void outbound(store::OutboundRecord&& record) override {
+    max_id_ = std::max(max_id_, record.message_id);
+    outbound_.push_back(std::move(record));
+  }
+
+  void inbound(const std::string& client_id, std::uint16_t packet_id) override {
+    Session* session = find(client_id);
+    if (session == nullptr) {
+      cleanup.add(store::WriteBatch::DeleteInbound{client_id, packet_id});
+      return;
+    }
+    session->begin_inbound_qos2(packet_id);
+    ++counts.inbound;
+  }
+
+  void message(std::uint64_t id, store::MessageRecord&& record) override {
+    max_id_ = std::max(max_id_, id);
+    MessagePtr message = from_record(std::move(record), now_, wall_);
+    if (message->expired(now_)) {
+      cleanup.add(store::WriteBatch::DeleteMessage{id});
+      return;
+    }
+    messages_.emplace(id, std::move(message));
+  }
 
   void retained(store::MessageRecord&& record) override {
     MessagePtr message = from_record(std::move(record), now_, wall_);
-    if (message->expired(now_)) return;
+    if (message->expired(now_)) {
+      cleanup.add(store::WriteBatch::DeleteRetained{message->topic});
+      return;
+    }
     if (broker_.retained().set(message) == RetainedStore::SetResult::kStored) ++counts.retained;
   }
 
+  // After the last record: hands each outbound record its message and its
+  // session, and deletes what nothing refers to.
+  void finish() {
+    std::unordered_map<std::uint64_t, std::uint32_t> refs;
+    for (store::OutboundRecord& record : outbound_) {
+      Session* session = find(record.client_id);
+      Delivery delivery;
+      delivery.qos = static_cast<mqtt::QoS>(std::min<int>(record.qos, 2));
+      delivery.retain = record.retain;
+      delivery.identifiers = std::move(record.identifiers);
+      delivery.store_id = record.message_id;
+      const bool released = record.stage == store::OutboundRecord::Stage::kAwaitingPubcomp;
+      const auto message = messages_.find(record.message_id);
+      if (!released && message != messages_.end()) delivery.message = message->second;
+      const bool usable = session != nullptr && (released || delivery.message);
+      if (!usable ||
+          !session->restore_outbound(std::move(delivery), record.packet_id, record.stage)) {
+        cleanup.add(store::WriteBatch::DeleteOutbound{record.client_id, record.message_id});
+        continue;
+      }
+      if (!released) ++refs[record.message_id];
+      ++counts.outbound;
+    }
+    for (const auto& [id, message] : messages_) {
+      const auto held = refs.find(id);
+      if (held == refs.end()) {
+        cleanup.add(store::WriteBatch::DeleteMessage{id});
+      } else {
+        message->store_refs.set(held->second);
+        ++counts.messages;
+      }
+    }
+    counts.removed = cleanup.size();
+    broker_.set_next_message_id(max_id_ + 1);
+  }
+
  private:
+  Session* find(const std::string& client_id) {
+    return broker_.shard(broker_.shard_for_client(client_id)).find_session(client_id);
+  }
+
   Broker& broker_;
   Clock::time_point now_;
   std::int64_t wall_;
+  std::vector<store::OutboundRecord> outbound_;
+  std::unordered_map<std::uint64_t, MessagePtr> messages_;
+  std::uint64_t max_id_ = 0;
 };
 
 }  // namespace
 
 store::Status load_state(store::Store& store, Broker& broker, LoadCounts& counts) {
   StateLoader loader(broker);
-  const store::Status status = store.load(loader);
+  store::Status status = store.load(loader);
+  if (!status.ok) return status;
+  loader.finish();
   counts = loader.counts;
+  if (!loader.cleanup.empty()) status = store.write(loader.cleanup, true);
   return status;
 }
 

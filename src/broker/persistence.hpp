@@ -1,11 +1,13 @@
-// The broker's side of persistence: turning messages into store records and
-// back, and loading what a store holds at start-up. Retained messages only,
-// so far; see docs/persistence.md for the rest of the plan.
+// The broker's side of persistence: turning messages, sessions and
+// deliveries into store records and back, and loading what a store holds at
+// start-up. docs/persistence.md says who writes what, and when.
 #pragma once
 
+#include "broker/delivery.hpp"
 #include "broker/message.hpp"
 #include "store/records.hpp"
 #include "store/store.hpp"
+#include "store/write_batch.hpp"
 
 namespace sluice::broker {
 
@@ -23,7 +25,14 @@ std::int64_t wall_clock_ms();
 // The Unix time, in milliseconds, of a point on the steady clock.
 std::int64_t wall_time_ms(Clock::time_point time);
 
-// The record of a session (without its will: wills are not stored yet).
+// The record of `delivery` in `client_id`'s stored queue.
+store::OutboundRecord outbound_record(const std::string& client_id, const Delivery& delivery,
+                                      std::uint16_t packet_id, store::OutboundRecord::Stage stage);
+
+// A stored delivery lets go of its message: the last one deletes it.
+void release_stored_message(const Delivery& delivery, store::WriteBatch& batch);
+
+// The record of a session, with its will.
 store::SessionRecord session_record(const Session& session, std::int64_t disconnected_at_ms);
 
 // Subscription options as the SUBSCRIBE options byte (MQTT 5 layout), and back.
@@ -33,12 +42,18 @@ mqtt::SubscriptionOptions options_from_byte(std::uint8_t byte);
 struct LoadCounts {
   std::size_t sessions = 0;
   std::size_t subscriptions = 0;
+  std::size_t outbound = 0;  // queued and in-flight messages restored to sessions
+  std::size_t inbound = 0;   // QoS 2 packet ids awaiting PUBREL
+  std::size_t messages = 0;
   std::size_t retained = 0;
+  std::size_t removed = 0;  // records deleted as expired or orphaned
 };
 
 // Loads what the store holds into `broker`, before any worker runs: sessions
 // (offline, their expiry counting from when they were disconnected), their
-// subscriptions, and retained messages (expired ones skipped).
+// subscriptions, queues and in-flight messages, inbound QoS 2 ids, and
+// retained messages. What has expired, or belongs to nothing any more, is
+// deleted from the store.
 store::Status load_state(store::Store& store, Broker& broker, LoadCounts& counts);
 
 }  // namespace sluice::broker

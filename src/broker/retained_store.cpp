@@ -54,12 +54,14 @@ bool RetainedStore::has_message(std::string_view topic) const {
   return node != nullptr && node->message != nullptr;
 }
 
-std::size_t RetainedStore::purge_expired(Clock::time_point now) {
+std::size_t RetainedStore::purge_expired(Clock::time_point now,
+                                         const std::function<void(const Message&)>& on_purged) {
   std::unique_lock lock(mutex_);
   std::size_t purged = 0;
   // Returns whether `node` is left empty, so its parent can drop it.
   auto purge = [&](auto& self, Node& node) -> bool {
     if (node.message && node.message->expired(now)) {
+      if (on_purged) on_purged(*node.message);
       node.message.reset();
       ++purged;
     }

@@ -33,8 +33,10 @@ class RetainedStore {
 
   std::size_t size() const;
 
-  // Removes messages whose Message Expiry Interval has passed; returns how many.
-  std::size_t purge_expired(Clock::time_point now);
+  // Removes messages whose Message Expiry Interval has passed, telling
+  // `on_purged` (if given) of each; returns how many.
+  std::size_t purge_expired(Clock::time_point now,
+                            const std::function<void(const Message&)>& on_purged = nullptr);
 
  private:
   bool has_message(std::string_view topic) const;  // with the lock held

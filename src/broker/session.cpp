@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "broker/persistence.hpp"
 #include "broker/shard.hpp"
 
 namespace sluice::broker {
@@ -15,9 +16,8 @@ constexpr std::uint32_t kNeverExpires = 0xFFFFFFFF;
 Session::Session(Shard& shard, std::uint64_t id, std::string client_id)
     : shard_(shard),
       id_(id),
-      client_id_(std::move(client_id)),
-      client_hash_(std::hash<std::string>{}(client_id_)),
-      online_flag_(std::make_shared<std::atomic<bool>>(false)) {}
+      tag_(std::make_shared<SessionTag>(std::move(client_id))),
+      client_hash_(std::hash<std::string>{}(tag_->client_id)) {}
 
 Session::~Session() = default;
 
@@ -46,7 +46,7 @@ void Session::attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVers
   limits_ = limits;
   outbound_aliases_.clear();  // aliases belong to one connection [MQTT-3.3.2-7]
   offline_since_.reset();
-  online_flag_->store(true, std::memory_order_relaxed);
+  tag_->online.store(true, std::memory_order_relaxed);
   resend_inflight();
   pump();
 }
@@ -55,7 +55,7 @@ void Session::detach(Clock::time_point now) {
   owner_ = nullptr;
   link_ = nullptr;
   offline_since_ = now;
-  online_flag_->store(false, std::memory_order_relaxed);
+  tag_->online.store(false, std::memory_order_relaxed);
   hand_on_shared(false);
 }
 
@@ -64,10 +64,16 @@ void Session::hand_on_shared(bool session_ends) {
   // when it comes back [MQTT-4.8.2-4] and no one else may get it [MQTT-4.8.2-5].
   // While the client may come back, a message moves only to a member that is
   // online now; otherwise it waits here for its own client.
+  store::WriteBatch batch;
   auto hand_on = [&](Delivery& delivery) {
     if (!delivery.shared_filter) return false;
     delivery.retain = false;
-    return shard_.redeliver_shared(delivery, ref(), /*online_only=*/!session_ends);
+    const std::uint64_t store_id = delivery.store_id;
+    if (!shard_.redeliver_shared(delivery, ref(), /*online_only=*/!session_ends)) {
+      return false;
+    }
+    if (store_id != 0) batch.add(store::WriteBatch::DeleteOutbound{client_id(), store_id});
+    return true;
   };
   for (auto it = inflight_.begin(); it != inflight_.end();) {
     const bool qos2 = it->second.delivery.qos == mqtt::QoS::kExactlyOnce;
@@ -78,12 +84,56 @@ void Session::hand_on_shared(bool session_ends) {
     }
   }
   queue_.erase_if(hand_on);
+  if (!batch.empty()) shard_.write_then(std::move(batch), nullptr);
+}
+
+void Session::release_stored(store::WriteBatch& batch) {
+  for (const auto& [packet_id, entry] : inflight_)
+    release_stored_message(entry.delivery, batch);
+  queue_.for_each([&](const Delivery& delivery) { release_stored_message(delivery, batch); });
+}
+
+bool Session::restore_outbound(Delivery&& delivery, std::uint16_t packet_id, Stage stage) {
+  const bool in_flight = packet_id != 0 && stage != Stage::kQueued;
+  if (in_flight && !inflight_.contains(packet_id)) {
+    inflight_.emplace(packet_id, Inflight{std::move(delivery), next_sequence_++, stage});
+    return true;
+  }
+  // Two records with one packet id (a message was moved back to the queue
+  // and its id reused before the broker stopped): the later one is sent anew.
+  if (!delivery.message) return false;  // a QoS 2 release whose id was reused
+  queue_.push_back(std::move(delivery));
+  return true;
+}
+
+void Session::forget(const Delivery& delivery) {
+  if (delivery.store_id == 0) return;
+  store::WriteBatch batch;
+  batch.add(store::WriteBatch::DeleteOutbound{client_id(), delivery.store_id});
+  release_stored_message(delivery, batch);
+  shard_.write_then(std::move(batch), nullptr);
+}
+
+void Session::store_stage(const Delivery& delivery, std::uint16_t packet_id, Stage stage) {
+  if (delivery.store_id == 0) return;
+  shard_.write_then(std::move(store::WriteBatch().add(store::WriteBatch::PutOutbound{
+                        outbound_record(client_id(), delivery, packet_id, stage)})),
+                    nullptr);
+}
+
+void Session::drop_expired(Clock::time_point now) {
+  queue_.erase_if([&](const Delivery& delivery) {
+    if (!delivery.message->expired(now)) return false;
+    ShardStats::add(shard_.stats().dropped_expired);
+    forget(delivery);
+    return true;
+  });
 }
 
 void Session::deliver(Delivery&& delivery) {
   if (delivery.message->expired_now()) {
     ShardStats::add(shard_.stats().dropped_expired);
-    return;
+    return forget(delivery);
   }
   if (!online()) {
     if (delivery.qos == mqtt::QoS::kAtMostOnce && !shard_.config().sessions.queue_qos0_offline) {
@@ -107,7 +157,7 @@ void Session::deliver(Delivery&& delivery) {
 void Session::enqueue(Delivery&& delivery) {
   if (queue_.size() >= shard_.config().limits.max_queued_messages) {
     ShardStats::add(shard_.stats().dropped_queue_full);
-    return;
+    return forget(delivery);
   }
   queue_.push_back(std::move(delivery));
 }
@@ -130,9 +180,13 @@ std::uint16_t Session::next_packet_id() {
 
 void Session::send_inflight(Delivery&& delivery) {
   const std::uint16_t packet_id = next_packet_id();
-  if (!write_publish(delivery, packet_id, false)) return;  // too large: as if delivered
+  if (!write_publish(delivery, packet_id, false)) return forget(delivery);  // as if delivered
   const Stage stage =
       delivery.qos == mqtt::QoS::kAtLeastOnce ? Stage::kAwaitingPuback : Stage::kAwaitingPubrec;
+  // Not waited for: if the broker stops before this is stored, the message
+  // is sent again as a new one, which QoS 1 allows; see docs/persistence.md
+  // for QoS 2.
+  store_stage(delivery, packet_id, stage);
   inflight_.emplace(packet_id, Inflight{std::move(delivery), next_sequence_++, stage});
 }
 
@@ -196,6 +250,7 @@ void Session::resend_inflight() {
     } else if (write_publish(entry.delivery, packet_id, true)) {
       ++resent;
     } else {
+      forget(entry.delivery);
       inflight_.erase(packet_id);
     }
   }
@@ -208,6 +263,7 @@ void Session::pump() {
     Delivery delivery = queue_.pop_front();
     if (delivery.message->expired(now)) {
       ShardStats::add(shard_.stats().dropped_expired);
+      forget(delivery);
       continue;
     }
     if (delivery.qos == mqtt::QoS::kAtMostOnce) {
@@ -221,6 +277,7 @@ void Session::pump() {
 void Session::on_puback(std::uint16_t packet_id) {
   const auto it = inflight_.find(packet_id);
   if (it == inflight_.end() || it->second.stage != Stage::kAwaitingPuback) return;
+  forget(it->second.delivery);  // delivered: nothing to keep
   inflight_.erase(it);
   pump();
 }
@@ -228,19 +285,35 @@ void Session::on_puback(std::uint16_t packet_id) {
 bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
   const auto it = inflight_.find(packet_id);
   if (it == inflight_.end() || it->second.stage == Stage::kAwaitingPuback) return false;
+  Delivery& delivery = it->second.delivery;
   if (mqtt::is_error(reason)) {  // the client refused it: the flow ends here [MQTT-4.3.3]
+    forget(delivery);
     inflight_.erase(it);
     pump();
     return true;
   }
+  if (it->second.stage == Stage::kAwaitingPubcomp) return true;  // a repeated PUBREC
   it->second.stage = Stage::kAwaitingPubcomp;
-  it->second.delivery.message.reset();  // only the packet id is needed from here on
+  // Only the packet id is needed from here on, in memory and in the store.
+  if (delivery.store_id != 0) {
+    store::WriteBatch batch;
+    batch.add(store::WriteBatch::PutOutbound{
+        outbound_record(client_id(), delivery, it->first, Stage::kAwaitingPubcomp)});
+    release_stored_message(delivery, batch);
+    shard_.write_then(std::move(batch), nullptr);
+  }
+  delivery.message.reset();
   return true;
 }
 
 void Session::on_pubcomp(std::uint16_t packet_id) {
   const auto it = inflight_.find(packet_id);
   if (it == inflight_.end() || it->second.stage != Stage::kAwaitingPubcomp) return;
+  if (const std::uint64_t id = it->second.delivery.store_id; id != 0) {
+    shard_.write_then(
+        std::move(store::WriteBatch().add(store::WriteBatch::DeleteOutbound{client_id(), id})),
+        nullptr);
+  }
   inflight_.erase(it);
   pump();
 }

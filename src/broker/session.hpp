@@ -24,6 +24,8 @@
 #include "broker/delivery_queue.hpp"
 #include "config/config.hpp"
 #include "mqtt/packets.hpp"
+#include "store/records.hpp"
+#include "store/write_batch.hpp"
 
 namespace sluice::broker {
 
@@ -50,7 +52,7 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   std::uint64_t id() const { return id_; }
-  const std::string& client_id() const { return client_id_; }
+  const std::string& client_id() const { return tag_->client_id; }
   // What the hash_client_id shared strategy distributes this client's messages by.
   std::uint64_t client_hash() const { return client_hash_; }
   SubscriberRef ref() const;
@@ -58,7 +60,8 @@ class Session {
   // ---- connection ----
   bool online() const { return owner_ != nullptr; }
   ClientProtocol* owner() const { return owner_; }
-  std::shared_ptr<const std::atomic<bool>> online_flag() const { return online_flag_; }
+  // Shared with the subscription index: read by publishers on every shard.
+  std::shared_ptr<const SessionTag> tag() const { return tag_; }
   // Binds the session to a new connection and resends what was in flight
   // [MQTT-4.4.0-1], then what was queued.
   void attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVersion version,
@@ -69,8 +72,17 @@ class Session {
 
   // ---- persistence ----
   // Whether the store holds a record of this session (so ending it must delete it).
-  bool stored() const { return stored_; }
-  void set_stored(bool stored) { stored_ = stored; }
+  bool stored() const { return tag_->stored.load(std::memory_order_relaxed); }
+  void set_stored(bool stored) { tag_->stored.store(stored, std::memory_order_relaxed); }
+  // Puts back what the store held for this session at start-up: an
+  // outbound message queued (`packet_id` 0) or in flight, in message-id
+  // order. An in-flight one is resent with DUP when the client is back.
+  // False when it cannot be put back (then its record should go).
+  bool restore_outbound(Delivery&& delivery, std::uint16_t packet_id,
+                        store::OutboundRecord::Stage stage);
+  // The session ends: its stored deliveries let go of their messages (the
+  // caller deletes the session's records).
+  void release_stored(store::WriteBatch& batch);
 
   // ---- lifetime ----
   std::uint32_t expiry_s() const { return expiry_s_; }
@@ -101,7 +113,11 @@ class Session {
   void on_pubcomp(std::uint16_t packet_id);
   // Sends queued messages while the window and the socket allow.
   void pump();
+  // Drops queued messages whose expiry has passed (an offline session's
+  // queue is not otherwise looked at until its client comes back).
+  void drop_expired(Clock::time_point now);
   std::size_t inflight() const { return inflight_.size(); }
+  std::size_t queued() const { return queue_.size(); }
 
   // ---- inbound QoS 2 ----
   // True when `packet_id` is new (the message must be routed); false for a
@@ -118,7 +134,7 @@ class Session {
   void hand_on_shared(bool session_ends);
 
  private:
-  enum class Stage : std::uint8_t { kAwaitingPuback, kAwaitingPubrec, kAwaitingPubcomp };
+  using Stage = store::OutboundRecord::Stage;
   struct Inflight {
     Delivery delivery;
     std::uint64_t sequence;  // to resend in the original order
@@ -132,12 +148,16 @@ class Session {
   std::uint16_t next_packet_id();
   void enqueue(Delivery&& delivery);
   void resend_inflight();
+  // A delivery leaves this session unfinished (dropped, expired, too
+  // large): its stored record goes, and with the last one its message.
+  void forget(const Delivery& delivery);
+  // The stored record of `delivery` now says `stage` with `packet_id`.
+  void store_stage(const Delivery& delivery, std::uint16_t packet_id, Stage stage);
 
   Shard& shard_;
   const std::uint64_t id_;
-  const std::string client_id_;
+  const std::shared_ptr<SessionTag> tag_;
   const std::uint64_t client_hash_;
-  std::shared_ptr<std::atomic<bool>> online_flag_;
 
   ClientProtocol* owner_ = nullptr;
   ClientLink* link_ = nullptr;
@@ -146,7 +166,6 @@ class Session {
   std::unordered_map<std::string, std::uint16_t> outbound_aliases_;  // per connection
 
   std::uint32_t expiry_s_ = 0;
-  bool stored_ = false;
   std::optional<Clock::time_point> offline_since_;
   std::unique_ptr<mqtt::Will> will_;  // most sessions have none: no room kept for one
   std::optional<Clock::time_point> will_due_;

@@ -10,8 +10,9 @@
 namespace sluice::broker {
 
 namespace {
-// How often shard 0 walks the retained store for expired messages.
-constexpr auto kRetainedPurgeInterval = std::chrono::seconds(60);
+// How often expired messages are looked for where nothing else would find
+// them: the retained store (by shard 0) and offline sessions' queues.
+constexpr auto kPurgeInterval = std::chrono::seconds(60);
 }  // namespace
 
 Shard::Shard(Broker& broker, std::uint32_t index)
@@ -37,16 +38,18 @@ Session* Shard::create_session(const std::string& client_id) {
 }
 
 void Shard::end_session(Session& session) {
-  if (session.stored() && broker_.committer() != nullptr) {
-    broker_.committer()->submit(
-        std::move(store::WriteBatch().add(store::WriteBatch::DeleteSession{session.client_id()})),
-        nullptr);
-  }
   for (const auto& [filter, record] : session.subscriptions()) {
     broker_.index().unsubscribe(filter, session.ref());
   }
   session.subscriptions().clear();
   session.hand_on_shared(true);
+  if (session.stored()) {
+    // After the hand-on, which rewrites the records of what it moved.
+    store::WriteBatch batch;
+    batch.add(store::WriteBatch::DeleteSession{session.client_id()});
+    session.release_stored(batch);
+    write_then(std::move(batch), nullptr);
+  }
   offline_.erase(&session);
   sessions_by_id_.erase(session.id());
   const std::string client_id = session.client_id();  // the key must outlive the erase
@@ -58,13 +61,31 @@ void Shard::session_went_offline(Session& session, Clock::time_point now) {
   offline_.insert(&session);
 }
 
-std::size_t Shard::publish(const MessagePtr& message, bool* retained) {
+std::size_t Shard::publish(const MessagePtr& message) {
+  return publish(message, store::WriteBatch(), [&](std::size_t, store::WriteBatch&& batch) {
+    if (!batch.empty()) write_then(std::move(batch), nullptr);
+  });
+}
+
+std::size_t Shard::route(const MessagePtr& message, store::WriteBatch& batch) {
+  const bool storing = has_store();
   if (message->retain && broker_.config().mqtt.retain_available) {
-    const bool taken = broker_.retained().set(message) != RetainedStore::SetResult::kLimitReached;
-    if (retained != nullptr) *retained = taken;
+    const auto result = broker_.retained().set(message);
+    // $SYS topics are made afresh by each run: not worth a write.
+    if (storing && result != RetainedStore::SetResult::kLimitReached &&
+        !message->topic.starts_with("$SYS")) {
+      if (message->payload.empty()) {
+        batch.add(store::WriteBatch::DeleteRetained{message->topic});
+      } else {
+        batch.add(store::WriteBatch::PutRetained{to_record(*message)});
+      }
+    }
   }
   targets_.clear();
   broker_.index().match(*message, broker_.config().sessions.shared_subscription_strategy, targets_);
+  routed_.clear();
+  std::uint64_t store_id = 0;
+  std::uint32_t holders = 0;
   for (Target& target : targets_) {
     Delivery delivery;
     delivery.message = message;
@@ -73,9 +94,28 @@ std::size_t Shard::publish(const MessagePtr& message, bool* retained) {
     delivery.retain = message->retain && target.retain_as_published && !target.shared_filter;
     delivery.identifiers = std::move(target.identifiers);
     delivery.shared_filter = std::move(target.shared_filter);
-    deliver(target.ref, std::move(delivery));
+    if (storing && target.stored_session && delivery.qos != mqtt::QoS::kAtMostOnce) {
+      if (store_id == 0) store_id = broker_.new_message_id();
+      delivery.store_id = store_id;
+      batch.add(store::WriteBatch::PutOutbound{
+          outbound_record(target.stored_session->client_id, delivery, 0,
+                          store::OutboundRecord::Stage::kQueued)});
+      ++holders;
+    }
+    routed_.push_back({target.ref, std::move(delivery)});
+  }
+  if (holders != 0) {
+    message->store_refs.set(holders);
+    batch.add(store::WriteBatch::PutMessage{store_id, to_record(*message)});
   }
   return targets_.size();
+}
+
+void Shard::dispatch() {
+  // Nothing a delivery does routes another message, so routed_ stays put.
+  for (RemoteDelivery& routed : routed_)
+    deliver(routed.to, std::move(routed.delivery));
+  routed_.clear();
 }
 
 void Shard::deliver(SubscriberRef to, Delivery&& delivery) {
@@ -84,7 +124,12 @@ void Shard::deliver(SubscriberRef to, Delivery&& delivery) {
     return;
   }
   const auto it = sessions_by_id_.find(to.session_id);
-  if (it != sessions_by_id_.end()) it->second->deliver(std::move(delivery));
+  if (it != sessions_by_id_.end()) return it->second->deliver(std::move(delivery));
+  // The session ended on the way. Its record, if written after the session's
+  // were deleted, has no session left and goes at the next start.
+  store::WriteBatch batch;
+  release_stored_message(delivery, batch);
+  if (!batch.empty()) write_then(std::move(batch), nullptr);
 }
 
 void Shard::deliver_batch(std::vector<RemoteDelivery>&& batch) {
@@ -99,6 +144,19 @@ bool Shard::redeliver_shared(Delivery& delivery, SubscriberRef exclude, bool onl
   if (!target) return false;
   delivery.qos = std::min(delivery.message->qos, target->max_qos);
   delivery.identifiers = target->identifiers;
+  if (delivery.store_id != 0) {
+    // The stored copy moves with it, to a session the store keeps; or goes.
+    store::WriteBatch batch;
+    if (target->stored_session && delivery.qos != mqtt::QoS::kAtMostOnce) {
+      batch.add(store::WriteBatch::PutOutbound{
+          outbound_record(target->stored_session->client_id, delivery, 0,
+                          store::OutboundRecord::Stage::kQueued)});
+    } else {
+      release_stored_message(delivery, batch);
+      delivery.store_id = 0;
+    }
+    write_then(std::move(batch), nullptr);
+  }
   deliver(target->ref, std::move(delivery));
   return true;
 }
@@ -161,9 +219,18 @@ void Shard::tick(Clock::time_point now) {
     publish_will(*session, now);  // a will still pending goes out when the session ends
     end_session(*session);
   }
+  if (now >= next_queue_purge_) {
+    for (Session* session : offline_)
+      session->drop_expired(now);
+    next_queue_purge_ = now + kPurgeInterval;
+  }
   if (index_ == 0 && now >= next_retained_purge_) {
-    broker_.retained().purge_expired(now);
-    next_retained_purge_ = now + kRetainedPurgeInterval;
+    store::WriteBatch batch;
+    broker_.retained().purge_expired(now, [&](const Message& message) {
+      if (has_store()) batch.add(store::WriteBatch::DeleteRetained{message.topic});
+    });
+    if (!batch.empty()) write_then(std::move(batch), nullptr);
+    next_retained_purge_ = now + kPurgeInterval;
   }
   if (index_ == 0 && broker_.config().sys_interval_s > 0 && now >= next_sys_publish_) {
     publish_sys_topics(now);

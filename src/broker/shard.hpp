@@ -42,10 +42,28 @@ class Shard {
   void session_came_online(Session& session) { offline_.erase(&session); }
 
   // ---- routing ----
-  // Retains (if asked) and delivers `message` to every matching subscriber;
-  // returns how many subscribers it went to. `retained`, when given, says
-  // whether the retained store took the message.
-  std::size_t publish(const MessagePtr& message, bool* retained = nullptr);
+  // Routes `message`: sets it as the topic's retained message if it asks,
+  // and delivers it to every matching subscriber. What must survive a crash
+  // (the retained message; the message and an outbound record for each
+  // stored session it goes to) is written to the store without anyone
+  // waiting for it. Returns how many subscribers it went to.
+  std::size_t publish(const MessagePtr& message);
+
+  // The same for a client's PUBLISH, whose acknowledgement may have to wait
+  // for the store. `batch` holds the caller's own changes; routing adds the
+  // message's, then calls `acknowledge(receivers, std::move(batch))` before
+  // anything is delivered. It hands a non-empty batch to write_then (the
+  // acknowledgement waiting for it), or acknowledges at once. Writing before
+  // delivering means a subscriber's PUBACK can never overtake the record it
+  // deletes.
+  template <class Acknowledge>
+  std::size_t publish(const MessagePtr& message, store::WriteBatch&& batch,
+                      Acknowledge&& acknowledge) {
+    const std::size_t receivers = route(message, batch);
+    acknowledge(receivers, std::move(batch));
+    dispatch();
+    return receivers;
+  }
   // Deliveries that other shards routed to sessions here.
   void deliver_batch(std::vector<RemoteDelivery>&& batch);
   // Moves `delivery` to a member of its shared group other than `exclude`
@@ -71,6 +89,11 @@ class Shard {
 
  private:
   void publish_sys_topics(Clock::time_point now);
+  // Matches `message` and prepares its deliveries in `routed_`, adding what
+  // must be stored to `batch`.
+  std::size_t route(const MessagePtr& message, store::WriteBatch& batch);
+  // Sends what route() prepared.
+  void dispatch();
 
   Broker& broker_;
   const std::uint32_t index_;
@@ -80,8 +103,10 @@ class Shard {
   std::unordered_set<Session*> offline_;
   std::vector<std::vector<RemoteDelivery>> outbox_;
   std::vector<Target> targets_;  // reused by every publish
+  std::vector<RemoteDelivery> routed_;
   Clock::time_point next_sys_publish_;
   Clock::time_point next_retained_purge_;
+  Clock::time_point next_queue_purge_;
 };
 
 }  // namespace sluice::broker

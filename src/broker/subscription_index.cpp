@@ -22,11 +22,13 @@ std::uint32_t random_index(std::size_t size) {
 
 }  // namespace
 
+// A subscription as the trie keeps it: the entry and its session's tag.
+struct SubscriptionIndex::Member {
+  Entry entry;
+  std::shared_ptr<const SessionTag> session;
+};
+
 struct SubscriptionIndex::SharedGroup {
-  struct Member {
-    Entry entry;
-    std::shared_ptr<const std::atomic<bool>> online;
-  };
   std::string name;
   std::shared_ptr<const std::string> full_filter;
   std::vector<Member> members;
@@ -41,7 +43,7 @@ struct SubscriptionIndex::Node {
   trie::Children<std::unique_ptr<Node>> children;  // literal levels
   std::unique_ptr<Node> plus;  // '+' and '#' apart: every publish looks for them at every level
   std::unique_ptr<Node> hash;
-  std::vector<Entry> entries;
+  std::vector<Member> entries;
   std::vector<std::unique_ptr<SharedGroup>> groups;
 
   const Node* child(std::string_view level) const {
@@ -77,7 +79,7 @@ struct SubscriptionIndex::Node {
   }
 };
 
-const SubscriptionIndex::SharedGroup::Member* SubscriptionIndex::SharedGroup::pick(
+const SubscriptionIndex::Member* SubscriptionIndex::SharedGroup::pick(
     config::SharedStrategy strategy, const Message& message, SubscriberRef exclude,
     bool online_only) const {
   const std::size_t n = members.size();
@@ -104,7 +106,7 @@ const SubscriptionIndex::SharedGroup::Member* SubscriptionIndex::SharedGroup::pi
     const std::size_t index = (start + i) % n;
     const Member& member = members[index];
     if (member.entry.ref == exclude) continue;
-    if (member.online->load(std::memory_order_relaxed)) {
+    if (member.session->online.load(std::memory_order_relaxed)) {
       if (strategy == config::SharedStrategy::kSticky && i != 0) {
         cursor.store(static_cast<std::uint32_t>(index), std::memory_order_relaxed);
       }
@@ -119,7 +121,7 @@ SubscriptionIndex::SubscriptionIndex() : root_(std::make_unique<Node>()) {}
 SubscriptionIndex::~SubscriptionIndex() = default;
 
 bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
-                                  std::shared_ptr<const std::atomic<bool>> online) {
+                                  std::shared_ptr<const SessionTag> session) {
   const auto shared = mqtt::parse_shared_filter(filter);
   std::string_view rest = shared ? shared->filter : filter;
 
@@ -129,13 +131,13 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
     node = &node->child_creating(trie::next_level(rest, done));
 
   if (!shared) {
-    for (Entry& existing : node->entries) {
-      if (existing.ref == entry.ref) {
-        existing = entry;
+    for (Member& existing : node->entries) {
+      if (existing.entry.ref == entry.ref) {
+        existing = {entry, std::move(session)};
         return false;
       }
     }
-    node->entries.push_back(entry);
+    node->entries.push_back({entry, std::move(session)});
     ++size_;
     return true;
   }
@@ -151,11 +153,11 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
   }
   for (auto& member : (*group_it)->members) {
     if (member.entry.ref == entry.ref) {
-      member = {entry, std::move(online)};
+      member = {entry, std::move(session)};
       return false;
     }
   }
-  (*group_it)->members.push_back({entry, std::move(online)});
+  (*group_it)->members.push_back({entry, std::move(session)});
   ++size_;
   return true;
 }
@@ -177,7 +179,8 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) 
 
   bool removed = false;
   if (!shared) {
-    removed = std::erase_if(node->entries, [&](const Entry& e) { return e.ref == ref; }) > 0;
+    removed =
+        std::erase_if(node->entries, [&](const Member& m) { return m.entry.ref == ref; }) > 0;
   } else {
     for (auto it = node->groups.begin(); it != node->groups.end(); ++it) {
       if ((*it)->name != shared->group) continue;
@@ -199,12 +202,18 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) 
 
 namespace {
 
-Target target_of(const SubscriptionIndex::Entry& entry) {
+Target target_of(const SubscriptionIndex::Entry& entry,
+                 const std::shared_ptr<const SessionTag>& session, const Message& message) {
   Target target;
   target.ref = entry.ref;
   target.max_qos = entry.options.max_qos;
   target.retain_as_published = entry.options.retain_as_published;
   if (entry.identifier != 0) target.identifiers.push_back(entry.identifier);
+  // Only QoS 1/2 goes into a stored queue; the tag is copied only then.
+  if (message.qos != mqtt::QoS::kAtMostOnce && entry.options.max_qos != mqtt::QoS::kAtMostOnce &&
+      session && session->stored.load(std::memory_order_relaxed)) {
+    target.stored_session = session;
+  }
   return target;
 }
 
@@ -221,6 +230,7 @@ void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
       out->retain_as_published = out->retain_as_published || it->retain_as_published;
       out->identifiers.insert(out->identifiers.end(), it->identifiers.begin(),
                               it->identifiers.end());
+      if (!out->stored_session) out->stored_session = std::move(it->stored_session);
     } else {
       *++out = std::move(*it);
     }
@@ -237,9 +247,10 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   const bool dollar_topic = !message.topic.empty() && message.topic[0] == '$';
 
   auto collect = [&](const Node& node) {
-    for (const Entry& entry : node.entries) {
+    for (const Member& member : node.entries) {
+      const Entry& entry = member.entry;
       if (entry.options.no_local && entry.ref.session_id == message.origin_session) continue;
-      out.push_back(target_of(entry));
+      out.push_back(target_of(entry, member.session, message));
     }
     for (const auto& group : node.groups)
       groups.push_back(group.get());
@@ -265,10 +276,9 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   walk(walk, *root_, message.topic, false, true);
   merge_per_subscriber(out, first);
   for (const SharedGroup* group : groups) {
-    const SharedGroup::Member* member =
-        group->pick(strategy, message, SubscriberRef{~0u, 0}, false);
+    const Member* member = group->pick(strategy, message, SubscriberRef{~0u, 0}, false);
     if (member == nullptr) continue;
-    Target target = target_of(member->entry);
+    Target target = target_of(member->entry, member->session, message);
     target.shared_filter = group->full_filter;
     out.push_back(std::move(target));
   }
@@ -289,9 +299,9 @@ std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_fil
   if (node == nullptr) return std::nullopt;
   for (const auto& group : node->groups) {
     if (group->name != shared->group) continue;
-    const SharedGroup::Member* member = group->pick(strategy, message, exclude, online_only);
+    const Member* member = group->pick(strategy, message, exclude, online_only);
     if (member == nullptr) return std::nullopt;
-    Target target = target_of(member->entry);
+    Target target = target_of(member->entry, member->session, message);
     target.shared_filter = group->full_filter;
     return target;
   }

@@ -32,6 +32,9 @@ struct Target {
   bool retain_as_published = false;
   std::vector<std::uint32_t> identifiers;            // Subscription Identifiers to send
   std::shared_ptr<const std::string> shared_filter;  // "$share/g/f" for a shared delivery
+  // The subscriber's session when the store keeps it and this is QoS 1/2:
+  // the publisher then stores the message in that session's queue.
+  std::shared_ptr<const SessionTag> stored_session;
 };
 
 class SubscriptionIndex {
@@ -49,9 +52,10 @@ class SubscriptionIndex {
 
   // Adds the subscription, or replaces this subscriber's earlier one to the
   // same filter [MQTT-3.8.4-3]. Returns true when there was none before.
-  // `online` tells shared groups whether the member can take messages now.
+  // `session` tells shared groups whether the member can take messages now,
+  // and publishers whether the session is stored.
   bool subscribe(std::string_view filter, const Entry& entry,
-                 std::shared_ptr<const std::atomic<bool>> online);
+                 std::shared_ptr<const SessionTag> session);
 
   // Returns true when the subscription existed.
   bool unsubscribe(std::string_view filter, SubscriberRef ref);
@@ -72,6 +76,7 @@ class SubscriptionIndex {
   std::size_t size() const;
 
  private:
+  struct Member;
   struct Node;
   struct SharedGroup;
 

@@ -11,8 +11,10 @@ namespace {
 using mqtt::QoS;
 using Strategy = config::SharedStrategy;
 
-std::shared_ptr<std::atomic<bool>> online(bool value = true) {
-  return std::make_shared<std::atomic<bool>>(value);
+std::shared_ptr<SessionTag> online(bool value = true) {
+  auto tag = std::make_shared<SessionTag>("client");
+  tag->online = value;
+  return tag;
 }
 
 SubscriptionIndex::Entry entry(std::uint64_t session, QoS qos = QoS::kAtMostOnce,

@@ -1,0 +1,274 @@
+// What the broker writes to the store for persistent sessions, and what it
+// reads back: a memory store behind a real Committer, the shard driven from
+// this thread, the store's contents read with load().
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "broker/broker.hpp"
+#include "broker/persistence.hpp"
+#include "broker/shard.hpp"
+#include "store/committer.hpp"
+#include "store/store.hpp"
+#include "task_mailbox.hpp"
+#include "test_client.hpp"
+
+namespace sluice::broker {
+namespace {
+
+using mqtt::QoS;
+using mqtt::ReasonCode;
+using testing_support::Client;
+
+// Everything a store holds, by kind.
+struct Contents final : store::LoadVisitor {
+  std::vector<store::SessionRecord> sessions;
+  std::vector<store::SubscriptionRecord> subscriptions;
+  std::vector<store::OutboundRecord> outbound_records;
+  std::vector<std::pair<std::string, std::uint16_t>> inbound_ids;
+  std::map<std::uint64_t, store::MessageRecord> messages;
+  std::vector<store::MessageRecord> retained_messages;
+
+  void session(store::SessionRecord&& r) override { sessions.push_back(std::move(r)); }
+  void subscription(store::SubscriptionRecord&& r) override {
+    subscriptions.push_back(std::move(r));
+  }
+  void outbound(store::OutboundRecord&& r) override { outbound_records.push_back(std::move(r)); }
+  void inbound(const std::string& id, std::uint16_t packet_id) override {
+    inbound_ids.emplace_back(id, packet_id);
+  }
+  void message(std::uint64_t id, store::MessageRecord&& r) override {
+    messages.emplace(id, std::move(r));
+  }
+  void retained(store::MessageRecord&& r) override { retained_messages.push_back(std::move(r)); }
+};
+
+// A broker with one shard over `store`.
+struct StoredBroker {
+  explicit StoredBroker(store::Store& store)
+      : broker(config::Config{}, 1, "test"),
+        committer(store, store::Durability::kNone, std::chrono::milliseconds(10)),
+        shard(broker.shard(0)) {
+    broker.set_mailbox(&mailbox);
+    broker.set_committer(&committer);
+  }
+  ~StoredBroker() { settle(); }
+
+  // Waits until everything handed to the store so far is written and its
+  // callbacks have run (the committer keeps the order of what it is given).
+  void settle() {
+    bool done = false;
+    shard.write_then(store::WriteBatch(), [&](bool) { done = true; });
+    while (!done)
+      mailbox.run(true);
+  }
+
+  Broker broker;
+  sluice::testing_support::TaskMailbox mailbox;
+  store::Committer committer;
+  Shard& shard;
+};
+
+class StoredSessionTest : public ::testing::Test {
+ protected:
+  Contents contents() {
+    Contents c;
+    EXPECT_TRUE(store->load(c).ok);
+    return c;
+  }
+  // A persistent session subscribed to `filter`, now offline.
+  void offline_subscriber(StoredBroker& b, const std::string& id, const std::string& filter,
+                          QoS qos = QoS::kAtLeastOnce) {
+    Client client(b.shard, id);
+    client.connect(false, 300);
+    client.subscribe(filter, qos);
+    b.settle();
+    client.protocol.on_connection_lost();
+  }
+
+  std::unique_ptr<store::Store> store = store::make_memory_store();
+};
+
+TEST_F(StoredSessionTest, MessageIsStoredOnceForManySessionsAndPubackWaitsForIt) {
+  StoredBroker b(*store);
+  offline_subscriber(b, "a", "t");
+  offline_subscriber(b, "b", "t");
+  Client pub(b.shard, "pub");
+  pub.connect();
+  pub.publish("t", "payload", QoS::kAtLeastOnce);
+  EXPECT_TRUE(pub.link.sent<mqtt::Puback>().empty());  // not before it is stored
+  b.settle();
+  ASSERT_EQ(pub.link.sent<mqtt::Puback>().size(), 1u);
+  const Contents c = contents();
+  ASSERT_EQ(c.messages.size(), 1u);
+  EXPECT_EQ(c.messages.begin()->second.payload, std::vector<std::uint8_t>({'p', 'a', 'y', 'l',
+                                                                            'o', 'a', 'd'}));
+  ASSERT_EQ(c.outbound_records.size(), 2u);
+  EXPECT_EQ(c.outbound_records[0].client_id, "a");
+  EXPECT_EQ(c.outbound_records[1].client_id, "b");
+  EXPECT_EQ(c.outbound_records[0].stage, store::OutboundRecord::Stage::kQueued);
+}
+
+TEST_F(StoredSessionTest, InflightStageIsStoredAndTheLastPubackDeletesTheMessage) {
+  StoredBroker b(*store);
+  offline_subscriber(b, "a", "t");
+  offline_subscriber(b, "b", "t");
+  Client pub(b.shard, "pub");
+  pub.connect();
+  pub.publish("t", "x", QoS::kAtLeastOnce);
+  b.settle();
+
+  Client a(b.shard, "a");
+  a.connect(false, 300);
+  ASSERT_EQ(a.link.publishes.size(), 1u);
+  b.settle();
+  Contents c = contents();
+  ASSERT_EQ(c.outbound_records.size(), 2u);
+  EXPECT_EQ(c.outbound_records[0].stage, store::OutboundRecord::Stage::kAwaitingPuback);
+  EXPECT_EQ(c.outbound_records[0].packet_id, a.link.publishes[0].packet_id);
+
+  a.protocol.on_packet(mqtt::Puback{a.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  b.settle();
+  c = contents();
+  EXPECT_EQ(c.outbound_records.size(), 1u);
+  EXPECT_EQ(c.messages.size(), 1u);  // "b" still holds it
+
+  Client bee(b.shard, "b");
+  bee.connect(false, 300);
+  ASSERT_EQ(bee.link.publishes.size(), 1u);
+  bee.protocol.on_packet(mqtt::Puback{bee.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  b.settle();
+  c = contents();
+  EXPECT_TRUE(c.outbound_records.empty());
+  EXPECT_TRUE(c.messages.empty());
+}
+
+TEST_F(StoredSessionTest, CleanSessionsAndQoS0WriteNothing) {
+  StoredBroker b(*store);
+  offline_subscriber(b, "stored", "t");
+  Client clean_sub(b.shard, "clean");
+  clean_sub.connect();
+  clean_sub.subscribe("q1", QoS::kAtLeastOnce);
+  Client pub(b.shard, "pub");
+  pub.connect();
+  b.settle();
+  const std::uint64_t writes = b.committer.writes();
+  pub.publish("t", "qos0 to a stored session", QoS::kAtMostOnce);
+  pub.publish("q1", "qos1 to a clean session", QoS::kAtLeastOnce);
+  EXPECT_EQ(pub.link.sent<mqtt::Puback>().size(), 1u);  // at once: nothing to wait for
+  EXPECT_EQ(clean_sub.link.publishes.size(), 1u);
+  clean_sub.protocol.on_packet(
+      mqtt::Puback{clean_sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  b.settle();
+  EXPECT_EQ(b.committer.writes(), writes + 1);  // settle()'s own empty write only
+}
+
+TEST_F(StoredSessionTest, EndingASessionDeletesItsQueueAndMessages) {
+  StoredBroker b(*store);
+  offline_subscriber(b, "a", "t");
+  Client pub(b.shard, "pub");
+  pub.connect();
+  pub.publish("t", "x", QoS::kExactlyOnce, 5);
+  b.settle();
+  EXPECT_EQ(contents().outbound_records.size(), 1u);
+  Client a(b.shard, "a");
+  a.connect(/*clean=*/true, 0);  // the old session ends
+  b.settle();
+  const Contents c = contents();
+  EXPECT_TRUE(c.outbound_records.empty());
+  EXPECT_TRUE(c.messages.empty());
+  EXPECT_TRUE(c.sessions.empty());
+}
+
+TEST_F(StoredSessionTest, InboundQoS2IdIsStoredUntilPubrelAndPubcompWaitsForTheDelete) {
+  StoredBroker b(*store);
+  Client pub(b.shard, "pub");
+  pub.connect(false, 300);
+  pub.publish("nobody/listens", "x", QoS::kExactlyOnce, 9);
+  EXPECT_TRUE(pub.link.sent<mqtt::Pubrec>().empty());
+  b.settle();
+  ASSERT_EQ(pub.link.sent<mqtt::Pubrec>().size(), 1u);
+  ASSERT_EQ(contents().inbound_ids.size(), 1u);
+  EXPECT_EQ(contents().inbound_ids[0], std::make_pair(std::string("pub"), std::uint16_t{9}));
+  pub.protocol.on_packet(mqtt::Pubrel{9, ReasonCode::kSuccess, {}});
+  EXPECT_TRUE(pub.link.sent<mqtt::Pubcomp>().empty());
+  b.settle();
+  ASSERT_EQ(pub.link.sent<mqtt::Pubcomp>().size(), 1u);
+  EXPECT_EQ(pub.link.sent<mqtt::Pubcomp>()[0].reason, ReasonCode::kSuccess);
+  EXPECT_TRUE(contents().inbound_ids.empty());
+}
+
+TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
+  {
+    StoredBroker b(*store);
+    offline_subscriber(b, "queued", "t");
+    Client inflight(b.shard, "inflight");
+    inflight.connect(false, 300);
+    inflight.subscribe("t", QoS::kAtLeastOnce);
+    Client pub(b.shard, "pub");
+    pub.connect(false, 300);
+    pub.publish("t", "first", QoS::kAtLeastOnce);
+    pub.publish("t", "second", QoS::kAtLeastOnce);
+    pub.publish("elsewhere", "x", QoS::kExactlyOnce, 77);
+    b.settle();
+    ASSERT_EQ(inflight.link.publishes.size(), 2u);
+    inflight.protocol.on_packet(
+        mqtt::Puback{inflight.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+    b.settle();
+  }  // connections, then the broker, go away; the store stays
+
+  StoredBroker again(*store);
+  LoadCounts counts;
+  ASSERT_TRUE(load_state(*store, again.broker, counts).ok);
+  EXPECT_EQ(counts.sessions, 3u);
+  EXPECT_EQ(counts.outbound, 3u);  // two queued, one in flight
+  EXPECT_EQ(counts.messages, 2u);
+  EXPECT_EQ(counts.inbound, 1u);
+
+  Client queued(again.shard, "queued");
+  queued.connect(false, 300);
+  ASSERT_EQ(queued.link.publishes.size(), 2u);
+  EXPECT_EQ(queued.link.publishes[0].payload, "first");
+  EXPECT_EQ(queued.link.publishes[1].payload, "second");
+  EXPECT_FALSE(queued.link.publishes[0].dup);
+
+  Client inflight(again.shard, "inflight");
+  inflight.connect(false, 300);
+  ASSERT_EQ(inflight.link.publishes.size(), 1u);
+  EXPECT_EQ(inflight.link.publishes[0].payload, "second");
+  EXPECT_TRUE(inflight.link.publishes[0].dup);
+
+  Client pub(again.shard, "pub");
+  pub.connect(false, 300);
+  pub.publish("elsewhere", "x", QoS::kExactlyOnce, 77, /*dup=*/true);
+  EXPECT_TRUE(queued.link.publishes.size() == 2u);  // not routed again
+  pub.protocol.on_packet(mqtt::Pubrel{77, ReasonCode::kSuccess, {}});
+  again.settle();
+  ASSERT_FALSE(pub.link.sent<mqtt::Pubcomp>().empty());
+  EXPECT_EQ(pub.link.sent<mqtt::Pubcomp>().back().reason, ReasonCode::kSuccess);
+}
+
+TEST_F(StoredSessionTest, ANewBrokersMessageIdsFollowTheStoredOnes) {
+  {
+    StoredBroker b(*store);
+    offline_subscriber(b, "a", "t");
+    Client pub(b.shard, "pub");
+    pub.connect();
+    pub.publish("t", "old", QoS::kAtLeastOnce);
+  }
+  StoredBroker again(*store);
+  LoadCounts counts;
+  ASSERT_TRUE(load_state(*store, again.broker, counts).ok);
+  Client pub(again.shard, "pub");
+  pub.connect();
+  pub.publish("t", "new", QoS::kAtLeastOnce);
+  again.settle();
+  const Contents c = contents();
+  ASSERT_EQ(c.outbound_records.size(), 2u);
+  EXPECT_LT(c.outbound_records[0].message_id, c.outbound_records[1].message_id);
+  EXPECT_EQ(c.messages.at(c.outbound_records[1].message_id).payload,
+            std::vector<std::uint8_t>({'n', 'e', 'w'}));
+}
+
+}  // namespace
+}  // namespace sluice::broker
