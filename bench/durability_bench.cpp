@@ -4,7 +4,7 @@
 // durability policy; then how long a start takes to load a large store.
 //
 //   build/release/bench/durability_bench [--messages N] [--publishers P]
-//       [--window W] [--sessions S] [--retained R] [--dir DIR]
+//       [--window W] [--sessions S] [--retained R] [--cycles C] [--dir DIR]
 //
 // Publishers each keep W PUBLISHes unacknowledged, as a real client with a
 // window does; the committer groups whatever is waiting into one write.
@@ -62,6 +62,7 @@ struct Options {
   std::uint64_t window = 100;
   int sessions = 100'000;
   int retained = 1'000'000;
+  int cycles = 8;
   std::string dir = "/tmp/sluice-durability-bench-" + std::to_string(getpid());
 };
 
@@ -139,6 +140,98 @@ double publish_rate(const Options& options, const char* durability) {
   return static_cast<double>(acknowledged) / seconds;
 }
 
+std::uintmax_t directory_bytes(const std::string& dir) {
+  std::uintmax_t total = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) total += entry.file_size();
+  }
+  return total;
+}
+
+// Fills and drains a persistent session's queue `cycles` times under
+// `sync`, printing the store's size on disk after each drain: what is
+// delivered and acknowledged must not keep using disk.
+void disk_use(const Options& options, int cycles) {
+  config::Config config;
+  config.limits.max_queued_messages = static_cast<std::uint32_t>(options.messages) + 1;
+  broker::Broker broker(config, 1, "bench");
+  testing_support::TaskMailbox mailbox;
+  broker.set_mailbox(&mailbox);
+  auto store = open_fresh(options.dir);
+  store::Committer committer(*store, store::Durability::kSync, std::chrono::milliseconds(10));
+  broker.set_committer(&committer);
+  broker::Shard& shard = broker.shard(0);
+  auto settle = [&] {
+    bool done = false;
+    shard.write_then(store::WriteBatch(), [&](bool) { done = true; });
+    while (!done)
+      mailbox.run(true);
+  };
+  {
+    Client subscriber(shard, "subscriber", 3600);
+    mqtt::Subscribe subscribe;
+    subscribe.packet_id = 1;
+    subscribe.subscriptions.push_back({"bench/#", {mqtt::QoS::kAtLeastOnce}});
+    subscriber.protocol.on_packet(std::move(subscribe));
+    subscriber.protocol.on_connection_lost();
+  }
+  Client publisher(shard, "publisher", 0);
+  const std::vector<std::uint8_t> payload(64, 'x');
+  std::printf("disk use of the store, after each fill and drain of %llu messages:",
+              static_cast<unsigned long long>(options.messages));
+  for (int cycle = 0; cycle < cycles; ++cycle) {
+    for (std::uint64_t i = 0; i < options.messages; ++i) {
+      mqtt::Publish publish;
+      publish.topic = "bench/disk";
+      publish.qos = mqtt::QoS::kAtLeastOnce;
+      publish.packet_id = static_cast<std::uint16_t>(i % 65535 + 1);
+      publish.payload = payload;
+      publisher.protocol.on_packet(std::move(publish));
+      if (i % 1000 == 999) settle();
+    }
+    settle();
+    // The subscriber comes back and acknowledges everything, window by window.
+    broker::ClientProtocol* reader = nullptr;
+    struct AckingLink final : broker::ClientLink {
+      std::vector<std::uint16_t> ids;
+      void send(const mqtt::Packet&) override {}
+      void send_publish(const mqtt::PublishHead& head, const broker::MessagePtr&) override {
+        ids.push_back(head.packet_id);
+      }
+      std::size_t unsent_bytes() const override { return 0; }
+      void close() override {}
+    } link;
+    broker::ClientProtocol protocol(shard, link);
+    reader = &protocol;
+    mqtt::Connect connect;
+    connect.client_id = "subscriber";
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = 3600;
+    reader->on_connect(std::move(connect));
+    std::uint64_t acknowledged = 0;
+    while (acknowledged < options.messages && !link.ids.empty()) {
+      std::vector<std::uint16_t> ids;
+      ids.swap(link.ids);
+      for (const std::uint16_t id : ids) {
+        reader->on_packet(mqtt::Puback{id, mqtt::ReasonCode::kSuccess, {}});
+        ++acknowledged;
+      }
+    }
+    reader->on_connection_lost();
+    settle();
+    if (acknowledged != options.messages) {
+      std::fprintf(stderr, "durability_bench: drained %llu of %llu\n",
+                   static_cast<unsigned long long>(acknowledged),
+                   static_cast<unsigned long long>(options.messages));
+      std::exit(1);
+    }
+    std::printf(" %.1f MB", static_cast<double>(directory_bytes(options.dir)) / 1e6);
+    std::fflush(stdout);
+  }
+  std::printf("\nRESULT disk_mb_after_drain=%.1f\n",
+              static_cast<double>(directory_bytes(options.dir)) / 1e6);
+}
+
 // Fills a store with `sessions` persistent sessions (one subscription each)
 // and `retained` retained messages, then times opening and loading it.
 void restart_time(const Options& options) {
@@ -197,6 +290,7 @@ int main(int argc, char** argv) {
     else if (name == "--sessions") options.sessions = std::stoi(value);
     else if (name == "--retained") options.retained = std::stoi(value);
     else if (name == "--dir") options.dir = value;
+    else if (name == "--cycles") options.cycles = std::stoi(value);
     else {
       std::fprintf(stderr, "durability_bench: unknown option %s\n", name.c_str());
       return 2;
@@ -215,6 +309,7 @@ int main(int argc, char** argv) {
     std::printf("RESULT durability=%s msgs_per_s=%.0f ratio_to_memory=%.3f\n", policy, rate,
                 rate / memory);
   }
+  disk_use(options, options.cycles);
   restart_time(options);
   std::filesystem::remove_all(options.dir);
   return 0;

@@ -4,6 +4,7 @@
 // refused instead of misread or emptied.
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
 
 #include <array>
@@ -193,9 +194,22 @@ Status open_rocksdb_store(const std::string& directory, std::unique_ptr<Store>& 
   options.create_if_missing = !existed;
   options.create_missing_column_families = !existed;
   options.error_if_exists = false;
+  // The write-ahead log is what makes a write durable; bounding it makes
+  // RocksDB flush memtables (and so drop old log files) before it grows
+  // beyond this, whatever the traffic.
+  options.max_total_wal_size = 256ull << 20;
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const char* name : kFamilyNames)
-    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  for (std::size_t family = 0; family < kFamilies; ++family) {
+    rocksdb::ColumnFamilyOptions family_options;
+    if (family == kOutbound || family == kMessages || family == kInbound) {
+      // Queues: nearly every record is deleted soon after it is written. A
+      // table file that is mostly deletions is compacted early, so the
+      // tombstones do not pile up on disk or slow the next start's scan.
+      family_options.table_properties_collector_factories.push_back(
+          rocksdb::NewCompactOnDeletionCollectorFactory(128 * 1024, 64 * 1024, 0.5));
+    }
+    descriptors.emplace_back(kFamilyNames[family], family_options);
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   const rocksdb::Status opened = rocksdb::DB::Open(options, directory, descriptors, &handles, &raw);
