@@ -1,0 +1,284 @@
+// sluice-bench: an MQTT load generator that checks what it measures.
+//
+//   sluice-bench fanin   [--publishers 8]           P publishers -> 1 subscriber on a wildcard
+//   sluice-bench fanout  [--subscribers 100]        1 publisher -> N subscribers of one topic
+//   sluice-bench p2p     [--pairs 8]                P publisher/subscriber pairs, a topic each
+//   sluice-bench latency [--rate 1000]              timestamps in the payload; p50/p99/p99.9
+//   sluice-bench conns   [--connections 10000]      idle connections: connect rate, memory
+//
+// Common options: --host, --port, --qos, --mqtt 4|5, --payload BYTES,
+// --duration S, --rate MSG/S (total), --inflight N, --threads T,
+// --broker-pid PID (broker CPU seconds and resident memory from /proc).
+// Prints a live progress line on a terminal and one `RESULT key=value ...`
+// line per run on stdout.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "worker.hpp"
+
+namespace {
+
+using namespace sluice::load;
+
+struct Options {
+  std::string scenario;
+  Settings settings;
+  std::uint32_t publishers = 8;
+  std::uint32_t subscribers = 100;
+  std::uint32_t pairs = 8;
+  std::uint32_t connections = 10'000;
+  double duration_s = 10;
+  double rate = 0;  // total messages/s over all publishers
+  std::uint32_t threads = 1;
+  int broker_pid = 0;
+};
+
+// utime + stime of a process, in seconds.
+double cpu_seconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// VmRSS of a process, in bytes.
+std::uint64_t resident_bytes(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+void raise_file_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+double seconds_since(std::uint64_t start_ns) {
+  return static_cast<double>(monotonic_ns() - start_ns) / 1e9;
+}
+
+// Waits until `done()` or `limit_s` passes; shows progress on a terminal.
+template <class Done, class Line>
+bool wait_with_progress(double limit_s, Done&& done, Line&& line) {
+  const bool terminal = isatty(STDERR_FILENO) != 0;
+  const std::uint64_t start = monotonic_ns();
+  std::uint64_t next_line = start;
+  while (!done()) {
+    if (seconds_since(start) >= limit_s) return false;
+    if (terminal && monotonic_ns() >= next_line) {
+      std::fprintf(stderr, "\r%s   ", line().c_str());
+      next_line += 500'000'000;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (terminal) std::fprintf(stderr, "\r%s\n", line().c_str());
+  return true;
+}
+
+std::string rate_text(double value) {
+  char text[32];
+  if (value >= 1e6) {
+    std::snprintf(text, sizeof text, "%.2fM", value / 1e6);
+  } else if (value >= 1e3) {
+    std::snprintf(text, sizeof text, "%.1fk", value / 1e3);
+  } else {
+    std::snprintf(text, sizeof text, "%.0f", value);
+  }
+  return text;
+}
+
+int run(Options& o) {
+  raise_file_limit();
+  Shared shared;
+  const bool conns = o.scenario == "conns";
+  const bool latency = o.scenario == "latency";
+  std::uint32_t publishers = 0;
+  std::vector<ClientSpec> specs;
+  const std::string prefix = "sluice-bench/" + std::to_string(getpid()) + "/";
+  const std::string id = "bench-" + std::to_string(getpid()) + "-";
+  // How many deliveries each message of a publisher should make.
+  std::uint64_t deliveries_per_message = 1;
+  if (o.scenario == "fanin") {
+    publishers = o.publishers;
+    specs.push_back({id + "sub-0", "", prefix + "fanin/+", 0});
+    for (std::uint32_t p = 0; p < publishers; ++p)
+      specs.push_back({id + "pub-" + std::to_string(p), prefix + "fanin/" + std::to_string(p), "", p});
+  } else if (o.scenario == "fanout") {
+    publishers = 1;
+    deliveries_per_message = o.subscribers;
+    for (std::uint32_t s = 0; s < o.subscribers; ++s)
+      specs.push_back({id + "sub-" + std::to_string(s), "", prefix + "fanout", 0});
+    specs.push_back({id + "pub-0", prefix + "fanout", "", 0});
+  } else if (o.scenario == "p2p" || latency) {
+    publishers = latency ? 1 : o.pairs;
+    for (std::uint32_t p = 0; p < publishers; ++p) {
+      const std::string topic = prefix + "p2p/" + std::to_string(p);
+      specs.push_back({id + "sub-" + std::to_string(p), "", topic, 0});
+      specs.push_back({id + "pub-" + std::to_string(p), topic, "", p});
+    }
+    if (latency && o.rate == 0) o.rate = 1000;
+  } else if (conns) {
+    for (std::uint32_t c = 0; c < o.connections; ++c)
+      specs.push_back({id + "idle-" + std::to_string(c), "", "", 0});
+  } else {
+    std::fprintf(stderr, "sluice-bench: unknown scenario %s\n", o.scenario.c_str());
+    return 2;
+  }
+  if (publishers > 0 && o.rate > 0) o.settings.rate_per_publisher = o.rate / publishers;
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (std::uint32_t t = 0; t < o.threads; ++t)
+    workers.push_back(std::make_unique<Worker>(o.settings, shared, std::max(publishers, 1u)));
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    workers[i % workers.size()]->add(std::move(specs[i]));
+  const auto total = static_cast<std::uint32_t>(specs.size());
+
+  const std::uint64_t rss_before = o.broker_pid ? resident_bytes(o.broker_pid) : 0;
+  const std::uint64_t connect_start = monotonic_ns();
+  for (auto& worker : workers)
+    worker->start();
+  const bool connected = wait_with_progress(
+      120, [&] { return shared.ready + shared.failed >= total; },
+      [&] { return o.scenario + ": " + std::to_string(shared.ready.load()) + "/" +
+                   std::to_string(total) + " connected"; });
+  const double connect_s = seconds_since(connect_start);
+  auto stop = [&] {
+    shared.phase = Phase::kStop;
+    for (auto& worker : workers)
+      worker->join();
+  };
+  if (!connected || shared.failed > 0) {
+    stop();
+    std::fprintf(stderr, "sluice-bench: %u of %u connections failed%s\n", shared.failed.load(),
+                 total, connected ? "" : " (or timed out)");
+    return 1;
+  }
+
+  std::ostringstream result;
+  result << "RESULT scenario=" << o.scenario << " mqtt=" << o.settings.version
+         << " qos=" << o.settings.qos << " payload=" << o.settings.payload_bytes
+         << " threads=" << o.threads;
+  if (conns) {
+    const std::uint64_t rss_after = o.broker_pid ? resident_bytes(o.broker_pid) : 0;
+    stop();
+    result << " connections=" << total << " connect_s=" << connect_s
+           << " connects_per_s=" << static_cast<std::uint64_t>(total / connect_s);
+    if (o.broker_pid) {
+      result << " broker_rss_bytes=" << rss_after << " rss_per_connection_bytes="
+             << (rss_after > rss_before ? (rss_after - rss_before) / total : 0);
+    }
+    std::printf("%s\n", result.str().c_str());
+    return 0;
+  }
+
+  const double cpu_before = o.broker_pid ? cpu_seconds(o.broker_pid) : 0;
+  const std::uint64_t start = monotonic_ns();
+  shared.run_started_ns = start;
+  shared.phase.store(Phase::kRun, std::memory_order_release);
+  wait_with_progress(
+      o.duration_s, [] { return false; },
+      [&] {
+        const double elapsed = std::max(seconds_since(start), 1e-3);
+        return o.scenario + ": " + std::to_string(static_cast<int>(elapsed)) + "s sent " +
+               rate_text(static_cast<double>(shared.sent) / elapsed) + "/s received " +
+               rate_text(static_cast<double>(shared.received) / elapsed) + "/s";
+      });
+  shared.phase = Phase::kDrain;
+  const double publish_s = seconds_since(start);
+  // Drain: QoS 1/2 until everything sent has arrived (or 30 s); QoS 0 until
+  // nothing has arrived for half a second.
+  const std::uint64_t sent = shared.sent;
+  const std::uint64_t expected = sent * deliveries_per_message;
+  wait_with_progress(
+      30,
+      [&] {
+        if (shared.received >= expected && shared.acked >= (o.settings.qos > 0 ? sent : 0))
+          return true;
+        const std::uint64_t last = std::max(shared.last_receive_ns.load(), start);
+        return o.settings.qos == 0 && monotonic_ns() - last > 500'000'000;
+      },
+      [&] { return o.scenario + ": draining " + std::to_string(shared.received.load()) + "/" +
+                   std::to_string(expected); });
+  const double cpu = o.broker_pid ? cpu_seconds(o.broker_pid) - cpu_before : 0;
+  stop();
+
+  std::uint64_t distinct = 0, duplicated = 0, reordered = 0, undecodable = 0;
+  LatencyHistogram latencies;
+  for (const auto& worker : workers) {
+    const auto& t = worker->totals();
+    distinct += t.distinct;
+    duplicated += t.duplicated;
+    reordered += t.reordered;
+    undecodable += t.undecodable;
+    latencies.merge(t.latency);
+  }
+  const std::uint64_t lost = expected > distinct ? expected - distinct : 0;
+  const std::uint64_t last = std::max(shared.last_receive_ns.load(), start + 1);
+  const double receive_s = std::max(static_cast<double>(last - start) / 1e9, publish_s);
+  result << " duration_s=" << publish_s << " sent=" << sent << " expected=" << expected
+         << " received=" << distinct << " lost=" << lost << " duplicated=" << duplicated
+         << " reordered=" << reordered << " undecodable=" << undecodable
+         << " sent_per_s=" << static_cast<std::uint64_t>(static_cast<double>(sent) / publish_s)
+         << " received_per_s="
+         << static_cast<std::uint64_t>(static_cast<double>(distinct) / receive_s)
+         << " p50_us=" << latencies.percentile(0.50) << " p99_us=" << latencies.percentile(0.99)
+         << " p999_us=" << latencies.percentile(0.999);
+  if (o.broker_pid) {
+    result << " broker_cpu_s=" << cpu << " broker_cpu_s_per_million="
+           << (distinct > 0 ? cpu / (static_cast<double>(distinct) / 1e6) : 0);
+  }
+  std::printf("%s\n", result.str().c_str());
+  // QoS 1/2 promises every message, once, in order per publisher.
+  if (o.settings.qos > 0 && (lost > 0 || duplicated > 0 || reordered > 0)) return 3;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"sluice-bench: an MQTT load generator that checks what it measures"};
+  Options o;
+  app.add_option("scenario", o.scenario, "fanin, fanout, p2p, latency or conns")->required();
+  app.add_option("--host", o.settings.host, "broker address (IPv4)");
+  app.add_option("--port", o.settings.port, "broker port");
+  app.add_option("--qos", o.settings.qos, "0, 1 or 2")->check(CLI::Range(0, 2));
+  app.add_option("--mqtt", o.settings.version, "protocol level: 4 (3.1.1) or 5")
+      ->check(CLI::IsMember({4, 5}));
+  app.add_option("--payload", o.settings.payload_bytes, "payload bytes (at least 20)");
+  app.add_option("--duration", o.duration_s, "seconds of publishing");
+  app.add_option("--rate", o.rate, "messages per second over all publishers (0: unlimited)");
+  app.add_option("--inflight", o.settings.inflight, "unacknowledged QoS 1/2 messages per publisher")
+      ->check(CLI::Range(1u, 65535u));
+  app.add_option("--publishers", o.publishers, "fanin publishers")->check(CLI::Range(1u, 100000u));
+  app.add_option("--subscribers", o.subscribers, "fanout subscribers")
+      ->check(CLI::Range(1u, 100000u));
+  app.add_option("--pairs", o.pairs, "p2p pairs")->check(CLI::Range(1u, 100000u));
+  app.add_option("--connections", o.connections, "conns: idle connections")
+      ->check(CLI::Range(1u, 1000000u));
+  app.add_option("--threads", o.threads, "client threads")->check(CLI::Range(1u, 64u));
+  app.add_option("--broker-pid", o.broker_pid, "the broker's PID, for its CPU time and memory");
+  CLI11_PARSE(app, argc, argv);
+  return run(o);
+}

@@ -1,0 +1,99 @@
+// One load-generator thread: an epoll loop over its share of the client
+// connections. The main thread sets up the connections' roles, then moves
+// every worker through the phases together; workers only touch their own
+// connections, and the main thread reads their counters when they are done.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "measures.hpp"
+#include "wire.hpp"
+
+namespace sluice::load {
+
+enum class Phase : int { kSetup, kRun, kDrain, kStop };
+
+struct Settings {
+  std::string host = "127.0.0.1";
+  int port = 1883;
+  int version = 4;
+  int qos = 0;
+  std::size_t payload_bytes = 64;
+  double rate_per_publisher = 0;  // messages/s; 0: as fast as the window and socket allow
+  std::uint32_t inflight = 100;   // unacknowledged QoS 1/2 messages per publisher
+};
+
+// What the main thread shares with every worker.
+struct Shared {
+  std::atomic<Phase> phase{Phase::kSetup};
+  std::atomic<std::uint64_t> run_started_ns{0};
+  std::atomic<std::uint64_t> sent{0};      // PUBLISHes written
+  std::atomic<std::uint64_t> received{0};  // PUBLISHes read by subscribers
+  std::atomic<std::uint64_t> acked{0};     // QoS 1/2 publishes completed
+  std::atomic<std::uint64_t> last_receive_ns{0};
+  std::atomic<std::uint32_t> ready{0};    // connections past CONNACK (and SUBACK)
+  std::atomic<std::uint32_t> failed{0};   // connections that could not be made or were lost
+};
+
+std::uint64_t monotonic_ns();
+
+struct ClientSpec {
+  std::string client_id;
+  std::string publish_topic;     // set for a publisher
+  std::string subscribe_filter;  // set for a subscriber
+  std::uint32_t publisher_index = 0;
+};
+
+class Worker {
+ public:
+  Worker(const Settings& settings, Shared& shared, std::uint32_t publishers);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void add(ClientSpec spec);
+  void start();
+  void join();
+
+  // After join(): per publisher index, how many it sent; and what the
+  // subscribers here saw.
+  struct Totals {
+    std::vector<std::uint64_t> sent_by_publisher;
+    std::uint64_t distinct = 0, duplicated = 0, reordered = 0, undecodable = 0;
+    // Per subscriber and publisher it heard from, messages seen (for lost).
+    std::vector<std::pair<std::uint32_t, std::uint64_t>> seen_by_publisher;
+    LatencyHistogram latency;
+  };
+  const Totals& totals() const { return totals_; }
+  std::vector<std::uint64_t> connect_ns() const { return connect_ns_; }
+
+ private:
+  struct Connection;
+  void run();
+  void open(Connection& connection);
+  void on_readable(Connection& connection);
+  void on_frame(Connection& connection, const Frame& frame);
+  void on_publish(Connection& connection, const Frame& frame);
+  void publish_some(Connection& connection, std::uint64_t now_ns);
+  void flush(Connection& connection);
+  void fail(Connection& connection);
+  void finish();
+
+  const Settings settings_;
+  Shared& shared_;
+  const std::uint32_t publishers_;
+  int epoll_ = -1;
+  std::vector<std::unique_ptr<Connection>> connections_;
+  std::vector<Connection*> dirty_;
+  std::vector<std::uint8_t> payload_;
+  Totals totals_;
+  std::vector<std::uint64_t> connect_ns_;
+  std::thread thread_;
+};
+
+}  // namespace sluice::load
