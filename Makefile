@@ -15,7 +15,7 @@ RELEASE_DIR := build/release
 TEST_DIR := build/asan
 FUZZ_DIR := build/fuzz
 
-.PHONY: all deps build run test fuzz bench format clean
+.PHONY: all deps build run test fuzz bench bench-tools compare format clean
 
 all: build
 
@@ -59,6 +59,13 @@ fuzz: deps $(FUZZ_DIR)/CMakeCache.txt $(TEST_DIR)/CMakeCache.txt
 	$(FUZZ_DIR)/fuzz/config_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=2048 \
 	  -artifact_prefix=fuzz/artifacts/config- -print_final_stats=1 \
 	  $(FUZZ_DIR)/corpus/config fuzz/corpus/config examples
+
+# The load generator, the relay and the broker, optimised: what bench/compare runs.
+bench-tools: deps $(RELEASE_DIR)/CMakeCache.txt
+	cmake --build $(RELEASE_DIR) -j $(JOBS) --target sluice sluice-bench sluice-relay
+
+compare: bench-tools
+	bench/compare $(COMPARE_ARGS)
 
 bench: deps
 	cmake -S . -B $(RELEASE_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Release

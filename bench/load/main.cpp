@@ -7,7 +7,8 @@
 //   sluice-bench conns   [--connections 10000]      idle connections: connect rate, memory
 //
 // Common options: --host, --port, --qos, --mqtt 4|5, --payload BYTES,
-// --duration S, --rate MSG/S (total), --inflight N, --threads T,
+// --duration S, --rate MSG/S (total), --inflight N (QoS 1/2 window per
+// publisher), --window N (QoS 0 end-to-end window per publisher), --threads T,
 // --broker-pid PID (broker CPU seconds and resident memory from /proc).
 // Prints a live progress line on a terminal and one `RESULT key=value ...`
 // line per run on stdout.
@@ -147,12 +148,28 @@ int run(Options& o) {
     return 2;
   }
   if (publishers > 0 && o.rate > 0) o.settings.rate_per_publisher = o.rate / publishers;
+  o.settings.deliveries_per_message = deliveries_per_message;
+  shared.received_from = std::make_unique<std::atomic<std::uint64_t>[]>(std::max(publishers, 1u));
 
   std::vector<std::unique_ptr<Worker>> workers;
   for (std::uint32_t t = 0; t < o.threads; ++t)
     workers.push_back(std::make_unique<Worker>(o.settings, shared, std::max(publishers, 1u)));
-  for (std::size_t i = 0; i < specs.size(); ++i)
-    workers[i % workers.size()]->add(std::move(specs[i]));
+  // With two threads or more, subscribers and publishers get threads of
+  // their own: a flooding publisher must not slow down the reading it is
+  // measured by.
+  const std::size_t subscriber_threads = workers.size() >= 2 ? workers.size() / 2 : 1;
+  std::size_t next_subscriber = 0, next_other = 0;
+  for (ClientSpec& spec : specs) {
+    std::size_t thread = 0;
+    if (workers.size() >= 2) {
+      thread = spec.subscribe_filter.empty()
+                   ? subscriber_threads + next_other++ % (workers.size() - subscriber_threads)
+                   : next_subscriber++ % subscriber_threads;
+    } else {
+      thread = 0;
+    }
+    workers[thread]->add(std::move(spec));
+  }
   const auto total = static_cast<std::uint32_t>(specs.size());
 
   const std::uint64_t rss_before = o.broker_pid ? resident_bytes(o.broker_pid) : 0;
@@ -179,6 +196,7 @@ int run(Options& o) {
   std::ostringstream result;
   result << "RESULT scenario=" << o.scenario << " mqtt=" << o.settings.version
          << " qos=" << o.settings.qos << " payload=" << o.settings.payload_bytes
+         << " window=" << (o.settings.qos == 0 ? o.settings.window : o.settings.inflight)
          << " threads=" << o.threads;
   if (conns) {
     const std::uint64_t rss_after = o.broker_pid ? resident_bytes(o.broker_pid) : 0;
@@ -208,11 +226,12 @@ int run(Options& o) {
   shared.phase = Phase::kDrain;
   const double publish_s = seconds_since(start);
   // Drain: QoS 1/2 until everything sent has arrived (or 30 s); QoS 0 until
-  // nothing has arrived for half a second.
+  // nothing has arrived for half a second (or 10 s: a broker that buffers
+  // without bound could keep delivering a backlog for minutes).
   const std::uint64_t sent = shared.sent;
   const std::uint64_t expected = sent * deliveries_per_message;
   wait_with_progress(
-      30,
+      o.settings.qos > 0 ? 30 : 10,
       [&] {
         if (shared.received >= expected && shared.acked >= (o.settings.qos > 0 ? sent : 0))
           return true;
@@ -271,6 +290,9 @@ int main(int argc, char** argv) {
   app.add_option("--rate", o.rate, "messages per second over all publishers (0: unlimited)");
   app.add_option("--inflight", o.settings.inflight, "unacknowledged QoS 1/2 messages per publisher")
       ->check(CLI::Range(1u, 65535u));
+  app.add_option("--window", o.settings.window,
+                 "QoS 0: messages per publisher not yet received by all subscribers "
+                 "(0: flood, open loop)");
   app.add_option("--publishers", o.publishers, "fanin publishers")->check(CLI::Range(1u, 100000u));
   app.add_option("--subscribers", o.subscribers, "fanout subscribers")
       ->check(CLI::Range(1u, 100000u));

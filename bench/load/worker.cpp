@@ -221,6 +221,7 @@ void Worker::on_publish(Connection& c, const Frame& frame) {
   totals_.latency.add(now > head.sent_ns ? (now - head.sent_ns) / 1000 : 0);
   c.trackers[head.publisher].saw(head.sequence);
   shared_.received.fetch_add(1, std::memory_order_relaxed);
+  shared_.received_from[head.publisher].fetch_add(1, std::memory_order_relaxed);
   shared_.last_receive_ns.store(now, std::memory_order_relaxed);
   if (publish->qos == 1) append_ack(c.out, PacketType::kPuback, publish->packet_id);
   if (publish->qos == 2) append_ack(c.out, PacketType::kPubrec, publish->packet_id);
@@ -233,6 +234,13 @@ void Worker::publish_some(Connection& c, std::uint64_t now_ns) {
         static_cast<double>(now_ns - shared_.run_started_ns.load(std::memory_order_relaxed)) / 1e9;
     const auto due = static_cast<std::uint64_t>(std::floor(elapsed_s * settings_.rate_per_publisher));
     allowed = due > c.next_sequence ? std::min<std::uint64_t>(due - c.next_sequence, allowed) : 0;
+  }
+  if (settings_.qos == 0 && settings_.window > 0) {
+    const std::uint64_t delivered =
+        shared_.received_from[c.spec.publisher_index].load(std::memory_order_relaxed) /
+        settings_.deliveries_per_message;
+    const std::uint64_t outstanding = c.next_sequence - std::min(delivered, c.next_sequence);
+    allowed = outstanding < settings_.window ? std::min<std::uint64_t>(allowed, settings_.window - outstanding) : 0;
   }
   std::uint64_t sent = 0;
   for (; sent < allowed && c.unsent() < kMaxUnsent; ++sent) {

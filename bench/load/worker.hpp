@@ -26,6 +26,11 @@ struct Settings {
   std::size_t payload_bytes = 64;
   double rate_per_publisher = 0;  // messages/s; 0: as fast as the window and socket allow
   std::uint32_t inflight = 100;   // unacknowledged QoS 1/2 messages per publisher
+  // QoS 0 messages per publisher sent but not yet received by every
+  // subscriber; 0 floods (open loop). Closed loop measures what a broker
+  // delivers, instead of how it sheds what it cannot.
+  std::uint32_t window = 1000;
+  std::uint64_t deliveries_per_message = 1;
 };
 
 // What the main thread shares with every worker.
@@ -38,6 +43,8 @@ struct Shared {
   std::atomic<std::uint64_t> last_receive_ns{0};
   std::atomic<std::uint32_t> ready{0};    // connections past CONNACK (and SUBACK)
   std::atomic<std::uint32_t> failed{0};   // connections that could not be made or were lost
+  // Deliveries received, per publisher index (for the QoS 0 window).
+  std::unique_ptr<std::atomic<std::uint64_t>[]> received_from;
 };
 
 std::uint64_t monotonic_ns();
