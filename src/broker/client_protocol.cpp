@@ -129,7 +129,7 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   const auto expires = session != nullptr ? session->expires_at() : std::nullopt;
   const bool expired = expires && *expires <= now;  // not yet ended by a tick
   if (session != nullptr && (connect.clean_start || expired)) {
-    shard_.publish_will(*session, now);  // a pending will goes out when its session ends
+    shard_.publish_will(*session);  // a pending will goes out when its session ends
     shard_.end_session(*session);
     session = nullptr;
   }
@@ -217,7 +217,7 @@ void ClientProtocol::leave_session(bool publish_will) {
   if (session.will()) {
     const std::uint32_t delay = session.will()->properties.will_delay_interval.value_or(0);
     if (delay == 0 || session.expiry_s() == 0) {
-      shard_.publish_will(session, now);
+      shard_.publish_will(session);
     } else {
       session.arm_will(now + std::chrono::seconds(std::min(delay, session.expiry_s())));
     }
@@ -391,7 +391,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     inbound.add(store::WriteBatch::PutInbound{session_->client_id(), publish.packet_id});
   }
   const MessagePtr message =
-      make_message(std::move(publish), session_->id(), session_->client_hash(), Clock::now());
+      make_message(std::move(publish), session_->id(), session_->client_hash());
   shard_.publish(message, std::move(inbound), [&](std::size_t receivers, store::WriteBatch&& batch) {
     const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
                                   ? ReasonCode::kNoMatchingSubscribers

@@ -2,6 +2,7 @@
 #include "broker/message.hpp"
 
 #include "mqtt/packet_encoder.hpp"
+#include "mqtt/property.hpp"
 
 namespace sluice::broker {
 
@@ -12,18 +13,23 @@ std::optional<std::uint32_t> Message::remaining_expiry_s(Clock::time_point now) 
 }
 
 MessagePtr make_message(mqtt::Publish&& publish, std::uint64_t origin_session,
-                        std::uint64_t origin_client_hash, Clock::time_point now) {
+                        std::uint64_t origin_client_hash) {
   auto message = std::make_shared<Message>();
   message->topic = std::move(publish.topic);
   message->payload = std::move(publish.payload);
   message->qos = publish.qos;
   message->retain = publish.retain;
   if (publish.properties.message_expiry_interval) {
-    message->expires_at = now + std::chrono::seconds(*publish.properties.message_expiry_interval);
+    // The clock is read only here: most messages never expire.
+    message->expires_at =
+        Clock::now() + std::chrono::seconds(*publish.properties.message_expiry_interval);
   }
   // encode_shared_properties leaves out Topic Alias, Subscription Identifiers
-  // and Message Expiry Interval.
-  mqtt::encode_shared_properties(publish.properties, message->encoded_properties);
+  // and Message Expiry Interval. Most messages have no properties at all
+  // (every 3.x one): one look at them is cheaper than sizing and writing.
+  if (mqtt::has_any(publish.properties)) {
+    mqtt::encode_shared_properties(publish.properties, message->encoded_properties);
+  }
   message->origin_session = origin_session;
   message->origin_client_hash = origin_client_hash;
   return message;

@@ -65,6 +65,6 @@ using MessagePtr = std::shared_ptr<const Message>;
 // Builds the shared message from a PUBLISH (whose topic is already resolved
 // from any alias). Moves the payload out of `publish`.
 MessagePtr make_message(mqtt::Publish&& publish, std::uint64_t origin_session,
-                        std::uint64_t origin_client_hash, Clock::time_point now);
+                        std::uint64_t origin_client_hash);
 
 }  // namespace sluice::broker

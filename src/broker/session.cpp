@@ -258,10 +258,9 @@ void Session::resend_inflight() {
 }
 
 void Session::pump() {
-  const Clock::time_point now = Clock::now();
   while (!queue_.empty() && can_send_now()) {
     Delivery delivery = queue_.pop_front();
-    if (delivery.message->expired(now)) {
+    if (delivery.message->expired_now()) {
       ShardStats::add(shard_.stats().dropped_expired);
       forget(delivery);
       continue;

@@ -171,7 +171,7 @@ void Shard::flush_outbox() {
   }
 }
 
-void Shard::publish_will(Session& session, Clock::time_point now) {
+void Shard::publish_will(Session& session) {
   std::optional<mqtt::Will> will = session.take_will();
   if (!will) return;
   mqtt::Publish packet;
@@ -181,7 +181,7 @@ void Shard::publish_will(Session& session, Clock::time_point now) {
   packet.retain = will->retain;
   packet.properties = std::move(will->properties);
   packet.properties.will_delay_interval.reset();
-  publish(make_message(std::move(packet), session.id(), session.client_hash(), now));
+  publish(make_message(std::move(packet), session.id(), session.client_hash()));
 }
 
 void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durable)> then) {
@@ -201,7 +201,7 @@ void Shard::tick(Clock::time_point now) {
   std::vector<Session*> ended;
   for (Session* session : offline_) {
     if (session->will_due() && *session->will_due() <= now) {
-      publish_will(*session, now);
+      publish_will(*session);
       // The session lives on: its stored record loses the will too, or a
       // restart would send it again. (Every other path that publishes a will
       // rewrites or deletes the record anyway.)
@@ -216,7 +216,7 @@ void Shard::tick(Clock::time_point now) {
     if (expires && *expires <= now) ended.push_back(session);
   }
   for (Session* session : ended) {
-    publish_will(*session, now);  // a will still pending goes out when the session ends
+    publish_will(*session);  // a will still pending goes out when the session ends
     end_session(*session);
   }
   if (now >= next_queue_purge_) {
@@ -270,7 +270,7 @@ void Shard::publish_sys_topics(Clock::time_point now) {
     packet.topic = topic;
     packet.retain = true;
     packet.payload.assign(value.begin(), value.end());
-    publish(make_message(std::move(packet), 0, 0, now));
+    publish(make_message(std::move(packet), 0, 0));
   }
 }
 

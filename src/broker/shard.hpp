@@ -76,7 +76,7 @@ class Shard {
   void flush_outbox();
 
   // Publishes a will as the session's client would have.
-  void publish_will(Session& session, Clock::time_point now);
+  void publish_will(Session& session);
 
   // Hands `batch` to the store; `then(durable)`, if given, runs on this
   // shard's thread once the batch is as durable as configured (at once when
