@@ -69,9 +69,12 @@ compare: bench-tools
 
 bench: deps
 	cmake -S . -B $(RELEASE_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Release
-	cmake --build $(RELEASE_DIR) -j $(JOBS) --target codec_bench subscription_index_bench
+	cmake --build $(RELEASE_DIR) -j $(JOBS) --target codec_bench subscription_index_bench \
+	  publish_path_bench durability_bench
 	$(RELEASE_DIR)/bench/codec_bench
 	$(RELEASE_DIR)/bench/subscription_index_bench
+	$(RELEASE_DIR)/bench/publish_path_bench
+	$(RELEASE_DIR)/bench/durability_bench
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
