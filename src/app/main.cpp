@@ -3,12 +3,16 @@
 // to shut down cleanly.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <iostream>
 #include <thread>
 
 #include "app/version.hpp"
+#include "auth/authenticator.hpp"
 #include "broker/broker.hpp"
 #include "broker/persistence.hpp"
 #include "config/config_loader.hpp"
@@ -98,6 +102,81 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
   return true;
 }
 
+// Who may connect. A listener off loopback without a password file stops
+// start-up unless development_mode says anonymous clients are wanted there.
+bool load_auth(const Config& config, std::optional<sluice::auth::Authenticator>& auth) {
+  const auto open = std::find_if(config.listeners.begin(), config.listeners.end(),
+                                 [](const auto& l) { return !is_loopback(l.host); });
+  if (open != config.listeners.end() && config.auth.password_file.empty()) {
+    if (!config.auth.development_mode) {
+      spdlog::error(
+          "event=start_failed error=\"listener {}:{} is reachable from the network and no "
+          "authentication is configured\" fix=\"set auth.password_file (make one with: sluice "
+          "passwd FILE USER), or set auth.development_mode: true to accept anonymous clients "
+          "there anyway\"",
+          open->host, open->port);
+      return false;
+    }
+    spdlog::warn(
+        "event=development_mode note=\"anonymous clients are accepted on {}:{}, which is "
+        "reachable from the network\"",
+        open->host, open->port);
+  }
+  if (config.auth.password_file.empty() && config.auth.acl_file.empty()) return true;
+  std::string error;
+  auth = sluice::auth::Authenticator::load(config.auth, error);
+  if (!auth) {
+    spdlog::error("event=start_failed error=\"{}\"", error);
+    return false;
+  }
+  spdlog::info("event=auth password_file=\"{}\" acl_file=\"{}\" allow_anonymous={}",
+               config.auth.password_file, config.auth.acl_file,
+               config.auth.password_file.empty() || config.auth.allow_anonymous);
+  return true;
+}
+
+// The new password for `sluice passwd`: asked twice on a terminal (without
+// echo), else the first line of standard input.
+std::optional<std::string> read_new_password() {
+  std::string password;
+  if (isatty(STDIN_FILENO) == 0) {
+    if (!std::getline(std::cin, password)) return std::nullopt;
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+    return password;
+  }
+  termios saved{};
+  tcgetattr(STDIN_FILENO, &saved);
+  termios quiet = saved;
+  quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+  tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+  std::string again;
+  std::fprintf(stderr, "Password: ");
+  std::getline(std::cin, password);
+  std::fprintf(stderr, "\nReenter password: ");
+  std::getline(std::cin, again);
+  std::fprintf(stderr, "\n");
+  tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+  if (password != again) {
+    std::fprintf(stderr, "sluice passwd: the passwords do not match\n");
+    return std::nullopt;
+  }
+  return password;
+}
+
+int run_passwd(const std::string& file, const std::string& user) {
+  const auto password = read_new_password();
+  if (!password) return 1;
+  if (password->empty()) {
+    std::fprintf(stderr, "sluice passwd: the password is empty\n");
+    return 1;
+  }
+  if (const auto error = sluice::auth::set_password(file, user, *password)) {
+    std::fprintf(stderr, "sluice passwd: %s\n", error->c_str());
+    return 1;
+  }
+  return 0;
+}
+
 int run(const Config& config, bool from_file) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
@@ -111,7 +190,10 @@ int run(const Config& config, bool from_file) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  std::optional<sluice::auth::Authenticator> auth;
+  if (!load_auth(config, auth)) return 1;
   sluice::broker::Broker broker(config, config.workers, sluice::app::kVersion);
+  if (auth) broker.set_auth(&*auth);
   std::unique_ptr<sluice::store::Store> store;
   std::unique_ptr<sluice::store::Committer> committer;
   if (!open_storage(config.storage, broker, store, committer)) return 1;
@@ -159,7 +241,15 @@ int main(int argc, char** argv) {
   app.add_option("--storage-dir", options.storage_dir,
                  "directory of the RocksDB store (replaces storage.dir; `make run` uses ./data)");
   app.set_version_flag("-V,--version", std::string("sluice ") + sluice::app::kVersion);
+  std::string passwd_file, passwd_user;
+  CLI::App* passwd = app.add_subcommand(
+      "passwd",
+      "set USER's password in FILE (Mosquitto's format; the file is created if missing). The "
+      "password is asked on a terminal, or read from the first line of standard input");
+  passwd->add_option("file", passwd_file, "password file")->required();
+  passwd->add_option("user", passwd_user, "username")->required();
   CLI11_PARSE(app, argc, argv);
+  if (*passwd) return run_passwd(passwd_file, passwd_user);
 
   const auto config = make_config(options);
   if (!config) return 2;

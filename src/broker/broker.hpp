@@ -20,6 +20,9 @@
 namespace sluice::store {
 class Committer;
 }
+namespace sluice::auth {
+class Authenticator;
+}
 
 namespace sluice::broker {
 
@@ -58,6 +61,10 @@ class Broker {
   void set_committer(store::Committer* committer) { committer_ = committer; }
   store::Committer* committer() const { return committer_; }
 
+  // Who may connect and what they may do; nullptr: anyone, anything.
+  void set_auth(const auth::Authenticator* auth) { auth_ = auth; }
+  const auth::Authenticator* auth() const { return auth_; }
+
   std::uint64_t new_session_id() { return next_session_id_.fetch_add(1) + 1; }
   // Ids of stored messages: increasing across restarts, so that a session's
   // stored queue reads back in the order it was filled.
@@ -76,6 +83,7 @@ class Broker {
   std::vector<std::unique_ptr<Shard>> shards_;
   Mailbox* mailbox_ = nullptr;
   store::Committer* committer_ = nullptr;
+  const auth::Authenticator* auth_ = nullptr;
   std::atomic<std::uint64_t> next_session_id_{0};
   std::atomic<std::uint64_t> next_message_id_{1};
   std::atomic<std::uint32_t> connections_{0};

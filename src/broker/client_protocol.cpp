@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "auth/authenticator.hpp"
 #include "broker/persistence.hpp"
 #include "broker/shard.hpp"
 #include "mqtt/topic.hpp"
@@ -62,6 +63,23 @@ std::string ClientProtocol::assign_client_id() const {
   }
 }
 
+bool ClientProtocol::authenticate(const mqtt::Connect& connect) {
+  const auth::Authenticator* auth = shard_.broker().auth();
+  if (auth == nullptr) return true;
+  switch (auth->check(connect.username, connect.password)) {
+    case auth::Authenticator::Verdict::kAllowed:
+      break;
+    case auth::Authenticator::Verdict::kBadCredentials:
+      refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
+      return false;
+    case auth::Authenticator::Verdict::kNotAuthorized:
+      refuse_connect(version_, ReasonCode::kNotAuthorized, "a username is required");
+      return false;
+  }
+  acl_ = auth->acl_for(connect.client_id, connect.username.value_or(""));
+  return true;
+}
+
 void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   if (connect_seen_) return disconnect_with(ReasonCode::kProtocolError, "second CONNECT");
   connect_seen_ = true;
@@ -92,7 +110,11 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
              connect.client_id.size() > kMaxV31ClientIdBytes) {
     return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
   }
+  if (!authenticate(connect)) return;
   if (connect.will) {
+    if (acl_ && !acl_->may_publish(connect.will->topic)) {
+      return refuse_connect(version_, ReasonCode::kNotAuthorized, "the ACL denies the will topic");
+    }
     if (static_cast<std::uint8_t>(connect.will->qos) > config.mqtt.max_qos) {
       return refuse_connect(version_, ReasonCode::kQoSNotSupported);  // [MQTT-3.2.2-12]
     }
@@ -373,7 +395,9 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     if (!mqtt::is_v5(version_)) return disconnect_with(ReasonCode::kTopicNameInvalid);
     return acknowledge_publish(publish, ReasonCode::kTopicNameInvalid);
   }
-  if (is_sys_topic(publish.topic)) {  // $SYS belongs to the broker
+  if (is_sys_topic(publish.topic) ||  // $SYS belongs to the broker
+      (acl_ && !acl_->may_publish(publish.topic))) {
+    // Dropped; 5.0 is told why, 3.x (no negative PUBACK) is acknowledged.
     session_->release_inbound_qos2(publish.packet_id);
     return acknowledge_publish(publish, ReasonCode::kNotAuthorized);
   }
@@ -449,6 +473,8 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     ReasonCode refusal = ReasonCode::kSuccess;
     if (shared && !config.mqtt.shared_subscriptions) {
       refusal = ReasonCode::kSharedSubscriptionsNotSupported;
+    } else if (acl_ && !acl_->may_subscribe(matched_filter)) {
+      refusal = ReasonCode::kNotAuthorized;
     } else if (mqtt::has_wildcard(matched_filter) && !config.mqtt.wildcard_subscriptions) {
       refusal = ReasonCode::kWildcardSubscriptionsNotSupported;
     } else if (mqtt::topic_levels(matched_filter) > config.limits.max_topic_levels) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "auth/acl_file.hpp"
 #include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
 #include "broker/session.hpp"
@@ -83,6 +84,9 @@ class ClientProtocol {
   void send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,
                      std::uint32_t identifier);
   std::string assign_client_id() const;
+  // Checks the username and password, and loads the client's ACL; false
+  // after refusing the CONNECT.
+  bool authenticate(const mqtt::Connect& connect);
 
   Shard& shard_;
   ClientLink& link_;
@@ -96,6 +100,8 @@ class ClientProtocol {
   std::unordered_map<std::uint16_t, std::string> inbound_aliases_;
   // Shared with the store's callbacks, which may outlive this connection.
   std::shared_ptr<AckQueue> acks_;
+  // What this client may publish and subscribe to; nullptr: anything.
+  std::unique_ptr<auth::ClientAcl> acl_;
 };
 
 }  // namespace sluice::broker

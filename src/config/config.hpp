@@ -56,14 +56,27 @@ struct MqttConfig {
 
 struct StorageConfig {
   // Where state is kept. Empty: in memory only. Set: RocksDB in that directory
-  // (unless engine is "memory"). Stored so far: retained messages, persistent
-  // sessions and their subscriptions.
+  // (unless engine is "memory"): retained messages, persistent sessions with
+  // their subscriptions, queues, in-flight state and wills.
   std::string dir;
   std::string engine = "rocksdb";   // rocksdb or memory
   std::string durability = "sync";  // sync, batch or none (see store/committer.hpp)
   std::uint32_t batch_ms = 10;      // fsync period under durability: batch
 
   bool operator==(const StorageConfig&) const = default;
+};
+
+struct AuthConfig {
+  std::string password_file;  // Mosquitto's format ($7$ PBKDF2-SHA512); empty: none
+  std::string acl_file;       // Mosquitto's format; empty: every client may do anything
+  // Clients without a username. Allowed when no password file is set; with
+  // one, only if this says so.
+  bool allow_anonymous = false;
+  // Lets anonymous clients in on listeners off loopback (with a warning at
+  // start). Without it, such a listener needs a password file.
+  bool development_mode = false;
+
+  bool operator==(const AuthConfig&) const = default;
 };
 
 struct Config {
@@ -75,6 +88,7 @@ struct Config {
   SessionConfig sessions;
   MqttConfig mqtt;
   StorageConfig storage;
+  AuthConfig auth;
 
   bool operator==(const Config&) const = default;
 };

@@ -199,6 +199,15 @@ void read_storage(const YAML::Node& node, StorageConfig& c, std::string_view sou
   s.finish();
 }
 
+void read_auth(const YAML::Node& node, AuthConfig& c, std::string_view source) {
+  Section s(node, "auth", source);
+  s.string("password_file", c.password_file);
+  s.string("acl_file", c.acl_file);
+  s.boolean("allow_anonymous", c.allow_anonymous);
+  s.boolean("development_mode", c.development_mode);
+  s.finish();
+}
+
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);
@@ -211,6 +220,7 @@ Config read_config(const YAML::Node& root, std::string_view source) {
   read_sessions(top.child("sessions"), config.sessions, source);
   read_mqtt(top.child("mqtt"), config.mqtt, source);
   read_storage(top.child("storage"), config.storage, source);
+  read_auth(top.child("auth"), config.auth, source);
   top.finish();
   return config;
 }

@@ -39,7 +39,8 @@ class Client:
     """A paho client with its events collected for the test to wait on."""
 
     def __init__(self, port, client_id=None, version=5, clean=True, keepalive=60,
-                 properties=None, will=None, userdata=None, connect=True):
+                 properties=None, will=None, userdata=None, connect=True, username=None,
+                 password=None):
         self.port = port
         self.version = version
         self.client_id = client_id if client_id is not None else unique("client")
@@ -66,6 +67,8 @@ class Client:
         self.paho.on_publish = self._on_publish
         if will:
             self.paho.will_set(**will)
+        if username is not None:
+            self.paho.username_pw_set(username, password)
         if connect:
             self.connect()
 
