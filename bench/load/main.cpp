@@ -9,7 +9,8 @@
 // Common options: --host, --port, --qos, --mqtt 4|5, --payload BYTES,
 // --duration S, --rate MSG/S (total), --inflight N (QoS 1/2 window per
 // publisher), --window N (QoS 0 end-to-end window per publisher), --threads T,
-// --broker-pid PID (broker CPU seconds and resident memory from /proc).
+// --broker-pid PID (broker CPU seconds and resident memory from /proc),
+// --tls-ca FILE (connect with TLS).
 // Prints a live progress line on a terminal and one `RESULT key=value ...`
 // line per run on stdout.
 #include <sys/resource.h>
@@ -197,7 +198,7 @@ int run(Options& o) {
   result << "RESULT scenario=" << o.scenario << " mqtt=" << o.settings.version
          << " qos=" << o.settings.qos << " payload=" << o.settings.payload_bytes
          << " window=" << (o.settings.qos == 0 ? o.settings.window : o.settings.inflight)
-         << " threads=" << o.threads;
+         << " threads=" << o.threads << " tls=" << (o.settings.tls_ca.empty() ? 0 : 1);
   if (conns) {
     const std::uint64_t rss_after = o.broker_pid ? resident_bytes(o.broker_pid) : 0;
     stop();
@@ -300,6 +301,8 @@ int main(int argc, char** argv) {
   app.add_option("--connections", o.connections, "conns: idle connections")
       ->check(CLI::Range(1u, 1000000u));
   app.add_option("--threads", o.threads, "client threads")->check(CLI::Range(1u, 64u));
+  app.add_option("--tls-ca", o.settings.tls_ca, "connect with TLS, trusting this CA file")
+      ->check(CLI::ExistingFile);
   app.add_option("--broker-pid", o.broker_pid, "the broker's PID, for its CPU time and memory");
   CLI11_PARSE(app, argc, argv);
   return run(o);

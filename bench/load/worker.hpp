@@ -4,6 +4,8 @@
 // connections, and the main thread reads their counters when they are done.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -13,6 +15,8 @@
 
 #include "measures.hpp"
 #include "wire.hpp"
+
+struct ssl_ctx_st;
 
 namespace sluice::load {
 
@@ -31,6 +35,7 @@ struct Settings {
   // delivers, instead of how it sheds what it cannot.
   std::uint32_t window = 1000;
   std::uint64_t deliveries_per_message = 1;
+  std::string tls_ca;  // set: connect with TLS, verifying the broker against this CA file
 };
 
 // What the main thread shares with every worker.
@@ -88,6 +93,10 @@ class Worker {
   void on_publish(Connection& connection, const Frame& frame);
   void publish_some(Connection& connection, std::uint64_t now_ns);
   void flush(Connection& connection);
+  ssize_t transport_send(Connection& connection, const std::uint8_t* data, std::size_t size);
+  ssize_t transport_recv(Connection& connection, std::uint8_t* data, std::size_t size);
+  ssize_t tls_failure(Connection& connection, int result);
+  void continue_handshake(Connection& connection);
   void fail(Connection& connection);
   void finish();
 
@@ -95,6 +104,7 @@ class Worker {
   Shared& shared_;
   const std::uint32_t publishers_;
   int epoll_ = -1;
+  ssl_ctx_st* tls_ = nullptr;
   std::vector<std::unique_ptr<Connection>> connections_;
   std::vector<Connection*> dirty_;
   std::vector<std::uint8_t> payload_;

@@ -105,8 +105,11 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
 // Who may connect. A listener off loopback without a password file stops
 // start-up unless development_mode says anonymous clients are wanted there.
 bool load_auth(const Config& config, std::optional<sluice::auth::Authenticator>& auth) {
-  const auto open = std::find_if(config.listeners.begin(), config.listeners.end(),
-                                 [](const auto& l) { return !is_loopback(l.host); });
+  // Client certificates required by TLS authenticate clients as well.
+  const auto open = std::find_if(config.listeners.begin(), config.listeners.end(), [](const auto& l) {
+    const bool certificates = l.transport == "tls" && l.tls.client_auth == "require";
+    return !is_loopback(l.host) && !certificates;
+  });
   if (open != config.listeners.end() && config.auth.password_file.empty()) {
     if (!config.auth.development_mode) {
       spdlog::error(
@@ -204,7 +207,8 @@ int run(const Config& config, bool from_file) {
   }
   const auto ports = server.bound_ports();
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {
-    spdlog::info("event=listening address={}:{} transport=tcp", config.listeners[i].host, ports[i]);
+    spdlog::info("event=listening address={}:{} transport={}", config.listeners[i].host, ports[i],
+                 config.listeners[i].transport);
   }
   const bool local_only = std::all_of(config.listeners.begin(), config.listeners.end(),
                                       [](const auto& l) { return is_loopback(l.host); });

@@ -13,6 +13,7 @@
 #include "auth/acl_file.hpp"
 #include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
+#include "broker/token_bucket.hpp"
 #include "broker/session.hpp"
 #include "mqtt/decode_error.hpp"
 #include "mqtt/packets.hpp"
@@ -46,6 +47,14 @@ class ClientProtocol {
   void on_server_shutdown();
   // Another connection with the same client id took the session [MQTT-3.1.4-3].
   void on_taken_over();
+  // The net layer refuses this connection (its address connects too often):
+  // CONNACK 0x9F (3.x: 3, server unavailable), then close.
+  void refuse_over_connection_rate(mqtt::ProtocolVersion version);
+  // The client presented a verified certificate with this subject CN, and
+  // the listener takes it as the username: no password is asked for.
+  void set_certificate_identity(std::string name) {
+    certificate_identity_ = std::make_unique<std::string>(std::move(name));
+  }
   // The socket caught up: queued messages may follow.
   void on_writable();
 
@@ -102,6 +111,15 @@ class ClientProtocol {
   std::shared_ptr<AckQueue> acks_;
   // What this client may publish and subscribe to; nullptr: anything.
   std::unique_ptr<auth::ClientAcl> acl_;
+  // Its rate limits; nullptr when none is configured (most brokers).
+  struct RateLimits {
+    std::optional<TokenBucket> publishes;
+    std::optional<TokenBucket> subscriptions;
+  };
+  std::unique_ptr<RateLimits> rates_;
+  std::unique_ptr<std::string> certificate_identity_;  // rare: not kept inline
+  // Takes a token from `bucket` if limited; false when the client is over its rate.
+  static bool within_rate(std::optional<TokenBucket>* bucket);
 };
 
 }  // namespace sluice::broker

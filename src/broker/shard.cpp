@@ -240,6 +240,7 @@ void Shard::tick(Clock::time_point now) {
 
 void Shard::publish_sys_topics(Clock::time_point now) {
   std::uint64_t received = 0, sent = 0, bytes_in = 0, bytes_out = 0, clients = 0, dropped = 0;
+  std::uint64_t rejected_connections = 0, rejected_publishes = 0, rejected_subscriptions = 0;
   auto read = [](const ShardStats::Counter& c) { return c.load(std::memory_order_relaxed); };
   for (std::uint32_t i = 0; i < broker_.shard_count(); ++i) {
     const ShardStats& s = broker_.shard(i).stats();
@@ -250,6 +251,9 @@ void Shard::publish_sys_topics(Clock::time_point now) {
     clients += read(s.clients_connected);
     dropped += read(s.dropped_queue_full) + read(s.dropped_slow_client) +
                read(s.dropped_too_large) + read(s.dropped_expired) + read(s.dropped_offline_qos0);
+    rejected_connections += read(s.rejected_connections);
+    rejected_publishes += read(s.rejected_publishes);
+    rejected_subscriptions += read(s.rejected_subscriptions);
   }
   const auto uptime_s =
       std::chrono::duration_cast<std::chrono::seconds>(now - broker_.started_at()).count();
@@ -264,6 +268,9 @@ void Shard::publish_sys_topics(Clock::time_point now) {
       {"$SYS/broker/bytes/sent", std::to_string(bytes_out)},
       {"$SYS/broker/subscriptions/count", std::to_string(broker_.index().size())},
       {"$SYS/broker/retained messages/count", std::to_string(broker_.retained().size())},
+      {"$SYS/broker/rejected/connections", std::to_string(rejected_connections)},
+      {"$SYS/broker/rejected/publishes", std::to_string(rejected_publishes)},
+      {"$SYS/broker/rejected/subscriptions", std::to_string(rejected_subscriptions)},
   };
   for (const auto& [topic, value] : topics) {
     mqtt::Publish packet;

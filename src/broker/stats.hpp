@@ -20,6 +20,9 @@ struct ShardStats {
   Counter dropped_too_large{0};     // bigger than the client's Maximum Packet Size
   Counter dropped_expired{0};       // Message Expiry Interval passed while queued
   Counter dropped_offline_qos0{0};  // QoS 0 for an offline session
+  Counter rejected_connections{0};  // over rate_limits.connections_per_s_per_ip
+  Counter rejected_publishes{0};    // over rate_limits.publishes_per_s
+  Counter rejected_subscriptions{0};  // over rate_limits.subscriptions_per_s
 
   static void add(Counter& counter, std::uint64_t n = 1) {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

@@ -9,9 +9,22 @@
 
 namespace sluice::config {
 
+struct TlsConfig {
+  std::string cert_file;  // PEM: the server's certificate (chain)
+  std::string key_file;   // PEM: its private key
+  std::string ca_file;    // PEM: CAs that client certificates must chain to
+  std::string client_auth = "none";  // none, optional or require (mutual TLS)
+  std::string min_version = "1.2";   // 1.2 or 1.3
+  std::string ciphers;               // OpenSSL cipher list for TLS 1.2; empty: OpenSSL's default
+  bool use_identity_as_username = false;  // the client certificate's subject CN is the username
+  bool operator==(const TlsConfig&) const = default;
+};
+
 struct ListenerConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 1883;
+  std::string transport = "tcp";  // tcp or tls
+  TlsConfig tls;                  // for transport: tls
   bool operator==(const ListenerConfig&) const = default;
 };
 
@@ -66,6 +79,18 @@ struct StorageConfig {
   bool operator==(const StorageConfig&) const = default;
 };
 
+// Token buckets; a rate of 0 is no limit. A burst of 0 means one second's worth.
+struct RateLimitConfig {
+  double connections_per_s_per_ip = 0;  // new connections from one source address
+  std::uint32_t connection_burst = 0;
+  double publishes_per_s = 0;  // per client; over it, PUBLISH is dropped (5.0: PUBACK 0x96)
+  std::uint32_t publish_burst = 0;
+  double subscriptions_per_s = 0;  // per client, per topic filter; over it, SUBACK 0x97
+  std::uint32_t subscription_burst = 0;
+
+  bool operator==(const RateLimitConfig&) const = default;
+};
+
 struct AuthConfig {
   std::string password_file;  // Mosquitto's format ($7$ PBKDF2-SHA512); empty: none
   std::string acl_file;       // Mosquitto's format; empty: every client may do anything
@@ -89,6 +114,7 @@ struct Config {
   MqttConfig mqtt;
   StorageConfig storage;
   AuthConfig auth;
+  RateLimitConfig rate_limits;
 
   bool operator==(const Config&) const = default;
 };

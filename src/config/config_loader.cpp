@@ -42,6 +42,19 @@ class Section {
     out = static_cast<Int>(parsed);
   }
 
+  void number(const char* key, double& out, double min, double max) {
+    const YAML::Node value = take(key);
+    if (!value) return;
+    double parsed = 0;
+    const std::string text = value.IsScalar() ? value.Scalar() : "";
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), parsed);
+    if (!value.IsScalar() || ec != std::errc() || end != text.data() + text.size() ||
+        !(parsed >= min && parsed <= max)) {
+      fail(value, key, "a number from " + format_number(min) + " to " + format_number(max));
+    }
+    out = parsed;
+  }
+
   void boolean(const char* key, bool& out) {
     const YAML::Node value = take(key);
     if (!value) return;
@@ -101,6 +114,12 @@ class Section {
                   allowed};
   }
 
+  static std::string format_number(double value) {
+    std::ostringstream out;
+    out << value;
+    return out.str();
+  }
+
   static std::string kind(const YAML::Node& node) {
     if (node.IsMap()) return "mapping";
     if (node.IsSequence()) return "list";
@@ -136,7 +155,30 @@ std::vector<ListenerConfig> read_listeners(const YAML::Node& node, std::string_v
     Section s(node[i], "listeners[" + std::to_string(i) + "]", source);
     s.string("host", listener.host);
     s.integer("port", listener.port, 0, 65535);
+    s.choice("transport", listener.transport, {"tcp", "tls"});
+    if (YAML::Node tls = s.child("tls")) {
+      TlsConfig& t = listener.tls;
+      Section ts(tls, s.child_path("tls"), source);
+      ts.string("cert_file", t.cert_file);
+      ts.string("key_file", t.key_file);
+      ts.string("ca_file", t.ca_file);
+      ts.choice("client_auth", t.client_auth, {"none", "optional", "require"});
+      ts.choice("min_version", t.min_version, {"1.2", "1.3"});
+      ts.string("ciphers", t.ciphers);
+      ts.boolean("use_identity_as_username", t.use_identity_as_username);
+      ts.finish();
+    }
     s.finish();
+    if (listener.transport == "tls" && (listener.tls.cert_file.empty() || listener.tls.key_file.empty())) {
+      throw Failure{std::string(source) + ":" + std::to_string(node[i].Mark().line + 1) +
+                    ": key 'listeners[" + std::to_string(i) +
+                    "].tls': a tls listener needs cert_file and key_file"};
+    }
+    if (listener.tls.client_auth != "none" && listener.tls.ca_file.empty()) {
+      throw Failure{std::string(source) + ":" + std::to_string(node[i].Mark().line + 1) +
+                    ": key 'listeners[" + std::to_string(i) +
+                    "].tls.client_auth': checking client certificates needs tls.ca_file"};
+    }
     listeners.push_back(listener);
   }
   if (listeners.empty()) {
@@ -208,6 +250,18 @@ void read_auth(const YAML::Node& node, AuthConfig& c, std::string_view source) {
   s.finish();
 }
 
+void read_rate_limits(const YAML::Node& node, RateLimitConfig& c, std::string_view source) {
+  Section s(node, "rate_limits", source);
+  constexpr std::int64_t kMax = 1'000'000'000;
+  s.number("connections_per_s_per_ip", c.connections_per_s_per_ip, 0, 1e9);
+  s.integer("connection_burst", c.connection_burst, 0, kMax);
+  s.number("publishes_per_s", c.publishes_per_s, 0, 1e9);
+  s.integer("publish_burst", c.publish_burst, 0, kMax);
+  s.number("subscriptions_per_s", c.subscriptions_per_s, 0, 1e9);
+  s.integer("subscription_burst", c.subscription_burst, 0, kMax);
+  s.finish();
+}
+
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);
@@ -221,6 +275,7 @@ Config read_config(const YAML::Node& root, std::string_view source) {
   read_mqtt(top.child("mqtt"), config.mqtt, source);
   read_storage(top.child("storage"), config.storage, source);
   read_auth(top.child("auth"), config.auth, source);
+  read_rate_limits(top.child("rate_limits"), config.rate_limits, source);
   top.finish();
   return config;
 }

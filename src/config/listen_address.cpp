@@ -20,7 +20,10 @@ std::optional<ListenerConfig> parse_listen_address(std::string_view text) {
   if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
     return std::nullopt;
   }
-  return ListenerConfig{std::string(host), static_cast<std::uint16_t>(port)};
+  ListenerConfig listener;
+  listener.host = std::string(host);
+  listener.port = static_cast<std::uint16_t>(port);
+  return listener;
 }
 
 }  // namespace sluice::config

@@ -19,9 +19,11 @@ namespace {
 constexpr auto kClosingGrace = std::chrono::seconds(5);
 }  // namespace
 
-Connection::Connection(Worker& worker, asio::ip::tcp::socket socket)
+Connection::Connection(Worker& worker, asio::ip::tcp::socket socket,
+                       std::unique_ptr<TlsStream> tls)
     : worker_(worker),
       socket_(std::move(socket)),
+      tls_(std::move(tls)),
       decoder_(worker.broker().config().limits.max_packet_bytes),
       connected_at_(broker::Clock::now()),
       last_read_(connected_at_) {
@@ -36,16 +38,47 @@ Connection::~Connection() {
 }
 
 void Connection::start() {
+  if (tls_) return continue_handshake();
   wait_readable();
+}
+
+void Connection::wait_then(asio::socket_base::wait_type type, void (Connection::*next)()) {
+  if (terminated_) return;
+  socket_.async_wait(type, [self = shared_from_this(), next](const error_code& error) {
+    if (error) return self->terminate();
+    ((*self).*next)();
+  });
+}
+
+void Connection::continue_handshake() {
+  if (terminated_) return;
+  // Bounded by connect_timeout_s like any connection without CONNECT yet.
+  switch (tls_->handshake()) {
+    case TlsStream::Want::kNone:
+      return on_readable();  // the client's first bytes may have come with the handshake
+    case TlsStream::Want::kRead:
+      return wait_then(asio::socket_base::wait_read, &Connection::continue_handshake);
+    case TlsStream::Want::kWrite:
+      return wait_then(asio::socket_base::wait_write, &Connection::continue_handshake);
+    default:
+      spdlog::debug("event=tls_handshake_failed error=\"{}\"", tls_->last_error());
+      return terminate();
+  }
 }
 
 void Connection::start_moved(mqtt::Connect&& connect, std::vector<std::uint8_t> unread) {
   version_ = connect.version;
   protocol_.emplace(worker_.shard(), *this);
+  apply_certificate_identity();
   protocol_->on_connect(std::move(connect));
   if (!unread.empty()) process(unread);
   if (!terminated_) wait_readable();
   mark_dirty();
+}
+
+void Connection::apply_certificate_identity() {
+  if (!tls_ || !tls_->identity_as_username()) return;
+  if (auto name = tls_->peer_common_name()) protocol_->set_certificate_identity(std::move(*name));
 }
 
 void Connection::wait_readable() {
@@ -57,13 +90,53 @@ void Connection::wait_readable() {
                      });
 }
 
+std::size_t Connection::read_into(std::span<std::uint8_t> buffer, bool& more) {
+  more = false;
+  if (!tls_) {
+    error_code error;
+    const std::size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), error);
+    if (error == asio::error::would_block) {
+      wait_readable();
+      return 0;
+    }
+    if (error || n == 0) terminate();
+    return error ? 0 : n;
+  }
+  // TLS: records until OpenSSL needs the socket again (or the buffer is full,
+  // when it may still hold decrypted bytes the socket will not signal).
+  std::size_t n = 0;
+  TlsStream::Want want = TlsStream::Want::kNone;
+  while (n < buffer.size()) {
+    const TlsStream::Result result = tls_->read(buffer.subspan(n));
+    if (result.want != TlsStream::Want::kNone) {
+      want = result.want;
+      break;
+    }
+    n += result.bytes;
+  }
+  switch (want) {
+    case TlsStream::Want::kNone:
+      more = true;
+      break;
+    case TlsStream::Want::kRead:
+      if (n == 0) wait_readable();
+      break;
+    case TlsStream::Want::kWrite:
+      if (n == 0) wait_then(asio::socket_base::wait_write, &Connection::on_readable);
+      break;
+    default:
+      if (n == 0) terminate();
+      break;
+  }
+  return n;
+}
+
 void Connection::on_readable() {
   if (terminated_) return;
-  error_code error;
   const std::span<std::uint8_t> buffer = worker_.read_buffer();
-  const std::size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), error);
-  if (error == asio::error::would_block) return wait_readable();
-  if (error || n == 0) return terminate();
+  bool more = false;
+  const std::size_t n = read_into(buffer, more);
+  if (n == 0) return;
   broker::ShardStats::add(worker_.shard().stats().bytes_received, n);
   last_read_ = broker::Clock::now();
   process(buffer.first(n));
@@ -72,6 +145,13 @@ void Connection::on_readable() {
   // is not read from until it catches up: back-pressure instead of memory.
   if (unsent_bytes() > worker_.broker().config().limits.max_write_buffer_bytes) {
     reading_paused_ = true;
+    return;
+  }
+  // TLS may hold bytes already read from the socket: look again rather than
+  // wait for a readiness that will not come. (Waiting again on a TLS socket
+  // after a partial read, below, goes back through read_into.)
+  if (more || tls_) {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_readable(); });
     return;
   }
   wait_readable();
@@ -124,6 +204,11 @@ bool Connection::handle_first_packet(const mqtt::Frame& frame) {
     protocol_->on_decode_error(error, connect.version);
     return false;
   }
+  if (over_connection_rate_) {
+    protocol_.emplace(worker_.shard(), *this);
+    protocol_->refuse_over_connection_rate(connect.version);
+    return false;
+  }
   const std::uint32_t shard = connect.client_id.empty()
                                   ? worker_.index()
                                   : worker_.broker().shard_for_client(connect.client_id);
@@ -132,6 +217,7 @@ bool Connection::handle_first_packet(const mqtt::Frame& frame) {
     return false;
   }
   protocol_.emplace(worker_.shard(), *this);
+  apply_certificate_identity();
   protocol_->on_connect(std::move(connect));
   mark_dirty();
   return true;
@@ -152,7 +238,8 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
   socket_.close(ignored);
   worker_.remove(*this);
   if (fd < 0) return;
-  worker_.peer(shard).post_moved_connection(fd, ipv6, std::move(connect), std::move(rest));
+  worker_.peer(shard).post_moved_connection(fd, ipv6, std::move(connect), std::move(rest),
+                                            std::move(tls_));
 }
 
 void Connection::send(const mqtt::Packet& packet) {
@@ -187,12 +274,44 @@ void Connection::flush() {
   }
   std::swap(pending_, writing_);
   writing_now_ = true;
+  if (tls_) {
+    for (const asio::const_buffer& piece : writing_.buffers()) {
+      const auto* bytes = static_cast<const std::uint8_t*>(piece.data());
+      tls_out_.insert(tls_out_.end(), bytes, bytes + piece.size());
+    }
+    tls_written_ = 0;
+    return write_tls();
+  }
   // A span, not the vector: Asio copies the buffer sequence into the
   // operation, and copying a vector would allocate on every write.
   asio::async_write(socket_, std::span<const asio::const_buffer>(writing_.buffers()),
                     [self = shared_from_this()](const error_code& error, std::size_t bytes) {
                       self->on_written(error, bytes);
                     });
+}
+
+void Connection::write_tls() {
+  if (terminated_) return;
+  while (tls_written_ < tls_out_.size()) {
+    const TlsStream::Result result =
+        tls_->write(std::span<const std::uint8_t>(tls_out_).subspan(tls_written_));
+    switch (result.want) {
+      case TlsStream::Want::kNone:
+        tls_written_ += result.bytes;
+        continue;
+      case TlsStream::Want::kWrite:
+        return wait_then(asio::socket_base::wait_write, &Connection::write_tls);
+      case TlsStream::Want::kRead:
+        return wait_then(asio::socket_base::wait_read, &Connection::write_tls);
+      default:
+        return on_written(asio::error::connection_reset, 0);
+    }
+  }
+  const std::size_t bytes = tls_out_.size();
+  tls_out_.clear();
+  // An idle connection keeps no large buffer.
+  if (tls_out_.capacity() > 64 * 1024) std::vector<std::uint8_t>().swap(tls_out_);
+  on_written({}, bytes);
 }
 
 void Connection::on_written(const error_code& error, std::size_t bytes) {
@@ -206,7 +325,11 @@ void Connection::on_written(const error_code& error, std::size_t bytes) {
   if (reading_paused_ &&
       unsent_bytes() <= worker_.broker().config().limits.max_write_buffer_bytes) {
     reading_paused_ = false;
-    wait_readable();
+    if (tls_) {
+      asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_readable(); });
+    } else {
+      wait_readable();
+    }
   }
 }
 
@@ -243,6 +366,7 @@ void Connection::terminate() {
   if (terminated_) return;
   terminated_ = true;
   if (protocol_) protocol_->on_connection_lost();
+  if (tls_) tls_->shutdown();
   error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

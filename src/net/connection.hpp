@@ -17,6 +17,7 @@
 #include "broker/client_protocol.hpp"
 #include "mqtt/frame_decoder.hpp"
 #include "net/output_buffer.hpp"
+#include "net/tls.hpp"
 
 namespace sluice::net {
 
@@ -24,7 +25,10 @@ class Worker;
 
 class Connection : public std::enable_shared_from_this<Connection>, public broker::ClientLink {
  public:
-  Connection(Worker& worker, boost::asio::ip::tcp::socket socket);
+  // `tls` is set for a listener with transport: tls (its handshake is done
+  // first, unless the connection moved here after it).
+  Connection(Worker& worker, boost::asio::ip::tcp::socket socket,
+             std::unique_ptr<TlsStream> tls = nullptr);
   ~Connection() override;
 
   // A new connection: waits for CONNECT.
@@ -44,10 +48,22 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   void check_deadlines(broker::Clock::time_point now);
   // Called by the worker when the broker stops.
   void shutdown();
+  // Its address connects too often: its CONNECT will be refused.
+  void refuse_over_connection_rate() { over_connection_rate_ = true; }
 
  private:
   void wait_readable();
   void on_readable();
+  // Reads what the socket (or TLS) has into `buffer`; `more` is set when TLS
+  // may hold more than fitted. Terminates on a closed or failed connection
+  // and waits for readiness when there was nothing; returns the bytes read.
+  std::size_t read_into(std::span<std::uint8_t> buffer, bool& more);
+  // Runs `next` on this connection once the socket is ready for `type`.
+  void wait_then(boost::asio::socket_base::wait_type type, void (Connection::*next)());
+  void continue_handshake();
+  // With use_identity_as_username: the verified client certificate's CN.
+  void apply_certificate_identity();
+  void write_tls();
   void process(std::span<const std::uint8_t> bytes);
   // False when processing must stop (moved away or closing).
   bool handle_first_packet(const mqtt::Frame& frame);
@@ -58,6 +74,9 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
 
   Worker& worker_;
   boost::asio::ip::tcp::socket socket_;
+  std::unique_ptr<TlsStream> tls_;
+  std::vector<std::uint8_t> tls_out_;  // TLS writes one contiguous buffer
+  std::size_t tls_written_ = 0;
   mqtt::FrameDecoder decoder_;
   std::optional<broker::ClientProtocol> protocol_;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV3_1_1;
@@ -69,6 +88,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   bool reading_paused_ = false;  // the client is behind on reading what we send
   broker::Clock::time_point closing_since_;
   bool terminated_ = false;
+  bool over_connection_rate_ = false;
   broker::Clock::time_point connected_at_;
   broker::Clock::time_point last_read_;
 };

@@ -10,8 +10,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <thread>
+#include <map>
 
+#include "broker/token_bucket.hpp"
 #include "net/connection.hpp"
+#include "net/tls.hpp"
 #include "net/worker.hpp"
 
 namespace sluice::net {
@@ -30,6 +33,7 @@ struct Server::Impl : broker::Mailbox {
   struct Listener {
     tcp::acceptor acceptor;
     asio::steady_timer retry;  // after a failed accept
+    std::shared_ptr<TlsContext> tls;  // for transport: tls
     explicit Listener(asio::io_context& context) : acceptor(context), retry(context) {}
   };
 
@@ -38,6 +42,9 @@ struct Server::Impl : broker::Mailbox {
   std::vector<std::unique_ptr<Listener>> listeners;
   std::uint32_t next_worker = 0;
   std::atomic<bool> stopped{false};
+  // Connection rate per source address (forgotten once their buckets refill).
+  static constexpr std::size_t kMaxTrackedAddresses = 10'000;
+  std::map<asio::ip::address, broker::TokenBucket> per_address;
 
   explicit Impl(broker::Broker& b) : broker(b) {}
 
@@ -49,6 +56,25 @@ struct Server::Impl : broker::Mailbox {
     workers[shard]->post_task(std::move(task));
   }
 
+  // Whether a new connection from `socket`'s address is over
+  // rate_limits.connections_per_s_per_ip. Runs on the acceptors' thread only.
+  bool over_connection_rate(const tcp::socket& socket) {
+    const config::RateLimitConfig& limits = broker.config().rate_limits;
+    if (limits.connections_per_s_per_ip <= 0) return false;
+    boost::system::error_code error;
+    const auto peer = socket.remote_endpoint(error);
+    if (error) return false;
+    const auto now = broker::Clock::now();
+    if (per_address.size() > kMaxTrackedAddresses) {
+      std::erase_if(per_address, [&](auto& entry) { return entry.second.full(now); });
+    }
+    const double burst = limits.connection_burst != 0 ? limits.connection_burst
+                                                      : limits.connections_per_s_per_ip;
+    auto [it, added] = per_address.try_emplace(peer.address(), limits.connections_per_s_per_ip,
+                                               burst, now);
+    return !it->second.take(now);
+  }
+
   void accept(Listener& listener) {
     Worker& target = *workers[next_worker];
     next_worker = (next_worker + 1) % static_cast<std::uint32_t>(workers.size());
@@ -57,8 +83,15 @@ struct Server::Impl : broker::Mailbox {
                                                          tcp::socket socket) {
       if (error == asio::error::operation_aborted) return;
       if (!error) {
-        asio::post(target.context(), [&target, socket = std::move(socket)]() mutable {
-          auto connection = std::make_shared<Connection>(target, std::move(socket));
+        const bool over_rate = over_connection_rate(socket);
+        asio::post(target.context(), [&target, over_rate, tls = listener.tls,
+                                      socket = std::move(socket)]() mutable {
+          std::unique_ptr<TlsStream> stream;
+          if (tls) stream = std::make_unique<TlsStream>(tls, socket.native_handle());
+          auto connection =
+              std::make_shared<Connection>(target, std::move(socket), std::move(stream));
+          // Refused only once its CONNECT is read, so that it is told why.
+          if (over_rate) connection->refuse_over_connection_rate();
           if (target.add(connection)) connection->start();
         });
         accept(listener);
@@ -97,6 +130,13 @@ std::optional<std::string> Server::start(const std::vector<config::ListenerConfi
     if (error) return "listener " + listener.host + ": not an IP address";
     const tcp::endpoint endpoint(address, listener.port);
     auto entry = std::make_unique<Impl::Listener>(context);
+    if (listener.transport == "tls") {
+      std::string tls_error;
+      entry->tls = TlsContext::create(listener.tls, tls_error);
+      if (!entry->tls) {
+        return "listener " + listener.host + ":" + std::to_string(listener.port) + ": " + tls_error;
+      }
+    }
     tcp::acceptor& acceptor = entry->acceptor;
     acceptor.open(endpoint.protocol(), error);
     if (!error) acceptor.set_option(tcp::acceptor::reuse_address(true), error);

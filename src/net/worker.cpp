@@ -9,6 +9,7 @@
 
 #include "net/connection.hpp"
 #include "net/server.hpp"
+#include "net/tls.hpp"
 
 namespace sluice::net {
 
@@ -108,9 +109,11 @@ void Worker::drain_inbox() {
 }
 
 void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
-                                   std::vector<std::uint8_t> unread) {
+                                   std::vector<std::uint8_t> unread,
+                                   std::unique_ptr<TlsStream> tls) {
   asio::post(context_,
-             [this, fd, ipv6, connect = std::move(connect), unread = std::move(unread)]() mutable {
+             [this, fd, ipv6, connect = std::move(connect), unread = std::move(unread),
+              tls = std::move(tls)]() mutable {
                boost::system::error_code error;
                asio::ip::tcp::socket socket(context_);
                socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
@@ -118,7 +121,9 @@ void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
                  ::close(fd);
                  return;
                }
-               auto connection = std::make_shared<Connection>(*this, std::move(socket));
+               if (tls) tls->rebind(fd);
+               auto connection =
+                   std::make_shared<Connection>(*this, std::move(socket), std::move(tls));
                add(connection);
                connection->start_moved(std::move(connect), std::move(unread));
              });

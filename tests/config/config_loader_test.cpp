@@ -84,8 +84,15 @@ TEST(ConfigLoader, ErrorsNameFileLineKeyAndWhatIsAllowed) {
 }
 
 TEST(ListenAddress, ParsesHostAndPort) {
-  EXPECT_EQ(parse_listen_address("127.0.0.1:1883"), (ListenerConfig{"127.0.0.1", 1883}));
-  EXPECT_EQ(parse_listen_address("[::1]:8883"), (ListenerConfig{"::1", 8883}));
+  const auto v4 = parse_listen_address("127.0.0.1:1883");
+  ASSERT_TRUE(v4);
+  EXPECT_EQ(v4->host, "127.0.0.1");
+  EXPECT_EQ(v4->port, 1883);
+  EXPECT_EQ(v4->transport, "tcp");
+  const auto v6 = parse_listen_address("[::1]:8883");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, 8883);
   EXPECT_FALSE(parse_listen_address("127.0.0.1"));
   EXPECT_FALSE(parse_listen_address("host:99999"));
   EXPECT_FALSE(parse_listen_address(":1883"));

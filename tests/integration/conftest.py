@@ -40,7 +40,7 @@ class Client:
 
     def __init__(self, port, client_id=None, version=5, clean=True, keepalive=60,
                  properties=None, will=None, userdata=None, connect=True, username=None,
-                 password=None):
+                 password=None, tls=None):
         self.port = port
         self.version = version
         self.client_id = client_id if client_id is not None else unique("client")
@@ -69,6 +69,8 @@ class Client:
             self.paho.will_set(**will)
         if username is not None:
             self.paho.username_pw_set(username, password)
+        if tls is not None:
+            self.paho.tls_set(**tls)  # ca_certs, certfile, keyfile
         if connect:
             self.connect()
 

@@ -1,0 +1,126 @@
+"""Rate limits (issue 6): token buckets per client for PUBLISH and SUBSCRIBE
+and per source address for new connections. A client over its rate is
+throttled as the configuration says; others are not; every refusal is
+counted in $SYS/broker/rejected/...
+
+The buckets refill at a few tokens a second and the bursts are sent in well
+under a second, so at most one or two extra tokens can appear meanwhile: the
+bounds below allow for that, nothing more."""
+
+import pytest
+
+import rawmqtt
+from conftest import Client, unique
+from sluice_process import SluiceProcess
+
+BURST = 10
+
+
+@pytest.fixture(scope="module")
+def limited():
+    broker = SluiceProcess(config_yaml=(
+        "listeners:\n  - host: 127.0.0.1\n    port: 0\n"
+        "sys_interval_s: 1\n"
+        "rate_limits:\n"
+        f"  publishes_per_s: 2\n  publish_burst: {BURST}\n"
+        "  subscriptions_per_s: 1\n  subscription_burst: 3\n"
+        "  connections_per_s_per_ip: 1\n  connection_burst: 40\n")).start()
+    yield broker
+    assert broker.stop() == 0, broker.output()
+
+
+def puback_reasons(raw, count):
+    reasons = []
+    for _ in range(count):
+        puback = raw.receive_type(rawmqtt.PUBACK)
+        reasons.append(puback.body[2] if len(puback.body) > 2 else 0)
+    return reasons
+
+
+def test_a_client_over_its_publish_rate_gets_0x96_and_others_are_not_throttled(limited):
+    topic = unique("rate/topic")
+    subscriber = Client(limited.port, version=5)
+    subscriber.subscribe(topic, qos=1)
+    fast = rawmqtt.connected(limited.port, unique("fast"))
+    for i in range(30):
+        fast.send(rawmqtt.publish(topic, f"fast {i}".encode(), qos=1, packet_id=i + 1))
+    reasons = puback_reasons(fast, 30)
+    accepted = [r for r in reasons if r in (0x00, 0x10)]
+    assert BURST <= len(accepted) <= BURST + 2, reasons
+    assert reasons[:BURST] == [0x00] * BURST  # the burst first, then refusals
+    assert all(r == 0x96 for r in reasons[len(accepted):]), reasons
+
+    calm = rawmqtt.connected(limited.port, unique("calm"))
+    for i in range(5):
+        calm.send(rawmqtt.publish(topic, f"calm {i}".encode(), qos=1, packet_id=i + 1))
+    assert puback_reasons(calm, 5) == [0x00] * 5  # its own bucket is full
+    got = [m.payload for m in subscriber.receive_n(len(accepted) + 5)]
+    assert got[:len(accepted)] == [f"fast {i}".encode() for i in range(len(accepted))]
+    assert got[len(accepted):] == [f"calm {i}".encode() for i in range(5)]
+    subscriber.expect_nothing()  # the refused ones were dropped
+    fast.close()
+    calm.close()
+    subscriber.disconnect()
+
+
+def test_qos0_over_the_rate_is_dropped_on_3_1_1_too(limited):
+    topic = unique("rate/qos0")
+    subscriber = Client(limited.port, version=4)
+    subscriber.subscribe(topic, qos=0)
+    flood = rawmqtt.connected(limited.port, unique("flood"), version=4)
+    for i in range(40):
+        flood.send(rawmqtt.publish(topic, b"x", qos=0, version=4))
+    flood.send(rawmqtt.packet(0xC0, b""))
+    assert flood.receive_type(rawmqtt.PINGRESP)  # everything before it was handled
+    got = len(subscriber.receive_n(BURST))
+    while True:  # and at most the couple of tokens refilled meanwhile
+        try:
+            subscriber.receive(timeout=1)
+            got += 1
+        except Exception:
+            break
+    assert got <= BURST + 2
+    flood.close()
+    subscriber.disconnect()
+
+
+def test_subscriptions_over_the_rate_get_0x97(limited):
+    client = Client(limited.port, version=5)
+    granted = [int(client.subscribe(unique("rate/sub"), qos=1)[0].value) for _ in range(6)]
+    assert granted[:3] == [1, 1, 1]
+    assert granted.count(0x97) >= 2 and set(granted[3:]) <= {1, 0x97}
+    client.disconnect()
+
+
+def test_an_address_connecting_too_fast_gets_0x9f(tmp_path):
+    broker = SluiceProcess(config_yaml=(
+        "listeners:\n  - host: 127.0.0.1\n    port: 0\n"
+        "rate_limits:\n  connections_per_s_per_ip: 1\n  connection_burst: 3\n")).start()
+    results = []
+    for i in range(6):
+        raw = rawmqtt.RawClient(broker.port)
+        raw.send(rawmqtt.connect(unique("conn"), version=5))
+        results.append(rawmqtt.connack_reason(raw.receive())[1])
+        raw.close()
+    assert results[:3] == [0, 0, 0]
+    assert results.count(0x9F) >= 2 and set(results[3:]) <= {0, 0x9F}, results
+    v311 = rawmqtt.RawClient(broker.port)
+    v311.send(rawmqtt.connect(unique("conn311"), version=4))
+    assert rawmqtt.connack_reason(v311.receive())[1] == 3  # server unavailable
+    v311.close()
+    assert broker.stop() == 0, broker.output()
+
+
+def test_refusals_are_counted_in_sys_topics(limited):
+    """Runs after the tests above on the same broker: their refusals are counted."""
+    watcher = Client(limited.port, version=5)
+    watcher.subscribe("$SYS/broker/rejected/#", qos=0)
+    counts = {}
+
+    def counted(kind):
+        return int(counts.get(kind, b"0"))
+
+    while counted("publishes") < 18 or counted("subscriptions") < 2:
+        message = watcher.receive(timeout=5)  # $SYS is refreshed every second here
+        counts[message.topic.rsplit("/", 1)[1]] = message.payload
+    watcher.disconnect()
