@@ -63,6 +63,17 @@ std::string ClientProtocol::assign_client_id() const {
   }
 }
 
+void ClientProtocol::send_ack(mqtt::Packet&& packet) {
+  if (acks_) return acks_->send(std::move(packet));
+  link_.send(packet);  // nothing ever waited for the store on this connection
+}
+
+AckQueue& ClientProtocol::deferred_acks() {
+  // Made on first use: most connections never wait for the store.
+  if (!acks_) acks_ = std::make_shared<AckQueue>(link_, mqtt::is_v5(version_));
+  return *acks_;
+}
+
 void ClientProtocol::refuse_over_connection_rate(mqtt::ProtocolVersion version) {
   ShardStats::add(shard_.stats().rejected_connections);
   refuse_connect(version, ReasonCode::kConnectionRateExceeded);
@@ -95,7 +106,6 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   if (connect_seen_) return disconnect_with(ReasonCode::kProtocolError, "second CONNECT");
   connect_seen_ = true;
   version_ = connect.version;
-  acks_ = std::make_shared<AckQueue>(link_, mqtt::is_v5(version_));
   const config::Config& config = shard_.config();
   const bool v5 = mqtt::is_v5(version_);
 
@@ -389,7 +399,7 @@ std::optional<mqtt::Packet> ClientProtocol::publish_ack(const mqtt::Publish& pub
 }
 
 void ClientProtocol::acknowledge_publish(const mqtt::Publish& publish, ReasonCode reason) {
-  if (auto ack = publish_ack(publish, reason)) acks_->send(std::move(*ack));
+  if (auto ack = publish_ack(publish, reason)) send_ack(std::move(*ack));
 }
 
 void ClientProtocol::on_publish(mqtt::Publish&& publish) {
@@ -459,7 +469,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
 void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,
                                             std::optional<mqtt::Packet> ack) {
   if (!ack) return shard_.write_then(std::move(batch), nullptr);  // QoS 0: nothing to promise
-  const std::uint64_t id = acks_->defer(std::move(*ack));
+  const std::uint64_t id = deferred_acks().defer(std::move(*ack));
   shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), id](bool durable) {
     if (const auto acks = weak.lock()) acks->complete(id, durable);
   });
@@ -469,7 +479,7 @@ void ClientProtocol::on_pubrel(const mqtt::Pubrel& pubrel) {
   const bool known = session_->release_inbound_qos2(pubrel.packet_id);
   mqtt::Pubcomp pubcomp{
       pubrel.packet_id, known ? ReasonCode::kSuccess : ReasonCode::kPacketIdentifierNotFound, {}};
-  if (!known || !session_->stored() || !shard_.has_store()) return acks_->send(std::move(pubcomp));
+  if (!known || !session_->stored() || !shard_.has_store()) return send_ack(std::move(pubcomp));
   // Once PUBCOMP is sent the client may reuse the packet id: the stored id
   // must be gone by then, or a new message under it would look like a resend.
   write_then_acknowledge(std::move(store::WriteBatch().add(store::WriteBatch::DeleteInbound{
@@ -540,14 +550,14 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     if (send) retained.push_back({subscription.filter, options});
   }
   if (batch.empty()) {
-    acks_->send(std::move(suback));
+    send_ack(std::move(suback));
     for (const RetainedToSend& r : retained)
       send_retained(r.filter, r.options, identifier);
     return;
   }
   // A stored session's subscription is acknowledged once it is durable, and
   // its retained messages follow the SUBACK.
-  const std::uint64_t ack = acks_->defer(std::move(suback));
+  const std::uint64_t ack = deferred_acks().defer(std::move(suback));
   shard_.write_then(std::move(batch), [this, weak = std::weak_ptr<AckQueue>(acks_), ack,
                                        retained = std::move(retained), identifier](bool durable) {
     const auto acks = weak.lock();  // alive: so is this protocol, on this same thread
@@ -587,8 +597,8 @@ void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
                                          : ReasonCode::kNoSubscriptionExisted);
     }
   }
-  if (batch.empty()) return acks_->send(std::move(unsuback));
-  const std::uint64_t ack = acks_->defer(std::move(unsuback));
+  if (batch.empty()) return send_ack(std::move(unsuback));
+  const std::uint64_t ack = deferred_acks().defer(std::move(unsuback));
   shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), ack](bool durable) {
     if (const auto acks = weak.lock()) acks->complete(ack, durable);
   });

@@ -107,7 +107,11 @@ class ClientProtocol {
   std::uint16_t keep_alive_s_ = 0;
   std::uint32_t connect_expiry_s_ = 0;  // Session Expiry Interval from CONNECT
   std::unordered_map<std::uint16_t, std::string> inbound_aliases_;
-  // Shared with the store's callbacks, which may outlive this connection.
+  // Sends a PUBACK/PUBREC/PUBCOMP/SUBACK/UNSUBACK behind any still waiting.
+  void send_ack(mqtt::Packet&& packet);
+  AckQueue& deferred_acks();
+  // Shared with the store's callbacks, which may outlive this connection;
+  // made the first time an acknowledgement waits for the store.
   std::shared_ptr<AckQueue> acks_;
   // What this client may publish and subscribe to; nullptr: anything.
   std::unique_ptr<auth::ClientAcl> acl_;
