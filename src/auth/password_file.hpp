@@ -23,7 +23,8 @@ struct PasswordHash {
 };
 
 // The PBKDF2 iterations of hashes made here. Mosquitto makes 101; more makes
-// a stolen file slower to attack, and costs about 0.5 ms per CONNECT.
+// a stolen file slower to attack, and costs about 1 ms of CPU per CONNECT
+// (docs/security.md).
 inline constexpr std::uint32_t kDefaultIterations = 1000;
 
 // `$7$...` or `$6$...`; nullopt if it is neither.
