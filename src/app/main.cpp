@@ -107,7 +107,8 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
 bool load_auth(const Config& config, std::optional<sluice::auth::Authenticator>& auth) {
   // Client certificates required by TLS authenticate clients as well.
   const auto open = std::find_if(config.listeners.begin(), config.listeners.end(), [](const auto& l) {
-    const bool certificates = l.transport == "tls" && l.tls.client_auth == "require";
+    const bool encrypted = l.transport == "tls" || l.transport == "wss";
+    const bool certificates = encrypted && l.tls.client_auth == "require";
     return !is_loopback(l.host) && !certificates;
   });
   if (open != config.listeners.end() && config.auth.password_file.empty()) {
@@ -207,8 +208,16 @@ int run(const Config& config, bool from_file) {
   }
   const auto ports = server.bound_ports();
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {
-    spdlog::info("event=listening address={}:{} transport={}", config.listeners[i].host, ports[i],
-                 config.listeners[i].transport);
+    const auto& listener = config.listeners[i];
+    spdlog::info("event=listening address={}:{} transport={}", listener.host, ports[i],
+                 listener.transport);
+    const bool websocket = listener.transport == "ws" || listener.transport == "wss";
+    if (websocket && listener.websocket.allowed_origins.empty()) {
+      spdlog::warn(
+          "event=websocket_any_origin address={}:{} note=\"websocket.allowed_origins is empty: "
+          "pages from any site may connect through their visitors' browsers\"",
+          listener.host, ports[i]);
+    }
   }
   const bool local_only = std::all_of(config.listeners.begin(), config.listeners.end(),
                                       [](const auto& l) { return is_loopback(l.host); });

@@ -79,7 +79,7 @@ void ClientProtocol::refuse_over_connection_rate(mqtt::ProtocolVersion version) 
   refuse_connect(version, ReasonCode::kConnectionRateExceeded);
 }
 
-bool ClientProtocol::within_rate(std::optional<TokenBucket>* bucket) {
+bool ClientProtocol::within_rate(std::optional<auth::TokenBucket>* bucket) {
   return bucket == nullptr || !*bucket || (*bucket)->take(Clock::now());
 }
 
@@ -139,7 +139,7 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   const config::RateLimitConfig& rate = config.rate_limits;
   if (rate.publishes_per_s > 0 || rate.subscriptions_per_s > 0) {
     rates_ = std::make_unique<RateLimits>();
-    auto bucket = [&](double per_s, std::uint32_t burst, std::optional<TokenBucket>& out) {
+    auto bucket = [&](double per_s, std::uint32_t burst, std::optional<auth::TokenBucket>& out) {
       if (per_s > 0) out.emplace(per_s, burst != 0 ? burst : per_s, Clock::now());
     };
     bucket(rate.publishes_per_s, rate.publish_burst, rates_->publishes);

@@ -13,7 +13,7 @@
 #include "auth/acl_file.hpp"
 #include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
-#include "broker/token_bucket.hpp"
+#include "auth/token_bucket.hpp"
 #include "broker/session.hpp"
 #include "mqtt/decode_error.hpp"
 #include "mqtt/packets.hpp"
@@ -117,13 +117,13 @@ class ClientProtocol {
   std::unique_ptr<auth::ClientAcl> acl_;
   // Its rate limits; nullptr when none is configured (most brokers).
   struct RateLimits {
-    std::optional<TokenBucket> publishes;
-    std::optional<TokenBucket> subscriptions;
+    std::optional<auth::TokenBucket> publishes;
+    std::optional<auth::TokenBucket> subscriptions;
   };
   std::unique_ptr<RateLimits> rates_;
   std::unique_ptr<std::string> certificate_identity_;  // rare: not kept inline
   // Takes a token from `bucket` if limited; false when the client is over its rate.
-  static bool within_rate(std::optional<TokenBucket>* bucket);
+  static bool within_rate(std::optional<auth::TokenBucket>* bucket);
 };
 
 }  // namespace sluice::broker

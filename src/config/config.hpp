@@ -20,11 +20,20 @@ struct TlsConfig {
   bool operator==(const TlsConfig&) const = default;
 };
 
+struct WebSocketConfig {
+  std::string path = "/mqtt";
+  // Origins a browser may connect from: exact ("https://app.example.com") or
+  // "*.example.com". Requests without Origin (not from a browser) are let in.
+  std::vector<std::string> allowed_origins;
+  bool operator==(const WebSocketConfig&) const = default;
+};
+
 struct ListenerConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 1883;
-  std::string transport = "tcp";  // tcp or tls
-  TlsConfig tls;                  // for transport: tls
+  std::string transport = "tcp";  // tcp, tls, ws or wss
+  TlsConfig tls;                  // for tls and wss
+  WebSocketConfig websocket;      // for ws and wss
   bool operator==(const ListenerConfig&) const = default;
 };
 

@@ -72,6 +72,17 @@ class Section {
     out = value.Scalar();
   }
 
+  void strings(const char* key, std::vector<std::string>& out) {
+    const YAML::Node value = take(key);
+    if (!value) return;
+    if (!value.IsSequence()) fail(value, key, "a list of strings");
+    out.clear();
+    for (const auto& item : value) {
+      if (!item.IsScalar()) fail(item, key, "a list of strings");
+      out.push_back(item.Scalar());
+    }
+  }
+
   void choice(const char* key, std::string& out, std::initializer_list<const char*> allowed) {
     const YAML::Node value = take(key);
     if (!value) return;
@@ -155,7 +166,18 @@ std::vector<ListenerConfig> read_listeners(const YAML::Node& node, std::string_v
     Section s(node[i], "listeners[" + std::to_string(i) + "]", source);
     s.string("host", listener.host);
     s.integer("port", listener.port, 0, 65535);
-    s.choice("transport", listener.transport, {"tcp", "tls"});
+    s.choice("transport", listener.transport, {"tcp", "tls", "ws", "wss"});
+    if (YAML::Node websocket = s.child("websocket")) {
+      Section ws(websocket, s.child_path("websocket"), source);
+      ws.string("path", listener.websocket.path);
+      ws.strings("allowed_origins", listener.websocket.allowed_origins);
+      ws.finish();
+      if (!listener.websocket.path.starts_with("/")) {
+        throw Failure{std::string(source) + ":" + std::to_string(websocket.Mark().line + 1) +
+                      ": key 'listeners[" + std::to_string(i) +
+                      "].websocket.path': expected a path starting with '/'"};
+      }
+    }
     if (YAML::Node tls = s.child("tls")) {
       TlsConfig& t = listener.tls;
       Section ts(tls, s.child_path("tls"), source);
@@ -169,10 +191,11 @@ std::vector<ListenerConfig> read_listeners(const YAML::Node& node, std::string_v
       ts.finish();
     }
     s.finish();
-    if (listener.transport == "tls" && (listener.tls.cert_file.empty() || listener.tls.key_file.empty())) {
+    const bool encrypted = listener.transport == "tls" || listener.transport == "wss";
+    if (encrypted && (listener.tls.cert_file.empty() || listener.tls.key_file.empty())) {
       throw Failure{std::string(source) + ":" + std::to_string(node[i].Mark().line + 1) +
                     ": key 'listeners[" + std::to_string(i) +
-                    "].tls': a tls listener needs cert_file and key_file"};
+                    "].tls': a tls or wss listener needs cert_file and key_file"};
     }
     if (listener.tls.client_auth != "none" && listener.tls.ca_file.empty()) {
       throw Failure{std::string(source) + ":" + std::to_string(node[i].Mark().line + 1) +

@@ -20,10 +20,11 @@ constexpr auto kClosingGrace = std::chrono::seconds(5);
 }  // namespace
 
 Connection::Connection(Worker& worker, asio::ip::tcp::socket socket,
-                       std::unique_ptr<TlsStream> tls)
+                       std::unique_ptr<TlsStream> tls, std::unique_ptr<WebSocketSession> ws)
     : worker_(worker),
       socket_(std::move(socket)),
       tls_(std::move(tls)),
+      ws_(std::move(ws)),
       decoder_(worker.broker().config().limits.max_packet_bytes),
       connected_at_(broker::Clock::now()),
       last_read_(connected_at_) {
@@ -139,7 +140,20 @@ void Connection::on_readable() {
   if (n == 0) return;
   broker::ShardStats::add(worker_.shard().stats().bytes_received, n);
   last_read_ = broker::Clock::now();
-  process(buffer.first(n));
+  std::span<const std::uint8_t> bytes = buffer.first(n);
+  if (ws_) {
+    // WebSocket: the upgrade, then frames unwrapped into MQTT bytes.
+    ws_in_.clear();
+    const auto status = ws_->consume(bytes, ws_in_, ws_reply_);
+    if (!ws_reply_.empty()) mark_dirty();
+    if (status == WebSocketSession::Status::kClose) {
+      close();  // after the HTTP refusal or the close frame in ws_reply_
+      worker_.schedule_flush();
+      return;
+    }
+    bytes = ws_in_;
+  }
+  process(bytes);
   worker_.schedule_flush();
   // A client that sends but does not read (its PUBACKs, PINGRESPs... pile up)
   // is not read from until it catches up: back-pressure instead of memory.
@@ -239,7 +253,7 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
   worker_.remove(*this);
   if (fd < 0) return;
   worker_.peer(shard).post_moved_connection(fd, ipv6, std::move(connect), std::move(rest),
-                                            std::move(tls_));
+                                            std::move(tls_), std::move(ws_));
 }
 
 void Connection::send(const mqtt::Packet& packet) {
@@ -268,19 +282,34 @@ void Connection::close() {
 void Connection::flush() {
   dirty_ = false;
   if (terminated_ || writing_now_) return;
-  if (pending_.empty()) {
+  const bool ws_reply = ws_ && !ws_reply_.empty();
+  if (pending_.empty() && !ws_reply) {
     if (closing_) terminate();
     return;
   }
   std::swap(pending_, writing_);
   writing_now_ = true;
-  if (tls_) {
+  if (tls_ || ws_) {
+    // One contiguous buffer: TLS writes its records from it, and WebSocket
+    // puts the turn's packets in one binary frame after any control reply.
+    staged_.clear();
+    staged_written_ = 0;
+    if (ws_) {
+      staged_.insert(staged_.end(), ws_reply_.begin(), ws_reply_.end());
+      ws_reply_.clear();
+      if (writing_.size() > 0) WebSocketSession::append_frame_header(staged_, writing_.size());
+    }
     for (const asio::const_buffer& piece : writing_.buffers()) {
       const auto* bytes = static_cast<const std::uint8_t*>(piece.data());
-      tls_out_.insert(tls_out_.end(), bytes, bytes + piece.size());
+      staged_.insert(staged_.end(), bytes, bytes + piece.size());
     }
-    tls_written_ = 0;
-    return write_tls();
+    if (tls_) return write_tls();
+    asio::async_write(socket_, asio::buffer(staged_),
+                      [self = shared_from_this()](const error_code& error, std::size_t bytes) {
+                        self->release_staged();
+                        self->on_written(error, bytes);
+                      });
+    return;
   }
   // A span, not the vector: Asio copies the buffer sequence into the
   // operation, and copying a vector would allocate on every write.
@@ -292,12 +321,12 @@ void Connection::flush() {
 
 void Connection::write_tls() {
   if (terminated_) return;
-  while (tls_written_ < tls_out_.size()) {
+  while (staged_written_ < staged_.size()) {
     const TlsStream::Result result =
-        tls_->write(std::span<const std::uint8_t>(tls_out_).subspan(tls_written_));
+        tls_->write(std::span<const std::uint8_t>(staged_).subspan(staged_written_));
     switch (result.want) {
       case TlsStream::Want::kNone:
-        tls_written_ += result.bytes;
+        staged_written_ += result.bytes;
         continue;
       case TlsStream::Want::kWrite:
         return wait_then(asio::socket_base::wait_write, &Connection::write_tls);
@@ -307,11 +336,15 @@ void Connection::write_tls() {
         return on_written(asio::error::connection_reset, 0);
     }
   }
-  const std::size_t bytes = tls_out_.size();
-  tls_out_.clear();
-  // An idle connection keeps no large buffer.
-  if (tls_out_.capacity() > 64 * 1024) std::vector<std::uint8_t>().swap(tls_out_);
+  const std::size_t bytes = staged_.size();
+  release_staged();
   on_written({}, bytes);
+}
+
+void Connection::release_staged() {
+  staged_.clear();
+  // An idle connection keeps no large buffer.
+  if (staged_.capacity() > 64 * 1024) std::vector<std::uint8_t>().swap(staged_);
 }
 
 void Connection::on_written(const error_code& error, std::size_t bytes) {

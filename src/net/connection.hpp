@@ -18,6 +18,7 @@
 #include "mqtt/frame_decoder.hpp"
 #include "net/output_buffer.hpp"
 #include "net/tls.hpp"
+#include "net/websocket.hpp"
 
 namespace sluice::net {
 
@@ -27,8 +28,10 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
  public:
   // `tls` is set for a listener with transport: tls (its handshake is done
   // first, unless the connection moved here after it).
+  // `ws` is set for ws and wss listeners: WebSocket framing over the stream.
   Connection(Worker& worker, boost::asio::ip::tcp::socket socket,
-             std::unique_ptr<TlsStream> tls = nullptr);
+             std::unique_ptr<TlsStream> tls = nullptr,
+             std::unique_ptr<WebSocketSession> ws = nullptr);
   ~Connection() override;
 
   // A new connection: waits for CONNECT.
@@ -64,6 +67,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   // With use_identity_as_username: the verified client certificate's CN.
   void apply_certificate_identity();
   void write_tls();
+  void release_staged();
   void process(std::span<const std::uint8_t> bytes);
   // False when processing must stop (moved away or closing).
   bool handle_first_packet(const mqtt::Frame& frame);
@@ -75,8 +79,12 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   Worker& worker_;
   boost::asio::ip::tcp::socket socket_;
   std::unique_ptr<TlsStream> tls_;
-  std::vector<std::uint8_t> tls_out_;  // TLS writes one contiguous buffer
-  std::size_t tls_written_ = 0;
+  std::unique_ptr<WebSocketSession> ws_;
+  std::vector<std::uint8_t> ws_in_;     // MQTT bytes unwrapped from this read's frames
+  std::vector<std::uint8_t> ws_reply_;  // HTTP response, pong and close frames to send
+  // TLS and WebSocket write one contiguous buffer (records, one frame).
+  std::vector<std::uint8_t> staged_;
+  std::size_t staged_written_ = 0;
   mqtt::FrameDecoder decoder_;
   std::optional<broker::ClientProtocol> protocol_;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV3_1_1;

@@ -12,9 +12,10 @@
 #include <thread>
 #include <map>
 
-#include "broker/token_bucket.hpp"
+#include "auth/token_bucket.hpp"
 #include "net/connection.hpp"
 #include "net/tls.hpp"
+#include "net/websocket.hpp"
 #include "net/worker.hpp"
 
 namespace sluice::net {
@@ -33,7 +34,8 @@ struct Server::Impl : broker::Mailbox {
   struct Listener {
     tcp::acceptor acceptor;
     asio::steady_timer retry;  // after a failed accept
-    std::shared_ptr<TlsContext> tls;  // for transport: tls
+    std::shared_ptr<TlsContext> tls;                  // for tls and wss
+    const config::WebSocketConfig* websocket = nullptr;  // for ws and wss
     explicit Listener(asio::io_context& context) : acceptor(context), retry(context) {}
   };
 
@@ -44,7 +46,7 @@ struct Server::Impl : broker::Mailbox {
   std::atomic<bool> stopped{false};
   // Connection rate per source address (forgotten once their buckets refill).
   static constexpr std::size_t kMaxTrackedAddresses = 10'000;
-  std::map<asio::ip::address, broker::TokenBucket> per_address;
+  std::map<asio::ip::address, auth::TokenBucket> per_address;
 
   explicit Impl(broker::Broker& b) : broker(b) {}
 
@@ -85,11 +87,14 @@ struct Server::Impl : broker::Mailbox {
       if (!error) {
         const bool over_rate = over_connection_rate(socket);
         asio::post(target.context(), [&target, over_rate, tls = listener.tls,
+                                      websocket = listener.websocket,
                                       socket = std::move(socket)]() mutable {
           std::unique_ptr<TlsStream> stream;
           if (tls) stream = std::make_unique<TlsStream>(tls, socket.native_handle());
-          auto connection =
-              std::make_shared<Connection>(target, std::move(socket), std::move(stream));
+          std::unique_ptr<WebSocketSession> framing;
+          if (websocket != nullptr) framing = std::make_unique<WebSocketSession>(*websocket);
+          auto connection = std::make_shared<Connection>(target, std::move(socket),
+                                                         std::move(stream), std::move(framing));
           // Refused only once its CONNECT is read, so that it is told why.
           if (over_rate) connection->refuse_over_connection_rate();
           if (target.add(connection)) connection->start();
@@ -130,7 +135,10 @@ std::optional<std::string> Server::start(const std::vector<config::ListenerConfi
     if (error) return "listener " + listener.host + ": not an IP address";
     const tcp::endpoint endpoint(address, listener.port);
     auto entry = std::make_unique<Impl::Listener>(context);
-    if (listener.transport == "tls") {
+    if (listener.transport == "ws" || listener.transport == "wss") {
+      entry->websocket = &listener.websocket;
+    }
+    if (listener.transport == "tls" || listener.transport == "wss") {
       std::string tls_error;
       entry->tls = TlsContext::create(listener.tls, tls_error);
       if (!entry->tls) {

@@ -10,6 +10,7 @@
 #include "net/connection.hpp"
 #include "net/server.hpp"
 #include "net/tls.hpp"
+#include "net/websocket.hpp"
 
 namespace sluice::net {
 
@@ -110,10 +111,11 @@ void Worker::drain_inbox() {
 
 void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
                                    std::vector<std::uint8_t> unread,
-                                   std::unique_ptr<TlsStream> tls) {
+                                   std::unique_ptr<TlsStream> tls,
+                                   std::unique_ptr<WebSocketSession> ws) {
   asio::post(context_,
              [this, fd, ipv6, connect = std::move(connect), unread = std::move(unread),
-              tls = std::move(tls)]() mutable {
+              tls = std::move(tls), ws = std::move(ws)]() mutable {
                boost::system::error_code error;
                asio::ip::tcp::socket socket(context_);
                socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
@@ -122,8 +124,8 @@ void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
                  return;
                }
                if (tls) tls->rebind(fd);
-               auto connection =
-                   std::make_shared<Connection>(*this, std::move(socket), std::move(tls));
+               auto connection = std::make_shared<Connection>(*this, std::move(socket),
+                                                              std::move(tls), std::move(ws));
                add(connection);
                connection->start_moved(std::move(connect), std::move(unread));
              });

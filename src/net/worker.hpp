@@ -20,6 +20,7 @@ namespace sluice::net {
 
 class Connection;
 class TlsStream;
+class WebSocketSession;
 class Server;
 
 class Worker {
@@ -52,7 +53,8 @@ class Worker {
   // Takes over a connection (its socket as a file descriptor) whose CONNECT
   // another worker read.
   void post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
-                             std::vector<std::uint8_t> unread, std::unique_ptr<TlsStream> tls);
+                             std::vector<std::uint8_t> unread, std::unique_ptr<TlsStream> tls,
+                             std::unique_ptr<WebSocketSession> ws);
   void post_shutdown();
   // Runs `task` on this worker's thread, then flushes what it queued.
   void post_task(std::function<void()> task);

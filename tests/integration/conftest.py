@@ -40,15 +40,19 @@ class Client:
 
     def __init__(self, port, client_id=None, version=5, clean=True, keepalive=60,
                  properties=None, will=None, userdata=None, connect=True, username=None,
-                 password=None, tls=None):
+                 password=None, tls=None, transport="tcp"):
         self.port = port
         self.version = version
         self.client_id = client_id if client_id is not None else unique("client")
         protocol = {5: paho.MQTTv5, 4: paho.MQTTv311, 3: paho.MQTTv31}[version]
         if version == 5:
-            self.paho = paho.Client(client_id=self.client_id, protocol=protocol)
+            self.paho = paho.Client(client_id=self.client_id, protocol=protocol,
+                                    transport=transport)
         else:
-            self.paho = paho.Client(client_id=self.client_id, protocol=protocol, clean_session=clean)
+            self.paho = paho.Client(client_id=self.client_id, protocol=protocol, clean_session=clean,
+                                    transport=transport)
+        if transport == "websockets":
+            self.paho.ws_set_options(path="/mqtt")
         self.clean = clean
         self.keepalive = keepalive
         self.connect_properties = properties

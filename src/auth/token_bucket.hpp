@@ -6,11 +6,11 @@
 #include <algorithm>
 #include <chrono>
 
-namespace sluice::broker {
+namespace sluice::auth {
 
 class TokenBucket {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = std::chrono::steady_clock;  // the same clock as broker::Clock
 
   TokenBucket(double rate, double burst, Clock::time_point now)
       : rate_(rate), burst_(std::max(burst, 1.0)), tokens_(burst_), last_(now) {}
@@ -41,4 +41,4 @@ class TokenBucket {
   Clock::time_point last_;
 };
 
-}  // namespace sluice::broker
+}  // namespace sluice::auth
