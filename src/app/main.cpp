@@ -126,15 +126,18 @@ bool load_auth(const Config& config, std::optional<sluice::auth::Authenticator>&
         "reachable from the network\"",
         open->host, open->port);
   }
-  if (config.auth.password_file.empty() && config.auth.acl_file.empty()) return true;
+  if (config.auth.password_file.empty() && config.auth.acl_file.empty() &&
+      config.auth.scram_file.empty()) {
+    return true;
+  }
   std::string error;
   auth = sluice::auth::Authenticator::load(config.auth, error);
   if (!auth) {
     spdlog::error("event=start_failed error=\"{}\"", error);
     return false;
   }
-  spdlog::info("event=auth password_file=\"{}\" acl_file=\"{}\" allow_anonymous={}",
-               config.auth.password_file, config.auth.acl_file,
+  spdlog::info("event=auth password_file=\"{}\" acl_file=\"{}\" scram_file=\"{}\" allow_anonymous={}",
+               config.auth.password_file, config.auth.acl_file, config.auth.scram_file,
                config.auth.password_file.empty() || config.auth.allow_anonymous);
   return true;
 }
@@ -167,14 +170,14 @@ std::optional<std::string> read_new_password() {
   return password;
 }
 
-int run_passwd(const std::string& file, const std::string& user) {
+int run_passwd(const std::string& file, const std::string& user, bool scram) {
   const auto password = read_new_password();
   if (!password) return 1;
   if (password->empty()) {
     std::fprintf(stderr, "sluice passwd: the password is empty\n");
     return 1;
   }
-  if (const auto error = sluice::auth::set_password(file, user, *password)) {
+  if (const auto error = sluice::auth::set_password(file, user, *password, scram)) {
     std::fprintf(stderr, "sluice passwd: %s\n", error->c_str());
     return 1;
   }
@@ -261,8 +264,11 @@ int main(int argc, char** argv) {
       "password is asked on a terminal, or read from the first line of standard input");
   passwd->add_option("file", passwd_file, "password file")->required();
   passwd->add_option("user", passwd_user, "username")->required();
+  bool passwd_scram = false;
+  passwd->add_flag("--scram", passwd_scram,
+                   "write SCRAM-SHA-256 keys (for auth.scram_file) instead of a password hash");
   CLI11_PARSE(app, argc, argv);
-  if (*passwd) return run_passwd(passwd_file, passwd_user);
+  if (*passwd) return run_passwd(passwd_file, passwd_user, passwd_scram);
 
   const auto config = make_config(options);
   if (!config) return 2;

@@ -10,6 +10,7 @@
 
 #include "auth/acl_file.hpp"
 #include "auth/password_file.hpp"
+#include "auth/scram.hpp"
 #include "config/config.hpp"
 
 namespace sluice::auth {
@@ -25,6 +26,9 @@ class Authenticator {
   Verdict check(const std::optional<std::string>& username,
                 const std::optional<std::vector<std::uint8_t>>& password) const;
 
+  // SCRAM-SHA-256 users; nullptr when no scram_file is configured.
+  const ScramUsers* scram_users() const { return scram_ ? &*scram_ : nullptr; }
+
   // The client's access rules; nullptr when no ACL file is configured (then
   // every client may publish and subscribe to anything).
   std::unique_ptr<ClientAcl> acl_for(std::string_view client_id, std::string_view username) const;
@@ -32,6 +36,7 @@ class Authenticator {
  private:
   std::optional<PasswordFile> passwords_;
   std::optional<AclFile> acl_;
+  std::optional<ScramUsers> scram_;
   bool allow_anonymous_ = true;
 };
 

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "auth/scram.hpp"
+
 namespace sluice::auth {
 namespace {
 
@@ -157,7 +159,7 @@ bool PasswordFile::check(const std::string& username, std::string_view password)
 }
 
 std::optional<std::string> set_password(const std::string& path, const std::string& username,
-                                        std::string_view password) {
+                                        std::string_view password, bool scram) {
   if (username.empty() || username.find(':') != std::string::npos) {
     return "a username must be non-empty and cannot contain ':'";
   }
@@ -169,7 +171,8 @@ std::optional<std::string> set_password(const std::string& path, const std::stri
     while (std::getline(in, line))
       lines.push_back(line);
   }
-  const std::string entry = username + ":" + format_hash(make_hash(password));
+  const std::string entry =
+      username + ":" + (scram ? format_scram(make_scram(password)) : format_hash(make_hash(password)));
   bool replaced = false;
   for (std::string& line : lines) {
     if (line.starts_with(username + ":")) {

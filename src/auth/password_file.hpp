@@ -54,7 +54,8 @@ class PasswordFile {
 // `sluice passwd FILE USER`: sets USER's password in FILE (created if
 // missing), keeping every other line as it was. Returns an error message,
 // or nullopt on success.
+// With `scram`, the line holds SCRAM-SHA-256 keys instead (see scram.hpp).
 std::optional<std::string> set_password(const std::string& path, const std::string& username,
-                                        std::string_view password);
+                                        std::string_view password, bool scram = false);
 
 }  // namespace sluice::auth

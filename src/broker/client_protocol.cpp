@@ -19,6 +19,7 @@ using mqtt::ReasonCode;
 
 constexpr std::uint32_t kNeverExpires = 0xFFFFFFFF;
 constexpr std::size_t kMaxV31ClientIdBytes = 23;  // MQTT 3.1 section 3.1
+constexpr std::string_view kScramMethod = "SCRAM-SHA-256";
 
 bool is_sys_topic(std::string_view topic) {
   return topic.starts_with("$SYS/") || topic == "$SYS";
@@ -86,7 +87,7 @@ bool ClientProtocol::within_rate(std::optional<auth::TokenBucket>* bucket) {
 bool ClientProtocol::authenticate(const mqtt::Connect& connect) {
   const auth::Authenticator* auth = shard_.broker().auth();
   if (auth == nullptr) return true;
-  const auto verdict = certificate_identity_ ? auth::Authenticator::Verdict::kAllowed
+  const auto verdict = verified_username_ ? auth::Authenticator::Verdict::kAllowed
                                              : auth->check(connect.username, connect.password);
   switch (verdict) {
     case auth::Authenticator::Verdict::kAllowed:
@@ -115,10 +116,6 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   }
   counted_ = true;
 
-  // Enhanced authentication is an extension point with no methods yet.
-  if (connect.properties.authentication_method) {
-    return refuse_connect(version_, ReasonCode::kBadAuthenticationMethod);
-  }
   bool assigned = false;
   if (connect.client_id.empty()) {
     // [MQTT-3.1.3-8] (3.1.1): an empty id needs a clean session; 3.1 needs 1..23 bytes.
@@ -131,8 +128,34 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
              connect.client_id.size() > kMaxV31ClientIdBytes) {
     return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
   }
-  if (certificate_identity_) {  // the certificate names the user
-    connect.username = *certificate_identity_;
+  if (connect.properties.authentication_method) return start_enhanced_auth(std::move(connect), assigned);
+  continue_connect(std::move(connect), assigned, std::nullopt);
+}
+
+void ClientProtocol::start_enhanced_auth(mqtt::Connect&& connect, bool assigned) {
+  const auth::Authenticator* authenticator = shard_.broker().auth();
+  const auth::ScramUsers* users = authenticator ? authenticator->scram_users() : nullptr;
+  if (users == nullptr || *connect.properties.authentication_method != kScramMethod) {
+    return refuse_connect(version_, ReasonCode::kBadAuthenticationMethod);
+  }
+  scram_ = std::make_unique<auth::ScramExchange>(*users);
+  const mqtt::Bytes& data = connect.properties.authentication_data.value_or(mqtt::Bytes{});
+  const auto server_first =
+      scram_->start({reinterpret_cast<const char*>(data.data()), data.size()});
+  if (!server_first) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
+  mqtt::Auth challenge{ReasonCode::kContinueAuthentication, {}};
+  challenge.properties.authentication_method = std::string(kScramMethod);
+  challenge.properties.authentication_data = mqtt::Bytes(server_first->begin(), server_first->end());
+  link_.send(challenge);
+  pending_connect_ = std::make_unique<PendingConnect>(PendingConnect{std::move(connect), assigned});
+}
+
+void ClientProtocol::continue_connect(mqtt::Connect&& connect, bool assigned,
+                                      std::optional<std::string> server_final) {
+  const config::Config& config = shard_.config();
+  const bool v5 = mqtt::is_v5(version_);
+  if (verified_username_) {  // the certificate (or SCRAM) names the user
+    connect.username = *verified_username_;
     connect.password.reset();
   }
   if (!authenticate(connect)) return;
@@ -220,6 +243,10 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
     p.subscription_identifier_available = config.mqtt.subscription_identifiers ? 1 : 0;
     p.shared_subscription_available = config.mqtt.shared_subscriptions ? 1 : 0;
     if (assigned) p.assigned_client_identifier = connect.client_id;
+    if (server_final) {  // the server's proof that it holds the user's keys
+      p.authentication_method = std::string(kScramMethod);
+      p.authentication_data = mqtt::Bytes(server_final->begin(), server_final->end());
+    }
     if (keep_alive_capped) p.server_keep_alive = keep_alive_s_;
     if (expiry != asked_expiry) p.session_expiry_interval = expiry;
     if (connect.properties.request_response_information.value_or(0) == 1) {
@@ -333,6 +360,10 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
   if (auto* connect = std::get_if<mqtt::Connect>(&packet)) {
     return connect_seen_ ? disconnect_with(ReasonCode::kProtocolError, "second CONNECT")
                          : on_connect(std::move(*connect));
+  }
+  if (pending_connect_) {  // between CONNECT and CONNACK only AUTH may come (section 4.12)
+    if (const auto* auth = std::get_if<mqtt::Auth>(&packet)) return on_auth(*auth);
+    return refuse_connect(version_, ReasonCode::kProtocolError);
   }
   if (session_ == nullptr) return close();  // [MQTT-3.1.0-1] CONNECT comes first
   std::visit(
@@ -618,9 +649,24 @@ void ClientProtocol::on_disconnect(const mqtt::Disconnect& disconnect) {
   close();
 }
 
-void ClientProtocol::on_auth(const mqtt::Auth&) {
-  // No CONNECT here carried an Authentication Method, so AUTH is out of place (§4.12).
-  disconnect_with(ReasonCode::kProtocolError, "AUTH without enhanced authentication");
+void ClientProtocol::on_auth(const mqtt::Auth& auth) {
+  if (!pending_connect_) {
+    // Re-authentication is not offered; without a CONNECT method AUTH is
+    // out of place altogether (section 4.12).
+    return disconnect_with(ReasonCode::kProtocolError, "AUTH outside enhanced authentication");
+  }
+  const auto pending = std::move(pending_connect_);
+  const bool same_method = auth.properties.authentication_method &&
+                           *auth.properties.authentication_method == kScramMethod;
+  if (auth.reason != ReasonCode::kContinueAuthentication || !same_method) {
+    return refuse_connect(version_, ReasonCode::kProtocolError);  // [MQTT-4.12.0-5]
+  }
+  const mqtt::Bytes& data = auth.properties.authentication_data.value_or(mqtt::Bytes{});
+  auto server_final = scram_->finish({reinterpret_cast<const char*>(data.data()), data.size()});
+  if (!server_final) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
+  set_certificate_identity(scram_->username());  // verified: the ACL applies to this name
+  scram_.reset();
+  continue_connect(std::move(pending->connect), pending->assigned, std::move(server_final));
 }
 
 }  // namespace sluice::broker

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "auth/acl_file.hpp"
+#include "auth/scram.hpp"
 #include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
 #include "auth/token_bucket.hpp"
@@ -50,10 +51,11 @@ class ClientProtocol {
   // The net layer refuses this connection (its address connects too often):
   // CONNACK 0x9F (3.x: 3, server unavailable), then close.
   void refuse_over_connection_rate(mqtt::ProtocolVersion version);
-  // The client presented a verified certificate with this subject CN, and
-  // the listener takes it as the username: no password is asked for.
+  // The client presented a verified certificate with this subject CN (and
+  // the listener takes it as the username), or passed SCRAM: no password is
+  // asked for, and the ACL applies to this name.
   void set_certificate_identity(std::string name) {
-    certificate_identity_ = std::make_unique<std::string>(std::move(name));
+    verified_username_ = std::make_unique<std::string>(std::move(name));
   }
   // The socket caught up: queued messages may follow.
   void on_writable();
@@ -73,6 +75,13 @@ class ClientProtocol {
   void leave_session(bool publish_will);
   void close();
 
+  // MQTT 5 enhanced authentication (SCRAM-SHA-256): the CONNECT waits in
+  // pending_connect_ until the exchange ends.
+  void start_enhanced_auth(mqtt::Connect&& connect, bool assigned);
+  // The CONNECT after its client id is settled: authentication, limits, the
+  // session, CONNACK (carrying `server_final` after SCRAM).
+  void continue_connect(mqtt::Connect&& connect, bool assigned,
+                        std::optional<std::string> server_final);
   void on_publish(mqtt::Publish&& publish);
   void on_subscribe(mqtt::Subscribe&& subscribe);
   void on_unsubscribe(const mqtt::Unsubscribe& unsubscribe);
@@ -121,7 +130,13 @@ class ClientProtocol {
     std::optional<auth::TokenBucket> subscriptions;
   };
   std::unique_ptr<RateLimits> rates_;
-  std::unique_ptr<std::string> certificate_identity_;  // rare: not kept inline
+  std::unique_ptr<std::string> verified_username_;  // rare: not kept inline
+  struct PendingConnect {
+    mqtt::Connect connect;
+    bool assigned;  // its client id was made up here
+  };
+  std::unique_ptr<PendingConnect> pending_connect_;
+  std::unique_ptr<auth::ScramExchange> scram_;
   // Takes a token from `bucket` if limited; false when the client is over its rate.
   static bool within_rate(std::optional<auth::TokenBucket>* bucket);
 };

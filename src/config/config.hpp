@@ -103,6 +103,8 @@ struct RateLimitConfig {
 struct AuthConfig {
   std::string password_file;  // Mosquitto's format ($7$ PBKDF2-SHA512); empty: none
   std::string acl_file;       // Mosquitto's format; empty: every client may do anything
+  // SCRAM-SHA-256 keys (`sluice passwd --scram`), for MQTT 5 enhanced authentication.
+  std::string scram_file;
   // Clients without a username. Allowed when no password file is set; with
   // one, only if this says so.
   bool allow_anonymous = false;

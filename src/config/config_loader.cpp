@@ -268,6 +268,7 @@ void read_auth(const YAML::Node& node, AuthConfig& c, std::string_view source) {
   Section s(node, "auth", source);
   s.string("password_file", c.password_file);
   s.string("acl_file", c.acl_file);
+  s.string("scram_file", c.scram_file);
   s.boolean("allow_anonymous", c.allow_anonymous);
   s.boolean("development_mode", c.development_mode);
   s.finish();

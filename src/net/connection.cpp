@@ -374,8 +374,10 @@ void Connection::check_deadlines(broker::Clock::time_point now) {
     return;
   }
   if (!protocol_ || !protocol_->connected()) {
+    // Also bounds the TLS handshake, the WebSocket upgrade and an AUTH
+    // exchange that never ends.
     const auto timeout = std::chrono::seconds(worker_.broker().config().limits.connect_timeout_s);
-    if (!protocol_ && now - connected_at_ > timeout) terminate();
+    if (now - connected_at_ > timeout) terminate();
     return;
   }
   const std::uint16_t keep_alive = protocol_->keep_alive_s();

@@ -3,11 +3,12 @@ sessions with their subscriptions survive kill -9 once acknowledged, and a
 store that cannot be used stops start-up instead of being emptied."""
 
 import signal
+import struct
+import time
 
 import pytest
 
-import time
-
+import rawmqtt
 from conftest import Client, PacketTypes, props, unique, wait_until
 from sluice_process import SluiceProcess, run_sluice
 
@@ -110,10 +111,15 @@ def test_unsubscribe_and_session_end_are_stored_too(tmp_path):
     client.subscribe("a/b", qos=1)
     client.subscribe("c/d", qos=1)
     client.unsubscribe("a/b")
-    ended = Client(first.port, client_id=client_id + "-ends", version=5, clean=False,
-                   properties=session_properties(300))
-    ended.subscribe("e/f", qos=1)
-    ended.disconnect(properties=props(PacketTypes.DISCONNECT, SessionExpiryInterval=0))
+    # Raw, so that the test can see the broker close the connection: only then
+    # has it surely handled the DISCONNECT (a SIGTERM before that would find
+    # the session still alive, and keep it).
+    ended = rawmqtt.connected(first.port, client_id + "-ends", clean=False,
+                              properties=b"\x11" + struct.pack("!I", 300))
+    ended.send(rawmqtt.subscribe(1, [("e/f", 1)]))
+    ended.receive_type(rawmqtt.SUBACK)
+    ended.send(rawmqtt.disconnect(0, b"\x11\x00\x00\x00\x00"))  # Session Expiry Interval 0
+    ended.closed_by_broker()
     client.disconnect()
     assert first.stop() == 0
     second = SluiceProcess(config_yaml=config).start()
