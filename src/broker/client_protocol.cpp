@@ -159,7 +159,8 @@ void ClientProtocol::continue_connect(mqtt::Connect&& connect, bool assigned,
     connect.password.reset();
   }
   if (!authenticate(connect)) return;
-  const config::RateLimitConfig& rate = config.rate_limits;
+  const config::RateLimitConfig& rate =
+      listener_rate_limits_ != nullptr ? *listener_rate_limits_ : config.rate_limits;
   if (rate.publishes_per_s > 0 || rate.subscriptions_per_s > 0) {
     rates_ = std::make_unique<RateLimits>();
     auto bucket = [&](double per_s, std::uint32_t burst, std::optional<auth::TokenBucket>& out) {

@@ -57,6 +57,9 @@ class ClientProtocol {
   void set_certificate_identity(std::string name) {
     verified_username_ = std::make_unique<std::string>(std::move(name));
   }
+  // Rate limits of the listener the client came through, in place of the
+  // global ones (set before on_connect).
+  void set_rate_limits(const config::RateLimitConfig* limits) { listener_rate_limits_ = limits; }
   // The socket caught up: queued messages may follow.
   void on_writable();
 
@@ -130,6 +133,7 @@ class ClientProtocol {
     std::optional<auth::TokenBucket> subscriptions;
   };
   std::unique_ptr<RateLimits> rates_;
+  const config::RateLimitConfig* listener_rate_limits_ = nullptr;
   std::unique_ptr<std::string> verified_username_;  // rare: not kept inline
   struct PendingConnect {
     mqtt::Connect connect;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,12 +29,26 @@ struct WebSocketConfig {
   bool operator==(const WebSocketConfig&) const = default;
 };
 
+// Token buckets; a rate of 0 is no limit. A burst of 0 means one second's worth.
+struct RateLimitConfig {
+  double connections_per_s_per_ip = 0;  // new connections from one source address
+  std::uint32_t connection_burst = 0;
+  double publishes_per_s = 0;  // per client; over it, PUBLISH is dropped (5.0: PUBACK 0x96)
+  std::uint32_t publish_burst = 0;
+  double subscriptions_per_s = 0;  // per client, per topic filter; over it, SUBACK 0x97
+  std::uint32_t subscription_burst = 0;
+
+  bool operator==(const RateLimitConfig&) const = default;
+};
+
 struct ListenerConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 1883;
   std::string transport = "tcp";  // tcp, tls, ws or wss
   TlsConfig tls;                  // for tls and wss
   WebSocketConfig websocket;      // for ws and wss
+  // This listener's own rate limits, in place of the global ones.
+  std::optional<RateLimitConfig> rate_limits;
   bool operator==(const ListenerConfig&) const = default;
 };
 
@@ -88,17 +103,6 @@ struct StorageConfig {
   bool operator==(const StorageConfig&) const = default;
 };
 
-// Token buckets; a rate of 0 is no limit. A burst of 0 means one second's worth.
-struct RateLimitConfig {
-  double connections_per_s_per_ip = 0;  // new connections from one source address
-  std::uint32_t connection_burst = 0;
-  double publishes_per_s = 0;  // per client; over it, PUBLISH is dropped (5.0: PUBACK 0x96)
-  std::uint32_t publish_burst = 0;
-  double subscriptions_per_s = 0;  // per client, per topic filter; over it, SUBACK 0x97
-  std::uint32_t subscription_burst = 0;
-
-  bool operator==(const RateLimitConfig&) const = default;
-};
 
 struct AuthConfig {
   std::string password_file;  // Mosquitto's format ($7$ PBKDF2-SHA512); empty: none

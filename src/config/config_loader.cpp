@@ -155,6 +155,19 @@ class Section {
   std::set<std::string> known_;
 };
 
+void read_rate_limits(const YAML::Node& node, const std::string& path, RateLimitConfig& c,
+                      std::string_view source) {
+  Section s(node, path, source);
+  constexpr std::int64_t kMax = 1'000'000'000;
+  s.number("connections_per_s_per_ip", c.connections_per_s_per_ip, 0, 1e9);
+  s.integer("connection_burst", c.connection_burst, 0, kMax);
+  s.number("publishes_per_s", c.publishes_per_s, 0, 1e9);
+  s.integer("publish_burst", c.publish_burst, 0, kMax);
+  s.number("subscriptions_per_s", c.subscriptions_per_s, 0, 1e9);
+  s.integer("subscription_burst", c.subscription_burst, 0, kMax);
+  s.finish();
+}
+
 std::vector<ListenerConfig> read_listeners(const YAML::Node& node, std::string_view source) {
   if (!node.IsSequence()) {
     throw Failure{std::string(source) + ":" + std::to_string(node.Mark().line + 1) +
@@ -167,6 +180,10 @@ std::vector<ListenerConfig> read_listeners(const YAML::Node& node, std::string_v
     s.string("host", listener.host);
     s.integer("port", listener.port, 0, 65535);
     s.choice("transport", listener.transport, {"tcp", "tls", "ws", "wss"});
+    if (YAML::Node limits = s.child("rate_limits")) {
+      listener.rate_limits.emplace();
+      read_rate_limits(limits, s.child_path("rate_limits"), *listener.rate_limits, source);
+    }
     if (YAML::Node websocket = s.child("websocket")) {
       Section ws(websocket, s.child_path("websocket"), source);
       ws.string("path", listener.websocket.path);
@@ -274,17 +291,6 @@ void read_auth(const YAML::Node& node, AuthConfig& c, std::string_view source) {
   s.finish();
 }
 
-void read_rate_limits(const YAML::Node& node, RateLimitConfig& c, std::string_view source) {
-  Section s(node, "rate_limits", source);
-  constexpr std::int64_t kMax = 1'000'000'000;
-  s.number("connections_per_s_per_ip", c.connections_per_s_per_ip, 0, 1e9);
-  s.integer("connection_burst", c.connection_burst, 0, kMax);
-  s.number("publishes_per_s", c.publishes_per_s, 0, 1e9);
-  s.integer("publish_burst", c.publish_burst, 0, kMax);
-  s.number("subscriptions_per_s", c.subscriptions_per_s, 0, 1e9);
-  s.integer("subscription_burst", c.subscription_burst, 0, kMax);
-  s.finish();
-}
 
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
@@ -299,7 +305,7 @@ Config read_config(const YAML::Node& root, std::string_view source) {
   read_mqtt(top.child("mqtt"), config.mqtt, source);
   read_storage(top.child("storage"), config.storage, source);
   read_auth(top.child("auth"), config.auth, source);
-  read_rate_limits(top.child("rate_limits"), config.rate_limits, source);
+  read_rate_limits(top.child("rate_limits"), "rate_limits", config.rate_limits, source);
   top.finish();
   return config;
 }

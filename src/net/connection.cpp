@@ -69,12 +69,17 @@ void Connection::continue_handshake() {
 
 void Connection::start_moved(mqtt::Connect&& connect, std::vector<std::uint8_t> unread) {
   version_ = connect.version;
-  protocol_.emplace(worker_.shard(), *this);
-  apply_certificate_identity();
+  prepare_protocol();
   protocol_->on_connect(std::move(connect));
   if (!unread.empty()) process(unread);
   if (!terminated_) wait_readable();
   mark_dirty();
+}
+
+void Connection::prepare_protocol() {
+  protocol_.emplace(worker_.shard(), *this);
+  if (rate_limits_ != nullptr) protocol_->set_rate_limits(rate_limits_);
+  apply_certificate_identity();
 }
 
 void Connection::apply_certificate_identity() {
@@ -230,8 +235,7 @@ bool Connection::handle_first_packet(const mqtt::Frame& frame) {
     move_to(shard, std::move(connect));
     return false;
   }
-  protocol_.emplace(worker_.shard(), *this);
-  apply_certificate_identity();
+  prepare_protocol();
   protocol_->on_connect(std::move(connect));
   mark_dirty();
   return true;
@@ -253,7 +257,7 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
   worker_.remove(*this);
   if (fd < 0) return;
   worker_.peer(shard).post_moved_connection(fd, ipv6, std::move(connect), std::move(rest),
-                                            std::move(tls_), std::move(ws_));
+                                            std::move(tls_), std::move(ws_), rate_limits_);
 }
 
 void Connection::send(const mqtt::Packet& packet) {

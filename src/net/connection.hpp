@@ -53,6 +53,8 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   void shutdown();
   // Its address connects too often: its CONNECT will be refused.
   void refuse_over_connection_rate() { over_connection_rate_ = true; }
+  // The rate limits of the listener it came through (nullptr: the global ones).
+  void set_rate_limits(const config::RateLimitConfig* limits) { rate_limits_ = limits; }
 
  private:
   void wait_readable();
@@ -64,6 +66,8 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   // Runs `next` on this connection once the socket is ready for `type`.
   void wait_then(boost::asio::socket_base::wait_type type, void (Connection::*next)());
   void continue_handshake();
+  // Makes the ClientProtocol, with what the listener and the TLS layer say.
+  void prepare_protocol();
   // With use_identity_as_username: the verified client certificate's CN.
   void apply_certificate_identity();
   void write_tls();
@@ -97,6 +101,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   broker::Clock::time_point closing_since_;
   bool terminated_ = false;
   bool over_connection_rate_ = false;
+  const config::RateLimitConfig* rate_limits_ = nullptr;
   broker::Clock::time_point connected_at_;
   broker::Clock::time_point last_read_;
 };

@@ -36,6 +36,9 @@ struct Server::Impl : broker::Mailbox {
     asio::steady_timer retry;  // after a failed accept
     std::shared_ptr<TlsContext> tls;                  // for tls and wss
     const config::WebSocketConfig* websocket = nullptr;  // for ws and wss
+    const config::RateLimitConfig* rate_limits = nullptr;  // its own, or the global ones
+    // Connection rate per source address (forgotten once their buckets refill).
+    std::map<asio::ip::address, auth::TokenBucket> per_address;
     explicit Listener(asio::io_context& context) : acceptor(context), retry(context) {}
   };
 
@@ -44,9 +47,7 @@ struct Server::Impl : broker::Mailbox {
   std::vector<std::unique_ptr<Listener>> listeners;
   std::uint32_t next_worker = 0;
   std::atomic<bool> stopped{false};
-  // Connection rate per source address (forgotten once their buckets refill).
   static constexpr std::size_t kMaxTrackedAddresses = 10'000;
-  std::map<asio::ip::address, auth::TokenBucket> per_address;
 
   explicit Impl(broker::Broker& b) : broker(b) {}
 
@@ -60,8 +61,9 @@ struct Server::Impl : broker::Mailbox {
 
   // Whether a new connection from `socket`'s address is over
   // rate_limits.connections_per_s_per_ip. Runs on the acceptors' thread only.
-  bool over_connection_rate(const tcp::socket& socket) {
-    const config::RateLimitConfig& limits = broker.config().rate_limits;
+  bool over_connection_rate(Listener& listener, const tcp::socket& socket) {
+    const config::RateLimitConfig& limits = *listener.rate_limits;
+    auto& per_address = listener.per_address;
     if (limits.connections_per_s_per_ip <= 0) return false;
     boost::system::error_code error;
     const auto peer = socket.remote_endpoint(error);
@@ -85,9 +87,10 @@ struct Server::Impl : broker::Mailbox {
                                                          tcp::socket socket) {
       if (error == asio::error::operation_aborted) return;
       if (!error) {
-        const bool over_rate = over_connection_rate(socket);
+        const bool over_rate = over_connection_rate(listener, socket);
         asio::post(target.context(), [&target, over_rate, tls = listener.tls,
                                       websocket = listener.websocket,
+                                      rate_limits = listener.rate_limits,
                                       socket = std::move(socket)]() mutable {
           std::unique_ptr<TlsStream> stream;
           if (tls) stream = std::make_unique<TlsStream>(tls, socket.native_handle());
@@ -95,6 +98,7 @@ struct Server::Impl : broker::Mailbox {
           if (websocket != nullptr) framing = std::make_unique<WebSocketSession>(*websocket);
           auto connection = std::make_shared<Connection>(target, std::move(socket),
                                                          std::move(stream), std::move(framing));
+          connection->set_rate_limits(rate_limits);
           // Refused only once its CONNECT is read, so that it is told why.
           if (over_rate) connection->refuse_over_connection_rate();
           if (target.add(connection)) connection->start();
@@ -135,6 +139,8 @@ std::optional<std::string> Server::start(const std::vector<config::ListenerConfi
     if (error) return "listener " + listener.host + ": not an IP address";
     const tcp::endpoint endpoint(address, listener.port);
     auto entry = std::make_unique<Impl::Listener>(context);
+    entry->rate_limits =
+        listener.rate_limits ? &*listener.rate_limits : &impl_->broker.config().rate_limits;
     if (listener.transport == "ws" || listener.transport == "wss") {
       entry->websocket = &listener.websocket;
     }

@@ -54,7 +54,8 @@ class Worker {
   // another worker read.
   void post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
                              std::vector<std::uint8_t> unread, std::unique_ptr<TlsStream> tls,
-                             std::unique_ptr<WebSocketSession> ws);
+                             std::unique_ptr<WebSocketSession> ws,
+                             const config::RateLimitConfig* rate_limits);
   void post_shutdown();
   // Runs `task` on this worker's thread, then flushes what it queued.
   void post_task(std::function<void()> task);

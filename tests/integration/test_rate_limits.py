@@ -7,6 +7,8 @@ The buckets refill at a few tokens a second and the bursts are sent in well
 under a second, so at most one or two extra tokens can appear meanwhile: the
 bounds below allow for that, nothing more."""
 
+import re
+
 import pytest
 
 import rawmqtt
@@ -124,3 +126,25 @@ def test_refusals_are_counted_in_sys_topics(limited):
         message = watcher.receive(timeout=5)  # $SYS is refreshed every second here
         counts[message.topic.rsplit("/", 1)[1]] = message.payload
     watcher.disconnect()
+
+
+def test_a_listener_can_have_limits_of_its_own():
+    broker = SluiceProcess(config_yaml=(
+        "listeners:\n"
+        "  - host: 127.0.0.1\n    port: 0\n"
+        "    rate_limits:\n      publishes_per_s: 1\n      publish_burst: 3\n"
+        "  - host: 127.0.0.1\n    port: 0\n")).start()  # no global limits
+    ports = [int(p) for p in re.findall(r"event=listening address=127\.0\.0\.1:(\d+)",
+                                        broker.output())]
+    topic = unique("rate/listener")
+    limited = rawmqtt.connected(ports[0], unique("limited"))
+    free = rawmqtt.connected(ports[1], unique("free"))
+    for i in range(8):
+        limited.send(rawmqtt.publish(topic, b"x", qos=1, packet_id=i + 1))
+        free.send(rawmqtt.publish(topic, b"x", qos=1, packet_id=i + 1))
+    limited_reasons = puback_reasons(limited, 8)
+    assert limited_reasons[:3] == [0x10] * 3 and limited_reasons.count(0x96) >= 4
+    assert puback_reasons(free, 8) == [0x10] * 8  # no subscribers: 0x10, and never 0x96
+    limited.close()
+    free.close()
+    assert broker.stop() == 0, broker.output()

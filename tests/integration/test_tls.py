@@ -154,6 +154,21 @@ def test_mutual_tls_takes_the_certificate_cn_as_the_username(mtls_broker, pki):
     alice.disconnect()
 
 
+def test_mosquitto_clients_with_a_client_certificate(mtls_broker, pki):
+    common = ["-h", "127.0.0.1", "-p", str(mtls_broker.port), "--cafile", pki.path("ca.crt")]
+    alice = ["--cert", pki.path("alice.crt"), "--key", pki.path("alice.key")]
+    topic = unique("alice/mosquitto")
+    pub = subprocess.run(["mosquitto_pub", *common, *alice, "-t", topic, "-m", "mtls", "-q", "1",
+                          "-r"], capture_output=True, text=True, timeout=20)
+    assert pub.returncode == 0, pub.stderr
+    sub = subprocess.run(["mosquitto_sub", *common, *alice, "-t", topic, "-C", "1", "-q", "1"],
+                         capture_output=True, text=True, timeout=20)
+    assert sub.returncode == 0 and sub.stdout.strip() == "mtls", sub.stderr
+    without = subprocess.run(["mosquitto_sub", *common, "-t", topic, "-C", "1"],
+                             capture_output=True, text=True, timeout=20)
+    assert without.returncode != 0  # no client certificate: refused
+
+
 @pytest.mark.parametrize("cert", [None, "expired", "mallory"])
 def test_mutual_tls_refuses_missing_expired_and_foreign_certificates(mtls_broker, pki, cert):
     try:
