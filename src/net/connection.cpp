@@ -23,14 +23,17 @@ Connection::Connection(Worker& worker, asio::ip::tcp::socket socket,
                        std::unique_ptr<TlsStream> tls, std::unique_ptr<WebSocketSession> ws)
     : worker_(worker),
       socket_(std::move(socket)),
-      tls_(std::move(tls)),
-      ws_(std::move(ws)),
       decoder_(worker.broker().config().limits.max_packet_bytes),
       connected_at_(broker::Clock::now()),
       last_read_(connected_at_) {
   error_code ignored;
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
   socket_.non_blocking(true, ignored);
+  if (tls || ws) {
+    layers_ = std::make_unique<Layers>();
+    layers_->tls = std::move(tls);
+    layers_->ws = std::move(ws);
+  }
 }
 
 Connection::~Connection() {
@@ -39,7 +42,7 @@ Connection::~Connection() {
 }
 
 void Connection::start() {
-  if (tls_) return continue_handshake();
+  if (tls()) return continue_handshake();
   wait_readable();
 }
 
@@ -54,7 +57,7 @@ void Connection::wait_then(asio::socket_base::wait_type type, void (Connection::
 void Connection::continue_handshake() {
   if (terminated_) return;
   // Bounded by connect_timeout_s like any connection without CONNECT yet.
-  switch (tls_->handshake()) {
+  switch (tls()->handshake()) {
     case TlsStream::Want::kNone:
       return on_readable();  // the client's first bytes may have come with the handshake
     case TlsStream::Want::kRead:
@@ -62,7 +65,7 @@ void Connection::continue_handshake() {
     case TlsStream::Want::kWrite:
       return wait_then(asio::socket_base::wait_write, &Connection::continue_handshake);
     default:
-      spdlog::debug("event=tls_handshake_failed error=\"{}\"", tls_->last_error());
+      spdlog::debug("event=tls_handshake_failed error=\"{}\"", tls()->last_error());
       return terminate();
   }
 }
@@ -83,8 +86,8 @@ void Connection::prepare_protocol() {
 }
 
 void Connection::apply_certificate_identity() {
-  if (!tls_ || !tls_->identity_as_username()) return;
-  if (auto name = tls_->peer_common_name()) protocol_->set_certificate_identity(std::move(*name));
+  if (!tls() || !tls()->identity_as_username()) return;
+  if (auto name = tls()->peer_common_name()) protocol_->set_certificate_identity(std::move(*name));
 }
 
 void Connection::wait_readable() {
@@ -98,7 +101,7 @@ void Connection::wait_readable() {
 
 std::size_t Connection::read_into(std::span<std::uint8_t> buffer, bool& more) {
   more = false;
-  if (!tls_) {
+  if (!tls()) {
     error_code error;
     const std::size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), error);
     if (error == asio::error::would_block) {
@@ -113,7 +116,7 @@ std::size_t Connection::read_into(std::span<std::uint8_t> buffer, bool& more) {
   std::size_t n = 0;
   TlsStream::Want want = TlsStream::Want::kNone;
   while (n < buffer.size()) {
-    const TlsStream::Result result = tls_->read(buffer.subspan(n));
+    const TlsStream::Result result = tls()->read(buffer.subspan(n));
     if (result.want != TlsStream::Want::kNone) {
       want = result.want;
       break;
@@ -146,17 +149,17 @@ void Connection::on_readable() {
   broker::ShardStats::add(worker_.shard().stats().bytes_received, n);
   last_read_ = broker::Clock::now();
   std::span<const std::uint8_t> bytes = buffer.first(n);
-  if (ws_) {
+  if (ws()) {
     // WebSocket: the upgrade, then frames unwrapped into MQTT bytes.
-    ws_in_.clear();
-    const auto status = ws_->consume(bytes, ws_in_, ws_reply_);
-    if (!ws_reply_.empty()) mark_dirty();
+    layers_->ws_in.clear();
+    const auto status = ws()->consume(bytes, layers_->ws_in, layers_->ws_reply);
+    if (!layers_->ws_reply.empty()) mark_dirty();
     if (status == WebSocketSession::Status::kClose) {
-      close();  // after the HTTP refusal or the close frame in ws_reply_
+      close();  // after the HTTP refusal or the close frame in layers_->ws_reply
       worker_.schedule_flush();
       return;
     }
-    bytes = ws_in_;
+    bytes = layers_->ws_in;
   }
   process(bytes);
   worker_.schedule_flush();
@@ -169,7 +172,7 @@ void Connection::on_readable() {
   // TLS may hold bytes already read from the socket: look again rather than
   // wait for a readiness that will not come. (Waiting again on a TLS socket
   // after a partial read, below, goes back through read_into.)
-  if (more || tls_) {
+  if (more || tls()) {
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_readable(); });
     return;
   }
@@ -257,7 +260,8 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
   worker_.remove(*this);
   if (fd < 0) return;
   worker_.peer(shard).post_moved_connection(fd, ipv6, std::move(connect), std::move(rest),
-                                            std::move(tls_), std::move(ws_), rate_limits_);
+                                            layers_ ? std::move(layers_->tls) : nullptr,
+                                            layers_ ? std::move(layers_->ws) : nullptr, rate_limits_);
 }
 
 void Connection::send(const mqtt::Packet& packet) {
@@ -286,29 +290,29 @@ void Connection::close() {
 void Connection::flush() {
   dirty_ = false;
   if (terminated_ || writing_now_) return;
-  const bool ws_reply = ws_ && !ws_reply_.empty();
+  const bool ws_reply = ws() && !layers_->ws_reply.empty();
   if (pending_.empty() && !ws_reply) {
     if (closing_) terminate();
     return;
   }
   std::swap(pending_, writing_);
   writing_now_ = true;
-  if (tls_ || ws_) {
+  if (tls() || ws()) {
     // One contiguous buffer: TLS writes its records from it, and WebSocket
     // puts the turn's packets in one binary frame after any control reply.
-    staged_.clear();
-    staged_written_ = 0;
-    if (ws_) {
-      staged_.insert(staged_.end(), ws_reply_.begin(), ws_reply_.end());
-      ws_reply_.clear();
-      if (writing_.size() > 0) WebSocketSession::append_frame_header(staged_, writing_.size());
+    layers_->staged.clear();
+    layers_->staged_written = 0;
+    if (ws()) {
+      layers_->staged.insert(layers_->staged.end(), layers_->ws_reply.begin(), layers_->ws_reply.end());
+      layers_->ws_reply.clear();
+      if (writing_.size() > 0) WebSocketSession::append_frame_header(layers_->staged, writing_.size());
     }
     for (const asio::const_buffer& piece : writing_.buffers()) {
       const auto* bytes = static_cast<const std::uint8_t*>(piece.data());
-      staged_.insert(staged_.end(), bytes, bytes + piece.size());
+      layers_->staged.insert(layers_->staged.end(), bytes, bytes + piece.size());
     }
-    if (tls_) return write_tls();
-    asio::async_write(socket_, asio::buffer(staged_),
+    if (tls()) return write_tls();
+    asio::async_write(socket_, asio::buffer(layers_->staged),
                       [self = shared_from_this()](const error_code& error, std::size_t bytes) {
                         self->release_staged();
                         self->on_written(error, bytes);
@@ -325,12 +329,12 @@ void Connection::flush() {
 
 void Connection::write_tls() {
   if (terminated_) return;
-  while (staged_written_ < staged_.size()) {
+  while (layers_->staged_written < layers_->staged.size()) {
     const TlsStream::Result result =
-        tls_->write(std::span<const std::uint8_t>(staged_).subspan(staged_written_));
+        tls()->write(std::span<const std::uint8_t>(layers_->staged).subspan(layers_->staged_written));
     switch (result.want) {
       case TlsStream::Want::kNone:
-        staged_written_ += result.bytes;
+        layers_->staged_written += result.bytes;
         continue;
       case TlsStream::Want::kWrite:
         return wait_then(asio::socket_base::wait_write, &Connection::write_tls);
@@ -340,15 +344,15 @@ void Connection::write_tls() {
         return on_written(asio::error::connection_reset, 0);
     }
   }
-  const std::size_t bytes = staged_.size();
+  const std::size_t bytes = layers_->staged.size();
   release_staged();
   on_written({}, bytes);
 }
 
 void Connection::release_staged() {
-  staged_.clear();
+  layers_->staged.clear();
   // An idle connection keeps no large buffer.
-  if (staged_.capacity() > 64 * 1024) std::vector<std::uint8_t>().swap(staged_);
+  if (layers_->staged.capacity() > 64 * 1024) std::vector<std::uint8_t>().swap(layers_->staged);
 }
 
 void Connection::on_written(const error_code& error, std::size_t bytes) {
@@ -362,7 +366,7 @@ void Connection::on_written(const error_code& error, std::size_t bytes) {
   if (reading_paused_ &&
       unsent_bytes() <= worker_.broker().config().limits.max_write_buffer_bytes) {
     reading_paused_ = false;
-    if (tls_) {
+    if (tls()) {
       asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_readable(); });
     } else {
       wait_readable();
@@ -405,7 +409,7 @@ void Connection::terminate() {
   if (terminated_) return;
   terminated_ = true;
   if (protocol_) protocol_->on_connection_lost();
-  if (tls_) tls_->shutdown();
+  if (tls()) tls()->shutdown();
   error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

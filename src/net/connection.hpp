@@ -82,13 +82,20 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
 
   Worker& worker_;
   boost::asio::ip::tcp::socket socket_;
-  std::unique_ptr<TlsStream> tls_;
-  std::unique_ptr<WebSocketSession> ws_;
-  std::vector<std::uint8_t> ws_in_;     // MQTT bytes unwrapped from this read's frames
-  std::vector<std::uint8_t> ws_reply_;  // HTTP response, pong and close frames to send
-  // TLS and WebSocket write one contiguous buffer (records, one frame).
-  std::vector<std::uint8_t> staged_;
-  std::size_t staged_written_ = 0;
+  // What only TLS and WebSocket connections need: a plain one (most) does
+  // not carry it.
+  struct Layers {
+    std::unique_ptr<TlsStream> tls;
+    std::unique_ptr<WebSocketSession> ws;
+    std::vector<std::uint8_t> ws_in;     // MQTT bytes unwrapped from this read's frames
+    std::vector<std::uint8_t> ws_reply;  // HTTP response, pong and close frames to send
+    // TLS and WebSocket write one contiguous buffer (records, one frame).
+    std::vector<std::uint8_t> staged;
+    std::size_t staged_written = 0;
+  };
+  std::unique_ptr<Layers> layers_;
+  TlsStream* tls() const { return layers_ ? layers_->tls.get() : nullptr; }
+  WebSocketSession* ws() const { return layers_ ? layers_->ws.get() : nullptr; }
   mqtt::FrameDecoder decoder_;
   std::optional<broker::ClientProtocol> protocol_;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV3_1_1;
