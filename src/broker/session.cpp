@@ -75,28 +75,23 @@ void Session::hand_on_shared(bool session_ends) {
     if (store_id != 0) batch.add(store::WriteBatch::DeleteOutbound{client_id(), store_id});
     return true;
   };
-  for (auto it = inflight_.begin(); it != inflight_.end();) {
-    const bool qos2 = it->second.delivery.qos == mqtt::QoS::kExactlyOnce;
-    if (!qos2 && hand_on(it->second.delivery)) {
-      it = inflight_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  inflight_.erase_if([&](std::uint16_t, Inflight& entry) {
+    return entry.delivery.qos != mqtt::QoS::kExactlyOnce && hand_on(entry.delivery);
+  });
   queue_.erase_if(hand_on);
   if (!batch.empty()) shard_.write_then(std::move(batch), nullptr);
 }
 
 void Session::release_stored(store::WriteBatch& batch) {
-  for (const auto& [packet_id, entry] : inflight_)
-    release_stored_message(entry.delivery, batch);
+  inflight_.for_each(
+      [&](std::uint16_t, const Inflight& entry) { release_stored_message(entry.delivery, batch); });
   queue_.for_each([&](const Delivery& delivery) { release_stored_message(delivery, batch); });
 }
 
 bool Session::restore_outbound(Delivery&& delivery, std::uint16_t packet_id, Stage stage) {
   const bool in_flight = packet_id != 0 && stage != Stage::kQueued;
   if (in_flight && !inflight_.contains(packet_id)) {
-    inflight_.emplace(packet_id, Inflight{std::move(delivery), next_sequence_++, stage});
+    inflight_.put(packet_id, Inflight{std::move(delivery), next_sequence_++, stage});
     return true;
   }
   // Two records with one packet id (a message was moved back to the queue
@@ -171,11 +166,7 @@ bool Session::can_send_now() const {
 
 std::uint16_t Session::next_packet_id() {
   // The window is at most 65535, so a free identifier always exists.
-  do {
-    last_packet_id_ =
-        static_cast<std::uint16_t>(last_packet_id_ == 65535 ? 1 : last_packet_id_ + 1);
-  } while (inflight_.contains(last_packet_id_));
-  return last_packet_id_;
+  return inflight_.free_id();
 }
 
 void Session::send_inflight(Delivery&& delivery) {
@@ -187,7 +178,7 @@ void Session::send_inflight(Delivery&& delivery) {
   // is sent again as a new one, which QoS 1 allows; see docs/persistence.md
   // for QoS 2.
   store_stage(delivery, packet_id, stage);
-  inflight_.emplace(packet_id, Inflight{std::move(delivery), next_sequence_++, stage});
+  inflight_.put(packet_id, Inflight{std::move(delivery), next_sequence_++, stage});
 }
 
 bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, bool dup) {
@@ -229,8 +220,9 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
 void Session::resend_inflight() {
   std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
   order.reserve(inflight_.size());
-  for (const auto& [packet_id, entry] : inflight_)
+  inflight_.for_each([&](std::uint16_t packet_id, const Inflight& entry) {
     order.emplace_back(entry.sequence, packet_id);
+  });
   std::sort(order.begin(), order.end());
   // A client may come back with a smaller Receive Maximum [MQTT-3.3.4-9]:
   // QoS 1 messages beyond it go back to the front of the queue. QoS 2 ones
@@ -240,7 +232,7 @@ void Session::resend_inflight() {
   std::size_t resent = 0;
   std::vector<Delivery> requeued;
   for (const auto& [sequence, packet_id] : order) {
-    Inflight& entry = inflight_.at(packet_id);
+    Inflight& entry = *inflight_.find(packet_id);
     if (entry.stage == Stage::kAwaitingPubcomp) {
       link_->send(mqtt::Pubrel{packet_id, mqtt::ReasonCode::kSuccess, {}});
       ++resent;
@@ -274,30 +266,30 @@ void Session::pump() {
 }
 
 void Session::on_puback(std::uint16_t packet_id) {
-  const auto it = inflight_.find(packet_id);
-  if (it == inflight_.end() || it->second.stage != Stage::kAwaitingPuback) return;
-  forget(it->second.delivery);  // delivered: nothing to keep
-  inflight_.erase(it);
+  Inflight* entry = inflight_.find(packet_id);
+  if (entry == nullptr || entry->stage != Stage::kAwaitingPuback) return;
+  forget(entry->delivery);  // delivered: nothing to keep
+  inflight_.erase(packet_id);
   pump();
 }
 
 bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
-  const auto it = inflight_.find(packet_id);
-  if (it == inflight_.end() || it->second.stage == Stage::kAwaitingPuback) return false;
-  Delivery& delivery = it->second.delivery;
+  Inflight* entry = inflight_.find(packet_id);
+  if (entry == nullptr || entry->stage == Stage::kAwaitingPuback) return false;
+  Delivery& delivery = entry->delivery;
   if (mqtt::is_error(reason)) {  // the client refused it: the flow ends here [MQTT-4.3.3]
     forget(delivery);
-    inflight_.erase(it);
+    inflight_.erase(packet_id);
     pump();
     return true;
   }
-  if (it->second.stage == Stage::kAwaitingPubcomp) return true;  // a repeated PUBREC
-  it->second.stage = Stage::kAwaitingPubcomp;
+  if (entry->stage == Stage::kAwaitingPubcomp) return true;  // a repeated PUBREC
+  entry->stage = Stage::kAwaitingPubcomp;
   // Only the packet id is needed from here on, in memory and in the store.
   if (delivery.store_id != 0) {
     store::WriteBatch batch;
     batch.add(store::WriteBatch::PutOutbound{
-        outbound_record(client_id(), delivery, it->first, Stage::kAwaitingPubcomp)});
+        outbound_record(client_id(), delivery, packet_id, Stage::kAwaitingPubcomp)});
     release_stored_message(delivery, batch);
     shard_.write_then(std::move(batch), nullptr);
   }
@@ -306,14 +298,14 @@ bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
 }
 
 void Session::on_pubcomp(std::uint16_t packet_id) {
-  const auto it = inflight_.find(packet_id);
-  if (it == inflight_.end() || it->second.stage != Stage::kAwaitingPubcomp) return;
-  if (const std::uint64_t id = it->second.delivery.store_id; id != 0) {
+  Inflight* entry = inflight_.find(packet_id);
+  if (entry == nullptr || entry->stage != Stage::kAwaitingPubcomp) return;
+  if (const std::uint64_t id = entry->delivery.store_id; id != 0) {
     shard_.write_then(
         std::move(store::WriteBatch().add(store::WriteBatch::DeleteOutbound{client_id(), id})),
         nullptr);
   }
-  inflight_.erase(it);
+  inflight_.erase(packet_id);
   pump();
 }
 

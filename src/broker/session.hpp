@@ -22,6 +22,7 @@
 #include "broker/client_link.hpp"
 #include "broker/delivery.hpp"
 #include "broker/delivery_queue.hpp"
+#include "broker/inflight_table.hpp"
 #include "config/config.hpp"
 #include "mqtt/packets.hpp"
 #include "store/records.hpp"
@@ -172,9 +173,8 @@ class Session {
 
   std::map<std::string, SubscriptionRecord> subscriptions_;
 
-  std::unordered_map<std::uint16_t, Inflight> inflight_;
+  InflightTable<Inflight> inflight_;
   std::uint64_t next_sequence_ = 0;
-  std::uint16_t last_packet_id_ = 0;
   DeliveryQueue queue_;
 
   std::unordered_set<std::uint16_t> inbound_qos2_;
