@@ -47,7 +47,8 @@ struct Client {
   CountingLink link;
   broker::ClientProtocol protocol;
   std::uint64_t sent = 0;
-  Client(broker::Shard& shard, const std::string& id, std::uint32_t expiry) : protocol(shard, link) {
+  Client(broker::Shard& shard, const std::string& id, std::uint32_t expiry)
+      : protocol(shard, link) {
     mqtt::Connect connect;
     connect.client_id = id;
     connect.clean_start = expiry == 0;
@@ -91,12 +92,11 @@ double publish_rate(const Options& options, const char* durability) {
   if (durability != nullptr) {
     store = open_fresh(options.dir);
     const std::string policy = durability;
-    committer = std::make_unique<store::Committer>(
-        *store,
-        policy == "sync"    ? store::Durability::kSync
-        : policy == "batch" ? store::Durability::kBatch
-                            : store::Durability::kNone,
-        std::chrono::milliseconds(10));
+    committer = std::make_unique<store::Committer>(*store,
+                                                   policy == "sync"    ? store::Durability::kSync
+                                                   : policy == "batch" ? store::Durability::kBatch
+                                                                       : store::Durability::kNone,
+                                                   std::chrono::milliseconds(10));
     broker.set_committer(committer.get());
   }
   broker::Shard& shard = broker.shard(0);
@@ -284,22 +284,30 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string name = argv[i];
     const std::string value = argv[i + 1];
-    if (name == "--messages") options.messages = std::stoull(value);
-    else if (name == "--publishers") options.publishers = std::stoi(value);
-    else if (name == "--window") options.window = std::stoull(value);
-    else if (name == "--sessions") options.sessions = std::stoi(value);
-    else if (name == "--retained") options.retained = std::stoi(value);
-    else if (name == "--dir") options.dir = value;
-    else if (name == "--cycles") options.cycles = std::stoi(value);
+    if (name == "--messages")
+      options.messages = std::stoull(value);
+    else if (name == "--publishers")
+      options.publishers = std::stoi(value);
+    else if (name == "--window")
+      options.window = std::stoull(value);
+    else if (name == "--sessions")
+      options.sessions = std::stoi(value);
+    else if (name == "--retained")
+      options.retained = std::stoi(value);
+    else if (name == "--dir")
+      options.dir = value;
+    else if (name == "--cycles")
+      options.cycles = std::stoi(value);
     else {
       std::fprintf(stderr, "durability_bench: unknown option %s\n", name.c_str());
       return 2;
     }
   }
-  std::printf("QoS 1 to an offline persistent session: %llu messages of 64 B, %d publishers, "
-              "window %llu each\n",
-              static_cast<unsigned long long>(options.messages), options.publishers,
-              static_cast<unsigned long long>(options.window));
+  std::printf(
+      "QoS 1 to an offline persistent session: %llu messages of 64 B, %d publishers, "
+      "window %llu each\n",
+      static_cast<unsigned long long>(options.messages), options.publishers,
+      static_cast<unsigned long long>(options.window));
   const double memory = publish_rate(options, nullptr);
   std::printf("%-16s %12.0f msg/s   ratio to memory 1.000\n", "memory", memory);
   for (const char* policy : {"none", "batch", "sync"}) {

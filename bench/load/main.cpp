@@ -126,7 +126,8 @@ int run(Options& o) {
     publishers = o.publishers;
     specs.push_back({id + "sub-0", "", prefix + "fanin/+", 0});
     for (std::uint32_t p = 0; p < publishers; ++p)
-      specs.push_back({id + "pub-" + std::to_string(p), prefix + "fanin/" + std::to_string(p), "", p});
+      specs.push_back(
+          {id + "pub-" + std::to_string(p), prefix + "fanin/" + std::to_string(p), "", p});
   } else if (o.scenario == "fanout") {
     publishers = 1;
     deliveries_per_message = o.subscribers;
@@ -179,8 +180,10 @@ int run(Options& o) {
     worker->start();
   const bool connected = wait_with_progress(
       120, [&] { return shared.ready + shared.failed >= total; },
-      [&] { return o.scenario + ": " + std::to_string(shared.ready.load()) + "/" +
-                   std::to_string(total) + " connected"; });
+      [&] {
+        return o.scenario + ": " + std::to_string(shared.ready.load()) + "/" +
+               std::to_string(total) + " connected";
+      });
   const double connect_s = seconds_since(connect_start);
   auto stop = [&] {
     shared.phase = Phase::kStop;
@@ -239,8 +242,10 @@ int run(Options& o) {
         const std::uint64_t last = std::max(shared.last_receive_ns.load(), start);
         return o.settings.qos == 0 && monotonic_ns() - last > 500'000'000;
       },
-      [&] { return o.scenario + ": draining " + std::to_string(shared.received.load()) + "/" +
-                   std::to_string(expected); });
+      [&] {
+        return o.scenario + ": draining " + std::to_string(shared.received.load()) + "/" +
+               std::to_string(expected);
+      });
   const double cpu = o.broker_pid ? cpu_seconds(o.broker_pid) - cpu_before : 0;
   stop();
 

@@ -6,13 +6,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include <cerrno>
 #include <cmath>
@@ -216,8 +215,8 @@ void Worker::on_readable(Connection& c) {
     while (c.fd >= 0) {
       std::size_t consumed = 0;
       bool malformed = false;
-      const auto frame = next_frame(std::span(c.in.data() + at, c.in_used - at), consumed,
-                                    malformed);
+      const auto frame =
+          next_frame(std::span(c.in.data() + at, c.in_used - at), consumed, malformed);
       if (malformed) return fail(c);
       if (!frame) break;
       on_frame(c, *frame);
@@ -295,7 +294,8 @@ void Worker::publish_some(Connection& c, std::uint64_t now_ns) {
   if (settings_.rate_per_publisher > 0) {
     const double elapsed_s =
         static_cast<double>(now_ns - shared_.run_started_ns.load(std::memory_order_relaxed)) / 1e9;
-    const auto due = static_cast<std::uint64_t>(std::floor(elapsed_s * settings_.rate_per_publisher));
+    const auto due =
+        static_cast<std::uint64_t>(std::floor(elapsed_s * settings_.rate_per_publisher));
     allowed = due > c.next_sequence ? std::min<std::uint64_t>(due - c.next_sequence, allowed) : 0;
   }
   if (settings_.qos == 0 && settings_.window > 0) {
@@ -303,7 +303,9 @@ void Worker::publish_some(Connection& c, std::uint64_t now_ns) {
         shared_.received_from[c.spec.publisher_index].load(std::memory_order_relaxed) /
         settings_.deliveries_per_message;
     const std::uint64_t outstanding = c.next_sequence - std::min(delivered, c.next_sequence);
-    allowed = outstanding < settings_.window ? std::min<std::uint64_t>(allowed, settings_.window - outstanding) : 0;
+    allowed = outstanding < settings_.window
+                  ? std::min<std::uint64_t>(allowed, settings_.window - outstanding)
+                  : 0;
   }
   std::uint64_t sent = 0;
   for (; sent < allowed && c.unsent() < kMaxUnsent; ++sent) {
@@ -311,7 +313,8 @@ void Worker::publish_some(Connection& c, std::uint64_t now_ns) {
     write_head(payload_, {c.spec.publisher_index, c.next_sequence, monotonic_ns()});
     std::uint16_t packet_id = 0;
     if (settings_.qos > 0) {
-      c.next_packet_id = static_cast<std::uint16_t>(c.next_packet_id == 65535 ? 1 : c.next_packet_id + 1);
+      c.next_packet_id =
+          static_cast<std::uint16_t>(c.next_packet_id == 65535 ? 1 : c.next_packet_id + 1);
       packet_id = c.next_packet_id;
       ++c.inflight;
     }

@@ -46,8 +46,8 @@ struct Shared {
   std::atomic<std::uint64_t> received{0};  // PUBLISHes read by subscribers
   std::atomic<std::uint64_t> acked{0};     // QoS 1/2 publishes completed
   std::atomic<std::uint64_t> last_receive_ns{0};
-  std::atomic<std::uint32_t> ready{0};    // connections past CONNACK (and SUBACK)
-  std::atomic<std::uint32_t> failed{0};   // connections that could not be made or were lost
+  std::atomic<std::uint32_t> ready{0};   // connections past CONNACK (and SUBACK)
+  std::atomic<std::uint32_t> failed{0};  // connections that could not be made or were lost
   // Deliveries received, per publisher index (for the QoS 0 window).
   std::unique_ptr<std::atomic<std::uint64_t>[]> received_from;
 };

@@ -106,11 +106,12 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
 // start-up unless development_mode says anonymous clients are wanted there.
 bool load_auth(const Config& config, std::optional<sluice::auth::Authenticator>& auth) {
   // Client certificates required by TLS authenticate clients as well.
-  const auto open = std::find_if(config.listeners.begin(), config.listeners.end(), [](const auto& l) {
-    const bool encrypted = l.transport == "tls" || l.transport == "wss";
-    const bool certificates = encrypted && l.tls.client_auth == "require";
-    return !is_loopback(l.host) && !certificates;
-  });
+  const auto open =
+      std::find_if(config.listeners.begin(), config.listeners.end(), [](const auto& l) {
+        const bool encrypted = l.transport == "tls" || l.transport == "wss";
+        const bool certificates = encrypted && l.tls.client_auth == "require";
+        return !is_loopback(l.host) && !certificates;
+      });
   if (open != config.listeners.end() && config.auth.password_file.empty()) {
     if (!config.auth.development_mode) {
       spdlog::error(
@@ -136,9 +137,10 @@ bool load_auth(const Config& config, std::optional<sluice::auth::Authenticator>&
     spdlog::error("event=start_failed error=\"{}\"", error);
     return false;
   }
-  spdlog::info("event=auth password_file=\"{}\" acl_file=\"{}\" scram_file=\"{}\" allow_anonymous={}",
-               config.auth.password_file, config.auth.acl_file, config.auth.scram_file,
-               config.auth.password_file.empty() || config.auth.allow_anonymous);
+  spdlog::info(
+      "event=auth password_file=\"{}\" acl_file=\"{}\" scram_file=\"{}\" allow_anonymous={}",
+      config.auth.password_file, config.auth.acl_file, config.auth.scram_file,
+      config.auth.password_file.empty() || config.auth.allow_anonymous);
   return true;
 }
 

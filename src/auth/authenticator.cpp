@@ -20,9 +20,9 @@ std::optional<ScramUsers> load_scram_users(const std::string& path, std::string&
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line[0] == '#') continue;
     const std::size_t colon = line.find(':');
-    const auto credential =
-        colon == std::string::npos ? std::nullopt
-                                   : parse_scram(std::string_view(line).substr(colon + 1));
+    const auto credential = colon == std::string::npos
+                                ? std::nullopt
+                                : parse_scram(std::string_view(line).substr(colon + 1));
     if (colon == 0 || !credential) {
       error = path + ":" + std::to_string(number) +
               ": expected USERNAME:$scram-sha-256$... (as sluice passwd --scram writes)";

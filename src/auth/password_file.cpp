@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "auth/base64.hpp"
 #include "auth/scram.hpp"
 
 namespace sluice::auth {
@@ -17,28 +18,6 @@ namespace {
 
 constexpr std::size_t kSaltBytes = 12;  // what mosquitto_passwd uses
 constexpr std::size_t kHashBytes = 64;  // SHA-512
-
-std::optional<std::vector<std::uint8_t>> from_base64(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
-  std::vector<std::uint8_t> out(text.size() / 4 * 3);
-  const int length = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()),
-                                     static_cast<int>(text.size()));
-  if (length < 0) return std::nullopt;
-  // EVP_DecodeBlock counts the bytes that '=' padding stands for.
-  std::size_t size = static_cast<std::size_t>(length);
-  for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it)
-    --size;
-  out.resize(size);
-  return out;
-}
-
-std::string to_base64(const std::vector<std::uint8_t>& bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
-  const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), bytes.data(),
-                                     static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(length));
-  return out;
-}
 
 std::vector<std::uint8_t> digest(const PasswordHash& like, std::string_view password) {
   std::vector<std::uint8_t> out(kHashBytes);
@@ -133,8 +112,9 @@ std::optional<PasswordFile> PasswordFile::load(const std::string& path, std::str
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line[0] == '#') continue;
     const std::size_t colon = line.find(':');
-    const auto hash = colon == std::string::npos ? std::nullopt
-                                                 : parse_hash(std::string_view(line).substr(colon + 1));
+    const auto hash = colon == std::string::npos
+                          ? std::nullopt
+                          : parse_hash(std::string_view(line).substr(colon + 1));
     if (colon == 0 || !hash) {
       error = path + ":" + std::to_string(number) +
               ": expected USERNAME:$7$ITERATIONS$SALT$HASH (as sluice passwd or mosquitto_passwd "
@@ -172,7 +152,8 @@ std::optional<std::string> set_password(const std::string& path, const std::stri
       lines.push_back(line);
   }
   const std::string entry =
-      username + ":" + (scram ? format_scram(make_scram(password)) : format_hash(make_hash(password)));
+      username + ":" +
+      (scram ? format_scram(make_scram(password)) : format_hash(make_hash(password)));
   bool replaced = false;
   for (std::string& line : lines) {
     if (line.starts_with(username + ":")) {
@@ -191,8 +172,8 @@ std::optional<std::string> set_password(const std::string& path, const std::stri
       out << line << '\n';
     if (!out.flush()) return temporary + ": cannot be written";
   }
-  std::filesystem::permissions(temporary, std::filesystem::perms::owner_read |
-                                              std::filesystem::perms::owner_write);
+  std::filesystem::permissions(
+      temporary, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   std::error_code error;
   std::filesystem::rename(temporary, path, error);
   if (error) return path + ": " + error.message();

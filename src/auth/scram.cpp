@@ -9,31 +9,12 @@
 
 #include <charconv>
 
+#include "auth/base64.hpp"
+
 namespace sluice::auth {
 namespace {
 
 using Key = std::array<std::uint8_t, 32>;
-
-std::string to_base64(const std::uint8_t* bytes, std::size_t size) {
-  std::string out(4 * ((size + 2) / 3), '\0');
-  const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), bytes,
-                                     static_cast<int>(size));
-  out.resize(static_cast<std::size_t>(length));
-  return out;
-}
-
-std::optional<std::vector<std::uint8_t>> from_base64(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
-  std::vector<std::uint8_t> out(text.size() / 4 * 3);
-  const int length = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()),
-                                     static_cast<int>(text.size()));
-  if (length < 0) return std::nullopt;
-  std::size_t size = static_cast<std::size_t>(length);
-  for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it)
-    --size;
-  out.resize(size);
-  return out;
-}
 
 Key hmac(const Key& key, std::string_view message) {
   Key out{};
@@ -119,10 +100,8 @@ std::optional<ScramCredential> parse_scram(std::string_view text) {
 }
 
 std::string format_scram(const ScramCredential& c) {
-  return "$scram-sha-256$" + std::to_string(c.iterations) + "$" +
-         to_base64(c.salt.data(), c.salt.size()) + "$" +
-         to_base64(c.stored_key.data(), c.stored_key.size()) + "$" +
-         to_base64(c.server_key.data(), c.server_key.size());
+  return "$scram-sha-256$" + std::to_string(c.iterations) + "$" + to_base64(c.salt) + "$" +
+         to_base64(c.stored_key) + "$" + to_base64(c.server_key);
 }
 
 ScramCredential make_scram(std::string_view password, std::uint32_t iterations) {
@@ -156,8 +135,9 @@ std::optional<std::string> ScramExchange::start(std::string_view client_first) {
   credential_ = known_user_ ? it->second : make_scram("", 4096);
   std::uint8_t random[18];
   RAND_bytes(random, sizeof random);
-  nonce_ = std::string(*client_nonce) + to_base64(random, sizeof random);
-  server_first_ = "r=" + nonce_ + ",s=" + to_base64(credential_.salt.data(), credential_.salt.size()) +
+  nonce_ =
+      std::string(*client_nonce) + to_base64(std::span<const std::uint8_t>(random, sizeof random));
+  server_first_ = "r=" + nonce_ + ",s=" + to_base64(credential_.salt) +
                   ",i=" + std::to_string(credential_.iterations);
   return server_first_;
 }
@@ -180,10 +160,11 @@ std::optional<std::string> ScramExchange::finish(std::string_view client_final) 
   for (std::size_t i = 0; i < client_key.size(); ++i)
     client_key[i] = proof[i] ^ signature[i];
   const Key computed = sha256(client_key);
-  const bool match = CRYPTO_memcmp(computed.data(), credential_.stored_key.data(), computed.size()) == 0;
+  const bool match =
+      CRYPTO_memcmp(computed.data(), credential_.stored_key.data(), computed.size()) == 0;
   if (!match || !known_user_) return std::nullopt;
   const Key server_signature = hmac(credential_.server_key, auth_message);
-  return "v=" + to_base64(server_signature.data(), server_signature.size());
+  return "v=" + to_base64(server_signature);
 }
 
 }  // namespace sluice::auth

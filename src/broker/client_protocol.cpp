@@ -88,7 +88,7 @@ bool ClientProtocol::authenticate(const mqtt::Connect& connect) {
   const auth::Authenticator* auth = shard_.broker().auth();
   if (auth == nullptr) return true;
   const auto verdict = verified_username_ ? auth::Authenticator::Verdict::kAllowed
-                                             : auth->check(connect.username, connect.password);
+                                          : auth->check(connect.username, connect.password);
   switch (verdict) {
     case auth::Authenticator::Verdict::kAllowed:
       break;
@@ -128,7 +128,8 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
              connect.client_id.size() > kMaxV31ClientIdBytes) {
     return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
   }
-  if (connect.properties.authentication_method) return start_enhanced_auth(std::move(connect), assigned);
+  if (connect.properties.authentication_method)
+    return start_enhanced_auth(std::move(connect), assigned);
   continue_connect(std::move(connect), assigned, std::nullopt);
 }
 
@@ -145,7 +146,8 @@ void ClientProtocol::start_enhanced_auth(mqtt::Connect&& connect, bool assigned)
   if (!server_first) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
   mqtt::Auth challenge{ReasonCode::kContinueAuthentication, {}};
   challenge.properties.authentication_method = std::string(kScramMethod);
-  challenge.properties.authentication_data = mqtt::Bytes(server_first->begin(), server_first->end());
+  challenge.properties.authentication_data =
+      mqtt::Bytes(server_first->begin(), server_first->end());
   link_.send(challenge);
   pending_connect_ = std::make_unique<PendingConnect>(PendingConnect{std::move(connect), assigned});
 }
@@ -488,14 +490,15 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   }
   const MessagePtr message =
       make_message(std::move(publish), session_->id(), session_->client_hash());
-  shard_.publish(message, std::move(inbound), [&](std::size_t receivers, store::WriteBatch&& batch) {
-    const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
-                                  ? ReasonCode::kNoMatchingSubscribers
-                                  : ReasonCode::kSuccess;
-    if (batch.empty()) return acknowledge_publish(header, reason);
-    // The acknowledgement is a promise: it waits until the batch is stored.
-    write_then_acknowledge(std::move(batch), publish_ack(header, reason));
-  });
+  shard_.publish(message, std::move(inbound),
+                 [&](std::size_t receivers, store::WriteBatch&& batch) {
+                   const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
+                                                 ? ReasonCode::kNoMatchingSubscribers
+                                                 : ReasonCode::kSuccess;
+                   if (batch.empty()) return acknowledge_publish(header, reason);
+                   // The acknowledgement is a promise: it waits until the batch is stored.
+                   write_then_acknowledge(std::move(batch), publish_ack(header, reason));
+                 });
 }
 
 void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,

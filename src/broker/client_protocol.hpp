@@ -12,9 +12,9 @@
 
 #include "auth/acl_file.hpp"
 #include "auth/scram.hpp"
+#include "auth/token_bucket.hpp"
 #include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
-#include "auth/token_bucket.hpp"
 #include "broker/session.hpp"
 #include "mqtt/decode_error.hpp"
 #include "mqtt/packets.hpp"

@@ -53,8 +53,7 @@ MessagePtr from_record(store::MessageRecord&& record, Clock::time_point now,
 }
 
 store::OutboundRecord outbound_record(const std::string& client_id, const Delivery& delivery,
-                                      std::uint16_t packet_id,
-                                      store::OutboundRecord::Stage stage) {
+                                      std::uint16_t packet_id, store::OutboundRecord::Stage stage) {
   store::OutboundRecord record;
   record.client_id = client_id;
   record.message_id = delivery.store_id;

@@ -97,9 +97,8 @@ std::size_t Shard::route(const MessagePtr& message, store::WriteBatch& batch) {
     if (storing && target.stored_session && delivery.qos != mqtt::QoS::kAtMostOnce) {
       if (store_id == 0) store_id = broker_.new_message_id();
       delivery.store_id = store_id;
-      batch.add(store::WriteBatch::PutOutbound{
-          outbound_record(target.stored_session->client_id, delivery, 0,
-                          store::OutboundRecord::Stage::kQueued)});
+      batch.add(store::WriteBatch::PutOutbound{outbound_record(
+          target.stored_session->client_id, delivery, 0, store::OutboundRecord::Stage::kQueued)});
       ++holders;
     }
     routed_.push_back({target.ref, std::move(delivery)});
@@ -148,9 +147,8 @@ bool Shard::redeliver_shared(Delivery& delivery, SubscriberRef exclude, bool onl
     // The stored copy moves with it, to a session the store keeps; or goes.
     store::WriteBatch batch;
     if (target->stored_session && delivery.qos != mqtt::QoS::kAtMostOnce) {
-      batch.add(store::WriteBatch::PutOutbound{
-          outbound_record(target->stored_session->client_id, delivery, 0,
-                          store::OutboundRecord::Stage::kQueued)});
+      batch.add(store::WriteBatch::PutOutbound{outbound_record(
+          target->stored_session->client_id, delivery, 0, store::OutboundRecord::Stage::kQueued)});
     } else {
       release_stored_message(delivery, batch);
       delivery.store_id = 0;

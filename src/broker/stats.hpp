@@ -14,14 +14,14 @@ struct ShardStats {
   Counter messages_sent{0};      // PUBLISH packets to clients
   Counter bytes_received{0};
   Counter bytes_sent{0};
-  Counter clients_connected{0};     // a gauge: connected clients on this shard
-  Counter dropped_queue_full{0};    // max_queued_messages reached
-  Counter dropped_slow_client{0};   // QoS 0 to a client behind on its socket
-  Counter dropped_too_large{0};     // bigger than the client's Maximum Packet Size
-  Counter dropped_expired{0};       // Message Expiry Interval passed while queued
-  Counter dropped_offline_qos0{0};  // QoS 0 for an offline session
-  Counter rejected_connections{0};  // over rate_limits.connections_per_s_per_ip
-  Counter rejected_publishes{0};    // over rate_limits.publishes_per_s
+  Counter clients_connected{0};       // a gauge: connected clients on this shard
+  Counter dropped_queue_full{0};      // max_queued_messages reached
+  Counter dropped_slow_client{0};     // QoS 0 to a client behind on its socket
+  Counter dropped_too_large{0};       // bigger than the client's Maximum Packet Size
+  Counter dropped_expired{0};         // Message Expiry Interval passed while queued
+  Counter dropped_offline_qos0{0};    // QoS 0 for an offline session
+  Counter rejected_connections{0};    // over rate_limits.connections_per_s_per_ip
+  Counter rejected_publishes{0};      // over rate_limits.publishes_per_s
   Counter rejected_subscriptions{0};  // over rate_limits.subscriptions_per_s
 
   static void add(Counter& counter, std::uint64_t n = 1) {

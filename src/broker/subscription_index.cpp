@@ -179,8 +179,7 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) 
 
   bool removed = false;
   if (!shared) {
-    removed =
-        std::erase_if(node->entries, [&](const Member& m) { return m.entry.ref == ref; }) > 0;
+    removed = std::erase_if(node->entries, [&](const Member& m) { return m.entry.ref == ref; }) > 0;
   } else {
     for (auto it = node->groups.begin(); it != node->groups.end(); ++it) {
       if ((*it)->name != shared->group) continue;

@@ -11,9 +11,9 @@
 namespace sluice::config {
 
 struct TlsConfig {
-  std::string cert_file;  // PEM: the server's certificate (chain)
-  std::string key_file;   // PEM: its private key
-  std::string ca_file;    // PEM: CAs that client certificates must chain to
+  std::string cert_file;             // PEM: the server's certificate (chain)
+  std::string key_file;              // PEM: its private key
+  std::string ca_file;               // PEM: CAs that client certificates must chain to
   std::string client_auth = "none";  // none, optional or require (mutual TLS)
   std::string min_version = "1.2";   // 1.2 or 1.3
   std::string ciphers;               // OpenSSL cipher list for TLS 1.2; empty: OpenSSL's default
@@ -102,7 +102,6 @@ struct StorageConfig {
 
   bool operator==(const StorageConfig&) const = default;
 };
-
 
 struct AuthConfig {
   std::string password_file;  // Mosquitto's format ($7$ PBKDF2-SHA512); empty: none

@@ -291,7 +291,6 @@ void read_auth(const YAML::Node& node, AuthConfig& c, std::string_view source) {
   s.finish();
 }
 
-
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);

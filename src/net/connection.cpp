@@ -19,8 +19,8 @@ namespace {
 constexpr auto kClosingGrace = std::chrono::seconds(5);
 }  // namespace
 
-Connection::Connection(Worker& worker, asio::ip::tcp::socket socket,
-                       std::unique_ptr<TlsStream> tls, std::unique_ptr<WebSocketSession> ws)
+Connection::Connection(Worker& worker, asio::ip::tcp::socket socket, std::unique_ptr<TlsStream> tls,
+                       std::unique_ptr<WebSocketSession> ws)
     : worker_(worker),
       socket_(std::move(socket)),
       decoder_(worker.broker().config().limits.max_packet_bytes),
@@ -259,9 +259,9 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
   socket_.close(ignored);
   worker_.remove(*this);
   if (fd < 0) return;
-  worker_.peer(shard).post_moved_connection(fd, ipv6, std::move(connect), std::move(rest),
-                                            layers_ ? std::move(layers_->tls) : nullptr,
-                                            layers_ ? std::move(layers_->ws) : nullptr, rate_limits_);
+  worker_.peer(shard).post_moved_connection(
+      fd, ipv6, std::move(connect), std::move(rest), layers_ ? std::move(layers_->tls) : nullptr,
+      layers_ ? std::move(layers_->ws) : nullptr, rate_limits_);
 }
 
 void Connection::send(const mqtt::Packet& packet) {
@@ -303,9 +303,11 @@ void Connection::flush() {
     layers_->staged.clear();
     layers_->staged_written = 0;
     if (ws()) {
-      layers_->staged.insert(layers_->staged.end(), layers_->ws_reply.begin(), layers_->ws_reply.end());
+      layers_->staged.insert(layers_->staged.end(), layers_->ws_reply.begin(),
+                             layers_->ws_reply.end());
       layers_->ws_reply.clear();
-      if (writing_.size() > 0) WebSocketSession::append_frame_header(layers_->staged, writing_.size());
+      if (writing_.size() > 0)
+        WebSocketSession::append_frame_header(layers_->staged, writing_.size());
     }
     for (const asio::const_buffer& piece : writing_.buffers()) {
       const auto* bytes = static_cast<const std::uint8_t*>(piece.data());
@@ -330,8 +332,8 @@ void Connection::flush() {
 void Connection::write_tls() {
   if (terminated_) return;
   while (layers_->staged_written < layers_->staged.size()) {
-    const TlsStream::Result result =
-        tls()->write(std::span<const std::uint8_t>(layers_->staged).subspan(layers_->staged_written));
+    const TlsStream::Result result = tls()->write(
+        std::span<const std::uint8_t>(layers_->staged).subspan(layers_->staged_written));
     switch (result.want) {
       case TlsStream::Want::kNone:
         layers_->staged_written += result.bytes;

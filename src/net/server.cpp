@@ -9,8 +9,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <thread>
 #include <map>
+#include <thread>
 
 #include "auth/token_bucket.hpp"
 #include "net/connection.hpp"
@@ -33,9 +33,9 @@ constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 struct Server::Impl : broker::Mailbox {
   struct Listener {
     tcp::acceptor acceptor;
-    asio::steady_timer retry;  // after a failed accept
-    std::shared_ptr<TlsContext> tls;                  // for tls and wss
-    const config::WebSocketConfig* websocket = nullptr;  // for ws and wss
+    asio::steady_timer retry;                              // after a failed accept
+    std::shared_ptr<TlsContext> tls;                       // for tls and wss
+    const config::WebSocketConfig* websocket = nullptr;    // for ws and wss
     const config::RateLimitConfig* rate_limits = nullptr;  // its own, or the global ones
     // Connection rate per source address (forgotten once their buckets refill).
     std::map<asio::ip::address, auth::TokenBucket> per_address;
@@ -72,10 +72,10 @@ struct Server::Impl : broker::Mailbox {
     if (per_address.size() > kMaxTrackedAddresses) {
       std::erase_if(per_address, [&](auto& entry) { return entry.second.full(now); });
     }
-    const double burst = limits.connection_burst != 0 ? limits.connection_burst
-                                                      : limits.connections_per_s_per_ip;
-    auto [it, added] = per_address.try_emplace(peer.address(), limits.connections_per_s_per_ip,
-                                               burst, now);
+    const double burst =
+        limits.connection_burst != 0 ? limits.connection_burst : limits.connections_per_s_per_ip;
+    auto [it, added] =
+        per_address.try_emplace(peer.address(), limits.connections_per_s_per_ip, burst, now);
     return !it->second.take(now);
   }
 
@@ -88,21 +88,21 @@ struct Server::Impl : broker::Mailbox {
       if (error == asio::error::operation_aborted) return;
       if (!error) {
         const bool over_rate = over_connection_rate(listener, socket);
-        asio::post(target.context(), [&target, over_rate, tls = listener.tls,
-                                      websocket = listener.websocket,
-                                      rate_limits = listener.rate_limits,
-                                      socket = std::move(socket)]() mutable {
-          std::unique_ptr<TlsStream> stream;
-          if (tls) stream = std::make_unique<TlsStream>(tls, socket.native_handle());
-          std::unique_ptr<WebSocketSession> framing;
-          if (websocket != nullptr) framing = std::make_unique<WebSocketSession>(*websocket);
-          auto connection = std::make_shared<Connection>(target, std::move(socket),
-                                                         std::move(stream), std::move(framing));
-          connection->set_rate_limits(rate_limits);
-          // Refused only once its CONNECT is read, so that it is told why.
-          if (over_rate) connection->refuse_over_connection_rate();
-          if (target.add(connection)) connection->start();
-        });
+        asio::post(target.context(),
+                   [&target, over_rate, tls = listener.tls, websocket = listener.websocket,
+                    rate_limits = listener.rate_limits, socket = std::move(socket)]() mutable {
+                     std::unique_ptr<TlsStream> stream;
+                     if (tls) stream = std::make_unique<TlsStream>(tls, socket.native_handle());
+                     std::unique_ptr<WebSocketSession> framing;
+                     if (websocket != nullptr)
+                       framing = std::make_unique<WebSocketSession>(*websocket);
+                     auto connection = std::make_shared<Connection>(
+                         target, std::move(socket), std::move(stream), std::move(framing));
+                     connection->set_rate_limits(rate_limits);
+                     // Refused only once its CONNECT is read, so that it is told why.
+                     if (over_rate) connection->refuse_over_connection_rate();
+                     if (target.add(connection)) connection->start();
+                   });
         accept(listener);
         return;
       }

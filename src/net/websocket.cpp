@@ -1,13 +1,14 @@
 // The WebSocket upgrade (parsed with Boost.Beast's HTTP parser) and framing.
 #include "net/websocket.hpp"
 
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <algorithm>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/rfc7230.hpp>
+
+#include "auth/base64.hpp"
 
 namespace sluice::net {
 namespace http = boost::beast::http;
@@ -33,11 +34,9 @@ void append_text(std::vector<std::uint8_t>& out, std::string_view text) {
 std::string accept_key(std::string_view key) {
   std::string input(key);
   input += kAcceptGuid;
-  unsigned char digest[SHA_DIGEST_LENGTH];
+  std::uint8_t digest[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest);
-  std::string out(4 * ((SHA_DIGEST_LENGTH + 2) / 3), '\0');
-  EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), digest, SHA_DIGEST_LENGTH);
-  return out;
+  return auth::to_base64(digest);
 }
 
 void append_control(std::vector<std::uint8_t>& out, Opcode opcode,
@@ -55,7 +54,8 @@ void refuse(std::vector<std::uint8_t>& reply, std::string_view status) {
 
 // Whether a comma-separated header lists `token` (case-insensitively).
 bool lists(std::string_view header, std::string_view token) {
-  for (const auto& item : http::token_list(boost::beast::string_view(header.data(), header.size()))) {
+  for (const auto& item :
+       http::token_list(boost::beast::string_view(header.data(), header.size()))) {
     if (boost::beast::iequals(item, boost::beast::string_view(token.data(), token.size()))) {
       return true;
     }
@@ -94,7 +94,8 @@ void WebSocketSession::append_frame_header(std::vector<std::uint8_t>& out,
   } else {
     out.push_back(127);
     for (int shift = 56; shift >= 0; shift -= 8)
-      out.push_back(static_cast<std::uint8_t>((static_cast<std::uint64_t>(payload_bytes) >> shift) & 0xFF));
+      out.push_back(
+          static_cast<std::uint8_t>((static_cast<std::uint64_t>(payload_bytes) >> shift) & 0xFF));
   }
 }
 
@@ -182,8 +183,8 @@ WebSocketSession::Status WebSocketSession::frames(std::vector<std::uint8_t>& mqt
     if (data_left_ > 0) {
       // Inside a data frame: unmask what has come, however little, so that
       // a large frame is never held whole.
-      const auto n = static_cast<std::size_t>(
-          std::min<std::uint64_t>(data_left_, pending_.size() - at));
+      const auto n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(data_left_, pending_.size() - at));
       const std::size_t start = mqtt.size();
       mqtt.resize(start + n);
       for (std::size_t i = 0; i < n; ++i)

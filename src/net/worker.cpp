@@ -110,27 +110,25 @@ void Worker::drain_inbox() {
 }
 
 void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
-                                   std::vector<std::uint8_t> unread,
-                                   std::unique_ptr<TlsStream> tls,
+                                   std::vector<std::uint8_t> unread, std::unique_ptr<TlsStream> tls,
                                    std::unique_ptr<WebSocketSession> ws,
                                    const config::RateLimitConfig* rate_limits) {
-  asio::post(context_,
-             [this, fd, ipv6, connect = std::move(connect), unread = std::move(unread),
-              tls = std::move(tls), ws = std::move(ws), rate_limits]() mutable {
-               boost::system::error_code error;
-               asio::ip::tcp::socket socket(context_);
-               socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
-               if (error) {
-                 ::close(fd);
-                 return;
-               }
-               if (tls) tls->rebind(fd);
-               auto connection = std::make_shared<Connection>(*this, std::move(socket),
-                                                              std::move(tls), std::move(ws));
-               connection->set_rate_limits(rate_limits);
-               add(connection);
-               connection->start_moved(std::move(connect), std::move(unread));
-             });
+  asio::post(context_, [this, fd, ipv6, connect = std::move(connect), unread = std::move(unread),
+                        tls = std::move(tls), ws = std::move(ws), rate_limits]() mutable {
+    boost::system::error_code error;
+    asio::ip::tcp::socket socket(context_);
+    socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
+    if (error) {
+      ::close(fd);
+      return;
+    }
+    if (tls) tls->rebind(fd);
+    auto connection =
+        std::make_shared<Connection>(*this, std::move(socket), std::move(tls), std::move(ws));
+    connection->set_rate_limits(rate_limits);
+    add(connection);
+    connection->start_moved(std::move(connect), std::move(unread));
+  });
 }
 
 void Worker::post_task(std::function<void()> task) {

@@ -101,8 +101,8 @@ TEST_F(StoredSessionTest, MessageIsStoredOnceForManySessionsAndPubackWaitsForIt)
   ASSERT_EQ(pub.link.sent<mqtt::Puback>().size(), 1u);
   const Contents c = contents();
   ASSERT_EQ(c.messages.size(), 1u);
-  EXPECT_EQ(c.messages.begin()->second.payload, std::vector<std::uint8_t>({'p', 'a', 'y', 'l',
-                                                                            'o', 'a', 'd'}));
+  EXPECT_EQ(c.messages.begin()->second.payload,
+            std::vector<std::uint8_t>({'p', 'a', 'y', 'l', 'o', 'a', 'd'}));
   ASSERT_EQ(c.outbound_records.size(), 2u);
   EXPECT_EQ(c.outbound_records[0].client_id, "a");
   EXPECT_EQ(c.outbound_records[1].client_id, "b");

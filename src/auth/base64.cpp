@@ -1,0 +1,31 @@
+// Base64 with OpenSSL's EVP block functions.
+#include "auth/base64.hpp"
+
+#include <openssl/evp.h>
+
+namespace sluice::auth {
+
+std::string to_base64(std::span<const std::uint8_t> bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
+  const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), bytes.data(),
+                                     static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(length));
+  return out;
+}
+
+std::optional<std::vector<std::uint8_t>> from_base64(std::string_view text) {
+  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
+  std::vector<std::uint8_t> out(text.size() / 4 * 3);
+  const int length =
+      EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()),
+                      static_cast<int>(text.size()));
+  if (length < 0) return std::nullopt;
+  // EVP_DecodeBlock counts the bytes that '=' padding stands for.
+  std::size_t size = static_cast<std::size_t>(length);
+  for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it)
+    --size;
+  out.resize(size);
+  return out;
+}
+
+}  // namespace sluice::auth
