@@ -153,10 +153,14 @@ def test_a_pending_will_is_published_after_a_crash_and_only_once(tmp_path):
     config = storage_config(tmp_path / "data")
     topic = unique("will-after-crash")
     first = SluiceProcess(config_yaml=config).start()
-    rawmqtt.connected(first.port, unique("testator"), clean=False,
-                      properties=b"\x11" + struct.pack("!I", 300),
-                      will={"topic": topic, "payload": b"gone", "qos": 1,
-                            "properties": b"\x18" + struct.pack("!I", 2)})
+    testator = rawmqtt.connected(first.port, unique("testator"), clean=False,
+                                 properties=b"\x11" + struct.pack("!I", 300),
+                                 will={"topic": topic, "payload": b"gone", "qos": 1,
+                                       "properties": b"\x18" + struct.pack("!I", 2)})
+    # The CONNACK does not wait for the session record (docs/persistence.md);
+    # a SUBACK waits for its own write, which the store applies after it.
+    testator.send(rawmqtt.subscribe(1, [(unique("testator/any"), 1)]))
+    testator.receive_type(rawmqtt.SUBACK)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # the connection ends with the broker
 
     second = SluiceProcess(config_yaml=config).start()
