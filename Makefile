@@ -59,6 +59,10 @@ fuzz: deps $(FUZZ_DIR)/CMakeCache.txt $(TEST_DIR)/CMakeCache.txt
 	$(FUZZ_DIR)/fuzz/config_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=2048 \
 	  -artifact_prefix=fuzz/artifacts/config- -print_final_stats=1 \
 	  $(FUZZ_DIR)/corpus/config fuzz/corpus/config examples
+	mkdir -p $(FUZZ_DIR)/corpus/websocket
+	$(FUZZ_DIR)/fuzz/websocket_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	  -artifact_prefix=fuzz/artifacts/websocket- -print_final_stats=1 \
+	  $(FUZZ_DIR)/corpus/websocket fuzz/corpus/websocket
 
 # The load generator, the relay and the broker, optimised: what bench/compare runs.
 bench-tools: deps $(RELEASE_DIR)/CMakeCache.txt
