@@ -6,6 +6,7 @@ Stopping sends SIGTERM to the PID we started and expects exit status 0, which
 under AddressSanitizer also means no leak was reported.
 """
 
+import atexit
 import os
 import re
 import signal
@@ -17,6 +18,18 @@ import time
 SLUICE_BIN = os.environ.get("SLUICE_BIN", "build/asan/src/app/sluice")
 START_TIMEOUT_S = 20
 STOP_TIMEOUT_S = 20
+
+# Brokers this test process started and has not stopped: a test that fails
+# (or is interrupted) between start and stop must not leave one running.
+_running = set()
+
+
+@atexit.register
+def _kill_leftovers():
+    for proc in list(_running):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 class SluiceProcess:
@@ -37,6 +50,7 @@ class SluiceProcess:
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        _running.add(self.proc)
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
         self.port = None
@@ -86,6 +100,7 @@ class SluiceProcess:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("sluice did not stop within %ss:\n%s" % (STOP_TIMEOUT_S, self.output()))
+        _running.discard(self.proc)
         self._reader.join(timeout=5)
         if self.config_path:
             os.unlink(self.config_path)
