@@ -191,7 +191,6 @@ void disk_use(const Options& options, int cycles) {
     }
     settle();
     // The subscriber comes back and acknowledges everything, window by window.
-    broker::ClientProtocol* reader = nullptr;
     struct AckingLink final : broker::ClientLink {
       std::vector<std::uint16_t> ids;
       void send(const mqtt::Packet&) override {}
@@ -201,23 +200,22 @@ void disk_use(const Options& options, int cycles) {
       std::size_t unsent_bytes() const override { return 0; }
       void close() override {}
     } link;
-    broker::ClientProtocol protocol(shard, link);
-    reader = &protocol;
+    broker::ClientProtocol reader(shard, link);
     mqtt::Connect connect;
     connect.client_id = "subscriber";
     connect.clean_start = false;
     connect.properties.session_expiry_interval = 3600;
-    reader->on_connect(std::move(connect));
+    reader.on_connect(std::move(connect));
     std::uint64_t acknowledged = 0;
     while (acknowledged < options.messages && !link.ids.empty()) {
       std::vector<std::uint16_t> ids;
       ids.swap(link.ids);
       for (const std::uint16_t id : ids) {
-        reader->on_packet(mqtt::Puback{id, mqtt::ReasonCode::kSuccess, {}});
+        reader.on_packet(mqtt::Puback{id, mqtt::ReasonCode::kSuccess, {}});
         ++acknowledged;
       }
     }
-    reader->on_connection_lost();
+    reader.on_connection_lost();
     settle();
     if (acknowledged != options.messages) {
       std::fprintf(stderr, "durability_bench: drained %llu of %llu\n",

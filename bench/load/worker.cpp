@@ -51,7 +51,6 @@ struct Worker::Connection {
   int fd = -1;
   SSL* ssl = nullptr;  // with --tls-ca
   State state = State::kIdle;
-  std::uint64_t connect_started_ns = 0;
   Buffer in;
   std::size_t in_used = 0;
   Buffer out;
@@ -113,7 +112,6 @@ void Worker::open(Connection& c) {
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<std::uint16_t>(settings_.port));
   inet_pton(AF_INET, settings_.host.c_str(), &address.sin_addr);
-  c.connect_started_ns = monotonic_ns();
   const int result = connect(c.fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
   if (result < 0 && errno != EINPROGRESS) return fail(c);
   c.state = Connection::State::kConnecting;
@@ -243,7 +241,6 @@ void Worker::on_frame(Connection& c, const Frame& frame) {
         c.state = Connection::State::kReady;
         shared_.ready.fetch_add(1, std::memory_order_relaxed);
       }
-      connect_ns_.push_back(monotonic_ns() - c.connect_started_ns);
       break;
     case PacketType::kSuback:
       c.state = Connection::State::kReady;
@@ -397,14 +394,11 @@ void Worker::run() {
 }
 
 void Worker::finish() {
-  totals_.sent_by_publisher.assign(publishers_, 0);
   for (auto& c : connections_) {
-    if (c->publisher()) totals_.sent_by_publisher[c->spec.publisher_index] = c->next_sequence;
-    for (const auto& [publisher, tracker] : c->trackers) {
+    for (const auto& [publisher_index, tracker] : c->trackers) {
       totals_.distinct += tracker.distinct();
       totals_.duplicated += tracker.duplicated();
       totals_.reordered += tracker.reordered();
-      totals_.seen_by_publisher.emplace_back(publisher, tracker.distinct());
     }
     if (c->fd >= 0) {
       Buffer bye;

@@ -72,17 +72,12 @@ class Worker {
   void start();
   void join();
 
-  // After join(): per publisher index, how many it sent; and what the
-  // subscribers here saw.
+  // After join(): what the subscribers on this thread saw.
   struct Totals {
-    std::vector<std::uint64_t> sent_by_publisher;
     std::uint64_t distinct = 0, duplicated = 0, reordered = 0, undecodable = 0;
-    // Per subscriber and publisher it heard from, messages seen (for lost).
-    std::vector<std::pair<std::uint32_t, std::uint64_t>> seen_by_publisher;
     LatencyHistogram latency;
   };
   const Totals& totals() const { return totals_; }
-  std::vector<std::uint64_t> connect_ns() const { return connect_ns_; }
 
  private:
   struct Connection;
@@ -109,7 +104,6 @@ class Worker {
   std::vector<Connection*> dirty_;
   std::vector<std::uint8_t> payload_;
   Totals totals_;
-  std::vector<std::uint64_t> connect_ns_;
   std::thread thread_;
 };
 

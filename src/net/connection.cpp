@@ -99,53 +99,53 @@ void Connection::wait_readable() {
                      });
 }
 
-std::size_t Connection::read_into(std::span<std::uint8_t> buffer, bool& more) {
-  more = false;
+Connection::ReadResult Connection::read_into(std::span<std::uint8_t> buffer) {
   if (!tls()) {
     error_code error;
     const std::size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), error);
-    if (error == asio::error::would_block) {
-      wait_readable();
-      return 0;
-    }
-    if (error || n == 0) terminate();
-    return error ? 0 : n;
+    if (error == asio::error::would_block) return {0, Next::kWaitReadable};
+    if (error || n == 0) return {0, Next::kEnd};
+    return {n, Next::kWaitReadable};
   }
-  // TLS: records until OpenSSL needs the socket again (or the buffer is full,
-  // when it may still hold decrypted bytes the socket will not signal).
+  // TLS: records until OpenSSL needs the socket again, or until the buffer is
+  // full (then it may still hold decrypted bytes the socket will not signal).
   std::size_t n = 0;
-  TlsStream::Want want = TlsStream::Want::kNone;
   while (n < buffer.size()) {
     const TlsStream::Result result = tls()->read(buffer.subspan(n));
-    if (result.want != TlsStream::Want::kNone) {
-      want = result.want;
-      break;
+    switch (result.want) {
+      case TlsStream::Want::kNone:
+        n += result.bytes;
+        continue;
+      case TlsStream::Want::kRead:
+        return {n, Next::kWaitReadable};
+      case TlsStream::Want::kWrite:
+        return {n, Next::kWaitWritable};
+      default:
+        return {n, Next::kEnd};
     }
-    n += result.bytes;
   }
-  switch (want) {
-    case TlsStream::Want::kNone:
-      more = true;
-      break;
-    case TlsStream::Want::kRead:
-      if (n == 0) wait_readable();
-      break;
-    case TlsStream::Want::kWrite:
-      if (n == 0) wait_then(asio::socket_base::wait_write, &Connection::on_readable);
-      break;
-    default:
-      if (n == 0) terminate();
-      break;
+  return {n, Next::kReadAgain};
+}
+
+void Connection::continue_reading(Next next) {
+  switch (next) {
+    case Next::kWaitReadable:
+      return wait_readable();
+    case Next::kWaitWritable:
+      return wait_then(asio::socket_base::wait_write, &Connection::on_readable);
+    case Next::kReadAgain:
+      asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_readable(); });
+      return;
+    case Next::kEnd:
+      return terminate();
   }
-  return n;
 }
 
 void Connection::on_readable() {
   if (terminated_) return;
   const std::span<std::uint8_t> buffer = worker_.read_buffer();
-  bool more = false;
-  const std::size_t n = read_into(buffer, more);
-  if (n == 0) return;
+  const auto [n, next] = read_into(buffer);
+  if (n == 0) return continue_reading(next);
   broker::ShardStats::add(worker_.shard().stats().bytes_received, n);
   last_read_ = broker::Clock::now();
   std::span<const std::uint8_t> bytes = buffer.first(n);
@@ -155,7 +155,7 @@ void Connection::on_readable() {
     const auto status = ws()->consume(bytes, layers_->ws_in, layers_->ws_reply);
     if (!layers_->ws_reply.empty()) mark_dirty();
     if (status == WebSocketSession::Status::kClose) {
-      close();  // after the HTTP refusal or the close frame in layers_->ws_reply
+      close();  // after the HTTP refusal or the close frame in ws_reply
       worker_.schedule_flush();
       return;
     }
@@ -169,14 +169,7 @@ void Connection::on_readable() {
     reading_paused_ = true;
     return;
   }
-  // TLS may hold bytes already read from the socket: look again rather than
-  // wait for a readiness that will not come. (Waiting again on a TLS socket
-  // after a partial read, below, goes back through read_into.)
-  if (more || tls()) {
-    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_readable(); });
-    return;
-  }
-  wait_readable();
+  continue_reading(next);
 }
 
 void Connection::process(std::span<const std::uint8_t> bytes) {

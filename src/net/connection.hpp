@@ -59,10 +59,17 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
  private:
   void wait_readable();
   void on_readable();
-  // Reads what the socket (or TLS) has into `buffer`; `more` is set when TLS
-  // may hold more than fitted. Terminates on a closed or failed connection
-  // and waits for readiness when there was nothing; returns the bytes read.
-  std::size_t read_into(std::span<std::uint8_t> buffer, bool& more);
+  // What reading does after the bytes at hand are processed.
+  enum class Next { kWaitReadable, kWaitWritable, kReadAgain, kEnd };
+  struct ReadResult {
+    std::size_t bytes;
+    Next next;
+  };
+  // Reads what the socket (or TLS) has into `buffer`, and says what comes next:
+  // kReadAgain when TLS filled the buffer and may hold more than the socket
+  // will signal, kEnd when the connection closed or failed.
+  ReadResult read_into(std::span<std::uint8_t> buffer);
+  void continue_reading(Next next);
   // Runs `next` on this connection once the socket is ready for `type`.
   void wait_then(boost::asio::socket_base::wait_type type, void (Connection::*next)());
   void continue_handshake();
