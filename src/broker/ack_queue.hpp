@@ -26,6 +26,8 @@ class AckQueue {
   void complete(std::uint64_t id, bool durable);
   // The connection is gone: nothing more is sent.
   void detach() { link_ = nullptr; }
+  // True while acknowledgements wait here: a new one must queue behind them.
+  bool holding() const { return !waiting_.empty(); }
 
  private:
   struct Entry {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "broker/message.hpp"
 #include "mqtt/packet_encoder.hpp"
@@ -21,6 +22,22 @@ class ClientLink {
   // Queues a PUBLISH: `head` from encode_publish_head's inputs, and the
   // message's payload, which is written from where it lies, not copied.
   virtual void send_publish(const mqtt::PublishHead& head, const MessagePtr& message) = 0;
+
+  // Queues the PUBACK, PUBREC, PUBREL or PUBCOMP of `packet_id` with reason
+  // Success and no properties: the acknowledgement every QoS 1/2 message
+  // needs, which a connection can write without building a Packet.
+  virtual void send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
+    switch (type) {
+      case mqtt::PacketType::kPuback:
+        return send(mqtt::Puback{packet_id, mqtt::ReasonCode::kSuccess, {}});
+      case mqtt::PacketType::kPubrec:
+        return send(mqtt::Pubrec{packet_id, mqtt::ReasonCode::kSuccess, {}});
+      case mqtt::PacketType::kPubrel:
+        return send(mqtt::Pubrel{packet_id, mqtt::ReasonCode::kSuccess, {}});
+      default:
+        return send(mqtt::Pubcomp{packet_id, mqtt::ReasonCode::kSuccess, {}});
+    }
+  }
 
   // Bytes queued but not yet taken by the socket: how far behind the client is.
   virtual std::size_t unsent_bytes() const = 0;

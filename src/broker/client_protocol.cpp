@@ -69,6 +69,28 @@ void ClientProtocol::send_ack(mqtt::Packet&& packet) {
   link_.send(packet);  // nothing ever waited for the store on this connection
 }
 
+void ClientProtocol::send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
+  if (acks_ && acks_->holding()) {  // behind those waiting for the store: the slow way
+    mqtt::Packet packet;
+    switch (type) {
+      case mqtt::PacketType::kPuback:
+        packet = mqtt::Puback{packet_id, ReasonCode::kSuccess, {}};
+        break;
+      case mqtt::PacketType::kPubrec:
+        packet = mqtt::Pubrec{packet_id, ReasonCode::kSuccess, {}};
+        break;
+      case mqtt::PacketType::kPubrel:
+        packet = mqtt::Pubrel{packet_id, ReasonCode::kSuccess, {}};
+        break;
+      default:
+        packet = mqtt::Pubcomp{packet_id, ReasonCode::kSuccess, {}};
+        break;
+    }
+    return acks_->send(std::move(packet));
+  }
+  link_.send_plain_ack(type, packet_id);
+}
+
 AckQueue& ClientProtocol::deferred_acks() {
   // Made on first use: most connections never wait for the store.
   if (!acks_) acks_ = std::make_shared<AckQueue>(link_, mqtt::is_v5(version_));
@@ -364,11 +386,10 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
     return connect_seen_ ? disconnect_with(ReasonCode::kProtocolError, "second CONNECT")
                          : on_connect(std::move(*connect));
   }
-  if (pending_connect_) {  // between CONNECT and CONNACK only AUTH may come (section 4.12)
+  if (pending_connect_) {
     if (const auto* auth = std::get_if<mqtt::Auth>(&packet)) return on_auth(*auth);
-    return refuse_connect(version_, ReasonCode::kProtocolError);
   }
-  if (session_ == nullptr) return close();  // [MQTT-3.1.0-1] CONNECT comes first
+  if (!admit_packet()) return;
   std::visit(
       [&](auto& p) {
         using T = std::decay_t<decltype(p)>;
@@ -377,11 +398,7 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
         } else if constexpr (std::is_same_v<T, mqtt::Puback>) {
           session_->on_puback(p.packet_id);
         } else if constexpr (std::is_same_v<T, mqtt::Pubrec>) {
-          if (!session_->on_pubrec(p.packet_id, p.reason)) {
-            link_.send(mqtt::Pubrel{p.packet_id, ReasonCode::kPacketIdentifierNotFound, {}});
-          } else if (!mqtt::is_error(p.reason)) {
-            link_.send(mqtt::Pubrel{p.packet_id, ReasonCode::kSuccess, {}});
-          }
+          on_pubrec(p.packet_id, p.reason);
         } else if constexpr (std::is_same_v<T, mqtt::Pubrel>) {
           on_pubrel(p);
         } else if constexpr (std::is_same_v<T, mqtt::Pubcomp>) {
@@ -404,6 +421,43 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
       packet);
 }
 
+bool ClientProtocol::admit_packet() {
+  if (closing_) return false;
+  if (pending_connect_) {  // between CONNECT and CONNACK only AUTH may come (section 4.12)
+    refuse_connect(version_, ReasonCode::kProtocolError);
+    return false;
+  }
+  if (session_ == nullptr) {  // [MQTT-3.1.0-1] CONNECT comes first
+    close();
+    return false;
+  }
+  return true;
+}
+
+void ClientProtocol::on_publish_packet(mqtt::Publish&& publish) {
+  if (admit_packet()) on_publish(std::move(publish));
+}
+
+void ClientProtocol::on_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
+  if (!admit_packet()) return;
+  switch (type) {
+    case mqtt::PacketType::kPuback:
+      return session_->on_puback(packet_id);
+    case mqtt::PacketType::kPubrec:
+      return on_pubrec(packet_id, ReasonCode::kSuccess);
+    default:
+      return session_->on_pubcomp(packet_id);
+  }
+}
+
+void ClientProtocol::on_pubrec(std::uint16_t packet_id, ReasonCode reason) {
+  if (!session_->on_pubrec(packet_id, reason)) {
+    link_.send(mqtt::Pubrel{packet_id, ReasonCode::kPacketIdentifierNotFound, {}});
+  } else if (!mqtt::is_error(reason)) {
+    link_.send_plain_ack(mqtt::PacketType::kPubrel, packet_id);
+  }
+}
+
 bool ClientProtocol::resolve_topic_alias(mqtt::Publish& publish) {
   if (!publish.properties.topic_alias) return true;
   const std::uint16_t alias = *publish.properties.topic_alias;
@@ -424,16 +478,22 @@ bool ClientProtocol::resolve_topic_alias(mqtt::Publish& publish) {
   return true;
 }
 
-std::optional<mqtt::Packet> ClientProtocol::publish_ack(const mqtt::Publish& publish,
+std::optional<mqtt::Packet> ClientProtocol::publish_ack(QoS qos, std::uint16_t packet_id,
                                                         ReasonCode reason) const {
   if (!mqtt::is_v5(version_) && mqtt::is_error(reason)) reason = ReasonCode::kSuccess;  // 3.x
-  if (publish.qos == QoS::kAtLeastOnce) return mqtt::Puback{publish.packet_id, reason, {}};
-  if (publish.qos == QoS::kExactlyOnce) return mqtt::Pubrec{publish.packet_id, reason, {}};
+  if (qos == QoS::kAtLeastOnce) return mqtt::Puback{packet_id, reason, {}};
+  if (qos == QoS::kExactlyOnce) return mqtt::Pubrec{packet_id, reason, {}};
   return std::nullopt;
 }
 
-void ClientProtocol::acknowledge_publish(const mqtt::Publish& publish, ReasonCode reason) {
-  if (auto ack = publish_ack(publish, reason)) send_ack(std::move(*ack));
+void ClientProtocol::acknowledge_publish(QoS qos, std::uint16_t packet_id, ReasonCode reason) {
+  if (qos == QoS::kAtMostOnce) return;
+  if (reason == ReasonCode::kSuccess || (!mqtt::is_v5(version_) && mqtt::is_error(reason))) {
+    return send_plain_ack(
+        qos == QoS::kAtLeastOnce ? mqtt::PacketType::kPuback : mqtt::PacketType::kPubrec,
+        packet_id);
+  }
+  if (auto ack = publish_ack(qos, packet_id, reason)) send_ack(std::move(*ack));
 }
 
 void ClientProtocol::on_publish(mqtt::Publish&& publish) {
@@ -451,7 +511,8 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   }
   if (publish.qos == QoS::kExactlyOnce) {
     if (!session_->begin_inbound_qos2(publish.packet_id)) {
-      return acknowledge_publish(publish, ReasonCode::kSuccess);  // a resend: not routed again
+      return acknowledge_publish(publish.qos, publish.packet_id,
+                                 ReasonCode::kSuccess);  // a resend: not routed again
     }
     if (session_->inbound_qos2_pending() > config.limits.receive_maximum) {
       session_->release_inbound_qos2(publish.packet_id);  // a resend after reconnect is new
@@ -461,28 +522,29 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   if (mqtt::topic_levels(publish.topic) > config.limits.max_topic_levels) {
     session_->release_inbound_qos2(publish.packet_id);
     if (!mqtt::is_v5(version_)) return disconnect_with(ReasonCode::kTopicNameInvalid);
-    return acknowledge_publish(publish, ReasonCode::kTopicNameInvalid);
+    return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kTopicNameInvalid);
   }
   if (is_sys_topic(publish.topic) ||  // $SYS belongs to the broker
       (acl_ && !acl_->may_publish(publish.topic))) {
     // Dropped; 5.0 is told why, 3.x (no negative PUBACK) is acknowledged.
     session_->release_inbound_qos2(publish.packet_id);
-    return acknowledge_publish(publish, ReasonCode::kNotAuthorized);
+    return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kNotAuthorized);
   }
   if (!within_rate(rates_ ? &rates_->publishes : nullptr)) {
     // Dropped; 5.0 is told why (0x96), 3.x is acknowledged as for any refusal.
     ShardStats::add(shard_.stats().rejected_publishes);
     session_->release_inbound_qos2(publish.packet_id);
-    return acknowledge_publish(publish, ReasonCode::kMessageRateTooHigh);
+    return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kMessageRateTooHigh);
   }
   if (publish.properties.payload_format_indicator == 1 &&
       mqtt::check_utf8({reinterpret_cast<const char*>(publish.payload.data()),
                         publish.payload.size()}) != mqtt::Utf8Check::kValid) {
     session_->release_inbound_qos2(publish.packet_id);
-    return acknowledge_publish(publish, ReasonCode::kPayloadFormatInvalid);
+    return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kPayloadFormatInvalid);
   }
 
-  const mqtt::Publish header{{}, publish.qos, false, false, publish.packet_id, {}, {}};
+  const QoS qos = publish.qos;
+  const std::uint16_t packet_id = publish.packet_id;
   store::WriteBatch inbound;
   if (publish.qos == QoS::kExactlyOnce && session_->stored() && shard_.has_store()) {
     // Kept until PUBREL, so that a resend after a restart is not routed twice.
@@ -495,9 +557,9 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
                    const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
                                                  ? ReasonCode::kNoMatchingSubscribers
                                                  : ReasonCode::kSuccess;
-                   if (batch.empty()) return acknowledge_publish(header, reason);
+                   if (batch.empty()) return acknowledge_publish(qos, packet_id, reason);
                    // The acknowledgement is a promise: it waits until the batch is stored.
-                   write_then_acknowledge(std::move(batch), publish_ack(header, reason));
+                   write_then_acknowledge(std::move(batch), publish_ack(qos, packet_id, reason));
                  });
 }
 

@@ -36,6 +36,11 @@ class ClientProtocol {
   void on_connect(mqtt::Connect&& connect);
   // Any later packet.
   void on_packet(mqtt::Packet&& packet);
+  // The same for the packets every message brings, decoded without a Packet
+  // (see Connection::process): a PUBLISH, and a PUBACK, PUBREC or PUBCOMP
+  // with reason Success and no properties.
+  void on_publish_packet(mqtt::Publish&& publish);
+  void on_plain_ack(mqtt::PacketType type, std::uint16_t packet_id);
   // The decoder refused the input. `connect_version` is set when the refused
   // packet was the CONNECT: it says which CONNACK form the client reads.
   void on_decode_error(const mqtt::DecodeError& error,
@@ -90,15 +95,19 @@ class ClientProtocol {
   void on_unsubscribe(const mqtt::Unsubscribe& unsubscribe);
   void on_disconnect(const mqtt::Disconnect& disconnect);
   void on_pubrel(const mqtt::Pubrel& pubrel);
+  void on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason);
+  // The checks every packet but CONNECT and AUTH passes first: false when it
+  // is not to be handled (the connection was refused or closed).
+  bool admit_packet();
   void on_auth(const mqtt::Auth& auth);
 
   // Resolves an inbound topic alias [MQTT-3.3.2-10..12]; false after disconnecting.
   bool resolve_topic_alias(mqtt::Publish& publish);
   // PUBACK/PUBREC for QoS 1/2 with `reason`. 3.x has no negative
   // acknowledgement: a refused message is acknowledged and dropped there.
-  void acknowledge_publish(const mqtt::Publish& publish, mqtt::ReasonCode reason);
+  void acknowledge_publish(mqtt::QoS qos, std::uint16_t packet_id, mqtt::ReasonCode reason);
   // The PUBACK or PUBREC for `publish` (none for QoS 0).
-  std::optional<mqtt::Packet> publish_ack(const mqtt::Publish& publish,
+  std::optional<mqtt::Packet> publish_ack(mqtt::QoS qos, std::uint16_t packet_id,
                                           mqtt::ReasonCode reason) const;
   // Hands `batch` to the store; `ack`, if any, goes once it is durable.
   void write_then_acknowledge(store::WriteBatch&& batch, std::optional<mqtt::Packet> ack);
@@ -121,6 +130,8 @@ class ClientProtocol {
   std::unordered_map<std::uint16_t, std::string> inbound_aliases_;
   // Sends a PUBACK/PUBREC/PUBCOMP/SUBACK/UNSUBACK behind any still waiting.
   void send_ack(mqtt::Packet&& packet);
+  // The same for a PUBACK/PUBREC/PUBCOMP with reason Success and no properties.
+  void send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id);
   AckQueue& deferred_acks();
   // Shared with the store's callbacks, which may outlive this connection;
   // made the first time an acknowledgement waits for the store.

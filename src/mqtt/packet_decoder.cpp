@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "mqtt/byte_reader.hpp"
+#include "mqtt/property.hpp"
 #include "mqtt/topic.hpp"
 
 namespace sluice::mqtt {
@@ -396,6 +397,24 @@ constexpr std::array<PacketDecoder, 16> make_decoders(std::index_sequence<kIndex
 constexpr auto kDecoders = make_decoders(std::make_index_sequence<std::variant_size_v<Packet>>());
 
 }  // namespace
+
+DecodeError decode_publish_into(const Frame& frame, ProtocolVersion version, Publish& out) {
+  if (is_v5(version) && has_any(out.properties)) out.properties = {};
+  out.packet_id = 0;
+  ByteReader r(frame.body);
+  decode_publish(frame, version, r, out);
+  return r.error();
+}
+
+bool decode_plain_ack(const Frame& frame, std::uint16_t& packet_id) {
+  const PacketType type = frame.type();
+  if (type != PacketType::kPuback && type != PacketType::kPubrec && type != PacketType::kPubcomp) {
+    return false;
+  }
+  if (frame.flags() != 0 || frame.body.size() != 2) return false;
+  packet_id = static_cast<std::uint16_t>((frame.body[0] << 8) | frame.body[1]);
+  return packet_id != 0;  // 0 is malformed: decode_packet says so
+}
 
 DecodeError decode_connect(const Frame& frame, Connect& out) {
   if (frame.type() != PacketType::kConnect)

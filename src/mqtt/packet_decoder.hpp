@@ -21,4 +21,16 @@ DecodeError decode_packet(const Frame& frame, ProtocolVersion version, Packet& o
 // broker can answer in (3.1.1 for anything it does not know).
 DecodeError decode_connect(const Frame& frame, Connect& out);
 
+// PUBLISH alone, into `out`, which may be one reused from the previous
+// PUBLISH: every field is overwritten, and its properties are cleared only
+// when it holds some (never on 3.x). The broker's hot path: no `Packet` and no
+// `Properties` are made and destroyed per message.
+DecodeError decode_publish_into(const Frame& frame, ProtocolVersion version, Publish& out);
+
+// A PUBACK, PUBREC or PUBCOMP that is only a packet identifier: reason
+// Success, no properties, as nearly all are. True with its id in
+// `packet_id`; false means the frame needs `decode_packet` (which also
+// reports what is wrong with it, if anything).
+bool decode_plain_ack(const Frame& frame, std::uint16_t& packet_id);
+
 }  // namespace sluice::mqtt

@@ -302,4 +302,12 @@ std::size_t publish_wire_size(const PublishHead& head, ProtocolVersion version) 
   return length ? 1 + varint_size(*length) + *length : 0;
 }
 
+void encode_plain_ack(PacketType type, std::uint16_t packet_id, std::vector<std::uint8_t>& out) {
+  const std::uint8_t flags = type == PacketType::kPubrel ? 0x02 : 0x00;  // [MQTT-3.6.1-1]
+  const std::uint8_t bytes[] = {
+      static_cast<std::uint8_t>(static_cast<std::uint8_t>(type) << 4 | flags), 2,
+      static_cast<std::uint8_t>(packet_id >> 8), static_cast<std::uint8_t>(packet_id & 0xFF)};
+  out.insert(out.end(), std::begin(bytes), std::end(bytes));
+}
+
 }  // namespace sluice::mqtt

@@ -59,6 +59,10 @@ void encode_property_block(const Properties& properties, std::vector<std::uint8_
 bool encode_publish_head(const PublishHead& head, ProtocolVersion version,
                          std::vector<std::uint8_t>& out);
 
+// Appends the PUBACK, PUBREC, PUBREL or PUBCOMP of `packet_id` with reason
+// Success and no properties: four bytes, the same in every MQTT version.
+void encode_plain_ack(PacketType type, std::uint16_t packet_id, std::vector<std::uint8_t>& out);
+
 // The whole packet's size, payload included: what a client's Maximum Packet
 // Size is compared with [MQTT-3.1.2-24].
 std::size_t publish_wire_size(const PublishHead& head, ProtocolVersion version);

@@ -193,16 +193,30 @@ void Connection::process(std::span<const std::uint8_t> bytes) {
       if (!handle_first_packet(frame)) return;
       continue;
     }
-    mqtt::Packet packet;
-    const mqtt::DecodeError error = mqtt::decode_packet(frame, version_, packet);
-    if (!error.ok()) {
-      spdlog::debug("event=malformed client={} rule={} detail=\"{}\"", protocol_->client_id(),
-                    error.rule, error.detail);
-      protocol_->on_decode_error(error, std::nullopt);
-      return;
+    // The packets every message brings skip the Packet variant: a PUBLISH is
+    // decoded into one Publish this thread reuses, and a bare PUBACK, PUBREC
+    // or PUBCOMP is just its packet id.
+    std::uint16_t packet_id = 0;
+    if (frame.type() == mqtt::PacketType::kPublish) {
+      thread_local mqtt::Publish publish;
+      const mqtt::DecodeError error = mqtt::decode_publish_into(frame, version_, publish);
+      if (!error.ok()) return on_malformed(error);
+      protocol_->on_publish_packet(std::move(publish));
+    } else if (mqtt::decode_plain_ack(frame, packet_id)) {
+      protocol_->on_plain_ack(frame.type(), packet_id);
+    } else {
+      mqtt::Packet packet;
+      const mqtt::DecodeError error = mqtt::decode_packet(frame, version_, packet);
+      if (!error.ok()) return on_malformed(error);
+      protocol_->on_packet(std::move(packet));
     }
-    protocol_->on_packet(std::move(packet));
   }
+}
+
+void Connection::on_malformed(const mqtt::DecodeError& error) {
+  spdlog::debug("event=malformed client={} rule={} detail=\"{}\"", protocol_->client_id(),
+                error.rule, error.detail);
+  protocol_->on_decode_error(error, std::nullopt);
 }
 
 bool Connection::handle_first_packet(const mqtt::Frame& frame) {
@@ -264,6 +278,11 @@ void Connection::send(const mqtt::Packet& packet) {
 
 void Connection::send_publish(const mqtt::PublishHead& head, const broker::MessagePtr& message) {
   pending_.append_publish(head, version_, message);
+  mark_dirty();
+}
+
+void Connection::send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
+  pending_.append_plain_ack(type, packet_id);
   mark_dirty();
 }
 

@@ -42,6 +42,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   // broker::ClientLink
   void send(const mqtt::Packet& packet) override;
   void send_publish(const mqtt::PublishHead& head, const broker::MessagePtr& message) override;
+  void send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) override;
   std::size_t unsent_bytes() const override { return pending_.size() + writing_.size(); }
   void close() override;
 
@@ -80,6 +81,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   void write_tls();
   void release_staged();
   void process(std::span<const std::uint8_t> bytes);
+  void on_malformed(const mqtt::DecodeError& error);
   // False when processing must stop (moved away or closing).
   bool handle_first_packet(const mqtt::Frame& frame);
   void move_to(std::uint32_t shard, mqtt::Connect&& connect);

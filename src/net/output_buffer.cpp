@@ -28,6 +28,12 @@ void OutputBuffer::append_packet(const mqtt::Packet& packet, mqtt::ProtocolVersi
   if (mqtt::encode_packet(packet, version, bytes_)) extend_bytes(from);
 }
 
+void OutputBuffer::append_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
+  const std::size_t from = bytes_.size();
+  mqtt::encode_plain_ack(type, packet_id, bytes_);
+  extend_bytes(from);
+}
+
 void OutputBuffer::append_publish(const mqtt::PublishHead& head, mqtt::ProtocolVersion version,
                                   const broker::MessagePtr& message) {
   const std::size_t from = bytes_.size();

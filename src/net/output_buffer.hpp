@@ -20,6 +20,8 @@ class OutputBuffer {
   void append_publish(const mqtt::PublishHead& head, mqtt::ProtocolVersion version,
                       const broker::MessagePtr& message);
 
+  void append_plain_ack(mqtt::PacketType type, std::uint16_t packet_id);
+
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
 
