@@ -117,7 +117,34 @@ const SubscriptionIndex::Member* SubscriptionIndex::SharedGroup::pick(
   return online_only ? nullptr : fallback;
 }
 
-SubscriptionIndex::SubscriptionIndex() : root_(std::make_unique<Node>()) {}
+// One per thread: the subscriptions its recent topics matched, direct-mapped
+// by the topic's hash. Holding copies of the members (entry and session tag)
+// keeps them valid without the lock.
+struct SubscriptionIndex::MatchCache {
+  static constexpr std::size_t kSlots = 4096;  // about 300 KB per thread when full
+  struct Slot {
+    std::uint64_t index_id = 0;  // 0: nothing remembered
+    std::uint64_t generation = 0;
+    std::string topic;
+    std::vector<Member> members;
+  };
+  std::vector<Slot> slots = std::vector<Slot>(kSlots);
+
+  static MatchCache& of_this_thread() {
+    thread_local MatchCache cache;
+    return cache;
+  }
+  Slot& slot_for(std::string_view topic) {
+    return slots[std::hash<std::string_view>{}(topic) % kSlots];
+  }
+};
+
+namespace {
+std::atomic<std::uint64_t> next_index_id{1};
+}  // namespace
+
+SubscriptionIndex::SubscriptionIndex()
+    : id_(next_index_id.fetch_add(1, std::memory_order_relaxed)), root_(std::make_unique<Node>()) {}
 SubscriptionIndex::~SubscriptionIndex() = default;
 
 bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
@@ -126,6 +153,7 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
   std::string_view rest = shared ? shared->filter : filter;
 
   std::unique_lock lock(mutex_);
+  generation_.fetch_add(1, std::memory_order_release);
   Node* node = root_.get();
   for (bool done = false; !done;)
     node = &node->child_creating(trie::next_level(rest, done));
@@ -167,6 +195,7 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) 
   std::string_view rest = shared ? shared->filter : filter;
 
   std::unique_lock lock(mutex_);
+  generation_.fetch_add(1, std::memory_order_release);
   std::vector<std::pair<Node*, std::string_view>> path;  // for pruning empty nodes
   Node* node = root_.get();
   for (bool done = false; !done;) {
@@ -242,15 +271,29 @@ void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
 void SubscriptionIndex::match(const Message& message, config::SharedStrategy strategy,
                               std::vector<Target>& out) const {
   const std::size_t first = out.size();
-  std::vector<const SharedGroup*> groups;
-  const bool dollar_topic = !message.topic.empty() && message.topic[0] == '$';
-
-  auto collect = [&](const Node& node) {
-    for (const Member& member : node.entries) {
+  // Read before the walk: a change that races with it makes the next
+  // publish walk again, never keeps a stale answer.
+  const std::uint64_t generation = generation_.load(std::memory_order_acquire);
+  MatchCache::Slot& slot = MatchCache::of_this_thread().slot_for(message.topic);
+  auto add_targets = [&] {
+    for (const Member& member : slot.members) {
       const Entry& entry = member.entry;
       if (entry.options.no_local && entry.ref.session_id == message.origin_session) continue;
       out.push_back(target_of(entry, member.session, message));
     }
+    merge_per_subscriber(out, first);
+  };
+  if (slot.index_id == id_ && slot.generation == generation && slot.topic == message.topic) {
+    return add_targets();
+  }
+
+  slot.index_id = 0;
+  slot.members.clear();
+  std::vector<const SharedGroup*> groups;
+  const bool dollar_topic = !message.topic.empty() && message.topic[0] == '$';
+
+  auto collect = [&](const Node& node) {
+    slot.members.insert(slot.members.end(), node.entries.begin(), node.entries.end());
     for (const auto& group : node.groups)
       groups.push_back(group.get());
   };
@@ -273,7 +316,14 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
 
   std::shared_lock lock(mutex_);
   walk(walk, *root_, message.topic, false, true);
-  merge_per_subscriber(out, first);
+  add_targets();
+  if (groups.empty()) {
+    slot.index_id = id_;
+    slot.generation = generation;
+    slot.topic = message.topic;
+  } else {
+    slot.members.clear();  // walked every time: let go of the session tags
+  }
   for (const SharedGroup* group : groups) {
     const Member* member = group->pick(strategy, message, SubscriberRef{~0u, 0}, false);
     if (member == nullptr) continue;

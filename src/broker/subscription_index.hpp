@@ -7,6 +7,12 @@
 // member by the configured strategy. Reads take a shared lock, so publishes
 // on different workers never wait for each other; (un)subscribes take it
 // exclusively.
+//
+// Publishers repeat their topics. Each thread remembers which subscriptions
+// its recent topics matched, and walks the trie again only for a topic it
+// has not seen lately or after any (un)subscribe (a generation counter says
+// so). Topics that reach a shared group are always walked: the group picks a
+// member per message under the lock.
 #pragma once
 
 #include <atomic>
@@ -79,7 +85,13 @@ class SubscriptionIndex {
   struct Member;
   struct Node;
   struct SharedGroup;
+  struct MatchCache;
 
+  // This index among all made in the process, for the per-thread cache.
+  const std::uint64_t id_;
+  // Changes with every (un)subscribe: what a thread remembers of an older
+  // generation is not used.
+  std::atomic<std::uint64_t> generation_{0};
   mutable std::shared_mutex mutex_;
   std::unique_ptr<Node> root_;
   std::size_t size_ = 0;

@@ -182,5 +182,62 @@ TEST(SubscriptionIndex, HashClientIdKeepsOnePublisherOnOneMember) {
   EXPECT_EQ(picked.size(), 1u);
 }
 
+// The per-thread cache of what a topic matched: every change to the index
+// shows in the next match on the same thread, from this index only.
+TEST(SubscriptionIndex, ARepeatedTopicSeesEverySubscribeAndUnsubscribe) {
+  SubscriptionIndex index;
+  index.subscribe("cache/t", entry(1), online());
+  EXPECT_EQ(sessions_matching(index, "cache/t"), (std::set<std::uint64_t>{1}));
+  EXPECT_EQ(sessions_matching(index, "cache/t"), (std::set<std::uint64_t>{1}));  // remembered
+  index.subscribe("cache/+", entry(2), online());
+  EXPECT_EQ(sessions_matching(index, "cache/t"), (std::set<std::uint64_t>{1, 2}));
+  index.subscribe("cache/t", entry(1, QoS::kAtLeastOnce), online());  // replaced
+  std::vector<Target> targets;
+  index.match(message("cache/t"), Strategy::kRoundRobin, targets);
+  ASSERT_EQ(targets.size(), 2u);
+  EXPECT_EQ(targets[0].max_qos, QoS::kAtLeastOnce);
+  index.unsubscribe("cache/t", SubscriberRef{0, 1});
+  EXPECT_EQ(sessions_matching(index, "cache/t"), (std::set<std::uint64_t>{2}));
+}
+
+TEST(SubscriptionIndex, ARememberedTopicStillLeavesOutANoLocalPublisher) {
+  SubscriptionIndex index;
+  index.subscribe("t", {SubscriberRef{0, 1}, {QoS::kAtMostOnce, true}, 0}, online());
+  index.subscribe("t", entry(2), online());
+  std::vector<Target> targets;
+  index.match(message("t", /*origin=*/2), Strategy::kRoundRobin, targets);
+  EXPECT_EQ(targets.size(), 2u);
+  targets.clear();
+  index.match(message("t", /*origin=*/1), Strategy::kRoundRobin, targets);
+  ASSERT_EQ(targets.size(), 1u);
+  EXPECT_EQ(targets[0].ref.session_id, 2u);
+}
+
+TEST(SubscriptionIndex, TwoIndexesOnOneThreadDoNotShareWhatTheyRemember) {
+  SubscriptionIndex first;
+  SubscriptionIndex second;
+  first.subscribe("same/topic", entry(1), online());
+  second.subscribe("same/topic", entry(2), online());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(sessions_matching(first, "same/topic"), (std::set<std::uint64_t>{1}));
+    EXPECT_EQ(sessions_matching(second, "same/topic"), (std::set<std::uint64_t>{2}));
+  }
+}
+
+TEST(SubscriptionIndex, ARepeatedTopicOfASharedGroupStillRoundRobins) {
+  SubscriptionIndex index;
+  index.subscribe("$share/g/jobs", entry(1), online());
+  index.subscribe("$share/g/jobs", entry(2), online());
+  index.subscribe("jobs", entry(3), online());
+  std::multiset<std::uint64_t> got;
+  for (int i = 0; i < 4; ++i) {
+    for (std::uint64_t session : sessions_matching(index, "jobs"))
+      got.insert(session);
+  }
+  EXPECT_EQ(got.count(1), 2u);
+  EXPECT_EQ(got.count(2), 2u);
+  EXPECT_EQ(got.count(3), 4u);
+}
+
 }  // namespace
 }  // namespace sluice::broker
