@@ -76,7 +76,9 @@ class ByteWriter {
   }
   void string(std::string_view text) {
     u16(static_cast<std::uint16_t>(text.size()));
-    out_.insert(out_.end(), text.begin(), text.end());
+    // As bytes: inserting chars into a byte vector converts them one by one.
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(text.data());
+    out_.insert(out_.end(), bytes, bytes + text.size());
   }
 
  private:
