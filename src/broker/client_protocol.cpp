@@ -466,15 +466,18 @@ bool ClientProtocol::resolve_topic_alias(mqtt::Publish& publish) {
     return false;
   }
   if (!publish.topic.empty()) {
-    inbound_aliases_[alias] = publish.topic;
+    inbound_aliases_.get()[alias] = publish.topic;
     return true;
   }
-  const auto it = inbound_aliases_.find(alias);
-  if (it == inbound_aliases_.end()) {
+  const std::string* topic = nullptr;
+  if (const auto* aliases = inbound_aliases_.find()) {
+    if (const auto it = aliases->find(alias); it != aliases->end()) topic = &it->second;
+  }
+  if (topic == nullptr) {
     disconnect_with(ReasonCode::kProtocolError, "Topic Alias has no topic yet");
     return false;
   }
-  publish.topic = it->second;
+  publish.topic = *topic;
   return true;
 }
 

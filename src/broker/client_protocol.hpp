@@ -15,6 +15,7 @@
 #include "auth/token_bucket.hpp"
 #include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
+#include "broker/on_demand.hpp"
 #include "broker/session.hpp"
 #include "mqtt/decode_error.hpp"
 #include "mqtt/packets.hpp"
@@ -127,7 +128,7 @@ class ClientProtocol {
   bool counted_ = false;  // counted in the broker's connections
   std::uint16_t keep_alive_s_ = 0;
   std::uint32_t connect_expiry_s_ = 0;  // Session Expiry Interval from CONNECT
-  std::unordered_map<std::uint16_t, std::string> inbound_aliases_;
+  OnDemand<std::unordered_map<std::uint16_t, std::string>> inbound_aliases_;
   // Sends a PUBACK/PUBREC/PUBCOMP/SUBACK/UNSUBACK behind any still waiting.
   void send_ack(mqtt::Packet&& packet);
   // The same for a PUBACK/PUBREC/PUBCOMP with reason Success and no properties.

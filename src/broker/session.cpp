@@ -44,7 +44,7 @@ void Session::attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVers
   link_ = &link;
   version_ = version;
   limits_ = limits;
-  outbound_aliases_.clear();  // aliases belong to one connection [MQTT-3.3.2-7]
+  outbound_aliases_.release();  // aliases belong to one connection [MQTT-3.3.2-7]
   offline_since_.reset();
   tag_->online.store(true, std::memory_order_relaxed);
   resend_inflight();
@@ -195,13 +195,14 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
     head.subscription_identifiers = delivery.identifiers;
     if (message.expires_at) head.message_expiry_interval = message.remaining_expiry_s(Clock::now());
     if (limits_.topic_alias_maximum > 0) {
-      const auto it = outbound_aliases_.find(message.topic);
-      if (it != outbound_aliases_.end()) {
+      auto& aliases = outbound_aliases_.get();
+      const auto it = aliases.find(message.topic);
+      if (it != aliases.end()) {
         head.topic_alias = it->second;
         head.topic = {};
-      } else if (outbound_aliases_.size() < limits_.topic_alias_maximum) {
-        head.topic_alias = static_cast<std::uint16_t>(outbound_aliases_.size() + 1);
-        outbound_aliases_.emplace(message.topic, head.topic_alias);
+      } else if (aliases.size() < limits_.topic_alias_maximum) {
+        head.topic_alias = static_cast<std::uint16_t>(aliases.size() + 1);
+        aliases.emplace(message.topic, head.topic_alias);
       }
     }
   }
@@ -209,7 +210,7 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   // message that does not fit is dropped as if it had been delivered.
   if (mqtt::publish_wire_size(head, version_) > limits_.maximum_packet_size) {
     ShardStats::add(shard_.stats().dropped_too_large);
-    if (head.topic_alias != 0 && !head.topic.empty()) outbound_aliases_.erase(message.topic);
+    if (head.topic_alias != 0 && !head.topic.empty()) outbound_aliases_.get().erase(message.topic);
     return false;
   }
   link_->send_publish(head, delivery.message);

@@ -23,6 +23,7 @@
 #include "broker/delivery.hpp"
 #include "broker/delivery_queue.hpp"
 #include "broker/inflight_table.hpp"
+#include "broker/on_demand.hpp"
 #include "config/config.hpp"
 #include "mqtt/packets.hpp"
 #include "store/records.hpp"
@@ -124,10 +125,14 @@ class Session {
   // True when `packet_id` is new (the message must be routed); false for a
   // retransmission of one awaiting PUBREL.
   bool begin_inbound_qos2(std::uint16_t packet_id) {
-    return inbound_qos2_.insert(packet_id).second;
+    return inbound_qos2_.get().insert(packet_id).second;
   }
-  bool release_inbound_qos2(std::uint16_t packet_id) { return inbound_qos2_.erase(packet_id) > 0; }
-  std::size_t inbound_qos2_pending() const { return inbound_qos2_.size(); }
+  bool release_inbound_qos2(std::uint16_t packet_id) {
+    return inbound_qos2_.find() != nullptr && inbound_qos2_.find()->erase(packet_id) > 0;
+  }
+  std::size_t inbound_qos2_pending() const {
+    return inbound_qos2_.find() != nullptr ? inbound_qos2_.find()->size() : 0;
+  }
 
   // Hands messages that came through shared subscriptions to other members
   // of their groups: any member when the session ends, an online one while
@@ -164,7 +169,7 @@ class Session {
   ClientLink* link_ = nullptr;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV5;
   ClientLimits limits_;
-  std::unordered_map<std::string, std::uint16_t> outbound_aliases_;  // per connection
+  OnDemand<std::unordered_map<std::string, std::uint16_t>> outbound_aliases_;  // per connection
 
   std::uint32_t expiry_s_ = 0;
   std::optional<Clock::time_point> offline_since_;
@@ -177,7 +182,7 @@ class Session {
   std::uint64_t next_sequence_ = 0;
   DeliveryQueue queue_;
 
-  std::unordered_set<std::uint16_t> inbound_qos2_;
+  OnDemand<std::unordered_set<std::uint16_t>> inbound_qos2_;
 };
 
 }  // namespace sluice::broker

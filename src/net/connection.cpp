@@ -19,7 +19,7 @@ namespace {
 constexpr auto kClosingGrace = std::chrono::seconds(5);
 }  // namespace
 
-Connection::Connection(Worker& worker, asio::ip::tcp::socket socket, std::unique_ptr<TlsStream> tls,
+Connection::Connection(Worker& worker, Socket socket, std::unique_ptr<TlsStream> tls,
                        std::unique_ptr<WebSocketSession> ws)
     : worker_(worker),
       socket_(std::move(socket)),
@@ -272,17 +272,17 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
 }
 
 void Connection::send(const mqtt::Packet& packet) {
-  pending_.append_packet(packet, version_);
+  output_.get().pending.append_packet(packet, version_);
   mark_dirty();
 }
 
 void Connection::send_publish(const mqtt::PublishHead& head, const broker::MessagePtr& message) {
-  pending_.append_publish(head, version_, message);
+  output_.get().pending.append_publish(head, version_, message);
   mark_dirty();
 }
 
 void Connection::send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
-  pending_.append_plain_ack(type, packet_id);
+  output_.get().pending.append_plain_ack(type, packet_id);
   mark_dirty();
 }
 
@@ -303,11 +303,13 @@ void Connection::flush() {
   dirty_ = false;
   if (terminated_ || writing_now_) return;
   const bool ws_reply = ws() && !layers_->ws_reply.empty();
-  if (pending_.empty() && !ws_reply) {
+  if ((output_.find() == nullptr || output_.find()->pending.empty()) && !ws_reply) {
     if (closing_) terminate();
     return;
   }
-  std::swap(pending_, writing_);
+  Output& output = output_.get();
+  std::swap(output.pending, output.writing);
+  OutputBuffer& writing = output.writing;
   writing_now_ = true;
   if (tls() || ws()) {
     // One contiguous buffer: TLS writes its records from it, and WebSocket
@@ -318,10 +320,10 @@ void Connection::flush() {
       layers_->staged.insert(layers_->staged.end(), layers_->ws_reply.begin(),
                              layers_->ws_reply.end());
       layers_->ws_reply.clear();
-      if (writing_.size() > 0)
-        WebSocketSession::append_frame_header(layers_->staged, writing_.size());
+      if (writing.size() > 0)
+        WebSocketSession::append_frame_header(layers_->staged, writing.size());
     }
-    for (const asio::const_buffer& piece : writing_.buffers()) {
+    for (const asio::const_buffer& piece : writing.buffers()) {
       const auto* bytes = static_cast<const std::uint8_t*>(piece.data());
       layers_->staged.insert(layers_->staged.end(), bytes, bytes + piece.size());
     }
@@ -335,7 +337,7 @@ void Connection::flush() {
   }
   // A span, not the vector: Asio copies the buffer sequence into the
   // operation, and copying a vector would allocate on every write.
-  asio::async_write(socket_, std::span<const asio::const_buffer>(writing_.buffers()),
+  asio::async_write(socket_, std::span<const asio::const_buffer>(writing.buffers()),
                     [self = shared_from_this()](const error_code& error, std::size_t bytes) {
                       self->on_written(error, bytes);
                     });
@@ -371,7 +373,7 @@ void Connection::release_staged() {
 
 void Connection::on_written(const error_code& error, std::size_t bytes) {
   writing_now_ = false;
-  writing_.clear();
+  output_.get().writing.clear();
   if (error) return terminate();
   broker::ShardStats::add(worker_.shard().stats().bytes_sent, bytes);
   if (protocol_ && !closing_) protocol_->on_writable();
@@ -390,6 +392,7 @@ void Connection::on_written(const error_code& error, std::size_t bytes) {
 
 void Connection::check_deadlines(broker::Clock::time_point now) {
   if (terminated_) return;
+  if (!writing_now_ && unsent_bytes() == 0) output_.release();
   if (closing_) {
     // A peer that does not read its last packets does not hold the socket.
     if (now - closing_since_ > kClosingGrace) terminate();

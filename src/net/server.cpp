@@ -61,7 +61,7 @@ struct Server::Impl : broker::Mailbox {
 
   // Whether a new connection from `socket`'s address is over
   // rate_limits.connections_per_s_per_ip. Runs on the acceptors' thread only.
-  bool over_connection_rate(Listener& listener, const tcp::socket& socket) {
+  bool over_connection_rate(Listener& listener, const Socket& socket) {
     const config::RateLimitConfig& limits = *listener.rate_limits;
     auto& per_address = listener.per_address;
     if (limits.connections_per_s_per_ip <= 0) return false;
@@ -84,7 +84,7 @@ struct Server::Impl : broker::Mailbox {
     next_worker = (next_worker + 1) % static_cast<std::uint32_t>(workers.size());
     listener.acceptor.async_accept(target.context(), [this, &listener, &target](
                                                          const boost::system::error_code& error,
-                                                         tcp::socket socket) {
+                                                         Socket socket) {
       if (error == asio::error::operation_aborted) return;
       if (!error) {
         const bool over_rate = over_connection_rate(listener, socket);

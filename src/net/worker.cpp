@@ -116,7 +116,7 @@ void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
   asio::post(context_, [this, fd, ipv6, connect = std::move(connect), unread = std::move(unread),
                         tls = std::move(tls), ws = std::move(ws), rate_limits]() mutable {
     boost::system::error_code error;
-    asio::ip::tcp::socket socket(context_);
+    Socket socket(context_);
     socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
     if (error) {
       ::close(fd);

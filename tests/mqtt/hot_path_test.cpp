@@ -89,9 +89,10 @@ TEST(HotPath, ABareAcknowledgementIsItsPacketId) {
 TEST(HotPath, AnythingMoreThanAPacketIdTakesTheGeneralDecoder) {
   std::uint16_t id = 0;
   // A reason code (5.0 only), packet id 0, a PUBREL, a PUBACK with flags set.
-  for (const std::vector<std::uint8_t>& bytes :
-       {std::vector<std::uint8_t>{0x40, 3, 0, 1, 0x10}, {0x40, 2, 0, 0}, {0x62, 2, 0, 1},
-        {0x41, 2, 0, 1}}) {
+  for (const std::vector<std::uint8_t>& bytes : {std::vector<std::uint8_t>{0x40, 3, 0, 1, 0x10},
+                                                 {0x40, 2, 0, 0},
+                                                 {0x62, 2, 0, 1},
+                                                 {0x41, 2, 0, 1}}) {
     EXPECT_FALSE(decode_plain_ack(frame_of(bytes), id));
   }
   EXPECT_FALSE(decode_plain_ack(frame_of(encoded(Pingreq{}, ProtocolVersion::kV5)), id));
