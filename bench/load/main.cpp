@@ -41,6 +41,7 @@ struct Options {
   double rate = 0;  // total messages/s over all publishers
   std::uint32_t threads = 1;
   int broker_pid = 0;
+  double settle_s = 2;  // conns: idle this long before the broker's memory is read
 };
 
 // utime + stime of a process, in seconds.
@@ -203,6 +204,9 @@ int run(Options& o) {
          << " window=" << (o.settings.qos == 0 ? o.settings.window : o.settings.inflight)
          << " threads=" << o.threads << " tls=" << (o.settings.tls_ca.empty() ? 0 : 1);
   if (conns) {
+    // Memory per *idle* connection: what a broker keeps once the connects
+    // are over, not what it holds in the middle of answering them.
+    if (o.broker_pid) std::this_thread::sleep_for(std::chrono::duration<double>(o.settle_s));
     const std::uint64_t rss_after = o.broker_pid ? resident_bytes(o.broker_pid) : 0;
     stop();
     result << " connections=" << total << " connect_s=" << connect_s
@@ -309,6 +313,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls-ca", o.settings.tls_ca, "connect with TLS, trusting this CA file")
       ->check(CLI::ExistingFile);
   app.add_option("--broker-pid", o.broker_pid, "the broker's PID, for its CPU time and memory");
+  app.add_option("--settle", o.settle_s,
+                 "conns: seconds the connections stay idle before the broker's memory is read");
   CLI11_PARSE(app, argc, argv);
   return run(o);
 }
