@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 namespace sluice::mqtt {
 namespace {
 
@@ -50,6 +52,23 @@ TEST(Utf8, MQTT_1_5_4_1_RefusesIllFormedSequences) {
        }) {
     EXPECT_EQ(check(bad), Utf8Check::kIllFormed) << testing::PrintToString(bad);
   }
+}
+
+// ASCII is checked eight bytes at a time: a NUL or a bad sequence at any
+// offset of a long text, inside a word or across its end, is still found.
+TEST(Utf8, FindsWhatIsWrongAtEveryOffsetOfALongText) {
+  for (std::size_t at = 0; at < 24; ++at) {
+    std::string text(24, 'a');
+    text[at] = '\0';
+    EXPECT_EQ(check(text), Utf8Check::kNullChar) << at;
+    text[at] = '\xC0';  // overlong lead
+    EXPECT_EQ(check(text), Utf8Check::kIllFormed) << at;
+    if (at + 1 < text.size()) {
+      text.replace(at, 2, "\xC2\x80");  // U+0080 among ASCII
+      EXPECT_EQ(check(text), Utf8Check::kValid) << at;
+    }
+  }
+  EXPECT_EQ(check("sluice-bench/12345/p2p/7"), Utf8Check::kValid);
 }
 
 }  // namespace
