@@ -33,7 +33,7 @@ Session* Shard::create_session(const std::string& client_id) {
   auto session = std::make_unique<Session>(*this, broker_.new_session_id(), client_id);
   Session& ref = *session;
   sessions_by_id_.emplace(ref.id(), &ref);
-  sessions_.insert_or_assign(client_id, std::move(session));
+  sessions_.emplace(ref.client_id(), std::move(session));  // keyed by the session's own id
   return &ref;
 }
 
@@ -52,8 +52,8 @@ void Shard::end_session(Session& session) {
   }
   offline_.erase(&session);
   sessions_by_id_.erase(session.id());
-  const std::string client_id = session.client_id();  // the key must outlive the erase
-  sessions_.erase(client_id);                         // destroys `session`
+  // By position: the key is a view of the client id that the erase destroys.
+  sessions_.erase(sessions_.find(session.client_id()));
 }
 
 void Shard::session_went_offline(Session& session, Clock::time_point now) {

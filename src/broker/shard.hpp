@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -98,7 +99,8 @@ class Shard {
   Broker& broker_;
   const std::uint32_t index_;
   ShardStats stats_;
-  std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  // Keyed by a view of the session's own client id: one copy of it per session.
+  std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::uint64_t, Session*> sessions_by_id_;
   std::unordered_set<Session*> offline_;
   std::vector<std::vector<RemoteDelivery>> outbox_;

@@ -272,18 +272,23 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
 }
 
 void Connection::send(const mqtt::Packet& packet) {
-  output_.get().pending.append_packet(packet, version_);
+  output().pending.append_packet(packet, version_);
   mark_dirty();
 }
 
 void Connection::send_publish(const mqtt::PublishHead& head, const broker::MessagePtr& message) {
-  output_.get().pending.append_publish(head, version_, message);
+  output().pending.append_publish(head, version_, message);
   mark_dirty();
 }
 
 void Connection::send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
-  output_.get().pending.append_plain_ack(type, packet_id);
+  output().pending.append_plain_ack(type, packet_id);
   mark_dirty();
+}
+
+ConnectionOutput& Connection::output() {
+  if (!output_) output_ = worker_.lend_output();
+  return *output_;
 }
 
 void Connection::mark_dirty() {
@@ -303,11 +308,11 @@ void Connection::flush() {
   dirty_ = false;
   if (terminated_ || writing_now_) return;
   const bool ws_reply = ws() && !layers_->ws_reply.empty();
-  if ((output_.find() == nullptr || output_.find()->pending.empty()) && !ws_reply) {
+  if ((!output_ || output_->pending.empty()) && !ws_reply) {
     if (closing_) terminate();
     return;
   }
-  Output& output = output_.get();
+  ConnectionOutput& output = this->output();
   std::swap(output.pending, output.writing);
   OutputBuffer& writing = output.writing;
   writing_now_ = true;
@@ -373,11 +378,14 @@ void Connection::release_staged() {
 
 void Connection::on_written(const error_code& error, std::size_t bytes) {
   writing_now_ = false;
-  output_.get().writing.clear();
+  output_->writing.clear();
   if (error) return terminate();
   broker::ShardStats::add(worker_.shard().stats().bytes_sent, bytes);
   if (protocol_ && !closing_) protocol_->on_writable();
   flush();
+  if (!writing_now_ && output_ && output_->pending.empty()) {
+    worker_.return_output(std::move(output_));
+  }
   worker_.schedule_flush();
   if (reading_paused_ &&
       unsent_bytes() <= worker_.broker().config().limits.max_write_buffer_bytes) {
@@ -392,7 +400,6 @@ void Connection::on_written(const error_code& error, std::size_t bytes) {
 
 void Connection::check_deadlines(broker::Clock::time_point now) {
   if (terminated_) return;
-  if (!writing_now_ && unsent_bytes() == 0) output_.release();
   if (closing_) {
     // A peer that does not read its last packets does not hold the socket.
     if (now - closing_since_ > kClosingGrace) terminate();

@@ -16,7 +16,6 @@
 
 #include "broker/client_link.hpp"
 #include "broker/client_protocol.hpp"
-#include "broker/on_demand.hpp"
 #include "mqtt/frame_decoder.hpp"
 #include "net/output_buffer.hpp"
 #include "net/tls.hpp"
@@ -50,8 +49,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   void send_publish(const mqtt::PublishHead& head, const broker::MessagePtr& message) override;
   void send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) override;
   std::size_t unsent_bytes() const override {
-    const Output* output = output_.find();
-    return output != nullptr ? output->pending.size() + output->writing.size() : 0;
+    return output_ ? output_->pending.size() + output_->writing.size() : 0;
   }
   void close() override;
 
@@ -63,6 +61,9 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   void shutdown();
   // Its address connects too often: its CONNECT will be refused.
   void refuse_over_connection_rate() { over_connection_rate_ = true; }
+  // Its place in its worker's list of connections, which only the worker sets.
+  std::uint32_t worker_slot() const { return worker_slot_; }
+  void set_worker_slot(std::uint32_t slot) { worker_slot_ = slot; }
   // The rate limits of the listener it came through (nullptr: the global ones).
   void set_rate_limits(const config::RateLimitConfig* limits) { rate_limits_ = limits; }
 
@@ -117,13 +118,10 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   mqtt::FrameDecoder decoder_;
   std::optional<broker::ClientProtocol> protocol_;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV3_1_1;
-  // Made when something is sent, released by check_deadlines once everything
-  // is written: an idle connection holds no output buffers.
-  struct Output {
-    OutputBuffer pending;  // filled during this turn
-    OutputBuffer writing;  // handed to the socket
-  };
-  broker::OnDemand<Output> output_;
+  // Lent by the worker while there is something to write, and given back
+  // once everything is written: an idle connection holds no output buffers.
+  std::unique_ptr<ConnectionOutput> output_;
+  ConnectionOutput& output();
   bool writing_now_ = false;
   bool dirty_ = false;
   bool closing_ = false;         // close once everything queued is written
@@ -131,6 +129,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   broker::Clock::time_point closing_since_;
   bool terminated_ = false;
   bool over_connection_rate_ = false;
+  std::uint32_t worker_slot_ = 0;
   const config::RateLimitConfig* rate_limits_ = nullptr;
   broker::Clock::time_point connected_at_;
   broker::Clock::time_point last_read_;

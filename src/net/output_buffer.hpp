@@ -46,4 +46,11 @@ class OutputBuffer {
   std::size_t size_ = 0;
 };
 
+// What one connection writes from: the packets of this loop turn, and those
+// the socket is taking.
+struct ConnectionOutput {
+  OutputBuffer pending;  // filled during this turn
+  OutputBuffer writing;  // handed to the socket
+};
+
 }  // namespace sluice::net

@@ -52,18 +52,36 @@ void Worker::join() {
 
 bool Worker::add(std::shared_ptr<Connection> connection) {
   if (stopping_) return false;  // dropping the last reference closes the socket
-  Connection* key = connection.get();
-  connections_.emplace(key, std::move(connection));
+  connection->set_worker_slot(static_cast<std::uint32_t>(connections_.size()));
+  connections_.push_back(std::move(connection));
   return true;
 }
 
 void Worker::remove(Connection& connection) {
   // Keep it alive until the end of this turn: the caller may be inside it.
-  const auto it = connections_.find(&connection);
-  if (it == connections_.end()) return;
-  asio::post(context_, [doomed = std::move(it->second)] {});
-  connections_.erase(it);
+  const std::uint32_t slot = connection.worker_slot();
+  if (slot >= connections_.size() || connections_[slot].get() != &connection) return;
+  asio::post(context_, [doomed = std::move(connections_[slot])] {});
+  if (slot + 1 != connections_.size()) {  // the last one takes its place
+    connections_[slot] = std::move(connections_.back());
+    connections_[slot]->set_worker_slot(slot);
+  }
+  connections_.pop_back();
   if (stopping_ && connections_.empty()) context_.stop();
+}
+
+std::unique_ptr<ConnectionOutput> Worker::lend_output() {
+  if (spare_outputs_.empty()) return std::make_unique<ConnectionOutput>();
+  auto output = std::move(spare_outputs_.back());
+  spare_outputs_.pop_back();
+  return output;
+}
+
+void Worker::return_output(std::unique_ptr<ConnectionOutput> output) {
+  // As many as were busy at once, up to a bound: a burst of connects must not
+  // leave thousands behind.
+  constexpr std::size_t kMostSpare = 256;
+  if (spare_outputs_.size() < kMostSpare) spare_outputs_.push_back(std::move(output));
 }
 
 void Worker::schedule_flush() {
@@ -143,7 +161,7 @@ void Worker::post_shutdown() {
     stopping_ = true;
     tick_timer_.cancel();
     std::vector<std::shared_ptr<Connection>> all;
-    for (auto& [key, connection] : connections_)
+    for (auto& connection : connections_)
       all.push_back(connection);
     for (auto& connection : all)
       connection->shutdown();
@@ -164,7 +182,7 @@ void Worker::on_tick() {
   shard_.tick(now);
   std::vector<std::shared_ptr<Connection>> all;
   all.reserve(connections_.size());
-  for (auto& [key, connection] : connections_)
+  for (auto& connection : connections_)
     all.push_back(connection);
   for (auto& connection : all)
     connection->check_deadlines(now);

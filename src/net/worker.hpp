@@ -10,11 +10,11 @@
 #include <memory>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "broker/broker.hpp"
 #include "broker/shard.hpp"
+#include "net/output_buffer.hpp"
 
 namespace sluice::net {
 
@@ -47,6 +47,11 @@ class Worker {
   void schedule_flush();
   void mark_dirty(std::shared_ptr<Connection> connection);
   std::span<std::uint8_t> read_buffer() { return read_buffer_; }
+  // Output buffers for a connection that has something to write, given back
+  // once it has written everything: idle connections hold none, and their
+  // capacity serves the next busy one instead of being freed and made again.
+  std::unique_ptr<ConnectionOutput> lend_output();
+  void return_output(std::unique_ptr<ConnectionOutput> output);
 
   // ---- from any thread ----
   void post_deliveries(std::vector<broker::RemoteDelivery>&& deliveries);
@@ -75,11 +80,14 @@ class Worker {
   boost::asio::steady_timer tick_timer_;
   bool stopping_ = false;
 
-  std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
+  // Each knows its slot (Connection::worker_slot), so removing one is a swap
+  // with the last: no hash-map node per connection.
+  std::vector<std::shared_ptr<Connection>> connections_;
   std::vector<std::shared_ptr<Connection>> dirty_;
   std::vector<std::shared_ptr<Connection>> flushing_;  // dirty_ of the turn being flushed
   bool flush_scheduled_ = false;
   std::vector<std::uint8_t> read_buffer_;
+  std::vector<std::unique_ptr<ConnectionOutput>> spare_outputs_;
 
   std::mutex inbox_mutex_;
   std::vector<std::vector<broker::RemoteDelivery>> inbox_;
