@@ -127,6 +127,9 @@ struct SubscriptionIndex::MatchCache {
     std::uint64_t generation = 0;
     std::string topic;
     std::vector<Member> members;
+    // No subscriber appears twice: nothing to merge (sorting 100 targets per
+    // message cost 3 % of a fan-out to 100 subscribers).
+    bool distinct = false;
   };
   std::vector<Slot> slots = std::vector<Slot>(kSlots);
 
@@ -245,6 +248,17 @@ Target target_of(const SubscriptionIndex::Entry& entry,
   return target;
 }
 
+// True when no subscriber has two of `members` (SubscriptionIndex::Member).
+template <class Members>
+bool distinct_subscribers(const Members& members) {
+  std::vector<SubscriberRef> refs;
+  refs.reserve(members.size());
+  for (const auto& member : members)
+    refs.push_back(member.entry.ref);
+  std::sort(refs.begin(), refs.end());
+  return std::adjacent_find(refs.begin(), refs.end()) == refs.end();
+}
+
 // Merges targets of one subscriber into one [MQTT-3.3.4-2]: the highest
 // QoS, every subscription identifier, retain-as-published if any asked.
 void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
@@ -281,13 +295,14 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
       if (entry.options.no_local && entry.ref.session_id == message.origin_session) continue;
       out.push_back(target_of(entry, member.session, message));
     }
-    merge_per_subscriber(out, first);
+    if (!slot.distinct) merge_per_subscriber(out, first);
   };
   if (slot.index_id == id_ && slot.generation == generation && slot.topic == message.topic) {
     return add_targets();
   }
 
   slot.index_id = 0;
+  slot.distinct = false;
   slot.members.clear();
   std::vector<const SharedGroup*> groups;
   const bool dollar_topic = !message.topic.empty() && message.topic[0] == '$';
@@ -318,6 +333,7 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   walk(walk, *root_, message.topic, false, true);
   add_targets();
   if (groups.empty()) {
+    slot.distinct = distinct_subscribers(slot.members);
     slot.index_id = id_;
     slot.generation = generation;
     slot.topic = message.topic;

@@ -239,5 +239,20 @@ TEST(SubscriptionIndex, ARepeatedTopicOfASharedGroupStillRoundRobins) {
   EXPECT_EQ(got.count(3), 4u);
 }
 
+TEST(SubscriptionIndex, ARepeatedTopicStillMergesOneSubscribersOverlappingFilters) {
+  SubscriptionIndex index;
+  index.subscribe("m/t", entry(1, QoS::kAtMostOnce, 5), online());
+  index.subscribe("m/+", entry(1, QoS::kAtLeastOnce, 6), online());
+  index.subscribe("m/#", entry(2), online());
+  for (int i = 0; i < 2; ++i) {  // walked, then remembered
+    std::vector<Target> targets;
+    index.match(message("m/t"), Strategy::kRoundRobin, targets);
+    ASSERT_EQ(targets.size(), 2u) << i;
+    const Target& first = targets[0].ref.session_id == 1 ? targets[0] : targets[1];
+    EXPECT_EQ(first.max_qos, QoS::kAtLeastOnce);
+    EXPECT_EQ(first.identifiers.size(), 2u);
+  }
+}
+
 }  // namespace
 }  // namespace sluice::broker
