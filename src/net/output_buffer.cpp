@@ -1,6 +1,8 @@
 // Building the piece list of one gathered write.
 #include "net/output_buffer.hpp"
 
+#include "net/publish_head_memo.hpp"
+
 namespace sluice::net {
 namespace {
 
@@ -36,8 +38,11 @@ void OutputBuffer::append_plain_ack(mqtt::PacketType type, std::uint16_t packet_
 
 void OutputBuffer::append_publish(const mqtt::PublishHead& head, mqtt::ProtocolVersion version,
                                   const broker::MessagePtr& message) {
+  // One per thread: the deliveries of a message to many subscribers are made
+  // one after another on the thread that holds their sessions.
+  thread_local PublishHeadMemo memo;
   const std::size_t from = bytes_.size();
-  if (!mqtt::encode_publish_head(head, version, bytes_)) return;
+  if (!memo.append(head, version, message, bytes_)) return;
   const auto& payload = message->payload;
   if (payload.size() < kCopyPayloadBelowBytes) {
     bytes_.insert(bytes_.end(), payload.begin(), payload.end());
