@@ -80,10 +80,23 @@ Worker::Worker(const Settings& settings, Shared& shared, std::uint32_t publisher
   }
 }
 
+namespace {
+
+// Closes with a reset: a closing client keeps its port in TIME_WAIT for a
+// minute, and the 10,000 of one conns run would slow the connects of the
+// next broker measured.
+void close_without_time_wait(int fd) {
+  const linger reset{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  close(fd);
+}
+
+}  // namespace
+
 Worker::~Worker() {
   for (auto& connection : connections_) {
     SSL_free(connection->ssl);
-    if (connection->fd >= 0) close(connection->fd);
+    if (connection->fd >= 0) close_without_time_wait(connection->fd);
   }
   if (epoll_ >= 0) close(epoll_);
   SSL_CTX_free(tls_);

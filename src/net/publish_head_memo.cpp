@@ -15,8 +15,8 @@ bool shared_form(const mqtt::PublishHead& head) {
 
 bool PublishHeadMemo::holds(const mqtt::PublishHead& head, mqtt::ProtocolVersion version,
                             const broker::MessagePtr& message) const {
-  return message_ == message && version_ == version && qos_ == head.qos &&
-         retain_ == head.retain && dup_ == head.dup && shared_form(head);
+  return message_ == message && version_ == version && qos_ == head.qos && retain_ == head.retain &&
+         dup_ == head.dup && shared_form(head);
 }
 
 void PublishHeadMemo::keep(const mqtt::PublishHead& head, mqtt::ProtocolVersion version,
