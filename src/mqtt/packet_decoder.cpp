@@ -399,7 +399,9 @@ constexpr auto kDecoders = make_decoders(std::make_index_sequence<std::variant_s
 }  // namespace
 
 DecodeError decode_publish_into(const Frame& frame, ProtocolVersion version, Publish& out) {
-  if (is_v5(version) && has_any(out.properties)) out.properties = {};
+  // Whatever the version: the Publish may come from a 5.0 client's PUBLISH
+  // on the same thread, and 3.x reads no properties to overwrite them.
+  if (has_any(out.properties)) out.properties = {};
   out.packet_id = 0;
   ByteReader r(frame.body);
   decode_publish(frame, version, r, out);

@@ -22,8 +22,8 @@ DecodeError decode_packet(const Frame& frame, ProtocolVersion version, Packet& o
 DecodeError decode_connect(const Frame& frame, Connect& out);
 
 // PUBLISH alone, into `out`, which may be one reused from the previous
-// PUBLISH: every field is overwritten, and its properties are cleared only
-// when it holds some (never on 3.x). The broker's hot path: no `Packet` and no
+// PUBLISH of any client and version: every field is overwritten, and its
+// properties are cleared when it holds some. The broker's hot path: no `Packet` and no
 // `Properties` are made and destroyed per message.
 DecodeError decode_publish_into(const Frame& frame, ProtocolVersion version, Publish& out);
 

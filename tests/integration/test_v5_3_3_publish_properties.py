@@ -143,3 +143,25 @@ def test_reason_string_explains_a_disconnect(broker):
     raw.send(rawmqtt.publish("", b"x", properties=b"\x23\x00\x07"))
     (packet,) = raw.closed_by_broker()
     assert b"Topic Alias" in packet.body
+
+
+def test_a_3_1_1_publish_after_a_5_0_publish_with_properties_carries_none(make_broker, clients):
+    # One worker: both PUBLISHes are decoded on one thread, whose decoder
+    # reuses one Publish for every connection.
+    broker = make_broker(args=["--workers", "1"])
+    topic = unique("carry")
+    subscriber = clients(broker.port, version=5)
+    subscriber.subscribe(topic + "/#", qos=1)
+    clients(broker.port, version=5).publish(
+        topic + "/five", b"text", qos=1,
+        properties=props(PacketTypes.PUBLISH, PayloadFormatIndicator=1, ContentType="text/plain",
+                         MessageExpiryInterval=600))
+    first = subscriber.receive()
+    assert first.properties.ContentType == "text/plain"
+    # Not UTF-8: refused if the 5.0 Payload Format Indicator were still there.
+    clients(broker.port, version=4).publish(topic + "/three", b"\xff\xfe binary", qos=1)
+    second = subscriber.receive()
+    assert second.topic == topic + "/three"
+    assert second.payload == b"\xff\xfe binary"
+    for name in ("PayloadFormatIndicator", "ContentType", "MessageExpiryInterval"):
+        assert not hasattr(second.properties, name), name

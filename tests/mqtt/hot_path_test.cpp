@@ -59,6 +59,28 @@ TEST(HotPath, APublishDecodedIntoAReusedOneEqualsTheGeneralDecoding) {
   }
 }
 
+// One Publish serves every connection of a worker: a 3.x PUBLISH decoded
+// after a 5.0 one with properties has none.
+TEST(HotPath, A3xPublishAfterA5PublishWithPropertiesHasNone) {
+  Publish reused;
+  for (auto& sample : sample_packets(ProtocolVersion::kV5)) {
+    const auto* publish = std::get_if<Publish>(&sample.packet);
+    if (publish == nullptr || !has_any(publish->properties)) continue;
+    ASSERT_TRUE(decode_publish_into(frame_of(encoded(sample.packet, ProtocolVersion::kV5)),
+                                    ProtocolVersion::kV5, reused)
+                    .ok());
+    break;
+  }
+  ASSERT_TRUE(has_any(reused.properties));
+  Publish v3;
+  v3.topic = "a/b";
+  v3.payload = {1, 2};
+  const auto bytes = encoded(v3, ProtocolVersion::kV3_1_1);
+  ASSERT_TRUE(decode_publish_into(frame_of(bytes), ProtocolVersion::kV3_1_1, reused).ok());
+  EXPECT_FALSE(has_any(reused.properties));
+  EXPECT_EQ(reused, v3);
+}
+
 TEST(HotPath, AMalformedPublishIsRefusedWithTheSameRule) {
   // QoS 3, and a QoS 0 PUBLISH with DUP set.
   for (std::uint8_t first : {std::uint8_t{0x36}, std::uint8_t{0x38}}) {
