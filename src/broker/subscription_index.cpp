@@ -121,7 +121,13 @@ const SubscriptionIndex::Member* SubscriptionIndex::SharedGroup::pick(
 // by the topic's hash. Holding copies of the members (entry and session tag)
 // keeps them valid without the lock.
 struct SubscriptionIndex::MatchCache {
-  static constexpr std::size_t kSlots = 4096;  // about 300 KB per thread when full
+  static constexpr std::size_t kSlots = 4096;
+  // Bounds on what it holds (a member is 48 bytes): a topic that reaches
+  // more subscribers than this is walked every time, and the members of all
+  // slots together stay under a few megabytes per thread.
+  static constexpr std::size_t kMostMembersPerSlot = 1024;
+  static constexpr std::size_t kMostMembers = 65'536;
+  std::size_t members_held = 0;
   struct Slot {
     std::uint64_t index_id = 0;  // 0: nothing remembered
     std::uint64_t generation = 0;
@@ -301,6 +307,8 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     return add_targets();
   }
 
+  MatchCache& cache = MatchCache::of_this_thread();
+  if (slot.index_id != 0) cache.members_held -= slot.members.size();
   slot.index_id = 0;
   slot.distinct = false;
   slot.members.clear();
@@ -332,13 +340,16 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   std::shared_lock lock(mutex_);
   walk(walk, *root_, message.topic, false, true);
   add_targets();
-  if (groups.empty()) {
+  if (groups.empty() && slot.members.size() <= MatchCache::kMostMembersPerSlot &&
+      cache.members_held + slot.members.size() <= MatchCache::kMostMembers) {
     slot.distinct = distinct_subscribers(slot.members);
     slot.index_id = id_;
     slot.generation = generation;
     slot.topic = message.topic;
+    cache.members_held += slot.members.size();
   } else {
-    slot.members.clear();  // walked every time: let go of the session tags
+    // Walked every time: let go of the session tags, and of a large list.
+    std::vector<Member>().swap(slot.members);
   }
   for (const SharedGroup* group : groups) {
     const Member* member = group->pick(strategy, message, SubscriberRef{~0u, 0}, false);

@@ -254,5 +254,17 @@ TEST(SubscriptionIndex, ARepeatedTopicStillMergesOneSubscribersOverlappingFilter
   }
 }
 
+// Past the cache's bound on members per topic the topic is walked every
+// time, with the same answers.
+TEST(SubscriptionIndex, ATopicWithMoreSubscribersThanTheCacheHoldsIsStillMatched) {
+  SubscriptionIndex index;
+  for (std::uint64_t session = 1; session <= 1500; ++session)
+    index.subscribe(session % 2 == 0 ? "big/t" : "big/+", entry(session), online());
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(sessions_matching(index, "big/t").size(), 1500u) << i;
+  index.unsubscribe("big/t", SubscriberRef{0, 2});
+  EXPECT_EQ(sessions_matching(index, "big/t").size(), 1499u);
+}
+
 }  // namespace
 }  // namespace sluice::broker
