@@ -26,6 +26,9 @@ Session* Shard::find_session(const std::string& client_id) {
 }
 
 Session* Shard::create_session(const std::string& client_id) {
+  // Callers look first; a second session under one id would leave the
+  // first's entries pointing at nothing.
+  if (Session* existing = find_session(client_id)) return existing;
   if (broker_.sessions().fetch_add(1) >= broker_.config().limits.max_sessions) {
     broker_.sessions().fetch_sub(1);
     return nullptr;
@@ -53,7 +56,8 @@ void Shard::end_session(Session& session) {
   offline_.erase(&session);
   sessions_by_id_.erase(session.id());
   // By position: the key is a view of the client id that the erase destroys.
-  sessions_.erase(sessions_.find(session.client_id()));
+  if (const auto it = sessions_.find(session.client_id()); it != sessions_.end())
+    sessions_.erase(it);
 }
 
 void Shard::session_went_offline(Session& session, Clock::time_point now) {
