@@ -1,7 +1,6 @@
-// A member made on first use. Most connections never use topic aliases, QoS 2
-// or a write buffer between bursts, and in each of them an empty
-// std::unordered_map alone would cost 56 bytes: what an idle connection
-// holds decides how many a broker can keep.
+// A member made on first use. Most connections never use topic aliases or
+// QoS 2, and in each of them an empty std::unordered_map alone would cost 56
+// bytes: what an idle connection holds decides how many a broker can keep.
 #pragma once
 
 #include <memory>
