@@ -27,16 +27,7 @@ class ClientLink {
   // Success and no properties: the acknowledgement every QoS 1/2 message
   // needs, which a connection can write without building a Packet.
   virtual void send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
-    switch (type) {
-      case mqtt::PacketType::kPuback:
-        return send(mqtt::Puback{packet_id, mqtt::ReasonCode::kSuccess, {}});
-      case mqtt::PacketType::kPubrec:
-        return send(mqtt::Pubrec{packet_id, mqtt::ReasonCode::kSuccess, {}});
-      case mqtt::PacketType::kPubrel:
-        return send(mqtt::Pubrel{packet_id, mqtt::ReasonCode::kSuccess, {}});
-      default:
-        return send(mqtt::Pubcomp{packet_id, mqtt::ReasonCode::kSuccess, {}});
-    }
+    send(mqtt::plain_ack_packet(type, packet_id));
   }
 
   // Bytes queued but not yet taken by the socket: how far behind the client is.

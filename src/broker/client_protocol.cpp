@@ -71,22 +71,7 @@ void ClientProtocol::send_ack(mqtt::Packet&& packet) {
 
 void ClientProtocol::send_plain_ack(mqtt::PacketType type, std::uint16_t packet_id) {
   if (acks_ && acks_->holding()) {  // behind those waiting for the store: the slow way
-    mqtt::Packet packet;
-    switch (type) {
-      case mqtt::PacketType::kPuback:
-        packet = mqtt::Puback{packet_id, ReasonCode::kSuccess, {}};
-        break;
-      case mqtt::PacketType::kPubrec:
-        packet = mqtt::Pubrec{packet_id, ReasonCode::kSuccess, {}};
-        break;
-      case mqtt::PacketType::kPubrel:
-        packet = mqtt::Pubrel{packet_id, ReasonCode::kSuccess, {}};
-        break;
-      default:
-        packet = mqtt::Pubcomp{packet_id, ReasonCode::kSuccess, {}};
-        break;
-    }
-    return acks_->send(std::move(packet));
+    return acks_->send(mqtt::plain_ack_packet(type, packet_id));
   }
   link_.send_plain_ack(type, packet_id);
 }

@@ -128,10 +128,12 @@ class Session {
     return inbound_qos2_.get().insert(packet_id).second;
   }
   bool release_inbound_qos2(std::uint16_t packet_id) {
-    return inbound_qos2_.find() != nullptr && inbound_qos2_.find()->erase(packet_id) > 0;
+    auto* pending = inbound_qos2_.find();
+    return pending != nullptr && pending->erase(packet_id) > 0;
   }
   std::size_t inbound_qos2_pending() const {
-    return inbound_qos2_.find() != nullptr ? inbound_qos2_.find()->size() : 0;
+    const auto* pending = inbound_qos2_.find();
+    return pending != nullptr ? pending->size() : 0;
   }
 
   // Hands messages that came through shared subscriptions to other members

@@ -294,7 +294,8 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   // Read before the walk: a change that races with it makes the next
   // publish walk again, never keeps a stale answer.
   const std::uint64_t generation = generation_.load(std::memory_order_acquire);
-  MatchCache::Slot& slot = MatchCache::of_this_thread().slot_for(message.topic);
+  MatchCache& cache = MatchCache::of_this_thread();
+  MatchCache::Slot& slot = cache.slot_for(message.topic);
   auto add_targets = [&] {
     for (const Member& member : slot.members) {
       const Entry& entry = member.entry;
@@ -307,7 +308,6 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     return add_targets();
   }
 
-  MatchCache& cache = MatchCache::of_this_thread();
   if (slot.index_id != 0) cache.members_held -= slot.members.size();
   slot.index_id = 0;
   slot.distinct = false;

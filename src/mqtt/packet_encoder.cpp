@@ -302,6 +302,19 @@ std::size_t publish_wire_size(const PublishHead& head, ProtocolVersion version) 
   return length ? 1 + varint_size(*length) + *length : 0;
 }
 
+Packet plain_ack_packet(PacketType type, std::uint16_t packet_id) {
+  switch (type) {
+    case PacketType::kPuback:
+      return Puback{packet_id, ReasonCode::kSuccess, {}};
+    case PacketType::kPubrec:
+      return Pubrec{packet_id, ReasonCode::kSuccess, {}};
+    case PacketType::kPubrel:
+      return Pubrel{packet_id, ReasonCode::kSuccess, {}};
+    default:
+      return Pubcomp{packet_id, ReasonCode::kSuccess, {}};
+  }
+}
+
 void encode_plain_ack(PacketType type, std::uint16_t packet_id, std::vector<std::uint8_t>& out) {
   const std::uint8_t flags = type == PacketType::kPubrel ? 0x02 : 0x00;  // [MQTT-3.6.1-1]
   const std::uint8_t bytes[] = {

@@ -62,6 +62,9 @@ bool encode_publish_head(const PublishHead& head, ProtocolVersion version,
 // Appends the PUBACK, PUBREC, PUBREL or PUBCOMP of `packet_id` with reason
 // Success and no properties: four bytes, the same in every MQTT version.
 void encode_plain_ack(PacketType type, std::uint16_t packet_id, std::vector<std::uint8_t>& out);
+// The same acknowledgement as a Packet, for whoever must queue or encode it
+// the general way.
+Packet plain_ack_packet(PacketType type, std::uint16_t packet_id);
 
 // The whole packet's size, payload included: what a client's Maximum Packet
 // Size is compared with [MQTT-3.1.2-24].
