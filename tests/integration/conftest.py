@@ -221,10 +221,16 @@ def clients():
         return client
 
     yield make
+    # DISCONNECT first: paho's network thread then ends at once, where
+    # stopping it first waits out its one-second select for each client.
+    for client in made:
+        try:
+            client.paho.disconnect()
+        except Exception:
+            pass
     for client in made:
         try:
             client.paho.loop_stop()
-            client.paho.disconnect()
         except Exception:
             pass
 
