@@ -266,12 +266,20 @@ bool distinct_subscribers(const Members& members) {
 }
 
 // Merges targets of one subscriber into one [MQTT-3.3.4-2]: the highest
-// QoS, every subscription identifier, retain-as-published if any asked.
+// QoS, every distinct subscription identifier [MQTT-3.3.4-3],
+// retain-as-published if any asked.
 void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
   auto begin = targets.begin() + static_cast<std::ptrdiff_t>(from);
   if (targets.end() - begin < 2) return;
   std::sort(begin, targets.end(), [](const Target& a, const Target& b) { return a.ref < b.ref; });
   auto out = begin;
+  bool merged = false;  // whether `out` took another target's identifiers
+  auto finish = [&] {
+    if (!merged) return;
+    std::sort(out->identifiers.begin(), out->identifiers.end());
+    out->identifiers.erase(std::unique(out->identifiers.begin(), out->identifiers.end()),
+                           out->identifiers.end());
+  };
   for (auto it = begin + 1; it != targets.end(); ++it) {
     if (it->ref == out->ref) {
       out->max_qos = std::max(out->max_qos, it->max_qos);
@@ -279,10 +287,16 @@ void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
       out->identifiers.insert(out->identifiers.end(), it->identifiers.begin(),
                               it->identifiers.end());
       if (!out->stored_session) out->stored_session = std::move(it->stored_session);
-    } else {
-      *++out = std::move(*it);
+      merged = true;
+      continue;
     }
+    finish();
+    merged = false;
+    // Never onto itself: a vector moved onto itself is emptied, and this
+    // subscriber's identifiers with it.
+    if (++out != it) *out = std::move(*it);
   }
+  finish();
   targets.erase(out + 1, targets.end());
 }
 

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 namespace sluice::broker {
@@ -73,6 +74,51 @@ TEST(SubscriptionIndex, MQTT_3_3_4_2_OverlappingSubscriptionsMergeToHighestQoSAn
   EXPECT_EQ(targets[0].max_qos, QoS::kExactlyOnce);
   EXPECT_EQ(std::set<std::uint32_t>(targets[0].identifiers.begin(), targets[0].identifiers.end()),
             (std::set<std::uint32_t>{7, 9}));
+}
+
+// [MQTT-3.3.4-3] The merge of one subscriber's targets used to move a target
+// onto itself when no merge had happened before it, and a vector moved onto
+// itself is emptied: the subscriber lost its identifiers whenever another
+// subscriber sorted before it.
+TEST(SubscriptionIndex, MQTT_3_3_4_3_IdentifiersSurviveTheMergeBehindAnotherSubscriber) {
+  SubscriptionIndex index;
+  index.subscribe("wc/+/temp", entry(2, QoS::kAtLeastOnce, 11), online());
+  index.subscribe("wc/#", entry(2, QoS::kAtLeastOnce, 12), online());
+  index.subscribe("wc/#", entry(1), online());
+  index.subscribe("wc/+/temp", entry(3), online());
+  for (int pass = 0; pass < 2; ++pass) {  // walked, then from this thread's cache
+    std::vector<Target> targets;
+    index.match(message("wc/b/temp"), Strategy::kRoundRobin, targets);
+    ASSERT_EQ(targets.size(), 3u);
+    for (const Target& target : targets) {
+      const std::set<std::uint32_t> ids(target.identifiers.begin(), target.identifiers.end());
+      const std::set<std::uint32_t> expected =
+          target.ref.session_id == 2 ? std::set<std::uint32_t>{11, 12} : std::set<std::uint32_t>{};
+      EXPECT_EQ(ids, expected) << "session " << target.ref.session_id << " pass " << pass;
+    }
+    targets.clear();
+    index.match(message("wc/a/hum"), Strategy::kRoundRobin, targets);
+    ASSERT_EQ(targets.size(), 2u);
+    for (const Target& target : targets) {
+      const std::vector<std::uint32_t> expected =
+          target.ref.session_id == 2 ? std::vector<std::uint32_t>{12} : std::vector<std::uint32_t>{};
+      EXPECT_EQ(target.identifiers, expected) << "session " << target.ref.session_id;
+    }
+  }
+}
+
+TEST(SubscriptionIndex, MQTT_3_3_4_3_AnIdentifierIsSentOnceWhateverHowManySubscriptionsCarryIt) {
+  SubscriptionIndex index;
+  index.subscribe("a/#", entry(1, QoS::kAtMostOnce, 5), online());
+  index.subscribe("a/+", entry(1, QoS::kAtMostOnce, 5), online());
+  index.subscribe("a/b", entry(1, QoS::kAtMostOnce, 6), online());
+  index.subscribe("+/b", entry(1, QoS::kAtMostOnce, 5), online());
+  std::vector<Target> targets;
+  index.match(message("a/b"), Strategy::kRoundRobin, targets);
+  ASSERT_EQ(targets.size(), 1u);
+  std::vector<std::uint32_t> ids = targets[0].identifiers;
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::uint32_t>{5, 6}));
 }
 
 TEST(SubscriptionIndex, MQTT_3_8_4_3_ResubscribingReplaces) {

@@ -163,3 +163,42 @@ def test_max_subscriptions_per_client_refuses_more_with_quota_exceeded(make_brok
     assert client.subscribe("two", qos=1)[0].value == 1
     assert client.subscribe("three", qos=1)[0].value == 0x97
     assert client.subscribe("one", qos=0)[0].value == 0  # replacing one is not a new one
+
+
+def test_MQTT_3_3_4_3_identifiers_reach_a_subscriber_among_others_across_workers(make_broker,
+                                                                                  clients):
+    # One subscriber holds two overlapping subscriptions with identifiers,
+    # three others hold the same filters without, and publishers on both
+    # workers send to topics that match one or both. Every delivery to the
+    # first carries exactly the identifiers of the filters the topic matches.
+    broker = make_broker(args=["--workers", "2"])
+    for _ in range(4):  # fresh clients each round: they land on other workers
+        base = unique("wc")
+        others = []
+        for flt in (f"{base}/#", f"{base}/+/temp", f"{base}/b/temp"):
+            other = clients(broker.port, version=5)
+            other.subscribe(flt, options=options(1))
+            others.append(other)
+        holder = clients(broker.port, version=5)
+        holder.subscribe(f"{base}/+/temp", options=options(1),
+                         properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=11))
+        holder.subscribe(f"{base}/#", options=options(1),
+                         properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=12))
+        per_topic = 10
+        publishers = [clients(broker.port, version=5) for _ in range(6)]
+        for publisher in publishers:
+            for i in range(per_topic):
+                publisher.publish(f"{base}/b/temp", b"t", qos=1, wait=False)
+                publisher.publish(f"{base}/a/hum", b"h", qos=1, wait=False)
+        sent = len(publishers) * per_topic
+        got = holder.receive_n(2 * sent)
+        wrong = [(m.topic, sorted(m.properties.SubscriptionIdentifier))
+                 for m in got
+                 if sorted(m.properties.SubscriptionIdentifier)
+                 != ([11, 12] if m.topic.endswith("/b/temp") else [12])]
+        assert not wrong, f"{len(wrong)} of {len(got)} deliveries with the wrong identifiers: {wrong[:5]}"
+        assert len(others[0].receive_n(2 * sent)) == 2 * sent
+        assert len(others[1].receive_n(sent)) == sent
+        assert len(others[2].receive_n(sent)) == sent
+        for client in others + [holder]:
+            client.expect_nothing(within=0.2)
