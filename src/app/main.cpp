@@ -99,6 +99,12 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
       "retained_loaded={} removed={}",
       storage.dir, storage.durability, counts.sessions, counts.subscriptions, counts.outbound,
       counts.inbound, counts.messages, counts.retained, counts.removed);
+  if (counts.sessions > broker.config().limits.max_sessions) {
+    spdlog::warn(
+        "event=over_max_sessions sessions_loaded={} max_sessions={} note=\"every stored session "
+        "was kept; new sessions are refused until fewer than max_sessions exist\"",
+        counts.sessions, broker.config().limits.max_sessions);
+  }
   return true;
 }
 

@@ -21,10 +21,6 @@ constexpr std::uint32_t kNeverExpires = 0xFFFFFFFF;
 constexpr std::size_t kMaxV31ClientIdBytes = 23;  // MQTT 3.1 section 3.1
 constexpr std::string_view kScramMethod = "SCRAM-SHA-256";
 
-bool is_sys_topic(std::string_view topic) {
-  return topic.starts_with("$SYS/") || topic == "$SYS";
-}
-
 }  // namespace
 
 ClientProtocol::ClientProtocol(Shard& shard, ClientLink& link) : shard_(shard), link_(link) {}
@@ -188,7 +184,7 @@ void ClientProtocol::continue_connect(mqtt::Connect&& connect, bool assigned,
     if (connect.will->retain && !config.mqtt.retain_available) {
       return refuse_connect(version_, ReasonCode::kRetainNotSupported);  // [MQTT-3.2.2-13]
     }
-    if (is_sys_topic(connect.will->topic)) {
+    if (mqtt::is_sys_topic(connect.will->topic)) {
       return refuse_connect(version_, ReasonCode::kNotAuthorized, "$SYS belongs to the broker");
     }
     if (mqtt::topic_levels(connect.will->topic) > config.limits.max_topic_levels) {
@@ -512,7 +508,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     if (!mqtt::is_v5(version_)) return disconnect_with(ReasonCode::kTopicNameInvalid);
     return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kTopicNameInvalid);
   }
-  if (is_sys_topic(publish.topic) ||  // $SYS belongs to the broker
+  if (mqtt::is_sys_topic(publish.topic) ||  // $SYS belongs to the broker
       (acl_ && !acl_->may_publish(publish.topic))) {
     // Dropped; 5.0 is told why, 3.x (no negative PUBACK) is acknowledged.
     session_->release_inbound_qos2(publish.packet_id);

@@ -133,8 +133,7 @@ class StateLoader final : public store::LoadVisitor {
 
   void session(store::SessionRecord&& record) override {
     Shard& shard = broker_.shard(broker_.shard_for_client(record.client_id));
-    Session* session = shard.create_session(record.client_id);
-    if (session == nullptr) return;  // over max_sessions
+    Session* session = shard.restore_session(record.client_id);
     session->set_expiry_s(record.expiry_s);
     session->set_stored(true);
     // A session that was connected when the broker stopped counts as

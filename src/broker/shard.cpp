@@ -33,6 +33,16 @@ Session* Shard::create_session(const std::string& client_id) {
     broker_.sessions().fetch_sub(1);
     return nullptr;
   }
+  return add_session(client_id);
+}
+
+Session* Shard::restore_session(const std::string& client_id) {
+  if (Session* existing = find_session(client_id)) return existing;
+  broker_.sessions().fetch_add(1);
+  return add_session(client_id);
+}
+
+Session* Shard::add_session(const std::string& client_id) {
   auto session = std::make_unique<Session>(*this, broker_.new_session_id(), client_id);
   Session& ref = *session;
   sessions_by_id_.emplace(ref.id(), &ref);
@@ -55,6 +65,7 @@ void Shard::end_session(Session& session) {
   }
   offline_.erase(&session);
   sessions_by_id_.erase(session.id());
+  broker_.sessions().fetch_sub(1);  // live sessions are counted, not sessions ever made
   // By position: the key is a view of the client id that the erase destroys.
   if (const auto it = sessions_.find(session.client_id()); it != sessions_.end())
     sessions_.erase(it);
@@ -77,7 +88,7 @@ std::size_t Shard::route(const MessagePtr& message, store::WriteBatch& batch) {
     const auto result = broker_.retained().set(message);
     // $SYS topics are made afresh by each run: not worth a write.
     if (storing && result != RetainedStore::SetResult::kLimitReached &&
-        !message->topic.starts_with("$SYS")) {
+        !mqtt::is_sys_topic(message->topic)) {
       if (message->payload.empty()) {
         batch.add(store::WriteBatch::DeleteRetained{message->topic});
       } else {

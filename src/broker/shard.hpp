@@ -36,6 +36,10 @@ class Shard {
   Session* find_session(const std::string& client_id);
   // A new session, or nullptr when limits.max_sessions are already in use.
   Session* create_session(const std::string& client_id);
+  // A session read back from the store at start-up: made whatever
+  // max_sessions says, since a lowered limit must not cost stored data (new
+  // sessions are refused until the count falls below it).
+  Session* restore_session(const std::string& client_id);
   // Removes the session's subscriptions, hands its shared messages on, and destroys it.
   void end_session(Session& session);
   // The session lost its connection: watch it for its will and its expiry.
@@ -90,6 +94,7 @@ class Shard {
 
  private:
   void publish_sys_topics(Clock::time_point now);
+  Session* add_session(const std::string& client_id);
   // Matches `message` and prepares its deliveries in `routed_`, adding what
   // must be stored to `batch`.
   std::size_t route(const MessagePtr& message, store::WriteBatch& batch);

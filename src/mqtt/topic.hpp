@@ -31,6 +31,13 @@ std::optional<SharedFilter> parse_shared_filter(std::string_view filter);
 
 bool has_wildcard(std::string_view filter);
 
+// Whether `topic` is in the broker's own `$SYS` tree (`$SYS` or `$SYS/...`,
+// section 4.7.2): clients may not publish there, and the broker does not
+// store what it publishes there. `$SYSTEM/x` is an ordinary `$` topic.
+constexpr bool is_sys_topic(std::string_view topic) {
+  return topic.starts_with("$SYS/") || topic == "$SYS";
+}
+
 // The number of levels: one more than the number of '/'.
 std::size_t topic_levels(std::string_view topic);
 

@@ -176,3 +176,49 @@ def test_a_pending_will_is_published_after_a_crash_and_only_once(tmp_path):
     again.expect_nothing(within=3.0)  # the will went out once; the store knows
     again.disconnect()
     assert third.stop() == 0
+
+
+def test_a_retained_message_on_a_dollar_topic_other_than_sys_is_stored(tmp_path):
+    # Only `$SYS` itself belongs to the broker; `$SYSTEM/...` is a client's
+    # topic like any other, and its acknowledged retained message is kept.
+    config = storage_config(tmp_path / "data")
+    topic = "$SYSTEM/" + unique("kept")
+    first = SluiceProcess(config_yaml=config).start()
+    publisher = Client(first.port, version=5)
+    publisher.publish(topic, b"kept", qos=1, retain=True)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    publisher.paho.loop_stop()
+    second = SluiceProcess(config_yaml=config).start()
+    subscriber = Client(second.port, version=5)
+    subscriber.subscribe(topic, qos=1)
+    assert subscriber.receive().payload == b"kept"
+    subscriber.disconnect()
+    assert second.stop() == 0, second.output()
+
+
+def test_a_lowered_max_sessions_keeps_every_stored_session(tmp_path):
+    directory = tmp_path / "data"
+    config = storage_config(directory)
+    topic = unique("lowered")
+    ids = [unique("stored") for _ in range(3)]
+    first = SluiceProcess(config_yaml=config).start()
+    for client_id in ids:
+        client = Client(first.port, client_id=client_id, version=5, clean=False,
+                        properties=session_properties(300))
+        client.subscribe(topic, qos=1)
+        client.disconnect()
+    Client(first.port, version=5).publish(topic, b"queued", qos=1)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = SluiceProcess(config_yaml=config + "limits:\n  max_sessions: 1\n").start()
+    assert "sessions_loaded=3" in second.output(), second.output()
+    for client_id in ids:  # every session is there, with what was queued for it
+        back = Client(second.port, client_id=client_id, version=5, clean=False,
+                      properties=session_properties(300))
+        assert back.session_present
+        assert back.receive().payload == b"queued"
+        back.disconnect()
+    raw = rawmqtt.RawClient(second.port)  # but a new one does not fit
+    raw.send(rawmqtt.connect(unique("new")))
+    assert rawmqtt.connack_reason(raw.receive()) == (0, 0x97)
+    assert second.stop() == 0, second.output()

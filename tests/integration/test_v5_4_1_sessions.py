@@ -139,3 +139,20 @@ def test_max_sessions_counts_offline_sessions_too(make_broker, clients):
     raw = rawmqtt.RawClient(process.port)
     raw.send(rawmqtt.connect(unique("third")))
     assert rawmqtt.connack_reason(raw.receive()) == (0, 0x97)
+
+
+def test_max_sessions_counts_live_sessions_not_sessions_ever_made(make_broker):
+    # Each clean session ends with its connection; the limit is on sessions
+    # that exist, so a client after many others still gets in.
+    process = make_broker("limits:\n  max_sessions: 3\n")
+    for i in range(10):
+        raw = rawmqtt.connected(process.port, unique(f"one-after-another-{i}"), version=4)
+        raw.send(rawmqtt.disconnect())
+        raw.closed_by_broker()
+    held = [rawmqtt.connected(process.port, unique("held")) for _ in range(3)]
+    raw = rawmqtt.RawClient(process.port)
+    raw.send(rawmqtt.connect(unique("fourth")))
+    assert rawmqtt.connack_reason(raw.receive()) == (0, 0x97)
+    held[0].send(rawmqtt.disconnect())
+    held[0].closed_by_broker()
+    rawmqtt.connected(process.port, unique("room-again"))  # asserts CONNACK 0x00
