@@ -110,7 +110,7 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
 
 // Who may connect. A listener off loopback without a password file stops
 // start-up unless development_mode says anonymous clients are wanted there.
-bool load_auth(const Config& config, std::optional<sluice::auth::Authenticator>& auth) {
+bool load_auth(const Config& config, std::unique_ptr<sluice::auth::Authenticator>& auth) {
   // Client certificates required by TLS authenticate clients as well.
   const auto open =
       std::find_if(config.listeners.begin(), config.listeners.end(), [](const auto& l) {
@@ -133,20 +133,33 @@ bool load_auth(const Config& config, std::optional<sluice::auth::Authenticator>&
         "reachable from the network\"",
         open->host, open->port);
   }
+  // A verified certificate's name is an identity where a listener takes it as the username.
+  const bool certificate_identities =
+      std::any_of(config.listeners.begin(), config.listeners.end(),
+                  [](const auto& l) { return l.tls.use_identity_as_username; });
   if (config.auth.password_file.empty() && config.auth.acl_file.empty() &&
-      config.auth.scram_file.empty()) {
+      config.auth.scram_file.empty() && !certificate_identities) {
     return true;
   }
   std::string error;
-  auth = sluice::auth::Authenticator::load(config.auth, error);
+  auth = sluice::auth::Authenticator::load(config.auth, certificate_identities, error);
   if (!auth) {
     spdlog::error("event=start_failed error=\"{}\"", error);
     return false;
   }
+  const bool sources = !config.auth.password_file.empty() || !config.auth.scram_file.empty() ||
+                       certificate_identities;
   spdlog::info(
-      "event=auth password_file=\"{}\" acl_file=\"{}\" scram_file=\"{}\" allow_anonymous={}",
+      "event=auth password_file=\"{}\" acl_file=\"{}\" scram_file=\"{}\" "
+      "certificate_identities={} allow_anonymous={}",
       config.auth.password_file, config.auth.acl_file, config.auth.scram_file,
-      config.auth.password_file.empty() || config.auth.allow_anonymous);
+      certificate_identities, !sources || config.auth.allow_anonymous);
+  if (auth->has_unreachable_user_rules()) {
+    spdlog::warn(
+        "event=acl_user_rules_unused note=\"the ACL file has rules for named users, but no "
+        "password file, SCRAM file or certificate identity can verify a name: every client is "
+        "anonymous, and only the anonymous rules and %c patterns apply\"");
+  }
   return true;
 }
 
@@ -205,10 +218,10 @@ int run(const Config& config, bool from_file) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  std::optional<sluice::auth::Authenticator> auth;
+  std::unique_ptr<sluice::auth::Authenticator> auth;
   if (!load_auth(config, auth)) return 1;
   sluice::broker::Broker broker(config, config.workers, sluice::app::kVersion);
-  if (auth) broker.set_auth(&*auth);
+  if (auth) broker.set_auth(auth.get());
   std::unique_ptr<sluice::store::Store> store;
   std::unique_ptr<sluice::store::Committer> committer;
   if (!open_storage(config.storage, broker, store, committer)) return 1;
@@ -244,7 +257,8 @@ int run(const Config& config, bool from_file) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("event=stopping signal={}", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   server.stop();
-  committer.reset();  // writes what is still pending before the store closes
+  if (auth) auth->stop();  // no password check calls back into the workers any more
+  committer.reset();       // writes what is still pending before the store closes
   spdlog::info("event=stopped");
   return 0;
 }

@@ -88,12 +88,12 @@ bool filters_overlap(std::string_view a, std::string_view b) {
   }
 }
 
-bool ClientAcl::may_publish(std::string_view topic) const {
+bool ClientAcl::grants(std::string_view topic, Access access) const {
   bool granted = false;
   for (const AclRule& rule : rules_) {
     if (!mqtt::topic_matches(rule.filter, topic)) continue;
     if (rule.access & kDeny) return false;
-    granted = granted || (rule.access & kWrite) != 0;
+    granted = granted || (rule.access & access) != 0;
   }
   return granted;
 }

@@ -31,12 +31,19 @@ struct AclRule {
 class ClientAcl {
  public:
   explicit ClientAcl(std::vector<AclRule> rules) : rules_(std::move(rules)) {}
-  bool may_publish(std::string_view topic) const;
+  bool may_publish(std::string_view topic) const { return grants(topic, kWrite); }
+  // Whether a message on `topic` may be delivered to this client: a read
+  // rule matches it and no deny rule does. Checked on every delivery, so a
+  // subscription the rules allowed once stops at what they allow now.
+  bool may_read(std::string_view topic) const { return grants(topic, kRead); }
   // A subscription is allowed when read rules cover everything its filter
   // can match (`a/#` covers `a/+/b`; `a/+/b` does not cover `a/#`).
   bool may_subscribe(std::string_view filter) const;
 
  private:
+  // A rule with `access` matches `topic` and no deny rule does.
+  bool grants(std::string_view topic, Access access) const;
+
   std::vector<AclRule> rules_;
 };
 
@@ -49,6 +56,8 @@ class AclFile {
 
   // The rules for one client (`username` empty: anonymous).
   ClientAcl for_client(std::string_view client_id, std::string_view username) const;
+  // Whether any rule is for a named user (after a `user` line).
+  bool has_user_rules() const { return !users_.empty(); }
 
  private:
   std::vector<AclRule> anonymous_;

@@ -7,6 +7,10 @@ namespace sluice::auth {
 
 namespace {
 
+// Threads that check passwords. One keeps up with about a thousand CONNECTs
+// a second, and leaves the other cores to the workers.
+constexpr unsigned kHashThreads = 1;
+
 // `user:$scram-sha-256$...` lines, as `sluice passwd --scram` writes them.
 std::optional<ScramUsers> load_scram_users(const std::string& path, std::string& error) {
   std::ifstream in(path);
@@ -35,41 +39,61 @@ std::optional<ScramUsers> load_scram_users(const std::string& path, std::string&
 
 }  // namespace
 
-std::optional<Authenticator> Authenticator::load(const config::AuthConfig& config,
-                                                 std::string& error) {
-  Authenticator auth;
+std::unique_ptr<Authenticator> Authenticator::load(const config::AuthConfig& config,
+                                                   bool certificate_identities,
+                                                   std::string& error) {
+  std::unique_ptr<Authenticator> auth(new Authenticator());
   if (!config.password_file.empty()) {
-    auth.passwords_ = PasswordFile::load(config.password_file, error);
-    if (!auth.passwords_) return std::nullopt;
-    auth.allow_anonymous_ = config.allow_anonymous;
+    auth->passwords_ = PasswordFile::load(config.password_file, error);
+    if (!auth->passwords_) return nullptr;
+    auth->pool_ = std::make_unique<HashPool>(kHashThreads);
   }
   if (!config.scram_file.empty()) {
-    auth.scram_ = load_scram_users(config.scram_file, error);
-    if (!auth.scram_) return std::nullopt;
+    auth->scram_ = load_scram_users(config.scram_file, error);
+    if (!auth->scram_) return nullptr;
   }
   if (!config.acl_file.empty()) {
-    auth.acl_ = AclFile::load(config.acl_file, error);
-    if (!auth.acl_) return std::nullopt;
+    auth->acl_ = AclFile::load(config.acl_file, error);
+    if (!auth->acl_) return nullptr;
   }
+  auth->sources_ = auth->passwords_ || auth->scram_ || certificate_identities;
+  auth->allow_anonymous_ = !auth->sources_ || config.allow_anonymous;
   return auth;
 }
 
-Authenticator::Verdict Authenticator::check(
-    const std::optional<std::string>& username,
-    const std::optional<std::vector<std::uint8_t>>& password) const {
-  if (!username) return allow_anonymous_ ? Verdict::kAllowed : Verdict::kNotAuthorized;
-  if (!passwords_) return Verdict::kAllowed;  // no passwords to check a name against
-  const std::string_view given =
-      password ? std::string_view(reinterpret_cast<const char*>(password->data()), password->size())
-               : std::string_view();
-  return password && passwords_->check(*username, given) ? Verdict::kAllowed
-                                                         : Verdict::kBadCredentials;
+Authenticator::~Authenticator() {
+  stop();
 }
 
-std::unique_ptr<ClientAcl> Authenticator::acl_for(std::string_view client_id,
-                                                  std::string_view username) const {
+Authenticator::Decision Authenticator::decide(const std::optional<std::string>& username) const {
+  if (!sources_) return Decision::kAnonymous;  // nothing verifies a name: nobody has one
+  if (username && passwords_) return Decision::kCheckPassword;
+  if (allow_anonymous_) return Decision::kAnonymous;
+  return username ? Decision::kRefuseUnverifiable : Decision::kRefuseNoCredentials;
+}
+
+bool Authenticator::check_password(const std::string& username, std::string_view password) const {
+  return passwords_ && passwords_->check(username, password);
+}
+
+void Authenticator::check_password_async(std::string username, std::string password,
+                                         std::function<void(bool verified)> done) const {
+  pool_->submit([this, username = std::move(username), password = std::move(password),
+                 done = std::move(done)] { done(check_password(username, password)); });
+}
+
+void Authenticator::stop() const {
+  if (pool_) pool_->stop();
+}
+
+std::unique_ptr<ClientAcl> Authenticator::acl_for(
+    std::string_view client_id, const std::optional<std::string>& username) const {
   if (!acl_) return nullptr;
-  return std::make_unique<ClientAcl>(acl_->for_client(client_id, username));
+  return std::make_unique<ClientAcl>(acl_->for_client(client_id, username.value_or("")));
+}
+
+bool Authenticator::has_unreachable_user_rules() const {
+  return acl_ && acl_->has_user_rules() && !sources_;
 }
 
 }  // namespace sluice::auth

@@ -1,14 +1,23 @@
-// Who may connect, and what each client may do: the password file and the
-// ACL file of the configuration, loaded once at start and then only read
-// (from every worker thread).
+// Who may connect, and what each client may do: the password file, the
+// SCRAM keys and the ACL file of the configuration, loaded once at start and
+// then only read (from every worker thread).
+//
+// One rule decides who a client is: a username counts (for the ACL and for
+// owning a session) only once it was verified, by the password file, by
+// SCRAM, or as the identity of a verified client certificate. When any of
+// those sources is configured, a client whose credentials cannot be verified
+// is refused, unless allow_anonymous lets it in as anonymous (no username
+// for the ACL). With no source configured every client is anonymous.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "auth/acl_file.hpp"
+#include "auth/hash_pool.hpp"
 #include "auth/password_file.hpp"
 #include "auth/scram.hpp"
 #include "config/config.hpp"
@@ -17,27 +26,54 @@ namespace sluice::auth {
 
 class Authenticator {
  public:
-  // Loads the files `config` names. On failure returns nullopt with the
-  // reason (file and line) in `error`.
-  static std::optional<Authenticator> load(const config::AuthConfig& config, std::string& error);
+  // Loads the files `config` names. `certificate_identities`: some listener
+  // takes a verified client certificate's name as the username (so
+  // certificates are a source of identities). On failure returns nullptr with
+  // the reason (file and line) in `error`.
+  static std::unique_ptr<Authenticator> load(const config::AuthConfig& config,
+                                             bool certificate_identities, std::string& error);
+  ~Authenticator();
 
-  enum class Verdict { kAllowed, kBadCredentials, kNotAuthorized };
-  // The CONNECT's username and password.
-  Verdict check(const std::optional<std::string>& username,
-                const std::optional<std::vector<std::uint8_t>>& password) const;
+  // What to do with a CONNECT that brings no verified identity of its own
+  // (no client certificate name, no SCRAM exchange).
+  enum class Decision {
+    kAnonymous,            // let in, with no username for the ACL
+    kCheckPassword,        // the password file decides (check_password)
+    kRefuseNoCredentials,  // no username, and anonymous clients are not allowed: 0x87 / 5
+    kRefuseUnverifiable,   // a username nothing here can verify: 0x86 / 4
+  };
+  Decision decide(const std::optional<std::string>& username) const;
+
+  // Whether `password` is `username`'s in the password file: the slow part
+  // (PBKDF2), for a thread that may take a millisecond.
+  bool check_password(const std::string& username, std::string_view password) const;
+  // The same on the hash pool; `done(verified)` runs on a pool thread.
+  void check_password_async(std::string username, std::string password,
+                            std::function<void(bool verified)> done) const;
+  // Stops the hash pool: no callback runs after this returns.
+  void stop() const;
 
   // SCRAM-SHA-256 users; nullptr when no scram_file is configured.
   const ScramUsers* scram_users() const { return scram_ ? &*scram_ : nullptr; }
 
-  // The client's access rules; nullptr when no ACL file is configured (then
-  // every client may publish and subscribe to anything).
-  std::unique_ptr<ClientAcl> acl_for(std::string_view client_id, std::string_view username) const;
+  // The access rules of a client with this verified `username` (nullopt:
+  // anonymous); nullptr when no ACL file is configured (then every client
+  // may publish and subscribe to anything).
+  std::unique_ptr<ClientAcl> acl_for(std::string_view client_id,
+                                     const std::optional<std::string>& username) const;
+  // Whether the ACL file has rules for named users while nothing can verify
+  // a name (they never apply then; the start-up log says so).
+  bool has_unreachable_user_rules() const;
 
  private:
+  Authenticator() = default;
+
   std::optional<PasswordFile> passwords_;
   std::optional<AclFile> acl_;
   std::optional<ScramUsers> scram_;
+  bool sources_ = false;  // any source of verified identities is configured
   bool allow_anonymous_ = true;
+  std::unique_ptr<HashPool> pool_;  // made with the password file
 };
 
 }  // namespace sluice::auth

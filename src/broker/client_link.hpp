@@ -35,6 +35,12 @@ class ClientLink {
 
   // Sends what is queued, then closes the connection.
   virtual void close() = 0;
+
+  // Stops handing packets to the broker after the one being handled, until
+  // release_input(): the rest waits, read or unread (a CONNECT whose steps
+  // wait on another thread; a publisher held back while a queue is full).
+  virtual void hold_input() {}
+  virtual void release_input() {}
 };
 
 }  // namespace sluice::broker

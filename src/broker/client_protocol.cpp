@@ -2,9 +2,6 @@
 // client's connection, packet by packet.
 #include "broker/client_protocol.hpp"
 
-#include <random>
-
-#include "auth/authenticator.hpp"
 #include "broker/persistence.hpp"
 #include "broker/shard.hpp"
 #include "mqtt/topic.hpp"
@@ -16,10 +13,6 @@ namespace {
 using mqtt::ProtocolVersion;
 using mqtt::QoS;
 using mqtt::ReasonCode;
-
-constexpr std::uint32_t kNeverExpires = 0xFFFFFFFF;
-constexpr std::size_t kMaxV31ClientIdBytes = 23;  // MQTT 3.1 section 3.1
-constexpr std::string_view kScramMethod = "SCRAM-SHA-256";
 
 }  // namespace
 
@@ -34,30 +27,6 @@ ClientProtocol::~ClientProtocol() {
 const std::string& ClientProtocol::client_id() const {
   static const std::string kNone;
   return session_ != nullptr ? session_->client_id() : kNone;
-}
-
-// ---- CONNECT ---------------------------------------------------------------
-
-void ClientProtocol::refuse_connect(ProtocolVersion version, ReasonCode reason,
-                                    const char* reason_string) {
-  mqtt::Connack connack{false, reason, {}};
-  if (reason_string != nullptr && mqtt::is_v5(version))
-    connack.properties.reason_string = reason_string;
-  link_.send(connack);
-  close();
-}
-
-std::string ClientProtocol::assign_client_id() const {
-  // An id that maps to this shard, so the session stays where the connection is.
-  thread_local std::mt19937_64 generator{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  while (true) {
-    std::string id = "sluice-";
-    std::uint64_t bits = generator();
-    for (int i = 0; i < 16; ++i, bits >>= 4)
-      id += kHex[bits & 0xF];
-    if (shard_.broker().shard_for_client(id) == shard_.index()) return id;
-  }
 }
 
 void ClientProtocol::send_ack(mqtt::Packet&& packet) {
@@ -78,198 +47,8 @@ AckQueue& ClientProtocol::deferred_acks() {
   return *acks_;
 }
 
-void ClientProtocol::refuse_over_connection_rate(mqtt::ProtocolVersion version) {
-  ShardStats::add(shard_.stats().rejected_connections);
-  refuse_connect(version, ReasonCode::kConnectionRateExceeded);
-}
-
 bool ClientProtocol::within_rate(std::optional<auth::TokenBucket>* bucket) {
   return bucket == nullptr || !*bucket || (*bucket)->take(Clock::now());
-}
-
-bool ClientProtocol::authenticate(const mqtt::Connect& connect) {
-  const auth::Authenticator* auth = shard_.broker().auth();
-  if (auth == nullptr) return true;
-  const auto verdict = verified_username_ ? auth::Authenticator::Verdict::kAllowed
-                                          : auth->check(connect.username, connect.password);
-  switch (verdict) {
-    case auth::Authenticator::Verdict::kAllowed:
-      break;
-    case auth::Authenticator::Verdict::kBadCredentials:
-      refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
-      return false;
-    case auth::Authenticator::Verdict::kNotAuthorized:
-      refuse_connect(version_, ReasonCode::kNotAuthorized, "a username is required");
-      return false;
-  }
-  acl_ = auth->acl_for(connect.client_id, connect.username.value_or(""));
-  return true;
-}
-
-void ClientProtocol::on_connect(mqtt::Connect&& connect) {
-  if (connect_seen_) return disconnect_with(ReasonCode::kProtocolError, "second CONNECT");
-  connect_seen_ = true;
-  version_ = connect.version;
-  const config::Config& config = shard_.config();
-  const bool v5 = mqtt::is_v5(version_);
-
-  if (shard_.broker().connections().fetch_add(1) >= config.limits.max_connections) {
-    shard_.broker().connections().fetch_sub(1);
-    return refuse_connect(version_, ReasonCode::kServerBusy, "too many connections");
-  }
-  counted_ = true;
-
-  bool assigned = false;
-  if (connect.client_id.empty()) {
-    // [MQTT-3.1.3-8] (3.1.1): an empty id needs a clean session; 3.1 needs 1..23 bytes.
-    if (version_ == ProtocolVersion::kV3_1 || (!v5 && !connect.clean_start)) {
-      return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
-    }
-    connect.client_id = assign_client_id();
-    assigned = true;
-  } else if (version_ == ProtocolVersion::kV3_1 &&
-             connect.client_id.size() > kMaxV31ClientIdBytes) {
-    return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
-  }
-  if (connect.properties.authentication_method)
-    return start_enhanced_auth(std::move(connect), assigned);
-  continue_connect(std::move(connect), assigned, std::nullopt);
-}
-
-void ClientProtocol::start_enhanced_auth(mqtt::Connect&& connect, bool assigned) {
-  const auth::Authenticator* authenticator = shard_.broker().auth();
-  const auth::ScramUsers* users = authenticator ? authenticator->scram_users() : nullptr;
-  if (users == nullptr || *connect.properties.authentication_method != kScramMethod) {
-    return refuse_connect(version_, ReasonCode::kBadAuthenticationMethod);
-  }
-  scram_ = std::make_unique<auth::ScramExchange>(*users);
-  const mqtt::Bytes& data = connect.properties.authentication_data.value_or(mqtt::Bytes{});
-  const auto server_first =
-      scram_->start({reinterpret_cast<const char*>(data.data()), data.size()});
-  if (!server_first) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
-  mqtt::Auth challenge{ReasonCode::kContinueAuthentication, {}};
-  challenge.properties.authentication_method = std::string(kScramMethod);
-  challenge.properties.authentication_data =
-      mqtt::Bytes(server_first->begin(), server_first->end());
-  link_.send(challenge);
-  pending_connect_ = std::make_unique<PendingConnect>(PendingConnect{std::move(connect), assigned});
-}
-
-void ClientProtocol::continue_connect(mqtt::Connect&& connect, bool assigned,
-                                      std::optional<std::string> server_final) {
-  const config::Config& config = shard_.config();
-  const bool v5 = mqtt::is_v5(version_);
-  if (verified_username_) {  // the certificate (or SCRAM) names the user
-    connect.username = *verified_username_;
-    connect.password.reset();
-  }
-  if (!authenticate(connect)) return;
-  const config::RateLimitConfig& rate =
-      listener_rate_limits_ != nullptr ? *listener_rate_limits_ : config.rate_limits;
-  if (rate.publishes_per_s > 0 || rate.subscriptions_per_s > 0) {
-    rates_ = std::make_unique<RateLimits>();
-    auto bucket = [&](double per_s, std::uint32_t burst, std::optional<auth::TokenBucket>& out) {
-      if (per_s > 0) out.emplace(per_s, burst != 0 ? burst : per_s, Clock::now());
-    };
-    bucket(rate.publishes_per_s, rate.publish_burst, rates_->publishes);
-    bucket(rate.subscriptions_per_s, rate.subscription_burst, rates_->subscriptions);
-  }
-  if (connect.will) {
-    if (acl_ && !acl_->may_publish(connect.will->topic)) {
-      return refuse_connect(version_, ReasonCode::kNotAuthorized, "the ACL denies the will topic");
-    }
-    if (static_cast<std::uint8_t>(connect.will->qos) > config.mqtt.max_qos) {
-      return refuse_connect(version_, ReasonCode::kQoSNotSupported);  // [MQTT-3.2.2-12]
-    }
-    if (connect.will->retain && !config.mqtt.retain_available) {
-      return refuse_connect(version_, ReasonCode::kRetainNotSupported);  // [MQTT-3.2.2-13]
-    }
-    if (mqtt::is_sys_topic(connect.will->topic)) {
-      return refuse_connect(version_, ReasonCode::kNotAuthorized, "$SYS belongs to the broker");
-    }
-    if (mqtt::topic_levels(connect.will->topic) > config.limits.max_topic_levels) {
-      return refuse_connect(version_, ReasonCode::kTopicNameInvalid,
-                            "will topic has too many levels");
-    }
-  }
-
-  // Session expiry: 5.0 asks for it; 3.x says clean session (ends now) or not (kept).
-  const std::uint32_t asked_expiry = v5 ? connect.properties.session_expiry_interval.value_or(0)
-                                        : (connect.clean_start ? 0 : kNeverExpires);
-  const std::uint32_t expiry = std::min(asked_expiry, config.sessions.max_session_expiry_s);
-  connect_expiry_s_ = expiry;
-
-  keep_alive_s_ = connect.keep_alive_s;
-  const std::uint16_t cap = config.limits.max_keepalive_s;
-  const bool keep_alive_capped = v5 && cap != 0 && (keep_alive_s_ == 0 || keep_alive_s_ > cap);
-  if (keep_alive_capped) keep_alive_s_ = cap;
-
-  // Take over, resume or start the session.
-  const Clock::time_point now = Clock::now();
-  Session* session = shard_.find_session(connect.client_id);
-  if (session != nullptr && session->owner() != nullptr) {
-    session->owner()->on_taken_over();
-    session = shard_.find_session(connect.client_id);  // it ends there if its expiry was 0
-  }
-  const auto expires = session != nullptr ? session->expires_at() : std::nullopt;
-  const bool expired = expires && *expires <= now;  // not yet ended by a tick
-  if (session != nullptr && (connect.clean_start || expired)) {
-    shard_.publish_will(*session);  // a pending will goes out when its session ends
-    shard_.end_session(*session);
-    session = nullptr;
-  }
-  const bool session_present = session != nullptr;
-  if (session == nullptr) session = shard_.create_session(connect.client_id);
-  if (session == nullptr)
-    return refuse_connect(version_, ReasonCode::kQuotaExceeded, "too many sessions");
-  session->take_will();  // a delayed will is not sent once the client is back [MQTT-3.1.3-9]
-  shard_.session_came_online(*session);
-  session->set_expiry_s(expiry);
-  session->set_will(std::move(connect.will));
-  session_ = session;
-  if (expiry != 0 && shard_.has_store()) {
-    // Written before anything the client sends next can depend on it; the
-    // CONNACK itself does not wait (see docs/persistence.md).
-    shard_.write_then(std::move(store::WriteBatch().add(
-                          store::WriteBatch::PutSession{session_record(*session, 0)})),
-                      nullptr);
-    session->set_stored(true);
-  }
-
-  mqtt::Connack connack;
-  connack.session_present = session_present;
-  if (v5) {
-    mqtt::Properties& p = connack.properties;
-    p.receive_maximum = config.limits.receive_maximum;
-    p.maximum_packet_size = config.limits.max_packet_bytes;
-    p.topic_alias_maximum = config.limits.topic_alias_maximum;
-    if (config.mqtt.max_qos < 2) p.maximum_qos = config.mqtt.max_qos;
-    p.retain_available = config.mqtt.retain_available ? 1 : 0;
-    p.wildcard_subscription_available = config.mqtt.wildcard_subscriptions ? 1 : 0;
-    p.subscription_identifier_available = config.mqtt.subscription_identifiers ? 1 : 0;
-    p.shared_subscription_available = config.mqtt.shared_subscriptions ? 1 : 0;
-    if (assigned) p.assigned_client_identifier = connect.client_id;
-    if (server_final) {  // the server's proof that it holds the user's keys
-      p.authentication_method = std::string(kScramMethod);
-      p.authentication_data = mqtt::Bytes(server_final->begin(), server_final->end());
-    }
-    if (keep_alive_capped) p.server_keep_alive = keep_alive_s_;
-    if (expiry != asked_expiry) p.session_expiry_interval = expiry;
-    if (connect.properties.request_response_information.value_or(0) == 1) {
-      p.response_information = config.sessions.response_information + connect.client_id;
-    }
-  }
-  link_.send(connack);
-  ShardStats::add(shard_.stats().clients_connected);
-
-  ClientLimits limits;
-  if (v5) {
-    limits.receive_maximum = connect.properties.receive_maximum.value_or(65535);
-    limits.maximum_packet_size =
-        connect.properties.maximum_packet_size.value_or(limits.maximum_packet_size);
-    limits.topic_alias_maximum = connect.properties.topic_alias_maximum.value_or(0);
-  }
-  session->attach(*this, link_, version_, limits);
 }
 
 // ---- the end of a connection ------------------------------------------------
@@ -281,7 +60,17 @@ void ClientProtocol::close() {
 
 void ClientProtocol::disconnect_with(ReasonCode reason, const char* reason_string) {
   if (closing_) return;
-  if (mqtt::is_v5(version_) && connect_seen_) {
+  if (!acknowledged_) {
+    // Before the CONNACK the answer is a CONNACK, where the reason may be one,
+    // and a client never acknowledged leaves no will.
+    if (session_ != nullptr) leave_session(false);
+    if (connect_seen_ && mqtt::is_v5(version_) &&
+        mqtt::reason_code_allowed(reason, mqtt::PacketType::kConnack)) {
+      return refuse_connect(version_, reason, reason_string);
+    }
+    return close();
+  }
+  if (mqtt::is_v5(version_)) {
     mqtt::Disconnect disconnect{reason, {}};
     if (reason_string != nullptr) disconnect.properties.reason_string = reason_string;
     link_.send(disconnect);
@@ -293,7 +82,7 @@ void ClientProtocol::disconnect_with(ReasonCode reason, const char* reason_strin
 void ClientProtocol::leave_session(bool publish_will) {
   Session& session = *session_;
   session_ = nullptr;
-  ShardStats::sub(shard_.stats().clients_connected);
+  if (acknowledged_) ShardStats::sub(shard_.stats().clients_connected);
   const Clock::time_point now = Clock::now();
   if (!publish_will) session.take_will();
   // Offline first, so that a will matching the client's own subscriptions is
@@ -344,7 +133,7 @@ void ClientProtocol::on_keep_alive_expired() {
 
 void ClientProtocol::on_server_shutdown() {
   if (closing_) return;
-  if (mqtt::is_v5(version_) && session_ != nullptr) {
+  if (mqtt::is_v5(version_) && acknowledged_) {
     link_.send(mqtt::Disconnect{ReasonCode::kServerShuttingDown, {}});
   }
   if (session_ != nullptr) leave_session(false);
@@ -405,10 +194,10 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
 bool ClientProtocol::admit_packet() {
   if (closing_) return false;
   if (pending_connect_) {  // between CONNECT and CONNACK only AUTH may come (section 4.12)
-    refuse_connect(version_, ReasonCode::kProtocolError);
+    disconnect_with(ReasonCode::kProtocolError);
     return false;
   }
-  if (session_ == nullptr) {  // [MQTT-3.1.0-1] CONNECT comes first
+  if (!connected()) {  // [MQTT-3.1.0-1] CONNECT comes first
     close();
     return false;
   }
@@ -685,7 +474,7 @@ void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
   });
 }
 
-// ---- DISCONNECT, AUTH -------------------------------------------------------
+// ---- DISCONNECT -------------------------------------------------------
 
 void ClientProtocol::on_disconnect(const mqtt::Disconnect& disconnect) {
   if (const auto& expiry = disconnect.properties.session_expiry_interval) {
@@ -697,26 +486,6 @@ void ClientProtocol::on_disconnect(const mqtt::Disconnect& disconnect) {
   // [MQTT-3.14.4-3] a normal disconnection discards the will; 0x04 asks for it.
   leave_session(disconnect.reason == ReasonCode::kDisconnectWithWillMessage);
   close();
-}
-
-void ClientProtocol::on_auth(const mqtt::Auth& auth) {
-  if (!pending_connect_) {
-    // Re-authentication is not offered; without a CONNECT method AUTH is
-    // out of place altogether (section 4.12).
-    return disconnect_with(ReasonCode::kProtocolError, "AUTH outside enhanced authentication");
-  }
-  const auto pending = std::move(pending_connect_);
-  const bool same_method = auth.properties.authentication_method &&
-                           *auth.properties.authentication_method == kScramMethod;
-  if (auth.reason != ReasonCode::kContinueAuthentication || !same_method) {
-    return refuse_connect(version_, ReasonCode::kProtocolError);  // [MQTT-4.12.0-5]
-  }
-  const mqtt::Bytes& data = auth.properties.authentication_data.value_or(mqtt::Bytes{});
-  auto server_final = scram_->finish({reinterpret_cast<const char*>(data.data()), data.size()});
-  if (!server_final) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
-  set_certificate_identity(scram_->username());  // verified: the ACL applies to this name
-  scram_.reset();
-  continue_connect(std::move(pending->connect), pending->assigned, std::move(server_final));
 }
 
 }  // namespace sluice::broker

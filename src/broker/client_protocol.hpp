@@ -33,7 +33,9 @@ class ClientProtocol {
   ClientProtocol& operator=(const ClientProtocol&) = delete;
 
   // The first packet. The net layer decodes it (to find the shard that owns
-  // the client id) and hands it here on that shard.
+  // the client id) and hands it here on that shard. What follows it waits
+  // (ClientLink::hold_input) until the CONNACK is sent: checking a password
+  // and storing a new session's record happen off this thread.
   void on_connect(mqtt::Connect&& connect);
   // Any later packet.
   void on_packet(mqtt::Packet&& packet);
@@ -57,11 +59,11 @@ class ClientProtocol {
   // The net layer refuses this connection (its address connects too often):
   // CONNACK 0x9F (3.x: 3, server unavailable), then close.
   void refuse_over_connection_rate(mqtt::ProtocolVersion version);
-  // The client presented a verified certificate with this subject CN (and
-  // the listener takes it as the username), or passed SCRAM: no password is
-  // asked for, and the ACL applies to this name.
+  // The client presented a verified certificate with this name, and the
+  // listener takes it as the username: no password is asked for, and the
+  // ACL and session ownership go by this name.
   void set_certificate_identity(std::string name) {
-    verified_username_ = std::make_unique<std::string>(std::move(name));
+    identity_ = std::make_unique<std::string>(std::move(name));
   }
   // Rate limits of the listener the client came through, in place of the
   // global ones (set before on_connect).
@@ -69,28 +71,51 @@ class ClientProtocol {
   // The socket caught up: queued messages may follow.
   void on_writable();
 
-  bool connected() const { return session_ != nullptr; }
+  // The CONNACK went out: the client is connected.
+  bool connected() const { return session_ != nullptr && acknowledged_; }
   // The keep alive in force, 0 for none; the net layer times it.
   std::uint16_t keep_alive_s() const { return keep_alive_s_; }
   const std::string& client_id() const;
 
  private:
+  // ---- CONNECT, in its steps (client_protocol_connect.cpp) ----
+  struct PendingConnect {
+    mqtt::Connect connect;
+    bool assigned = false;                    // its client id was made up here
+    std::optional<std::string> server_final;  // SCRAM's proof, for the CONNACK
+  };
   // Refuses the CONNECT with `reason` (nearest 3.x return code on 3.x).
   void refuse_connect(mqtt::ProtocolVersion version, mqtt::ReasonCode reason,
                       const char* reason_string = nullptr);
+  std::string assign_client_id() const;
+  // 1. Who the client is: a certificate's name, SCRAM (start_enhanced_auth,
+  //    on_auth), the password file (checked on the hash pool), or anonymous.
+  void authenticate(std::unique_ptr<PendingConnect> pending);
+  void start_enhanced_auth(std::unique_ptr<PendingConnect> pending);
+  void on_password_checked(bool verified);
+  // 2. What the identity may do, and what the CONNECT asks for (will, limits).
+  void admit(std::unique_ptr<PendingConnect> pending);
+  // 3. The session: resumed, taken over or made, if it belongs to this
+  //    identity. A stored session's record is written before step 4.
+  void claim(std::unique_ptr<PendingConnect> pending);
+  // 4. CONNACK, then the session is attached: in-flight messages are resent
+  //    and queued ones follow; packets the client sent after CONNECT are read.
+  void acknowledge(const PendingConnect& pending, bool session_present);
+  // Re-authentication (AUTH 0x19, section 4.12.1) with the CONNECT's method.
+  void on_reauthentication(const mqtt::Auth& auth);
+  void on_auth(const mqtt::Auth& auth);
+  // What a callback from another thread holds to find this protocol, if it
+  // is still there when the callback runs on this thread.
+  std::weak_ptr<ClientProtocol*> weak_self();
+
+  // ---- the end of a connection ----
   // Sends DISCONNECT with `reason` on MQTT 5 and closes; the will goes out.
   void disconnect_with(mqtt::ReasonCode reason, const char* reason_string = nullptr);
   // Unbinds from the session: the will is armed (abnormal) or dropped.
   void leave_session(bool publish_will);
   void close();
 
-  // MQTT 5 enhanced authentication (SCRAM-SHA-256): the CONNECT waits in
-  // pending_connect_ until the exchange ends.
-  void start_enhanced_auth(mqtt::Connect&& connect, bool assigned);
-  // The CONNECT after its client id is settled: authentication, limits, the
-  // session, CONNACK (carrying `server_final` after SCRAM).
-  void continue_connect(mqtt::Connect&& connect, bool assigned,
-                        std::optional<std::string> server_final);
+  // ---- packets after CONNECT ----
   void on_publish(mqtt::Publish&& publish);
   void on_subscribe(mqtt::Subscribe&& subscribe);
   void on_unsubscribe(const mqtt::Unsubscribe& unsubscribe);
@@ -100,7 +125,6 @@ class ClientProtocol {
   // The checks every packet but CONNECT and AUTH passes first: false when it
   // is not to be handled (the connection was refused or closed).
   bool admit_packet();
-  void on_auth(const mqtt::Auth& auth);
 
   // Resolves an inbound topic alias [MQTT-3.3.2-10..12]; false after disconnecting.
   bool resolve_topic_alias(mqtt::Publish& publish);
@@ -114,18 +138,16 @@ class ClientProtocol {
   void write_then_acknowledge(store::WriteBatch&& batch, std::optional<mqtt::Packet> ack);
   void send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,
                      std::uint32_t identifier);
-  std::string assign_client_id() const;
-  // Checks the username and password, and loads the client's ACL; false
-  // after refusing the CONNECT.
-  bool authenticate(const mqtt::Connect& connect);
 
   Shard& shard_;
   ClientLink& link_;
   Session* session_ = nullptr;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV3_1_1;
   bool connect_seen_ = false;
+  bool acknowledged_ = false;  // the CONNACK was sent
   bool closing_ = false;
-  bool counted_ = false;  // counted in the broker's connections
+  bool counted_ = false;        // counted in the broker's connections
+  bool enhanced_auth_ = false;  // authenticated with SCRAM: it may re-authenticate
   std::uint16_t keep_alive_s_ = 0;
   std::uint32_t connect_expiry_s_ = 0;  // Session Expiry Interval from CONNECT
   OnDemand<std::unordered_map<std::uint16_t, std::string>> inbound_aliases_;
@@ -137,7 +159,8 @@ class ClientProtocol {
   // Shared with the store's callbacks, which may outlive this connection;
   // made the first time an acknowledgement waits for the store.
   std::shared_ptr<AckQueue> acks_;
-  // What this client may publish and subscribe to; nullptr: anything.
+  std::shared_ptr<ClientProtocol*> lifeline_;  // for weak_self(), made on first use
+  // What this client may publish, subscribe to and read; nullptr: anything.
   std::unique_ptr<auth::ClientAcl> acl_;
   // Its rate limits; nullptr when none is configured (most brokers).
   struct RateLimits {
@@ -146,11 +169,10 @@ class ClientProtocol {
   };
   std::unique_ptr<RateLimits> rates_;
   const config::RateLimitConfig* listener_rate_limits_ = nullptr;
-  std::unique_ptr<std::string> verified_username_;  // rare: not kept inline
-  struct PendingConnect {
-    mqtt::Connect connect;
-    bool assigned;  // its client id was made up here
-  };
+  // The verified username (password file, SCRAM or certificate); nullptr:
+  // anonymous. Rare enough not to be kept inline.
+  std::unique_ptr<std::string> identity_;
+  // The CONNECT while a step of it waits (SCRAM, the password check).
   std::unique_ptr<PendingConnect> pending_connect_;
   std::unique_ptr<auth::ScramExchange> scram_;
   // Takes a token from `bucket` if limited; false when the client is over its rate.

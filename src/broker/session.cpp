@@ -38,10 +38,10 @@ std::optional<mqtt::Will> Session::take_will() {
   return will;
 }
 
-void Session::attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVersion version,
-                     const ClientLimits& limits) {
-  owner_ = &owner;
+void Session::attach(ClientLink& link, mqtt::ProtocolVersion version, const ClientLimits& limits,
+                     const auth::ClientAcl* acl) {
   link_ = &link;
+  read_acl_ = acl;
   version_ = version;
   limits_ = limits;
   outbound_aliases_.release();  // aliases belong to one connection [MQTT-3.3.2-7]
@@ -54,6 +54,7 @@ void Session::attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVers
 void Session::detach(Clock::time_point now) {
   owner_ = nullptr;
   link_ = nullptr;
+  read_acl_ = nullptr;
   offline_since_ = now;
   tag_->online.store(false, std::memory_order_relaxed);
   hand_on_shared(false);
@@ -183,6 +184,12 @@ void Session::send_inflight(Delivery&& delivery) {
 
 bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, bool dup) {
   const Message& message = *delivery.message;
+  // The rights of the client at hand decide, not those it had when it
+  // subscribed or when the message was queued (as Mosquitto does).
+  if (read_acl_ != nullptr && !read_acl_->may_read(message.topic)) {
+    ShardStats::add(shard_.stats().dropped_not_authorized);
+    return false;
+  }
   mqtt::PublishHead head;
   head.topic = message.topic;
   head.qos = delivery.qos;

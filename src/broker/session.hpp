@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "auth/acl_file.hpp"
 #include "broker/client_link.hpp"
 #include "broker/delivery.hpp"
 #include "broker/delivery_queue.hpp"
@@ -60,17 +61,32 @@ class Session {
   SubscriberRef ref() const;
 
   // ---- connection ----
-  bool online() const { return owner_ != nullptr; }
+  // Attached to a connection that was sent its CONNACK: deliveries go out.
+  bool online() const { return link_ != nullptr; }
+  // The connection that claimed the session, attached or still connecting;
+  // nullptr when none did.
   ClientProtocol* owner() const { return owner_; }
   // Shared with the subscription index: read by publishers on every shard.
   std::shared_ptr<const SessionTag> tag() const { return tag_; }
-  // Binds the session to a new connection and resends what was in flight
-  // [MQTT-4.4.0-1], then what was queued.
-  void attach(ClientProtocol& owner, ClientLink& link, mqtt::ProtocolVersion version,
-              const ClientLimits& limits);
+  // A connection takes the session; it stays offline until attach().
+  void claim(ClientProtocol& owner) { owner_ = &owner; }
+  // Binds the session to its connection and resends what was in flight
+  // [MQTT-4.4.0-1], then what was queued. `acl`, if any, is what the client
+  // may read now: every delivery is checked against it when it is written.
+  void attach(ClientLink& link, mqtt::ProtocolVersion version, const ClientLimits& limits,
+              const auth::ClientAcl* acl);
   // The connection went away. Unacknowledged shared-subscription messages go
   // to another online member of their group, if there is one.
   void detach(Clock::time_point now);
+
+  // ---- identity ----
+  // The verified username that made the session (nullptr: anonymous). Only
+  // the same identity may resume it or take it over.
+  const std::string* identity() const { return identity_.get(); }
+  void set_identity(std::unique_ptr<std::string> identity) { identity_ = std::move(identity); }
+  bool belongs_to(const std::string* identity) const {
+    return identity_ ? identity != nullptr && *identity == *identity_ : identity == nullptr;
+  }
 
   // ---- persistence ----
   // Whether the store holds a record of this session (so ending it must delete it).
@@ -151,7 +167,8 @@ class Session {
 
   bool can_send_now() const;
   void send_inflight(Delivery&& delivery);
-  // Writes the PUBLISH; false when it is too big for the client (then dropped).
+  // Writes the PUBLISH; false when the client may not have it (too big, or
+  // the ACL no longer lets it read the topic): then it is dropped.
   bool write_publish(const Delivery& delivery, std::uint16_t packet_id, bool dup);
   std::uint16_t next_packet_id();
   void enqueue(Delivery&& delivery);
@@ -169,6 +186,8 @@ class Session {
 
   ClientProtocol* owner_ = nullptr;
   ClientLink* link_ = nullptr;
+  const auth::ClientAcl* read_acl_ = nullptr;  // the attached client's, while attached
+  std::unique_ptr<std::string> identity_;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV5;
   ClientLimits limits_;
   OnDemand<std::unordered_map<std::string, std::uint16_t>> outbound_aliases_;  // per connection

@@ -263,7 +263,8 @@ void Shard::publish_sys_topics(Clock::time_point now) {
     bytes_out += read(s.bytes_sent);
     clients += read(s.clients_connected);
     dropped += read(s.dropped_queue_full) + read(s.dropped_slow_client) +
-               read(s.dropped_too_large) + read(s.dropped_expired) + read(s.dropped_offline_qos0);
+               read(s.dropped_too_large) + read(s.dropped_expired) + read(s.dropped_offline_qos0) +
+               read(s.dropped_not_authorized);
     rejected_connections += read(s.rejected_connections);
     rejected_publishes += read(s.rejected_publishes);
     rejected_subscriptions += read(s.rejected_subscriptions);

@@ -74,8 +74,12 @@ void Connection::start_moved(mqtt::Connect&& connect, std::vector<std::uint8_t> 
   version_ = connect.version;
   prepare_protocol();
   protocol_->on_connect(std::move(connect));
-  if (!unread.empty()) process(unread);
-  if (!terminated_) wait_readable();
+  process(unread);
+  if (input_held_) {
+    reading_stopped_ = true;
+  } else if (!terminated_) {
+    wait_readable();
+  }
   mark_dirty();
 }
 
@@ -163,6 +167,10 @@ void Connection::on_readable() {
   }
   process(bytes);
   worker_.schedule_flush();
+  if (input_held_) {
+    reading_stopped_ = true;
+    return;
+  }
   // A client that sends but does not read (its PUBACKs, PINGRESPs... pile up)
   // is not read from until it catches up: back-pressure instead of memory.
   if (unsent_bytes() > worker_.broker().config().limits.max_write_buffer_bytes) {
@@ -175,7 +183,7 @@ void Connection::on_readable() {
 void Connection::process(std::span<const std::uint8_t> bytes) {
   decoder_.feed(bytes);
   mqtt::Frame frame;
-  while (!closing_ && !terminated_) {
+  while (!closing_ && !terminated_ && !input_held_) {
     switch (decoder_.next(frame)) {
       case mqtt::FrameDecoder::Status::kNeedMore:
         return;
@@ -211,6 +219,26 @@ void Connection::process(std::span<const std::uint8_t> bytes) {
       protocol_->on_packet(std::move(packet));
     }
   }
+}
+
+void Connection::release_input() {
+  input_held_ = false;
+  if (!reading_stopped_) return;
+  reading_stopped_ = false;
+  // In a handler of its own: the caller may be inside the protocol.
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->resume_input(); });
+}
+
+void Connection::resume_input() {
+  if (terminated_) return;
+  process({});
+  worker_.schedule_flush();
+  if (input_held_) {
+    reading_stopped_ = true;
+    return;
+  }
+  if (reading_paused_ || closing_) return;  // on_written resumes a paused read
+  on_readable();  // TLS may hold decrypted bytes the socket will not signal
 }
 
 void Connection::on_malformed(const mqtt::DecodeError& error) {

@@ -52,6 +52,8 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
     return output_ ? output_->pending.size() + output_->writing.size() : 0;
   }
   void close() override;
+  void hold_input() override { input_held_ = true; }
+  void release_input() override;
 
   // Called by the worker: write what is queued (once per loop turn).
   void flush();
@@ -91,6 +93,8 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   void write_tls();
   void release_staged();
   void process(std::span<const std::uint8_t> bytes);
+  // After input was held: the packets that waited, then reading again.
+  void resume_input();
   void on_malformed(const mqtt::DecodeError& error);
   // False when processing must stop (moved away or closing).
   bool handle_first_packet(const mqtt::Frame& frame);
@@ -124,8 +128,10 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   ConnectionOutput& output();
   bool writing_now_ = false;
   bool dirty_ = false;
-  bool closing_ = false;         // close once everything queued is written
-  bool reading_paused_ = false;  // the client is behind on reading what we send
+  bool closing_ = false;          // close once everything queued is written
+  bool reading_paused_ = false;   // the client is behind on reading what we send
+  bool input_held_ = false;       // the protocol takes no packets for now (hold_input)
+  bool reading_stopped_ = false;  // and reading stopped for it: release_input resumes it
   broker::Clock::time_point closing_since_;
   bool terminated_ = false;
   bool over_connection_rate_ = false;

@@ -7,7 +7,10 @@
 namespace sluice::store::codec {
 namespace {
 
-constexpr std::uint8_t kFormat = 1;
+// The layout of each value. 1: the first. 2: a session record ends with its
+// owner's identity. Records of layout 1 still read (without what came later).
+constexpr std::uint8_t kFormat = 2;
+constexpr std::uint8_t kOldestFormat = 1;
 
 class Writer {
  public:
@@ -33,9 +36,11 @@ class Writer {
 class Reader {
  public:
   explicit Reader(std::string_view in) : in_(in) {
-    if (in_.empty() || static_cast<std::uint8_t>(in_[0]) != kFormat) ok_ = false;
+    format_ = in_.empty() ? 0 : static_cast<std::uint8_t>(in_[0]);
+    if (format_ < kOldestFormat || format_ > kFormat) ok_ = false;
     pos_ = 1;
   }
+  std::uint8_t format() const { return format_; }
   template <class Int>
   Int integer() {
     if (!ok_ || in_.size() - pos_ < sizeof(Int)) {
@@ -70,6 +75,7 @@ class Reader {
  private:
   std::string_view in_;
   std::size_t pos_ = 0;
+  std::uint8_t format_ = 0;
   bool ok_ = true;
 };
 
@@ -125,6 +131,8 @@ std::string encode(const SessionRecord& r) {
     write_message(w, r.will->message);
     w.integer(r.will->delay_s);
   }
+  w.integer(static_cast<std::uint8_t>(r.identity.has_value()));
+  if (r.identity) w.text(*r.identity);
   return w.take();
 }
 
@@ -140,6 +148,7 @@ bool decode(std::string_view bytes, SessionRecord& r) {
     will.delay_s = reader.integer<std::uint32_t>();
     r.will = std::move(will);
   }
+  if (reader.format() >= 2 && reader.integer<std::uint8_t>() != 0) r.identity = reader.text();
   return reader.done();
 }
 

@@ -38,6 +38,7 @@ struct SessionRecord {
   std::uint32_t expiry_s = 0;
   std::int64_t disconnected_at_ms = 0;  // Unix time; 0 while connected
   std::optional<WillRecord> will;
+  std::optional<std::string> identity;  // the verified username that owns it; none: anonymous
   bool operator==(const SessionRecord&) const = default;
 };
 

@@ -129,3 +129,34 @@ TEST_F(SessionTest, TakeoverClosesTheOldConnection) {
 
 }  // namespace
 }  // namespace sluice::broker
+
+namespace sluice::broker {
+namespace {
+
+// [Issue 11, items 1 and 12] Every PUBLISH a session writes passes the read
+// rules of the client at hand: retained messages sent on SUBSCRIBE as much as
+// live ones, whatever allowed the subscription when it was made.
+TEST_F(SessionTest, RetainedAndLiveMessagesPassTheReadCheckOfTheClientAtHand) {
+  mqtt::Publish retained;
+  retained.topic = "r/secret";
+  retained.retain = true;
+  retained.payload = {'x'};
+  broker.retained().set(make_message(std::move(retained), 0, 0));
+  Client sub(shard, "sub");
+  sub.connect();
+  // The client's rights now: it may read r/open only.
+  const auth::ClientAcl acl({{"r/open", auth::kRead}});
+  shard.find_session("sub")->attach(sub.link, mqtt::ProtocolVersion::kV5, ClientLimits{}, &acl);
+  sub.subscribe("r/#", QoS::kAtLeastOnce);
+  EXPECT_TRUE(sub.link.publishes.empty());  // the retained r/secret is not sent
+  Client pub(shard, "pub");
+  pub.connect();
+  pub.publish("r/secret", "live", QoS::kAtLeastOnce);
+  pub.publish("r/open", "open", QoS::kAtLeastOnce);
+  ASSERT_EQ(sub.link.publishes.size(), 1u);
+  EXPECT_EQ(sub.link.publishes[0].topic, "r/open");
+  EXPECT_EQ(shard.stats().dropped_not_authorized.load(), 2u);
+}
+
+}  // namespace
+}  // namespace sluice::broker

@@ -81,6 +81,7 @@ class StoredSessionTest : public ::testing::Test {
                           QoS qos = QoS::kAtLeastOnce) {
     Client client(b.shard, id);
     client.connect(false, 300);
+    b.settle();  // a stored session's CONNACK waits for its record
     client.subscribe(filter, qos);
     b.settle();
     client.protocol.on_connection_lost();
@@ -120,6 +121,7 @@ TEST_F(StoredSessionTest, InflightStageIsStoredAndTheLastPubackDeletesTheMessage
 
   Client a(b.shard, "a");
   a.connect(false, 300);
+  b.settle();  // a stored session's CONNACK waits for its record
   ASSERT_EQ(a.link.publishes.size(), 1u);
   b.settle();
   Contents c = contents();
@@ -135,6 +137,7 @@ TEST_F(StoredSessionTest, InflightStageIsStoredAndTheLastPubackDeletesTheMessage
 
   Client bee(b.shard, "b");
   bee.connect(false, 300);
+  b.settle();  // a stored session's CONNACK waits for its record
   ASSERT_EQ(bee.link.publishes.size(), 1u);
   bee.protocol.on_packet(mqtt::Puback{bee.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
   b.settle();
@@ -184,6 +187,7 @@ TEST_F(StoredSessionTest, InboundQoS2IdIsStoredUntilPubrelAndPubcompWaitsForTheD
   StoredBroker b(*store);
   Client pub(b.shard, "pub");
   pub.connect(false, 300);
+  b.settle();  // a stored session's CONNACK waits for its record
   pub.publish("nobody/listens", "x", QoS::kExactlyOnce, 9);
   EXPECT_TRUE(pub.link.sent<mqtt::Pubrec>().empty());
   b.settle();
@@ -204,9 +208,11 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
     offline_subscriber(b, "queued", "t");
     Client inflight(b.shard, "inflight");
     inflight.connect(false, 300);
+    b.settle();  // a stored session's CONNACK waits for its record
     inflight.subscribe("t", QoS::kAtLeastOnce);
     Client pub(b.shard, "pub");
     pub.connect(false, 300);
+    b.settle();  // a stored session's CONNACK waits for its record
     pub.publish("t", "first", QoS::kAtLeastOnce);
     pub.publish("t", "second", QoS::kAtLeastOnce);
     pub.publish("elsewhere", "x", QoS::kExactlyOnce, 77);
@@ -227,6 +233,7 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
 
   Client queued(again.shard, "queued");
   queued.connect(false, 300);
+  again.settle();  // a stored session's CONNACK waits for its record
   ASSERT_EQ(queued.link.publishes.size(), 2u);
   EXPECT_EQ(queued.link.publishes[0].payload, "first");
   EXPECT_EQ(queued.link.publishes[1].payload, "second");
@@ -234,12 +241,14 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
 
   Client inflight(again.shard, "inflight");
   inflight.connect(false, 300);
+  again.settle();  // a stored session's CONNACK waits for its record
   ASSERT_EQ(inflight.link.publishes.size(), 1u);
   EXPECT_EQ(inflight.link.publishes[0].payload, "second");
   EXPECT_TRUE(inflight.link.publishes[0].dup);
 
   Client pub(again.shard, "pub");
   pub.connect(false, 300);
+  again.settle();  // a stored session's CONNACK waits for its record
   pub.publish("elsewhere", "x", QoS::kExactlyOnce, 77, /*dup=*/true);
   EXPECT_TRUE(queued.link.publishes.size() == 2u);  // not routed again
   pub.protocol.on_packet(mqtt::Pubrel{77, ReasonCode::kSuccess, {}});

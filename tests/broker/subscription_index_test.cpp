@@ -100,8 +100,9 @@ TEST(SubscriptionIndex, MQTT_3_3_4_3_IdentifiersSurviveTheMergeBehindAnotherSubs
     index.match(message("wc/a/hum"), Strategy::kRoundRobin, targets);
     ASSERT_EQ(targets.size(), 2u);
     for (const Target& target : targets) {
-      const std::vector<std::uint32_t> expected =
-          target.ref.session_id == 2 ? std::vector<std::uint32_t>{12} : std::vector<std::uint32_t>{};
+      const std::vector<std::uint32_t> expected = target.ref.session_id == 2
+                                                      ? std::vector<std::uint32_t>{12}
+                                                      : std::vector<std::uint32_t>{};
       EXPECT_EQ(target.identifiers, expected) << "session " << target.ref.session_id;
     }
   }

@@ -22,15 +22,16 @@ METHOD = b"SCRAM-SHA-256"
 def scram_broker(tmp_path_factory):
     directory = tmp_path_factory.mktemp("scram")
     keys = directory / "scram"
-    done = subprocess.run([SLUICE_BIN, "passwd", "--scram", str(keys), "carol"],
-                          input="s3cret\n", capture_output=True, text=True, timeout=20)
-    assert done.returncode == 0, done.stderr
+    for user, password in (("carol", "s3cret"), ("dave", "d4ve")):
+        done = subprocess.run([SLUICE_BIN, "passwd", "--scram", str(keys), user],
+                              input=password + "\n", capture_output=True, text=True, timeout=20)
+        assert done.returncode == 0, done.stderr
     (directory / "acl").write_text("user carol\ntopic readwrite carol/#\n")
     (directory / "passwords").write_text("")
     broker = SluiceProcess(config_yaml=(
         "listeners:\n  - host: 127.0.0.1\n    port: 0\n"
         f"auth:\n  scram_file: {keys}\n  password_file: {directory / 'passwords'}\n"
-        f"  acl_file: {directory / 'acl'}\n")).start()
+        f"  acl_file: {directory / 'acl'}\n  allow_anonymous: true\n")).start()
     yield broker
     assert broker.stop() == 0, broker.output()
 
@@ -155,3 +156,56 @@ def test_password_clients_still_use_the_password_file(scram_broker):
     client.connect(expect_success=False)
     assert client.connack_rc == 0x86  # carol has SCRAM keys, not a password hash
     client.paho.loop_stop()
+
+
+def reauthenticate(raw, user, password):
+    """AUTH 0x19 and the exchange after it; returns the broker's last packet."""
+    scram = ScramClient(user, password)
+    raw.send(rawmqtt.packet(0xF0, bytes([0x19]) + rawmqtt.props(auth_properties(scram.first()))))
+    challenge = raw.receive()
+    if challenge.type != 15:
+        return challenge
+    assert challenge.body[0] == 0x18
+    server_first = read_properties(challenge.body, 1)[0x16]
+    raw.send(rawmqtt.packet(0xF0, bytes([0x18]) + rawmqtt.props(
+        auth_properties(scram.final(server_first)))))
+    reply = raw.receive()
+    reply.expected_server_final = scram.expected_server_final
+    return reply
+
+
+def test_MQTT_4_12_1_reauthentication_with_scram_keeps_the_connection(scram_broker):
+    reason, _, raw, _ = exchange(scram_broker.port, "carol", "s3cret")
+    assert reason == 0
+    for _ in range(2):
+        reply = reauthenticate(raw, "carol", "s3cret")
+        assert reply.type == 15 and reply.body[0] == 0x00, reply  # AUTH Success
+        assert read_properties(reply.body, 1)[0x16] == reply.expected_server_final
+    raw.send(rawmqtt.subscribe(1, [("carol/inbox", 1)]))  # still connected, still carol
+    assert list(raw.receive_type(rawmqtt.SUBACK).body[3:]) == [1]
+    raw.close()
+
+
+@pytest.mark.parametrize("user,password,reason", [("carol", "guess", 0x86),
+                                                  ("dave", "d4ve", 0x87)])
+def test_a_failed_reauthentication_disconnects(scram_broker, user, password, reason):
+    # A wrong password, and a right one of another user: the connection's
+    # rights and session stay with the name it proved first.
+    _, _, raw, _ = exchange(scram_broker.port, "carol", "s3cret")
+    reply = reauthenticate(raw, user, password)
+    assert reply.type == rawmqtt.DISCONNECT and reply.body[0] == reason, reply
+    raw.closed_by_broker()
+
+
+def test_MQTT_4_12_1_1_reauthentication_only_with_the_connects_method(scram_broker):
+    scram = ScramClient("carol", "s3cret")
+    again = rawmqtt.packet(0xF0, bytes([0x19]) + rawmqtt.props(auth_properties(scram.first())))
+    anonymous = rawmqtt.connected(scram_broker.port, unique("no-method"))
+    anonymous.send(again)  # connected without a method: AUTH has no place
+    reply = anonymous.receive()
+    assert reply.type == rawmqtt.DISCONNECT and reply.body[0] == 0x82, reply
+    _, _, raw, _ = exchange(scram_broker.port, "carol", "s3cret")
+    raw.send(rawmqtt.packet(0xF0, bytes([0x19]) + rawmqtt.props(
+        prop_string(0x15, b"SCRAM-SHA-1") + prop_string(0x16, scram.first()))))
+    reply = raw.receive()  # another method than the CONNECT's
+    assert reply.type == rawmqtt.DISCONNECT and reply.body[0] == 0x82, reply

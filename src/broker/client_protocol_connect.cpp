@@ -1,0 +1,360 @@
+// CONNECT and AUTH: section 3.1, 3.2, 3.15 and 4.12 of the specification, in
+// the steps a CONNECT goes through (admit the packet, authenticate, admit the
+// client, claim the session, acknowledge). Two steps can wait on another
+// thread: the password check (on the hash pool) and the write of a stored
+// session's record (on the committer); the client's next packets are held
+// back until the CONNACK is sent.
+#include <random>
+
+#include "auth/authenticator.hpp"
+#include "broker/client_protocol.hpp"
+#include "broker/persistence.hpp"
+#include "broker/shard.hpp"
+#include "mqtt/topic.hpp"
+
+namespace sluice::broker {
+namespace {
+
+using mqtt::ProtocolVersion;
+using mqtt::ReasonCode;
+
+constexpr std::uint32_t kNeverExpires = 0xFFFFFFFF;
+constexpr std::size_t kMaxV31ClientIdBytes = 23;  // MQTT 3.1 section 3.1
+constexpr std::string_view kScramMethod = "SCRAM-SHA-256";
+
+std::string_view as_text(const mqtt::Bytes& bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// The Authentication Data of a CONNECT or AUTH, empty when it has none.
+std::string_view auth_data(const mqtt::Properties& properties) {
+  const auto& data = properties.authentication_data;
+  return data ? as_text(*data) : std::string_view();
+}
+
+mqtt::Auth auth_packet(ReasonCode reason, std::string_view data) {
+  mqtt::Auth auth{reason, {}};
+  auth.properties.authentication_method = std::string(kScramMethod);
+  auth.properties.authentication_data = mqtt::Bytes(data.begin(), data.end());
+  return auth;
+}
+
+}  // namespace
+
+void ClientProtocol::refuse_connect(ProtocolVersion version, ReasonCode reason,
+                                    const char* reason_string) {
+  mqtt::Connack connack{false, reason, {}};
+  if (reason_string != nullptr && mqtt::is_v5(version))
+    connack.properties.reason_string = reason_string;
+  link_.send(connack);
+  close();
+}
+
+void ClientProtocol::refuse_over_connection_rate(mqtt::ProtocolVersion version) {
+  ShardStats::add(shard_.stats().rejected_connections);
+  refuse_connect(version, ReasonCode::kConnectionRateExceeded);
+}
+
+std::string ClientProtocol::assign_client_id() const {
+  // An id that maps to this shard, so the session stays where the connection is.
+  thread_local std::mt19937_64 generator{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  while (true) {
+    std::string id = "sluice-";
+    std::uint64_t bits = generator();
+    for (int i = 0; i < 16; ++i, bits >>= 4)
+      id += kHex[bits & 0xF];
+    if (shard_.broker().shard_for_client(id) == shard_.index()) return id;
+  }
+}
+
+std::weak_ptr<ClientProtocol*> ClientProtocol::weak_self() {
+  if (!lifeline_) lifeline_ = std::make_shared<ClientProtocol*>(this);
+  return lifeline_;
+}
+
+// ---- the packet ---------------------------------------------------------------
+
+void ClientProtocol::on_connect(mqtt::Connect&& connect) {
+  if (connect_seen_) return disconnect_with(ReasonCode::kProtocolError, "second CONNECT");
+  connect_seen_ = true;
+  version_ = connect.version;
+  if (shard_.broker().connections().fetch_add(1) >= shard_.config().limits.max_connections) {
+    shard_.broker().connections().fetch_sub(1);
+    return refuse_connect(version_, ReasonCode::kServerBusy, "too many connections");
+  }
+  counted_ = true;
+
+  auto pending = std::make_unique<PendingConnect>();
+  if (connect.client_id.empty()) {
+    // [MQTT-3.1.3-8] (3.1.1): an empty id needs a clean session; 3.1 needs 1..23 bytes.
+    if (version_ == ProtocolVersion::kV3_1 || (!mqtt::is_v5(version_) && !connect.clean_start)) {
+      return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
+    }
+    connect.client_id = assign_client_id();
+    pending->assigned = true;
+  } else if (version_ == ProtocolVersion::kV3_1 &&
+             connect.client_id.size() > kMaxV31ClientIdBytes) {
+    return refuse_connect(version_, ReasonCode::kClientIdentifierNotValid);
+  }
+  pending->connect = std::move(connect);
+  if (pending->connect.properties.authentication_method) {
+    return start_enhanced_auth(std::move(pending));
+  }
+  authenticate(std::move(pending));
+}
+
+// ---- 1. authenticate ------------------------------------------------------------
+
+void ClientProtocol::authenticate(std::unique_ptr<PendingConnect> pending) {
+  const auth::Authenticator* auth = shard_.broker().auth();
+  // A certificate's name is verified already; with nothing configured, every
+  // client is anonymous whatever name it gives.
+  if (identity_ || auth == nullptr) return admit(std::move(pending));
+  const mqtt::Connect& connect = pending->connect;
+  switch (auth->decide(connect.username)) {
+    case auth::Authenticator::Decision::kAnonymous:
+      return admit(std::move(pending));
+    case auth::Authenticator::Decision::kRefuseNoCredentials:
+      return refuse_connect(version_, ReasonCode::kNotAuthorized, "a username is required");
+    case auth::Authenticator::Decision::kRefuseUnverifiable:
+      return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword,
+                            "no password file: the username cannot be verified");
+    case auth::Authenticator::Decision::kCheckPassword:
+      break;
+  }
+  if (!connect.password) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
+  // PBKDF2 takes about a millisecond: not on this worker's thread.
+  std::string username = *connect.username;
+  std::string password(as_text(*connect.password));
+  pending_connect_ = std::move(pending);
+  link_.hold_input();
+  Mailbox* mailbox = shard_.broker().mailbox();
+  auth->check_password_async(std::move(username), std::move(password),
+                             [mailbox, shard = shard_.index(), weak = weak_self()](bool verified) {
+                               mailbox->post_task(shard, [weak, verified] {
+                                 if (const auto self = weak.lock())
+                                   (*self)->on_password_checked(verified);
+                               });
+                             });
+}
+
+void ClientProtocol::on_password_checked(bool verified) {
+  std::unique_ptr<PendingConnect> pending = std::move(pending_connect_);
+  if (closing_ || !pending) return;
+  if (!verified) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
+  identity_ = std::make_unique<std::string>(*pending->connect.username);
+  admit(std::move(pending));
+}
+
+void ClientProtocol::start_enhanced_auth(std::unique_ptr<PendingConnect> pending) {
+  const auth::Authenticator* authenticator = shard_.broker().auth();
+  const auth::ScramUsers* users = authenticator ? authenticator->scram_users() : nullptr;
+  if (users == nullptr || *pending->connect.properties.authentication_method != kScramMethod) {
+    return refuse_connect(version_, ReasonCode::kBadAuthenticationMethod);
+  }
+  scram_ = std::make_unique<auth::ScramExchange>(*users);
+  const auto server_first = scram_->start(auth_data(pending->connect.properties));
+  if (!server_first) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
+  link_.send(auth_packet(ReasonCode::kContinueAuthentication, *server_first));
+  pending_connect_ = std::move(pending);  // until the client's AUTH
+}
+
+void ClientProtocol::on_auth(const mqtt::Auth& auth) {
+  if (!pending_connect_) return on_reauthentication(auth);
+  std::unique_ptr<PendingConnect> pending = std::move(pending_connect_);
+  const bool same_method = auth.properties.authentication_method &&
+                           *auth.properties.authentication_method == kScramMethod;
+  if (!scram_ || auth.reason != ReasonCode::kContinueAuthentication || !same_method) {
+    return refuse_connect(version_, ReasonCode::kProtocolError);  // [MQTT-4.12.0-5]
+  }
+  auto server_final = scram_->finish(auth_data(auth.properties));
+  if (!server_final) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
+  identity_ = std::make_unique<std::string>(scram_->username());
+  scram_.reset();
+  enhanced_auth_ = true;
+  pending->server_final = std::move(server_final);
+  admit(std::move(pending));
+}
+
+void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
+  // [MQTT-4.12.1-1] only with the CONNECT's method; without one AUTH is out
+  // of place altogether (section 4.12).
+  const bool same_method = auth.properties.authentication_method &&
+                           *auth.properties.authentication_method == kScramMethod;
+  if (!enhanced_auth_ || !same_method) {
+    return disconnect_with(ReasonCode::kProtocolError, "AUTH outside enhanced authentication");
+  }
+  const std::string_view data = auth_data(auth.properties);
+  if (auth.reason == ReasonCode::kReAuthenticate && !scram_) {
+    scram_ = std::make_unique<auth::ScramExchange>(*shard_.broker().auth()->scram_users());
+    const auto server_first = scram_->start(data);
+    if (!server_first) {
+      return disconnect_with(ReasonCode::kBadUserNameOrPassword, "re-authentication failed");
+    }
+    return link_.send(auth_packet(ReasonCode::kContinueAuthentication, *server_first));
+  }
+  if (auth.reason != ReasonCode::kContinueAuthentication || !scram_) {
+    return disconnect_with(ReasonCode::kProtocolError, "AUTH out of sequence");
+  }
+  const auto server_final = scram_->finish(data);
+  const std::unique_ptr<auth::ScramExchange> exchange = std::move(scram_);
+  if (!server_final) {
+    return disconnect_with(ReasonCode::kBadUserNameOrPassword, "re-authentication failed");
+  }
+  // The connection's rights and its session go with the name it proved first.
+  if (exchange->username() != *identity_) {
+    return disconnect_with(ReasonCode::kNotAuthorized, "re-authenticated as another user");
+  }
+  link_.send(auth_packet(ReasonCode::kSuccess, *server_final));
+}
+
+// ---- 2. admit ----------------------------------------------------------------------
+
+void ClientProtocol::admit(std::unique_ptr<PendingConnect> pending) {
+  const config::Config& config = shard_.config();
+  const bool v5 = mqtt::is_v5(version_);
+  mqtt::Connect& connect = pending->connect;
+  if (const auth::Authenticator* auth = shard_.broker().auth()) {
+    acl_ = auth->acl_for(connect.client_id,
+                         identity_ ? std::optional<std::string>(*identity_) : std::nullopt);
+  }
+  const config::RateLimitConfig& rate =
+      listener_rate_limits_ != nullptr ? *listener_rate_limits_ : config.rate_limits;
+  if (rate.publishes_per_s > 0 || rate.subscriptions_per_s > 0) {
+    rates_ = std::make_unique<RateLimits>();
+    auto bucket = [&](double per_s, std::uint32_t burst, std::optional<auth::TokenBucket>& out) {
+      if (per_s > 0) out.emplace(per_s, burst != 0 ? burst : per_s, Clock::now());
+    };
+    bucket(rate.publishes_per_s, rate.publish_burst, rates_->publishes);
+    bucket(rate.subscriptions_per_s, rate.subscription_burst, rates_->subscriptions);
+  }
+  if (connect.will) {
+    if (acl_ && !acl_->may_publish(connect.will->topic)) {
+      return refuse_connect(version_, ReasonCode::kNotAuthorized, "the ACL denies the will topic");
+    }
+    if (static_cast<std::uint8_t>(connect.will->qos) > config.mqtt.max_qos) {
+      return refuse_connect(version_, ReasonCode::kQoSNotSupported);  // [MQTT-3.2.2-12]
+    }
+    if (connect.will->retain && !config.mqtt.retain_available) {
+      return refuse_connect(version_, ReasonCode::kRetainNotSupported);  // [MQTT-3.2.2-13]
+    }
+    if (mqtt::is_sys_topic(connect.will->topic)) {
+      return refuse_connect(version_, ReasonCode::kNotAuthorized, "$SYS belongs to the broker");
+    }
+    if (mqtt::topic_levels(connect.will->topic) > config.limits.max_topic_levels) {
+      return refuse_connect(version_, ReasonCode::kTopicNameInvalid,
+                            "will topic has too many levels");
+    }
+  }
+  // Session expiry: 5.0 asks for it; 3.x says clean session (ends now) or not (kept).
+  const std::uint32_t asked_expiry = v5 ? connect.properties.session_expiry_interval.value_or(0)
+                                        : (connect.clean_start ? 0 : kNeverExpires);
+  connect_expiry_s_ = std::min(asked_expiry, config.sessions.max_session_expiry_s);
+  keep_alive_s_ = connect.keep_alive_s;
+  const std::uint16_t cap = config.limits.max_keepalive_s;
+  if (v5 && cap != 0 && (keep_alive_s_ == 0 || keep_alive_s_ > cap)) keep_alive_s_ = cap;
+  claim(std::move(pending));
+}
+
+// ---- 3. claim ------------------------------------------------------------------------
+
+void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
+  mqtt::Connect& connect = pending->connect;
+  Session* session = shard_.find_session(connect.client_id);
+  // Nobody resumes, takes over or discards the session of another identity:
+  // it is refused and the session stays as it is.
+  if (session != nullptr && !session->belongs_to(identity_.get())) {
+    return refuse_connect(version_, ReasonCode::kNotAuthorized,
+                          "the client id's session belongs to another user");
+  }
+  if (session != nullptr && session->owner() != nullptr) {
+    session->owner()->on_taken_over();
+    session = shard_.find_session(connect.client_id);  // it ends there if its expiry was 0
+  }
+  const Clock::time_point now = Clock::now();
+  const auto expires = session != nullptr ? session->expires_at() : std::nullopt;
+  const bool expired = expires && *expires <= now;  // not yet ended by a tick
+  if (session != nullptr && (connect.clean_start || expired)) {
+    shard_.publish_will(*session);  // a pending will goes out when its session ends
+    shard_.end_session(*session);
+    session = nullptr;
+  }
+  const bool session_present = session != nullptr;
+  if (session == nullptr) session = shard_.create_session(connect.client_id);
+  if (session == nullptr)
+    return refuse_connect(version_, ReasonCode::kQuotaExceeded, "too many sessions");
+  session->take_will();  // a delayed will is not sent once the client is back [MQTT-3.1.3-9]
+  shard_.session_came_online(*session);
+  session->set_expiry_s(connect_expiry_s_);
+  session->set_will(std::move(connect.will));
+  session->set_identity(identity_ ? std::make_unique<std::string>(*identity_) : nullptr);
+  session->claim(*this);
+  session_ = session;
+  if (connect_expiry_s_ == 0 || !shard_.has_store()) return acknowledge(*pending, session_present);
+  // A stored session's record is durable before the CONNACK: a client told
+  // its session exists must find it after a crash, will and all.
+  session->set_stored(true);
+  pending_connect_ = std::move(pending);
+  link_.hold_input();
+  shard_.write_then(
+      std::move(
+          store::WriteBatch().add(store::WriteBatch::PutSession{session_record(*session, 0)})),
+      [weak = weak_self(), session_present](bool durable) {
+        const auto self = weak.lock();
+        if (!self) return;
+        ClientProtocol& protocol = **self;
+        const std::unique_ptr<PendingConnect> stored = std::move(protocol.pending_connect_);
+        if (protocol.closing_ || !stored || protocol.session_ == nullptr) return;
+        if (!durable) {
+          protocol.leave_session(false);
+          return protocol.refuse_connect(protocol.version_, ReasonCode::kUnspecifiedError,
+                                         "the session could not be stored");
+        }
+        protocol.acknowledge(*stored, session_present);
+      });
+}
+
+// ---- 4. acknowledge --------------------------------------------------------------------
+
+void ClientProtocol::acknowledge(const PendingConnect& pending, bool session_present) {
+  const config::Config& config = shard_.config();
+  const mqtt::Connect& connect = pending.connect;
+  mqtt::Connack connack;
+  connack.session_present = session_present;
+  ClientLimits limits;
+  if (mqtt::is_v5(version_)) {
+    mqtt::Properties& p = connack.properties;
+    p.receive_maximum = config.limits.receive_maximum;
+    p.maximum_packet_size = config.limits.max_packet_bytes;
+    p.topic_alias_maximum = config.limits.topic_alias_maximum;
+    if (config.mqtt.max_qos < 2) p.maximum_qos = config.mqtt.max_qos;
+    p.retain_available = config.mqtt.retain_available ? 1 : 0;
+    p.wildcard_subscription_available = config.mqtt.wildcard_subscriptions ? 1 : 0;
+    p.subscription_identifier_available = config.mqtt.subscription_identifiers ? 1 : 0;
+    p.shared_subscription_available = config.mqtt.shared_subscriptions ? 1 : 0;
+    if (pending.assigned) p.assigned_client_identifier = connect.client_id;
+    if (pending.server_final) {  // the server's proof that it holds the user's keys
+      p.authentication_method = std::string(kScramMethod);
+      p.authentication_data =
+          mqtt::Bytes(pending.server_final->begin(), pending.server_final->end());
+    }
+    if (keep_alive_s_ != connect.keep_alive_s) p.server_keep_alive = keep_alive_s_;
+    const std::uint32_t asked = connect.properties.session_expiry_interval.value_or(0);
+    if (connect_expiry_s_ != asked) p.session_expiry_interval = connect_expiry_s_;
+    if (connect.properties.request_response_information.value_or(0) == 1) {
+      p.response_information = config.sessions.response_information + connect.client_id;
+    }
+    limits.receive_maximum = connect.properties.receive_maximum.value_or(65535);
+    limits.maximum_packet_size =
+        connect.properties.maximum_packet_size.value_or(limits.maximum_packet_size);
+    limits.topic_alias_maximum = connect.properties.topic_alias_maximum.value_or(0);
+  }
+  link_.send(connack);
+  acknowledged_ = true;
+  ShardStats::add(shard_.stats().clients_connected);
+  session_->attach(link_, version_, limits, acl_.get());
+  link_.release_input();
+}
+
+}  // namespace sluice::broker
