@@ -97,7 +97,7 @@ double publish_rate(const Options& options, const char* durability) {
                                                    : policy == "batch" ? store::Durability::kBatch
                                                                        : store::Durability::kNone,
                                                    std::chrono::milliseconds(10));
-    broker.set_committer(committer.get());
+    broker.set_journal(committer.get());
   }
   broker::Shard& shard = broker.shard(0);
   {
@@ -159,7 +159,7 @@ void disk_use(const Options& options, int cycles) {
   broker.set_mailbox(&mailbox);
   auto store = open_fresh(options.dir);
   store::Committer committer(*store, store::Durability::kSync, std::chrono::milliseconds(10));
-  broker.set_committer(&committer);
+  broker.set_journal(&committer);
   broker::Shard& shard = broker.shard(0);
   auto settle = [&] {
     bool done = false;

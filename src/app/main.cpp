@@ -31,6 +31,7 @@ struct Options {
   std::optional<std::uint32_t> workers;
   std::string log_level;
   std::string storage_dir;
+  bool storage_recover = false;
 };
 
 // The configuration: the file's (or the defaults), then the command line over it.
@@ -59,6 +60,7 @@ std::optional<Config> make_config(const Options& options) {
   if (options.workers) config.workers = *options.workers;
   if (!options.log_level.empty()) config.log_level = options.log_level;
   if (!options.storage_dir.empty()) config.storage.dir = options.storage_dir;
+  if (options.storage_recover) config.storage.recover = true;
   if (config.workers == 0) config.workers = std::max(1u, std::thread::hardware_concurrency());
   return config;
 }
@@ -68,7 +70,8 @@ bool is_loopback(const std::string& host) {
 }
 
 // Opens the store when a directory is configured and loads what it holds. A
-// store that cannot be opened stops start-up: it is never emptied to go on.
+// store that cannot be opened, or lost what it had acknowledged, stops
+// start-up (unless storage.recover): it is never emptied to go on.
 bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::Broker& broker,
                   std::unique_ptr<sluice::store::Store>& store,
                   std::unique_ptr<sluice::store::Committer>& committer) {
@@ -76,11 +79,30 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
     spdlog::info("event=storage engine=memory");
     return true;
   }
-  const sluice::store::Status opened = sluice::store::open_rocksdb_store(storage.dir, store);
+  sluice::store::OpenReport report;
+  const sluice::store::Status opened = sluice::store::open_rocksdb_store(
+      storage.dir, sluice::store::OpenOptions{storage.recover}, store, report);
   if (!opened.ok) {
     spdlog::error("event=storage_failed error=\"{}\"", opened.message);
     return false;
   }
+  if (report.repaired || report.lost_writes != 0) {
+    spdlog::warn(
+        "event=storage_recovered dir={} repaired_manifest={} lost_writes={} note=\"the store had "
+        "lost acknowledged writes; sluice starts from what is readable\"",
+        storage.dir, report.repaired, report.lost_writes);
+  }
+  if (report.unchecked) {
+    spdlog::warn(
+        "event=storage_unchecked dir={} note=\"no durable mark (made by an older sluice, or "
+        "removed): lost writes cannot be detected this once\"",
+        storage.dir);
+  }
+  if (report.format_found != 0 && report.format_found < 2) {
+    spdlog::info("event=storage_migrated dir={} from_format={} to_format=2", storage.dir,
+                 report.format_found);
+  }
+  broker.set_store_lost_writes(report.lost_writes);
   sluice::broker::LoadCounts counts;
   const sluice::store::Status loaded = sluice::broker::load_state(*store, broker, counts);
   if (!loaded.ok) {
@@ -92,7 +114,7 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
                                                           : sluice::store::Durability::kNone;
   committer = std::make_unique<sluice::store::Committer>(
       *store, durability, std::chrono::milliseconds(storage.batch_ms));
-  broker.set_committer(committer.get());
+  broker.set_journal(committer.get());
   spdlog::info(
       "event=storage engine=rocksdb dir={} durability={} sessions_loaded={} "
       "subscriptions_loaded={} outbound_loaded={} inbound_loaded={} messages_loaded={} "
@@ -278,6 +300,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_option("--storage-dir", options.storage_dir,
                  "directory of the RocksDB store (replaces storage.dir; `make run` uses ./data)");
+  app.add_flag("--storage-recover", options.storage_recover,
+               "start from what the store can still read when it lost acknowledged writes or "
+               "is damaged (sets storage.recover); what is missing is logged and counted");
   app.set_version_flag("-V,--version", std::string("sluice ") + sluice::app::kVersion);
   std::string passwd_file, passwd_user;
   CLI::App* passwd = app.add_subcommand(

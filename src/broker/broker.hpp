@@ -18,7 +18,7 @@
 #include "config/config.hpp"
 
 namespace sluice::store {
-class Committer;
+class Journal;
 }
 namespace sluice::auth {
 class Authenticator;
@@ -57,9 +57,10 @@ class Broker {
   void set_mailbox(Mailbox* mailbox) { mailbox_ = mailbox; }
   Mailbox* mailbox() const { return mailbox_; }
 
-  // Where durable changes go; nullptr when state is kept in memory only.
-  void set_committer(store::Committer* committer) { committer_ = committer; }
-  store::Committer* committer() const { return committer_; }
+  // Where durable changes go (store/journal.hpp); nullptr when state is
+  // kept in memory only.
+  void set_journal(store::Journal* journal) { journal_ = journal; }
+  store::Journal* journal() const { return journal_; }
 
   // Who may connect and what they may do; nullptr: anyone, anything.
   void set_auth(const auth::Authenticator* auth) { auth_ = auth; }
@@ -72,6 +73,9 @@ class Broker {
   void set_next_message_id(std::uint64_t id) { next_message_id_.store(id); }
   std::atomic<std::uint32_t>& connections() { return connections_; }
   std::atomic<std::uint32_t>& sessions() { return sessions_; }
+  // Writes the store had acknowledged and lost, found by a recovery at start.
+  void set_store_lost_writes(std::uint64_t count) { store_lost_writes_ = count; }
+  std::uint64_t store_lost_writes() const { return store_lost_writes_; }
   Clock::time_point started_at() const { return started_at_; }
 
  private:
@@ -82,12 +86,13 @@ class Broker {
   RetainedStore retained_;
   std::vector<std::unique_ptr<Shard>> shards_;
   Mailbox* mailbox_ = nullptr;
-  store::Committer* committer_ = nullptr;
+  store::Journal* journal_ = nullptr;
   const auth::Authenticator* auth_ = nullptr;
   std::atomic<std::uint64_t> next_session_id_{0};
   std::atomic<std::uint64_t> next_message_id_{1};
   std::atomic<std::uint32_t> connections_{0};
   std::atomic<std::uint32_t> sessions_{0};
+  std::uint64_t store_lost_writes_ = 0;
   const Clock::time_point started_at_;
 };
 

@@ -101,11 +101,7 @@ void ClientProtocol::leave_session(bool publish_will) {
     }
   }
   if (session.expiry_s() == 0) return shard_.end_session(session);
-  if (session.stored()) {
-    shard_.write_then(std::move(store::WriteBatch().add(
-                          store::WriteBatch::PutSession{session_record(session, wall_clock_ms())})),
-                      nullptr);
-  }
+  if (session.stored()) shard_.write_then(session_records(session, wall_clock_ms()), nullptr);
 }
 
 void ClientProtocol::on_decode_error(const mqtt::DecodeError& error,
@@ -223,8 +219,6 @@ void ClientProtocol::on_plain_ack(mqtt::PacketType type, std::uint16_t packet_id
 void ClientProtocol::on_pubrec(std::uint16_t packet_id, ReasonCode reason) {
   if (!session_->on_pubrec(packet_id, reason)) {
     link_.send(mqtt::Pubrel{packet_id, ReasonCode::kPacketIdentifierNotFound, {}});
-  } else if (!mqtt::is_error(reason)) {
-    link_.send_plain_ack(mqtt::PacketType::kPubrel, packet_id);
   }
 }
 

@@ -98,6 +98,7 @@ class ClientProtocol {
   // 3. The session: resumed, taken over or made, if it belongs to this
   //    identity. A stored session's record is written before step 4.
   void claim(std::unique_ptr<PendingConnect> pending);
+  void on_session_stored(bool durable, bool session_present);
   // 4. CONNACK, then the session is attached: in-flight messages are resent
   //    and queued ones follow; packets the client sent after CONNECT are read.
   void acknowledge(const PendingConnect& pending, bool session_present);

@@ -297,22 +297,22 @@ void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
   session->set_stored(true);
   pending_connect_ = std::move(pending);
   link_.hold_input();
-  shard_.write_then(
-      std::move(
-          store::WriteBatch().add(store::WriteBatch::PutSession{session_record(*session, 0)})),
-      [weak = weak_self(), session_present](bool durable) {
-        const auto self = weak.lock();
-        if (!self) return;
-        ClientProtocol& protocol = **self;
-        const std::unique_ptr<PendingConnect> stored = std::move(protocol.pending_connect_);
-        if (protocol.closing_ || !stored || protocol.session_ == nullptr) return;
-        if (!durable) {
-          protocol.leave_session(false);
-          return protocol.refuse_connect(protocol.version_, ReasonCode::kUnspecifiedError,
-                                         "the session could not be stored");
-        }
-        protocol.acknowledge(*stored, session_present);
-      });
+  shard_.write_then(session_records(*session, 0),
+                    [weak = weak_self(), session_present](bool durable) {
+                      if (const auto self = weak.lock())
+                        (*self)->on_session_stored(durable, session_present);
+                    });
+}
+
+void ClientProtocol::on_session_stored(bool durable, bool session_present) {
+  const std::unique_ptr<PendingConnect> pending = std::move(pending_connect_);
+  if (closing_ || !pending || session_ == nullptr) return;
+  if (!durable) {
+    leave_session(false);
+    return refuse_connect(version_, ReasonCode::kUnspecifiedError,
+                          "the session could not be stored");
+  }
+  acknowledge(*pending, session_present);
 }
 
 // ---- 4. acknowledge --------------------------------------------------------------------

@@ -77,17 +77,29 @@ store::SessionRecord session_record(const Session& session, std::int64_t disconn
   record.expiry_s = session.expiry_s();
   record.disconnected_at_ms = disconnected_at_ms;
   if (const std::string* identity = session.identity()) record.identity = *identity;
-  if (const mqtt::Will* will = session.will()) {
-    store::WillRecord stored;
-    stored.message.topic = will->topic;
-    stored.message.payload = will->payload;
-    stored.message.qos = static_cast<std::uint8_t>(will->qos);
-    stored.message.retain = will->retain;
-    mqtt::encode_property_block(will->properties, stored.message.properties);
-    stored.delay_s = will->properties.will_delay_interval.value_or(0);
-    record.will = std::move(stored);
-  }
   return record;
+}
+
+store::WillRecord will_record(const mqtt::Will& will) {
+  store::WillRecord stored;
+  stored.message.topic = will.topic;
+  stored.message.payload = will.payload;
+  stored.message.qos = static_cast<std::uint8_t>(will.qos);
+  stored.message.retain = will.retain;
+  mqtt::encode_property_block(will.properties, stored.message.properties);
+  stored.delay_s = will.properties.will_delay_interval.value_or(0);
+  return stored;
+}
+
+store::WriteBatch session_records(const Session& session, std::int64_t disconnected_at_ms) {
+  store::WriteBatch batch;
+  batch.add(store::WriteBatch::PutSession{session_record(session, disconnected_at_ms)});
+  if (const mqtt::Will* will = session.will()) {
+    batch.add(store::WriteBatch::PutWill{session.client_id(), will_record(*will)});
+  } else {
+    batch.add(store::WriteBatch::DeleteWill{session.client_id()});
+  }
+  return batch;
 }
 
 namespace {
@@ -145,14 +157,22 @@ class StateLoader final : public store::LoadVisitor {
                                      : std::max<std::int64_t>(0, wall_ - record.disconnected_at_ms);
     const Clock::time_point offline_since = now_ - std::chrono::milliseconds(away_ms);
     shard.session_went_offline(*session, offline_since);
-    if (record.will) {
-      // A will still pending goes out after its delay, counted from the
-      // disconnection (the tick publishes it if that time has passed).
-      const std::uint32_t delay = std::min(record.will->delay_s, record.expiry_s);
-      session->set_will(will_from_record(std::move(*record.will)));
-      if (session->will()) session->arm_will(offline_since + std::chrono::seconds(delay));
-    }
     ++counts.sessions;
+  }
+
+  void will(const std::string& client_id, store::WillRecord&& record) override {
+    Session* session = find(client_id);
+    if (session == nullptr) {
+      cleanup.add(store::WriteBatch::DeleteWill{client_id});
+      return;
+    }
+    // A will still pending goes out after its delay, counted from the
+    // disconnection (the tick publishes it if that time has passed).
+    const std::uint32_t delay = std::min(record.delay_s, session->expiry_s());
+    session->set_will(will_from_record(std::move(record)));
+    if (session->will()) {
+      session->arm_will(*session->offline_since() + std::chrono::seconds(delay));
+    }
   }
 
   void subscription(store::SubscriptionRecord&& record) override {

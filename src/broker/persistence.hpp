@@ -32,8 +32,11 @@ store::OutboundRecord outbound_record(const std::string& client_id, const Delive
 // A stored delivery lets go of its message: the last one deletes it.
 void release_stored_message(const Delivery& delivery, store::WriteBatch& batch);
 
-// The record of a session, with its will.
+// The record of a session (its will is a record of its own).
 store::SessionRecord session_record(const Session& session, std::int64_t disconnected_at_ms);
+store::WillRecord will_record(const mqtt::Will& will);
+// A stored session's record with its will (put, or deleted when it has none).
+store::WriteBatch session_records(const Session& session, std::int64_t disconnected_at_ms);
 
 // Subscription options as the SUBSCRIBE options byte (MQTT 5 layout), and back.
 std::uint8_t options_byte(const mqtt::SubscriptionOptions& options);

@@ -19,9 +19,16 @@ RetainedStore::RetainedStore(std::uint32_t max_messages)
     : root_(std::make_unique<Node>()), max_messages_(max_messages) {}
 RetainedStore::~RetainedStore() = default;
 
-RetainedStore::SetResult RetainedStore::set(const MessagePtr& message) {
-  std::string_view rest = message->topic;
+RetainedStore::SetResult RetainedStore::set(const MessagePtr& message,
+                                            const std::function<void(SetResult)>& under_lock) {
   std::unique_lock lock(mutex_);
+  const SetResult result = set_locked(message);
+  if (under_lock) under_lock(result);
+  return result;
+}
+
+RetainedStore::SetResult RetainedStore::set_locked(const MessagePtr& message) {
+  std::string_view rest = message->topic;
   if (message->payload.empty()) {
     std::vector<std::pair<Node*, std::string_view>> path;
     Node* node = root_.get();
@@ -55,7 +62,8 @@ bool RetainedStore::has_message(std::string_view topic) const {
 }
 
 std::size_t RetainedStore::purge_expired(Clock::time_point now,
-                                         const std::function<void(const Message&)>& on_purged) {
+                                         const std::function<void(const Message&)>& on_purged,
+                                         const std::function<void()>& under_lock) {
   std::unique_lock lock(mutex_);
   std::size_t purged = 0;
   // Returns whether `node` is left empty, so its parent can drop it.
@@ -70,6 +78,7 @@ std::size_t RetainedStore::purge_expired(Clock::time_point now,
   };
   purge(purge, *root_);
   size_ -= purged;
+  if (under_lock) under_lock();
   return purged;
 }
 

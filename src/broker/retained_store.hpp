@@ -24,7 +24,11 @@ class RetainedStore {
 
   // Stores `message` as its topic's retained message, or deletes the topic's
   // when the payload is empty. A new topic beyond the limit is refused.
-  SetResult set(const MessagePtr& message);
+  // `under_lock`, if given, runs with the result while the store is still
+  // locked for the change: a caller that hands the change to the store's
+  // committer there writes changes to one topic in the order memory took them.
+  SetResult set(const MessagePtr& message,
+                const std::function<void(SetResult)>& under_lock = nullptr);
 
   // Calls `f` with every retained message whose topic matches `filter` (a
   // valid, non-shared filter), skipping expired ones.
@@ -35,11 +39,15 @@ class RetainedStore {
 
   // Removes messages whose Message Expiry Interval has passed, telling
   // `on_purged` (if given) of each; returns how many.
+  // `under_lock`, if given, runs after the last one while the store is still
+  // locked (for the same reason as set's).
   std::size_t purge_expired(Clock::time_point now,
-                            const std::function<void(const Message&)>& on_purged = nullptr);
+                            const std::function<void(const Message&)>& on_purged = nullptr,
+                            const std::function<void()>& under_lock = nullptr);
 
  private:
   bool has_message(std::string_view topic) const;  // with the lock held
+  SetResult set_locked(const MessagePtr& message);
 
   struct Node;
   mutable std::shared_mutex mutex_;

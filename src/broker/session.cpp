@@ -65,15 +65,18 @@ void Session::hand_on_shared(bool session_ends) {
   // when it comes back [MQTT-4.8.2-4] and no one else may get it [MQTT-4.8.2-5].
   // While the client may come back, a message moves only to a member that is
   // online now; otherwise it waits here for its own client.
+  // Every move is one store write: the records leave this session and
+  // arrive at their new ones together, before any of them is delivered.
   store::WriteBatch batch;
+  std::vector<RemoteDelivery> moved;
   auto hand_on = [&](Delivery& delivery) {
     if (!delivery.shared_filter) return false;
     delivery.retain = false;
     const std::uint64_t store_id = delivery.store_id;
-    if (!shard_.redeliver_shared(delivery, ref(), /*online_only=*/!session_ends)) {
-      return false;
-    }
+    const auto to = shard_.reroute_shared(delivery, ref(), /*online_only=*/!session_ends, batch);
+    if (!to) return false;
     if (store_id != 0) batch.add(store::WriteBatch::DeleteOutbound{client_id(), store_id});
+    moved.push_back({*to, std::move(delivery)});
     return true;
   };
   inflight_.erase_if([&](std::uint16_t, Inflight& entry) {
@@ -81,6 +84,8 @@ void Session::hand_on_shared(bool session_ends) {
   });
   queue_.erase_if(hand_on);
   if (!batch.empty()) shard_.write_then(std::move(batch), nullptr);
+  for (RemoteDelivery& delivery : moved)
+    shard_.deliver(delivery.to, std::move(delivery.delivery));
 }
 
 void Session::release_stored(store::WriteBatch& batch) {
@@ -172,14 +177,56 @@ std::uint16_t Session::next_packet_id() {
 
 void Session::send_inflight(Delivery&& delivery) {
   const std::uint16_t packet_id = next_packet_id();
+  if (delivery.qos == mqtt::QoS::kExactlyOnce && delivery.store_id != 0) {
+    // Its packet id is stored before the PUBLISH goes: after a crash it is
+    // resent with that id, which the client knows, not as a new message.
+    store::WriteBatch batch;
+    batch.add(store::WriteBatch::PutOutbound{
+        outbound_record(client_id(), delivery, packet_id, Stage::kAwaitingPubrec)});
+    inflight_.put(packet_id,
+                  Inflight{std::move(delivery), next_sequence_++, Stage::kAwaitingPubrec, true});
+    return store_stage_then_send(packet_id, std::move(batch));
+  }
   if (!write_publish(delivery, packet_id, false)) return forget(delivery);  // as if delivered
   const Stage stage =
       delivery.qos == mqtt::QoS::kAtLeastOnce ? Stage::kAwaitingPuback : Stage::kAwaitingPubrec;
   // Not waited for: if the broker stops before this is stored, the message
-  // is sent again as a new one, which QoS 1 allows; see docs/persistence.md
-  // for QoS 2.
+  // is sent again as a new one, which QoS 1 allows.
   store_stage(delivery, packet_id, stage);
   inflight_.put(packet_id, Inflight{std::move(delivery), next_sequence_++, stage});
+}
+
+void Session::store_stage_then_send(std::uint16_t packet_id, store::WriteBatch&& batch) {
+  // The committer keeps order, so entries held one after another are
+  // released in that order: QoS 2 messages still go out as they came.
+  const std::uint64_t sequence = inflight_.find(packet_id)->sequence;
+  shard_.write_then(std::move(batch),
+                    [&shard = shard_, session = id_, packet_id, sequence](bool /*durable*/) {
+                      // A failed write is counted and logged by the committer;
+                      // the exchange goes on as it would without a store.
+                      if (Session* self = shard.find_session_by_id(session)) {
+                        self->release_held(packet_id, sequence);
+                      }
+                    });
+}
+
+void Session::release_held(std::uint16_t packet_id, std::uint64_t sequence) {
+  Inflight* entry = inflight_.find(packet_id);
+  if (entry == nullptr || entry->sequence != sequence || !entry->held) return;
+  entry->held = false;
+  if (!online()) return;  // resent when the client is back
+  if (!send_stage(packet_id, *entry, false)) pump();
+}
+
+bool Session::send_stage(std::uint16_t packet_id, Inflight& entry, bool dup) {
+  if (entry.stage == Stage::kAwaitingPubcomp) {
+    link_->send_plain_ack(mqtt::PacketType::kPubrel, packet_id);
+    return true;
+  }
+  if (write_publish(entry.delivery, packet_id, dup)) return true;
+  forget(entry.delivery);
+  inflight_.erase(packet_id);
+  return false;
 }
 
 bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, bool dup) {
@@ -241,17 +288,14 @@ void Session::resend_inflight() {
   std::vector<Delivery> requeued;
   for (const auto& [sequence, packet_id] : order) {
     Inflight& entry = *inflight_.find(packet_id);
-    if (entry.stage == Stage::kAwaitingPubcomp) {
-      link_->send(mqtt::Pubrel{packet_id, mqtt::ReasonCode::kSuccess, {}});
-      ++resent;
-    } else if (entry.delivery.qos == mqtt::QoS::kAtLeastOnce && resent >= window) {
+    if (entry.held) {
+      ++resent;  // sent once its stage is stored
+    } else if (entry.stage != Stage::kAwaitingPubcomp &&
+               entry.delivery.qos == mqtt::QoS::kAtLeastOnce && resent >= window) {
       requeued.push_back(std::move(entry.delivery));
       inflight_.erase(packet_id);
-    } else if (write_publish(entry.delivery, packet_id, true)) {
+    } else if (send_stage(packet_id, entry, true)) {
       ++resent;
-    } else {
-      forget(entry.delivery);
-      inflight_.erase(packet_id);
     }
   }
   queue_.push_front(std::move(requeued));
@@ -283,7 +327,10 @@ void Session::on_puback(std::uint16_t packet_id) {
 
 bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
   Inflight* entry = inflight_.find(packet_id);
-  if (entry == nullptr || entry->stage == Stage::kAwaitingPuback) return false;
+  if (entry == nullptr || entry->stage == Stage::kAwaitingPuback ||
+      (entry->held && entry->stage == Stage::kAwaitingPubrec)) {  // not sent yet
+    return false;
+  }
   Delivery& delivery = entry->delivery;
   if (mqtt::is_error(reason)) {  // the client refused it: the flow ends here [MQTT-4.3.3]
     forget(delivery);
@@ -291,17 +338,25 @@ bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
     pump();
     return true;
   }
-  if (entry->stage == Stage::kAwaitingPubcomp) return true;  // a repeated PUBREC
-  entry->stage = Stage::kAwaitingPubcomp;
-  // Only the packet id is needed from here on, in memory and in the store.
-  if (delivery.store_id != 0) {
-    store::WriteBatch batch;
-    batch.add(store::WriteBatch::PutOutbound{
-        outbound_record(client_id(), delivery, packet_id, Stage::kAwaitingPubcomp)});
-    release_stored_message(delivery, batch);
-    shard_.write_then(std::move(batch), nullptr);
+  if (entry->stage == Stage::kAwaitingPubcomp) {  // a repeated PUBREC
+    if (!entry->held) link_->send_plain_ack(mqtt::PacketType::kPubrel, packet_id);
+    return true;
   }
+  entry->stage = Stage::kAwaitingPubcomp;
+  if (delivery.store_id == 0) {
+    delivery.message.reset();  // only the packet id is needed from here on
+    link_->send_plain_ack(mqtt::PacketType::kPubrel, packet_id);
+    return true;
+  }
+  // The PUBREL waits for the new stage: sent before it is stored, a crash
+  // would resend the PUBLISH to a client that already let go of its id.
+  store::WriteBatch batch;
+  batch.add(store::WriteBatch::PutOutbound{
+      outbound_record(client_id(), delivery, packet_id, Stage::kAwaitingPubcomp)});
+  release_stored_message(delivery, batch);
   delivery.message.reset();
+  entry->held = true;
+  store_stage_then_send(packet_id, std::move(batch));
   return true;
 }
 

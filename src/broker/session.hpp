@@ -126,7 +126,9 @@ class Session {
   // ---- outbound ----
   void deliver(Delivery&& delivery);
   void on_puback(std::uint16_t packet_id);
-  // Returns false when `packet_id` was not awaiting a PUBREC.
+  // Returns false when `packet_id` was not awaiting a PUBREC (the caller
+  // answers PUBREL 0x92); otherwise the PUBREL is sent here, once the new
+  // stage is stored when the session is.
   bool on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason);
   void on_pubcomp(std::uint16_t packet_id);
   // Sends queued messages while the window and the socket allow.
@@ -163,6 +165,10 @@ class Session {
     Delivery delivery;
     std::uint64_t sequence;  // to resend in the original order
     Stage stage;
+    // The packet of this stage (a stored QoS 2 PUBLISH, or its PUBREL) waits
+    // until the stage is durable: sent earlier, a crash would make the
+    // broker deliver the message twice.
+    bool held = false;
   };
 
   bool can_send_now() const;
@@ -178,6 +184,13 @@ class Session {
   void forget(const Delivery& delivery);
   // The stored record of `delivery` now says `stage` with `packet_id`.
   void store_stage(const Delivery& delivery, std::uint16_t packet_id, Stage stage);
+  // Stores the stage of the entry `packet_id` (just put in the table, held)
+  // and sends its packet once that is durable.
+  void store_stage_then_send(std::uint16_t packet_id, store::WriteBatch&& batch);
+  void release_held(std::uint16_t packet_id, std::uint64_t sequence);
+  // Sends the packet of the entry's stage: the PUBLISH or the PUBREL. False
+  // when the PUBLISH could not be sent (then the entry is gone).
+  bool send_stage(std::uint16_t packet_id, Inflight& entry, bool dup);
 
   Shard& shard_;
   const std::uint64_t id_;

@@ -5,7 +5,7 @@
 
 #include "broker/persistence.hpp"
 #include "mqtt/topic.hpp"
-#include "store/committer.hpp"
+#include "store/journal.hpp"
 
 namespace sluice::broker {
 
@@ -82,20 +82,21 @@ std::size_t Shard::publish(const MessagePtr& message) {
   });
 }
 
+void Shard::add_retained_write(const Message& message, RetainedStore::SetResult result,
+                               store::WriteBatch& batch) const {
+  if (!has_store() || result == RetainedStore::SetResult::kLimitReached ||
+      mqtt::is_sys_topic(message.topic)) {
+    return;
+  }
+  if (message.payload.empty()) {
+    batch.add(store::WriteBatch::DeleteRetained{message.topic});
+  } else {
+    batch.add(store::WriteBatch::PutRetained{to_record(message)});
+  }
+}
+
 std::size_t Shard::route(const MessagePtr& message, store::WriteBatch& batch) {
   const bool storing = has_store();
-  if (message->retain && broker_.config().mqtt.retain_available) {
-    const auto result = broker_.retained().set(message);
-    // $SYS topics are made afresh by each run: not worth a write.
-    if (storing && result != RetainedStore::SetResult::kLimitReached &&
-        !mqtt::is_sys_topic(message->topic)) {
-      if (message->payload.empty()) {
-        batch.add(store::WriteBatch::DeleteRetained{message->topic});
-      } else {
-        batch.add(store::WriteBatch::PutRetained{to_record(*message)});
-      }
-    }
-  }
   targets_.clear();
   broker_.index().match(*message, broker_.config().sessions.shared_subscription_strategy, targets_);
   routed_.clear();
@@ -151,16 +152,16 @@ void Shard::deliver_batch(std::vector<RemoteDelivery>&& batch) {
     deliver(remote.to, std::move(remote.delivery));
 }
 
-bool Shard::redeliver_shared(Delivery& delivery, SubscriberRef exclude, bool online_only) {
+std::optional<SubscriberRef> Shard::reroute_shared(Delivery& delivery, SubscriberRef exclude,
+                                                   bool online_only, store::WriteBatch& batch) {
   const auto target = broker_.index().pick_shared(
       *delivery.shared_filter, *delivery.message,
       broker_.config().sessions.shared_subscription_strategy, exclude, online_only);
-  if (!target) return false;
+  if (!target) return std::nullopt;
   delivery.qos = std::min(delivery.message->qos, target->max_qos);
   delivery.identifiers = target->identifiers;
   if (delivery.store_id != 0) {
     // The stored copy moves with it, to a session the store keeps; or goes.
-    store::WriteBatch batch;
     if (target->stored_session && delivery.qos != mqtt::QoS::kAtMostOnce) {
       batch.add(store::WriteBatch::PutOutbound{outbound_record(
           target->stored_session->client_id, delivery, 0, store::OutboundRecord::Stage::kQueued)});
@@ -168,10 +169,8 @@ bool Shard::redeliver_shared(Delivery& delivery, SubscriberRef exclude, bool onl
       release_stored_message(delivery, batch);
       delivery.store_id = 0;
     }
-    write_then(std::move(batch), nullptr);
   }
-  deliver(target->ref, std::move(delivery));
-  return true;
+  return target->ref;
 }
 
 void Shard::flush_outbox() {
@@ -194,18 +193,27 @@ void Shard::publish_will(Session& session) {
   packet.retain = will->retain;
   packet.properties = std::move(will->properties);
   packet.properties.will_delay_interval.reset();
-  publish(make_message(std::move(packet), session.id(), session.client_hash()));
+  // The will leaves the store in the write that stores its message: across a
+  // crash it is published once, not again by the next start.
+  store::WriteBatch batch;
+  if (session.stored() && has_store()) {
+    batch.add(store::WriteBatch::DeleteWill{session.client_id()});
+  }
+  publish(make_message(std::move(packet), session.id(), session.client_hash()), std::move(batch),
+          [&](std::size_t, store::WriteBatch&& changes) {
+            if (!changes.empty()) write_then(std::move(changes), nullptr);
+          });
 }
 
 void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durable)> then) {
-  store::Committer* committer = broker_.committer();
-  if (committer == nullptr) {
+  store::Journal* journal = broker_.journal();
+  if (journal == nullptr) {
     if (then) then(true);
     return;
   }
-  if (!then) return committer->submit(std::move(batch), nullptr);  // nothing waits for it
-  committer->submit(std::move(batch), [mailbox = broker_.mailbox(), shard = index_,
-                                       then = std::move(then)](const store::Status& status) {
+  if (!then) return journal->submit(std::move(batch), nullptr);  // nothing waits for it
+  journal->submit(std::move(batch), [mailbox = broker_.mailbox(), shard = index_,
+                                     then = std::move(then)](const store::Status& status) {
     mailbox->post_task(shard, [then, durable = status.ok] { then(durable); });
   });
 }
@@ -213,18 +221,7 @@ void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durabl
 void Shard::tick(Clock::time_point now) {
   std::vector<Session*> ended;
   for (Session* session : offline_) {
-    if (session->will_due() && *session->will_due() <= now) {
-      publish_will(*session);
-      // The session lives on: its stored record loses the will too, or a
-      // restart would send it again. (Every other path that publishes a will
-      // rewrites or deletes the record anyway.)
-      if (session->stored()) {
-        const auto since = session->offline_since().value_or(now);
-        write_then(std::move(store::WriteBatch().add(store::WriteBatch::PutSession{
-                       session_record(*session, wall_time_ms(since))})),
-                   nullptr);
-      }
-    }
+    if (session->will_due() && *session->will_due() <= now) publish_will(*session);
     const auto expires = session->expires_at();
     if (expires && *expires <= now) ended.push_back(session);
   }
@@ -239,10 +236,14 @@ void Shard::tick(Clock::time_point now) {
   }
   if (index_ == 0 && now >= next_retained_purge_) {
     store::WriteBatch batch;
-    broker_.retained().purge_expired(now, [&](const Message& message) {
-      if (has_store()) batch.add(store::WriteBatch::DeleteRetained{message.topic});
-    });
-    if (!batch.empty()) write_then(std::move(batch), nullptr);
+    broker_.retained().purge_expired(
+        now,
+        [&](const Message& message) {
+          if (has_store()) batch.add(store::WriteBatch::DeleteRetained{message.topic});
+        },
+        [&] {  // under the lock, as publish's retained writes
+          if (!batch.empty()) write_then(std::move(batch), nullptr);
+        });
     next_retained_purge_ = now + kPurgeInterval;
   }
   if (index_ == 0 && broker_.config().sys_interval_s > 0 && now >= next_sys_publish_) {
@@ -286,7 +287,15 @@ void Shard::publish_sys_topics(Clock::time_point now) {
       {"$SYS/broker/rejected/publishes", std::to_string(rejected_publishes)},
       {"$SYS/broker/rejected/subscriptions", std::to_string(rejected_subscriptions)},
   };
-  for (const auto& [topic, value] : topics) {
+  std::vector<std::pair<const char*, std::string>> all(std::begin(topics), std::end(topics));
+  if (const store::Journal* journal = broker_.journal()) {
+    // A failed store write or fsync is not silent: it shows here (and in the log).
+    const store::JournalHealth health = journal->health();
+    all.emplace_back("$SYS/broker/store/healthy", health.healthy ? "1" : "0");
+    all.emplace_back("$SYS/broker/store/failures", std::to_string(health.failures));
+    all.emplace_back("$SYS/broker/store/lost_writes", std::to_string(broker_.store_lost_writes()));
+  }
+  for (const auto& [topic, value] : all) {
     mqtt::Publish packet;
     packet.topic = topic;
     packet.retain = true;

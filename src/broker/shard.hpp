@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -34,6 +35,10 @@ class Shard {
 
   // ---- sessions ----
   Session* find_session(const std::string& client_id);
+  Session* find_session_by_id(std::uint64_t id) {
+    const auto it = sessions_by_id_.find(id);
+    return it == sessions_by_id_.end() ? nullptr : it->second;
+  }
   // A new session, or nullptr when limits.max_sessions are already in use.
   Session* create_session(const std::string& client_id);
   // A session read back from the store at start-up: made whatever
@@ -65,16 +70,28 @@ class Shard {
   std::size_t publish(const MessagePtr& message, store::WriteBatch&& batch,
                       Acknowledge&& acknowledge) {
     const std::size_t receivers = route(message, batch);
-    acknowledge(receivers, std::move(batch));
+    if (!retains(*message)) {
+      acknowledge(receivers, std::move(batch));
+    } else {
+      // Handed in while the retained store is locked for this topic's
+      // change: two workers retaining on one topic write it to the store in
+      // the order memory took it.
+      broker_.retained().set(message, [&](RetainedStore::SetResult result) {
+        add_retained_write(*message, result, batch);
+        acknowledge(receivers, std::move(batch));
+      });
+    }
     dispatch();
     return receivers;
   }
   // Deliveries that other shards routed to sessions here.
   void deliver_batch(std::vector<RemoteDelivery>&& batch);
-  // Moves `delivery` to a member of its shared group other than `exclude`
-  // (an online one if `online_only`); false, and `delivery` untouched, when
-  // there is none.
-  bool redeliver_shared(Delivery& delivery, SubscriberRef exclude, bool online_only);
+  // Readdresses `delivery` to a member of its shared group other than
+  // `exclude` (an online one if `online_only`), adding the move of its
+  // stored record to `batch`; the caller writes the batch, then delivers.
+  // nullopt, and `delivery` untouched, when there is no such member.
+  std::optional<SubscriberRef> reroute_shared(Delivery& delivery, SubscriberRef exclude,
+                                              bool online_only, store::WriteBatch& batch);
   void deliver(SubscriberRef to, Delivery&& delivery);
   // Hands the deliveries gathered for other shards to their inboxes. The net
   // layer calls this once per loop turn.
@@ -87,7 +104,7 @@ class Shard {
   // shard's thread once the batch is as durable as configured (at once when
   // state is kept in memory only).
   void write_then(store::WriteBatch&& batch, std::function<void(bool durable)> then);
-  bool has_store() const { return broker_.committer() != nullptr; }
+  bool has_store() const { return broker_.journal() != nullptr; }
 
   // Once a second or so: due wills, expired sessions, $SYS.
   void tick(Clock::time_point now);
@@ -98,6 +115,14 @@ class Shard {
   // Matches `message` and prepares its deliveries in `routed_`, adding what
   // must be stored to `batch`.
   std::size_t route(const MessagePtr& message, store::WriteBatch& batch);
+  // Whether `message` changes its topic's retained message.
+  bool retains(const Message& message) const {
+    return message.retain && broker_.config().mqtt.retain_available;
+  }
+  // The store's side of a retained change (none for $SYS, which each run
+  // makes afresh, or a topic refused at the limit).
+  void add_retained_write(const Message& message, RetainedStore::SetResult result,
+                          store::WriteBatch& batch) const;
   // Sends what route() prepared.
   void dispatch();
 

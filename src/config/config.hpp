@@ -99,6 +99,10 @@ struct StorageConfig {
   std::string engine = "rocksdb";   // rocksdb or memory
   std::string durability = "sync";  // sync, batch or none (see store/committer.hpp)
   std::uint32_t batch_ms = 10;      // fsync period under durability: batch
+  // Start from what is readable when the store lost acknowledged writes or is
+  // damaged, logging and counting what is missing (docs/persistence.md).
+  // Without it such a store stops start-up.
+  bool recover = false;
 
   bool operator==(const StorageConfig&) const = default;
 };

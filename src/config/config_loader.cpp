@@ -278,6 +278,7 @@ void read_storage(const YAML::Node& node, StorageConfig& c, std::string_view sou
   s.choice("engine", c.engine, {"rocksdb", "memory"});
   s.choice("durability", c.durability, {"sync", "batch", "none"});
   s.integer("batch_ms", c.batch_ms, 1, 60'000);
+  s.boolean("recover", c.recover);
   s.finish();
 }
 

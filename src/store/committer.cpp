@@ -2,6 +2,8 @@
 // per policy, call back, repeat.
 #include "store/committer.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace sluice::store {
 
 Committer::Committer(Store& store, Durability durability, std::chrono::milliseconds batch_interval)
@@ -31,11 +33,30 @@ std::uint64_t Committer::writes() const {
   return writes_;
 }
 
+JournalHealth Committer::health() const {
+  std::lock_guard lock(mutex_);
+  return health_;
+}
+
+void Committer::record(const Status& status, const char* what) {
+  if (status.ok) return;
+  std::uint64_t failures = 0;
+  {
+    std::lock_guard lock(mutex_);
+    failures = ++health_.failures;
+    health_.healthy = false;
+    health_.last_error = status.message;
+  }
+  // Each failure is worth a line: they are rare, and each may mean lost data.
+  spdlog::error("event=store_{}_failed failures={} error=\"{}\"", what, failures, status.message);
+}
+
 void Committer::run() {
   auto next_sync = std::chrono::steady_clock::now() + batch_interval_;
   bool unsynced = false;
   while (true) {
     std::vector<std::pair<WriteBatch, Done>> taken;
+    bool stopping = false;
     {
       std::unique_lock lock(mutex_);
       const auto ready = [&] { return stopping_ || !pending_.empty(); };
@@ -44,12 +65,13 @@ void Committer::run() {
       } else {
         wake_.wait(lock, ready);
       }
-      if (pending_.empty() && stopping_) break;
+      stopping = stopping_;
+      if (pending_.empty() && stopping) break;
       taken.swap(pending_);
     }
     if (durability_ == Durability::kBatch && unsynced &&
         std::chrono::steady_clock::now() >= next_sync) {
-      store_.sync();
+      record(store_.sync(), "sync");
       unsynced = false;
       next_sync = std::chrono::steady_clock::now() + batch_interval_;
     }
@@ -59,7 +81,8 @@ void Committer::run() {
     for (auto& [batch, done] : taken)
       merged.append(std::move(batch));
     const Status status = store_.write(merged, durability_ == Durability::kSync);
-    unsynced = durability_ == Durability::kBatch;
+    record(status, "write");
+    unsynced = durability_ != Durability::kSync;
     {
       std::lock_guard lock(mutex_);
       ++writes_;
@@ -68,7 +91,8 @@ void Committer::run() {
       if (done) done(status);
     }
   }
-  if (unsynced) store_.sync();
+  // A clean stop leaves everything on disk, whatever the policy.
+  if (unsynced) record(store_.sync(), "sync");
 }
 
 }  // namespace sluice::store

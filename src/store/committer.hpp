@@ -1,13 +1,19 @@
-// Group commit. Workers hand in batches; one committer thread writes all that
-// gathered while the previous write was on its way as one store write, so
-// many publishers share one fsync. Each batch's callback runs on the
-// committer thread once its changes are as durable as the policy says:
+// Group commit, the single node's Journal. Workers hand in batches; one
+// committer thread writes all that gathered while the previous write was on
+// its way as one store write, so many publishers share one fsync. Each
+// batch's callback runs on the committer thread once its changes are as
+// durable as the policy says:
 //
 //   kSync   written and fsynced before the callback (an acknowledgement sent
 //           from it survives kill -9 and power loss);
 //   kBatch  written before the callback, fsynced every `batch_interval`
 //           (kill -9 loses nothing, power loss up to one interval);
 //   kNone   written before the callback, fsync left to the OS.
+//
+// One thread writes, in the order batches were handed in: that is the
+// journal's ordering guarantee (journal.hpp). A failed write or fsync is
+// logged, counted, and turns the journal unhealthy; under kBatch the failed
+// fsync comes after acknowledgements were sent, so it can only be reported.
 #pragma once
 
 #include <chrono>
@@ -17,29 +23,29 @@
 #include <thread>
 #include <vector>
 
+#include "store/journal.hpp"
 #include "store/store.hpp"
 
 namespace sluice::store {
 
 enum class Durability { kSync, kBatch, kNone };
 
-class Committer {
+class Committer final : public Journal {
  public:
-  using Done = std::function<void(const Status&)>;
-
   Committer(Store& store, Durability durability, std::chrono::milliseconds batch_interval);
-  ~Committer();  // writes what was handed in, then stops
+  ~Committer() override;  // writes what was handed in, syncs it, then stops
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
 
-  // From any thread.
-  void submit(WriteBatch&& batch, Done done);
+  void submit(WriteBatch&& batch, Done done) override;
+  JournalHealth health() const override;
 
   // Number of store writes so far (each may carry many batches).
   std::uint64_t writes() const;
 
  private:
   void run();
+  void record(const Status& status, const char* what);
 
   Store& store_;
   const Durability durability_;
@@ -49,6 +55,7 @@ class Committer {
   std::vector<std::pair<WriteBatch, Done>> pending_;
   bool stopping_ = false;
   std::uint64_t writes_ = 0;
+  JournalHealth health_;
   std::thread thread_;
 };
 

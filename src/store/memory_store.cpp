@@ -1,5 +1,6 @@
 // The memory store: ordered maps laid out like the RocksDB key space, so both
 // stores load in the same order and pass the same tests.
+#include <array>
 #include <map>
 #include <mutex>
 #include <set>
@@ -22,6 +23,8 @@ class MemoryStore final : public Store {
     std::lock_guard lock(mutex_);
     for (const auto& [key, record] : sessions_)
       visitor.session(SessionRecord(record));
+    for (const auto& [client_id, record] : wills_)
+      visitor.will(client_id, WillRecord(record));
     for (const auto& [key, record] : subscriptions_)
       visitor.subscription(SubscriptionRecord(record));
     for (const auto& [key, record] : outbound_)
@@ -36,6 +39,17 @@ class MemoryStore final : public Store {
   }
 
   Status sync() override { return {}; }
+
+  Status scan(Space space, std::string_view from, std::string_view to,
+              const std::function<bool(std::string_view, std::string_view)>& visit) override {
+    std::lock_guard lock(mutex_);
+    const auto& entries = spaces_[static_cast<std::size_t>(space)];
+    for (auto it = entries.lower_bound(from); it != entries.end(); ++it) {
+      if (!to.empty() && it->first >= to) break;
+      if (!visit(it->first, it->second)) break;
+    }
+    return {};
+  }
 
  private:
   template <class Map>
@@ -57,6 +71,7 @@ class MemoryStore final : public Store {
   void apply(const WriteBatch::PutSession& op) { sessions_[op.record.client_id] = op.record; }
   void apply(const WriteBatch::DeleteSession& op) {
     sessions_.erase(op.client_id);
+    wills_.erase(op.client_id);
     erase_prefix(subscriptions_, op.client_id);
     erase_prefix(outbound_, op.client_id);
     erase_prefix(inbound_, op.client_id);
@@ -79,6 +94,17 @@ class MemoryStore final : public Store {
   void apply(const WriteBatch::DeleteInbound& op) { inbound_.erase({op.client_id, op.packet_id}); }
   void apply(const WriteBatch::PutRetained& op) { retained_[op.record.topic] = op.record; }
   void apply(const WriteBatch::DeleteRetained& op) { retained_.erase(op.topic); }
+  void apply(const WriteBatch::PutWill& op) { wills_[op.client_id] = op.record; }
+  void apply(const WriteBatch::DeleteWill& op) { wills_.erase(op.client_id); }
+  void apply(const WriteBatch::Put& op) { space(op.space)[op.key] = op.value; }
+  void apply(const WriteBatch::Erase& op) { space(op.space).erase(op.key); }
+  void apply(const WriteBatch::EraseRange& op) {
+    auto& entries = space(op.space);
+    entries.erase(entries.lower_bound(op.from), entries.lower_bound(op.to));
+  }
+  std::map<std::string, std::string, std::less<>>& space(Space which) {
+    return spaces_[static_cast<std::size_t>(which)];
+  }
 
   std::mutex mutex_;
   std::map<std::string, SessionRecord> sessions_;
@@ -87,6 +113,8 @@ class MemoryStore final : public Store {
   std::set<std::pair<std::string, std::uint16_t>> inbound_;
   std::map<std::uint64_t, MessageRecord> messages_;
   std::map<std::string, MessageRecord> retained_;
+  std::map<std::string, WillRecord> wills_;
+  std::array<std::map<std::string, std::string, std::less<>>, 1> spaces_;  // by Space
 };
 
 }  // namespace

@@ -7,8 +7,9 @@
 namespace sluice::store::codec {
 namespace {
 
-// The layout of each value. 1: the first. 2: a session record ends with its
-// owner's identity. Records of layout 1 still read (without what came later).
+// The layout of each value. 1: the first. 2: a session record holds its
+// owner's identity instead of its will (wills are records of their own).
+// Records of layout 1 still read: the store's migration rewrites them.
 constexpr std::uint8_t kFormat = 2;
 constexpr std::uint8_t kOldestFormat = 1;
 
@@ -126,29 +127,41 @@ std::string encode(const SessionRecord& r) {
   w.integer(r.protocol_version);
   w.integer(r.expiry_s);
   w.integer(r.disconnected_at_ms);
-  w.integer(static_cast<std::uint8_t>(r.will.has_value()));
-  if (r.will) {
-    write_message(w, r.will->message);
-    w.integer(r.will->delay_s);
-  }
   w.integer(static_cast<std::uint8_t>(r.identity.has_value()));
   if (r.identity) w.text(*r.identity);
   return w.take();
 }
 
-bool decode(std::string_view bytes, SessionRecord& r) {
+bool decode(std::string_view bytes, SessionRecord& r, std::optional<WillRecord>* legacy_will) {
   Reader reader(bytes);
   r.client_id = reader.text();
   r.protocol_version = reader.integer<std::uint8_t>();
   r.expiry_s = reader.integer<std::uint32_t>();
   r.disconnected_at_ms = reader.integer<std::int64_t>();
-  if (reader.integer<std::uint8_t>() != 0) {
-    WillRecord will;
-    read_message(reader, will.message);
-    will.delay_s = reader.integer<std::uint32_t>();
-    r.will = std::move(will);
+  if (reader.format() == 1) {  // the will was inside, and no identity
+    if (reader.integer<std::uint8_t>() != 0) {
+      WillRecord will;
+      read_message(reader, will.message);
+      will.delay_s = reader.integer<std::uint32_t>();
+      if (legacy_will != nullptr) *legacy_will = std::move(will);
+    }
+    return reader.done();
   }
-  if (reader.format() >= 2 && reader.integer<std::uint8_t>() != 0) r.identity = reader.text();
+  if (reader.integer<std::uint8_t>() != 0) r.identity = reader.text();
+  return reader.done();
+}
+
+std::string encode(const WillRecord& r) {
+  Writer w;
+  write_message(w, r.message);
+  w.integer(r.delay_s);
+  return w.take();
+}
+
+bool decode(std::string_view bytes, WillRecord& r) {
+  Reader reader(bytes);
+  read_message(reader, r.message);
+  r.delay_s = reader.integer<std::uint32_t>();
   return reader.done();
 }
 

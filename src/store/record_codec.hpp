@@ -14,11 +14,16 @@
 namespace sluice::store::codec {
 
 std::string encode(const SessionRecord& record);
+std::string encode(const WillRecord& record);
 std::string encode(const SubscriptionRecord& record);
 std::string encode(const OutboundRecord& record);
 std::string encode(const MessageRecord& record);
 
-bool decode(std::string_view bytes, SessionRecord& out);
+// A session record of layout 1 held the session's will: it goes to
+// `legacy_will` (when given) for the migration to move out.
+bool decode(std::string_view bytes, SessionRecord& out,
+            std::optional<WillRecord>* legacy_will = nullptr);
+bool decode(std::string_view bytes, WillRecord& out);
 bool decode(std::string_view bytes, SubscriptionRecord& out);
 bool decode(std::string_view bytes, OutboundRecord& out);
 bool decode(std::string_view bytes, MessageRecord& out);

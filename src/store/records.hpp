@@ -16,6 +16,13 @@ namespace sluice::store {
 
 using Bytes = std::vector<std::uint8_t>;
 
+// Key spaces that are read by range from a position rather than loaded whole
+// at start: logs and the state beside them (the queue layer's partitions and
+// consumer groups). Each is a column family of the RocksDB store.
+enum class Space : std::uint8_t {
+  kQueues,  // queue partitions' entries and consumer groups' state
+};
+
 struct MessageRecord {
   std::string topic;
   Bytes payload;
@@ -32,12 +39,14 @@ struct WillRecord {
   bool operator==(const WillRecord&) const = default;
 };
 
+// A session's will is a record of its own (keyed by client id), so that
+// publishing it and forgetting it are one write, whatever else the session
+// record says.
 struct SessionRecord {
   std::string client_id;
   std::uint8_t protocol_version = 5;
   std::uint32_t expiry_s = 0;
   std::int64_t disconnected_at_ms = 0;  // Unix time; 0 while connected
-  std::optional<WillRecord> will;
   std::optional<std::string> identity;  // the verified username that owns it; none: anonymous
   bool operator==(const SessionRecord&) const = default;
 };

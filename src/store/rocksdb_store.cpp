@@ -1,7 +1,18 @@
 // The RocksDB store: one column family per kind of record, every change
-// through one rocksdb::WriteBatch (atomic, in the write-ahead log), and a
-// format marker checked at open so that a directory from another format is
-// refused instead of misread or emptied.
+// through one rocksdb::WriteBatch (atomic, in the write-ahead log), a format
+// marker checked at open so that a directory from another format is refused
+// instead of misread or emptied, and migration of older formats.
+//
+// Lost writes. RocksDB replays its write-ahead log up to the first damaged
+// record and reports nothing when the log was cut short, and a damaged
+// MANIFEST can open as an empty database. Both would start the broker
+// without data it had acknowledged. So the store keeps its own record of
+// how far it is durable (durable_mark.hpp): after every write or sync that
+// makes data durable, the last RocksDB sequence number goes into a small
+// file beside the database, and at open a database whose last sequence
+// number is below that mark lost acknowledged writes and is refused. RocksDB
+// checks what it can itself too: paranoid checks, and the sizes of synced
+// write-ahead logs tracked in the MANIFEST.
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
@@ -9,7 +20,9 @@
 
 #include <array>
 #include <filesystem>
+#include <set>
 
+#include "store/durable_mark.hpp"
 #include "store/record_codec.hpp"
 #include "store/store.hpp"
 
@@ -17,7 +30,9 @@ namespace sluice::store {
 namespace {
 
 constexpr const char* kFormatKey = "sluice.format";
-constexpr const char* kFormatValue = "1";
+// 1: the first. 2: wills in a family of their own, session records with
+// their owner's identity; the key spaces read by range (Space).
+constexpr std::uint32_t kFormat = 2;
 
 enum Family : std::size_t {
   kMeta,
@@ -27,16 +42,46 @@ enum Family : std::size_t {
   kInbound,
   kMessages,
   kRetained,
+  kWills,
+  kQueues,
   kFamilies
 };
-constexpr std::array<const char*, kFamilies> kFamilyNames = {
-    "default", "sessions", "subscriptions", "outbound",  // "default": RocksDB's own family
-    "inbound", "messages", "retained"};
+struct FamilyInfo {
+  const char* name;
+  std::uint32_t since_format;  // the format that added it
+};
+constexpr std::array<FamilyInfo, kFamilies> kFamilyInfo = {{
+    {"default", 1},  // RocksDB's own family: the format marker
+    {"sessions", 1},
+    {"subscriptions", 1},
+    {"outbound", 1},
+    {"inbound", 1},
+    {"messages", 1},
+    {"retained", 1},
+    {"wills", 2},
+    {"queues", 2},
+}};
+
+Family family_of(Space space) {
+  switch (space) {
+    case Space::kQueues:
+      return kQueues;
+  }
+  return kQueues;
+}
+
+const std::string& recover_hint() {
+  static const std::string hint =
+      "Nothing was changed. To start from what is readable, run sluice with --storage-recover "
+      "(or storage.recover: true): what is missing is logged and counted";
+  return hint;
+}
 
 class RocksDbStore final : public Store {
  public:
-  RocksDbStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> families)
-      : db_(std::move(db)), families_(std::move(families)) {}
+  RocksDbStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> families,
+               DurableMark mark)
+      : db_(std::move(db)), families_(std::move(families)), mark_(std::move(mark)) {}
 
   ~RocksDbStore() override {
     for (auto* family : families_)
@@ -52,12 +97,34 @@ class RocksDbStore final : public Store {
     rocksdb::WriteOptions options;
     options.sync = sync;
     const rocksdb::Status status = db_->Write(options, &out);
-    return status.ok() ? Status{} : Status::error("store write failed: " + status.ToString());
+    if (!status.ok()) return Status::error("store write failed: " + status.ToString());
+    // Before anyone is told it is durable: the mark never runs behind an
+    // acknowledgement.
+    if (sync) mark_.set(db_->GetLatestSequenceNumber());
+    return {};
   }
 
   Status sync() override {
     const rocksdb::Status status = db_->SyncWAL();
-    return status.ok() ? Status{} : Status::error("store sync failed: " + status.ToString());
+    if (!status.ok()) return Status::error("store sync failed: " + status.ToString());
+    mark_.set(db_->GetLatestSequenceNumber());
+    return {};
+  }
+
+  Status scan(Space space, std::string_view from, std::string_view to,
+              const std::function<bool(std::string_view, std::string_view)>& visit) override {
+    rocksdb::ReadOptions options;
+    const rocksdb::Slice upper(to.data(), to.size());
+    if (!to.empty()) options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cf(family_of(space))));
+    for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
+      if (!visit(std::string_view(it->key().data(), it->key().size()),
+                 std::string_view(it->value().data(), it->value().size()))) {
+        break;
+      }
+    }
+    if (!it->status().ok()) return Status::error("store read failed: " + it->status().ToString());
+    return {};
   }
 
   Status load(LoadVisitor& visitor) override {
@@ -65,6 +132,12 @@ class RocksDbStore final : public Store {
       visitor.session(std::move(record));
       return true;
     });
+    if (status.ok) {
+      status = each_record<WillRecord>(kWills, [&](std::string_view key, auto&& record) {
+        visitor.will(std::string(key), std::move(record));
+        return true;
+      });
+    }
     if (status.ok) {
       status =
           each_record<SubscriptionRecord>(kSubscriptions, [&](std::string_view, auto&& record) {
@@ -106,8 +179,8 @@ class RocksDbStore final : public Store {
   rocksdb::ColumnFamilyHandle* cf(Family family) const { return families_[family]; }
 
   static Status corrupt(Family family, std::string_view key) {
-    return Status::error(std::string("corrupt record in ") + kFamilyNames[family] + " (key of " +
-                         std::to_string(key.size()) + " bytes)");
+    return Status::error(std::string("corrupt record in ") + kFamilyInfo[family].name +
+                         " (key of " + std::to_string(key.size()) + " bytes)");
   }
 
   template <class F>
@@ -145,6 +218,7 @@ class RocksDbStore final : public Store {
   }
   void add(rocksdb::WriteBatch& out, const WriteBatch::DeleteSession& op) {
     out.Delete(cf(kSessions), op.client_id);
+    out.Delete(cf(kWills), op.client_id);
     delete_client_range(out, kSubscriptions, op.client_id);
     delete_client_range(out, kOutbound, op.client_id);
     delete_client_range(out, kInbound, op.client_id);
@@ -181,65 +255,328 @@ class RocksDbStore final : public Store {
   void add(rocksdb::WriteBatch& out, const WriteBatch::DeleteRetained& op) {
     out.Delete(cf(kRetained), op.topic);
   }
+  void add(rocksdb::WriteBatch& out, const WriteBatch::PutWill& op) {
+    out.Put(cf(kWills), op.client_id, codec::encode(op.record));
+  }
+  void add(rocksdb::WriteBatch& out, const WriteBatch::DeleteWill& op) {
+    out.Delete(cf(kWills), op.client_id);
+  }
+  void add(rocksdb::WriteBatch& out, const WriteBatch::Put& op) {
+    out.Put(cf(family_of(op.space)), op.key, op.value);
+  }
+  void add(rocksdb::WriteBatch& out, const WriteBatch::Erase& op) {
+    out.Delete(cf(family_of(op.space)), op.key);
+  }
+  void add(rocksdb::WriteBatch& out, const WriteBatch::EraseRange& op) {
+    out.DeleteRange(cf(family_of(op.space)), op.from, op.to);
+  }
 
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> families_;
+  DurableMark mark_;
 };
 
-}  // namespace
+// ---- opening ---------------------------------------------------------------------
 
-Status open_rocksdb_store(const std::string& directory, std::unique_ptr<Store>& out) {
-  const bool existed = std::filesystem::exists(std::filesystem::path(directory) / "CURRENT");
+rocksdb::ColumnFamilyOptions family_options(std::size_t family) {
+  rocksdb::ColumnFamilyOptions options;
+  if (family == kOutbound || family == kMessages || family == kInbound) {
+    // Queues: nearly every record is deleted soon after it is written. A
+    // table file that is mostly deletions is compacted early, so the
+    // tombstones do not pile up on disk or slow the next start's scan.
+    options.table_properties_collector_factories.push_back(
+        rocksdb::NewCompactOnDeletionCollectorFactory(128 * 1024, 64 * 1024, 0.5));
+  }
+  return options;
+}
+
+rocksdb::Options db_options(bool existed, bool recover) {
   rocksdb::Options options;
   options.create_if_missing = !existed;
-  options.create_missing_column_families = !existed;
   options.error_if_exists = false;
   // The write-ahead log is what makes a write durable; bounding it makes
   // RocksDB flush memtables (and so drop old log files) before it grows
   // beyond this, whatever the traffic.
   options.max_total_wal_size = 256ull << 20;
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (std::size_t family = 0; family < kFamilies; ++family) {
-    rocksdb::ColumnFamilyOptions family_options;
-    if (family == kOutbound || family == kMessages || family == kInbound) {
-      // Queues: nearly every record is deleted soon after it is written. A
-      // table file that is mostly deletions is compacted early, so the
-      // tombstones do not pile up on disk or slow the next start's scan.
-      family_options.table_properties_collector_factories.push_back(
-          rocksdb::NewCompactOnDeletionCollectorFactory(128 * 1024, 64 * 1024, 0.5));
-    }
-    descriptors.emplace_back(kFamilyNames[family], family_options);
+  options.paranoid_checks = true;
+  // The MANIFEST records the sizes of synced logs, so a log that is missing
+  // or shorter than it was is an error at open rather than a silent loss.
+  options.track_and_verify_wals_in_manifest = true;
+  // A torn tail (a write never acknowledged, cut short by a crash) is where
+  // replay stops; recovery reads on past damage to save what follows it.
+  options.wal_recovery_mode = recover ? rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords
+                                      : rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  return options;
+}
+
+// The families a store in `directory` has; every one must be ours.
+Status existing_families(const std::string& directory, const rocksdb::Options& options,
+                         std::set<std::string>& names, bool& damaged) {
+  std::vector<std::string> listed;
+  const rocksdb::Status status = rocksdb::DB::ListColumnFamilies(options, directory, &listed);
+  if (!status.ok()) {
+    damaged = status.IsCorruption() || status.IsNotFound();  // e.g. an unreadable MANIFEST
+    return Status::error("the store in " + directory + " cannot be read (" + status.ToString() +
+                         ")");
   }
+  for (const std::string& name : listed) {
+    const bool known = std::any_of(kFamilyInfo.begin(), kFamilyInfo.end(),
+                                   [&](const FamilyInfo& f) { return name == f.name; });
+    if (!known) {
+      return Status::error("the store in " + directory + " has a column family '" + name +
+                           "' this sluice does not know (a newer format?); it was not changed");
+    }
+    names.insert(name);
+  }
+  return {};
+}
+
+struct Opened {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // by Family; nullptr where missing
+
+  void close() {
+    for (auto* handle : handles)
+      if (handle != nullptr) db->DestroyColumnFamilyHandle(handle);
+    handles.clear();
+    if (db) db->Close();
+    db.reset();
+  }
+};
+
+// Opens the database with the families it has (all of ours when new).
+// `read_only`: RocksDB changes nothing on disk (no flush of the replayed
+// log, no new files), so a store can be looked at before it is trusted.
+Status open_database(const std::string& directory, bool existed, bool read_only,
+                     const rocksdb::Options& options, Opened& out, bool& damaged) {
+  std::set<std::string> names;
+  if (existed) {
+    if (Status status = existing_families(directory, options, names, damaged); !status.ok) {
+      return status;
+    }
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  std::vector<std::size_t> which;
+  for (std::size_t family = 0; family < kFamilies; ++family) {
+    if (existed && !names.contains(kFamilyInfo[family].name)) continue;
+    descriptors.emplace_back(kFamilyInfo[family].name, family_options(family));
+    which.push_back(family);
+  }
+  rocksdb::Options open_options = options;
+  open_options.create_missing_column_families = !existed;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  const rocksdb::Status opened = rocksdb::DB::Open(options, directory, descriptors, &handles, &raw);
+  const rocksdb::Status opened =
+      read_only ? rocksdb::DB::OpenForReadOnly(open_options, directory, descriptors, &handles, &raw)
+                : rocksdb::DB::Open(open_options, directory, descriptors, &handles, &raw);
   if (!opened.ok()) {
-    return Status::error("cannot open the store in " + directory + ": " + opened.ToString() +
-                         (existed ? " (it was not changed)" : ""));
+    damaged = opened.IsCorruption() || opened.IsNotFound();
+    return Status::error("the store in " + directory + " cannot be opened (" + opened.ToString() +
+                         ")" + (damaged ? ". " + recover_hint() : std::string()));
   }
-  std::unique_ptr<rocksdb::DB> db(raw);
-  std::string format;
-  const rocksdb::Status read = db->Get(rocksdb::ReadOptions(), handles[kMeta], kFormatKey, &format);
-  Status status;
-  if (read.IsNotFound() && !existed) {
-    rocksdb::WriteOptions sync;
-    sync.sync = true;
-    const rocksdb::Status written = db->Put(sync, handles[kMeta], kFormatKey, kFormatValue);
-    if (!written.ok()) status = Status::error("cannot initialise the store: " + written.ToString());
-  } else if (!read.ok()) {
-    status = Status::error("the store in " + directory + " is not a Sluice store (" +
-                           read.ToString() + "); it was not changed");
-  } else if (format != kFormatValue) {
-    status = Status::error("the store in " + directory + " has format " + format +
-                           ", this sluice reads format " + kFormatValue + "; it was not changed");
+  out.db.reset(raw);
+  out.handles.assign(kFamilies, nullptr);
+  for (std::size_t i = 0; i < which.size(); ++i)
+    out.handles[which[i]] = handles[i];
+  return {};
+}
+
+// Adds the families the database lacks (empty).
+Status add_missing_families(Opened& opened) {
+  for (std::size_t family = 0; family < kFamilies; ++family) {
+    if (opened.handles[family] != nullptr) continue;
+    const rocksdb::Status created = opened.db->CreateColumnFamily(
+        family_options(family), kFamilyInfo[family].name, &opened.handles[family]);
+    if (!created.ok()) return Status::error("cannot add a column family: " + created.ToString());
   }
+  return {};
+}
+
+// Format 1 -> 2: the families that came with 2, and wills moved out of
+// session records (which now end with their identity).
+Status migrate_from_1(Opened& opened, rocksdb::WriteBatch& batch) {
+  if (Status status = add_missing_families(opened); !status.ok) return status;
+  std::unique_ptr<rocksdb::Iterator> it(
+      opened.db->NewIterator(rocksdb::ReadOptions(), opened.handles[kSessions]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    SessionRecord record;
+    std::optional<WillRecord> will;
+    const std::string_view value(it->value().data(), it->value().size());
+    if (!codec::decode(value, record, &will)) {
+      return Status::error("corrupt session record while migrating");
+    }
+    batch.Put(opened.handles[kSessions], it->key(), codec::encode(record));
+    if (will) batch.Put(opened.handles[kWills], it->key(), codec::encode(*will));
+  }
+  if (!it->status().ok()) return Status::error("store read failed: " + it->status().ToString());
+  return {};
+}
+
+// The format the marker says; 0 for a new store (no marker yet).
+Status read_format(const std::string& directory, bool existed, Opened& opened,
+                   std::uint32_t& format) {
+  std::string text;
+  const rocksdb::Status read =
+      opened.db->Get(rocksdb::ReadOptions(), opened.handles[kMeta], kFormatKey, &text);
+  format = 0;
+  if (read.IsNotFound() && !existed) return {};
+  if (read.IsNotFound()) {
+    return Status::error("the store in " + directory +
+                         " is not a Sluice store (no format marker); it was not changed");
+  }
+  if (!read.ok()) {
+    return Status::error("the store in " + directory + " cannot be read (" + read.ToString() +
+                         "); it was not changed");
+  }
+  try {
+    format = static_cast<std::uint32_t>(std::stoul(text));
+  } catch (const std::exception&) {
+    format = 0;
+  }
+  if (format == 0 || format > kFormat) {
+    return Status::error("the store in " + directory + " has format " + text +
+                         ", this sluice reads formats 1 to " + std::to_string(kFormat) +
+                         "; it was not changed");
+  }
+  return {};
+}
+
+// A family its format has but the database lacks: the MANIFEST lost it.
+Status check_families(const std::string& directory, const Opened& opened, std::uint32_t format) {
+  for (std::size_t family = 0; family < kFamilies; ++family) {
+    if (opened.handles[family] == nullptr && kFamilyInfo[family].since_format <= format) {
+      return Status::error("the store in " + directory + " has lost its column family '" +
+                           kFamilyInfo[family].name + "' (its MANIFEST is damaged). " +
+                           recover_hint());
+    }
+  }
+  return {};
+}
+
+// Opens the database and reads its format, checking that nothing its format
+// promises is missing. `damaged` says whether a failure looks like damage
+// (which RocksDB's repair may mend) rather than, say, a lock held elsewhere.
+// Opens the database and reads its format, checking that nothing its format
+// promises is missing. `damaged` says whether a failure looks like damage
+// (which RocksDB's repair may mend) rather than, say, a lock held elsewhere.
+// After a repair (`repaired`), a family that had no data is simply missing:
+// it is made anew, and the durable mark tells what was lost.
+Status open_checked(const std::string& directory, bool existed, bool read_only, bool repaired,
+                    const rocksdb::Options& options, Opened& opened, std::uint32_t& format,
+                    bool& damaged) {
+  damaged = false;
+  Status status = open_database(directory, existed, read_only, options, opened, damaged);
+  if (status.ok) status = read_format(directory, existed, opened, format);
+  if (status.ok && existed && !repaired) {
+    status = check_families(directory, opened, format);
+    damaged = !status.ok;
+  }
+  if (status.ok && repaired) status = add_missing_families(opened);
+  if (!status.ok) opened.close();
+  return status;
+}
+
+// Writes the format marker of a new store, or migrates an older format.
+Status settle_format(Opened& opened, std::uint32_t format) {
+  if (format == kFormat) return {};
+  rocksdb::WriteBatch batch;
+  if (format == 1) {
+    if (Status status = migrate_from_1(opened, batch); !status.ok) return status;
+  }
+  // The marker changes in the same write as the data it describes.
+  batch.Put(opened.handles[kMeta], kFormatKey, std::to_string(kFormat));
+  rocksdb::WriteOptions sync;
+  sync.sync = true;
+  const rocksdb::Status written = opened.db->Write(sync, &batch);
+  if (!written.ok()) return Status::error("cannot write the store format: " + written.ToString());
+  return {};
+}
+
+// Compares the database with the durable mark: a database behind it lost
+// acknowledged writes.
+Status check_durable_mark(const std::string& directory, const OpenOptions& options, rocksdb::DB& db,
+                          DurableMark& mark, OpenReport& report) {
+  const std::optional<std::uint64_t> expected = mark.read();
+  const std::uint64_t found = db.GetLatestSequenceNumber();
+  if (!expected) {
+    report.unchecked = true;
+    return {};
+  }
+  if (found >= *expected) return {};
+  const std::uint64_t lost = *expected - found;
+  if (!options.recover) {
+    return Status::error(
+        "the store in " + directory + " lost writes it had acknowledged: it holds writes up to " +
+        "sequence " + std::to_string(found) + ", but writes up to " + std::to_string(*expected) +
+        " were durable before the last stop (" + std::to_string(lost) +
+        " missing); its write-ahead log or MANIFEST is damaged or cut short. " + recover_hint());
+  }
+  report.lost_writes = lost;
+  return {};
+}
+
+// RocksDB's own repair: a new MANIFEST from the table files and logs.
+Status repair(const std::string& directory, const rocksdb::Options& options) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> all;
+  for (std::size_t family = 0; family < kFamilies; ++family)
+    all.emplace_back(kFamilyInfo[family].name, family_options(family));
+  const rocksdb::Status repaired = rocksdb::RepairDB(directory, options, all);
+  if (!repaired.ok()) return Status::error("repair failed (" + repaired.ToString() + ")");
+  return {};
+}
+
+// Looks at an existing store without changing it: whether it opens, has
+// what its format promises, and holds every write it made durable.
+Status inspect(const std::string& directory, const OpenOptions& options,
+               const rocksdb::Options& rocks, bool& damaged) {
+  Opened opened;
+  std::uint32_t format = 0;
+  Status status = open_checked(directory, true, true, false, rocks, opened, format, damaged);
+  if (!status.ok) return status;
+  DurableMark mark(directory);
+  OpenReport ignored;
+  status = check_durable_mark(directory, options, *opened.db, mark, ignored);
+  opened.close();
+  return status;
+}
+
+}  // namespace
+
+Status open_rocksdb_store(const std::string& directory, const OpenOptions& options,
+                          std::unique_ptr<Store>& out, OpenReport& report) {
+  const bool existed = std::filesystem::exists(std::filesystem::path(directory) / "CURRENT");
+  const rocksdb::Options rocks = db_options(existed, options.recover);
+  bool damaged = false;
+  if (existed) {
+    // Read-only first: a store found wanting is refused exactly as it was
+    // (a read-write open would already flush its log and drop files).
+    Status status = inspect(directory, options, rocks, damaged);
+    if (!status.ok && !options.recover) return status;
+    if (!status.ok && damaged) {
+      if (Status repaired = repair(directory, rocks); !repaired.ok) {
+        return Status::error(status.message + "; " + repaired.message);
+      }
+      report.repaired = true;
+    }
+  }
+  Opened opened;
+  std::uint32_t format = 0;
+  Status status =
+      open_checked(directory, existed, false, report.repaired, rocks, opened, format, damaged);
+  if (!status.ok) return status;
+  report.format_found = format;
+  DurableMark mark(directory);
+  if (existed) status = check_durable_mark(directory, options, *opened.db, mark, report);
+  if (status.ok) status = settle_format(opened, format);
+  if (status.ok) status = mark.open();
   if (!status.ok) {
-    for (auto* handle : handles)
-      db->DestroyColumnFamilyHandle(handle);
-    db->Close();
+    opened.close();
     return status;
   }
-  out = std::make_unique<RocksDbStore>(std::move(db), std::move(handles));
+  // From here on the mark follows this database (a recovery starts it afresh).
+  mark.set(opened.db->GetLatestSequenceNumber());
+  out = std::make_unique<RocksDbStore>(std::move(opened.db), std::move(opened.handles),
+                                       std::move(mark));
   return {};
 }
 

@@ -52,10 +52,32 @@ class WriteBatch {
   struct DeleteRetained {
     std::string topic;
   };
+  struct PutWill {
+    std::string client_id;
+    WillRecord record;
+  };
+  struct DeleteWill {
+    std::string client_id;
+  };
+  // Raw entries of a key space read by range (store.hpp, Space): the layer
+  // that owns the space encodes its keys and values.
+  struct Put {
+    Space space;
+    std::string key, value;
+  };
+  struct Erase {
+    Space space;
+    std::string key;
+  };
+  struct EraseRange {  // [from, to)
+    Space space;
+    std::string from, to;
+  };
 
-  using Operation = std::variant<PutSession, DeleteSession, PutSubscription, DeleteSubscription,
-                                 PutMessage, DeleteMessage, PutOutbound, DeleteOutbound, PutInbound,
-                                 DeleteInbound, PutRetained, DeleteRetained>;
+  using Operation =
+      std::variant<PutSession, DeleteSession, PutSubscription, DeleteSubscription, PutMessage,
+                   DeleteMessage, PutOutbound, DeleteOutbound, PutInbound, DeleteInbound,
+                   PutRetained, DeleteRetained, PutWill, DeleteWill, Put, Erase, EraseRange>;
 
   template <class T>
   WriteBatch& add(T&& operation) {

@@ -23,6 +23,7 @@ using testing_support::Client;
 // Everything a store holds, by kind.
 struct Contents final : store::LoadVisitor {
   std::vector<store::SessionRecord> sessions;
+  std::map<std::string, store::WillRecord> wills;
   std::vector<store::SubscriptionRecord> subscriptions;
   std::vector<store::OutboundRecord> outbound_records;
   std::vector<std::pair<std::string, std::uint16_t>> inbound_ids;
@@ -30,6 +31,9 @@ struct Contents final : store::LoadVisitor {
   std::vector<store::MessageRecord> retained_messages;
 
   void session(store::SessionRecord&& r) override { sessions.push_back(std::move(r)); }
+  void will(const std::string& id, store::WillRecord&& r) override {
+    wills.emplace(id, std::move(r));
+  }
   void subscription(store::SubscriptionRecord&& r) override {
     subscriptions.push_back(std::move(r));
   }
@@ -50,7 +54,7 @@ struct StoredBroker {
         committer(store, store::Durability::kNone, std::chrono::milliseconds(10)),
         shard(broker.shard(0)) {
     broker.set_mailbox(&mailbox);
-    broker.set_committer(&committer);
+    broker.set_journal(&committer);
   }
   ~StoredBroker() { settle(); }
 

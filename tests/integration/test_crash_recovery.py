@@ -271,3 +271,86 @@ def test_expired_messages_and_orphans_are_removed_from_the_store_at_start(tmp_pa
     back.expect_nothing()
     back.disconnect()
     assert second.stop() == 0, second.output()
+
+
+def test_qos2_outbound_is_delivered_once_across_kill_9_at_every_stage(tmp_path):
+    # The broker sends a stored QoS 2 PUBLISH only once its packet id is
+    # stored, and a PUBREL only once "awaiting PUBCOMP" is: killed the moment
+    # those packets arrive, a restart resends the same packet ids (the client
+    # knows them) and never a PUBLISH the client was released from.
+    data = tmp_path / "data"
+    topic = unique("crash/qos2-out")
+    client_id = unique("crash-qos2-out")
+    count = 20
+    first = restart(data)
+    raw = rawmqtt.connected(first.port, client_id, clean=False, properties=RAW_EXPIRY)
+    raw.send(rawmqtt.subscribe(1, [(topic, 2)]))
+    raw.receive_type(rawmqtt.SUBACK)
+    publisher = Client(first.port, version=5)
+    for i in range(count):
+        publisher.publish(topic, f"m{i}".encode(), qos=2, wait=False)
+    sent = {}  # payload -> packet id, as the client received them
+    while len(sent) < count:
+        p = rawmqtt.parse_publish(raw.receive_type(rawmqtt.PUBLISH))
+        sent[p[6]] = p[4]
+    released = [f"m{i}".encode() for i in range(0, count, 2)]  # every other one: PUBREC
+    for payload in released:
+        raw.send(rawmqtt.ack("pubrec", sent[payload]))
+    pubrels = {raw.receive_type(rawmqtt.PUBREL).packet_id for _ in released}
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # at once: no barrier
+    raw.close()
+    publisher.paho.loop_stop()
+    assert pubrels == {sent[p] for p in released}
+
+    second = restart(data)
+    again = rawmqtt.connected(second.port, client_id, clean=False, properties=RAW_EXPIRY)
+    assert again.session_present == 1
+    seen_publish, seen_pubrel = {}, set()
+    while len(seen_publish) + len(seen_pubrel) < count:
+        p = again.receive()
+        if p.type == rawmqtt.PUBLISH:
+            parsed = rawmqtt.parse_publish(p)
+            seen_publish[parsed[6]] = (parsed[4], parsed[2])
+        elif p.type == rawmqtt.PUBREL:
+            seen_pubrel.add(p.packet_id)
+    # Released messages come back as their PUBREL only, never as a PUBLISH
+    # (which the client would take for a new message).
+    assert seen_pubrel == pubrels
+    assert not set(seen_publish) & set(released)
+    # The others come again with the packet id the client already holds.
+    assert seen_publish == {p: (sent[p], True) for p in sent if p not in released}
+    again.close()
+    assert second.stop() == 0, second.output()
+
+
+def test_qos2_inbound_release_survives_kill_9_so_a_reused_packet_id_is_a_new_message(tmp_path):
+    # The other half of the inbound exchange: once PUBCOMP went out, the
+    # publisher may reuse the packet id at once. Killed right after PUBCOMP,
+    # the restarted broker must take that id as a new message, not a resend.
+    data = tmp_path / "data"
+    topic = unique("crash/qos2-reuse")
+    publisher_id = unique("crash-qos2-reuse")
+    subscriber_id = unique("crash-qos2-reuse-subscriber")
+    first = restart(data)
+    persistent_subscriber(first.port, subscriber_id, topic).disconnect()
+    raw = rawmqtt.connected(first.port, publisher_id, clean=False, properties=RAW_EXPIRY)
+    raw.send(rawmqtt.publish(topic, b"first", qos=2, packet_id=7))
+    assert raw.receive_type(rawmqtt.PUBREC).packet_id == 7
+    raw.send(rawmqtt.ack("pubrel", 7))
+    assert raw.receive_type(rawmqtt.PUBCOMP).packet_id == 7
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    raw.close()
+
+    second = restart(data)
+    again = rawmqtt.connected(second.port, publisher_id, clean=False, properties=RAW_EXPIRY)
+    again.send(rawmqtt.publish(topic, b"second", qos=2, packet_id=7))
+    assert again.receive_type(rawmqtt.PUBREC).packet_id == 7
+    again.send(rawmqtt.ack("pubrel", 7))
+    assert again.receive_type(rawmqtt.PUBCOMP).packet_id == 7
+    subscriber = Client(second.port, client_id=subscriber_id, version=5, clean=False,
+                        properties=EXPIRY)
+    assert [m.payload for m in subscriber.receive_n(2)] == [b"first", b"second"]
+    subscriber.expect_nothing()
+    subscriber.disconnect()
+    again.close()
+    assert second.stop() == 0, second.output()

@@ -13,6 +13,7 @@ namespace {
 struct CountingLoad : LoadVisitor {
   std::size_t retained_count = 0;
   void session(SessionRecord&&) override {}
+  void will(const std::string&, WillRecord&&) override {}
   void subscription(SubscriptionRecord&&) override {}
   void outbound(OutboundRecord&&) override {}
   void inbound(const std::string&, std::uint16_t) override {}
@@ -71,6 +72,65 @@ TEST_P(CommitterTest, DestructionWritesWhatWasHandedIn) {
   CountingLoad loaded;
   ASSERT_TRUE(store->load(loaded).ok);
   EXPECT_EQ(loaded.retained_count, 100u);
+}
+
+// A store whose writes or syncs fail, as a full or failing disk makes them.
+class FailingStore final : public Store {
+ public:
+  bool fail_writes = false;
+  bool fail_syncs = false;
+  Status write(const WriteBatch&, bool) override {
+    return fail_writes ? Status::error("disk full") : Status{};
+  }
+  Status load(LoadVisitor&) override { return {}; }
+  Status scan(Space, std::string_view, std::string_view,
+              const std::function<bool(std::string_view, std::string_view)>&) override {
+    return {};
+  }
+  Status sync() override {
+    return fail_syncs ? Status::error("fsync: input/output error") : Status{};
+  }
+};
+
+// [Issue 11, item 6] A failed write reaches whoever waits for it, and every
+// failure (a sync under `batch` too, which nobody waits for) is counted and
+// turns the journal unhealthy.
+TEST_P(CommitterTest, AFailedWriteOrSyncIsReportedCountedAndUnhealthy) {
+  FailingStore store;
+  store.fail_writes = true;
+  store.fail_syncs = true;
+  std::promise<Status> result;
+  {
+    Committer committer(store, GetParam(), std::chrono::milliseconds(1));
+    EXPECT_TRUE(committer.health().healthy);
+    committer.submit(retain(1), [&](const Status& status) { result.set_value(status); });
+    auto future = result.get_future();
+    ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_FALSE(future.get().ok);
+    const JournalHealth health = committer.health();
+    EXPECT_FALSE(health.healthy);
+    EXPECT_GE(health.failures, 1u);
+    EXPECT_EQ(health.last_error, "disk full");
+  }
+}
+
+TEST(Committer, AFailedPeriodicSyncUnderBatchIsCounted) {
+  FailingStore store;
+  store.fail_syncs = true;
+  Committer committer(store, Durability::kBatch, std::chrono::milliseconds(1));
+  std::promise<void> written;
+  committer.submit(retain(1), [&](const Status& status) {
+    EXPECT_TRUE(status.ok);  // the write itself went fine: acknowledged
+    written.set_value();
+  });
+  written.get_future().wait();
+  // The sync comes an interval later; nothing waits for it, so only the
+  // journal's health can tell.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (committer.health().healthy && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_FALSE(committer.health().healthy);
+  EXPECT_EQ(committer.health().last_error, "fsync: input/output error");
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, CommitterTest,

@@ -14,6 +14,7 @@ namespace {
 
 struct Loaded : LoadVisitor {
   std::vector<SessionRecord> sessions;
+  std::vector<std::pair<std::string, WillRecord>> wills;
   std::vector<SubscriptionRecord> subscriptions;
   std::vector<OutboundRecord> outbounds;
   std::vector<std::pair<std::string, std::uint16_t>> inbounds;
@@ -21,6 +22,7 @@ struct Loaded : LoadVisitor {
   std::vector<MessageRecord> retaineds;
 
   void session(SessionRecord&& r) override { sessions.push_back(std::move(r)); }
+  void will(const std::string& c, WillRecord&& r) override { wills.emplace_back(c, std::move(r)); }
   void subscription(SubscriptionRecord&& r) override { subscriptions.push_back(std::move(r)); }
   void outbound(OutboundRecord&& r) override { outbounds.push_back(std::move(r)); }
   void inbound(const std::string& c, std::uint16_t p) override { inbounds.emplace_back(c, p); }
@@ -45,7 +47,7 @@ SessionRecord session(std::string client_id) {
   s.client_id = std::move(client_id);
   s.expiry_s = 3600;
   s.disconnected_at_ms = 1'700'000'000'123;
-  s.will = WillRecord{message("wills/" + s.client_id, "gone"), 30};
+  s.identity = "owner-of-" + s.client_id;
   return s;
 }
 
@@ -172,11 +174,63 @@ TEST_P(StoreTest, DeletingASessionRemovesItsRecordsAndNoOneElses) {
   EXPECT_EQ(loaded.inbounds.size(), 2u);
 }
 
-TEST_P(StoreTest, SessionWithoutWillRoundTrips) {
-  SessionRecord s = session("nowill");
-  s.will.reset();
+TEST_P(StoreTest, AnAnonymousSessionRoundTrips) {
+  SessionRecord s = session("anonymous");
+  s.identity.reset();
   write(WriteBatch().add(WriteBatch::PutSession{s}));
   EXPECT_EQ(load().sessions, (std::vector<SessionRecord>{s}));
+}
+
+TEST_P(StoreTest, WillsAreRecordsOfTheirOwnAndGoWithTheirSession) {
+  const WillRecord will{message("wills/a", "gone"), 30};
+  write(WriteBatch()
+            .add(WriteBatch::PutSession{session("a")})
+            .add(WriteBatch::PutWill{"a", will})
+            .add(WriteBatch::PutSession{session("b")})
+            .add(WriteBatch::PutWill{"b", will}));
+  write(WriteBatch().add(WriteBatch::DeleteWill{"b"}));
+  Loaded loaded = load();
+  ASSERT_EQ(loaded.wills.size(), 1u);
+  EXPECT_EQ(loaded.wills[0].first, "a");
+  EXPECT_EQ(loaded.wills[0].second, will);
+  write(WriteBatch().add(WriteBatch::DeleteSession{"a"}));
+  EXPECT_TRUE(load().wills.empty());
+}
+
+// [Issue 11, item 14] A key space read by range from a position: what a
+// queue partition's log needs.
+TEST_P(StoreTest, KeySpacesAreReadByRangeInKeyOrder) {
+  WriteBatch batch;
+  for (int i = 9; i >= 0; --i)
+    batch.add(
+        WriteBatch::Put{Space::kQueues, "q/a/" + std::to_string(i), "entry " + std::to_string(i)});
+  batch.add(WriteBatch::Put{Space::kQueues, "q/b/0", "another queue"});
+  write(batch);
+  std::vector<std::string> keys;
+  auto collect = [&](std::string_view key, std::string_view) {
+    keys.emplace_back(key);
+    return true;
+  };
+  ASSERT_TRUE(store_->scan(Space::kQueues, "q/a/3", "q/a/7", collect).ok);
+  EXPECT_EQ(keys, (std::vector<std::string>{"q/a/3", "q/a/4", "q/a/5", "q/a/6"}));
+  keys.clear();
+  ASSERT_TRUE(store_->scan(Space::kQueues, "q/a/8", "", collect).ok);  // to the end
+  EXPECT_EQ(keys, (std::vector<std::string>{"q/a/8", "q/a/9", "q/b/0"}));
+  keys.clear();
+  int seen = 0;
+  ASSERT_TRUE(store_
+                  ->scan(Space::kQueues, "", "",
+                         [&](std::string_view, std::string_view value) {
+                           EXPECT_EQ(value, "entry 0");
+                           return ++seen < 1;  // stops when asked
+                         })
+                  .ok);
+  EXPECT_EQ(seen, 1);
+  write(WriteBatch()
+            .add(WriteBatch::EraseRange{Space::kQueues, "q/a/0", "q/a/5"})
+            .add(WriteBatch::Erase{Space::kQueues, "q/b/0"}));
+  ASSERT_TRUE(store_->scan(Space::kQueues, "", "", collect).ok);
+  EXPECT_EQ(keys, (std::vector<std::string>{"q/a/5", "q/a/6", "q/a/7", "q/a/8", "q/a/9"}));
 }
 
 std::unique_ptr<Store> open_rocksdb(const std::string& dir) {
