@@ -17,6 +17,12 @@ using boost::system::error_code;
 namespace {
 // How long a closing connection may take to write its last packets.
 constexpr auto kClosingGrace = std::chrono::seconds(5);
+// After its last packet is written, a closing connection reads and discards
+// what the client still sends, for at most this long and this much: closing
+// a socket with unread input makes the kernel reset the connection, and the
+// reset can reach the client before the DISCONNECT or CONNACK that says why.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr std::size_t kLingerBytes = 16 * 1024 * 1024;
 }  // namespace
 
 Connection::Connection(Worker& worker, Socket socket, std::unique_ptr<TlsStream> tls,
@@ -147,6 +153,7 @@ void Connection::continue_reading(Next next) {
 
 void Connection::on_readable() {
   if (terminated_) return;
+  if (lingering_) return discard_input();
   const std::span<std::uint8_t> buffer = worker_.read_buffer();
   const auto [n, next] = read_into(buffer);
   if (n == 0) return continue_reading(next);
@@ -337,7 +344,7 @@ void Connection::flush() {
   if (terminated_ || writing_now_) return;
   const bool ws_reply = ws() && !layers_->ws_reply.empty();
   if ((!output_ || output_->pending.empty()) && !ws_reply) {
-    if (closing_) terminate();
+    if (closing_) linger();
     return;
   }
   ConnectionOutput& output = this->output();
@@ -426,8 +433,42 @@ void Connection::on_written(const error_code& error, std::size_t bytes) {
   }
 }
 
+void Connection::linger() {
+  if (lingering_ || terminated_) return;
+  lingering_ = true;
+  closing_since_ = broker::Clock::now();  // from here, the linger's own bound
+  if (tls()) tls()->shutdown();           // close_notify, best effort
+  // Half-close: the client reads our last packets, then end of stream.
+  boost::system::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  discard_input();
+}
+
+void Connection::discard_input() {
+  if (terminated_) return;
+  const std::span<std::uint8_t> buffer = worker_.read_buffer();
+  while (true) {
+    error_code error;
+    // Raw bytes, TLS or not: nothing of it is read any more.
+    const std::size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), error);
+    if (error == asio::error::would_block) break;
+    if (error || n == 0) return terminate();  // the client closed too: done
+    discarded_ += static_cast<std::uint32_t>(std::min(n, kLingerBytes));
+    if (discarded_ > kLingerBytes) return terminate();
+  }
+  socket_.async_wait(asio::ip::tcp::socket::wait_read,
+                     [self = shared_from_this()](const error_code& error) {
+                       if (error) return self->terminate();
+                       self->discard_input();
+                     });
+}
+
 void Connection::check_deadlines(broker::Clock::time_point now) {
   if (terminated_) return;
+  if (lingering_) {
+    if (now - closing_since_ > kLingerTime) terminate();
+    return;
+  }
   if (closing_) {
     // A peer that does not read its last packets does not hold the socket.
     if (now - closing_since_ > kClosingGrace) terminate();
@@ -450,6 +491,7 @@ void Connection::check_deadlines(broker::Clock::time_point now) {
 
 void Connection::shutdown() {
   if (terminated_) return;
+  if (lingering_) return terminate();  // the broker stops: no more waiting on the client
   if (protocol_) {
     protocol_->on_server_shutdown();
   } else {

@@ -100,6 +100,10 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   bool handle_first_packet(const mqtt::Frame& frame);
   void move_to(std::uint32_t shard, mqtt::Connect&& connect);
   void on_written(const boost::system::error_code& error, std::size_t bytes);
+  // Everything queued is written and the connection is closing: half-close,
+  // read and discard (bounded), then close (see kLingerTime).
+  void linger();
+  void discard_input();
   void terminate();
   void mark_dirty();
 
@@ -128,11 +132,13 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   ConnectionOutput& output();
   bool writing_now_ = false;
   bool dirty_ = false;
-  bool closing_ = false;          // close once everything queued is written
-  bool reading_paused_ = false;   // the client is behind on reading what we send
-  bool input_held_ = false;       // the protocol takes no packets for now (hold_input)
-  bool reading_stopped_ = false;  // and reading stopped for it: release_input resumes it
-  broker::Clock::time_point closing_since_;
+  bool closing_ = false;                     // close once everything queued is written
+  bool reading_paused_ = false;              // the client is behind on reading what we send
+  bool input_held_ = false;                  // the protocol takes no packets for now (hold_input)
+  bool reading_stopped_ = false;             // and reading stopped for it: release_input resumes it
+  broker::Clock::time_point closing_since_;  // since close(), then since linger()
+  bool lingering_ = false;
+  std::uint32_t discarded_ = 0;  // bytes read and dropped while lingering
   bool terminated_ = false;
   bool over_connection_rate_ = false;
   std::uint32_t worker_slot_ = 0;
