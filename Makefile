@@ -1,7 +1,9 @@
 # The two commands of the README, and the tools around them.
 #
 #   make run     install what is missing, build, start sluice
-#   make test    install what is missing, build with ASan+UBSan, run every test
+#   make test    install what is missing, build with ASan+UBSan, run every test, then
+#                the ThreadSanitizer build (make tsan)
+#   make tsan    the C++ tests and the multi-worker integration tests under TSan
 #   make build   the optimised build of sluice
 #   make fuzz    run the libFuzzer targets (FUZZ_SECONDS each, default 60)
 #   make bench   build and run the micro-benchmarks
@@ -13,9 +15,10 @@ GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Uni
 
 RELEASE_DIR := build/release
 TEST_DIR := build/asan
+TSAN_DIR := build/tsan
 FUZZ_DIR := build/fuzz
 
-.PHONY: all deps build run test fuzz bench bench-tools compare format clean
+.PHONY: all deps build run test tsan fuzz bench bench-tools compare format clean
 
 all: build
 
@@ -40,6 +43,16 @@ $(TEST_DIR)/CMakeCache.txt:
 test: deps $(TEST_DIR)/CMakeCache.txt
 	cmake --build $(TEST_DIR) -j $(JOBS)
 	cd $(TEST_DIR) && ctest --output-on-failure -j $(JOBS)
+	$(MAKE) tsan
+
+# Optimised a little (TSan is slow enough) and with debug information for its reports.
+$(TSAN_DIR)/CMakeCache.txt:
+	cmake -S . -B $(TSAN_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_TSAN=ON \
+	  -DSLUICE_BENCH=OFF
+
+tsan: deps $(TSAN_DIR)/CMakeCache.txt
+	cmake --build $(TSAN_DIR) -j $(JOBS)
+	cd $(TSAN_DIR) && ctest --output-on-failure -j $(JOBS)
 
 $(FUZZ_DIR)/CMakeCache.txt:
 	CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -30,10 +30,10 @@ void fill(broker::SubscriptionIndex& index) {
     const std::string device = "site/" + std::to_string(d % 100) + "/device/" + std::to_string(d);
     for (int m = 0; m < 8; ++m) {
       index.subscribe(device + "/metric/" + std::to_string(m),
-                      {broker::SubscriberRef{0, ++session}, {}, 0}, online);
+                      {broker::TargetRef::session(0, ++session), {}, 0}, online);
     }
-    index.subscribe(device + "/+/0", {broker::SubscriberRef{0, ++session}, {}, 0}, online);
-    index.subscribe(device + "/#", {broker::SubscriberRef{0, ++session}, {}, 0}, online);
+    index.subscribe(device + "/+/0", {broker::TargetRef::session(0, ++session), {}, 0}, online);
+    index.subscribe(device + "/#", {broker::TargetRef::session(0, ++session), {}, 0}, online);
   }
 }
 

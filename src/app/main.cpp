@@ -278,9 +278,15 @@ int run(const Config& config, bool from_file) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("event=stopping signal={}", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  // In this order: nothing runs on the workers any more; the password
+  // checks still running finish (their callbacks post to the stopped
+  // workers, as do the store's); everything handed to the store is written;
+  // and what the server's own teardown still writes finds no journal rather
+  // than a destroyed one.
   server.stop();
-  if (auth) auth->stop();  // no password check calls back into the workers any more
-  committer.reset();       // writes what is still pending before the store closes
+  if (auth) auth->stop();
+  committer.reset();
+  broker.set_journal(nullptr);
   spdlog::info("event=stopped");
   return 0;
 }

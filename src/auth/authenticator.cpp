@@ -76,10 +76,13 @@ bool Authenticator::check_password(const std::string& username, std::string_view
   return passwords_ && passwords_->check(username, password);
 }
 
-void Authenticator::check_password_async(std::string username, std::string password,
+bool Authenticator::check_password_async(std::string username, std::string password,
+                                         std::function<bool()> wanted,
                                          std::function<void(bool verified)> done) const {
-  pool_->submit([this, username = std::move(username), password = std::move(password),
-                 done = std::move(done)] { done(check_password(username, password)); });
+  return pool_->submit([this, username = std::move(username), password = std::move(password),
+                        wanted = std::move(wanted), done = std::move(done)] {
+    if (wanted()) done(check_password(username, password));
+  });
 }
 
 void Authenticator::stop() const {

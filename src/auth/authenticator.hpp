@@ -43,12 +43,18 @@ class Authenticator {
     kRefuseUnverifiable,   // a username nothing here can verify: 0x86 / 4
   };
   Decision decide(const std::optional<std::string>& username) const;
+  // Whether any source of verified names is configured (else every client is
+  // anonymous, and a session has no owner to check).
+  bool verifies_names() const { return sources_; }
 
   // Whether `password` is `username`'s in the password file: the slow part
   // (PBKDF2), for a thread that may take a millisecond.
   bool check_password(const std::string& username, std::string_view password) const;
-  // The same on the hash pool; `done(verified)` runs on a pool thread.
-  void check_password_async(std::string username, std::string password,
+  // The same on the hash pool; `done(verified)` runs on a pool thread, unless
+  // `wanted()` says by then that nobody waits for it (the client left). False
+  // when too many checks wait already: the client is to be refused as busy.
+  bool check_password_async(std::string username, std::string password,
+                            std::function<bool()> wanted,
                             std::function<void(bool verified)> done) const;
   // Stops the hash pool: no callback runs after this returns.
   void stop() const;

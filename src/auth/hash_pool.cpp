@@ -22,13 +22,14 @@ HashPool::~HashPool() {
   stop();
 }
 
-void HashPool::submit(std::function<void()> task) {
+bool HashPool::submit(std::function<void()> task) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) return;
+    if (stopping_ || tasks_.size() >= kMostWaiting) return false;
     tasks_.push_back(std::move(task));
   }
   wake_.notify_one();
+  return true;
 }
 
 void HashPool::stop() {

@@ -24,8 +24,14 @@ class HashPool {
   HashPool(const HashPool&) = delete;
   HashPool& operator=(const HashPool&) = delete;
 
-  // From any thread. Tasks handed in after stop() are dropped.
-  void submit(std::function<void()> task);
+  // From any thread. False, and the task dropped, when kMostWaiting tasks
+  // already wait (the clients behind them would time out before their turn)
+  // or after stop().
+  bool submit(std::function<void()> task);
+
+  // About four seconds of checks for one thread: beyond that a client waits
+  // longer than it would take to refuse it and let it retry.
+  static constexpr std::size_t kMostWaiting = 4096;
   // Lets the running tasks finish, drops those still waiting, and joins the
   // threads: nothing the pool runs touches the broker after this returns.
   void stop();

@@ -4,6 +4,7 @@
 // taken over without any lock across threads.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -38,6 +39,15 @@ class Mailbox {
   virtual void post_task(std::uint32_t shard, std::function<void()> task) = 0;
 };
 
+// Where deliveries to targets of a kind other than a local session go: the
+// queue layer for TargetKind::kQueue, the cluster for TargetKind::kNode. Called
+// on the worker thread that routed the message (`shard`).
+class TargetSink {
+ public:
+  virtual ~TargetSink() = default;
+  virtual void deliver(std::uint32_t shard, const TargetRef& to, Delivery&& delivery) = 0;
+};
+
 class Broker {
  public:
   Broker(config::Config config, std::uint32_t shard_count, std::string version);
@@ -53,6 +63,12 @@ class Broker {
   std::uint32_t shard_count() const { return shard_count_; }
   Shard& shard(std::uint32_t index) { return *shards_[index]; }
   std::uint32_t shard_for_client(std::string_view client_id) const;
+
+  // Set before the workers start; nullptr: nothing of that kind is routed to.
+  void set_sink(TargetKind kind, TargetSink* sink) {
+    sinks_[static_cast<std::size_t>(kind)] = sink;
+  }
+  TargetSink* sink(TargetKind kind) const { return sinks_[static_cast<std::size_t>(kind)]; }
 
   void set_mailbox(Mailbox* mailbox) { mailbox_ = mailbox; }
   Mailbox* mailbox() const { return mailbox_; }
@@ -86,6 +102,7 @@ class Broker {
   RetainedStore retained_;
   std::vector<std::unique_ptr<Shard>> shards_;
   Mailbox* mailbox_ = nullptr;
+  std::array<TargetSink*, 3> sinks_{};  // by TargetKind (kSession's stays nullptr)
   store::Journal* journal_ = nullptr;
   const auth::Authenticator* auth_ = nullptr;
   std::atomic<std::uint64_t> next_session_id_{0};

@@ -20,7 +20,7 @@ ClientProtocol::ClientProtocol(Shard& shard, ClientLink& link) : shard_(shard), 
 
 ClientProtocol::~ClientProtocol() {
   if (acks_) acks_->detach();
-  if (session_ != nullptr) leave_session(true);
+  if (session_ != nullptr) leave_session(acknowledged_);  // no will before the CONNACK
   if (counted_) shard_.broker().connections().fetch_sub(1);
 }
 
@@ -119,7 +119,8 @@ void ClientProtocol::on_decode_error(const mqtt::DecodeError& error,
 }
 
 void ClientProtocol::on_connection_lost() {
-  if (session_ != nullptr) leave_session(true);
+  // A client never acknowledged (its CONNECT still waiting) leaves no will.
+  if (session_ != nullptr) leave_session(acknowledged_);
   closing_ = true;
 }
 
@@ -162,7 +163,7 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
         if constexpr (std::is_same_v<T, mqtt::Publish>) {
           on_publish(std::move(p));
         } else if constexpr (std::is_same_v<T, mqtt::Puback>) {
-          session_->on_puback(p.packet_id);
+          session_->on_puback(p.packet_id, p.reason);
         } else if constexpr (std::is_same_v<T, mqtt::Pubrec>) {
           on_pubrec(p.packet_id, p.reason);
         } else if constexpr (std::is_same_v<T, mqtt::Pubrel>) {
@@ -208,7 +209,7 @@ void ClientProtocol::on_plain_ack(mqtt::PacketType type, std::uint16_t packet_id
   if (!admit_packet()) return;
   switch (type) {
     case mqtt::PacketType::kPuback:
-      return session_->on_puback(packet_id);
+      return session_->on_puback(packet_id, ReasonCode::kSuccess);
     case mqtt::PacketType::kPubrec:
       return on_pubrec(packet_id, ReasonCode::kSuccess);
     default:

@@ -130,13 +130,21 @@ void ClientProtocol::authenticate(std::unique_ptr<PendingConnect> pending) {
   pending_connect_ = std::move(pending);
   link_.hold_input();
   Mailbox* mailbox = shard_.broker().mailbox();
-  auth->check_password_async(std::move(username), std::move(password),
-                             [mailbox, shard = shard_.index(), weak = weak_self()](bool verified) {
-                               mailbox->post_task(shard, [weak, verified] {
-                                 if (const auto self = weak.lock())
-                                   (*self)->on_password_checked(verified);
-                               });
-                             });
+  const auto weak = weak_self();
+  const bool queued = auth->check_password_async(
+      std::move(username), std::move(password),
+      // Read on the pool's thread: whether the connection is still there is
+      // all it may ask (a weak_ptr's expiry is safe to read from anywhere).
+      [weak] { return !weak.expired(); },
+      [mailbox, shard = shard_.index(), weak](bool verified) {
+        mailbox->post_task(shard, [weak, verified] {
+          if (const auto self = weak.lock()) (*self)->on_password_checked(verified);
+        });
+      });
+  if (!queued) {
+    pending_connect_.reset();
+    refuse_connect(version_, ReasonCode::kServerBusy, "too many password checks waiting");
+  }
 }
 
 void ClientProtocol::on_password_checked(bool verified) {
@@ -262,6 +270,15 @@ void ClientProtocol::admit(std::unique_ptr<PendingConnect> pending) {
 void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
   mqtt::Connect& connect = pending->connect;
   Session* session = shard_.find_session(connect.client_id);
+  const Clock::time_point now = Clock::now();
+  if (session != nullptr && session->owner() == nullptr) {
+    const auto expires = session->expires_at();
+    if (expires && *expires <= now) {  // expired, not yet ended by a tick: it is gone
+      shard_.publish_will(*session);   // a pending will goes out when its session ends
+      shard_.end_session(*session);
+      session = nullptr;
+    }
+  }
   // Nobody resumes, takes over or discards the session of another identity:
   // it is refused and the session stays as it is.
   if (session != nullptr && !session->belongs_to(identity_.get())) {
@@ -272,10 +289,7 @@ void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
     session->owner()->on_taken_over();
     session = shard_.find_session(connect.client_id);  // it ends there if its expiry was 0
   }
-  const Clock::time_point now = Clock::now();
-  const auto expires = session != nullptr ? session->expires_at() : std::nullopt;
-  const bool expired = expires && *expires <= now;  // not yet ended by a tick
-  if (session != nullptr && (connect.clean_start || expired)) {
+  if (session != nullptr && connect.clean_start) {
     shard_.publish_will(*session);  // a pending will goes out when its session ends
     shard_.end_session(*session);
     session = nullptr;
@@ -288,7 +302,13 @@ void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
   shard_.session_came_online(*session);
   session->set_expiry_s(connect_expiry_s_);
   session->set_will(std::move(connect.will));
-  session->set_identity(identity_ ? std::make_unique<std::string>(*identity_) : nullptr);
+  // Where nothing verifies names, a session belongs to no one in particular.
+  const auth::Authenticator* auth = shard_.broker().auth();
+  const bool names_verified = identity_ || (auth != nullptr && auth->verifies_names());
+  session->set_owner(!names_verified ? store::SessionOwner::kUnknown
+                     : identity_     ? store::SessionOwner::kNamed
+                                     : store::SessionOwner::kAnonymous,
+                     identity_ ? std::make_unique<std::string>(*identity_) : nullptr);
   session->claim(*this);
   session_ = session;
   if (connect_expiry_s_ == 0 || !shard_.has_store()) return acknowledge(*pending, session_present);
@@ -308,7 +328,11 @@ void ClientProtocol::on_session_stored(bool durable, bool session_present) {
   const std::unique_ptr<PendingConnect> pending = std::move(pending_connect_);
   if (closing_ || !pending || session_ == nullptr) return;
   if (!durable) {
+    Session& session = *session_;
     leave_session(false);
+    // A session made for this CONNECT goes with it: the client was told it
+    // failed, and must not find it next time.
+    if (!session_present) shard_.end_session(session);
     return refuse_connect(version_, ReasonCode::kUnspecifiedError,
                           "the session could not be stored");
   }

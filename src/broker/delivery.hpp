@@ -9,8 +9,23 @@
 
 #include "broker/message.hpp"
 #include "broker/subscriber.hpp"
+#include "mqtt/reason_code.hpp"
 
 namespace sluice::broker {
+
+struct Delivery;
+
+// Told how a delivery ended, for targets that keep deliveries of their own
+// (a queue's consumer group): the subscriber's PUBACK or PUBREC reason code
+// (0x80 and up: refused, which a queue takes as a negative acknowledgement),
+// or kUnspecifiedError when the delivery was dropped without one (expired,
+// too large, no longer readable, session ended). Called on the thread of the
+// session that had the delivery.
+class DeliveryListener {
+ public:
+  virtual ~DeliveryListener() = default;
+  virtual void on_settled(const Delivery& delivery, mqtt::ReasonCode reason) = 0;
+};
 
 struct Delivery {
   MessagePtr message;
@@ -23,11 +38,14 @@ struct Delivery {
   // The message's id in the store when this delivery is in the subscriber's
   // stored queue (an outbound record); 0 when it lives in memory only.
   std::uint64_t store_id = 0;
+  // Set by a target that wants to know how the delivery ended; it outlives
+  // its deliveries. nullptr for an ordinary subscription's.
+  DeliveryListener* listener = nullptr;
 };
 
-// A delivery addressed to a session on another shard.
+// A delivery addressed to a target on another shard.
 struct RemoteDelivery {
-  SubscriberRef to;
+  TargetRef to;
   Delivery delivery;
 };
 

@@ -20,6 +20,7 @@ class DeliveryQueue {
   std::size_t size() const { return queue_ ? queue_->items.size() - queue_->head : 0; }
 
   void push_back(Delivery&& delivery) { made().items.push_back(std::move(delivery)); }
+  const Delivery& front() const { return queue_->items[queue_->head]; }  // when not empty
 
   Delivery pop_front() {
     Queue& queue = *queue_;

@@ -76,6 +76,7 @@ store::SessionRecord session_record(const Session& session, std::int64_t disconn
   record.client_id = session.client_id();
   record.expiry_s = session.expiry_s();
   record.disconnected_at_ms = disconnected_at_ms;
+  record.owner = session.owner_kind();
   if (const std::string* identity = session.identity()) record.identity = *identity;
   return record;
 }
@@ -149,7 +150,9 @@ class StateLoader final : public store::LoadVisitor {
     Session* session = shard.restore_session(record.client_id);
     session->set_expiry_s(record.expiry_s);
     session->set_stored(true);
-    if (record.identity) session->set_identity(std::make_unique<std::string>(*record.identity));
+    session->set_owner(record.owner, record.owner == store::SessionOwner::kNamed
+                                         ? std::make_unique<std::string>(record.identity)
+                                         : nullptr);
     // A session that was connected when the broker stopped counts as
     // disconnected now; otherwise from when it was.
     const std::int64_t away_ms = record.disconnected_at_ms == 0

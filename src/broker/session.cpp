@@ -19,10 +19,18 @@ Session::Session(Shard& shard, std::uint64_t id, std::string client_id)
       tag_(std::make_shared<SessionTag>(std::move(client_id))),
       client_hash_(std::hash<std::string>{}(tag_->client_id)) {}
 
-Session::~Session() = default;
+Session::~Session() {
+  // What was never acknowledged ends with the session.
+  inflight_.for_each([&](std::uint16_t, const Inflight& entry) {
+    if (entry.stage != Stage::kAwaitingPubcomp)
+      settle(entry.delivery, mqtt::ReasonCode::kUnspecifiedError);
+  });
+  queue_.for_each(
+      [&](const Delivery& delivery) { settle(delivery, mqtt::ReasonCode::kUnspecifiedError); });
+}
 
-SubscriberRef Session::ref() const {
-  return {shard_.index(), id_};
+TargetRef Session::ref() const {
+  return TargetRef::session(shard_.index(), id_);
 }
 
 std::optional<Clock::time_point> Session::expires_at() const {
@@ -107,6 +115,15 @@ bool Session::restore_outbound(Delivery&& delivery, std::uint16_t packet_id, Sta
   return true;
 }
 
+void Session::settle(const Delivery& delivery, mqtt::ReasonCode reason) {
+  if (delivery.listener != nullptr) delivery.listener->on_settled(delivery, reason);
+}
+
+void Session::drop(const Delivery& delivery) {
+  settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
+  forget(delivery);
+}
+
 void Session::forget(const Delivery& delivery) {
   if (delivery.store_id == 0) return;
   store::WriteBatch batch;
@@ -126,7 +143,7 @@ void Session::drop_expired(Clock::time_point now) {
   queue_.erase_if([&](const Delivery& delivery) {
     if (!delivery.message->expired(now)) return false;
     ShardStats::add(shard_.stats().dropped_expired);
-    forget(delivery);
+    drop(delivery);
     return true;
   });
 }
@@ -134,7 +151,7 @@ void Session::drop_expired(Clock::time_point now) {
 void Session::deliver(Delivery&& delivery) {
   if (delivery.message->expired_now()) {
     ShardStats::add(shard_.stats().dropped_expired);
-    return forget(delivery);
+    return drop(delivery);
   }
   if (!online()) {
     if (delivery.qos == mqtt::QoS::kAtMostOnce && !shard_.config().sessions.queue_qos0_offline) {
@@ -151,14 +168,16 @@ void Session::deliver(Delivery&& delivery) {
     write_publish(delivery, 0, false);
     return;
   }
-  if (queue_.empty() && can_send_now()) return send_inflight(std::move(delivery));
+  if (queue_.empty() && can_send_now() && !behind_held(delivery)) {
+    return send_inflight(std::move(delivery));
+  }
   enqueue(std::move(delivery));
 }
 
 void Session::enqueue(Delivery&& delivery) {
   if (queue_.size() >= shard_.config().limits.max_queued_messages) {
     ShardStats::add(shard_.stats().dropped_queue_full);
-    return forget(delivery);
+    return drop(delivery);
   }
   queue_.push_back(std::move(delivery));
 }
@@ -185,9 +204,10 @@ void Session::send_inflight(Delivery&& delivery) {
         outbound_record(client_id(), delivery, packet_id, Stage::kAwaitingPubrec)});
     inflight_.put(packet_id,
                   Inflight{std::move(delivery), next_sequence_++, Stage::kAwaitingPubrec, true});
+    ++held_publishes_;
     return store_stage_then_send(packet_id, std::move(batch));
   }
-  if (!write_publish(delivery, packet_id, false)) return forget(delivery);  // as if delivered
+  if (!write_publish(delivery, packet_id, false)) return drop(delivery);
   const Stage stage =
       delivery.qos == mqtt::QoS::kAtLeastOnce ? Stage::kAwaitingPuback : Stage::kAwaitingPubrec;
   // Not waited for: if the broker stops before this is stored, the message
@@ -214,8 +234,10 @@ void Session::release_held(std::uint16_t packet_id, std::uint64_t sequence) {
   Inflight* entry = inflight_.find(packet_id);
   if (entry == nullptr || entry->sequence != sequence || !entry->held) return;
   entry->held = false;
+  if (entry->stage == Stage::kAwaitingPubrec) --held_publishes_;
   if (!online()) return;  // resent when the client is back
-  if (!send_stage(packet_id, *entry, false)) pump();
+  send_stage(packet_id, *entry, false);
+  pump();  // what waited behind it
 }
 
 bool Session::send_stage(std::uint16_t packet_id, Inflight& entry, bool dup) {
@@ -224,7 +246,7 @@ bool Session::send_stage(std::uint16_t packet_id, Inflight& entry, bool dup) {
     return true;
   }
   if (write_publish(entry.delivery, packet_id, dup)) return true;
-  forget(entry.delivery);
+  drop(entry.delivery);
   inflight_.erase(packet_id);
   return false;
 }
@@ -303,10 +325,11 @@ void Session::resend_inflight() {
 
 void Session::pump() {
   while (!queue_.empty() && can_send_now()) {
+    if (behind_held(queue_.front())) break;
     Delivery delivery = queue_.pop_front();
     if (delivery.message->expired_now()) {
       ShardStats::add(shard_.stats().dropped_expired);
-      forget(delivery);
+      drop(delivery);
       continue;
     }
     if (delivery.qos == mqtt::QoS::kAtMostOnce) {
@@ -317,10 +340,11 @@ void Session::pump() {
   }
 }
 
-void Session::on_puback(std::uint16_t packet_id) {
+void Session::on_puback(std::uint16_t packet_id, mqtt::ReasonCode reason) {
   Inflight* entry = inflight_.find(packet_id);
   if (entry == nullptr || entry->stage != Stage::kAwaitingPuback) return;
-  forget(entry->delivery);  // delivered: nothing to keep
+  settle(entry->delivery, reason);
+  forget(entry->delivery);  // delivered (or refused): nothing to keep
   inflight_.erase(packet_id);
   pump();
 }
@@ -333,6 +357,7 @@ bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
   }
   Delivery& delivery = entry->delivery;
   if (mqtt::is_error(reason)) {  // the client refused it: the flow ends here [MQTT-4.3.3]
+    settle(delivery, reason);
     forget(delivery);
     inflight_.erase(packet_id);
     pump();
@@ -343,6 +368,7 @@ bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
     return true;
   }
   entry->stage = Stage::kAwaitingPubcomp;
+  settle(delivery, reason);  // received: the rest of the exchange only releases the id
   if (delivery.store_id == 0) {
     delivery.message.reset();  // only the packet id is needed from here on
     link_->send_plain_ack(mqtt::PacketType::kPubrel, packet_id);

@@ -58,7 +58,7 @@ class Session {
   const std::string& client_id() const { return tag_->client_id; }
   // What the hash_client_id shared strategy distributes this client's messages by.
   std::uint64_t client_hash() const { return client_hash_; }
-  SubscriberRef ref() const;
+  TargetRef ref() const;
 
   // ---- connection ----
   // Attached to a connection that was sent its CONNACK: deliveries go out.
@@ -79,13 +79,28 @@ class Session {
   // to another online member of their group, if there is one.
   void detach(Clock::time_point now);
 
-  // ---- identity ----
-  // The verified username that made the session (nullptr: anonymous). Only
-  // the same identity may resume it or take it over.
+  // ---- owner ----
+  // Who made the session (store::SessionOwner). Only the same identity may
+  // resume it or take it over; a session whose owner is unknown goes to the
+  // next client that claims it.
+  store::SessionOwner owner_kind() const { return owner_kind_; }
+  // The verified username with SessionOwner::kNamed; nullptr otherwise.
   const std::string* identity() const { return identity_.get(); }
-  void set_identity(std::unique_ptr<std::string> identity) { identity_ = std::move(identity); }
+  void set_owner(store::SessionOwner kind, std::unique_ptr<std::string> identity) {
+    owner_kind_ = kind;
+    identity_ = std::move(identity);
+  }
+  // Whether a client with this verified `identity` (nullptr: anonymous) owns it.
   bool belongs_to(const std::string* identity) const {
-    return identity_ ? identity != nullptr && *identity == *identity_ : identity == nullptr;
+    switch (owner_kind_) {
+      case store::SessionOwner::kUnknown:
+        return true;
+      case store::SessionOwner::kAnonymous:
+        return identity == nullptr;
+      case store::SessionOwner::kNamed:
+        return identity != nullptr && *identity == *identity_;
+    }
+    return false;
   }
 
   // ---- persistence ----
@@ -125,7 +140,9 @@ class Session {
 
   // ---- outbound ----
   void deliver(Delivery&& delivery);
-  void on_puback(std::uint16_t packet_id);
+  // The client's PUBACK, with its reason code (0x80 and up: it refused the
+  // message; the delivery's listener, if any, is told so).
+  void on_puback(std::uint16_t packet_id, mqtt::ReasonCode reason);
   // Returns false when `packet_id` was not awaiting a PUBREC (the caller
   // answers PUBREL 0x92); otherwise the PUBREL is sent here, once the new
   // stage is stored when the session is.
@@ -172,6 +189,12 @@ class Session {
   };
 
   bool can_send_now() const;
+  // A QoS 2 message that needs no stage write waits while stored ones are
+  // held, so QoS 2 messages still go out in the order they came [MQTT-4.6.0-6].
+  bool behind_held(const Delivery& delivery) const {
+    return held_publishes_ != 0 && delivery.qos == mqtt::QoS::kExactlyOnce &&
+           delivery.store_id == 0;
+  }
   void send_inflight(Delivery&& delivery);
   // Writes the PUBLISH; false when the client may not have it (too big, or
   // the ACL no longer lets it read the topic): then it is dropped.
@@ -182,6 +205,10 @@ class Session {
   // A delivery leaves this session unfinished (dropped, expired, too
   // large): its stored record goes, and with the last one its message.
   void forget(const Delivery& delivery);
+  // Tells the delivery's listener, if any, how it ended.
+  static void settle(const Delivery& delivery, mqtt::ReasonCode reason);
+  // It ends without an acknowledgement: settled as unspecified error, forgotten.
+  void drop(const Delivery& delivery);
   // The stored record of `delivery` now says `stage` with `packet_id`.
   void store_stage(const Delivery& delivery, std::uint16_t packet_id, Stage stage);
   // Stores the stage of the entry `packet_id` (just put in the table, held)
@@ -201,6 +228,7 @@ class Session {
   ClientLink* link_ = nullptr;
   const auth::ClientAcl* read_acl_ = nullptr;  // the attached client's, while attached
   std::unique_ptr<std::string> identity_;
+  store::SessionOwner owner_kind_ = store::SessionOwner::kUnknown;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV5;
   ClientLimits limits_;
   OnDemand<std::unordered_map<std::string, std::uint16_t>> outbound_aliases_;  // per connection
@@ -214,6 +242,7 @@ class Session {
 
   InflightTable<Inflight> inflight_;
   std::uint64_t next_sequence_ = 0;
+  std::uint32_t held_publishes_ = 0;  // QoS 2 PUBLISHes waiting for their stage write
   DeliveryQueue queue_;
 
   OnDemand<std::unordered_set<std::uint16_t>> inbound_qos2_;

@@ -133,12 +133,18 @@ void Shard::dispatch() {
   routed_.clear();
 }
 
-void Shard::deliver(SubscriberRef to, Delivery&& delivery) {
+void Shard::deliver(TargetRef to, Delivery&& delivery) {
+  if (to.kind != TargetKind::kSession) {
+    if (TargetSink* sink = broker_.sink(to.kind))
+      return sink->deliver(index_, to, std::move(delivery));
+    ShardStats::add(stats_.dropped_no_target);  // nothing of that kind on this node
+    return;
+  }
   if (to.shard != index_) {
     outbox_[to.shard].push_back({to, std::move(delivery)});
     return;
   }
-  const auto it = sessions_by_id_.find(to.session_id);
+  const auto it = sessions_by_id_.find(to.id);
   if (it != sessions_by_id_.end()) return it->second->deliver(std::move(delivery));
   // The session ended on the way. Its record, if written after the session's
   // were deleted, has no session left and goes at the next start.
@@ -152,8 +158,8 @@ void Shard::deliver_batch(std::vector<RemoteDelivery>&& batch) {
     deliver(remote.to, std::move(remote.delivery));
 }
 
-std::optional<SubscriberRef> Shard::reroute_shared(Delivery& delivery, SubscriberRef exclude,
-                                                   bool online_only, store::WriteBatch& batch) {
+std::optional<TargetRef> Shard::reroute_shared(Delivery& delivery, TargetRef exclude,
+                                               bool online_only, store::WriteBatch& batch) {
   const auto target = broker_.index().pick_shared(
       *delivery.shared_filter, *delivery.message,
       broker_.config().sessions.shared_subscription_strategy, exclude, online_only);
@@ -265,7 +271,7 @@ void Shard::publish_sys_topics(Clock::time_point now) {
     clients += read(s.clients_connected);
     dropped += read(s.dropped_queue_full) + read(s.dropped_slow_client) +
                read(s.dropped_too_large) + read(s.dropped_expired) + read(s.dropped_offline_qos0) +
-               read(s.dropped_not_authorized);
+               read(s.dropped_not_authorized) + read(s.dropped_no_target);
     rejected_connections += read(s.rejected_connections);
     rejected_publishes += read(s.rejected_publishes);
     rejected_subscriptions += read(s.rejected_subscriptions);

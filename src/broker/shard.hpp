@@ -69,14 +69,17 @@ class Shard {
   template <class Acknowledge>
   std::size_t publish(const MessagePtr& message, store::WriteBatch&& batch,
                       Acknowledge&& acknowledge) {
-    const std::size_t receivers = route(message, batch);
+    std::size_t receivers = 0;
     if (!retains(*message)) {
+      receivers = route(message, batch);
       acknowledge(receivers, std::move(batch));
     } else {
-      // Handed in while the retained store is locked for this topic's
-      // change: two workers retaining on one topic write it to the store in
-      // the order memory took it.
+      // All while the retained store is locked for this topic's change: two
+      // workers retaining on one topic write it to the store in the order
+      // memory took it, and a client subscribing meanwhile either is matched
+      // here or finds the new retained message.
       broker_.retained().set(message, [&](RetainedStore::SetResult result) {
+        receivers = route(message, batch);
         add_retained_write(*message, result, batch);
         acknowledge(receivers, std::move(batch));
       });
@@ -90,9 +93,9 @@ class Shard {
   // `exclude` (an online one if `online_only`), adding the move of its
   // stored record to `batch`; the caller writes the batch, then delivers.
   // nullopt, and `delivery` untouched, when there is no such member.
-  std::optional<SubscriberRef> reroute_shared(Delivery& delivery, SubscriberRef exclude,
-                                              bool online_only, store::WriteBatch& batch);
-  void deliver(SubscriberRef to, Delivery&& delivery);
+  std::optional<TargetRef> reroute_shared(Delivery& delivery, TargetRef exclude, bool online_only,
+                                          store::WriteBatch& batch);
+  void deliver(TargetRef to, Delivery&& delivery);
   // Hands the deliveries gathered for other shards to their inboxes. The net
   // layer calls this once per loop turn.
   void flush_outbox();

@@ -21,6 +21,7 @@ struct ShardStats {
   Counter dropped_expired{0};         // Message Expiry Interval passed while queued
   Counter dropped_offline_qos0{0};    // QoS 0 for an offline session
   Counter dropped_not_authorized{0};  // the client may no longer read the topic
+  Counter dropped_no_target{0};       // routed to a queue or node this broker does not have
   Counter rejected_connections{0};    // over rate_limits.connections_per_s_per_ip
   Counter rejected_publishes{0};      // over rate_limits.publishes_per_s
   Counter rejected_subscriptions{0};  // over rate_limits.subscriptions_per_s

@@ -1,19 +1,39 @@
-// How the broker names a subscriber across threads: the shard (worker) that
-// owns its session, and the session's id there. Plain values, so the
-// subscription index never points into a session that another thread owns.
+// How the broker names what a message is delivered to, across threads and,
+// later, across nodes: a delivery target. Plain values, so the subscription
+// index never points into an object that another thread owns.
+//
+// Routing matches a topic to targets of three kinds (DESIGN.md, "Routing and
+// queues"): a client's session on this node, a queue's consumer group (the
+// queue layer), and another node of the cluster, which matches again on its
+// side. Only sessions exist so far; deliveries to the other kinds go to the
+// TargetSink registered for their kind (Broker::set_sink).
 #pragma once
 
 #include <atomic>
+#include <compare>
 #include <cstdint>
 #include <functional>
 #include <string>
 
 namespace sluice::broker {
 
-struct SubscriberRef {
+enum class TargetKind : std::uint8_t {
+  kSession,  // `shard`: the worker owning the session; `id`: the session's id there
+  kQueue,    // `shard`: the worker of the queue partition; `id`: the consumer group's id
+  kNode,     // `node`: the cluster node that matches the message again
+};
+
+// 16 bytes: every subscription in the index and every delivery carries one.
+struct TargetRef {
+  std::uint64_t id = 0;
   std::uint32_t shard = 0;
-  std::uint64_t session_id = 0;
-  auto operator<=>(const SubscriberRef&) const = default;
+  std::uint16_t node = 0;  // the node that owns the target; 0: this node
+  TargetKind kind = TargetKind::kSession;
+
+  static TargetRef session(std::uint32_t shard, std::uint64_t id) {
+    return {id, shard, 0, TargetKind::kSession};
+  }
+  auto operator<=>(const TargetRef&) const = default;
 };
 
 // What other threads may read of a session, shared with its subscription

@@ -35,7 +35,7 @@ struct SubscriptionIndex::SharedGroup {
   mutable std::atomic<std::uint32_t> cursor{0};
 
   // The member to send to, or nullptr when `exclude` is the only member.
-  const Member* pick(config::SharedStrategy strategy, const Message& message, SubscriberRef exclude,
+  const Member* pick(config::SharedStrategy strategy, const Message& message, TargetRef exclude,
                      bool online_only) const;
 };
 
@@ -80,7 +80,7 @@ struct SubscriptionIndex::Node {
 };
 
 const SubscriptionIndex::Member* SubscriptionIndex::SharedGroup::pick(
-    config::SharedStrategy strategy, const Message& message, SubscriberRef exclude,
+    config::SharedStrategy strategy, const Message& message, TargetRef exclude,
     bool online_only) const {
   const std::size_t n = members.size();
   if (n == 0) return nullptr;
@@ -199,7 +199,7 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
   return true;
 }
 
-bool SubscriptionIndex::unsubscribe(std::string_view filter, SubscriberRef ref) {
+bool SubscriptionIndex::unsubscribe(std::string_view filter, TargetRef ref) {
   const auto shared = mqtt::parse_shared_filter(filter);
   std::string_view rest = shared ? shared->filter : filter;
 
@@ -257,7 +257,7 @@ Target target_of(const SubscriptionIndex::Entry& entry,
 // True when no subscriber has two of `members` (SubscriptionIndex::Member).
 template <class Members>
 bool distinct_subscribers(const Members& members) {
-  std::vector<SubscriberRef> refs;
+  std::vector<TargetRef> refs;
   refs.reserve(members.size());
   for (const auto& member : members)
     refs.push_back(member.entry.ref);
@@ -313,7 +313,7 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   auto add_targets = [&] {
     for (const Member& member : slot.members) {
       const Entry& entry = member.entry;
-      if (entry.options.no_local && entry.ref.session_id == message.origin_session) continue;
+      if (entry.options.no_local && entry.ref.id == message.origin_session) continue;
       out.push_back(target_of(entry, member.session, message));
     }
     if (!slot.distinct) merge_per_subscriber(out, first);
@@ -366,7 +366,8 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     std::vector<Member>().swap(slot.members);
   }
   for (const SharedGroup* group : groups) {
-    const Member* member = group->pick(strategy, message, SubscriberRef{~0u, 0}, false);
+    const Member* member =
+        group->pick(strategy, message, TargetRef{0, ~0u, 0, TargetKind::kSession}, false);
     if (member == nullptr) continue;
     Target target = target_of(member->entry, member->session, message);
     target.shared_filter = group->full_filter;
@@ -377,8 +378,7 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
 std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_filter,
                                                      const Message& message,
                                                      config::SharedStrategy strategy,
-                                                     SubscriberRef exclude,
-                                                     bool online_only) const {
+                                                     TargetRef exclude, bool online_only) const {
   const auto shared = mqtt::parse_shared_filter(shared_filter);
   if (!shared) return std::nullopt;
   std::shared_lock lock(mutex_);

@@ -33,7 +33,7 @@ namespace sluice::broker {
 
 // One subscriber reached by one publish.
 struct Target {
-  SubscriberRef ref;
+  TargetRef ref;
   mqtt::QoS max_qos = mqtt::QoS::kAtMostOnce;  // granted; the delivery uses min(this, message)
   bool retain_as_published = false;
   std::vector<std::uint32_t> identifiers;            // Subscription Identifiers to send
@@ -46,7 +46,7 @@ struct Target {
 class SubscriptionIndex {
  public:
   struct Entry {
-    SubscriberRef ref;
+    TargetRef ref;
     mqtt::SubscriptionOptions options;
     std::uint32_t identifier = 0;  // 0: none
   };
@@ -64,7 +64,7 @@ class SubscriptionIndex {
                  std::shared_ptr<const SessionTag> session);
 
   // Returns true when the subscription existed.
-  bool unsubscribe(std::string_view filter, SubscriberRef ref);
+  bool unsubscribe(std::string_view filter, TargetRef ref);
 
   // Appends the targets of `message` to `out`: non-shared ones merged per
   // subscriber [MQTT-3.3.4-2] (highest QoS, all identifiers), then one per
@@ -76,7 +76,7 @@ class SubscriptionIndex {
   // (only an online one if `online_only`), for a message whose first receiver
   // went away without acknowledging it.
   std::optional<Target> pick_shared(std::string_view shared_filter, const Message& message,
-                                    config::SharedStrategy strategy, SubscriberRef exclude,
+                                    config::SharedStrategy strategy, TargetRef exclude,
                                     bool online_only) const;
 
   std::size_t size() const;

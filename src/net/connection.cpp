@@ -189,6 +189,22 @@ void Connection::on_readable() {
 
 void Connection::process(std::span<const std::uint8_t> bytes) {
   decoder_.feed(bytes);
+  drain_frames();
+  if (input_held_) keep_unread_input();
+}
+
+void Connection::keep_unread_input() {
+  // The decoder points into bytes that are not ours to keep (the worker's
+  // read buffer, a moved connection's first bytes): what it has not framed
+  // yet is copied, and it goes on from the copy when input is released.
+  const std::span<const std::uint8_t> unread = decoder_.unread_input();
+  if (unread.empty()) return held_bytes_.reset();
+  auto kept = std::make_unique<std::vector<std::uint8_t>>(unread.begin(), unread.end());
+  held_bytes_ = std::move(kept);  // may free the bytes `unread` pointed into: copied first
+  decoder_.feed(*held_bytes_);
+}
+
+void Connection::drain_frames() {
   mqtt::Frame frame;
   while (!closing_ && !terminated_ && !input_held_) {
     switch (decoder_.next(frame)) {
@@ -238,12 +254,14 @@ void Connection::release_input() {
 
 void Connection::resume_input() {
   if (terminated_) return;
-  process({});
+  drain_frames();  // the decoder still points at held_bytes_
   worker_.schedule_flush();
   if (input_held_) {
+    keep_unread_input();
     reading_stopped_ = true;
     return;
   }
+  held_bytes_.reset();                      // all framed, or copied into the decoder's own buffer
   if (reading_paused_ || closing_) return;  // on_written resumes a paused read
   on_readable();  // TLS may hold decrypted bytes the socket will not signal
 }

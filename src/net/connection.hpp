@@ -93,6 +93,10 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   void write_tls();
   void release_staged();
   void process(std::span<const std::uint8_t> bytes);
+  // Hands the frames the decoder holds to the protocol, until input is held
+  // or more bytes are needed.
+  void drain_frames();
+  void keep_unread_input();
   // After input was held: the packets that waited, then reading again.
   void resume_input();
   void on_malformed(const mqtt::DecodeError& error);
@@ -130,6 +134,8 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   // once everything is written: an idle connection holds no output buffers.
   std::unique_ptr<ConnectionOutput> output_;
   ConnectionOutput& output();
+  // What arrived behind the packet that held input, until it is released.
+  std::unique_ptr<std::vector<std::uint8_t>> held_bytes_;
   bool writing_now_ = false;
   bool dirty_ = false;
   bool closing_ = false;                     // close once everything queued is written

@@ -144,8 +144,8 @@ void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
     auto connection =
         std::make_shared<Connection>(*this, std::move(socket), std::move(tls), std::move(ws));
     connection->set_rate_limits(rate_limits);
-    add(connection);
-    connection->start_moved(std::move(connect), std::move(unread));
+    // A stopping worker takes no connection: dropping it closes the socket.
+    if (add(connection)) connection->start_moved(std::move(connect), std::move(unread));
   });
 }
 

@@ -2,6 +2,7 @@
 #include "store/durable_mark.hpp"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <array>
@@ -30,7 +31,7 @@ std::uint32_t checksum(std::uint64_t sequence) {
 DurableMark::DurableMark(const std::string& directory) : path_(directory + "/" + kFileName) {}
 
 DurableMark::DurableMark(DurableMark&& other) noexcept
-    : path_(std::move(other.path_)), fd_(other.fd_) {
+    : path_(std::move(other.path_)), fd_(other.fd_), warned_(other.warned_) {
   other.fd_ = -1;
 }
 
@@ -65,8 +66,10 @@ void DurableMark::set(std::uint64_t sequence) {
                     sequence, checksum(sequence));
   // One write of the whole record at the start: it never leaves a mixture
   // of an old and a new number that reads as whole (the checksum says so).
-  if (::pwrite(fd_, record.data(), static_cast<std::size_t>(length), 0) != length) {
-    return;  // the mark only weakens the check; the data is unaffected
+  if (::pwrite(fd_, record.data(), static_cast<std::size_t>(length), 0) != length && !warned_) {
+    // The data is unaffected; only the check at the next start is weaker.
+    spdlog::warn("event=durable_mark_failed file={} error=\"{}\"", path_, std::strerror(errno));
+    warned_ = true;
   }
 }
 

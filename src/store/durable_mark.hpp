@@ -37,6 +37,7 @@ class DurableMark {
  private:
   std::string path_;
   int fd_ = -1;
+  bool warned_ = false;
 };
 
 }  // namespace sluice::store

@@ -16,6 +16,11 @@
 // So a later change can never overtake an earlier one (a subscriber's PUBACK
 // deleting a record that the publisher's batch is still writing), and
 // waiting for one batch waits for everything before it.
+//
+// After a failure the guarantee is gone: a batch whose write failed reaches
+// its `done` as an error, but batches after it may still be applied. The
+// journal is then unhealthy (health()), which the broker reports; it does
+// not try to stop the world.
 #pragma once
 
 #include <cstdint>

@@ -7,10 +7,12 @@
 namespace sluice::store::codec {
 namespace {
 
-// The layout of each value. 1: the first. 2: a session record holds its
-// owner's identity instead of its will (wills are records of their own).
-// Records of layout 1 still read: the store's migration rewrites them.
-constexpr std::uint8_t kFormat = 2;
+// The layout of each value. 1: the first. 2: a session record ends with an
+// optional identity after its will (written only by a development build).
+// 3: a session record holds its owner instead of its will (wills are records
+// of their own). Session records of layouts 1 and 2 still read: the store's
+// migration rewrites them; other records have not changed since 1.
+constexpr std::uint8_t kFormat = 3;
 constexpr std::uint8_t kOldestFormat = 1;
 
 class Writer {
@@ -127,8 +129,8 @@ std::string encode(const SessionRecord& r) {
   w.integer(r.protocol_version);
   w.integer(r.expiry_s);
   w.integer(r.disconnected_at_ms);
-  w.integer(static_cast<std::uint8_t>(r.identity.has_value()));
-  if (r.identity) w.text(*r.identity);
+  w.integer(static_cast<std::uint8_t>(r.owner));
+  if (r.owner == SessionOwner::kNamed) w.text(r.identity);
   return w.take();
 }
 
@@ -138,16 +140,21 @@ bool decode(std::string_view bytes, SessionRecord& r, std::optional<WillRecord>*
   r.protocol_version = reader.integer<std::uint8_t>();
   r.expiry_s = reader.integer<std::uint32_t>();
   r.disconnected_at_ms = reader.integer<std::int64_t>();
-  if (reader.format() == 1) {  // the will was inside, and no identity
+  if (reader.format() < 3) {  // the will was inside; the owner is not known
     if (reader.integer<std::uint8_t>() != 0) {
       WillRecord will;
       read_message(reader, will.message);
       will.delay_s = reader.integer<std::uint32_t>();
       if (legacy_will != nullptr) *legacy_will = std::move(will);
     }
+    if (reader.format() == 2 && reader.integer<std::uint8_t>() != 0) reader.text();
+    r.owner = SessionOwner::kUnknown;
     return reader.done();
   }
-  if (reader.integer<std::uint8_t>() != 0) r.identity = reader.text();
+  const auto owner = reader.integer<std::uint8_t>();
+  if (owner > static_cast<std::uint8_t>(SessionOwner::kNamed)) return false;
+  r.owner = static_cast<SessionOwner>(owner);
+  if (r.owner == SessionOwner::kNamed) r.identity = reader.text();
   return reader.done();
 }
 

@@ -39,6 +39,14 @@ struct WillRecord {
   bool operator==(const WillRecord&) const = default;
 };
 
+// Who a session belongs to: only the same identity may resume or take it over.
+enum class SessionOwner : std::uint8_t {
+  kUnknown,    // made where nothing verified names (or by a store of format 1): the next
+               // client to claim it becomes its owner
+  kAnonymous,  // made by a client that authenticated as nobody while names were verified
+  kNamed,      // made by the verified username in `identity`
+};
+
 // A session's will is a record of its own (keyed by client id), so that
 // publishing it and forgetting it are one write, whatever else the session
 // record says.
@@ -47,7 +55,8 @@ struct SessionRecord {
   std::uint8_t protocol_version = 5;
   std::uint32_t expiry_s = 0;
   std::int64_t disconnected_at_ms = 0;  // Unix time; 0 while connected
-  std::optional<std::string> identity;  // the verified username that owns it; none: anonymous
+  SessionOwner owner = SessionOwner::kUnknown;
+  std::string identity;  // with kNamed
   bool operator==(const SessionRecord&) const = default;
 };
 

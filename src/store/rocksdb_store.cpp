@@ -5,20 +5,24 @@
 //
 // Lost writes. RocksDB replays its write-ahead log up to the first damaged
 // record and reports nothing when the log was cut short, and a damaged
-// MANIFEST can open as an empty database. Both would start the broker
-// without data it had acknowledged. So the store keeps its own record of
-// how far it is durable (durable_mark.hpp): after every write or sync that
-// makes data durable, the last RocksDB sequence number goes into a small
-// file beside the database, and at open a database whose last sequence
-// number is below that mark lost acknowledged writes and is refused. RocksDB
-// checks what it can itself too: paranoid checks, and the sizes of synced
-// write-ahead logs tracked in the MANIFEST.
+// MANIFEST can open as a database with families, or everything, missing.
+// Both would start the broker without data it had acknowledged. So every
+// write through this store carries a count of the writes so far
+// (`sluice.writes`, in the same atomic batch as the data), and after every
+// write or sync that makes data durable the count goes into a small file
+// beside the database (durable_mark.hpp). At open, a database whose count is
+// below that mark lost acknowledged writes, and is refused. (RocksDB's own
+// sequence numbers cannot serve: the MANIFEST records the latest one at
+// every flush, so a log cut short after a flush of another family would not
+// show.) RocksDB's paranoid checks run too, and a family the format
+// promises but the MANIFEST lacks is damage as well.
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
 
 #include <array>
+#include <charconv>
 #include <filesystem>
 #include <set>
 
@@ -30,6 +34,25 @@ namespace sluice::store {
 namespace {
 
 constexpr const char* kFormatKey = "sluice.format";
+// The number of writes made through the store, in the meta family.
+constexpr const char* kWritesKey = "sluice.writes";
+
+std::string encode_count(std::uint64_t count) {
+  std::string bytes(8, '\0');
+  for (int i = 7; i >= 0; --i, count >>= 8)
+    bytes[static_cast<std::size_t>(i)] = static_cast<char>(count & 0xFF);
+  return bytes;
+}
+
+// The count of writes a database holds; 0 for one made before counting.
+std::uint64_t read_count(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* meta) {
+  std::string bytes;
+  if (!db.Get(rocksdb::ReadOptions(), meta, kWritesKey, &bytes).ok() || bytes.size() != 8) return 0;
+  std::uint64_t count = 0;
+  for (char c : bytes)
+    count = (count << 8) | static_cast<std::uint8_t>(c);
+  return count;
+}
 // 1: the first. 2: wills in a family of their own, session records with
 // their owner's identity; the key spaces read by range (Space).
 constexpr std::uint32_t kFormat = 2;
@@ -81,7 +104,10 @@ class RocksDbStore final : public Store {
  public:
   RocksDbStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> families,
                DurableMark mark)
-      : db_(std::move(db)), families_(std::move(families)), mark_(std::move(mark)) {}
+      : db_(std::move(db)), families_(std::move(families)), mark_(std::move(mark)) {
+    writes_ = read_count(*db_, families_[kMeta]);
+    mark_.set(writes_);  // from here on the mark follows this database
+  }
 
   ~RocksDbStore() override {
     for (auto* family : families_)
@@ -94,20 +120,22 @@ class RocksDbStore final : public Store {
     for (const auto& operation : batch.operations()) {
       std::visit([&](const auto& op) { add(out, op); }, operation);
     }
+    out.Put(cf(kMeta), kWritesKey, encode_count(writes_ + 1));  // atomic with the data
     rocksdb::WriteOptions options;
     options.sync = sync;
     const rocksdb::Status status = db_->Write(options, &out);
     if (!status.ok()) return Status::error("store write failed: " + status.ToString());
+    ++writes_;
     // Before anyone is told it is durable: the mark never runs behind an
     // acknowledgement.
-    if (sync) mark_.set(db_->GetLatestSequenceNumber());
+    if (sync) mark_.set(writes_);
     return {};
   }
 
   Status sync() override {
     const rocksdb::Status status = db_->SyncWAL();
     if (!status.ok()) return Status::error("store sync failed: " + status.ToString());
-    mark_.set(db_->GetLatestSequenceNumber());
+    mark_.set(writes_);
     return {};
   }
 
@@ -274,6 +302,7 @@ class RocksDbStore final : public Store {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> families_;
   DurableMark mark_;
+  std::uint64_t writes_ = 0;  // writes made through this store, ever (the committer's thread)
 };
 
 // ---- opening ---------------------------------------------------------------------
@@ -299,14 +328,22 @@ rocksdb::Options db_options(bool existed, bool recover) {
   // beyond this, whatever the traffic.
   options.max_total_wal_size = 256ull << 20;
   options.paranoid_checks = true;
-  // The MANIFEST records the sizes of synced logs, so a log that is missing
-  // or shorter than it was is an error at open rather than a silent loss.
-  options.track_and_verify_wals_in_manifest = true;
+  // Not track_and_verify_wals_in_manifest: in RocksDB 7.8 a SyncWAL racing
+  // with the purge of an obsolete log can leave it reporting a healthy store
+  // as missing a log (facebook/rocksdb#10892, fixed in 7.10). The durable
+  // mark covers what it would.
   // A torn tail (a write never acknowledged, cut short by a crash) is where
   // replay stops; recovery reads on past damage to save what follows it.
   options.wal_recovery_mode = recover ? rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords
                                       : rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   return options;
+}
+
+// Whether a failed open looks like damage that RocksDB's repair may mend,
+// rather than a store in use by another process.
+bool looks_damaged(const rocksdb::Status& status) {
+  if (status.IsCorruption() || status.IsNotFound()) return true;
+  return status.IsIOError() && status.ToString().find("lock") == std::string::npos;
 }
 
 // The families a store in `directory` has; every one must be ours.
@@ -315,7 +352,7 @@ Status existing_families(const std::string& directory, const rocksdb::Options& o
   std::vector<std::string> listed;
   const rocksdb::Status status = rocksdb::DB::ListColumnFamilies(options, directory, &listed);
   if (!status.ok()) {
-    damaged = status.IsCorruption() || status.IsNotFound();  // e.g. an unreadable MANIFEST
+    damaged = looks_damaged(status);  // e.g. an unreadable or missing MANIFEST
     return Status::error("the store in " + directory + " cannot be read (" + status.ToString() +
                          ")");
   }
@@ -370,7 +407,7 @@ Status open_database(const std::string& directory, bool existed, bool read_only,
       read_only ? rocksdb::DB::OpenForReadOnly(open_options, directory, descriptors, &handles, &raw)
                 : rocksdb::DB::Open(open_options, directory, descriptors, &handles, &raw);
   if (!opened.ok()) {
-    damaged = opened.IsCorruption() || opened.IsNotFound();
+    damaged = looks_damaged(opened);
     return Status::error("the store in " + directory + " cannot be opened (" + opened.ToString() +
                          ")" + (damaged ? ". " + recover_hint() : std::string()));
   }
@@ -428,11 +465,8 @@ Status read_format(const std::string& directory, bool existed, Opened& opened,
     return Status::error("the store in " + directory + " cannot be read (" + read.ToString() +
                          "); it was not changed");
   }
-  try {
-    format = static_cast<std::uint32_t>(std::stoul(text));
-  } catch (const std::exception&) {
-    format = 0;
-  }
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), format);
+  if (error != std::errc() || end != text.data() + text.size()) format = 0;
   if (format == 0 || format > kFormat) {
     return Status::error("the store in " + directory + " has format " + text +
                          ", this sluice reads formats 1 to " + std::to_string(kFormat) +
@@ -453,9 +487,6 @@ Status check_families(const std::string& directory, const Opened& opened, std::u
   return {};
 }
 
-// Opens the database and reads its format, checking that nothing its format
-// promises is missing. `damaged` says whether a failure looks like damage
-// (which RocksDB's repair may mend) rather than, say, a lock held elsewhere.
 // Opens the database and reads its format, checking that nothing its format
 // promises is missing. `damaged` says whether a failure looks like damage
 // (which RocksDB's repair may mend) rather than, say, a lock held elsewhere.
@@ -495,9 +526,10 @@ Status settle_format(Opened& opened, std::uint32_t format) {
 // Compares the database with the durable mark: a database behind it lost
 // acknowledged writes.
 Status check_durable_mark(const std::string& directory, const OpenOptions& options, rocksdb::DB& db,
-                          DurableMark& mark, OpenReport& report) {
+                          rocksdb::ColumnFamilyHandle* meta, DurableMark& mark,
+                          OpenReport& report) {
   const std::optional<std::uint64_t> expected = mark.read();
-  const std::uint64_t found = db.GetLatestSequenceNumber();
+  const std::uint64_t found = read_count(db, meta);
   if (!expected) {
     report.unchecked = true;
     return {};
@@ -506,8 +538,8 @@ Status check_durable_mark(const std::string& directory, const OpenOptions& optio
   const std::uint64_t lost = *expected - found;
   if (!options.recover) {
     return Status::error(
-        "the store in " + directory + " lost writes it had acknowledged: it holds writes up to " +
-        "sequence " + std::to_string(found) + ", but writes up to " + std::to_string(*expected) +
+        "the store in " + directory + " lost writes it had acknowledged: it holds " +
+        std::to_string(found) + " writes, but " + std::to_string(*expected) +
         " were durable before the last stop (" + std::to_string(lost) +
         " missing); its write-ahead log or MANIFEST is damaged or cut short. " + recover_hint());
   }
@@ -525,6 +557,20 @@ Status repair(const std::string& directory, const rocksdb::Options& options) {
   return {};
 }
 
+// Whether `directory` holds (what is left of) a store: any file a store
+// has, not only CURRENT, whose loss must not make it look new.
+bool holds_a_store(const std::string& directory) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(directory, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "CURRENT" || name == DurableMark::kFileName || name.starts_with("MANIFEST-") ||
+        name.ends_with(".sst") || name.ends_with(".log")) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // Looks at an existing store without changing it: whether it opens, has
 // what its format promises, and holds every write it made durable.
 Status inspect(const std::string& directory, const OpenOptions& options,
@@ -535,7 +581,7 @@ Status inspect(const std::string& directory, const OpenOptions& options,
   if (!status.ok) return status;
   DurableMark mark(directory);
   OpenReport ignored;
-  status = check_durable_mark(directory, options, *opened.db, mark, ignored);
+  status = check_durable_mark(directory, options, *opened.db, opened.handles[kMeta], mark, ignored);
   opened.close();
   return status;
 }
@@ -544,7 +590,13 @@ Status inspect(const std::string& directory, const OpenOptions& options,
 
 Status open_rocksdb_store(const std::string& directory, const OpenOptions& options,
                           std::unique_ptr<Store>& out, OpenReport& report) {
-  const bool existed = std::filesystem::exists(std::filesystem::path(directory) / "CURRENT");
+  const bool existed = holds_a_store(directory);
+  if (existed && !std::filesystem::exists(std::filesystem::path(directory) / "CURRENT") &&
+      !options.recover) {
+    // Without CURRENT RocksDB would start an empty store over the old files.
+    return Status::error("the store in " + directory +
+                         " has lost its CURRENT file (it names the MANIFEST). " + recover_hint());
+  }
   const rocksdb::Options rocks = db_options(existed, options.recover);
   bool damaged = false;
   if (existed) {
@@ -566,15 +618,16 @@ Status open_rocksdb_store(const std::string& directory, const OpenOptions& optio
   if (!status.ok) return status;
   report.format_found = format;
   DurableMark mark(directory);
-  if (existed) status = check_durable_mark(directory, options, *opened.db, mark, report);
+  if (existed) {
+    status =
+        check_durable_mark(directory, options, *opened.db, opened.handles[kMeta], mark, report);
+  }
   if (status.ok) status = settle_format(opened, format);
   if (status.ok) status = mark.open();
   if (!status.ok) {
     opened.close();
     return status;
   }
-  // From here on the mark follows this database (a recovery starts it afresh).
-  mark.set(opened.db->GetLatestSequenceNumber());
   out = std::make_unique<RocksDbStore>(std::move(opened.db), std::move(opened.handles),
                                        std::move(mark));
   return {};

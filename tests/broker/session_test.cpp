@@ -142,10 +142,11 @@ TEST_F(SessionTest, RetainedAndLiveMessagesPassTheReadCheckOfTheClientAtHand) {
   retained.retain = true;
   retained.payload = {'x'};
   broker.retained().set(make_message(std::move(retained), 0, 0));
+  // The client's rights now: it may read r/open only (made before the
+  // client, so it outlives the session's pointer to it).
+  const auth::ClientAcl acl({{"r/open", auth::kRead}});
   Client sub(shard, "sub");
   sub.connect();
-  // The client's rights now: it may read r/open only.
-  const auth::ClientAcl acl({{"r/open", auth::kRead}});
   shard.find_session("sub")->attach(sub.link, mqtt::ProtocolVersion::kV5, ClientLimits{}, &acl);
   sub.subscribe("r/#", QoS::kAtLeastOnce);
   EXPECT_TRUE(sub.link.publishes.empty());  // the retained r/secret is not sent
@@ -156,6 +157,79 @@ TEST_F(SessionTest, RetainedAndLiveMessagesPassTheReadCheckOfTheClientAtHand) {
   ASSERT_EQ(sub.link.publishes.size(), 1u);
   EXPECT_EQ(sub.link.publishes[0].topic, "r/open");
   EXPECT_EQ(shard.stats().dropped_not_authorized.load(), 2u);
+}
+
+}  // namespace
+}  // namespace sluice::broker
+
+namespace sluice::broker {
+namespace {
+
+struct RecordingListener final : DeliveryListener {
+  std::vector<mqtt::ReasonCode> reasons;
+  void on_settled(const Delivery&, mqtt::ReasonCode reason) override { reasons.push_back(reason); }
+};
+
+MessagePtr message_on(const std::string& topic, QoS qos) {
+  mqtt::Publish publish;
+  publish.topic = topic;
+  publish.qos = qos;
+  publish.payload = {'x'};
+  return make_message(std::move(publish), 0, 0);
+}
+
+// [Issue 11, item 13] The subscriber's acknowledgement reaches whoever owns
+// the delivery, reason code and all: a queue takes 0x80 and up as a nack.
+TEST_F(SessionTest, APubacksReasonCodeReachesTheDeliverysListener) {
+  Client sub(shard, "sub");
+  sub.connect();
+  RecordingListener listener;
+  const TargetRef to = shard.find_session("sub")->ref();
+  for (const QoS qos : {QoS::kAtLeastOnce, QoS::kAtLeastOnce, QoS::kExactlyOnce}) {
+    Delivery delivery;
+    delivery.message = message_on("t", qos);
+    delivery.qos = qos;
+    delivery.listener = &listener;
+    shard.deliver(to, std::move(delivery));
+  }
+  ASSERT_EQ(sub.link.publishes.size(), 3u);
+  sub.protocol.on_packet(mqtt::Puback{sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  sub.protocol.on_packet(
+      mqtt::Puback{sub.link.publishes[1].packet_id, ReasonCode::kImplementationSpecificError, {}});
+  sub.protocol.on_packet(
+      mqtt::Pubrec{sub.link.publishes[2].packet_id, ReasonCode::kQuotaExceeded, {}});
+  EXPECT_EQ(listener.reasons,
+            (std::vector<ReasonCode>{ReasonCode::kSuccess, ReasonCode::kImplementationSpecificError,
+                                     ReasonCode::kQuotaExceeded}));
+}
+
+struct RecordingSink final : TargetSink {
+  std::vector<std::pair<TargetRef, std::string>> delivered;
+  void deliver(std::uint32_t, const TargetRef& to, Delivery&& delivery) override {
+    delivered.emplace_back(to, delivery.message->topic);
+  }
+};
+
+// [Issue 11, item 13] Routing reaches targets that are not sessions: the
+// subscription index holds node-qualified targets of any kind, and a
+// delivery to a queue or another node goes to the sink of that kind.
+TEST_F(SessionTest, DeliveriesToOtherTargetKindsGoToTheirSink) {
+  RecordingSink queues;
+  broker.set_sink(TargetKind::kQueue, &queues);
+  const TargetRef queue{42, 0, 0, TargetKind::kQueue};
+  const TargetRef node{7, 0, 3, TargetKind::kNode};  // no sink for nodes: dropped, counted
+  broker.index().subscribe("jobs/#", {queue, {QoS::kAtLeastOnce}, 0},
+                           std::make_shared<SessionTag>("queue:jobs"));
+  broker.index().subscribe("jobs/#", {node, {QoS::kAtLeastOnce}, 0},
+                           std::make_shared<SessionTag>("node:3"));
+  Client pub(shard, "pub");
+  pub.connect();
+  pub.publish("jobs/1", "work", QoS::kAtLeastOnce);
+  ASSERT_EQ(queues.delivered.size(), 1u);
+  EXPECT_EQ(queues.delivered[0].first, queue);
+  EXPECT_EQ(queues.delivered[0].second, "jobs/1");
+  EXPECT_EQ(shard.stats().dropped_no_target.load(), 1u);
+  broker.set_sink(TargetKind::kQueue, nullptr);
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ std::shared_ptr<SessionTag> online(bool value = true) {
 
 SubscriptionIndex::Entry entry(std::uint64_t session, QoS qos = QoS::kAtMostOnce,
                                std::uint32_t identifier = 0) {
-  return {SubscriberRef{0, session}, mqtt::SubscriptionOptions{qos}, identifier};
+  return {TargetRef::session(0, session), mqtt::SubscriptionOptions{qos}, identifier};
 }
 
 Message message(std::string topic, std::uint64_t origin = 0) {
@@ -36,7 +36,7 @@ std::set<std::uint64_t> sessions_matching(const SubscriptionIndex& index,
   index.match(message(topic), Strategy::kRoundRobin, targets);
   std::set<std::uint64_t> out;
   for (const auto& t : targets)
-    out.insert(t.ref.session_id);
+    out.insert(t.ref.id);
   return out;
 }
 
@@ -93,17 +93,16 @@ TEST(SubscriptionIndex, MQTT_3_3_4_3_IdentifiersSurviveTheMergeBehindAnotherSubs
     for (const Target& target : targets) {
       const std::set<std::uint32_t> ids(target.identifiers.begin(), target.identifiers.end());
       const std::set<std::uint32_t> expected =
-          target.ref.session_id == 2 ? std::set<std::uint32_t>{11, 12} : std::set<std::uint32_t>{};
-      EXPECT_EQ(ids, expected) << "session " << target.ref.session_id << " pass " << pass;
+          target.ref.id == 2 ? std::set<std::uint32_t>{11, 12} : std::set<std::uint32_t>{};
+      EXPECT_EQ(ids, expected) << "session " << target.ref.id << " pass " << pass;
     }
     targets.clear();
     index.match(message("wc/a/hum"), Strategy::kRoundRobin, targets);
     ASSERT_EQ(targets.size(), 2u);
     for (const Target& target : targets) {
-      const std::vector<std::uint32_t> expected = target.ref.session_id == 2
-                                                      ? std::vector<std::uint32_t>{12}
-                                                      : std::vector<std::uint32_t>{};
-      EXPECT_EQ(target.identifiers, expected) << "session " << target.ref.session_id;
+      const std::vector<std::uint32_t> expected =
+          target.ref.id == 2 ? std::vector<std::uint32_t>{12} : std::vector<std::uint32_t>{};
+      EXPECT_EQ(target.identifiers, expected) << "session " << target.ref.id;
     }
   }
 }
@@ -142,15 +141,15 @@ TEST(SubscriptionIndex, NoLocalLeavesOutThePublisher) {
   std::vector<Target> targets;
   index.match(message("t", /*origin=*/1), Strategy::kRoundRobin, targets);
   ASSERT_EQ(targets.size(), 1u);
-  EXPECT_EQ(targets[0].ref.session_id, 2u);
+  EXPECT_EQ(targets[0].ref.id, 2u);
 }
 
 TEST(SubscriptionIndex, UnsubscribeRemovesAndPrunes) {
   SubscriptionIndex index;
   index.subscribe("a/b/c", entry(1), online());
-  EXPECT_TRUE(index.unsubscribe("a/b/c", SubscriberRef{0, 1}));
-  EXPECT_FALSE(index.unsubscribe("a/b/c", SubscriberRef{0, 1}));
-  EXPECT_FALSE(index.unsubscribe("never", SubscriberRef{0, 1}));
+  EXPECT_TRUE(index.unsubscribe("a/b/c", TargetRef::session(0, 1)));
+  EXPECT_FALSE(index.unsubscribe("a/b/c", TargetRef::session(0, 1)));
+  EXPECT_FALSE(index.unsubscribe("never", TargetRef::session(0, 1)));
   EXPECT_TRUE(sessions_matching(index, "a/b/c").empty());
   EXPECT_EQ(index.size(), 0u);
 }
@@ -167,7 +166,7 @@ TEST(SubscriptionIndex, SharedGroupRoundRobinsOverItsMembers) {
     ASSERT_EQ(targets.size(), 2u);  // one per group
     for (const auto& t : targets) {
       ASSERT_TRUE(t.shared_filter);
-      if (*t.shared_filter == "$share/g/jobs/+") picked.push_back(t.ref.session_id);
+      if (*t.shared_filter == "$share/g/jobs/+") picked.push_back(t.ref.id);
     }
   }
   EXPECT_EQ(std::set<std::uint64_t>(picked.begin(), picked.end()), (std::set<std::uint64_t>{1, 2}));
@@ -182,7 +181,7 @@ TEST(SubscriptionIndex, SharedGroupPrefersOnlineMembers) {
     std::vector<Target> targets;
     index.match(message("t"), Strategy::kRoundRobin, targets);
     ASSERT_EQ(targets.size(), 1u);
-    EXPECT_EQ(targets[0].ref.session_id, 2u);
+    EXPECT_EQ(targets[0].ref.id, 2u);
   }
 }
 
@@ -192,13 +191,13 @@ TEST(SubscriptionIndex, PickSharedExcludesTheLeavingMember) {
   index.subscribe("$share/g/t", entry(2), online());
   for (int i = 0; i < 4; ++i) {
     const auto target = index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin,
-                                          SubscriberRef{0, 1}, false);
+                                          TargetRef::session(0, 1), false);
     ASSERT_TRUE(target);
-    EXPECT_EQ(target->ref.session_id, 2u);
+    EXPECT_EQ(target->ref.id, 2u);
   }
-  index.unsubscribe("$share/g/t", SubscriberRef{0, 2});
+  index.unsubscribe("$share/g/t", TargetRef::session(0, 2));
   EXPECT_FALSE(index.pick_shared("$share/g/t", message("t"), Strategy::kRoundRobin,
-                                 SubscriberRef{0, 1}, false));
+                                 TargetRef::session(0, 1), false));
 }
 
 TEST(SubscriptionIndex, PickSharedOnlineOnlySkipsOfflineMembers) {
@@ -207,11 +206,11 @@ TEST(SubscriptionIndex, PickSharedOnlineOnlySkipsOfflineMembers) {
   index.subscribe("$share/g/t", entry(2), online(false));
   const Message m = message("t");
   EXPECT_FALSE(
-      index.pick_shared("$share/g/t", m, Strategy::kRoundRobin, SubscriberRef{0, 1}, true));
+      index.pick_shared("$share/g/t", m, Strategy::kRoundRobin, TargetRef::session(0, 1), true));
   const auto any =
-      index.pick_shared("$share/g/t", m, Strategy::kRoundRobin, SubscriberRef{0, 1}, false);
+      index.pick_shared("$share/g/t", m, Strategy::kRoundRobin, TargetRef::session(0, 1), false);
   ASSERT_TRUE(any);
-  EXPECT_EQ(any->ref.session_id, 2u);
+  EXPECT_EQ(any->ref.id, 2u);
 }
 
 TEST(SubscriptionIndex, HashClientIdKeepsOnePublisherOnOneMember) {
@@ -224,7 +223,7 @@ TEST(SubscriptionIndex, HashClientIdKeepsOnePublisherOnOneMember) {
   for (int i = 0; i < 10; ++i) {
     std::vector<Target> targets;
     index.match(m, Strategy::kHashClientId, targets);
-    picked.insert(targets.at(0).ref.session_id);
+    picked.insert(targets.at(0).ref.id);
   }
   EXPECT_EQ(picked.size(), 1u);
 }
@@ -243,13 +242,13 @@ TEST(SubscriptionIndex, ARepeatedTopicSeesEverySubscribeAndUnsubscribe) {
   index.match(message("cache/t"), Strategy::kRoundRobin, targets);
   ASSERT_EQ(targets.size(), 2u);
   EXPECT_EQ(targets[0].max_qos, QoS::kAtLeastOnce);
-  index.unsubscribe("cache/t", SubscriberRef{0, 1});
+  index.unsubscribe("cache/t", TargetRef::session(0, 1));
   EXPECT_EQ(sessions_matching(index, "cache/t"), (std::set<std::uint64_t>{2}));
 }
 
 TEST(SubscriptionIndex, ARememberedTopicStillLeavesOutANoLocalPublisher) {
   SubscriptionIndex index;
-  index.subscribe("t", {SubscriberRef{0, 1}, {QoS::kAtMostOnce, true}, 0}, online());
+  index.subscribe("t", {TargetRef::session(0, 1), {QoS::kAtMostOnce, true}, 0}, online());
   index.subscribe("t", entry(2), online());
   std::vector<Target> targets;
   index.match(message("t", /*origin=*/2), Strategy::kRoundRobin, targets);
@@ -257,7 +256,7 @@ TEST(SubscriptionIndex, ARememberedTopicStillLeavesOutANoLocalPublisher) {
   targets.clear();
   index.match(message("t", /*origin=*/1), Strategy::kRoundRobin, targets);
   ASSERT_EQ(targets.size(), 1u);
-  EXPECT_EQ(targets[0].ref.session_id, 2u);
+  EXPECT_EQ(targets[0].ref.id, 2u);
 }
 
 TEST(SubscriptionIndex, TwoIndexesOnOneThreadDoNotShareWhatTheyRemember) {
@@ -295,7 +294,7 @@ TEST(SubscriptionIndex, ARepeatedTopicStillMergesOneSubscribersOverlappingFilter
     std::vector<Target> targets;
     index.match(message("m/t"), Strategy::kRoundRobin, targets);
     ASSERT_EQ(targets.size(), 2u) << i;
-    const Target& first = targets[0].ref.session_id == 1 ? targets[0] : targets[1];
+    const Target& first = targets[0].ref.id == 1 ? targets[0] : targets[1];
     EXPECT_EQ(first.max_qos, QoS::kAtLeastOnce);
     EXPECT_EQ(first.identifiers.size(), 2u);
   }
@@ -309,7 +308,7 @@ TEST(SubscriptionIndex, ATopicWithMoreSubscribersThanTheCacheHoldsIsStillMatched
     index.subscribe(session % 2 == 0 ? "big/t" : "big/+", entry(session), online());
   for (int i = 0; i < 2; ++i)
     EXPECT_EQ(sessions_matching(index, "big/t").size(), 1500u) << i;
-  index.unsubscribe("big/t", SubscriberRef{0, 2});
+  index.unsubscribe("big/t", TargetRef::session(0, 2));
   EXPECT_EQ(sessions_matching(index, "big/t").size(), 1499u);
 }
 

@@ -43,6 +43,13 @@ class SluiceProcess:
             cmd += ["--config", self.config_path]
         if not any(a == "--listen" for a in args) and config_yaml is None:
             cmd += ["--listen", "127.0.0.1:0"]
+        # The suite runs once with one worker and once with four (ctest sets
+        # SLUICE_WORKERS), so cross-worker code runs whatever the machine;
+        # a test that chose its workers keeps them.
+        workers = os.environ.get("SLUICE_WORKERS")
+        chose = "--workers" in args or (config_yaml is not None and "workers:" in config_yaml)
+        if workers and not chose:
+            cmd += ["--workers", workers]
         cmd += list(args)
         self.cmd = cmd
         self.lines = []

@@ -234,3 +234,28 @@ def test_a_session_whose_rights_shrank_stops_receiving_what_it_may_no_longer_rea
     back.disconnect()
     alice.disconnect()
     assert second.stop() == 0, second.output()
+
+
+def test_a_session_made_without_authentication_goes_to_its_first_verified_claimant(tmp_path):
+    # Made while nothing verified names, a session has no owner to check
+    # (any client could have made it). Once authentication is on, the first
+    # verified user to claim it owns it; another is refused.
+    passwords = make_password_file(tmp_path / "passwords")
+    storage = f"storage:\n  dir: {tmp_path / 'data'}\n"
+    listener = "listeners:\n  - host: 127.0.0.1\n    port: 0\n"
+    client_id = unique("from-before")
+    first = SluiceProcess(config_yaml=listener + storage).start()
+    Client(first.port, client_id=client_id, version=5, clean=False,
+           properties=expiry(300)).disconnect()
+    assert first.stop() == 0
+    second = SluiceProcess(config_yaml=listener + storage +
+                           f"auth:\n  password_file: {passwords}\n").start()
+    bob = Client(second.port, client_id=client_id, version=5, clean=False,
+                 properties=expiry(300), username="bob", password="builder")
+    assert bob.session_present
+    bob.disconnect()
+    raw = rawmqtt.RawClient(second.port)
+    raw.send(rawmqtt.connect(client_id, clean=False, username="alice", password="wonderland"))
+    assert rawmqtt.connack_reason(raw.receive()) == (0, 0x87)
+    raw.close()
+    assert second.stop() == 0, second.output()

@@ -1,6 +1,7 @@
 """CONNECT and CONNACK (MQTT 5.0 sections 3.1 and 3.2, and 3.1.1's rules
 where they differ). Test names carry the normative statement they check."""
 
+import struct
 import time
 
 import pytest
@@ -172,3 +173,43 @@ def test_max_connections_refuses_with_server_busy(make_broker, clients):
     raw3 = rawmqtt.RawClient(process.port)
     raw3.send(rawmqtt.connect(unique("third"), version=4))
     assert rawmqtt.connack_reason(raw3.receive()) == (0, 0x03)
+
+
+def test_MQTT_3_1_4_5_packets_sent_right_after_connect_wait_for_the_connack(make_broker, tmp_path):
+    # [MQTT-3.1.4-5] The broker handles nothing after CONNECT before its
+    # CONNACK. Here the CONNECT waits twice (the password check on its own
+    # thread, the session record in the store): what was sent behind it in
+    # the same write is kept and handled afterwards, in order.
+    import subprocess
+    from sluice_process import SLUICE_BIN
+    passwords = tmp_path / "passwords"
+    done = subprocess.run([SLUICE_BIN, "passwd", str(passwords), "pipe"], input="lined\n",
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    broker = make_broker(f"auth:\n  password_file: {passwords}\n"
+                         f"storage:\n  dir: {tmp_path / 'data'}\n")
+    topic = unique("pipelined")
+    count = 200
+    raw = rawmqtt.RawClient(broker.port)
+    raw.send(rawmqtt.connect(unique("pipeline"), clean=False, username="pipe", password="lined",
+                             properties=b"\x11" + struct.pack("!I", 300)) +
+             rawmqtt.subscribe(1, [(topic, 1)]) +
+             b"".join(rawmqtt.publish(topic, str(i).encode(), qos=1, packet_id=i + 2)
+                      for i in range(count)))
+    assert rawmqtt.connack_reason(raw.receive()) == (0, 0)
+    # The SUBACK of a stored session waits for its write; matching messages
+    # may come before it (the specification allows it).
+    pubacks, payloads, subacks = set(), [], 0
+    while len(pubacks) < count or len(payloads) < count or not subacks:
+        p = raw.receive()
+        if p.type == rawmqtt.SUBACK:
+            subacks += 1
+        elif p.type == rawmqtt.PUBACK:
+            pubacks.add(p.packet_id)
+        elif p.type == rawmqtt.PUBLISH:
+            parsed = rawmqtt.parse_publish(p)
+            payloads.append(int(parsed[6]))
+            raw.send(rawmqtt.ack("puback", parsed[4]))
+    assert pubacks == set(range(2, count + 2))
+    assert payloads == list(range(count))
+    raw.close()

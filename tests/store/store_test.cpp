@@ -47,6 +47,7 @@ SessionRecord session(std::string client_id) {
   s.client_id = std::move(client_id);
   s.expiry_s = 3600;
   s.disconnected_at_ms = 1'700'000'000'123;
+  s.owner = SessionOwner::kNamed;
   s.identity = "owner-of-" + s.client_id;
   return s;
 }
@@ -174,11 +175,18 @@ TEST_P(StoreTest, DeletingASessionRemovesItsRecordsAndNoOneElses) {
   EXPECT_EQ(loaded.inbounds.size(), 2u);
 }
 
-TEST_P(StoreTest, AnAnonymousSessionRoundTrips) {
-  SessionRecord s = session("anonymous");
-  s.identity.reset();
-  write(WriteBatch().add(WriteBatch::PutSession{s}));
-  EXPECT_EQ(load().sessions, (std::vector<SessionRecord>{s}));
+TEST_P(StoreTest, SessionsOfEveryOwnerRoundTrip) {
+  SessionRecord anonymous = session("anonymous");
+  anonymous.owner = SessionOwner::kAnonymous;
+  anonymous.identity.clear();
+  SessionRecord unknown = session("unknown");
+  unknown.owner = SessionOwner::kUnknown;
+  unknown.identity.clear();
+  write(WriteBatch()
+            .add(WriteBatch::PutSession{anonymous})
+            .add(WriteBatch::PutSession{session("named")})
+            .add(WriteBatch::PutSession{unknown}));
+  EXPECT_EQ(load().sessions, (std::vector<SessionRecord>{anonymous, session("named"), unknown}));
 }
 
 TEST_P(StoreTest, WillsAreRecordsOfTheirOwnAndGoWithTheirSession) {
