@@ -13,6 +13,8 @@ Broker::Broker(config::Config config, std::uint32_t shard_count, std::string ver
       shard_count_(shard_count),
       retained_(config_.limits.max_retained_messages),
       started_at_(Clock::now()) {
+  index_.set_targets_carry_sessions(config_.limits.queue_full_policy ==
+                                    config::QueueFullPolicy::kRefusePublish);
   shards_.reserve(shard_count);
   for (std::uint32_t i = 0; i < shard_count; ++i) {
     shards_.push_back(std::make_unique<Shard>(*this, i));

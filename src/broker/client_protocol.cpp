@@ -318,17 +318,58 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     // Kept until PUBREL, so that a resend after a restart is not routed twice.
     inbound.add(store::WriteBatch::PutInbound{session_->client_id(), publish.packet_id});
   }
-  const MessagePtr message =
-      make_message(std::move(publish), session_->id(), session_->client_hash());
-  shard_.publish(message, std::move(inbound),
-                 [&](std::size_t receivers, store::WriteBatch&& batch) {
-                   const ReasonCode reason = receivers == 0 && mqtt::is_v5(version_)
-                                                 ? ReasonCode::kNoMatchingSubscribers
-                                                 : ReasonCode::kSuccess;
-                   if (batch.empty()) return acknowledge_publish(qos, packet_id, reason);
-                   // The acknowledgement is a promise: it waits until the batch is stored.
-                   write_then_acknowledge(std::move(batch), publish_ack(qos, packet_id, reason));
-                 });
+  HeldPublish routing{make_message(std::move(publish), session_->id(), session_->client_hash()),
+                      qos, packet_id, std::move(inbound), Clock::now()};
+  if (route_publish(routing)) return;
+  // Refused: a subscriber's queue is full and queue_full_policy is refuse_publish.
+  ShardStats::add(shard_.stats().refused_queue_full);
+  if (mqtt::is_v5(version_)) {
+    session_->release_inbound_qos2(packet_id);
+    return acknowledge_publish(qos, packet_id, ReasonCode::kQuotaExceeded);
+  }
+  // 3.x has no negative acknowledgement: the client is not read from until
+  // there is room (the shard tries the message again) or its time is up.
+  held_publish_ = std::make_unique<HeldPublish>(std::move(routing));
+  link_.hold_input();
+  shard_.hold_publisher(weak_self());
+}
+
+bool ClientProtocol::route_publish(HeldPublish& publish) {
+  bool refused = false;
+  shard_.publish(
+      publish.message, std::move(publish.inbound),
+      [&](Shard::Routed routed, store::WriteBatch&& batch) {
+        if (routed.refused) {
+          refused = true;
+          publish.inbound = std::move(batch);  // the caller's own changes, for another try
+          return;
+        }
+        const ReasonCode reason = routed.receivers == 0 && mqtt::is_v5(version_)
+                                      ? ReasonCode::kNoMatchingSubscribers
+                                      : ReasonCode::kSuccess;
+        if (batch.empty()) return acknowledge_publish(publish.qos, publish.packet_id, reason);
+        // The acknowledgement is a promise: it waits until the batch is stored.
+        write_then_acknowledge(std::move(batch),
+                               publish_ack(publish.qos, publish.packet_id, reason));
+      },
+      /*may_refuse=*/true);
+  return !refused;
+}
+
+bool ClientProtocol::retry_held_publish(Clock::time_point now) {
+  if (!held_publish_ || closing_ || session_ == nullptr) return false;
+  HeldPublish& held = *held_publish_;
+  if (now - held.since > std::chrono::seconds(shard_.config().limits.queue_full_timeout_s)) {
+    // A resend after reconnecting must be routed, not taken for a duplicate.
+    session_->release_inbound_qos2(held.packet_id);
+    held_publish_.reset();
+    disconnect_with(ReasonCode::kQuotaExceeded, "queue full for too long");
+    return false;
+  }
+  if (!route_publish(held)) return true;  // still full
+  held_publish_.reset();
+  link_.release_input();
+  return false;
 }
 
 void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,

@@ -70,6 +70,9 @@ class ClientProtocol {
   void set_rate_limits(const config::RateLimitConfig* limits) { listener_rate_limits_ = limits; }
   // The socket caught up: queued messages may follow.
   void on_writable();
+  // A 3.x publisher held for a full queue: tries its message again. False
+  // once it is no longer held (routed, timed out, or gone).
+  bool retry_held_publish(Clock::time_point now);
 
   // The CONNACK went out: the client is connected.
   bool connected() const { return session_ != nullptr && acknowledged_; }
@@ -118,6 +121,16 @@ class ClientProtocol {
 
   // ---- packets after CONNECT ----
   void on_publish(mqtt::Publish&& publish);
+  // A client's message on its way: routed now, or held while queues are full.
+  struct HeldPublish {
+    MessagePtr message;
+    mqtt::QoS qos;
+    std::uint16_t packet_id;
+    store::WriteBatch inbound;  // the publisher's own changes (its QoS 2 id)
+    Clock::time_point since;
+  };
+  // Routes it and acknowledges (once stored); false when it was refused.
+  bool route_publish(HeldPublish& publish);
   void on_subscribe(mqtt::Subscribe&& subscribe);
   void on_unsubscribe(const mqtt::Unsubscribe& unsubscribe);
   void on_disconnect(const mqtt::Disconnect& disconnect);
@@ -176,6 +189,7 @@ class ClientProtocol {
   // The CONNECT while a step of it waits (SCRAM, the password check).
   std::unique_ptr<PendingConnect> pending_connect_;
   std::unique_ptr<auth::ScramExchange> scram_;
+  std::unique_ptr<HeldPublish> held_publish_;
   // Takes a token from `bucket` if limited; false when the client is over its rate.
   static bool within_rate(std::optional<auth::TokenBucket>* bucket);
 };

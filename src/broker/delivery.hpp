@@ -31,6 +31,9 @@ struct Delivery {
   MessagePtr message;
   mqtt::QoS qos = mqtt::QoS::kAtMostOnce;  // min(published, granted)
   bool retain = false;                     // the RETAIN flag to send
+  // It holds a place in the subscriber's queue, reserved by its publisher
+  // (queue_full_policy refuse_publish; see SessionTag::waiting).
+  bool reserved = false;
   std::vector<std::uint32_t> identifiers;  // Subscription Identifiers
   // Set when this came through a shared subscription: if the subscriber goes
   // away without acknowledging, the message goes to another member.

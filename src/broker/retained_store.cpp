@@ -19,12 +19,15 @@ RetainedStore::RetainedStore(std::uint32_t max_messages)
     : root_(std::make_unique<Node>()), max_messages_(max_messages) {}
 RetainedStore::~RetainedStore() = default;
 
-RetainedStore::SetResult RetainedStore::set(const MessagePtr& message,
-                                            const std::function<void(SetResult)>& under_lock) {
+RetainedStore::SetResult RetainedStore::set(const MessagePtr& message) {
   std::unique_lock lock(mutex_);
-  const SetResult result = set_locked(message);
-  if (under_lock) under_lock(result);
-  return result;
+  return set_locked(message);
+}
+
+void RetainedStore::locked(const std::function<void(Writer&)>& change) {
+  std::unique_lock lock(mutex_);
+  Writer writer(*this);
+  change(writer);
 }
 
 RetainedStore::SetResult RetainedStore::set_locked(const MessagePtr& message) {

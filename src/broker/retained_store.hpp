@@ -24,11 +24,24 @@ class RetainedStore {
 
   // Stores `message` as its topic's retained message, or deletes the topic's
   // when the payload is empty. A new topic beyond the limit is refused.
-  // `under_lock`, if given, runs with the result while the store is still
-  // locked for the change: a caller that hands the change to the store's
-  // committer there writes changes to one topic in the order memory took them.
-  SetResult set(const MessagePtr& message,
-                const std::function<void(SetResult)>& under_lock = nullptr);
+  SetResult set(const MessagePtr& message);
+
+  // set() for a caller that does more while the store is locked for writing
+  // (see locked()).
+  class Writer {
+   public:
+    SetResult set(const MessagePtr& message) { return store_.set_locked(message); }
+
+   private:
+    friend class RetainedStore;
+    explicit Writer(RetainedStore& store) : store_(store) {}
+    RetainedStore& store_;
+  };
+  // Runs `change` with the store locked for writing. A caller that routes
+  // the message and hands the change to the journal in there writes changes
+  // to one topic in the order memory took them, and a client subscribing
+  // meanwhile either was matched or reads the new message after the lock.
+  void locked(const std::function<void(Writer&)>& change);
 
   // Calls `f` with every retained message whose topic matches `filter` (a
   // valid, non-shared filter), skipping expired ones.

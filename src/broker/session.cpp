@@ -25,8 +25,10 @@ Session::~Session() {
     if (entry.stage != Stage::kAwaitingPubcomp)
       settle(entry.delivery, mqtt::ReasonCode::kUnspecifiedError);
   });
-  queue_.for_each(
-      [&](const Delivery& delivery) { settle(delivery, mqtt::ReasonCode::kUnspecifiedError); });
+  queue_.for_each([&](const Delivery& delivery) {
+    settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
+    if (delivery.reserved) tag_->release();  // the tag may outlive the session
+  });
 }
 
 TargetRef Session::ref() const {
@@ -80,10 +82,13 @@ void Session::hand_on_shared(bool session_ends) {
   auto hand_on = [&](Delivery& delivery) {
     if (!delivery.shared_filter) return false;
     delivery.retain = false;
+    const bool reserved = delivery.reserved;
     const std::uint64_t store_id = delivery.store_id;
     const auto to = shard_.reroute_shared(delivery, ref(), /*online_only=*/!session_ends, batch);
     if (!to) return false;
     if (store_id != 0) batch.add(store::WriteBatch::DeleteOutbound{client_id(), store_id});
+    if (reserved) tag_->release();  // its place here; the new session finds its own
+    delivery.reserved = false;
     moved.push_back({*to, std::move(delivery)});
     return true;
   };
@@ -120,6 +125,7 @@ void Session::settle(const Delivery& delivery, mqtt::ReasonCode reason) {
 }
 
 void Session::drop(const Delivery& delivery) {
+  ++dropped_;
   settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
   forget(delivery);
 }
@@ -140,22 +146,27 @@ void Session::store_stage(const Delivery& delivery, std::uint16_t packet_id, Sta
 }
 
 void Session::drop_expired(Clock::time_point now) {
-  queue_.erase_if([&](const Delivery& delivery) {
+  queue_.erase_if([&](Delivery& delivery) {
     if (!delivery.message->expired(now)) return false;
     ShardStats::add(shard_.stats().dropped_expired);
+    give_back(delivery);
     drop(delivery);
     return true;
   });
 }
 
 void Session::deliver(Delivery&& delivery) {
+  // A place reserved in the queue (refuse_publish) is kept if the delivery
+  // is queued, and given back on every other way.
   if (delivery.message->expired_now()) {
     ShardStats::add(shard_.stats().dropped_expired);
+    give_back(delivery);
     return drop(delivery);
   }
   if (!online()) {
     if (delivery.qos == mqtt::QoS::kAtMostOnce && !shard_.config().sessions.queue_qos0_offline) {
       ShardStats::add(shard_.stats().dropped_offline_qos0);
+      ++dropped_;
       return;
     }
     return enqueue(std::move(delivery));
@@ -163,23 +174,45 @@ void Session::deliver(Delivery&& delivery) {
   if (delivery.qos == mqtt::QoS::kAtMostOnce) {
     if (link_->unsent_bytes() > shard_.config().limits.max_write_buffer_bytes) {
       ShardStats::add(shard_.stats().dropped_slow_client);
+      ++dropped_;
       return;
     }
     write_publish(delivery, 0, false);
     return;
   }
   if (queue_.empty() && can_send_now() && !behind_held(delivery)) {
+    give_back(delivery);
     return send_inflight(std::move(delivery));
   }
   enqueue(std::move(delivery));
 }
 
 void Session::enqueue(Delivery&& delivery) {
-  if (queue_.size() >= shard_.config().limits.max_queued_messages) {
+  const config::LimitsConfig& limits = shard_.config().limits;
+  if (limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish) {
+    // Every queued message holds a place: reserved by its publisher, or
+    // taken here (a will, a retained message, a shared hand-on).
+    if (!delivery.reserved && !tag_->try_reserve(limits.max_queued_messages)) {
+      ShardStats::add(shard_.stats().dropped_queue_full);
+      return drop(delivery);
+    }
+    delivery.reserved = true;
+    return queue_.push_back(std::move(delivery));
+  }
+  if (queue_.size() >= limits.max_queued_messages) {
     ShardStats::add(shard_.stats().dropped_queue_full);
-    return drop(delivery);
+    if (limits.queue_full_policy == config::QueueFullPolicy::kDropNewest || queue_.empty()) {
+      return drop(delivery);
+    }
+    drop(queue_.pop_front());  // drop_oldest
   }
   queue_.push_back(std::move(delivery));
+}
+
+void Session::give_back(Delivery& delivery) const {
+  if (!delivery.reserved) return;
+  tag_->release();
+  delivery.reserved = false;
 }
 
 bool Session::can_send_now() const {
@@ -320,6 +353,12 @@ void Session::resend_inflight() {
       ++resent;
     }
   }
+  if (shard_.config().limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish) {
+    for (Delivery& delivery : requeued) {  // back in the queue: places again, whatever the limit
+      tag_->waiting.fetch_add(1, std::memory_order_acq_rel);
+      delivery.reserved = true;
+    }
+  }
   queue_.push_front(std::move(requeued));
 }
 
@@ -327,6 +366,7 @@ void Session::pump() {
   while (!queue_.empty() && can_send_now()) {
     if (behind_held(queue_.front())) break;
     Delivery delivery = queue_.pop_front();
+    give_back(delivery);
     if (delivery.message->expired_now()) {
       ShardStats::add(shard_.stats().dropped_expired);
       drop(delivery);

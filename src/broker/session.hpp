@@ -155,6 +155,9 @@ class Session {
   void drop_expired(Clock::time_point now);
   std::size_t inflight() const { return inflight_.size(); }
   std::size_t queued() const { return queue_.size(); }
+  // Messages dropped on their way to this client, whatever the reason (queue
+  // full, expired, too large, no longer readable, QoS 0 it could not take).
+  std::uint32_t dropped() const { return dropped_; }
 
   // ---- inbound QoS 2 ----
   // True when `packet_id` is new (the message must be routed); false for a
@@ -201,6 +204,9 @@ class Session {
   bool write_publish(const Delivery& delivery, std::uint16_t packet_id, bool dup);
   std::uint16_t next_packet_id();
   void enqueue(Delivery&& delivery);
+  // The delivery leaves (or never enters) the queue: the place its publisher
+  // reserved there, if any, is free again.
+  void give_back(Delivery& delivery) const;
   void resend_inflight();
   // A delivery leaves this session unfinished (dropped, expired, too
   // large): its stored record goes, and with the last one its message.
@@ -243,6 +249,7 @@ class Session {
   InflightTable<Inflight> inflight_;
   std::uint64_t next_sequence_ = 0;
   std::uint32_t held_publishes_ = 0;  // QoS 2 PUBLISHes waiting for their stage write
+  std::uint32_t dropped_ = 0;
   DeliveryQueue queue_;
 
   OnDemand<std::unordered_set<std::uint16_t>> inbound_qos2_;

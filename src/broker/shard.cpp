@@ -1,8 +1,10 @@
 // Routing and session bookkeeping on one shard.
 #include "broker/shard.hpp"
 
+#include <algorithm>
 #include <functional>
 
+#include "broker/client_protocol.hpp"
 #include "broker/persistence.hpp"
 #include "mqtt/topic.hpp"
 #include "store/journal.hpp"
@@ -77,9 +79,24 @@ void Shard::session_went_offline(Session& session, Clock::time_point now) {
 }
 
 std::size_t Shard::publish(const MessagePtr& message) {
-  return publish(message, store::WriteBatch(), [&](std::size_t, store::WriteBatch&& batch) {
-    if (!batch.empty()) write_then(std::move(batch), nullptr);
-  });
+  return publish(message, store::WriteBatch(),
+                 [&](Routed, store::WriteBatch&& batch) {
+                   if (!batch.empty()) write_then(std::move(batch), nullptr);
+                 })
+      .receivers;
+}
+
+void Shard::retry_held_publishers() {
+  if (held_publishers_.empty()) return;
+  const Clock::time_point now = Clock::now();
+  // Taken out first: a retry may hold its publisher again.
+  std::vector<std::weak_ptr<ClientProtocol*>> held;
+  held.swap(held_publishers_);
+  for (auto& weak : held) {
+    const auto protocol = weak.lock();
+    if (protocol && (*protocol)->retry_held_publish(now))
+      held_publishers_.push_back(std::move(weak));
+  }
 }
 
 void Shard::add_retained_write(const Message& message, RetainedStore::SetResult result,
@@ -95,11 +112,15 @@ void Shard::add_retained_write(const Message& message, RetainedStore::SetResult 
   }
 }
 
-std::size_t Shard::route(const MessagePtr& message, store::WriteBatch& batch) {
+Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, bool may_refuse) {
   const bool storing = has_store();
   targets_.clear();
   broker_.index().match(*message, broker_.config().sessions.shared_subscription_strategy, targets_);
   routed_.clear();
+  const bool reserving =
+      may_refuse && message->qos != mqtt::QoS::kAtMostOnce &&
+      broker_.config().limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish;
+  if (reserving && !reserve_places()) return {0, true};
   std::uint64_t store_id = 0;
   std::uint32_t holders = 0;
   for (Target& target : targets_) {
@@ -109,6 +130,7 @@ std::size_t Shard::route(const MessagePtr& message, store::WriteBatch& batch) {
     // [MQTT-3.3.1-12] RETAIN is cleared unless the subscription asked to keep it.
     delivery.retain = message->retain && target.retain_as_published && !target.shared_filter;
     delivery.identifiers = std::move(target.identifiers);
+    delivery.reserved = reserving && reserves(target);
     delivery.shared_filter = std::move(target.shared_filter);
     if (storing && target.stored_session && delivery.qos != mqtt::QoS::kAtMostOnce) {
       if (store_id == 0) store_id = broker_.new_message_id();
@@ -123,7 +145,24 @@ std::size_t Shard::route(const MessagePtr& message, store::WriteBatch& batch) {
     message->store_refs.set(holders);
     batch.add(store::WriteBatch::PutMessage{store_id, to_record(*message)});
   }
-  return targets_.size();
+  return {targets_.size(), false};
+}
+
+bool Shard::reserves(const Target& target) {
+  // A shared group's member is picked per message and may be any: a full one
+  // there loses the message as under drop_newest. QoS 0 is never queued.
+  return target.session && !target.shared_filter && target.max_qos != mqtt::QoS::kAtMostOnce;
+}
+
+bool Shard::reserve_places() {
+  const std::uint32_t most = broker_.config().limits.max_queued_messages;
+  for (std::size_t i = 0; i < targets_.size(); ++i) {
+    if (!reserves(targets_[i]) || targets_[i].session->try_reserve(most)) continue;
+    for (std::size_t j = 0; j < i; ++j)  // all or none
+      if (reserves(targets_[j])) targets_[j].session->release();
+    return false;
+  }
+  return true;
 }
 
 void Shard::dispatch() {
@@ -206,7 +245,7 @@ void Shard::publish_will(Session& session) {
     batch.add(store::WriteBatch::DeleteWill{session.client_id()});
   }
   publish(make_message(std::move(packet), session.id(), session.client_hash()), std::move(batch),
-          [&](std::size_t, store::WriteBatch&& changes) {
+          [&](Routed, store::WriteBatch&& changes) {
             if (!changes.empty()) write_then(std::move(changes), nullptr);
           });
 }
@@ -225,6 +264,7 @@ void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durabl
 }
 
 void Shard::tick(Clock::time_point now) {
+  retry_held_publishers();
   std::vector<Session*> ended;
   for (Session* session : offline_) {
     if (session->will_due() && *session->will_due() <= now) publish_will(*session);

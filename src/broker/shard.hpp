@@ -21,6 +21,8 @@
 
 namespace sluice::broker {
 
+class ClientProtocol;
+
 class Shard {
  public:
   Shard(Broker& broker, std::uint32_t index);
@@ -59,33 +61,41 @@ class Shard {
   // waiting for it. Returns how many subscribers it went to.
   std::size_t publish(const MessagePtr& message);
 
+  // What routing did with a message.
+  struct Routed {
+    std::size_t receivers = 0;
+    // Not routed at all: queue_full_policy is refuse_publish and a
+    // subscriber's queue is full (only when the caller allows it).
+    bool refused = false;
+  };
+
   // The same for a client's PUBLISH, whose acknowledgement may have to wait
   // for the store. `batch` holds the caller's own changes; routing adds the
-  // message's, then calls `acknowledge(receivers, std::move(batch))` before
+  // message's, then calls `acknowledge(routed, std::move(batch))` before
   // anything is delivered. It hands a non-empty batch to write_then (the
   // acknowledgement waiting for it), or acknowledges at once. Writing before
   // delivering means a subscriber's PUBACK can never overtake the record it
-  // deletes.
+  // deletes. `may_refuse`: a full queue under refuse_publish refuses it.
   template <class Acknowledge>
-  std::size_t publish(const MessagePtr& message, store::WriteBatch&& batch,
-                      Acknowledge&& acknowledge) {
-    std::size_t receivers = 0;
+  Routed publish(const MessagePtr& message, store::WriteBatch&& batch, Acknowledge&& acknowledge,
+                 bool may_refuse = false) {
+    Routed routed;
     if (!retains(*message)) {
-      receivers = route(message, batch);
-      acknowledge(receivers, std::move(batch));
+      routed = route(message, batch, may_refuse);
+      acknowledge(routed, std::move(batch));
     } else {
-      // All while the retained store is locked for this topic's change: two
-      // workers retaining on one topic write it to the store in the order
-      // memory took it, and a client subscribing meanwhile either is matched
-      // here or finds the new retained message.
-      broker_.retained().set(message, [&](RetainedStore::SetResult result) {
-        receivers = route(message, batch);
-        add_retained_write(*message, result, batch);
-        acknowledge(receivers, std::move(batch));
+      // All while the retained store is locked for writing: two workers
+      // retaining on one topic write it to the store in the order memory
+      // took it, and a client subscribing meanwhile either is matched here or
+      // finds the new retained message.
+      broker_.retained().locked([&](RetainedStore::Writer& retained) {
+        routed = route(message, batch, may_refuse);
+        if (!routed.refused) add_retained_write(*message, retained.set(message), batch);
+        acknowledge(routed, std::move(batch));
       });
     }
     dispatch();
-    return receivers;
+    return routed;
   }
   // Deliveries that other shards routed to sessions here.
   void deliver_batch(std::vector<RemoteDelivery>&& batch);
@@ -103,6 +113,13 @@ class Shard {
   // Publishes a will as the session's client would have.
   void publish_will(Session& session);
 
+  // A 3.x publisher refused for a full queue, which retry_held_publishers
+  // tries again (each loop turn and tick) until there is room or its time is up.
+  void hold_publisher(std::weak_ptr<ClientProtocol*> protocol) {
+    held_publishers_.push_back(std::move(protocol));
+  }
+  void retry_held_publishers();
+
   // Hands `batch` to the store; `then(durable)`, if given, runs on this
   // shard's thread once the batch is as durable as configured (at once when
   // state is kept in memory only).
@@ -116,8 +133,13 @@ class Shard {
   void publish_sys_topics(Clock::time_point now);
   Session* add_session(const std::string& client_id);
   // Matches `message` and prepares its deliveries in `routed_`, adding what
-  // must be stored to `batch`.
-  std::size_t route(const MessagePtr& message, store::WriteBatch& batch);
+  // must be stored to `batch`; or, with `may_refuse` under refuse_publish,
+  // refuses it when a subscriber's queue is full.
+  Routed route(const MessagePtr& message, store::WriteBatch& batch, bool may_refuse);
+  // Under refuse_publish: a place in the queue of every session the matched
+  // targets_ name, or none (false: a queue is full).
+  bool reserve_places();
+  static bool reserves(const Target& target);
   // Whether `message` changes its topic's retained message.
   bool retains(const Message& message) const {
     return message.retain && broker_.config().mqtt.retain_available;
@@ -139,6 +161,7 @@ class Shard {
   std::vector<std::vector<RemoteDelivery>> outbox_;
   std::vector<Target> targets_;  // reused by every publish
   std::vector<RemoteDelivery> routed_;
+  std::vector<std::weak_ptr<ClientProtocol*>> held_publishers_;
   Clock::time_point next_sys_publish_;
   Clock::time_point next_retained_purge_;
   Clock::time_point next_queue_purge_;

@@ -22,6 +22,7 @@ struct ShardStats {
   Counter dropped_offline_qos0{0};    // QoS 0 for an offline session
   Counter dropped_not_authorized{0};  // the client may no longer read the topic
   Counter dropped_no_target{0};       // routed to a queue or node this broker does not have
+  Counter refused_queue_full{0};      // publishes refused under queue_full_policy refuse_publish
   Counter rejected_connections{0};    // over rate_limits.connections_per_s_per_ip
   Counter rejected_publishes{0};      // over rate_limits.publishes_per_s
   Counter rejected_subscriptions{0};  // over rate_limits.subscriptions_per_s

@@ -45,6 +45,19 @@ struct SessionTag {
   const std::string client_id;
   std::atomic<bool> online{false};
   std::atomic<bool> stored{false};
+  // Under queue_full_policy refuse_publish: the messages queued for the
+  // session plus those routed to it and still on their way. A publisher on
+  // any shard reserves a place before it routes a message here, and is
+  // refused when there is none; the session gives the place back when the
+  // message leaves its queue.
+  mutable std::atomic<std::uint32_t> waiting{0};
+
+  bool try_reserve(std::uint32_t most) const {
+    if (waiting.fetch_add(1, std::memory_order_acq_rel) < most) return true;
+    release();
+    return false;
+  }
+  void release() const { waiting.fetch_sub(1, std::memory_order_acq_rel); }
 };
 
 }  // namespace sluice::broker

@@ -240,16 +240,18 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, TargetRef ref) {
 namespace {
 
 Target target_of(const SubscriptionIndex::Entry& entry,
-                 const std::shared_ptr<const SessionTag>& session, const Message& message) {
+                 const std::shared_ptr<const SessionTag>& session, const Message& message,
+                 bool carry_session) {
   Target target;
   target.ref = entry.ref;
   target.max_qos = entry.options.max_qos;
   target.retain_as_published = entry.options.retain_as_published;
   if (entry.identifier != 0) target.identifiers.push_back(entry.identifier);
-  // Only QoS 1/2 goes into a stored queue; the tag is copied only then.
+  // Only QoS 1/2 is queued, or goes into a stored queue; the tag is copied only then.
   if (message.qos != mqtt::QoS::kAtMostOnce && entry.options.max_qos != mqtt::QoS::kAtMostOnce &&
-      session && session->stored.load(std::memory_order_relaxed)) {
-    target.stored_session = session;
+      session) {
+    if (session->stored.load(std::memory_order_relaxed)) target.stored_session = session;
+    if (carry_session) target.session = session;
   }
   return target;
 }
@@ -284,6 +286,7 @@ void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
     if (it->ref == out->ref) {
       out->max_qos = std::max(out->max_qos, it->max_qos);
       out->retain_as_published = out->retain_as_published || it->retain_as_published;
+      if (!out->session) out->session = std::move(it->session);
       out->identifiers.insert(out->identifiers.end(), it->identifiers.begin(),
                               it->identifiers.end());
       if (!out->stored_session) out->stored_session = std::move(it->stored_session);
@@ -314,7 +317,7 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     for (const Member& member : slot.members) {
       const Entry& entry = member.entry;
       if (entry.options.no_local && entry.ref.id == message.origin_session) continue;
-      out.push_back(target_of(entry, member.session, message));
+      out.push_back(target_of(entry, member.session, message, carry_sessions_));
     }
     if (!slot.distinct) merge_per_subscriber(out, first);
   };
@@ -369,7 +372,7 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     const Member* member =
         group->pick(strategy, message, TargetRef{0, ~0u, 0, TargetKind::kSession}, false);
     if (member == nullptr) continue;
-    Target target = target_of(member->entry, member->session, message);
+    Target target = target_of(member->entry, member->session, message, carry_sessions_);
     target.shared_filter = group->full_filter;
     out.push_back(std::move(target));
   }
@@ -391,7 +394,7 @@ std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_fil
     if (group->name != shared->group) continue;
     const Member* member = group->pick(strategy, message, exclude, online_only);
     if (member == nullptr) return std::nullopt;
-    Target target = target_of(member->entry, member->session, message);
+    Target target = target_of(member->entry, member->session, message, carry_sessions_);
     target.shared_filter = group->full_filter;
     return target;
   }

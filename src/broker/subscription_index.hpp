@@ -41,6 +41,9 @@ struct Target {
   // The subscriber's session when the store keeps it and this is QoS 1/2:
   // the publisher then stores the message in that session's queue.
   std::shared_ptr<const SessionTag> stored_session;
+  // The subscriber's session for a QoS 1/2 message when targets carry theirs
+  // (set_targets_carry_sessions): a place in its queue is reserved with it.
+  std::shared_ptr<const SessionTag> session;
 };
 
 class SubscriptionIndex {
@@ -81,6 +84,11 @@ class SubscriptionIndex {
 
   std::size_t size() const;
 
+  // Whether match() puts each QoS 1/2 target's session in Target::session
+  // (queue_full_policy refuse_publish needs it; others pay nothing). Set
+  // before the index is used.
+  void set_targets_carry_sessions(bool carry) { carry_sessions_ = carry; }
+
  private:
   struct Member;
   struct Node;
@@ -95,6 +103,7 @@ class SubscriptionIndex {
   mutable std::shared_mutex mutex_;
   std::unique_ptr<Node> root_;
   std::size_t size_ = 0;
+  bool carry_sessions_ = false;
 };
 
 }  // namespace sluice::broker

@@ -54,6 +54,15 @@ struct ListenerConfig {
 
 enum class SharedStrategy { kRoundRobin, kRandom, kSticky, kHashClientId };
 
+// What happens to a QoS 1/2 message for a session whose queue already holds
+// max_queued_messages.
+enum class QueueFullPolicy {
+  kDropNewest,     // the new message is dropped (counted per client)
+  kDropOldest,     // the oldest queued one is dropped to make room
+  kRefusePublish,  // the publisher is refused: 5.0 PUBACK/PUBREC 0x97, routed nowhere; 3.x
+                   // is not read from until there is room (queue_full_timeout_s, then closed)
+};
+
 struct LimitsConfig {
   std::uint32_t max_connections = 100'000;  // further clients are refused (CONNACK 0x89 / 3)
   std::uint32_t max_sessions = 1'000'000;   // online and offline; a new one beyond: 0x97 / 3
@@ -61,8 +70,10 @@ struct LimitsConfig {
   std::uint32_t max_packet_bytes = 1'048'576;           // larger packets: DISCONNECT 0x95
   std::uint16_t receive_maximum = 1024;        // inbound QoS 1/2 in flight per client (0x93 above)
   std::uint16_t max_inflight_messages = 1024;  // outbound QoS 1/2 in flight per client
-  std::uint32_t max_queued_messages = 10'000;  // per session, beyond in flight; newest dropped
-  std::uint32_t max_topic_levels = 64;         // levels in a topic name or filter
+  std::uint32_t max_queued_messages = 10'000;  // per session, beyond in flight (queue_full_policy)
+  QueueFullPolicy queue_full_policy = QueueFullPolicy::kDropNewest;
+  std::uint32_t queue_full_timeout_s = 30;  // refuse_publish: how long a 3.x publisher is held
+  std::uint32_t max_topic_levels = 64;      // levels in a topic name or filter
   std::uint32_t max_retained_messages = 1'000'000;   // new retained topics refused beyond
   std::uint32_t max_write_buffer_bytes = 1'048'576;  // unsent bytes per client before QoS 0 drops
   std::uint16_t topic_alias_maximum = 64;            // aliases a client may use towards the broker
@@ -138,5 +149,6 @@ struct Config {
 };
 
 const char* to_string(SharedStrategy strategy);
+const char* to_string(QueueFullPolicy policy);
 
 }  // namespace sluice::config

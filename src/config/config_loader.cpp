@@ -238,6 +238,13 @@ void read_limits(Section parent, const YAML::Node& node, LimitsConfig& l, std::s
   s.integer("receive_maximum", l.receive_maximum, 1, 65535);
   s.integer("max_inflight_messages", l.max_inflight_messages, 1, 65535);
   s.integer("max_queued_messages", l.max_queued_messages, 0, kU32);
+  std::string policy = to_string(l.queue_full_policy);
+  s.choice("queue_full_policy", policy, {"drop_newest", "drop_oldest", "refuse_publish"});
+  for (auto candidate : {QueueFullPolicy::kDropNewest, QueueFullPolicy::kDropOldest,
+                         QueueFullPolicy::kRefusePublish}) {
+    if (policy == to_string(candidate)) l.queue_full_policy = candidate;
+  }
+  s.integer("queue_full_timeout_s", l.queue_full_timeout_s, 1, 3600);
   s.integer("max_topic_levels", l.max_topic_levels, 1, 65535);
   s.integer("max_retained_messages", l.max_retained_messages, 0, kU32);
   s.integer("max_write_buffer_bytes", l.max_write_buffer_bytes, 4096, kU32);
@@ -311,6 +318,18 @@ Config read_config(const YAML::Node& root, std::string_view source) {
 }
 
 }  // namespace
+
+const char* to_string(QueueFullPolicy policy) {
+  switch (policy) {
+    case QueueFullPolicy::kDropNewest:
+      return "drop_newest";
+    case QueueFullPolicy::kDropOldest:
+      return "drop_oldest";
+    case QueueFullPolicy::kRefusePublish:
+      return "refuse_publish";
+  }
+  return "drop_newest";
+}
 
 const char* to_string(SharedStrategy strategy) {
   switch (strategy) {

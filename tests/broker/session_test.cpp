@@ -234,3 +234,64 @@ TEST_F(SessionTest, DeliveriesToOtherTargetKindsGoToTheirSink) {
 
 }  // namespace
 }  // namespace sluice::broker
+
+namespace sluice::broker {
+namespace {
+
+config::Config with_queue(config::QueueFullPolicy policy, std::uint32_t most) {
+  config::Config config;
+  config.limits.max_queued_messages = most;
+  config.limits.queue_full_policy = policy;
+  return config;
+}
+
+// [Issue 11, item 7] Drops are counted for the client they were meant for.
+TEST(QueueFull, DropsAreCountedPerClient) {
+  Broker broker(with_queue(config::QueueFullPolicy::kDropNewest, 3), 1, "test");
+  Shard& shard = broker.shard(0);
+  Client sub(shard, "sub");
+  sub.connect(false, 300);
+  sub.subscribe("t", QoS::kAtLeastOnce);
+  sub.protocol.on_connection_lost();
+  Client pub(shard, "pub");
+  pub.connect();
+  for (int i = 0; i < 5; ++i)
+    pub.publish("t", std::to_string(i), QoS::kAtLeastOnce);
+  EXPECT_EQ(shard.find_session("sub")->dropped(), 2u);
+  EXPECT_EQ(shard.find_session("pub")->dropped(), 0u);
+}
+
+// Under refuse_publish every queued message holds a place, and every place
+// comes back when its message leaves the queue: a queue drained once takes
+// as many again.
+TEST(QueueFull, RefusePublishGivesEveryPlaceBack) {
+  Broker broker(with_queue(config::QueueFullPolicy::kRefusePublish, 3), 1, "test");
+  Shard& shard = broker.shard(0);
+  Client pub(shard, "pub");
+  pub.connect();
+  for (int round = 0; round < 2; ++round) {
+    Client sub(shard, "sub");
+    sub.connect(false, 300);
+    sub.subscribe("t", QoS::kAtLeastOnce);
+    sub.protocol.on_connection_lost();
+    for (int i = 0; i < 5; ++i)
+      pub.publish("t", std::to_string(i), QoS::kAtLeastOnce);
+    const auto acks = pub.link.sent<mqtt::Puback>();
+    ASSERT_EQ(acks.size(), 5u * (round + 1));
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(acks[round * 5 + i].reason,
+                i < 3 ? ReasonCode::kSuccess : ReasonCode::kQuotaExceeded);
+    }
+    EXPECT_EQ(shard.find_session("sub")->tag()->waiting.load(), 3u);
+    Client back(shard, "sub");
+    back.connect(false, 300);
+    ASSERT_EQ(back.link.publishes.size(), 3u);
+    for (const auto& p : back.link.publishes)
+      back.protocol.on_packet(mqtt::Puback{p.packet_id, ReasonCode::kSuccess, {}});
+    EXPECT_EQ(shard.find_session("sub")->tag()->waiting.load(), 0u);
+    back.protocol.on_connection_lost();
+  }
+}
+
+}  // namespace
+}  // namespace sluice::broker

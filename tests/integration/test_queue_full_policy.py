@@ -1,0 +1,110 @@
+"""What a full session queue does (issue 11): limits.queue_full_policy is
+drop_newest (the default), drop_oldest, or refuse_publish, where the
+publisher hears of it (5.0: PUBACK 0x97, the message routed nowhere; 3.x: not
+read from until there is room, or closed after queue_full_timeout_s)."""
+
+import struct
+
+import rawmqtt
+from conftest import Client, PacketTypes, props, unique
+
+LIMIT = 5
+EXPIRY = props(PacketTypes.CONNECT, SessionExpiryInterval=300)
+
+
+def broker_with(make_broker, policy, extra=""):
+    return make_broker(f"limits:\n  max_queued_messages: {LIMIT}\n"
+                       f"  queue_full_policy: {policy}\n{extra}")
+
+
+def offline_subscriber(port, topic):
+    client_id = unique("offline")
+    client = Client(port, client_id=client_id, version=5, clean=False, properties=EXPIRY)
+    client.subscribe(topic, qos=1)
+    client.disconnect()
+    return client_id
+
+
+def queued_for(port, client_id, count):
+    back = Client(port, client_id=client_id, version=5, clean=False, properties=EXPIRY)
+    got = [int(m.payload) for m in back.receive_n(count)]
+    back.expect_nothing()
+    back.disconnect()
+    return got
+
+
+def test_drop_newest_keeps_the_first_messages(make_broker):
+    broker = broker_with(make_broker, "drop_newest")
+    topic = unique("newest")
+    subscriber = offline_subscriber(broker.port, topic)
+    publisher = Client(broker.port, version=5)
+    for i in range(LIMIT + 3):
+        publisher.publish(topic, str(i).encode(), qos=1)
+    assert queued_for(broker.port, subscriber, LIMIT) == list(range(LIMIT))
+
+
+def test_drop_oldest_keeps_the_last_messages(make_broker):
+    broker = broker_with(make_broker, "drop_oldest")
+    topic = unique("oldest")
+    subscriber = offline_subscriber(broker.port, topic)
+    publisher = Client(broker.port, version=5)
+    for i in range(LIMIT + 3):
+        publisher.publish(topic, str(i).encode(), qos=1)
+    assert queued_for(broker.port, subscriber, LIMIT) == list(range(3, LIMIT + 3))
+
+
+def test_refuse_publish_tells_a_5_0_publisher_with_0x97_and_routes_nowhere(make_broker):
+    broker = broker_with(make_broker, "refuse_publish")
+    topic = unique("refuse5")
+    subscriber = offline_subscriber(broker.port, topic)
+    other = Client(broker.port, version=5)  # has room, but gets only what was accepted
+    other.subscribe(topic, qos=1)
+    raw = rawmqtt.connected(broker.port, unique("publisher"))
+    reasons = []
+    for i in range(LIMIT + 3):
+        raw.send(rawmqtt.publish(topic, str(i).encode(), qos=1, packet_id=i + 1))
+        puback = raw.receive_type(rawmqtt.PUBACK)
+        reasons.append(puback.body[2] if len(puback.body) > 2 else 0)
+    assert reasons == [0] * LIMIT + [0x97] * 3
+    assert [int(m.payload) for m in other.receive_n(LIMIT)] == list(range(LIMIT))
+    other.expect_nothing()
+    assert queued_for(broker.port, subscriber, LIMIT) == list(range(LIMIT))
+    raw.close()
+
+
+def test_refuse_publish_holds_a_3_1_1_publisher_until_there_is_room(make_broker):
+    broker = broker_with(make_broker, "refuse_publish")
+    topic = unique("refuse311")
+    subscriber = offline_subscriber(broker.port, topic)
+    raw = rawmqtt.connected(broker.port, unique("publisher311"), version=4)
+    for i in range(LIMIT + 3):
+        raw.send(rawmqtt.publish(topic, str(i).encode(), qos=1, packet_id=i + 1, version=4))
+    acked = [raw.receive_type(rawmqtt.PUBACK).packet_id for _ in range(LIMIT)]
+    assert acked == list(range(1, LIMIT + 1))
+    raw.send(rawmqtt.packet(0xC0, b""))  # PINGREQ: not read while the publisher is held
+    try:
+        stray = raw.receive(timeout=1.0)
+        raise AssertionError(f"the held publisher was answered: {stray}")
+    except TimeoutError:
+        pass
+    # The subscriber comes back and takes its messages: room again, and the
+    # held messages go through, in order, then the PINGREQ is answered.
+    back = Client(broker.port, client_id=subscriber, version=5, clean=False, properties=EXPIRY)
+    assert [int(m.payload) for m in back.receive_n(LIMIT + 3)] == list(range(LIMIT + 3))
+    rest = [raw.receive() for _ in range(4)]
+    assert [p.type for p in rest] == [rawmqtt.PUBACK] * 3 + [rawmqtt.PINGRESP]
+    assert [p.packet_id for p in rest[:3]] == [LIMIT + 1, LIMIT + 2, LIMIT + 3]
+    back.disconnect()
+    raw.close()
+
+
+def test_refuse_publish_closes_a_3_1_1_publisher_held_too_long(make_broker):
+    broker = broker_with(make_broker, "refuse_publish", "  queue_full_timeout_s: 1\n")
+    topic = unique("refuse-timeout")
+    subscriber = offline_subscriber(broker.port, topic)
+    raw = rawmqtt.connected(broker.port, unique("publisher-timeout"), version=4)
+    for i in range(LIMIT + 1):
+        raw.send(rawmqtt.publish(topic, str(i).encode(), qos=1, packet_id=i + 1, version=4))
+    seen = raw.closed_by_broker(timeout=10)
+    assert [p.packet_id for p in seen if p.type == rawmqtt.PUBACK] == list(range(1, LIMIT + 1))
+    assert queued_for(broker.port, subscriber, LIMIT) == list(range(LIMIT))
