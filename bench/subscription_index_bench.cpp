@@ -3,13 +3,17 @@
 // Reports publishes matched per second (each against the whole index) and
 // allocations per match, for two sets of topics: 1,024 published again and
 // again (a thread's match cache holds them all), and 262,144 (it holds few,
-// so nearly every publish walks the trie).
+// so nearly every publish walks the trie); and the 1,024 while another
+// thread subscribes and unsubscribes 1,000 times a second.
 //
 //   make bench   (or: build/release/bench/subscription_index_bench)
 #include <benchmark/benchmark.h>
 
+#include <atomic>
+#include <chrono>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "allocation_counter.hpp"
@@ -81,6 +85,52 @@ BENCHMARK(BM_MatchMillionSubscriptions)
     ->Arg(262'144)
     ->Threads(1)
     ->Threads(2);
+
+// The 1,024 repeated topics while another thread subscribes and unsubscribes
+// 1,000 times a second, under the same prefixes ("site/N/device/..."), as
+// devices coming and going would. The cache keeps its answers through changes
+// that cannot touch them; compare with BM_MatchMillionSubscriptions/1024.
+void BM_MatchUnderChurn(benchmark::State& state) {
+  broker::SubscriptionIndex& index = shared_index();
+  std::vector<broker::Message> messages(1024);
+  std::mt19937 random(42);
+  for (auto& m : messages) {
+    const int d = static_cast<int>(random() % kDevices);
+    m.topic = "site/" + std::to_string(d % 100) + "/device/" + std::to_string(d) + "/metric/" +
+              std::to_string(random() % 8);
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> changes{0};
+  std::thread churn([&] {
+    auto online = std::make_shared<broker::SessionTag>("churn");
+    auto next = std::chrono::steady_clock::now();
+    for (std::uint64_t n = 0; !stop.load(std::memory_order_relaxed); ++n) {
+      const std::string filter =
+          "site/" + std::to_string(n % 100) + "/device/new-" + std::to_string(n) + "/#";
+      const auto ref = broker::TargetRef::session(1, n);
+      index.subscribe(filter, {ref, {}, 0}, online);
+      index.unsubscribe(filter, ref);
+      changes.fetch_add(2, std::memory_order_relaxed);
+      next += std::chrono::microseconds(2000);  // two changes per 2 ms: 1,000 a second
+      std::this_thread::sleep_until(next);
+    }
+  });
+  std::vector<broker::Target> targets;
+  targets.reserve(64);
+  std::size_t i = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    targets.clear();
+    index.match(messages[i++ % messages.size()], config::SharedStrategy::kRoundRobin, targets);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stop = true;
+  churn.join();
+  state.counters["changes/s"] = static_cast<double>(changes.load()) / seconds;
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_MatchUnderChurn)->MinTime(2.0);
 
 }  // namespace
 

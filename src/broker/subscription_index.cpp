@@ -5,6 +5,8 @@
 #include "broker/subscription_index.hpp"
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <utility>
@@ -148,12 +150,66 @@ struct SubscriptionIndex::MatchCache {
   }
 };
 
+// The filters of the last kEntries (un)subscribes, by generation, readable
+// without the index's lock: each entry is a sequence lock over a filter kept
+// in atomic words (a writer, under the exclusive lock, makes its sequence odd
+// while it writes, then the entry's generation times two). A reader that sees
+// the sequence move, or a filter too long to keep, takes the change as one
+// that may touch its topic.
+struct SubscriptionIndex::ChangeLog {
+  static constexpr std::uint64_t kEntries = 1024;
+  static constexpr std::size_t kWords = 16;  // filters of up to 128 bytes
+  static constexpr std::uint32_t kTooLong = ~0u;
+  struct Entry {
+    std::atomic<std::uint64_t> sequence{0};
+    std::atomic<std::uint32_t> length{0};
+    std::array<std::atomic<std::uint64_t>, kWords> words{};
+  };
+  std::array<Entry, kEntries> entries;
+
+  void write(std::uint64_t generation, std::string_view filter) {
+    Entry& entry = entries[generation % kEntries];
+    entry.sequence.store(generation * 2 + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    const bool fits = filter.size() <= kWords * 8;
+    entry.length.store(fits ? static_cast<std::uint32_t>(filter.size()) : kTooLong,
+                       std::memory_order_relaxed);
+    for (std::size_t word = 0; fits && word * 8 < filter.size(); ++word) {
+      std::uint64_t bits = 0;
+      std::memcpy(&bits, filter.data() + word * 8,
+                  std::min<std::size_t>(8, filter.size() - word * 8));
+      entry.words[word].store(bits, std::memory_order_relaxed);
+    }
+    entry.sequence.store(generation * 2, std::memory_order_release);
+  }
+
+  // The filter of change `generation` into `out`; false when it is not there
+  // whole (overwritten, being written, or too long).
+  bool read(std::uint64_t generation, std::array<char, kWords * 8>& out,
+            std::string_view& filter) const {
+    const Entry& entry = entries[generation % kEntries];
+    if (entry.sequence.load(std::memory_order_acquire) != generation * 2) return false;
+    const std::uint32_t length = entry.length.load(std::memory_order_relaxed);
+    if (length == kTooLong) return false;
+    for (std::size_t word = 0; word * 8 < length; ++word) {
+      const std::uint64_t bits = entry.words[word].load(std::memory_order_relaxed);
+      std::memcpy(out.data() + word * 8, &bits, 8);
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (entry.sequence.load(std::memory_order_relaxed) != generation * 2) return false;
+    filter = std::string_view(out.data(), length);
+    return true;
+  }
+};
+
 namespace {
 std::atomic<std::uint64_t> next_index_id{1};
 }  // namespace
 
 SubscriptionIndex::SubscriptionIndex()
-    : id_(next_index_id.fetch_add(1, std::memory_order_relaxed)), root_(std::make_unique<Node>()) {}
+    : id_(next_index_id.fetch_add(1, std::memory_order_relaxed)),
+      changes_(std::make_unique<ChangeLog>()),
+      root_(std::make_unique<Node>()) {}
 SubscriptionIndex::~SubscriptionIndex() = default;
 
 bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
@@ -162,7 +218,7 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
   std::string_view rest = shared ? shared->filter : filter;
 
   std::unique_lock lock(mutex_);
-  generation_.fetch_add(1, std::memory_order_release);
+  log_change(rest);
   Node* node = root_.get();
   for (bool done = false; !done;)
     node = &node->child_creating(trie::next_level(rest, done));
@@ -204,7 +260,7 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, TargetRef ref) {
   std::string_view rest = shared ? shared->filter : filter;
 
   std::unique_lock lock(mutex_);
-  generation_.fetch_add(1, std::memory_order_release);
+  log_change(rest);
   std::vector<std::pair<Node*, std::string_view>> path;  // for pruning empty nodes
   Node* node = root_.get();
   for (bool done = false; !done;) {
@@ -305,11 +361,33 @@ void merge_per_subscriber(std::vector<Target>& targets, std::size_t from) {
 
 }  // namespace
 
+void SubscriptionIndex::log_change(std::string_view filter) {
+  // With the lock held exclusively: the log entry, then the generation, then
+  // the trie. A reader that sees the generation finds its entry whole.
+  const std::uint64_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  changes_->write(generation, filter);
+  generation_.store(generation, std::memory_order_release);
+}
+
+bool SubscriptionIndex::unchanged_for(std::string_view topic, std::uint64_t since,
+                                      std::uint64_t now) const {
+  // A change whose filter does not match the topic cannot have changed what
+  // the topic matches.
+  if (now - since >= ChangeLog::kEntries) return false;  // no longer all in the log
+  std::array<char, ChangeLog::kWords * 8> buffer;
+  std::string_view filter;
+  for (std::uint64_t generation = since + 1; generation <= now; ++generation) {
+    if (!changes_->read(generation, buffer, filter)) return false;
+    if (mqtt::topic_matches(filter, topic)) return false;
+  }
+  return true;
+}
+
 void SubscriptionIndex::match(const Message& message, config::SharedStrategy strategy,
                               std::vector<Target>& out) const {
   const std::size_t first = out.size();
-  // Read before the walk: a change that races with it makes the next
-  // publish walk again, never keeps a stale answer.
+  // Read without the lock: a writer moves it before it changes the trie, so
+  // while it is the slot's, nothing changed since the slot was checked.
   const std::uint64_t generation = generation_.load(std::memory_order_acquire);
   MatchCache& cache = MatchCache::of_this_thread();
   MatchCache::Slot& slot = cache.slot_for(message.topic);
@@ -321,9 +399,17 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     }
     if (!slot.distinct) merge_per_subscriber(out, first);
   };
-  if (slot.index_id == id_ && slot.generation == generation && slot.topic == message.topic) {
+  const bool held = slot.index_id == id_ && slot.topic == message.topic;
+  if (held && (slot.generation == generation ||
+               unchanged_for(message.topic, slot.generation, generation))) {
+    // Nothing changed, or only elsewhere in the tree: still this topic's answer.
+    slot.generation = generation;
     return add_targets();
   }
+
+  std::shared_lock lock(mutex_);
+  // Stable while the lock is held; what a walk finds belongs to it.
+  const std::uint64_t now = generation_.load(std::memory_order_relaxed);
 
   if (slot.index_id != 0) cache.members_held -= slot.members.size();
   slot.index_id = 0;
@@ -354,14 +440,13 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     if (wildcards && node.plus) self(self, *node.plus, rest, done, false);
   };
 
-  std::shared_lock lock(mutex_);
   walk(walk, *root_, message.topic, false, true);
   add_targets();
   if (groups.empty() && slot.members.size() <= MatchCache::kMostMembersPerSlot &&
       cache.members_held + slot.members.size() <= MatchCache::kMostMembers) {
     slot.distinct = distinct_subscribers(slot.members);
     slot.index_id = id_;
-    slot.generation = generation;
+    slot.generation = now;
     slot.topic = message.topic;
     cache.members_held += slot.members.size();
   } else {

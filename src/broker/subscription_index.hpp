@@ -10,8 +10,10 @@
 //
 // Publishers repeat their topics. Each thread remembers which subscriptions
 // its recent topics matched, and walks the trie again only for a topic it
-// has not seen lately or after any (un)subscribe (a generation counter says
-// so). Topics that reach a shared group are always walked: the group picks a
+// has not seen lately, or after an (un)subscribe whose filter matches it: a
+// generation counter says that something changed, and a log of the last
+// changes' filters says whether it could have been this topic's answer.
+// Topics that reach a shared group are always walked: the group picks a
 // member per message under the lock.
 #pragma once
 
@@ -95,11 +97,21 @@ class SubscriptionIndex {
   struct SharedGroup;
   struct MatchCache;
 
+  // Counts (un)subscribes, and remembers the filters of the latest of them,
+  // so that a thread's cached answer for a topic outlives changes that cannot
+  // touch it: churn elsewhere in the tree costs a check against the changed
+  // filters, not a walk. Written under the exclusive lock.
+  void log_change(std::string_view filter);
+  // Whether none of the changes after generation `since`, up to `now`, has a
+  // filter matching `topic`. Reads the log without the lock; false (walk
+  // again) whenever it cannot be sure.
+  bool unchanged_for(std::string_view topic, std::uint64_t since, std::uint64_t now) const;
+
   // This index among all made in the process, for the per-thread cache.
   const std::uint64_t id_;
-  // Changes with every (un)subscribe: what a thread remembers of an older
-  // generation is not used.
   std::atomic<std::uint64_t> generation_{0};
+  struct ChangeLog;
+  std::unique_ptr<ChangeLog> changes_;
   mutable std::shared_mutex mutex_;
   std::unique_ptr<Node> root_;
   std::size_t size_ = 0;

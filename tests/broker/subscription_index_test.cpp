@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <set>
+#include <thread>
 
 namespace sluice::broker {
 namespace {
@@ -310,6 +312,71 @@ TEST(SubscriptionIndex, ATopicWithMoreSubscribersThanTheCacheHoldsIsStillMatched
     EXPECT_EQ(sessions_matching(index, "big/t").size(), 1500u) << i;
   index.unsubscribe("big/t", TargetRef::session(0, 2));
   EXPECT_EQ(sessions_matching(index, "big/t").size(), 1499u);
+}
+
+}  // namespace
+}  // namespace sluice::broker
+
+namespace sluice::broker {
+namespace {
+
+// [Issue 11, item 15] A thread's cached answer survives (un)subscribes that
+// cannot touch its topic, and never outlives one that can: whether the
+// change was the last one, among many elsewhere, or beyond the log's reach.
+TEST(SubscriptionIndexCache, ChangesElsewhereKeepTheAnswerAndChangesHereReplaceIt) {
+  SubscriptionIndex index;
+  index.subscribe("site/1/device/7/#", entry(1), online());
+  EXPECT_EQ(sessions_matching(index, "site/1/device/7/temp"), (std::set<std::uint64_t>{1}));
+  for (std::uint64_t churn : {10u, 2000u}) {  // within the change log, and past it
+    for (std::uint64_t i = 0; i < churn; ++i) {
+      const std::string filter = "site/1/device/" + std::to_string(100 + i) + "/#";
+      index.subscribe(filter, entry(1000 + i), online());
+      index.unsubscribe(filter, TargetRef::session(0, 1000 + i));
+    }
+    EXPECT_EQ(sessions_matching(index, "site/1/device/7/temp"), (std::set<std::uint64_t>{1}));
+  }
+  index.subscribe("site/+/device/7/temp", entry(2), online());  // matches: must be seen
+  EXPECT_EQ(sessions_matching(index, "site/1/device/7/temp"), (std::set<std::uint64_t>{1, 2}));
+  for (int i = 0; i < 5; ++i)
+    index.subscribe("elsewhere/" + std::to_string(i), entry(3), online());
+  index.unsubscribe("site/1/device/7/#", TargetRef::session(0, 1));  // among others
+  index.subscribe("elsewhere/last", entry(3), online());
+  EXPECT_EQ(sessions_matching(index, "site/1/device/7/temp"), (std::set<std::uint64_t>{2}));
+}
+
+}  // namespace
+}  // namespace sluice::broker
+
+namespace sluice::broker {
+namespace {
+
+// The change log is read without the lock while another thread writes it
+// (run under ThreadSanitizer by make tsan): a reader never loses a stable
+// subscription, and sees one that matches its topic once it is made.
+TEST(SubscriptionIndexCache, ChurnOnAnotherThreadNeverStalesAnAnswer) {
+  SubscriptionIndex index;
+  index.subscribe("site/1/device/7/#", entry(1), online());
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> made{0};  // subscriptions to the topic made so far
+  std::thread writer([&] {
+    for (std::uint64_t i = 0; !stop.load(); ++i) {
+      const std::string elsewhere = "site/2/device/" + std::to_string(i % 500) + "/#";
+      index.subscribe(elsewhere, entry(1000 + i % 500), online());
+      index.unsubscribe(elsewhere, TargetRef::session(0, 1000 + i % 500));
+      if (i % 100 == 0 && made.load() < 20) {
+        index.subscribe("site/1/device/7/temp", entry(100 + made.load()), online());
+        made.fetch_add(1);
+      }
+    }
+  });
+  for (int round = 0; round < 20'000; ++round) {
+    const std::uint64_t before = made.load();
+    const auto found = sessions_matching(index, "site/1/device/7/temp");
+    ASSERT_TRUE(found.contains(1)) << "round " << round;
+    ASSERT_GE(found.size(), 1 + before) << "round " << round;  // none made earlier is missing
+  }
+  stop = true;
+  writer.join();
 }
 
 }  // namespace
