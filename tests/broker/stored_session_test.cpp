@@ -210,6 +210,7 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
   {
     StoredBroker b(*store);
     offline_subscriber(b, "queued", "t");
+    offline_subscriber(b, "exactly-once", "q2", QoS::kExactlyOnce);
     Client inflight(b.shard, "inflight");
     inflight.connect(false, 300);
     b.settle();  // a stored session's CONNACK waits for its record
@@ -219,7 +220,7 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
     b.settle();  // a stored session's CONNACK waits for its record
     pub.publish("t", "first", QoS::kAtLeastOnce);
     pub.publish("t", "second", QoS::kAtLeastOnce);
-    pub.publish("elsewhere", "x", QoS::kExactlyOnce, 77);
+    pub.publish("q2", "x", QoS::kExactlyOnce, 77);  // PUBREC sent, no PUBREL yet
     b.settle();
     ASSERT_EQ(inflight.link.publishes.size(), 2u);
     inflight.protocol.on_packet(
@@ -230,9 +231,9 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
   StoredBroker again(*store);
   LoadCounts counts;
   ASSERT_TRUE(load_state(*store, again.broker, counts).ok);
-  EXPECT_EQ(counts.sessions, 3u);
-  EXPECT_EQ(counts.outbound, 3u);  // two queued, one in flight
-  EXPECT_EQ(counts.messages, 2u);
+  EXPECT_EQ(counts.sessions, 4u);
+  EXPECT_EQ(counts.outbound, 4u);  // two queued, one in flight, one QoS 2
+  EXPECT_EQ(counts.messages, 3u);
   EXPECT_EQ(counts.inbound, 1u);
 
   Client queued(again.shard, "queued");
@@ -253,12 +254,18 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
   Client pub(again.shard, "pub");
   pub.connect(false, 300);
   again.settle();  // a stored session's CONNACK waits for its record
-  pub.publish("elsewhere", "x", QoS::kExactlyOnce, 77, /*dup=*/true);
-  EXPECT_TRUE(queued.link.publishes.size() == 2u);  // not routed again
+  // The publisher had no PUBCOMP, so it sends again: the restored id says it
+  // is a resend, and the one subscriber gets the message once.
+  pub.publish("q2", "x", QoS::kExactlyOnce, 77, /*dup=*/true);
   pub.protocol.on_packet(mqtt::Pubrel{77, ReasonCode::kSuccess, {}});
   again.settle();
   ASSERT_FALSE(pub.link.sent<mqtt::Pubcomp>().empty());
   EXPECT_EQ(pub.link.sent<mqtt::Pubcomp>().back().reason, ReasonCode::kSuccess);
+  Client exactly_once(again.shard, "exactly-once");
+  exactly_once.connect(false, 300);
+  again.settle();
+  ASSERT_EQ(exactly_once.link.publishes.size(), 1u);
+  EXPECT_EQ(exactly_once.link.publishes[0].payload, "x");
 }
 
 TEST_F(StoredSessionTest, ANewBrokersMessageIdsFollowTheStoredOnes) {

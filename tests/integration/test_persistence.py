@@ -150,31 +150,43 @@ def test_session_expiry_keeps_counting_across_a_restart(tmp_path):
 def test_a_pending_will_is_published_after_a_crash_and_only_once(tmp_path):
     import struct
     import rawmqtt
-    config = storage_config(tmp_path / "data")
+    # Ticks every second, so that a test can see one has passed ($SYS).
+    config = storage_config(tmp_path / "data") + "sys_interval_s: 1\n"
     topic = unique("will-after-crash")
+    watcher_id = unique("will-watcher")
     first = SluiceProcess(config_yaml=config).start()
+    # A persistent watcher: the will is queued for it whenever it goes out,
+    # so no step below races the will's delay.
+    watcher = Client(first.port, client_id=watcher_id, version=5, clean=False,
+                     properties=session_properties(300))
+    watcher.subscribe(topic, qos=1)
+    watcher.disconnect()
     testator = rawmqtt.connected(first.port, unique("testator"), clean=False,
                                  properties=b"\x11" + struct.pack("!I", 300),
                                  will={"topic": topic, "payload": b"gone", "qos": 1,
                                        "properties": b"\x18" + struct.pack("!I", 2)})
-    # The CONNACK does not wait for the session record (docs/persistence.md);
-    # a SUBACK waits for its own write, which the store applies after it.
-    testator.send(rawmqtt.subscribe(1, [(unique("testator/any"), 1)]))
-    testator.receive_type(rawmqtt.SUBACK)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # the connection ends with the broker
 
+    def tick_passed(broker):
+        ticked = Client(broker.port, version=5)
+        ticked.subscribe("$SYS/broker/uptime", qos=0)
+        ticked.receive()
+        ticked.disconnect()
+
     second = SluiceProcess(config_yaml=config).start()
-    watcher = Client(second.port, version=5)
-    watcher.subscribe(topic, qos=1)  # within the will's 2 s delay
-    assert watcher.receive(timeout=10).payload == b"gone"
-    watcher.disconnect()
+    back = Client(second.port, client_id=watcher_id, version=5, clean=False,
+                  properties=session_properties(300))
+    assert back.receive(timeout=10).payload == b"gone"  # after its 2 s delay
+    back.disconnect()
     assert second.stop() == 0
 
     third = SluiceProcess(config_yaml=config).start()
-    again = Client(third.port, version=5)
-    again.subscribe(topic, qos=1)
-    again.expect_nothing(within=3.0)  # the will went out once; the store knows
+    tick_passed(third)  # a will still stored would have gone out by now
+    again = Client(third.port, client_id=watcher_id, version=5, clean=False,
+                   properties=session_properties(300))
+    again.expect_nothing(within=1.0)  # the will went out once; the store knows
     again.disconnect()
+    testator.close()
     assert third.stop() == 0
 
 
@@ -258,7 +270,7 @@ def test_a_format_1_store_is_migrated_with_its_pending_will_published_once(tmp_p
     ticked.receive()
     ticked.disconnect()
     back = Client(second.port, client_id="legacy-client", version=5, clean=False,
-                  properties=session_properties(3600))
+                  properties=session_properties(0xFFFFFFFF))
     assert back.session_present
     got = back.receive()
     assert (got.topic, got.payload) == ("legacy/will", b"legacy will")

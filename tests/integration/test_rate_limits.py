@@ -3,11 +3,15 @@ and per source address for new connections. A client over its rate is
 throttled as the configuration says; others are not; every refusal is
 counted in $SYS/broker/rejected/...
 
-The buckets refill at a few tokens a second and the bursts are sent in well
-under a second, so at most one or two extra tokens can appear meanwhile: the
-bounds below allow for that, nothing more."""
+The buckets refill at a few tokens a second. A burst is sent at once, but a
+loaded machine (a sanitized build beside other tests) may take a while to
+work through it, and the bucket refills meanwhile: each bound allows exactly
+the tokens that can have refilled in the time the burst took, as the client
+measured it (the broker's share of that time is shorter), and nothing more."""
 
+import math
 import re
+import time
 
 import pytest
 
@@ -16,6 +20,13 @@ from conftest import Client, unique
 from sluice_process import SluiceProcess
 
 BURST = 10
+PUBLISHES_PER_S = 2
+SUBSCRIPTIONS_PER_S = 1
+
+
+def refilled(rate, started):
+    """The most tokens a bucket of `rate` can have gained since `started`."""
+    return math.ceil(rate * (time.monotonic() - started)) + 1
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +35,8 @@ def limited():
         "listeners:\n  - host: 127.0.0.1\n    port: 0\n"
         "sys_interval_s: 1\n"
         "rate_limits:\n"
-        f"  publishes_per_s: 2\n  publish_burst: {BURST}\n"
-        "  subscriptions_per_s: 1\n  subscription_burst: 3\n"
+        f"  publishes_per_s: {PUBLISHES_PER_S}\n  publish_burst: {BURST}\n"
+        f"  subscriptions_per_s: {SUBSCRIPTIONS_PER_S}\n  subscription_burst: 3\n"
         "  connections_per_s_per_ip: 1\n  connection_burst: 40\n")).start()
     yield broker
     assert broker.stop() == 0, broker.output()
@@ -44,11 +55,12 @@ def test_a_client_over_its_publish_rate_gets_0x96_and_others_are_not_throttled(l
     subscriber = Client(limited.port, version=5)
     subscriber.subscribe(topic, qos=1)
     fast = rawmqtt.connected(limited.port, unique("fast"))
+    started = time.monotonic()
     for i in range(30):
         fast.send(rawmqtt.publish(topic, f"fast {i}".encode(), qos=1, packet_id=i + 1))
     reasons = puback_reasons(fast, 30)
     accepted = [r for r in reasons if r in (0x00, 0x10)]
-    assert BURST <= len(accepted) <= BURST + 2, reasons
+    assert BURST <= len(accepted) <= BURST + refilled(PUBLISHES_PER_S, started), reasons
     assert reasons[:BURST] == [0x00] * BURST  # the burst first, then refusals
     assert all(r == 0x96 for r in reasons[len(accepted):]), reasons
 
@@ -70,27 +82,32 @@ def test_qos0_over_the_rate_is_dropped_on_3_1_1_too(limited):
     subscriber = Client(limited.port, version=4)
     subscriber.subscribe(topic, qos=0)
     flood = rawmqtt.connected(limited.port, unique("flood"), version=4)
+    started = time.monotonic()
     for i in range(40):
         flood.send(rawmqtt.publish(topic, b"x", qos=0, version=4))
     flood.send(rawmqtt.packet(0xC0, b""))
     assert flood.receive_type(rawmqtt.PINGRESP)  # everything before it was handled
-    got = len(subscriber.receive_n(BURST))
-    while True:  # and at most the couple of tokens refilled meanwhile
-        try:
-            subscriber.receive(timeout=1)
-            got += 1
-        except Exception:
-            break
-    assert got <= BURST + 2
+    most = BURST + refilled(PUBLISHES_PER_S, started)  # all that can have been routed
+    # A marker from another client, sent after the PINGRESP, comes after
+    # whatever of the flood was routed: everything before it is all there is.
+    marker = rawmqtt.connected(limited.port, unique("marker"), version=4)
+    marker.send(rawmqtt.publish(topic, b"marker", qos=0, version=4))
+    got = 0
+    while subscriber.receive().payload != b"marker":
+        got += 1
+    assert BURST <= got <= most
+    marker.close()
     flood.close()
     subscriber.disconnect()
 
 
 def test_subscriptions_over_the_rate_get_0x97(limited):
     client = Client(limited.port, version=5)
+    started = time.monotonic()
     granted = [int(client.subscribe(unique("rate/sub"), qos=1)[0].value) for _ in range(6)]
     assert granted[:3] == [1, 1, 1]
-    assert granted.count(0x97) >= 2 and set(granted[3:]) <= {1, 0x97}
+    assert set(granted[3:]) <= {1, 0x97}
+    assert granted.count(1) <= 3 + refilled(SUBSCRIPTIONS_PER_S, started), granted
     client.disconnect()
 
 
@@ -99,13 +116,15 @@ def test_an_address_connecting_too_fast_gets_0x9f(tmp_path):
         "listeners:\n  - host: 127.0.0.1\n    port: 0\n"
         "rate_limits:\n  connections_per_s_per_ip: 1\n  connection_burst: 3\n")).start()
     results = []
+    started = time.monotonic()
     for i in range(6):
         raw = rawmqtt.RawClient(broker.port)
         raw.send(rawmqtt.connect(unique("conn"), version=5))
         results.append(rawmqtt.connack_reason(raw.receive())[1])
         raw.close()
     assert results[:3] == [0, 0, 0]
-    assert results.count(0x9F) >= 2 and set(results[3:]) <= {0, 0x9F}, results
+    assert set(results[3:]) <= {0, 0x9F}, results
+    assert results.count(0) <= 3 + refilled(1, started), results
     v311 = rawmqtt.RawClient(broker.port)
     v311.send(rawmqtt.connect(unique("conn311"), version=4))
     assert rawmqtt.connack_reason(v311.receive())[1] == 3  # server unavailable
@@ -114,7 +133,17 @@ def test_an_address_connecting_too_fast_gets_0x9f(tmp_path):
 
 
 def test_refusals_are_counted_in_sys_topics(limited):
-    """Runs after the tests above on the same broker: their refusals are counted."""
+    # Its own refusals (whatever ran before on this broker only adds to them).
+    topic = unique("rate/counted")
+    fast = rawmqtt.connected(limited.port, unique("counted"))
+    started = time.monotonic()
+    for i in range(30):
+        fast.send(rawmqtt.publish(topic, b"x", qos=1, packet_id=i + 1))
+    refused = puback_reasons(fast, 30).count(0x96)
+    assert refused >= 30 - BURST - refilled(PUBLISHES_PER_S, started)
+    subscriber = Client(limited.port, version=5)
+    refused_subscriptions = [int(subscriber.subscribe(unique("rate/c"), qos=1)[0].value)
+                             for _ in range(6)].count(0x97)
     watcher = Client(limited.port, version=5)
     watcher.subscribe("$SYS/broker/rejected/#", qos=0)
     counts = {}
@@ -122,10 +151,14 @@ def test_refusals_are_counted_in_sys_topics(limited):
     def counted(kind):
         return int(counts.get(kind, b"0"))
 
-    while counted("publishes") < 18 or counted("subscriptions") < 2:
-        message = watcher.receive(timeout=5)  # $SYS is refreshed every second here
+    deadline = time.monotonic() + 10  # $SYS is refreshed every second here
+    while counted("publishes") < refused or counted("subscriptions") < refused_subscriptions:
+        assert time.monotonic() < deadline, counts
+        message = watcher.receive(timeout=5)
         counts[message.topic.rsplit("/", 1)[1]] = message.payload
     watcher.disconnect()
+    subscriber.disconnect()
+    fast.close()
 
 
 def test_a_listener_can_have_limits_of_its_own():
