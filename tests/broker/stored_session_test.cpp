@@ -263,7 +263,8 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
   EXPECT_EQ(pub.link.sent<mqtt::Pubcomp>().back().reason, ReasonCode::kSuccess);
   Client exactly_once(again.shard, "exactly-once");
   exactly_once.connect(false, 300);
-  again.settle();
+  again.settle();  // the CONNACK waits for the session record,
+  again.settle();  // and the QoS 2 PUBLISH for its packet id's
   ASSERT_EQ(exactly_once.link.publishes.size(), 1u);
   EXPECT_EQ(exactly_once.link.publishes[0].payload, "x");
 }
