@@ -242,7 +242,8 @@ void restart_time(const Options& options) {
     };
     for (int s = 0; s < options.sessions; ++s) {
       const std::string id = "device-" + std::to_string(s);
-      batch.add(store::WriteBatch::PutSession{{id, 5, 86'400, 0, std::nullopt}});
+      batch.add(
+          store::WriteBatch::PutSession{{id, 5, 86'400, 0, store::SessionOwner::kUnknown, {}}});
       batch.add(store::WriteBatch::PutSubscription{{id, "commands/" + id, 1, 0}});
       if (batch.size() >= 20'000) flush();
     }
