@@ -57,6 +57,16 @@ struct Client {
   }
 };
 
+// Runs the store's callbacks until everything handed to it so far is written
+// (a stored session's CONNACK, and so its SUBSCRIBE, wait for its record).
+void settle(broker::Shard& shard, testing_support::TaskMailbox& mailbox) {
+  if (!shard.has_store()) return;
+  bool done = false;
+  shard.write_then(store::WriteBatch(), [&](bool) { done = true; });
+  while (!done)
+    mailbox.run(true);
+}
+
 struct Options {
   std::uint64_t messages = 100'000;
   int publishers = 8;
@@ -102,10 +112,12 @@ double publish_rate(const Options& options, const char* durability) {
   broker::Shard& shard = broker.shard(0);
   {
     Client subscriber(shard, "subscriber", 3600);
+    settle(shard, mailbox);
     mqtt::Subscribe subscribe;
     subscribe.packet_id = 1;
     subscribe.subscriptions.push_back({"bench/#", {mqtt::QoS::kAtLeastOnce}});
     subscriber.protocol.on_packet(std::move(subscribe));
+    settle(shard, mailbox);
     subscriber.protocol.on_connection_lost();  // offline from here: every message is queued
   }
   std::vector<std::unique_ptr<Client>> publishers;
@@ -161,14 +173,9 @@ void disk_use(const Options& options, int cycles) {
   store::Committer committer(*store, store::Durability::kSync, std::chrono::milliseconds(10));
   broker.set_journal(&committer);
   broker::Shard& shard = broker.shard(0);
-  auto settle = [&] {
-    bool done = false;
-    shard.write_then(store::WriteBatch(), [&](bool) { done = true; });
-    while (!done)
-      mailbox.run(true);
-  };
   {
     Client subscriber(shard, "subscriber", 3600);
+    settle(shard, mailbox);
     mqtt::Subscribe subscribe;
     subscribe.packet_id = 1;
     subscribe.subscriptions.push_back({"bench/#", {mqtt::QoS::kAtLeastOnce}});
@@ -187,9 +194,9 @@ void disk_use(const Options& options, int cycles) {
       publish.packet_id = static_cast<std::uint16_t>(i % 65535 + 1);
       publish.payload = payload;
       publisher.protocol.on_packet(std::move(publish));
-      if (i % 1000 == 999) settle();
+      if (i % 1000 == 999) settle(shard, mailbox);
     }
-    settle();
+    settle(shard, mailbox);
     // The subscriber comes back and acknowledges everything, window by window.
     struct AckingLink final : broker::ClientLink {
       std::vector<std::uint16_t> ids;
@@ -206,6 +213,7 @@ void disk_use(const Options& options, int cycles) {
     connect.clean_start = false;
     connect.properties.session_expiry_interval = 3600;
     reader.on_connect(std::move(connect));
+    settle(shard, mailbox);
     std::uint64_t acknowledged = 0;
     while (acknowledged < options.messages && !link.ids.empty()) {
       std::vector<std::uint16_t> ids;
@@ -216,7 +224,7 @@ void disk_use(const Options& options, int cycles) {
       }
     }
     reader.on_connection_lost();
-    settle();
+    settle(shard, mailbox);
     if (acknowledged != options.messages) {
       std::fprintf(stderr, "durability_bench: drained %llu of %llu\n",
                    static_cast<unsigned long long>(acknowledged),
