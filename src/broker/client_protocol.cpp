@@ -81,6 +81,13 @@ void ClientProtocol::disconnect_with(ReasonCode reason, const char* reason_strin
 
 void ClientProtocol::leave_session(bool publish_will) {
   Session& session = *session_;
+  if (held_publish_) {
+    // Never routed: a resend after reconnecting must be taken as new (those
+    // waiting behind it never reached the QoS 2 bookkeeping).
+    session.release_inbound_qos2(held_publish_->packet_id);
+    held_publish_.reset();
+    waiting_.reset();
+  }
   session_ = nullptr;
   if (acknowledged_) ShardStats::sub(shard_.stats().clients_connected);
   const Clock::time_point now = Clock::now();
@@ -265,6 +272,7 @@ void ClientProtocol::acknowledge_publish(QoS qos, std::uint16_t packet_id, Reaso
 }
 
 void ClientProtocol::on_publish(mqtt::Publish&& publish) {
+  if (held_publish_) return wait_behind_held(std::move(publish));
   const config::Config& config = shard_.config();
   ShardStats::add(shard_.stats().messages_received);
   if (!resolve_topic_alias(publish)) return;
@@ -327,10 +335,11 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     session_->release_inbound_qos2(packet_id);
     return acknowledge_publish(qos, packet_id, ReasonCode::kQuotaExceeded);
   }
-  // 3.x has no negative acknowledgement: the client is not read from until
-  // there is room (the shard tries the message again) or its time is up.
+  // 3.x has no negative acknowledgement: the message waits until there is
+  // room (the shard tries it again) or its time is up. The client's other
+  // packets go on (its acknowledgements may be what frees the room); its
+  // next PUBLISH waits behind this one.
   held_publish_ = std::make_unique<HeldPublish>(std::move(routing));
-  link_.hold_input();
   shard_.hold_publisher(weak_self());
 }
 
@@ -368,8 +377,27 @@ bool ClientProtocol::retry_held_publish(Clock::time_point now) {
   }
   if (!route_publish(held)) return true;  // still full
   held_publish_.reset();
-  link_.release_input();
+  // Those that waited behind it, in order, until one is held in its turn
+  // (it is then the shard's to retry again).
+  while (waiting_ && !waiting_->publishes.empty() && !held_publish_) {
+    mqtt::Publish next = std::move(waiting_->publishes.front());
+    waiting_->publishes.pop_front();
+    waiting_->bytes -= next.topic.size() + next.payload.size();
+    on_publish(std::move(next));
+  }
+  if (!held_publish_) waiting_.reset();
+  link_.release_input();  // if it was held: the waiting bytes are below the bound again
   return false;
+}
+
+void ClientProtocol::wait_behind_held(mqtt::Publish&& publish) {
+  // The client's acknowledgements and PINGREQs go on being read (they may be
+  // what frees the room); its PUBLISHes wait, in order, up to a bound, and
+  // past it the client is not read from at all.
+  if (!waiting_) waiting_ = std::make_unique<WaitingPublishes>();
+  waiting_->bytes += publish.topic.size() + publish.payload.size();
+  waiting_->publishes.push_back(std::move(publish));
+  if (waiting_->bytes > shard_.config().limits.max_write_buffer_bytes) link_.hold_input();
 }
 
 void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,

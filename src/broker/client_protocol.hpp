@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -131,6 +132,7 @@ class ClientProtocol {
   };
   // Routes it and acknowledges (once stored); false when it was refused.
   bool route_publish(HeldPublish& publish);
+  void wait_behind_held(mqtt::Publish&& publish);
   void on_subscribe(mqtt::Subscribe&& subscribe);
   void on_unsubscribe(const mqtt::Unsubscribe& unsubscribe);
   void on_disconnect(const mqtt::Disconnect& disconnect);
@@ -190,6 +192,11 @@ class ClientProtocol {
   std::unique_ptr<PendingConnect> pending_connect_;
   std::unique_ptr<auth::ScramExchange> scram_;
   std::unique_ptr<HeldPublish> held_publish_;
+  struct WaitingPublishes {
+    std::deque<mqtt::Publish> publishes;  // behind held_publish_, not yet looked at
+    std::size_t bytes = 0;
+  };
+  std::unique_ptr<WaitingPublishes> waiting_;
   // Takes a token from `bucket` if limited; false when the client is over its rate.
   static bool within_rate(std::optional<auth::TokenBucket>* bucket);
 };

@@ -116,6 +116,10 @@ bool Session::restore_outbound(Delivery&& delivery, std::uint16_t packet_id, Sta
   // Two records with one packet id (a message was moved back to the queue
   // and its id reused before the broker stopped): the later one is sent anew.
   if (!delivery.message) return false;  // a QoS 2 release whose id was reused
+  if (shard_.config().limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish) {
+    tag_->waiting.fetch_add(1, std::memory_order_acq_rel);  // it holds a place, whatever the limit
+    delivery.reserved = true;
+  }
   queue_.push_back(std::move(delivery));
   return true;
 }
@@ -166,16 +170,14 @@ void Session::deliver(Delivery&& delivery) {
   if (!online()) {
     if (delivery.qos == mqtt::QoS::kAtMostOnce && !shard_.config().sessions.queue_qos0_offline) {
       ShardStats::add(shard_.stats().dropped_offline_qos0);
-      ++dropped_;
-      return;
+      return drop(delivery);
     }
     return enqueue(std::move(delivery));
   }
   if (delivery.qos == mqtt::QoS::kAtMostOnce) {
     if (link_->unsent_bytes() > shard_.config().limits.max_write_buffer_bytes) {
       ShardStats::add(shard_.stats().dropped_slow_client);
-      ++dropped_;
-      return;
+      return drop(delivery);
     }
     write_publish(delivery, 0, false);
     return;
@@ -396,15 +398,15 @@ bool Session::on_pubrec(std::uint16_t packet_id, mqtt::ReasonCode reason) {
     return false;
   }
   Delivery& delivery = entry->delivery;
+  if (entry->stage == Stage::kAwaitingPubcomp) {  // a repeated PUBREC: settled already
+    if (!entry->held) link_->send_plain_ack(mqtt::PacketType::kPubrel, packet_id);
+    return true;
+  }
   if (mqtt::is_error(reason)) {  // the client refused it: the flow ends here [MQTT-4.3.3]
     settle(delivery, reason);
     forget(delivery);
     inflight_.erase(packet_id);
     pump();
-    return true;
-  }
-  if (entry->stage == Stage::kAwaitingPubcomp) {  // a repeated PUBREC
-    if (!entry->held) link_->send_plain_ack(mqtt::PacketType::kPubrel, packet_id);
     return true;
   }
   entry->stage = Stage::kAwaitingPubcomp;

@@ -140,6 +140,8 @@ class Session {
 
   // ---- outbound ----
   void deliver(Delivery&& delivery);
+  // Tells the delivery's listener, if any, how it ended.
+  static void settle(const Delivery& delivery, mqtt::ReasonCode reason);
   // The client's PUBACK, with its reason code (0x80 and up: it refused the
   // message; the delivery's listener, if any, is told so).
   void on_puback(std::uint16_t packet_id, mqtt::ReasonCode reason);
@@ -211,8 +213,6 @@ class Session {
   // A delivery leaves this session unfinished (dropped, expired, too
   // large): its stored record goes, and with the last one its message.
   void forget(const Delivery& delivery);
-  // Tells the delivery's listener, if any, how it ended.
-  static void settle(const Delivery& delivery, mqtt::ReasonCode reason);
   // It ends without an acknowledgement: settled as unspecified error, forgotten.
   void drop(const Delivery& delivery);
   // The stored record of `delivery` now says `stage` with `packet_id`.

@@ -151,7 +151,8 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
 bool Shard::reserves(const Target& target) {
   // A shared group's member is picked per message and may be any: a full one
   // there loses the message as under drop_newest. QoS 0 is never queued.
-  return target.session && !target.shared_filter && target.max_qos != mqtt::QoS::kAtMostOnce;
+  return target.ref.kind == TargetKind::kSession && target.session && !target.shared_filter &&
+         target.max_qos != mqtt::QoS::kAtMostOnce;
 }
 
 bool Shard::reserve_places() {
@@ -177,7 +178,7 @@ void Shard::deliver(TargetRef to, Delivery&& delivery) {
     if (TargetSink* sink = broker_.sink(to.kind))
       return sink->deliver(index_, to, std::move(delivery));
     ShardStats::add(stats_.dropped_no_target);  // nothing of that kind on this node
-    return;
+    return Session::settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
   }
   if (to.shard != index_) {
     outbox_[to.shard].push_back({to, std::move(delivery)});
@@ -187,6 +188,7 @@ void Shard::deliver(TargetRef to, Delivery&& delivery) {
   if (it != sessions_by_id_.end()) return it->second->deliver(std::move(delivery));
   // The session ended on the way. Its record, if written after the session's
   // were deleted, has no session left and goes at the next start.
+  Session::settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
   store::WriteBatch batch;
   release_stored_message(delivery, batch);
   if (!batch.empty()) write_then(std::move(batch), nullptr);
@@ -301,6 +303,7 @@ void Shard::tick(Clock::time_point now) {
 void Shard::publish_sys_topics(Clock::time_point now) {
   std::uint64_t received = 0, sent = 0, bytes_in = 0, bytes_out = 0, clients = 0, dropped = 0;
   std::uint64_t rejected_connections = 0, rejected_publishes = 0, rejected_subscriptions = 0;
+  std::uint64_t refused_queue_full = 0;
   auto read = [](const ShardStats::Counter& c) { return c.load(std::memory_order_relaxed); };
   for (std::uint32_t i = 0; i < broker_.shard_count(); ++i) {
     const ShardStats& s = broker_.shard(i).stats();
@@ -315,6 +318,7 @@ void Shard::publish_sys_topics(Clock::time_point now) {
     rejected_connections += read(s.rejected_connections);
     rejected_publishes += read(s.rejected_publishes);
     rejected_subscriptions += read(s.rejected_subscriptions);
+    refused_queue_full += read(s.refused_queue_full);
   }
   const auto uptime_s =
       std::chrono::duration_cast<std::chrono::seconds>(now - broker_.started_at()).count();
@@ -332,6 +336,7 @@ void Shard::publish_sys_topics(Clock::time_point now) {
       {"$SYS/broker/rejected/connections", std::to_string(rejected_connections)},
       {"$SYS/broker/rejected/publishes", std::to_string(rejected_publishes)},
       {"$SYS/broker/rejected/subscriptions", std::to_string(rejected_subscriptions)},
+      {"$SYS/broker/rejected/queue_full", std::to_string(refused_queue_full)},
   };
   std::vector<std::pair<const char*, std::string>> all(std::begin(topics), std::end(topics));
   if (const store::Journal* journal = broker_.journal()) {

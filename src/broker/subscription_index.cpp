@@ -394,7 +394,10 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   auto add_targets = [&] {
     for (const Member& member : slot.members) {
       const Entry& entry = member.entry;
-      if (entry.options.no_local && entry.ref.id == message.origin_session) continue;
+      if (entry.options.no_local && entry.ref.kind == TargetKind::kSession &&
+          entry.ref.id == message.origin_session) {
+        continue;
+      }
       out.push_back(target_of(entry, member.session, message, carry_sessions_));
     }
     if (!slot.distinct) merge_per_subscriber(out, first);

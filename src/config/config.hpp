@@ -60,7 +60,8 @@ enum class QueueFullPolicy {
   kDropNewest,     // the new message is dropped (counted per client)
   kDropOldest,     // the oldest queued one is dropped to make room
   kRefusePublish,  // the publisher is refused: 5.0 PUBACK/PUBREC 0x97, routed nowhere; 3.x
-                   // is not read from until there is room (queue_full_timeout_s, then closed)
+                   // waits unacknowledged until there is room (queue_full_timeout_s, then
+                   // closed), its next PUBLISHes behind it
 };
 
 struct LimitsConfig {

@@ -245,6 +245,11 @@ void read_limits(Section parent, const YAML::Node& node, LimitsConfig& l, std::s
     if (policy == to_string(candidate)) l.queue_full_policy = candidate;
   }
   s.integer("queue_full_timeout_s", l.queue_full_timeout_s, 1, 3600);
+  if (l.queue_full_policy == QueueFullPolicy::kRefusePublish && l.max_queued_messages == 0) {
+    s.fail(node["queue_full_policy"], "queue_full_policy",
+           "drop_newest or drop_oldest with max_queued_messages 0 (refuse_publish would refuse "
+           "every QoS 1/2 message)");
+  }
   s.integer("max_topic_levels", l.max_topic_levels, 1, 65535);
   s.integer("max_retained_messages", l.max_retained_messages, 0, kU32);
   s.integer("max_write_buffer_bytes", l.max_write_buffer_bytes, 4096, kU32);

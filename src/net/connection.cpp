@@ -22,6 +22,8 @@ constexpr auto kClosingGrace = std::chrono::seconds(5);
 // a socket with unread input makes the kernel reset the connection, and the
 // reset can reach the client before the DISCONNECT or CONNACK that says why.
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// While the broker stops, a client gets this long to go.
+constexpr auto kShutdownLingerTime = std::chrono::milliseconds(500);
 constexpr std::size_t kLingerBytes = 16 * 1024 * 1024;
 }  // namespace
 
@@ -262,6 +264,7 @@ void Connection::resume_input() {
     return;
   }
   held_bytes_.reset();                      // all framed, or copied into the decoder's own buffer
+  last_read_ = broker::Clock::now();        // its keep alive counts from here again
   if (reading_paused_ || closing_) return;  // on_written resumes a paused read
   on_readable();  // TLS may hold decrypted bytes the socket will not signal
 }
@@ -455,7 +458,11 @@ void Connection::linger() {
   if (lingering_ || terminated_) return;
   lingering_ = true;
   closing_since_ = broker::Clock::now();  // from here, the linger's own bound
-  if (tls()) tls()->shutdown();           // close_notify, best effort
+  // Done with the broker: the connection no longer counts against
+  // max_connections while it waits for the client to go.
+  if (protocol_) protocol_->on_connection_lost();
+  protocol_.reset();
+  if (tls()) tls()->shutdown();  // close_notify, best effort
   // Half-close: the client reads our last packets, then end of stream.
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
@@ -484,7 +491,9 @@ void Connection::discard_input() {
 void Connection::check_deadlines(broker::Clock::time_point now) {
   if (terminated_) return;
   if (lingering_) {
-    if (now - closing_since_ > kLingerTime) terminate();
+    if (now - closing_since_ > (worker_.stopping() ? kShutdownLingerTime : kLingerTime)) {
+      terminate();
+    }
     return;
   }
   if (closing_) {
@@ -499,6 +508,7 @@ void Connection::check_deadlines(broker::Clock::time_point now) {
     if (now - connected_at_ > timeout) terminate();
     return;
   }
+  if (input_held_) return;  // the broker is not reading: the client's silence is not its own
   const std::uint16_t keep_alive = protocol_->keep_alive_s();
   // [MQTT-3.1.2-22] one and a half keep-alive periods without a packet.
   if (keep_alive != 0 && now - last_read_ > std::chrono::milliseconds(keep_alive * 1500)) {

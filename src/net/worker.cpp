@@ -159,8 +159,8 @@ void Worker::post_task(std::function<void()> task) {
 
 void Worker::post_shutdown() {
   asio::post(context_, [this] {
+    // The tick goes on, for the deadlines of connections still closing.
     stopping_ = true;
-    tick_timer_.cancel();
     std::vector<std::shared_ptr<Connection>> all;
     for (auto& connection : connections_)
       all.push_back(connection);
@@ -174,13 +174,13 @@ void Worker::post_shutdown() {
 void Worker::schedule_tick() {
   tick_timer_.expires_after(kTickInterval);
   tick_timer_.async_wait([this](const boost::system::error_code& error) {
-    if (!error && !stopping_) on_tick();
+    if (!error) on_tick();
   });
 }
 
 void Worker::on_tick() {
   const auto now = broker::Clock::now();
-  shard_.tick(now);
+  if (!stopping_) shard_.tick(now);  // no wills or $SYS while the broker stops
   std::vector<std::shared_ptr<Connection>> all;
   all.reserve(connections_.size());
   for (auto& connection : connections_)

@@ -38,6 +38,8 @@ class Worker {
 
   void start();  // runs the thread
   void join();
+  // The broker is stopping: no connection is taken any more.
+  bool stopping() const { return stopping_; }
 
   // ---- on this worker's thread ----
   // False once the worker is stopping: the connection is not taken.

@@ -5,10 +5,11 @@
 //
 // The file is overwritten in place with one small fixed-size record (with a
 // checksum, so a torn record reads as "unknown", never as a wrong number) and
-// not fsynced on every update: kill -9 cannot lose a write the kernel took,
+// fsynced at most once a second: kill -9 cannot lose a write the kernel took,
 // and after a power loss a stale mark only checks less, never wrongly.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -35,9 +36,11 @@ class DurableMark {
   static constexpr const char* kFileName = "SLUICE-DURABLE";
 
  private:
+  static constexpr auto kSyncInterval = std::chrono::seconds(1);
   std::string path_;
   int fd_ = -1;
   bool warned_ = false;
+  std::chrono::steady_clock::time_point last_sync_{};
 };
 
 }  // namespace sluice::store

@@ -16,11 +16,14 @@
 // every flush, so a log cut short after a flush of another family would not
 // show.) RocksDB's paranoid checks run too, and a family the format
 // promises but the MANIFEST lacks is damage as well.
+#include <fcntl.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <filesystem>
@@ -44,14 +47,21 @@ std::string encode_count(std::uint64_t count) {
   return bytes;
 }
 
-// The count of writes a database holds; 0 for one made before counting.
-std::uint64_t read_count(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* meta) {
+// The count of writes a database holds: nullopt for a database made before
+// counting (or a value that is not one); a failed read is an error.
+Status read_count(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* meta,
+                  std::optional<std::uint64_t>& count) {
   std::string bytes;
-  if (!db.Get(rocksdb::ReadOptions(), meta, kWritesKey, &bytes).ok() || bytes.size() != 8) return 0;
-  std::uint64_t count = 0;
+  const rocksdb::Status read = db.Get(rocksdb::ReadOptions(), meta, kWritesKey, &bytes);
+  count.reset();
+  if (read.IsNotFound()) return {};
+  if (!read.ok()) return Status::error("store read failed: " + read.ToString());
+  if (bytes.size() != 8) return {};
+  std::uint64_t value = 0;
   for (char c : bytes)
-    count = (count << 8) | static_cast<std::uint8_t>(c);
-  return count;
+    value = (value << 8) | static_cast<std::uint8_t>(c);
+  count = value;
+  return {};
 }
 // 1: the first. 2: wills in a family of their own, session records with
 // their owner's identity; the key spaces read by range (Space).
@@ -102,10 +112,13 @@ const std::string& recover_hint() {
 
 class RocksDbStore final : public Store {
  public:
+  // `writes`: the count the database holds (read at open).
   RocksDbStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> families,
-               DurableMark mark)
-      : db_(std::move(db)), families_(std::move(families)), mark_(std::move(mark)) {
-    writes_ = read_count(*db_, families_[kMeta]);
+               DurableMark mark, std::uint64_t writes)
+      : db_(std::move(db)),
+        families_(std::move(families)),
+        mark_(std::move(mark)),
+        writes_(writes) {
     mark_.set(writes_);  // from here on the mark follows this database
   }
 
@@ -343,7 +356,7 @@ rocksdb::Options db_options(bool existed, bool recover) {
 // rather than a store in use by another process.
 bool looks_damaged(const rocksdb::Status& status) {
   if (status.IsCorruption() || status.IsNotFound()) return true;
-  return status.IsIOError() && status.ToString().find("lock") == std::string::npos;
+  return status.IsIOError() && status.ToString().find("While lock file") == std::string::npos;
 }
 
 // The families a store in `directory` has; every one must be ours.
@@ -529,11 +542,14 @@ Status check_durable_mark(const std::string& directory, const OpenOptions& optio
                           rocksdb::ColumnFamilyHandle* meta, DurableMark& mark,
                           OpenReport& report) {
   const std::optional<std::uint64_t> expected = mark.read();
-  const std::uint64_t found = read_count(db, meta);
-  if (!expected) {
+  std::optional<std::uint64_t> count;
+  if (Status status = read_count(db, meta, count); !status.ok) return status;
+  if (!expected) {  // no mark: a store from before marks, or the file was removed
     report.unchecked = true;
     return {};
   }
+  // A mark and no count: the writes that set the count are all gone.
+  const std::uint64_t found = count.value_or(0);
   if (found >= *expected) return {};
   const std::uint64_t lost = *expected - found;
   if (!options.recover) {
@@ -560,15 +576,36 @@ Status repair(const std::string& directory, const rocksdb::Options& options) {
 // Whether `directory` holds (what is left of) a store: any file a store
 // has, not only CURRENT, whose loss must not make it look new.
 bool holds_a_store(const std::string& directory) {
+  // RocksDB's own names: NNNNNN.log, NNNNNN.sst, MANIFEST-NNNNNN.
+  auto numbered = [](std::string_view name, std::string_view suffix) {
+    if (!name.ends_with(suffix) || name.size() == suffix.size()) return false;
+    name.remove_suffix(suffix.size());
+    return std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(directory, error)) {
     const std::string name = entry.path().filename().string();
     if (name == "CURRENT" || name == DurableMark::kFileName || name.starts_with("MANIFEST-") ||
-        name.ends_with(".sst") || name.ends_with(".log")) {
+        numbered(name, ".sst") || numbered(name, ".log")) {
       return true;
     }
   }
   return false;
+}
+
+// Whether another process has the store open: RocksDB holds a POSIX lock on
+// its LOCK file while it does. Looked at first, so that a store in use is
+// not mistaken for a damaged one (its log is ahead of what a reader sees).
+bool in_use(const std::string& directory) {
+  const std::string path = directory + "/LOCK";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  const bool taken = ::fcntl(fd, F_GETLK, &lock) == 0 && lock.l_type != F_UNLCK;
+  ::close(fd);
+  return taken;
 }
 
 // Looks at an existing store without changing it: whether it opens, has
@@ -599,6 +636,10 @@ Status open_rocksdb_store(const std::string& directory, const OpenOptions& optio
   }
   const rocksdb::Options rocks = db_options(existed, options.recover);
   bool damaged = false;
+  if (existed && in_use(directory)) {
+    return Status::error("the store in " + directory +
+                         " is in use by another process (its LOCK is held); it was not changed");
+  }
   if (existed) {
     // Read-only first: a store found wanting is refused exactly as it was
     // (a read-write open would already flush its log and drop files).
@@ -624,12 +665,14 @@ Status open_rocksdb_store(const std::string& directory, const OpenOptions& optio
   }
   if (status.ok) status = settle_format(opened, format);
   if (status.ok) status = mark.open();
+  std::optional<std::uint64_t> writes;
+  if (status.ok) status = read_count(*opened.db, opened.handles[kMeta], writes);
   if (!status.ok) {
     opened.close();
     return status;
   }
   out = std::make_unique<RocksDbStore>(std::move(opened.db), std::move(opened.handles),
-                                       std::move(mark));
+                                       std::move(mark), writes.value_or(0));
   return {};
 }
 

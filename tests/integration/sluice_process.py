@@ -47,7 +47,8 @@ class SluiceProcess:
         # SLUICE_WORKERS), so cross-worker code runs whatever the machine;
         # a test that chose its workers keeps them.
         workers = os.environ.get("SLUICE_WORKERS")
-        chose = "--workers" in args or (config_yaml is not None and "workers:" in config_yaml)
+        chose = any(a == "--workers" or a.startswith("--workers=") for a in args) or (
+            config_yaml is not None and "workers:" in config_yaml)
         if workers and not chose:
             cmd += ["--workers", workers]
         cmd += list(args)
@@ -109,6 +110,12 @@ class SluiceProcess:
             raise AssertionError("sluice did not stop within %ss:\n%s" % (STOP_TIMEOUT_S, self.output()))
         _running.discard(self.proc)
         self._reader.join(timeout=5)
+        # A sanitizer reports when it finds something, not only at exit: a
+        # broker stopped with SIGKILL still shows what it found.
+        for report in ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer",
+                       "runtime error:"):
+            if report in self.output():
+                raise AssertionError(f"sluice reported {report!r}:\n{self.output()}")
         if self.config_path:
             os.unlink(self.config_path)
         return status

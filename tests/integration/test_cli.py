@@ -38,6 +38,8 @@ def test_without_config_listens_on_loopback_in_local_only_mode(broker):
     "yaml, expected",
     [
         ("workers: 2\nbogus_key: 1\n", "2: unknown key 'bogus_key'"),
+        ("limits:\n  max_queued_messages: 0\n  queue_full_policy: refuse_publish\n",
+         "3: key 'limits.queue_full_policy'"),
         ("limits:\n  max_packet_bytes: lots\n", "2: key 'limits.max_packet_bytes': expected an integer"),
         ("limits:\n  receive_maximum: 0\n", "2: key 'limits.receive_maximum': expected an integer from 1 to 65535, got '0'"),
         ("mqtt:\n  retain_available: maybe\n", "2: key 'mqtt.retain_available': expected true or false"),

@@ -123,3 +123,15 @@ def test_a_torn_tail_of_unacknowledged_writes_is_not_corruption(tmp_path):
     assert "event=storage_recovered" not in broker.output()
     assert retained_count(broker, base) == COUNT
     assert broker.stop() == 0, broker.output()
+
+
+def test_a_store_in_use_is_refused_as_in_use_not_as_damaged(tmp_path):
+    # A second sluice on a live store sees a log ahead of its snapshot: it
+    # must say the store is in use, not send anyone to --storage-recover.
+    directory = tmp_path / "data"
+    first = SluiceProcess(config_yaml=config(directory)).start()
+    Client(first.port, version=5).publish(unique("live"), b"x", qos=1, retain=True)
+    status, output = refused(directory)
+    assert status != 0
+    assert "in use by another process" in output and "--storage-recover" not in output, output
+    assert first.stop() == 0, first.output()

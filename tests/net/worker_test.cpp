@@ -80,7 +80,7 @@ TEST(Worker, AStoppingWorkerTakesNoMovedConnection) {
   worker.post_moved_connection(kept_server, false, connect_for(broker, 1), {}, nullptr, nullptr,
                                nullptr);
   bool closed = false;
-  ASSERT_FALSE(read_until_closed(kept_client, std::chrono::milliseconds(500), closed).empty());
+  ASSERT_FALSE(read_until_closed(kept_client, std::chrono::seconds(5), closed).empty());
 
   worker.post_shutdown();
   const auto [late_client, late_server] = tcp_pair();
