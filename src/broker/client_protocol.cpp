@@ -81,12 +81,12 @@ void ClientProtocol::disconnect_with(ReasonCode reason, const char* reason_strin
 
 void ClientProtocol::leave_session(bool publish_will) {
   Session& session = *session_;
-  if (held_publish_) {
+  if (held_publish() != nullptr) {
     // Never routed: a resend after reconnecting must be taken as new (those
     // waiting behind it never reached the QoS 2 bookkeeping).
-    session.release_inbound_qos2(held_publish_->packet_id);
-    held_publish_.reset();
-    waiting_.reset();
+    session.release_inbound_qos2(rare_->held_publish->packet_id);
+    rare_->held_publish.reset();
+    rare_->waiting.reset();
   }
   session_ = nullptr;
   if (acknowledged_) ShardStats::sub(shard_.stats().clients_connected);
@@ -160,7 +160,7 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
     return connect_seen_ ? disconnect_with(ReasonCode::kProtocolError, "second CONNECT")
                          : on_connect(std::move(*connect));
   }
-  if (pending_connect_) {
+  if (pending_connect() != nullptr) {
     if (const auto* auth = std::get_if<mqtt::Auth>(&packet)) return on_auth(*auth);
   }
   if (!admit_packet()) return;
@@ -197,7 +197,8 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
 
 bool ClientProtocol::admit_packet() {
   if (closing_) return false;
-  if (pending_connect_) {  // between CONNECT and CONNACK only AUTH may come (section 4.12)
+  if (pending_connect() !=
+      nullptr) {  // between CONNECT and CONNACK only AUTH may come (section 4.12)
     disconnect_with(ReasonCode::kProtocolError);
     return false;
   }
@@ -272,7 +273,7 @@ void ClientProtocol::acknowledge_publish(QoS qos, std::uint16_t packet_id, Reaso
 }
 
 void ClientProtocol::on_publish(mqtt::Publish&& publish) {
-  if (held_publish_) return wait_behind_held(std::move(publish));
+  if (held_publish() != nullptr) return wait_behind_held(std::move(publish));
   const config::Config& config = shard_.config();
   ShardStats::add(shard_.stats().messages_received);
   if (!resolve_topic_alias(publish)) return;
@@ -327,7 +328,10 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     inbound.add(store::WriteBatch::PutInbound{session_->client_id(), publish.packet_id});
   }
   HeldPublish routing{make_message(std::move(publish), session_->id(), session_->client_hash()),
-                      qos, packet_id, std::move(inbound), Clock::now()};
+                      qos,
+                      packet_id,
+                      std::move(inbound),
+                      {}};
   if (route_publish(routing)) return;
   // Refused: a subscriber's queue is full and queue_full_policy is refuse_publish.
   ShardStats::add(shard_.stats().refused_queue_full);
@@ -339,7 +343,8 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   // room (the shard tries it again) or its time is up. The client's other
   // packets go on (its acknowledgements may be what frees the room); its
   // next PUBLISH waits behind this one.
-  held_publish_ = std::make_unique<HeldPublish>(std::move(routing));
+  routing.since = Clock::now();  // read only here: most messages never wait
+  rare().held_publish = std::make_unique<HeldPublish>(std::move(routing));
   shard_.hold_publisher(weak_self());
 }
 
@@ -366,27 +371,28 @@ bool ClientProtocol::route_publish(HeldPublish& publish) {
 }
 
 bool ClientProtocol::retry_held_publish(Clock::time_point now) {
-  if (!held_publish_ || closing_ || session_ == nullptr) return false;
-  HeldPublish& held = *held_publish_;
+  if (held_publish() == nullptr || closing_ || session_ == nullptr) return false;
+  HeldPublish& held = *rare_->held_publish;
   if (now - held.since > std::chrono::seconds(shard_.config().limits.queue_full_timeout_s)) {
     // A resend after reconnecting must be routed, not taken for a duplicate.
     session_->release_inbound_qos2(held.packet_id);
-    held_publish_.reset();
+    rare_->held_publish.reset();
     disconnect_with(ReasonCode::kQuotaExceeded, "queue full for too long");
     return false;
   }
   if (!route_publish(held)) return true;  // still full
-  held_publish_.reset();
+  rare_->held_publish.reset();
   // Those that waited behind it, in order, until one is held in its turn
   // (it is then the shard's to retry again).
-  while (waiting_ && !waiting_->publishes.empty() && !held_publish_) {
-    mqtt::Publish next = std::move(waiting_->publishes.front());
-    waiting_->publishes.pop_front();
-    waiting_->bytes -= next.topic.size() + next.payload.size();
+  while (rare_->waiting && !rare_->waiting->publishes.empty() && held_publish() == nullptr) {
+    mqtt::Publish next = std::move(rare_->waiting->publishes.front());
+    rare_->waiting->publishes.pop_front();
+    rare_->waiting->bytes -= next.topic.size() + next.payload.size();
     on_publish(std::move(next));
   }
-  if (!held_publish_) waiting_.reset();
+  if (held_publish() == nullptr) rare_->waiting.reset();
   link_.release_input();  // if it was held: the waiting bytes are below the bound again
+  trim_rare();
   return false;
 }
 
@@ -394,10 +400,11 @@ void ClientProtocol::wait_behind_held(mqtt::Publish&& publish) {
   // The client's acknowledgements and PINGREQs go on being read (they may be
   // what frees the room); its PUBLISHes wait, in order, up to a bound, and
   // past it the client is not read from at all.
-  if (!waiting_) waiting_ = std::make_unique<WaitingPublishes>();
-  waiting_->bytes += publish.topic.size() + publish.payload.size();
-  waiting_->publishes.push_back(std::move(publish));
-  if (waiting_->bytes > shard_.config().limits.max_write_buffer_bytes) link_.hold_input();
+  auto& waiting = rare().waiting;
+  if (!waiting) waiting = std::make_unique<WaitingPublishes>();
+  waiting->bytes += publish.topic.size() + publish.payload.size();
+  waiting->publishes.push_back(std::move(publish));
+  if (waiting->bytes > shard_.config().limits.max_write_buffer_bytes) link_.hold_input();
 }
 
 void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,

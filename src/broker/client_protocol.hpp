@@ -80,6 +80,11 @@ class ClientProtocol {
   // The keep alive in force, 0 for none; the net layer times it.
   std::uint16_t keep_alive_s() const { return keep_alive_s_; }
   const std::string& client_id() const;
+  // What the client may read (each delivery is checked); nullptr: anything.
+  const auth::ClientAcl* read_acl() const { return acl_.get(); }
+  // The client's rights from now on, for everything it publishes, subscribes
+  // to and is sent (what a reload of the ACL file will hand a connected client).
+  void set_acl(std::unique_ptr<auth::ClientAcl> acl) { acl_ = std::move(acl); }
 
  private:
   // ---- CONNECT, in its steps (client_protocol_connect.cpp) ----
@@ -175,7 +180,6 @@ class ClientProtocol {
   // Shared with the store's callbacks, which may outlive this connection;
   // made the first time an acknowledgement waits for the store.
   std::shared_ptr<AckQueue> acks_;
-  std::shared_ptr<ClientProtocol*> lifeline_;  // for weak_self(), made on first use
   // What this client may publish, subscribe to and read; nullptr: anything.
   std::unique_ptr<auth::ClientAcl> acl_;
   // Its rate limits; nullptr when none is configured (most brokers).
@@ -188,15 +192,39 @@ class ClientProtocol {
   // The verified username (password file, SCRAM or certificate); nullptr:
   // anonymous. Rare enough not to be kept inline.
   std::unique_ptr<std::string> identity_;
-  // The CONNECT while a step of it waits (SCRAM, the password check).
-  std::unique_ptr<PendingConnect> pending_connect_;
-  std::unique_ptr<auth::ScramExchange> scram_;
-  std::unique_ptr<HeldPublish> held_publish_;
   struct WaitingPublishes {
-    std::deque<mqtt::Publish> publishes;  // behind held_publish_, not yet looked at
+    std::deque<mqtt::Publish> publishes;  // behind the held one, not yet looked at
     std::size_t bytes = 0;
   };
-  std::unique_ptr<WaitingPublishes> waiting_;
+  // What a connection holds only while something waits: its CONNECT (on
+  // SCRAM, the password check, the store), a SCRAM exchange, a message held
+  // for a full queue, and what callbacks from other threads find it by.
+  // Apart, so that an idle connection pays one pointer for all of it.
+  struct Rare {
+    std::shared_ptr<ClientProtocol*> lifeline;  // for weak_self()
+    std::unique_ptr<PendingConnect> pending_connect;
+    std::unique_ptr<auth::ScramExchange> scram;
+    std::unique_ptr<HeldPublish> held_publish;
+    std::unique_ptr<WaitingPublishes> waiting;
+  };
+  std::unique_ptr<Rare> rare_;
+  Rare& rare() {
+    if (!rare_) rare_ = std::make_unique<Rare>();
+    return *rare_;
+  }
+  PendingConnect* pending_connect() const { return rare_ ? rare_->pending_connect.get() : nullptr; }
+  std::unique_ptr<PendingConnect> take_pending_connect() {
+    return rare_ ? std::move(rare_->pending_connect) : nullptr;
+  }
+  HeldPublish* held_publish() const { return rare_ ? rare_->held_publish.get() : nullptr; }
+  // Lets go of the rare state once nothing waits any more (callbacks still
+  // on their way find the connection gone, and do nothing).
+  void trim_rare() {
+    if (rare_ && !rare_->pending_connect && !rare_->scram && !rare_->held_publish &&
+        !rare_->waiting) {
+      rare_.reset();
+    }
+  }
   // Takes a token from `bucket` if limited; false when the client is over its rate.
   static bool within_rate(std::optional<auth::TokenBucket>* bucket);
 };

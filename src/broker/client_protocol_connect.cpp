@@ -69,8 +69,9 @@ std::string ClientProtocol::assign_client_id() const {
 }
 
 std::weak_ptr<ClientProtocol*> ClientProtocol::weak_self() {
-  if (!lifeline_) lifeline_ = std::make_shared<ClientProtocol*>(this);
-  return lifeline_;
+  Rare& state = rare();
+  if (!state.lifeline) state.lifeline = std::make_shared<ClientProtocol*>(this);
+  return state.lifeline;
 }
 
 // ---- the packet ---------------------------------------------------------------
@@ -127,7 +128,7 @@ void ClientProtocol::authenticate(std::unique_ptr<PendingConnect> pending) {
   // PBKDF2 takes about a millisecond: not on this worker's thread.
   std::string username = *connect.username;
   std::string password(as_text(*connect.password));
-  pending_connect_ = std::move(pending);
+  rare().pending_connect = std::move(pending);
   link_.hold_input();
   Mailbox* mailbox = shard_.broker().mailbox();
   const auto weak = weak_self();
@@ -142,13 +143,13 @@ void ClientProtocol::authenticate(std::unique_ptr<PendingConnect> pending) {
         });
       });
   if (!queued) {
-    pending_connect_.reset();
+    take_pending_connect();
     refuse_connect(version_, ReasonCode::kServerBusy, "too many password checks waiting");
   }
 }
 
 void ClientProtocol::on_password_checked(bool verified) {
-  std::unique_ptr<PendingConnect> pending = std::move(pending_connect_);
+  std::unique_ptr<PendingConnect> pending = take_pending_connect();
   if (closing_ || !pending) return;
   if (!verified) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
   identity_ = std::make_unique<std::string>(*pending->connect.username);
@@ -161,25 +162,25 @@ void ClientProtocol::start_enhanced_auth(std::unique_ptr<PendingConnect> pending
   if (users == nullptr || *pending->connect.properties.authentication_method != kScramMethod) {
     return refuse_connect(version_, ReasonCode::kBadAuthenticationMethod);
   }
-  scram_ = std::make_unique<auth::ScramExchange>(*users);
-  const auto server_first = scram_->start(auth_data(pending->connect.properties));
+  rare().scram = std::make_unique<auth::ScramExchange>(*users);
+  const auto server_first = rare().scram->start(auth_data(pending->connect.properties));
   if (!server_first) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
   link_.send(auth_packet(ReasonCode::kContinueAuthentication, *server_first));
-  pending_connect_ = std::move(pending);  // until the client's AUTH
+  rare().pending_connect = std::move(pending);  // until the client's AUTH
 }
 
 void ClientProtocol::on_auth(const mqtt::Auth& auth) {
-  if (!pending_connect_) return on_reauthentication(auth);
-  std::unique_ptr<PendingConnect> pending = std::move(pending_connect_);
+  if (pending_connect() == nullptr) return on_reauthentication(auth);
+  std::unique_ptr<PendingConnect> pending = take_pending_connect();
   const bool same_method = auth.properties.authentication_method &&
                            *auth.properties.authentication_method == kScramMethod;
-  if (!scram_ || auth.reason != ReasonCode::kContinueAuthentication || !same_method) {
+  if (!rare().scram || auth.reason != ReasonCode::kContinueAuthentication || !same_method) {
     return refuse_connect(version_, ReasonCode::kProtocolError);  // [MQTT-4.12.0-5]
   }
-  auto server_final = scram_->finish(auth_data(auth.properties));
+  auto server_final = rare().scram->finish(auth_data(auth.properties));
   if (!server_final) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
-  identity_ = std::make_unique<std::string>(scram_->username());
-  scram_.reset();
+  identity_ = std::make_unique<std::string>(rare().scram->username());
+  rare().scram.reset();
   enhanced_auth_ = true;
   pending->server_final = std::move(server_final);
   admit(std::move(pending));
@@ -194,19 +195,19 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
     return disconnect_with(ReasonCode::kProtocolError, "AUTH outside enhanced authentication");
   }
   const std::string_view data = auth_data(auth.properties);
-  if (auth.reason == ReasonCode::kReAuthenticate && !scram_) {
-    scram_ = std::make_unique<auth::ScramExchange>(*shard_.broker().auth()->scram_users());
-    const auto server_first = scram_->start(data);
+  if (auth.reason == ReasonCode::kReAuthenticate && !rare().scram) {
+    rare().scram = std::make_unique<auth::ScramExchange>(*shard_.broker().auth()->scram_users());
+    const auto server_first = rare().scram->start(data);
     if (!server_first) {
       return disconnect_with(ReasonCode::kBadUserNameOrPassword, "re-authentication failed");
     }
     return link_.send(auth_packet(ReasonCode::kContinueAuthentication, *server_first));
   }
-  if (auth.reason != ReasonCode::kContinueAuthentication || !scram_) {
+  if (auth.reason != ReasonCode::kContinueAuthentication || !rare().scram) {
     return disconnect_with(ReasonCode::kProtocolError, "AUTH out of sequence");
   }
-  const auto server_final = scram_->finish(data);
-  const std::unique_ptr<auth::ScramExchange> exchange = std::move(scram_);
+  const auto server_final = rare().scram->finish(data);
+  const std::unique_ptr<auth::ScramExchange> exchange = std::move(rare().scram);
   if (!server_final) {
     return disconnect_with(ReasonCode::kBadUserNameOrPassword, "re-authentication failed");
   }
@@ -215,6 +216,7 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
     return disconnect_with(ReasonCode::kNotAuthorized, "re-authenticated as another user");
   }
   link_.send(auth_packet(ReasonCode::kSuccess, *server_final));
+  trim_rare();
 }
 
 // ---- 2. admit ----------------------------------------------------------------------
@@ -315,7 +317,7 @@ void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
   // A stored session's record is durable before the CONNACK: a client told
   // its session exists must find it after a crash, will and all.
   session->set_stored(true);
-  pending_connect_ = std::move(pending);
+  rare().pending_connect = std::move(pending);
   link_.hold_input();
   shard_.write_then(session_records(*session, 0),
                     [weak = weak_self(), session_present](bool durable) {
@@ -325,7 +327,7 @@ void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
 }
 
 void ClientProtocol::on_session_stored(bool durable, bool session_present) {
-  const std::unique_ptr<PendingConnect> pending = std::move(pending_connect_);
+  const std::unique_ptr<PendingConnect> pending = take_pending_connect();
   if (closing_ || !pending || session_ == nullptr) return;
   if (!durable) {
     Session& session = *session_;
@@ -377,7 +379,8 @@ void ClientProtocol::acknowledge(const PendingConnect& pending, bool session_pre
   link_.send(connack);
   acknowledged_ = true;
   ShardStats::add(shard_.stats().clients_connected);
-  session_->attach(link_, version_, limits, acl_.get());
+  session_->attach(link_, version_, limits);
+  trim_rare();
   link_.release_input();
 }
 

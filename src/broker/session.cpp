@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "broker/client_protocol.hpp"
 #include "broker/persistence.hpp"
 #include "broker/shard.hpp"
 
@@ -48,10 +49,8 @@ std::optional<mqtt::Will> Session::take_will() {
   return will;
 }
 
-void Session::attach(ClientLink& link, mqtt::ProtocolVersion version, const ClientLimits& limits,
-                     const auth::ClientAcl* acl) {
+void Session::attach(ClientLink& link, mqtt::ProtocolVersion version, const ClientLimits& limits) {
   link_ = &link;
-  read_acl_ = acl;
   version_ = version;
   limits_ = limits;
   outbound_aliases_.release();  // aliases belong to one connection [MQTT-3.3.2-7]
@@ -64,7 +63,6 @@ void Session::attach(ClientLink& link, mqtt::ProtocolVersion version, const Clie
 void Session::detach(Clock::time_point now) {
   owner_ = nullptr;
   link_ = nullptr;
-  read_acl_ = nullptr;
   offline_since_ = now;
   tag_->online.store(false, std::memory_order_relaxed);
   hand_on_shared(false);
@@ -290,7 +288,8 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   const Message& message = *delivery.message;
   // The rights of the client at hand decide, not those it had when it
   // subscribed or when the message was queued (as Mosquitto does).
-  if (read_acl_ != nullptr && !read_acl_->may_read(message.topic)) {
+  const auth::ClientAcl* acl = owner_ != nullptr ? owner_->read_acl() : nullptr;
+  if (acl != nullptr && !acl->may_read(message.topic)) {
     ShardStats::add(shard_.stats().dropped_not_authorized);
     return false;
   }

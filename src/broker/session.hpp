@@ -71,10 +71,9 @@ class Session {
   // A connection takes the session; it stays offline until attach().
   void claim(ClientProtocol& owner) { owner_ = &owner; }
   // Binds the session to its connection and resends what was in flight
-  // [MQTT-4.4.0-1], then what was queued. `acl`, if any, is what the client
-  // may read now: every delivery is checked against it when it is written.
-  void attach(ClientLink& link, mqtt::ProtocolVersion version, const ClientLimits& limits,
-              const auth::ClientAcl* acl);
+  // [MQTT-4.4.0-1], then what was queued. What the client may read now (its
+  // owner's ACL) is checked for every delivery when it is written.
+  void attach(ClientLink& link, mqtt::ProtocolVersion version, const ClientLimits& limits);
   // The connection went away. Unacknowledged shared-subscription messages go
   // to another online member of their group, if there is one.
   void detach(Clock::time_point now);
@@ -232,7 +231,6 @@ class Session {
 
   ClientProtocol* owner_ = nullptr;
   ClientLink* link_ = nullptr;
-  const auth::ClientAcl* read_acl_ = nullptr;  // the attached client's, while attached
   std::unique_ptr<std::string> identity_;
   store::SessionOwner owner_kind_ = store::SessionOwner::kUnknown;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV5;

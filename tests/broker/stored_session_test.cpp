@@ -269,6 +269,31 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
   EXPECT_EQ(exactly_once.link.publishes[0].payload, "x");
 }
 
+// [Issue 11, item 12] Retained messages sent on SUBSCRIBE pass the same read
+// check as live ones, with the rights the client has when they are sent: a
+// stored session's retained messages follow its SUBACK, after the store
+// write, and the client's rights may shrink in between.
+TEST_F(StoredSessionTest, RetainedMessagesPassTheReadCheckWhenTheyAreSent) {
+  StoredBroker b(*store);
+  for (const char* topic : {"r/open", "r/secret"}) {
+    mqtt::Publish retained;
+    retained.topic = topic;
+    retained.retain = true;
+    retained.payload = {'x'};
+    b.broker.retained().set(make_message(std::move(retained), 0, 0));
+  }
+  Client sub(b.shard, "sub");
+  sub.connect(false, 300);
+  b.settle();
+  sub.subscribe("r/#", QoS::kAtLeastOnce);  // allowed; its SUBACK waits for the store
+  sub.protocol.set_acl(std::make_unique<auth::ClientAcl>(
+      std::vector<auth::AclRule>{{"r/#", auth::kRead}, {"r/secret", auth::kDeny}}));
+  b.settle();
+  ASSERT_EQ(sub.link.publishes.size(), 1u);
+  EXPECT_EQ(sub.link.publishes[0].topic, "r/open");
+  EXPECT_EQ(b.shard.stats().dropped_not_authorized.load(), 1u);
+}
+
 TEST_F(StoredSessionTest, ANewBrokersMessageIdsFollowTheStoredOnes) {
   {
     StoredBroker b(*store);
