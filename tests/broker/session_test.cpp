@@ -14,15 +14,19 @@ using mqtt::QoS;
 using mqtt::ReasonCode;
 using testing_support::Client;
 
-class SessionTest : public ::testing::Test {
+// Every test runs with one shard and with four: clients land on the shard
+// their client id maps to, and what crosses shards is delivered as the
+// workers would (LoopbackBroker::settle).
+class SessionTest : public ::testing::TestWithParam<std::uint32_t> {
  protected:
-  SessionTest() : broker(config::Config{}, 1, "test"), shard(broker.shard(0)) {}
-  Broker broker;
-  Shard& shard;
+  SessionTest() : loopback(config::Config{}, GetParam()), broker(loopback.broker) {}
+  Session* session(const std::string& id) { return loopback.shard_for(id).find_session(id); }
+  testing_support::LoopbackBroker loopback;
+  Broker& broker;
 };
 
-TEST_F(SessionTest, ConnectIsAnsweredWithConnack) {
-  Client c(shard, "a");
+TEST_P(SessionTest, ConnectIsAnsweredWithConnack) {
+  Client c(loopback, "a");
   c.connect();
   const auto connacks = c.link.sent<mqtt::Connack>();
   ASSERT_EQ(connacks.size(), 1u);
@@ -31,50 +35,50 @@ TEST_F(SessionTest, ConnectIsAnsweredWithConnack) {
   EXPECT_TRUE(c.protocol.connected());
 }
 
-TEST_F(SessionTest, QoS1DeliveryWaitsForTheWindow) {
-  Client sub(shard, "sub");
+TEST_P(SessionTest, QoS1DeliveryWaitsForTheWindow) {
+  Client sub(loopback, "sub");
   sub.connect(true, 0, /*receive_maximum=*/2);
   sub.subscribe("t", QoS::kAtLeastOnce);
-  Client pub(shard, "pub");
+  Client pub(loopback, "pub");
   pub.connect();
   for (int i = 0; i < 5; ++i)
     pub.publish("t", std::to_string(i), QoS::kAtLeastOnce);
   ASSERT_EQ(sub.link.publishes.size(), 2u);
-  sub.protocol.on_packet(mqtt::Puback{sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  sub.packet(mqtt::Puback{sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
   ASSERT_EQ(sub.link.publishes.size(), 3u);
   EXPECT_EQ(sub.link.publishes[2].payload, "2");
 }
 
-TEST_F(SessionTest, InboundQoS2IsRoutedOnceUntilPubrel) {
-  Client sub(shard, "sub");
+TEST_P(SessionTest, InboundQoS2IsRoutedOnceUntilPubrel) {
+  Client sub(loopback, "sub");
   sub.connect();
   sub.subscribe("t", QoS::kExactlyOnce);
-  Client pub(shard, "pub");
+  Client pub(loopback, "pub");
   pub.connect();
   pub.publish("t", "x", QoS::kExactlyOnce, 9);
   pub.publish("t", "x", QoS::kExactlyOnce, 9, /*dup=*/true);
   EXPECT_EQ(sub.link.publishes.size(), 1u);
   EXPECT_EQ(pub.link.sent<mqtt::Pubrec>().size(), 2u);
-  pub.protocol.on_packet(mqtt::Pubrel{9, ReasonCode::kSuccess, {}});
+  pub.packet(mqtt::Pubrel{9, ReasonCode::kSuccess, {}});
   EXPECT_EQ(pub.link.sent<mqtt::Pubcomp>().back().reason, ReasonCode::kSuccess);
   pub.publish("t", "y", QoS::kExactlyOnce, 9);
   EXPECT_EQ(sub.link.publishes.size(), 2u);
 }
 
-TEST_F(SessionTest, PersistentSessionQueuesOfflineAndResendsInflightWithDup) {
-  auto sub = std::make_unique<Client>(shard, "sub");
+TEST_P(SessionTest, PersistentSessionQueuesOfflineAndResendsInflightWithDup) {
+  auto sub = std::make_unique<Client>(loopback, "sub");
   sub->connect(false, 300);
   sub->subscribe("t", QoS::kAtLeastOnce);
-  Client pub(shard, "pub");
+  Client pub(loopback, "pub");
   pub.connect();
   pub.publish("t", "inflight", QoS::kAtLeastOnce);
   ASSERT_EQ(sub->link.publishes.size(), 1u);
   const std::uint16_t packet_id = sub->link.publishes[0].packet_id;
-  sub->protocol.on_connection_lost();
+  sub->lost();
   sub.reset();
   pub.publish("t", "queued", QoS::kAtLeastOnce);
 
-  Client again(shard, "sub");
+  Client again(loopback, "sub");
   again.connect(false, 300);
   EXPECT_TRUE(again.link.sent<mqtt::Connack>().at(0).session_present);
   ASSERT_EQ(again.link.publishes.size(), 2u);
@@ -85,42 +89,42 @@ TEST_F(SessionTest, PersistentSessionQueuesOfflineAndResendsInflightWithDup) {
   EXPECT_FALSE(again.link.publishes[1].dup);
 }
 
-TEST_F(SessionTest, WillIsPublishedWhenTheConnectionIsLost) {
-  Client watcher(shard, "watcher");
+TEST_P(SessionTest, WillIsPublishedWhenTheConnectionIsLost) {
+  Client watcher(loopback, "watcher");
   watcher.connect();
   watcher.subscribe("wills/#", QoS::kAtLeastOnce);
-  Client dying(shard, "dying");
+  Client dying(loopback, "dying");
   mqtt::Will will;
   will.topic = "wills/dying";
   will.payload = {'x'};
   will.qos = QoS::kAtLeastOnce;
   dying.connect(true, 0, 0, will);
-  dying.protocol.on_connection_lost();
+  dying.lost();
   ASSERT_EQ(watcher.link.publishes.size(), 1u);
   EXPECT_EQ(watcher.link.publishes[0].topic, "wills/dying");
 }
 
-TEST_F(SessionTest, SlowClientDropsQoS0ButQueuesQoS1) {
-  Client sub(shard, "sub");
+TEST_P(SessionTest, SlowClientDropsQoS0ButQueuesQoS1) {
+  Client sub(loopback, "sub");
   sub.connect();
   sub.subscribe("t", QoS::kAtLeastOnce);
-  Client pub(shard, "pub");
+  Client pub(loopback, "pub");
   pub.connect();
   sub.link.unsent = 10 * 1024 * 1024;  // far behind
   pub.publish("t", "q0", QoS::kAtMostOnce);
   pub.publish("t", "q1", QoS::kAtLeastOnce);
   EXPECT_TRUE(sub.link.publishes.empty());
-  EXPECT_EQ(shard.stats().dropped_slow_client.load(), 1u);
+  EXPECT_EQ(loopback.total(&ShardStats::dropped_slow_client), 1u);
   sub.link.unsent = 0;
-  sub.protocol.on_writable();
+  sub.writable();
   ASSERT_EQ(sub.link.publishes.size(), 1u);
   EXPECT_EQ(sub.link.publishes[0].payload, "q1");
 }
 
-TEST_F(SessionTest, TakeoverClosesTheOldConnection) {
-  Client first(shard, "same");
+TEST_P(SessionTest, TakeoverClosesTheOldConnection) {
+  Client first(loopback, "same");
   first.connect();
-  Client second(shard, "same");
+  Client second(loopback, "same");
   second.connect();
   EXPECT_TRUE(first.link.closed);
   EXPECT_EQ(first.link.sent<mqtt::Disconnect>().at(0).reason, ReasonCode::kSessionTakenOver);
@@ -135,20 +139,20 @@ namespace {
 
 // [Issue 11, item 1] Every PUBLISH a session writes passes the read rules
 // of the client at hand, whatever allowed the subscription when it was made.
-TEST_F(SessionTest, LiveMessagesPassTheReadCheckOfTheClientAtHand) {
-  Client sub(shard, "sub");
+TEST_P(SessionTest, LiveMessagesPassTheReadCheckOfTheClientAtHand) {
+  Client sub(loopback, "sub");
   sub.connect();
   sub.subscribe("r/#", QoS::kAtLeastOnce);  // allowed: no ACL yet
   // Its rights shrink (as a reload of the ACL file would make them).
   sub.protocol.set_acl(std::make_unique<auth::ClientAcl>(
       std::vector<auth::AclRule>{{"r/#", auth::kRead}, {"r/secret", auth::kDeny}}));
-  Client pub(shard, "pub");
+  Client pub(loopback, "pub");
   pub.connect();
   pub.publish("r/secret", "live", QoS::kAtLeastOnce);
   pub.publish("r/open", "open", QoS::kAtLeastOnce);
   ASSERT_EQ(sub.link.publishes.size(), 1u);
   EXPECT_EQ(sub.link.publishes[0].topic, "r/open");
-  EXPECT_EQ(shard.stats().dropped_not_authorized.load(), 1u);
+  EXPECT_EQ(loopback.total(&ShardStats::dropped_not_authorized), 1u);
 }
 
 }  // namespace
@@ -172,24 +176,23 @@ MessagePtr message_on(const std::string& topic, QoS qos) {
 
 // [Issue 11, item 13] The subscriber's acknowledgement reaches whoever owns
 // the delivery, reason code and all: a queue takes 0x80 and up as a nack.
-TEST_F(SessionTest, APubacksReasonCodeReachesTheDeliverysListener) {
-  Client sub(shard, "sub");
+TEST_P(SessionTest, APubacksReasonCodeReachesTheDeliverysListener) {
+  Client sub(loopback, "sub");
   sub.connect();
   RecordingListener listener;
-  const TargetRef to = shard.find_session("sub")->ref();
+  const TargetRef to = session("sub")->ref();
   for (const QoS qos : {QoS::kAtLeastOnce, QoS::kAtLeastOnce, QoS::kExactlyOnce}) {
     Delivery delivery;
     delivery.message = message_on("t", qos);
     delivery.qos = qos;
     delivery.listener = &listener;
-    shard.deliver(to, std::move(delivery));
+    loopback.shard_for("sub").deliver(to, std::move(delivery));
   }
   ASSERT_EQ(sub.link.publishes.size(), 3u);
-  sub.protocol.on_packet(mqtt::Puback{sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
-  sub.protocol.on_packet(
+  sub.packet(mqtt::Puback{sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  sub.packet(
       mqtt::Puback{sub.link.publishes[1].packet_id, ReasonCode::kImplementationSpecificError, {}});
-  sub.protocol.on_packet(
-      mqtt::Pubrec{sub.link.publishes[2].packet_id, ReasonCode::kQuotaExceeded, {}});
+  sub.packet(mqtt::Pubrec{sub.link.publishes[2].packet_id, ReasonCode::kQuotaExceeded, {}});
   EXPECT_EQ(listener.reasons,
             (std::vector<ReasonCode>{ReasonCode::kSuccess, ReasonCode::kImplementationSpecificError,
                                      ReasonCode::kQuotaExceeded}));
@@ -205,7 +208,7 @@ struct RecordingSink final : TargetSink {
 // [Issue 11, item 13] Routing reaches targets that are not sessions: the
 // subscription index holds node-qualified targets of any kind, and a
 // delivery to a queue or another node goes to the sink of that kind.
-TEST_F(SessionTest, DeliveriesToOtherTargetKindsGoToTheirSink) {
+TEST_P(SessionTest, DeliveriesToOtherTargetKindsGoToTheirSink) {
   RecordingSink queues;
   broker.set_sink(TargetKind::kQueue, &queues);
   const TargetRef queue{42, 0, 0, TargetKind::kQueue};
@@ -214,13 +217,13 @@ TEST_F(SessionTest, DeliveriesToOtherTargetKindsGoToTheirSink) {
                            std::make_shared<SessionTag>("queue:jobs"));
   broker.index().subscribe("jobs/#", {node, {QoS::kAtLeastOnce}, 0},
                            std::make_shared<SessionTag>("node:3"));
-  Client pub(shard, "pub");
+  Client pub(loopback, "pub");
   pub.connect();
   pub.publish("jobs/1", "work", QoS::kAtLeastOnce);
   ASSERT_EQ(queues.delivered.size(), 1u);
   EXPECT_EQ(queues.delivered[0].first, queue);
   EXPECT_EQ(queues.delivered[0].second, "jobs/1");
-  EXPECT_EQ(shard.stats().dropped_no_target.load(), 1u);
+  EXPECT_EQ(loopback.total(&ShardStats::dropped_no_target), 1u);
   broker.set_sink(TargetKind::kQueue, nullptr);
 }
 
@@ -238,34 +241,36 @@ config::Config with_queue(config::QueueFullPolicy policy, std::uint32_t most) {
 }
 
 // [Issue 11, item 7] Drops are counted for the client they were meant for.
-TEST(QueueFull, DropsAreCountedPerClient) {
-  Broker broker(with_queue(config::QueueFullPolicy::kDropNewest, 3), 1, "test");
-  Shard& shard = broker.shard(0);
-  Client sub(shard, "sub");
+class QueueFull : public ::testing::TestWithParam<std::uint32_t> {};
+
+TEST_P(QueueFull, DropsAreCountedPerClient) {
+  testing_support::LoopbackBroker loopback(with_queue(config::QueueFullPolicy::kDropNewest, 3),
+                                           GetParam());
+  Client sub(loopback, "sub");
   sub.connect(false, 300);
   sub.subscribe("t", QoS::kAtLeastOnce);
-  sub.protocol.on_connection_lost();
-  Client pub(shard, "pub");
+  sub.lost();
+  Client pub(loopback, "pub");
   pub.connect();
   for (int i = 0; i < 5; ++i)
     pub.publish("t", std::to_string(i), QoS::kAtLeastOnce);
-  EXPECT_EQ(shard.find_session("sub")->dropped(), 2u);
-  EXPECT_EQ(shard.find_session("pub")->dropped(), 0u);
+  EXPECT_EQ(loopback.shard_for("sub").find_session("sub")->dropped(), 2u);
+  EXPECT_EQ(loopback.shard_for("pub").find_session("pub")->dropped(), 0u);
 }
 
 // Under refuse_publish every queued message holds a place, and every place
 // comes back when its message leaves the queue: a queue drained once takes
 // as many again.
-TEST(QueueFull, RefusePublishGivesEveryPlaceBack) {
-  Broker broker(with_queue(config::QueueFullPolicy::kRefusePublish, 3), 1, "test");
-  Shard& shard = broker.shard(0);
-  Client pub(shard, "pub");
+TEST_P(QueueFull, RefusePublishGivesEveryPlaceBack) {
+  testing_support::LoopbackBroker loopback(with_queue(config::QueueFullPolicy::kRefusePublish, 3),
+                                           GetParam());
+  Client pub(loopback, "pub");
   pub.connect();
   for (int round = 0; round < 2; ++round) {
-    Client sub(shard, "sub");
+    Client sub(loopback, "sub");
     sub.connect(false, 300);
     sub.subscribe("t", QoS::kAtLeastOnce);
-    sub.protocol.on_connection_lost();
+    sub.lost();
     for (int i = 0; i < 5; ++i)
       pub.publish("t", std::to_string(i), QoS::kAtLeastOnce);
     const auto acks = pub.link.sent<mqtt::Puback>();
@@ -274,16 +279,25 @@ TEST(QueueFull, RefusePublishGivesEveryPlaceBack) {
       EXPECT_EQ(acks[round * 5 + i].reason,
                 i < 3 ? ReasonCode::kSuccess : ReasonCode::kQuotaExceeded);
     }
-    EXPECT_EQ(shard.find_session("sub")->tag()->waiting.load(), 3u);
-    Client back(shard, "sub");
+    EXPECT_EQ(loopback.shard_for("sub").find_session("sub")->tag()->waiting.load(), 3u);
+    Client back(loopback, "sub");
     back.connect(false, 300);
     ASSERT_EQ(back.link.publishes.size(), 3u);
     for (const auto& p : back.link.publishes)
-      back.protocol.on_packet(mqtt::Puback{p.packet_id, ReasonCode::kSuccess, {}});
-    EXPECT_EQ(shard.find_session("sub")->tag()->waiting.load(), 0u);
-    back.protocol.on_connection_lost();
+      back.packet(mqtt::Puback{p.packet_id, ReasonCode::kSuccess, {}});
+    EXPECT_EQ(loopback.shard_for("sub").find_session("sub")->tag()->waiting.load(), 0u);
+    back.lost();
   }
 }
+
+}  // namespace
+}  // namespace sluice::broker
+
+namespace sluice::broker {
+namespace {
+
+INSTANTIATE_TEST_SUITE_P(Shards, SessionTest, ::testing::Values(1u, 4u));
+INSTANTIATE_TEST_SUITE_P(Shards, QueueFull, ::testing::Values(1u, 4u));
 
 }  // namespace
 }  // namespace sluice::broker

@@ -10,7 +10,6 @@
 #include "broker/shard.hpp"
 #include "store/committer.hpp"
 #include "store/store.hpp"
-#include "task_mailbox.hpp"
 #include "test_client.hpp"
 
 namespace sluice::broker {
@@ -47,33 +46,27 @@ struct Contents final : store::LoadVisitor {
   void retained(store::MessageRecord&& r) override { retained_messages.push_back(std::move(r)); }
 };
 
-// A broker with one shard over `store`.
+// A broker over `store`, its shards run on this thread (see LoopbackBroker).
 struct StoredBroker {
-  explicit StoredBroker(store::Store& store)
-      : broker(config::Config{}, 1, "test"),
-        committer(store, store::Durability::kNone, std::chrono::milliseconds(10)),
-        shard(broker.shard(0)) {
-    broker.set_mailbox(&mailbox);
+  StoredBroker(store::Store& store, std::uint32_t shards)
+      : loopback(config::Config{}, shards),
+        broker(loopback.broker),
+        committer(store, store::Durability::kNone, std::chrono::milliseconds(10)) {
     broker.set_journal(&committer);
   }
   ~StoredBroker() { settle(); }
 
   // Waits until everything handed to the store so far is written and its
-  // callbacks have run (the committer keeps the order of what it is given).
-  void settle() {
-    bool done = false;
-    shard.write_then(store::WriteBatch(), [&](bool) { done = true; });
-    while (!done)
-      mailbox.run(true);
-  }
+  // callbacks have run.
+  void settle() { loopback.settle_store(); }
 
-  Broker broker;
-  sluice::testing_support::TaskMailbox mailbox;
+  testing_support::LoopbackBroker loopback;
+  Broker& broker;
   store::Committer committer;
-  Shard& shard;
 };
 
-class StoredSessionTest : public ::testing::Test {
+// Every test runs with one shard and with three.
+class StoredSessionTest : public ::testing::TestWithParam<std::uint32_t> {
  protected:
   Contents contents() {
     Contents c;
@@ -83,22 +76,22 @@ class StoredSessionTest : public ::testing::Test {
   // A persistent session subscribed to `filter`, now offline.
   void offline_subscriber(StoredBroker& b, const std::string& id, const std::string& filter,
                           QoS qos = QoS::kAtLeastOnce) {
-    Client client(b.shard, id);
+    Client client(b.loopback, id);
     client.connect(false, 300);
     b.settle();  // a stored session's CONNACK waits for its record
     client.subscribe(filter, qos);
     b.settle();
-    client.protocol.on_connection_lost();
+    client.lost();
   }
 
   std::unique_ptr<store::Store> store = store::make_memory_store();
 };
 
-TEST_F(StoredSessionTest, MessageIsStoredOnceForManySessionsAndPubackWaitsForIt) {
-  StoredBroker b(*store);
+TEST_P(StoredSessionTest, MessageIsStoredOnceForManySessionsAndPubackWaitsForIt) {
+  StoredBroker b(*store, GetParam());
   offline_subscriber(b, "a", "t");
   offline_subscriber(b, "b", "t");
-  Client pub(b.shard, "pub");
+  Client pub(b.loopback, "pub");
   pub.connect();
   pub.publish("t", "payload", QoS::kAtLeastOnce);
   EXPECT_TRUE(pub.link.sent<mqtt::Puback>().empty());  // not before it is stored
@@ -114,16 +107,16 @@ TEST_F(StoredSessionTest, MessageIsStoredOnceForManySessionsAndPubackWaitsForIt)
   EXPECT_EQ(c.outbound_records[0].stage, store::OutboundRecord::Stage::kQueued);
 }
 
-TEST_F(StoredSessionTest, InflightStageIsStoredAndTheLastPubackDeletesTheMessage) {
-  StoredBroker b(*store);
+TEST_P(StoredSessionTest, InflightStageIsStoredAndTheLastPubackDeletesTheMessage) {
+  StoredBroker b(*store, GetParam());
   offline_subscriber(b, "a", "t");
   offline_subscriber(b, "b", "t");
-  Client pub(b.shard, "pub");
+  Client pub(b.loopback, "pub");
   pub.connect();
   pub.publish("t", "x", QoS::kAtLeastOnce);
   b.settle();
 
-  Client a(b.shard, "a");
+  Client a(b.loopback, "a");
   a.connect(false, 300);
   b.settle();  // a stored session's CONNACK waits for its record
   ASSERT_EQ(a.link.publishes.size(), 1u);
@@ -133,30 +126,30 @@ TEST_F(StoredSessionTest, InflightStageIsStoredAndTheLastPubackDeletesTheMessage
   EXPECT_EQ(c.outbound_records[0].stage, store::OutboundRecord::Stage::kAwaitingPuback);
   EXPECT_EQ(c.outbound_records[0].packet_id, a.link.publishes[0].packet_id);
 
-  a.protocol.on_packet(mqtt::Puback{a.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  a.packet(mqtt::Puback{a.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
   b.settle();
   c = contents();
   EXPECT_EQ(c.outbound_records.size(), 1u);
   EXPECT_EQ(c.messages.size(), 1u);  // "b" still holds it
 
-  Client bee(b.shard, "b");
+  Client bee(b.loopback, "b");
   bee.connect(false, 300);
   b.settle();  // a stored session's CONNACK waits for its record
   ASSERT_EQ(bee.link.publishes.size(), 1u);
-  bee.protocol.on_packet(mqtt::Puback{bee.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  bee.packet(mqtt::Puback{bee.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
   b.settle();
   c = contents();
   EXPECT_TRUE(c.outbound_records.empty());
   EXPECT_TRUE(c.messages.empty());
 }
 
-TEST_F(StoredSessionTest, CleanSessionsAndQoS0WriteNothing) {
-  StoredBroker b(*store);
+TEST_P(StoredSessionTest, CleanSessionsAndQoS0WriteNothing) {
+  StoredBroker b(*store, GetParam());
   offline_subscriber(b, "stored", "t");
-  Client clean_sub(b.shard, "clean");
+  Client clean_sub(b.loopback, "clean");
   clean_sub.connect();
   clean_sub.subscribe("q1", QoS::kAtLeastOnce);
-  Client pub(b.shard, "pub");
+  Client pub(b.loopback, "pub");
   pub.connect();
   b.settle();
   const std::uint64_t writes = b.committer.writes();
@@ -164,21 +157,20 @@ TEST_F(StoredSessionTest, CleanSessionsAndQoS0WriteNothing) {
   pub.publish("q1", "qos1 to a clean session", QoS::kAtLeastOnce);
   EXPECT_EQ(pub.link.sent<mqtt::Puback>().size(), 1u);  // at once: nothing to wait for
   EXPECT_EQ(clean_sub.link.publishes.size(), 1u);
-  clean_sub.protocol.on_packet(
-      mqtt::Puback{clean_sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+  clean_sub.packet(mqtt::Puback{clean_sub.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
   b.settle();
   EXPECT_EQ(b.committer.writes(), writes + 1);  // settle()'s own empty write only
 }
 
-TEST_F(StoredSessionTest, EndingASessionDeletesItsQueueAndMessages) {
-  StoredBroker b(*store);
+TEST_P(StoredSessionTest, EndingASessionDeletesItsQueueAndMessages) {
+  StoredBroker b(*store, GetParam());
   offline_subscriber(b, "a", "t");
-  Client pub(b.shard, "pub");
+  Client pub(b.loopback, "pub");
   pub.connect();
   pub.publish("t", "x", QoS::kExactlyOnce, 5);
   b.settle();
   EXPECT_EQ(contents().outbound_records.size(), 1u);
-  Client a(b.shard, "a");
+  Client a(b.loopback, "a");
   a.connect(/*clean=*/true, 0);  // the old session ends
   b.settle();
   const Contents c = contents();
@@ -187,9 +179,9 @@ TEST_F(StoredSessionTest, EndingASessionDeletesItsQueueAndMessages) {
   EXPECT_TRUE(c.sessions.empty());
 }
 
-TEST_F(StoredSessionTest, InboundQoS2IdIsStoredUntilPubrelAndPubcompWaitsForTheDelete) {
-  StoredBroker b(*store);
-  Client pub(b.shard, "pub");
+TEST_P(StoredSessionTest, InboundQoS2IdIsStoredUntilPubrelAndPubcompWaitsForTheDelete) {
+  StoredBroker b(*store, GetParam());
+  Client pub(b.loopback, "pub");
   pub.connect(false, 300);
   b.settle();  // a stored session's CONNACK waits for its record
   pub.publish("nobody/listens", "x", QoS::kExactlyOnce, 9);
@@ -198,7 +190,7 @@ TEST_F(StoredSessionTest, InboundQoS2IdIsStoredUntilPubrelAndPubcompWaitsForTheD
   ASSERT_EQ(pub.link.sent<mqtt::Pubrec>().size(), 1u);
   ASSERT_EQ(contents().inbound_ids.size(), 1u);
   EXPECT_EQ(contents().inbound_ids[0], std::make_pair(std::string("pub"), std::uint16_t{9}));
-  pub.protocol.on_packet(mqtt::Pubrel{9, ReasonCode::kSuccess, {}});
+  pub.packet(mqtt::Pubrel{9, ReasonCode::kSuccess, {}});
   EXPECT_TRUE(pub.link.sent<mqtt::Pubcomp>().empty());
   b.settle();
   ASSERT_EQ(pub.link.sent<mqtt::Pubcomp>().size(), 1u);
@@ -206,16 +198,16 @@ TEST_F(StoredSessionTest, InboundQoS2IdIsStoredUntilPubrelAndPubcompWaitsForTheD
   EXPECT_TRUE(contents().inbound_ids.empty());
 }
 
-TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
+TEST_P(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
   {
-    StoredBroker b(*store);
+    StoredBroker b(*store, GetParam());
     offline_subscriber(b, "queued", "t");
     offline_subscriber(b, "exactly-once", "q2", QoS::kExactlyOnce);
-    Client inflight(b.shard, "inflight");
+    Client inflight(b.loopback, "inflight");
     inflight.connect(false, 300);
     b.settle();  // a stored session's CONNACK waits for its record
     inflight.subscribe("t", QoS::kAtLeastOnce);
-    Client pub(b.shard, "pub");
+    Client pub(b.loopback, "pub");
     pub.connect(false, 300);
     b.settle();  // a stored session's CONNACK waits for its record
     pub.publish("t", "first", QoS::kAtLeastOnce);
@@ -223,12 +215,11 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
     pub.publish("q2", "x", QoS::kExactlyOnce, 77);  // PUBREC sent, no PUBREL yet
     b.settle();
     ASSERT_EQ(inflight.link.publishes.size(), 2u);
-    inflight.protocol.on_packet(
-        mqtt::Puback{inflight.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
+    inflight.packet(mqtt::Puback{inflight.link.publishes[0].packet_id, ReasonCode::kSuccess, {}});
     b.settle();
   }  // connections, then the broker, go away; the store stays
 
-  StoredBroker again(*store);
+  StoredBroker again(*store, GetParam());
   LoadCounts counts;
   ASSERT_TRUE(load_state(*store, again.broker, counts).ok);
   EXPECT_EQ(counts.sessions, 4u);
@@ -236,7 +227,7 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
   EXPECT_EQ(counts.messages, 3u);
   EXPECT_EQ(counts.inbound, 1u);
 
-  Client queued(again.shard, "queued");
+  Client queued(again.loopback, "queued");
   queued.connect(false, 300);
   again.settle();  // a stored session's CONNACK waits for its record
   ASSERT_EQ(queued.link.publishes.size(), 2u);
@@ -244,24 +235,24 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
   EXPECT_EQ(queued.link.publishes[1].payload, "second");
   EXPECT_FALSE(queued.link.publishes[0].dup);
 
-  Client inflight(again.shard, "inflight");
+  Client inflight(again.loopback, "inflight");
   inflight.connect(false, 300);
   again.settle();  // a stored session's CONNACK waits for its record
   ASSERT_EQ(inflight.link.publishes.size(), 1u);
   EXPECT_EQ(inflight.link.publishes[0].payload, "second");
   EXPECT_TRUE(inflight.link.publishes[0].dup);
 
-  Client pub(again.shard, "pub");
+  Client pub(again.loopback, "pub");
   pub.connect(false, 300);
   again.settle();  // a stored session's CONNACK waits for its record
   // The publisher had no PUBCOMP, so it sends again: the restored id says it
   // is a resend, and the one subscriber gets the message once.
   pub.publish("q2", "x", QoS::kExactlyOnce, 77, /*dup=*/true);
-  pub.protocol.on_packet(mqtt::Pubrel{77, ReasonCode::kSuccess, {}});
+  pub.packet(mqtt::Pubrel{77, ReasonCode::kSuccess, {}});
   again.settle();
   ASSERT_FALSE(pub.link.sent<mqtt::Pubcomp>().empty());
   EXPECT_EQ(pub.link.sent<mqtt::Pubcomp>().back().reason, ReasonCode::kSuccess);
-  Client exactly_once(again.shard, "exactly-once");
+  Client exactly_once(again.loopback, "exactly-once");
   exactly_once.connect(false, 300);
   again.settle();  // the CONNACK waits for the session record,
   again.settle();  // and the QoS 2 PUBLISH for its packet id's
@@ -273,8 +264,8 @@ TEST_F(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
 // check as live ones, with the rights the client has when they are sent: a
 // stored session's retained messages follow its SUBACK, after the store
 // write, and the client's rights may shrink in between.
-TEST_F(StoredSessionTest, RetainedMessagesPassTheReadCheckWhenTheyAreSent) {
-  StoredBroker b(*store);
+TEST_P(StoredSessionTest, RetainedMessagesPassTheReadCheckWhenTheyAreSent) {
+  StoredBroker b(*store, GetParam());
   for (const char* topic : {"r/open", "r/secret"}) {
     mqtt::Publish retained;
     retained.topic = topic;
@@ -282,7 +273,7 @@ TEST_F(StoredSessionTest, RetainedMessagesPassTheReadCheckWhenTheyAreSent) {
     retained.payload = {'x'};
     b.broker.retained().set(make_message(std::move(retained), 0, 0));
   }
-  Client sub(b.shard, "sub");
+  Client sub(b.loopback, "sub");
   sub.connect(false, 300);
   b.settle();
   sub.subscribe("r/#", QoS::kAtLeastOnce);  // allowed; its SUBACK waits for the store
@@ -291,21 +282,21 @@ TEST_F(StoredSessionTest, RetainedMessagesPassTheReadCheckWhenTheyAreSent) {
   b.settle();
   ASSERT_EQ(sub.link.publishes.size(), 1u);
   EXPECT_EQ(sub.link.publishes[0].topic, "r/open");
-  EXPECT_EQ(b.shard.stats().dropped_not_authorized.load(), 1u);
+  EXPECT_EQ(b.loopback.total(&ShardStats::dropped_not_authorized), 1u);
 }
 
-TEST_F(StoredSessionTest, ANewBrokersMessageIdsFollowTheStoredOnes) {
+TEST_P(StoredSessionTest, ANewBrokersMessageIdsFollowTheStoredOnes) {
   {
-    StoredBroker b(*store);
+    StoredBroker b(*store, GetParam());
     offline_subscriber(b, "a", "t");
-    Client pub(b.shard, "pub");
+    Client pub(b.loopback, "pub");
     pub.connect();
     pub.publish("t", "old", QoS::kAtLeastOnce);
   }
-  StoredBroker again(*store);
+  StoredBroker again(*store, GetParam());
   LoadCounts counts;
   ASSERT_TRUE(load_state(*store, again.broker, counts).ok);
-  Client pub(again.shard, "pub");
+  Client pub(again.loopback, "pub");
   pub.connect();
   pub.publish("t", "new", QoS::kAtLeastOnce);
   again.settle();
@@ -315,6 +306,14 @@ TEST_F(StoredSessionTest, ANewBrokersMessageIdsFollowTheStoredOnes) {
   EXPECT_EQ(c.messages.at(c.outbound_records[1].message_id).payload,
             std::vector<std::uint8_t>({'n', 'e', 'w'}));
 }
+
+}  // namespace
+}  // namespace sluice::broker
+
+namespace sluice::broker {
+namespace {
+
+INSTANTIATE_TEST_SUITE_P(Shards, StoredSessionTest, ::testing::Values(1u, 3u));
 
 }  // namespace
 }  // namespace sluice::broker
