@@ -81,10 +81,12 @@ void ClientProtocol::disconnect_with(ReasonCode reason, const char* reason_strin
 
 void ClientProtocol::leave_session(bool publish_will) {
   Session& session = *session_;
-  if (held_publish() != nullptr) {
+  if (const HeldPublish* held = held_publish(); held != nullptr && held->qos == QoS::kExactlyOnce) {
     // Never routed: a resend after reconnecting must be taken as new (those
     // waiting behind it never reached the QoS 2 bookkeeping).
-    session.release_inbound_qos2(rare_->held_publish->packet_id);
+    session.release_inbound_qos2(held->packet_id);
+  }
+  if (rare_) {
     rare_->held_publish.reset();
     rare_->waiting.reset();
   }
@@ -273,6 +275,7 @@ void ClientProtocol::acknowledge_publish(QoS qos, std::uint16_t packet_id, Reaso
 }
 
 void ClientProtocol::on_publish(mqtt::Publish&& publish) {
+  if (closing_ || session_ == nullptr) return;
   if (held_publish() != nullptr) return wait_behind_held(std::move(publish));
   const config::Config& config = shard_.config();
   ShardStats::add(shard_.stats().messages_received);
@@ -375,7 +378,7 @@ bool ClientProtocol::retry_held_publish(Clock::time_point now) {
   HeldPublish& held = *rare_->held_publish;
   if (now - held.since > std::chrono::seconds(shard_.config().limits.queue_full_timeout_s)) {
     // A resend after reconnecting must be routed, not taken for a duplicate.
-    session_->release_inbound_qos2(held.packet_id);
+    if (held.qos == QoS::kExactlyOnce) session_->release_inbound_qos2(held.packet_id);
     rare_->held_publish.reset();
     disconnect_with(ReasonCode::kQuotaExceeded, "queue full for too long");
     return false;
@@ -383,17 +386,27 @@ bool ClientProtocol::retry_held_publish(Clock::time_point now) {
   if (!route_publish(held)) return true;  // still full
   rare_->held_publish.reset();
   // Those that waited behind it, in order, until one is held in its turn
-  // (it is then the shard's to retry again).
-  while (rare_->waiting && !rare_->waiting->publishes.empty() && held_publish() == nullptr) {
+  // (it is then the shard's to retry again) or one ends the connection.
+  while (rare_ && rare_->waiting && !rare_->waiting->publishes.empty() &&
+         held_publish() == nullptr && !closing_ && session_ != nullptr) {
     mqtt::Publish next = std::move(rare_->waiting->publishes.front());
     rare_->waiting->publishes.pop_front();
-    rare_->waiting->bytes -= next.topic.size() + next.payload.size();
+    rare_->waiting->bytes -= waiting_cost(next);
     on_publish(std::move(next));
   }
+  if (closing_ || session_ == nullptr) return false;
   if (held_publish() == nullptr) rare_->waiting.reset();
-  link_.release_input();  // if it was held: the waiting bytes are below the bound again
+  if (!rare_->waiting || rare_->waiting->bytes <= shard_.config().limits.max_write_buffer_bytes) {
+    link_.release_input();  // if it was held: the waiting ones are below the bound again
+  }
   trim_rare();
   return false;
+}
+
+std::size_t ClientProtocol::waiting_cost(const mqtt::Publish& publish) {
+  // What it holds in memory, not on the wire: an empty PUBLISH still costs
+  // its Publish (properties and all).
+  return sizeof(mqtt::Publish) + publish.topic.size() + publish.payload.size();
 }
 
 void ClientProtocol::wait_behind_held(mqtt::Publish&& publish) {
@@ -402,7 +415,7 @@ void ClientProtocol::wait_behind_held(mqtt::Publish&& publish) {
   // past it the client is not read from at all.
   auto& waiting = rare().waiting;
   if (!waiting) waiting = std::make_unique<WaitingPublishes>();
-  waiting->bytes += publish.topic.size() + publish.payload.size();
+  waiting->bytes += waiting_cost(publish);
   waiting->publishes.push_back(std::move(publish));
   if (waiting->bytes > shard_.config().limits.max_write_buffer_bytes) link_.hold_input();
 }

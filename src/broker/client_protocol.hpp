@@ -138,6 +138,7 @@ class ClientProtocol {
   // Routes it and acknowledges (once stored); false when it was refused.
   bool route_publish(HeldPublish& publish);
   void wait_behind_held(mqtt::Publish&& publish);
+  static std::size_t waiting_cost(const mqtt::Publish& publish);
   void on_subscribe(mqtt::Subscribe&& subscribe);
   void on_unsubscribe(const mqtt::Unsubscribe& unsubscribe);
   void on_disconnect(const mqtt::Disconnect& disconnect);

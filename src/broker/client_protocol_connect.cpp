@@ -195,7 +195,7 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
     return disconnect_with(ReasonCode::kProtocolError, "AUTH outside enhanced authentication");
   }
   const std::string_view data = auth_data(auth.properties);
-  if (auth.reason == ReasonCode::kReAuthenticate && !rare().scram) {
+  if (auth.reason == ReasonCode::kReAuthenticate && !(rare_ && rare_->scram)) {
     rare().scram = std::make_unique<auth::ScramExchange>(*shard_.broker().auth()->scram_users());
     const auto server_first = rare().scram->start(data);
     if (!server_first) {
@@ -203,7 +203,7 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
     }
     return link_.send(auth_packet(ReasonCode::kContinueAuthentication, *server_first));
   }
-  if (auth.reason != ReasonCode::kContinueAuthentication || !rare().scram) {
+  if (auth.reason != ReasonCode::kContinueAuthentication || !(rare_ && rare_->scram)) {
     return disconnect_with(ReasonCode::kProtocolError, "AUTH out of sequence");
   }
   const auto server_final = rare().scram->finish(data);

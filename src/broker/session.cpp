@@ -177,7 +177,7 @@ void Session::deliver(Delivery&& delivery) {
       ShardStats::add(shard_.stats().dropped_slow_client);
       return drop(delivery);
     }
-    write_publish(delivery, 0, false);
+    if (!write_publish(delivery, 0, false)) drop(delivery);
     return;
   }
   if (queue_.empty() && can_send_now() && !behind_held(delivery)) {
@@ -374,7 +374,7 @@ void Session::pump() {
       continue;
     }
     if (delivery.qos == mqtt::QoS::kAtMostOnce) {
-      write_publish(delivery, 0, false);
+      if (!write_publish(delivery, 0, false)) drop(delivery);
     } else {
       send_inflight(std::move(delivery));
     }

@@ -462,6 +462,7 @@ void Connection::linger() {
   // max_connections while it waits for the client to go.
   if (protocol_) protocol_->on_connection_lost();
   protocol_.reset();
+  worker_.schedule_flush();      // a will, or handed-on messages, may be bound for other workers
   if (tls()) tls()->shutdown();  // close_notify, best effort
   // Half-close: the client reads our last packets, then end of stream.
   boost::system::error_code ignored;
@@ -497,8 +498,11 @@ void Connection::check_deadlines(broker::Clock::time_point now) {
     return;
   }
   if (closing_) {
-    // A peer that does not read its last packets does not hold the socket.
-    if (now - closing_since_ > kClosingGrace) terminate();
+    // A peer that does not read its last packets does not hold the socket
+    // (nor, for long, a broker that stops).
+    if (now - closing_since_ > (worker_.stopping() ? kShutdownLingerTime : kClosingGrace)) {
+      terminate();
+    }
     return;
   }
   if (!protocol_ || !protocol_->connected()) {

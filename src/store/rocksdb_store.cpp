@@ -356,7 +356,15 @@ rocksdb::Options db_options(bool existed, bool recover) {
 // rather than a store in use by another process.
 bool looks_damaged(const rocksdb::Status& status) {
   if (status.IsCorruption() || status.IsNotFound()) return true;
-  return status.IsIOError() && status.ToString().find("While lock file") == std::string::npos;
+  if (!status.IsIOError()) return false;
+  // RocksDB's lock failures: held by another process, by this one, or a LOCK
+  // file that cannot be opened (permissions, a read-only disk).
+  const std::string text = status.ToString();
+  for (const char* lock :
+       {"While lock file", "lock hold by current process", "While open a file for lock"}) {
+    if (text.find(lock) != std::string::npos) return false;
+  }
+  return true;
 }
 
 // The families a store in `directory` has; every one must be ours.
@@ -596,6 +604,8 @@ bool holds_a_store(const std::string& directory) {
 // Whether another process has the store open: RocksDB holds a POSIX lock on
 // its LOCK file while it does. Looked at first, so that a store in use is
 // not mistaken for a damaged one (its log is ahead of what a reader sees).
+// Only for a store this process does not hold open itself: closing any
+// descriptor of LOCK would drop this process's own lock on it.
 bool in_use(const std::string& directory) {
   const std::string path = directory + "/LOCK";
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);

@@ -133,3 +133,28 @@ def test_a_held_3_1_1_publisher_still_frees_room_with_its_own_acknowledgements(m
     assert received == list(range(count))
     assert acked == set(range(1, count + 1))
     raw.close()
+
+
+def test_a_waiting_publish_that_ends_the_connection_ends_the_wait_too(make_broker):
+    # Behind a held message: one that is refused by disconnecting (a topic
+    # with too many levels, on 3.x), and one more. When room comes, the held
+    # one goes, the bad one closes the connection, and nothing after it runs.
+    broker = broker_with(make_broker, "refuse_publish")
+    topic = unique("ends")
+    subscriber = offline_subscriber(broker.port, topic)
+    publisher = rawmqtt.connected(broker.port, unique("ends-publisher"), version=4)
+    for i in range(LIMIT + 1):
+        publisher.send(rawmqtt.publish(topic, str(i).encode(), qos=1, packet_id=i + 1, version=4))
+    for _ in range(LIMIT):
+        publisher.receive_type(rawmqtt.PUBACK)
+    publisher.send(rawmqtt.publish("/".join(["x"] * 100), b"bad", qos=1, packet_id=50,
+                                   version=4))
+    publisher.send(rawmqtt.publish(topic, b"after", qos=2, packet_id=51, version=4))
+    back = Client(broker.port, client_id=subscriber, version=5, clean=False, properties=EXPIRY)
+    assert [int(m.payload) for m in back.receive_n(LIMIT + 1)] == list(range(LIMIT + 1))
+    publisher.closed_by_broker()
+    back.expect_nothing()  # "after" went nowhere
+    # The broker is still there for everyone else.
+    Client(broker.port, version=5).publish(topic, b"still here", qos=1)
+    assert back.receive().payload == b"still here"
+    back.disconnect()
