@@ -181,11 +181,12 @@ class Client {
     settle();
   }
   void publish(const std::string& topic, const std::string& payload, QoS qos, std::uint16_t id = 0,
-               bool dup = false) {
+               bool dup = false, bool retain = false) {
     mqtt::Publish p;
     p.topic = topic;
     p.qos = qos;
     p.dup = dup;
+    p.retain = retain;
     p.packet_id = qos == QoS::kAtMostOnce ? 0 : (id ? id : next_id++);
     p.payload.assign(payload.begin(), payload.end());
     protocol.on_packet(p);
