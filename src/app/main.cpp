@@ -18,6 +18,7 @@
 #include "config/config_loader.hpp"
 #include "config/listen_address.hpp"
 #include "net/server.hpp"
+#include "queue/queue_service.hpp"
 #include "store/committer.hpp"
 #include "store/store.hpp"
 
@@ -247,6 +248,13 @@ int run(const Config& config, bool from_file) {
   std::unique_ptr<sluice::store::Store> store;
   std::unique_ptr<sluice::store::Committer> committer;
   if (!open_storage(config.storage, broker, store, committer)) return 1;
+  // Before the server, so that it outlives the workers that call it.
+  sluice::queue::QueueService queues(broker, store.get());
+  if (const sluice::store::Status recovered = queues.recover(); !recovered.ok) {
+    spdlog::error("event=start_failed error=\"{}\"", recovered.message);
+    return 1;
+  }
+  broker.set_queues(&queues);
   sluice::net::Server server(broker);
   if (const auto error = server.start(config.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);

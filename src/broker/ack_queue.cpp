@@ -43,6 +43,30 @@ void AckQueue::complete(std::uint64_t id, bool durable) {
   flush();
 }
 
+void AckQueue::complete(std::uint64_t id, mqtt::ReasonCode reason,
+                        const std::string& reason_string) {
+  for (Entry& entry : waiting_) {
+    if (entry.id != id) continue;
+    entry.ready = true;
+    if (!mqtt::is_error(reason)) break;
+    if (!v5_) {
+      if (link_ != nullptr) link_->close();
+      link_ = nullptr;
+      break;
+    }
+    std::visit(
+        [&](auto& ack) {
+          if constexpr (requires { ack.reason; }) {
+            ack.reason = reason;
+            if (!reason_string.empty()) ack.properties.reason_string = reason_string;
+          }
+        },
+        entry.packet);
+    break;
+  }
+  flush();
+}
+
 void AckQueue::flush() {
   std::size_t sent = 0;
   while (sent < waiting_.size() && waiting_[sent].ready) {

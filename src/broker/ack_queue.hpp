@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "broker/client_link.hpp"
@@ -24,6 +25,10 @@ class AckQueue {
   // acknowledgement) and a PUBCOMP (which has no such reason) lose the
   // connection instead.
   void complete(std::uint64_t id, bool durable);
+  // The same for a PUBACK/PUBREC whose reason is only known now: 5.0 gets
+  // `reason` (and `reason_string`, if any); 3.x, which cannot be told of a
+  // refusal, loses the connection when `reason` is an error.
+  void complete(std::uint64_t id, mqtt::ReasonCode reason, const std::string& reason_string);
   // The connection is gone: nothing more is sent.
   void detach() { link_ = nullptr; }
   // True while acknowledgements wait here: a new one must queue behind them.

@@ -28,6 +28,7 @@ class Authenticator;
 namespace sluice::broker {
 
 class Shard;
+class QueueGateway;
 
 // How a shard hands deliveries to another shard's thread (net::Worker
 // implements it with its inbox).
@@ -70,6 +71,11 @@ class Broker {
   }
   TargetSink* sink(TargetKind kind) const { return sinks_[static_cast<std::size_t>(kind)]; }
 
+  // The durable queues ($queue/...); nullptr: publishes and subscriptions to
+  // queue addresses are refused as for an unknown queue.
+  void set_queues(QueueGateway* queues) { queues_ = queues; }
+  QueueGateway* queues() const { return queues_; }
+
   void set_mailbox(Mailbox* mailbox) { mailbox_ = mailbox; }
   Mailbox* mailbox() const { return mailbox_; }
 
@@ -102,6 +108,7 @@ class Broker {
   RetainedStore retained_;
   std::vector<std::unique_ptr<Shard>> shards_;
   Mailbox* mailbox_ = nullptr;
+  QueueGateway* queues_ = nullptr;
   std::array<TargetSink*, 3> sinks_{};  // by TargetKind (kSession's stays nullptr)
   store::Journal* journal_ = nullptr;
   const auth::Authenticator* auth_ = nullptr;

@@ -3,6 +3,7 @@
 #include "broker/client_protocol.hpp"
 
 #include "broker/persistence.hpp"
+#include "broker/queue_gateway.hpp"
 #include "broker/shard.hpp"
 #include "mqtt/topic.hpp"
 #include "mqtt/utf8.hpp"
@@ -94,6 +95,12 @@ void ClientProtocol::leave_session(bool publish_will) {
   if (acknowledged_) ShardStats::sub(shard_.stats().clients_connected);
   const Clock::time_point now = Clock::now();
   if (!publish_will) session.take_will();
+  // What its queue consumers hold goes back to their queues before the
+  // session lets go of those deliveries.
+  if (session.has_queue_subscriptions()) {
+    if (QueueGateway* queues = shard_.broker().queues())
+      queues->session_offline(shard_, session.ref());
+  }
   // Offline first, so that a will matching the client's own subscriptions is
   // queued for its session rather than written to the closing connection.
   if (session.expiry_s() == 0) {
@@ -330,6 +337,9 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     // Kept until PUBREL, so that a resend after a restart is not routed twice.
     inbound.add(store::WriteBatch::PutInbound{session_->client_id(), publish.packet_id});
   }
+  if (QueueGateway::addresses(publish.topic)) {
+    return publish_to_queue(std::move(publish), std::move(inbound));
+  }
   HeldPublish routing{make_message(std::move(publish), session_->id(), session_->client_hash()),
                       qos,
                       packet_id,
@@ -349,6 +359,31 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   routing.since = Clock::now();  // read only here: most messages never wait
   rare().held_publish = std::make_unique<HeldPublish>(std::move(routing));
   shard_.hold_publisher(weak_self());
+}
+
+void ClientProtocol::publish_to_queue(mqtt::Publish&& publish, store::WriteBatch&& inbound) {
+  const QoS qos = publish.qos;
+  const std::uint16_t packet_id = publish.packet_id;
+  // Deferred now, so that it keeps its place among this client's acknowledgements.
+  std::optional<std::uint64_t> ack;
+  if (qos != QoS::kAtMostOnce) {
+    ack = deferred_acks().defer(*publish_ack(qos, packet_id, ReasonCode::kSuccess));
+  }
+  QueueGateway::Outcome refused{ReasonCode::kTopicNameInvalid, "no queues on this broker"};
+  if (QueueGateway* queues = shard_.broker().queues()) {
+    refused = queues->publish(
+        shard_, std::move(publish), std::move(inbound),
+        [acks = std::weak_ptr<AckQueue>(acks_), ack](ReasonCode reason, std::string text) {
+          if (!ack) return;
+          if (const auto alive = acks.lock()) alive->complete(*ack, reason, text);
+        });
+  }
+  if (refused.reason == ReasonCode::kSuccess) return;
+  session_->release_inbound_qos2(packet_id);
+  ShardStats::add(shard_.stats().rejected_publishes);
+  // 3.x cannot be told: the connection goes (docs/queues.md).
+  if (!mqtt::is_v5(version_)) return disconnect_with(refused.reason);
+  if (ack) deferred_acks().complete(*ack, refused.reason, refused.reason_string);
 }
 
 bool ClientProtocol::route_publish(HeldPublish& publish) {
@@ -487,6 +522,14 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     mqtt::SubscriptionOptions options = subscription.options;
     options.max_qos = std::min(options.max_qos, static_cast<QoS>(config.mqtt.max_qos));
     if (!v5) options = mqtt::SubscriptionOptions{options.max_qos};
+    if (QueueGateway::addresses(matched_filter)) {
+      const ReasonCode granted =
+          subscribe_to_queue(subscription.filter, matched_filter, shared ? shared->group : "",
+                             subscribe.properties, options);
+      suback.reasons.push_back(v5 || !mqtt::is_error(granted) ? granted
+                                                              : ReasonCode::kUnspecifiedError);
+      continue;
+    }
     const bool is_new = shard_.broker().index().subscribe(
         subscription.filter, {session_->ref(), options, identifier}, session_->tag());
     session_->subscriptions().insert_or_assign(subscription.filter,
@@ -523,6 +566,31 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
   });
 }
 
+ReasonCode ClientProtocol::subscribe_to_queue(const std::string& filter, std::string_view address,
+                                              std::string_view share_group,
+                                              const mqtt::Properties& properties,
+                                              mqtt::SubscriptionOptions options) {
+  QueueGateway* queues = shard_.broker().queues();
+  if (queues == nullptr) return ReasonCode::kTopicFilterInvalid;
+  QueueGateway::ConsumerSpec consumer;
+  consumer.session = session_->ref();
+  consumer.filter = filter;
+  consumer.address = address;
+  consumer.share_group = share_group;
+  consumer.properties = &properties;
+  consumer.max_qos = options.max_qos;
+  consumer.v5 = mqtt::is_v5(version_);
+  consumer.receive_maximum = session_->limits().receive_maximum;
+  const ReasonCode granted = queues->subscribe(shard_, consumer);
+  if (mqtt::is_error(granted)) return granted;
+  // Kept with the session (so UNSUBSCRIBE and a resumed session find it),
+  // but in memory only: the queue layer holds the consumer (docs/queues.md).
+  session_->subscriptions().insert_or_assign(
+      filter, SubscriptionRecord{mqtt::SubscriptionOptions{static_cast<QoS>(granted)}, 0});
+  session_->set_has_queue_subscriptions();
+  return granted;
+}
+
 void ClientProtocol::send_retained(const std::string& filter,
                                    const mqtt::SubscriptionOptions& options,
                                    std::uint32_t identifier) {
@@ -541,6 +609,17 @@ void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
   unsuback.packet_id = unsubscribe.packet_id;
   store::WriteBatch batch;
   for (const std::string& filter : unsubscribe.filters) {
+    const auto shared = mqtt::parse_shared_filter(filter);
+    if (QueueGateway* queues = shard_.broker().queues();
+        queues != nullptr && QueueGateway::addresses(shared ? shared->filter : filter)) {
+      const bool existed = queues->unsubscribe(shard_, session_->ref(), filter);
+      session_->subscriptions().erase(filter);
+      if (mqtt::is_v5(version_)) {
+        unsuback.reasons.push_back(existed ? ReasonCode::kSuccess
+                                           : ReasonCode::kNoSubscriptionExisted);
+      }
+      continue;
+    }
     const bool existed = shard_.broker().index().unsubscribe(filter, session_->ref());
     session_->subscriptions().erase(filter);
     if (existed && session_->stored()) {

@@ -137,6 +137,14 @@ class ClientProtocol {
   };
   // Routes it and acknowledges (once stored); false when it was refused.
   bool route_publish(HeldPublish& publish);
+  // A PUBLISH to $queue/...: appended by the queue layer, acknowledged once durable.
+  void publish_to_queue(mqtt::Publish&& publish, store::WriteBatch&& inbound);
+  // A SUBSCRIBE filter naming a queue: the session becomes one of its
+  // consumers. Returns the SUBACK reason.
+  mqtt::ReasonCode subscribe_to_queue(const std::string& filter, std::string_view address,
+                                      std::string_view share_group,
+                                      const mqtt::Properties& properties,
+                                      mqtt::SubscriptionOptions options);
   void wait_behind_held(mqtt::Publish&& publish);
   static std::size_t waiting_cost(const mqtt::Publish& publish);
   void on_subscribe(mqtt::Subscribe&& subscribe);

@@ -9,6 +9,7 @@
 #include "auth/authenticator.hpp"
 #include "broker/client_protocol.hpp"
 #include "broker/persistence.hpp"
+#include "broker/queue_gateway.hpp"
 #include "broker/shard.hpp"
 #include "mqtt/topic.hpp"
 
@@ -380,6 +381,10 @@ void ClientProtocol::acknowledge(const PendingConnect& pending, bool session_pre
   acknowledged_ = true;
   ShardStats::add(shard_.stats().clients_connected);
   session_->attach(link_, version_, limits);
+  if (session_present && session_->has_queue_subscriptions()) {
+    if (QueueGateway* queues = shard_.broker().queues())
+      queues->session_online(shard_, session_->ref());
+  }
   trim_rare();
   link_.release_input();
 }

@@ -65,7 +65,28 @@ void Session::detach(Clock::time_point now) {
   link_ = nullptr;
   offline_since_ = now;
   tag_->online.store(false, std::memory_order_relaxed);
+  let_go_of_kept_deliveries();
   hand_on_shared(false);
+}
+
+void Session::let_go_of_kept_deliveries() {
+  const auto kept = [](const Delivery& delivery) { return delivery.listener != nullptr; };
+  std::vector<Delivery> gone;
+  inflight_.erase_if([&](std::uint16_t, Inflight& entry) {
+    // QoS 2 past its PUBREC is settled already: only its packet id remains.
+    if (!kept(entry.delivery) || entry.stage == Stage::kAwaitingPubcomp) return false;
+    if (entry.held) --held_publishes_;
+    gone.push_back(std::move(entry.delivery));
+    return true;
+  });
+  queue_.erase_if([&](Delivery& delivery) {
+    if (!kept(delivery)) return false;
+    give_back(delivery);
+    gone.push_back(std::move(delivery));
+    return true;
+  });
+  for (const Delivery& delivery : gone)
+    settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
 }
 
 void Session::hand_on_shared(bool session_ends) {
@@ -166,6 +187,12 @@ void Session::deliver(Delivery&& delivery) {
     return drop(delivery);
   }
   if (!online()) {
+    // A queue's delivery is not kept for a client that left: the queue
+    // offers it again to someone who is there.
+    if (delivery.listener != nullptr) {
+      give_back(delivery);
+      return drop(delivery);
+    }
     if (delivery.qos == mqtt::QoS::kAtMostOnce && !shard_.config().sessions.queue_qos0_offline) {
       ShardStats::add(shard_.stats().dropped_offline_qos0);
       return drop(delivery);

@@ -75,7 +75,10 @@ class Session {
   // owner's ACL) is checked for every delivery when it is written.
   void attach(ClientLink& link, mqtt::ProtocolVersion version, const ClientLimits& limits);
   // The connection went away. Unacknowledged shared-subscription messages go
-  // to another online member of their group, if there is one.
+  // to another online member of their group, if there is one. Deliveries
+  // whose target keeps them (a queue's, with a listener) end here, each told
+  // so: the queue offers them again as new messages, never as a resend in
+  // this session.
   void detach(Clock::time_point now);
 
   // ---- owner ----
@@ -136,6 +139,12 @@ class Session {
 
   // ---- subscriptions ----
   std::map<std::string, SubscriptionRecord>& subscriptions() { return subscriptions_; }
+  // Whether it ever subscribed to a queue (QueueGateway): then its comings
+  // and goings are the queue layer's business too.
+  bool has_queue_subscriptions() const { return has_queue_subscriptions_; }
+  void set_has_queue_subscriptions() { has_queue_subscriptions_ = true; }
+  // What the client announced in its CONNECT (while online).
+  const ClientLimits& limits() const { return limits_; }
 
   // ---- outbound ----
   void deliver(Delivery&& delivery);
@@ -209,6 +218,8 @@ class Session {
   // reserved there, if any, is free again.
   void give_back(Delivery& delivery) const;
   void resend_inflight();
+  // Ends the deliveries whose target keeps them (see detach).
+  void let_go_of_kept_deliveries();
   // A delivery leaves this session unfinished (dropped, expired, too
   // large): its stored record goes, and with the last one its message.
   void forget(const Delivery& delivery);
@@ -248,6 +259,7 @@ class Session {
   std::uint64_t next_sequence_ = 0;
   std::uint32_t held_publishes_ = 0;  // QoS 2 PUBLISHes waiting for their stage write
   std::uint32_t dropped_ = 0;
+  bool has_queue_subscriptions_ = false;
   DeliveryQueue queue_;
 
   OnDemand<std::unordered_set<std::uint16_t>> inbound_qos2_;

@@ -6,6 +6,7 @@
 
 #include "broker/client_protocol.hpp"
 #include "broker/persistence.hpp"
+#include "broker/queue_gateway.hpp"
 #include "mqtt/topic.hpp"
 #include "store/journal.hpp"
 
@@ -53,6 +54,9 @@ Session* Shard::add_session(const std::string& client_id) {
 }
 
 void Shard::end_session(Session& session) {
+  if (session.has_queue_subscriptions()) {
+    if (QueueGateway* queues = broker_.queues()) queues->session_ended(*this, session.ref());
+  }
   for (const auto& [filter, record] : session.subscriptions()) {
     broker_.index().unsubscribe(filter, session.ref());
   }
@@ -265,8 +269,13 @@ void Shard::write_then(store::WriteBatch&& batch, std::function<void(bool durabl
   });
 }
 
+void Shard::poll_queues(Clock::time_point now) {
+  if (QueueGateway* queues = broker_.queues()) queues->poll(*this, now);
+}
+
 void Shard::tick(Clock::time_point now) {
   retry_held_publishers();
+  poll_queues(now);
   std::vector<Session*> ended;
   for (Session* session : offline_) {
     if (session->will_due() && *session->will_due() <= now) publish_will(*session);
@@ -338,7 +347,7 @@ void Shard::publish_sys_topics(Clock::time_point now) {
       {"$SYS/broker/rejected/subscriptions", std::to_string(rejected_subscriptions)},
       {"$SYS/broker/rejected/queue_full", std::to_string(refused_queue_full)},
   };
-  std::vector<std::pair<const char*, std::string>> all(std::begin(topics), std::end(topics));
+  std::vector<std::pair<std::string, std::string>> all(std::begin(topics), std::end(topics));
   if (const store::Journal* journal = broker_.journal()) {
     // A failed store write or fsync is not silent: it shows here (and in the log).
     const store::JournalHealth health = journal->health();
@@ -346,6 +355,7 @@ void Shard::publish_sys_topics(Clock::time_point now) {
     all.emplace_back("$SYS/broker/store/failures", std::to_string(health.failures));
     all.emplace_back("$SYS/broker/store/lost_writes", std::to_string(broker_.store_lost_writes()));
   }
+  if (const QueueGateway* queues = broker_.queues()) queues->sys_topics(all);
   for (const auto& [topic, value] : all) {
     mqtt::Publish packet;
     packet.topic = topic;

@@ -106,6 +106,11 @@ class Shard {
   std::optional<TargetRef> reroute_shared(Delivery& delivery, TargetRef exclude, bool online_only,
                                           store::WriteBatch& batch);
   void deliver(TargetRef to, Delivery&& delivery);
+  // The same through the outbox, even for a session of this shard: for a
+  // caller that may be inside that session's own call.
+  void deliver_later(TargetRef to, Delivery&& delivery) {
+    outbox_[to.shard].push_back({to, std::move(delivery)});
+  }
   // Hands the deliveries gathered for other shards to their inboxes. The net
   // layer calls this once per loop turn.
   void flush_outbox();
@@ -128,6 +133,8 @@ class Shard {
 
   // Once a second or so: due wills, expired sessions, $SYS.
   void tick(Clock::time_point now);
+  // The queues' timers (leases, redeliveries): each loop turn and tick.
+  void poll_queues(Clock::time_point now);
 
  private:
   void publish_sys_topics(Clock::time_point now);

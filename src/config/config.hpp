@@ -134,6 +134,37 @@ struct AuthConfig {
   bool operator==(const AuthConfig&) const = default;
 };
 
+// Durable queues ($queue/<name>, docs/queues.md). What a queue does with
+// its messages: `queue_defaults` holds them for every queue, and a queue's own
+// entry overrides what it names.
+struct QueueOptions {
+  std::uint32_t partitions = 1;       // a message goes to hash(key) % partitions; order is per partition
+  std::uint32_t lease_timeout_ms = 30'000;  // a delivery not settled by then is offered again
+  // The wait before each redelivery after a failed attempt (nack, lease
+  // expired, consumer gone); the last step repeats.
+  std::vector<std::uint32_t> redelivery_backoff_ms = {1'000, 5'000, 30'000, 120'000};
+  std::uint32_t max_deliveries = 5;  // failed attempts before the message is dead-lettered
+  // Where dead letters go: empty is "<name>.dlq"; "none" discards them (counted).
+  std::string dead_letter;
+  std::uint32_t prefetch = 100;     // leased, unsettled messages per consumer (v5 may ask fewer)
+  bool allow_at_most_once = false;  // QoS 0 consumers: settled as soon as written to them
+  // The key of a message without a `key` user property (3.x publishers):
+  // this level of its subtopic (1 is the first); 0: the whole subtopic.
+  std::uint32_t key_level = 0;
+
+  bool operator==(const QueueOptions&) const = default;
+};
+
+enum class QueueKind { kQueue, kStream };
+
+struct QueueConfig {
+  std::string name;  // [A-Za-z0-9_.-]{1,200}
+  QueueKind kind = QueueKind::kQueue;
+  QueueOptions options;
+
+  bool operator==(const QueueConfig&) const = default;
+};
+
 struct Config {
   std::vector<ListenerConfig> listeners = {ListenerConfig{}};
   std::uint32_t workers = 0;          // worker threads; 0: one per core
@@ -145,6 +176,11 @@ struct Config {
   StorageConfig storage;
   AuthConfig auth;
   RateLimitConfig rate_limits;
+  std::vector<QueueConfig> queues;
+  QueueOptions queue_defaults;
+  // Whether the first publish or subscribe to an unknown queue name creates
+  // it with queue_defaults; otherwise it is refused (0x90 / SUBACK 0x8F).
+  bool queues_auto_create = false;
 
   bool operator==(const Config&) const = default;
 };

@@ -9,6 +9,7 @@
 #include <charconv>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -53,6 +54,33 @@ class Section {
       fail(value, key, "a number from " + format_number(min) + " to " + format_number(max));
     }
     out = parsed;
+  }
+
+  // A duration such as "500ms", "30s", "2m", "1h" or "1d", in milliseconds.
+  void duration_ms(const char* key, std::uint32_t& out, std::uint64_t min, std::uint64_t max) {
+    const YAML::Node value = take(key);
+    if (!value) return;
+    const auto parsed = value.IsScalar() ? parse_duration_ms(value.Scalar()) : std::nullopt;
+    if (!parsed || *parsed < min || *parsed > max) {
+      fail(value, key, "a duration such as 500ms, 30s, 2m, 1h or 1d, from " + show_ms(min) +
+                           " to " + show_ms(max));
+    }
+    out = static_cast<std::uint32_t>(*parsed);
+  }
+
+  void durations_ms(const char* key, std::vector<std::uint32_t>& out, std::uint64_t min,
+                    std::uint64_t max) {
+    const YAML::Node value = take(key);
+    if (!value) return;
+    const std::string allowed = "a non-empty list of durations such as 500ms, 30s or 2m, each from " +
+                                show_ms(min) + " to " + show_ms(max);
+    if (!value.IsSequence() || value.size() == 0) fail(value, key, allowed);
+    out.clear();
+    for (const auto& item : value) {
+      const auto parsed = item.IsScalar() ? parse_duration_ms(item.Scalar()) : std::nullopt;
+      if (!parsed || *parsed < min || *parsed > max) fail(item, key, allowed);
+      out.push_back(static_cast<std::uint32_t>(*parsed));
+    }
   }
 
   void boolean(const char* key, bool& out) {
@@ -123,6 +151,29 @@ class Section {
   [[noreturn]] void fail(const YAML::Node& at, const std::string& allowed) const {
     throw Failure{where(at) + "'" + (path_.empty() ? "(top level)" : path_) + "': expected " +
                   allowed};
+  }
+
+  static std::optional<std::uint64_t> parse_duration_ms(const std::string& text) {
+    std::uint64_t number = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+    if (ec != std::errc() || end == text.data()) return std::nullopt;
+    const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
+    std::uint64_t scale = 0;
+    if (unit == "ms") scale = 1;
+    if (unit == "s") scale = 1'000;
+    if (unit == "m") scale = 60'000;
+    if (unit == "h") scale = 3'600'000;
+    if (unit == "d") scale = 86'400'000;
+    if (scale == 0 || number > std::numeric_limits<std::uint32_t>::max() / scale) return std::nullopt;
+    return number * scale;
+  }
+
+  static std::string show_ms(std::uint64_t ms) {
+    if (ms != 0 && ms % 86'400'000 == 0) return std::to_string(ms / 86'400'000) + "d";
+    if (ms != 0 && ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+    if (ms != 0 && ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+    if (ms != 0 && ms % 1'000 == 0) return std::to_string(ms / 1'000) + "s";
+    return std::to_string(ms) + "ms";
   }
 
   static std::string format_number(double value) {
@@ -304,6 +355,67 @@ void read_auth(const YAML::Node& node, AuthConfig& c, std::string_view source) {
   s.finish();
 }
 
+void read_queue_options(Section& s, QueueOptions& o) {
+  constexpr std::int64_t kU32 = std::numeric_limits<std::uint32_t>::max();
+  s.integer("partitions", o.partitions, 1, 1024);
+  s.duration_ms("lease_timeout", o.lease_timeout_ms, 100, 86'400'000);
+  s.durations_ms("redelivery_backoff", o.redelivery_backoff_ms, 0, 86'400'000);
+  s.integer("max_deliveries", o.max_deliveries, 1, kU32);
+  s.string("dead_letter", o.dead_letter);
+  s.integer("prefetch", o.prefetch, 1, 65535);
+  s.boolean("allow_at_most_once", o.allow_at_most_once);
+  s.integer("key_level", o.key_level, 0, 65535);
+}
+
+bool valid_queue_name(std::string_view name) {
+  if (name.empty() || name.size() > 200) return false;
+  for (const char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::vector<QueueConfig> read_queues(const YAML::Node& node, const QueueOptions& defaults,
+                                     std::string_view source) {
+  const auto at = [&](const YAML::Node& where) {
+    return std::string(source) + ":" + std::to_string(where.Mark().line + 1) + ": ";
+  };
+  if (!node.IsSequence()) {
+    throw Failure{at(node) + "key 'queues': expected a list of {name, ...}"};
+  }
+  std::vector<QueueConfig> queues;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    QueueConfig queue;
+    queue.options = defaults;
+    const std::string path = "queues[" + std::to_string(i) + "]";
+    Section s(node[i], path, source);
+    s.string("name", queue.name);
+    std::string kind = "queue";
+    s.choice("kind", kind, {"queue"});
+    read_queue_options(s, queue.options);
+    s.finish();
+    if (!valid_queue_name(queue.name)) {
+      throw Failure{at(node[i]) + "key '" + path + ".name': expected 1 to 200 of A-Z a-z 0-9 _ . -, got '" +
+                    queue.name + "'"};
+    }
+    if (!names.insert(queue.name).second) {
+      throw Failure{at(node[i]) + "key '" + path + ".name': queue '" + queue.name +
+                    "' is declared twice"};
+    }
+    const std::string& dlq = queue.options.dead_letter;
+    if (!dlq.empty() && dlq != "none" && !valid_queue_name(dlq)) {
+      throw Failure{at(node[i]) + "key '" + path +
+                    ".dead_letter': expected none or a queue name (A-Z a-z 0-9 _ . -), got '" +
+                    dlq + "'"};
+    }
+    queues.push_back(std::move(queue));
+  }
+  return queues;
+}
+
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);
@@ -318,6 +430,14 @@ Config read_config(const YAML::Node& root, std::string_view source) {
   read_storage(top.child("storage"), config.storage, source);
   read_auth(top.child("auth"), config.auth, source);
   read_rate_limits(top.child("rate_limits"), "rate_limits", config.rate_limits, source);
+  {
+    Section defaults(top.child("queue_defaults"), "queue_defaults", source);
+    read_queue_options(defaults, config.queue_defaults);
+    defaults.finish();
+  }
+  if (YAML::Node queues = top.child("queues"))
+    config.queues = read_queues(queues, config.queue_defaults, source);
+  top.boolean("queues_auto_create", config.queues_auto_create);
   top.finish();
   return config;
 }

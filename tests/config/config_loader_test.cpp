@@ -83,6 +83,47 @@ TEST(ConfigLoader, ErrorsNameFileLineKeyAndWhatIsAllowed) {
             "test.yaml:1: 'limits': expected a mapping of keys to values");
 }
 
+TEST(ConfigLoader, QueuesTakeTheDefaultsAndOverrideWhatTheyName) {
+  const Config config = parse_ok(R"(
+queues_auto_create: true
+queue_defaults:
+  max_deliveries: 3
+  redelivery_backoff: [250ms, 2s, 1m]
+queues:
+  - name: orders
+    partitions: 4
+    lease_timeout: 1h
+  - {name: audit.log-2, dead_letter: none}
+)");
+  EXPECT_TRUE(config.queues_auto_create);
+  ASSERT_EQ(config.queues.size(), 2u);
+  const QueueConfig& orders = config.queues[0];
+  EXPECT_EQ(orders.name, "orders");
+  EXPECT_EQ(orders.options.partitions, 4u);
+  EXPECT_EQ(orders.options.lease_timeout_ms, 3'600'000u);
+  EXPECT_EQ(orders.options.max_deliveries, 3u);  // from queue_defaults
+  EXPECT_EQ(orders.options.redelivery_backoff_ms, (std::vector<std::uint32_t>{250, 2'000, 60'000}));
+  EXPECT_EQ(config.queues[1].options.dead_letter, "none");
+  EXPECT_EQ(config.queues[1].options.partitions, 1u);
+}
+
+TEST(ConfigLoader, BadQueuesNameTheKeyAndLine) {
+  EXPECT_EQ(parse_error("queues:\n  - name: a/b\n"),
+            "test.yaml:2: key 'queues[0].name': expected 1 to 200 of A-Z a-z 0-9 _ . -, got 'a/b'");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n  - name: a\n"),
+            "test.yaml:3: key 'queues[1].name': queue 'a' is declared twice");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n    lease_timeout: 30\n"),
+            "test.yaml:3: key 'queues[0].lease_timeout': expected a duration such as 500ms, 30s, "
+            "2m, 1h or 1d, from 100ms to 1d, got '30'");
+  EXPECT_EQ(parse_error("queue_defaults:\n  redelivery_backoff: []\n"),
+            "test.yaml:2: key 'queue_defaults.redelivery_backoff': expected a non-empty list of "
+            "durations such as 500ms, 30s or 2m, each from 0ms to 1d, got a list");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n    kind: stream\n"),
+            "test.yaml:3: key 'queues[0].kind': expected one of: queue, got 'stream'");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n    retention: 1\n"),
+            "test.yaml:3: unknown key 'queues[0].retention'");
+}
+
 TEST(ListenAddress, ParsesHostAndPort) {
   const auto v4 = parse_listen_address("127.0.0.1:1883");
   ASSERT_TRUE(v4);

@@ -1,0 +1,192 @@
+// Reading the queues back at start, and what the queues tell about themselves.
+#include "queue/queue_service.hpp"
+
+#include <algorithm>
+
+#include "queue/address.hpp"
+
+namespace sluice::queue {
+
+std::string queue_record(const config::QueueConfig& config) {
+  std::string value = encode_u32(config.options.partitions);
+  value.push_back(config.options.dead_letter == "none" ? 1 : 0);
+  return value;
+}
+
+std::optional<std::string> QueueService::read_key(const std::string& key) {
+  std::optional<std::string> value;
+  std::string end = key;
+  end.push_back('\0');  // the range [key, end) holds `key` alone
+  store_->scan(store::Space::kQueues, key, end, [&](std::string_view, std::string_view found) {
+    value = std::string(found);
+    return false;
+  });
+  return value;
+}
+
+store::Status QueueService::recover() {
+  std::lock_guard lock(mutex_);
+  const config::Config& config = broker_.config();
+  struct Stored {
+    std::uint32_t partitions = 0;
+    bool no_dead_letters = false;
+  };
+  std::map<std::string, Stored> stored;
+  if (store_ != nullptr) {
+    const std::string prefix = keys::queues_prefix();
+    const store::Status status = store_->scan(
+        store::Space::kQueues, prefix, keys::prefix_end(prefix),
+        [&](std::string_view key, std::string_view value) {
+          Stored& queue = stored[std::string(keys::last_name(key, prefix.size()))];
+          queue.partitions = decode_u32(value.substr(0, 4));
+          queue.no_dead_letters = value.size() > 4 && value[4] == 1;
+          return true;
+        });
+    if (!status.ok) return status;
+  }
+  for (std::size_t i = 0; i < config.queues.size(); ++i) {
+    const config::QueueConfig& queue = config.queues[i];
+    const auto found = stored.find(queue.name);
+    const std::uint32_t had = found == stored.end() ? 0 : found->second.partitions;
+    if (had > queue.options.partitions) {
+      return store::Status::error(
+          "queues[" + std::to_string(i) + "].partitions: queue '" + queue.name + "' has " +
+          std::to_string(had) + " partitions in the store and cannot have fewer (the messages " +
+          "of the others would be stranded); set it to " + std::to_string(had) + " or more");
+    }
+    declare(queue, had);
+  }
+  // Queues in the store that the configuration does not name (made by
+  // auto-creation, or since removed from it) keep their messages.
+  for (const auto& [name, queue] : stored) {
+    if (find_queue(name) != nullptr) continue;
+    config::QueueConfig kept{name, config::QueueKind::kQueue, config.queue_defaults};
+    if (queue.no_dead_letters) kept.options.dead_letter = "none";
+    declare(kept, queue.partitions);
+  }
+  link_dead_letters();
+  store::WriteBatch declared;
+  for (auto& [name, queue] : queues_) {
+    if (const store::Status status = load(*queue); !status.ok) return status;
+    const auto found = stored.find(name);
+    if (found == stored.end() || found->second.partitions != queue->config.options.partitions) {
+      declared.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(name),
+                                          queue_record(queue->config)});
+    }
+  }
+  if (store_ != nullptr && !declared.empty()) return store_->write(declared, true);
+  return {};
+}
+
+store::Status QueueService::load(Queue& queue) {
+  if (store_ == nullptr) return {};
+  const std::string& name = queue.config.name;
+  for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
+    Partition& log = queue.partitions[p];
+    const auto next = read_key(keys::next_offset(name, p));
+    log.next = next ? decode_u64(*next) : 0;
+    log.start = log.next;
+    const store::Status status =
+        store_->scan(store::Space::kQueues, keys::entry(name, p, 0), keys::entries_end(name, p),
+                     [&](std::string_view key, std::string_view) {
+                       log.start = keys::offset_of(key);
+                       return false;
+                     });
+    if (!status.ok) return status;
+    log.visible = log.window_start = log.next;
+  }
+  const std::string prefix = keys::groups_prefix(name);
+  std::vector<std::string> groups;
+  store::Status status = store_->scan(store::Space::kQueues, prefix, keys::prefix_end(prefix),
+                                      [&](std::string_view key, std::string_view) {
+                                        groups.emplace_back(keys::last_name(key, prefix.size()));
+                                        return true;
+                                      });
+  if (!status.ok) return status;
+  for (const std::string& group_name : groups) {
+    auto group = std::make_unique<Group>();
+    group->name = group_name;
+    group->partitions.resize(queue.partitions.size());
+    for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
+      GroupPartition& state = group->partitions[p];
+      const auto floor = read_key(keys::floor(name, group_name, p));
+      state.floor = std::max(floor ? decode_u64(*floor) : 0, queue.partitions[p].start);
+      const std::string settled = keys::settled_prefix(name, group_name, p);
+      status = store_->scan(store::Space::kQueues, settled, keys::prefix_end(settled),
+                            [&](std::string_view key, std::string_view) {
+                              const std::uint64_t offset = keys::offset_of(key);
+                              if (offset >= state.floor) state.settled.insert(offset);
+                              return true;
+                            });
+      if (!status.ok) return status;
+      while (!state.settled.empty() && *state.settled.begin() == state.floor) {
+        state.settled.erase(state.settled.begin());
+        ++state.floor;
+      }
+      state.cursor = state.floor;
+      const std::string failures = keys::failures_prefix(name, group_name, p);
+      status = store_->scan(store::Space::kQueues, failures, keys::prefix_end(failures),
+                            [&](std::string_view key, std::string_view value) {
+                              const std::uint64_t offset = keys::offset_of(key);
+                              if (offset >= state.floor)
+                                state.failures_before[offset] = decode_u32(value);
+                              return true;
+                            });
+      if (!status.ok) return status;
+    }
+    queue.groups.emplace(group_name, std::move(group));
+  }
+  return {};
+}
+
+std::vector<QueueStats> QueueService::stats() const {
+  std::lock_guard lock(mutex_);
+  std::vector<QueueStats> all;
+  for (const auto& [name, queue] : queues_) {
+    QueueStats stats;
+    stats.name = name;
+    stats.partitions = static_cast<std::uint32_t>(queue->partitions.size());
+    for (const Partition& log : queue->partitions)
+      stats.depth += log.next - log.start;
+    stats.counters = queue->counters;
+    for (const auto& [group_name, group] : queue->groups) {
+      QueueStats::GroupStats g;
+      g.name = group_name;
+      for (std::size_t p = 0; p < group->partitions.size(); ++p) {
+        const GroupPartition& state = group->partitions[p];
+        const std::uint64_t end = queue->partitions[p].next;
+        g.pending += end - std::min(end, state.floor) - state.settled.size();
+        g.waiting += state.due.size() + state.parked.size();
+        g.leased += state.leases.size();
+      }
+      g.consumers = static_cast<std::uint32_t>(
+          std::count_if(group->consumers.begin(), group->consumers.end(),
+                        [](const auto& consumer) { return consumer->online; }));
+      stats.groups.push_back(std::move(g));
+    }
+    all.push_back(std::move(stats));
+  }
+  return all;
+}
+
+void QueueService::sys_topics(std::vector<std::pair<std::string, std::string>>& out) const {
+  for (const QueueStats& queue : stats()) {
+    const std::string base = "$SYS/broker/queues/" + queue.name + "/";
+    out.emplace_back(base + "depth", std::to_string(queue.depth));
+    out.emplace_back(base + "enqueued", std::to_string(queue.counters.enqueued));
+    out.emplace_back(base + "delivered", std::to_string(queue.counters.delivered));
+    out.emplace_back(base + "acknowledged", std::to_string(queue.counters.acknowledged));
+    out.emplace_back(base + "failed", std::to_string(queue.counters.failed));
+    out.emplace_back(base + "dead_lettered", std::to_string(queue.counters.dead_lettered));
+    out.emplace_back(base + "discarded", std::to_string(queue.counters.discarded));
+    for (const QueueStats::GroupStats& group : queue.groups) {
+      const std::string at = base + "groups/" + group.name + "/";
+      out.emplace_back(at + "pending", std::to_string(group.pending));
+      out.emplace_back(at + "leased", std::to_string(group.leased));
+      out.emplace_back(at + "waiting", std::to_string(group.waiting));
+      out.emplace_back(at + "consumers", std::to_string(group.consumers));
+    }
+  }
+}
+
+}  // namespace sluice::queue

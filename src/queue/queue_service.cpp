@@ -1,0 +1,865 @@
+// The queue layer's life of a message: append, lease, settle, fail, dead-letter.
+#include "queue/queue_service.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <limits>
+
+#include "broker/shard.hpp"
+#include "mqtt/byte_reader.hpp"
+#include "mqtt/packet_encoder.hpp"
+#include "mqtt/property.hpp"
+#include "mqtt/topic.hpp"
+#include "queue/address.hpp"
+
+namespace sluice::queue {
+namespace {
+
+using mqtt::ReasonCode;
+
+// Appended entries kept in memory per partition once durable, for
+// consumers that keep up; older ones are read back from the store.
+constexpr std::size_t kWindow = 4096;
+// Entries read from the store at once by a group behind the window.
+constexpr std::size_t kReadAhead = 256;
+constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+const std::string* user_property(const mqtt::Properties& properties, std::string_view name) {
+  for (const mqtt::UserProperty& property : properties.user_properties)
+    if (property.name == name) return &property.value;
+  return nullptr;
+}
+
+// FNV-1a: the same key lands on the same partition in every run.
+std::uint64_t stable_hash(std::string_view text) {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (const char c : text) {
+    hash ^= static_cast<std::uint8_t>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+// The key of a message without a `key` user property: the subtopic, or one
+// of its levels (key_level).
+std::string key_from_subtopic(const std::optional<std::string>& subtopic, std::uint32_t level) {
+  if (!subtopic) return {};
+  if (level == 0) return *subtopic;
+  std::string_view rest = *subtopic;
+  for (std::uint32_t i = 1;; ++i) {
+    const auto slash = rest.find('/');
+    if (i == level) return std::string(rest.substr(0, slash));
+    if (slash == std::string_view::npos) return {};
+    rest.remove_prefix(slash + 1);
+  }
+}
+
+std::string message_id(std::uint32_t partition, std::uint64_t offset) {
+  return std::to_string(partition) + ":" + std::to_string(offset);
+}
+
+mqtt::Properties read_block(const std::vector<std::uint8_t>& block) {
+  mqtt::Properties properties;
+  if (block.empty()) return properties;
+  mqtt::ByteReader reader(block);
+  mqtt::read_properties(reader, mqtt::PropertyContext::kPublish, properties);
+  return properties;
+}
+
+std::vector<std::uint8_t> write_block(const mqtt::Properties& properties) {
+  std::vector<std::uint8_t> block;
+  if (mqtt::has_any(properties)) mqtt::encode_property_block(properties, block);
+  return block;
+}
+
+}  // namespace
+
+struct QueueService::Work {
+  broker::Shard* shard = nullptr;  // where deliveries go out and write callbacks run
+  Clock::time_point now;
+  std::int64_t now_ms = 0;  // wall clock, for timestamps and message expiry
+  store::WriteBatch batch;  // changes nobody waits for (settlements), written at the end
+  std::vector<broker::RemoteDelivery> deliveries;
+  std::vector<std::function<void()>> after;  // write callbacks when nothing is stored
+};
+
+QueueService::QueueService(broker::Broker& broker, store::Store* store)
+    : broker_(broker), store_(store), next_due_(Clock::time_point::max().time_since_epoch().count()) {}
+
+QueueService::~QueueService() = default;
+
+template <class Change>
+void QueueService::run(broker::Shard* shard, Change&& change) {
+  Work work;
+  work.shard = shard;
+  work.now = Clock::now();
+  work.now_ms = wall_ms();
+  {
+    std::lock_guard lock(mutex_);
+    change(work);
+    if (!work.batch.empty()) submit(work, std::move(work.batch), nullptr);
+  }
+  finish(work);
+}
+
+void QueueService::finish(Work& work) {
+  // Through the outbox even for this shard: the caller may be a session in
+  // the middle of its own PUBACK, which must not be re-entered.
+  if (work.shard != nullptr) {
+    for (broker::RemoteDelivery& delivery : work.deliveries)
+      work.shard->deliver_later(delivery.to, std::move(delivery.delivery));
+  }
+  for (auto& callback : work.after)
+    callback();
+}
+
+void QueueService::submit(Work& work, store::WriteBatch&& batch, std::function<void(bool)> then) {
+  if (broker_.journal() != nullptr && work.shard != nullptr) {
+    work.shard->write_then(std::move(batch), std::move(then));
+    return;
+  }
+  if (then) work.after.push_back([then = std::move(then)] { then(true); });
+}
+
+void QueueService::note_due(Clock::time_point when) {
+  const Clock::rep at = when.time_since_epoch().count();
+  if (at < next_due_.load(std::memory_order_relaxed)) next_due_.store(at, std::memory_order_relaxed);
+}
+
+// ---- queues and groups ------------------------------------------------------
+
+Queue* QueueService::find_queue(std::string_view name) {
+  const auto it = queues_.find(name);
+  return it == queues_.end() ? nullptr : it->second.get();
+}
+
+Queue* QueueService::find_or_create(Work& work, std::string_view name) {
+  if (Queue* queue = find_queue(name)) return queue;
+  const config::Config& config = broker_.config();
+  if (!config.queues_auto_create) return nullptr;
+  config::QueueConfig declared{std::string(name), config::QueueKind::kQueue,
+                               config.queue_defaults};
+  if (declared.options.dead_letter.empty() && name.size() + 4 > 200) return nullptr;
+  const std::size_t before = queues_.size();
+  Queue& queue = declare(declared, 0);
+  link_dead_letters();
+  // The new queues (it, and perhaps its dead-letter queue) are remembered.
+  if (queues_.size() > before) {
+    for (const auto& [queue_name, made] : queues_) {
+      if (&*made == &queue || made.get() == queue.dead_letter)
+        work.batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(queue_name),
+                                              queue_record(made->config)});
+    }
+  }
+  return &queue;
+}
+
+Queue& QueueService::declare(const config::QueueConfig& config, std::uint32_t stored_partitions) {
+  auto queue = std::make_unique<Queue>();
+  queue->config = config;
+  queue->config.options.partitions = std::max(config.options.partitions, stored_partitions);
+  queue->partitions.resize(queue->config.options.partitions);
+  Queue& made = *queue;
+  queues_.emplace(config.name, std::move(queue));
+  return made;
+}
+
+void QueueService::link_dead_letters() {
+  std::vector<std::string> missing;
+  for (auto& [name, queue] : queues_) {
+    const std::string& target = queue->config.options.dead_letter;
+    if (target == "none") continue;
+    const std::string dead_letter_name = target.empty() ? name + ".dlq" : target;
+    if (dead_letter_name == name) continue;  // a queue is not its own dead-letter queue
+    if (find_queue(dead_letter_name) == nullptr) missing.push_back(dead_letter_name);
+  }
+  for (const std::string& name : missing) {
+    if (find_queue(name) != nullptr) continue;
+    // An undeclared dead-letter queue: the defaults, with no dead letters of its own.
+    config::QueueConfig declared{name, config::QueueKind::kQueue, broker_.config().queue_defaults};
+    declared.options.dead_letter = "none";
+    declared.options.partitions = 1;
+    declare(declared, 0);
+  }
+  for (auto& [name, queue] : queues_) {
+    const std::string& target = queue->config.options.dead_letter;
+    const std::string dead_letter_name = target.empty() ? name + ".dlq" : target;
+    queue->dead_letter =
+        target == "none" || dead_letter_name == name ? nullptr : find_queue(dead_letter_name);
+  }
+}
+
+Group& QueueService::group(Work& work, Queue& queue, std::string_view name) {
+  if (const auto it = queue.groups.find(name); it != queue.groups.end()) return *it->second;
+  // A new group reads what the queue still holds, from the start.
+  auto group = std::make_unique<Group>();
+  group->name = std::string(name);
+  group->partitions.resize(queue.partitions.size());
+  for (std::size_t p = 0; p < queue.partitions.size(); ++p) {
+    group->partitions[p].floor = queue.partitions[p].start;
+    group->partitions[p].cursor = queue.partitions[p].start;
+  }
+  work.batch.add(store::WriteBatch::Put{store::Space::kQueues,
+                                        keys::group(queue.config.name, name), std::string()});
+  Group& made = *group;
+  queue.groups.emplace(std::string(name), std::move(group));
+  return made;
+}
+
+// ---- appending ----------------------------------------------------------------
+
+std::uint32_t QueueService::partition_for(Queue& queue, const LogEntry& entry) {
+  const auto count = static_cast<std::uint32_t>(queue.partitions.size());
+  if (count == 1) return 0;
+  // Messages without a key spread over the partitions.
+  if (entry.key.empty()) return queue.next_keyless++ % count;
+  return static_cast<std::uint32_t>(stable_hash(entry.key) % count);
+}
+
+std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue, EntryPtr entry,
+                                                             store::WriteBatch& batch) {
+  const std::uint32_t partition = partition_for(queue, *entry);
+  Partition& log = queue.partitions[partition];
+  const std::uint64_t offset = log.next++;
+  batch.add(store::WriteBatch::Put{store::Space::kQueues,
+                                   keys::entry(queue.config.name, partition, offset),
+                                   encode_entry(*entry)});
+  batch.add(store::WriteBatch::Put{store::Space::kQueues,
+                                   keys::next_offset(queue.config.name, partition),
+                                   encode_u64(log.next)});
+  log.window.push_back({std::move(entry), false});
+  ++queue.counters.enqueued;
+  return {partition, offset};
+}
+
+void QueueService::confirm(Work& work, Queue& queue, std::uint32_t partition,
+                           std::uint64_t offset, bool durable) {
+  Partition& log = queue.partitions[partition];
+  if (offset < log.window_start) return;
+  Partition::Slot& slot = log.window[offset - log.window_start];
+  slot.done = true;
+  if (!durable) slot.entry.reset();  // not delivered: its publisher was told 0x83
+  while (log.visible < log.next && log.window[log.visible - log.window_start].done)
+    ++log.visible;
+  if (store_ != nullptr) {
+    while (log.window.size() > kWindow && log.window_start < log.visible) {
+      log.window.pop_front();
+      ++log.window_start;
+    }
+  }
+  dispatch(work, queue);
+}
+
+QueueService::Outcome QueueService::publish(broker::Shard& shard, mqtt::Publish&& publish,
+                                            store::WriteBatch&& with, Acknowledge acknowledge) {
+  const auto address = parse_address(publish.topic);
+  if (!address) {
+    return {ReasonCode::kTopicNameInvalid,
+            "not a queue address: $queue/<name>[/<subtopic>], the name of 1 to 200 of "
+            "A-Z a-z 0-9 _ . -"};
+  }
+  if (!address->verb.empty()) {
+    return {ReasonCode::kTopicNameInvalid, "unknown verb '" + std::string(address->verb) + "'"};
+  }
+  auto entry = std::make_shared<LogEntry>();
+  entry->timestamp_ms = wall_ms();
+  if (publish.properties.message_expiry_interval) {
+    entry->expires_at_ms =
+        entry->timestamp_ms + std::int64_t{*publish.properties.message_expiry_interval} * 1000;
+  }
+  if (address->subtopic) entry->subtopic = std::string(*address->subtopic);
+  mqtt::Properties& properties = publish.properties;
+  properties.topic_alias.reset();
+  properties.subscription_identifiers.clear();
+  properties.message_expiry_interval.reset();  // kept as expires_at_ms
+  if (const std::string* key = user_property(properties, "key")) entry->key = *key;
+  entry->properties = write_block(properties);
+  entry->payload = std::move(publish.payload);
+
+  Outcome outcome;
+  run(&shard, [&](Work& work) {
+    Queue* queue = find_or_create(work, address->name);
+    if (queue == nullptr) {
+      outcome = {ReasonCode::kTopicNameInvalid,
+                 "unknown queue '" + std::string(address->name) + "'"};
+      return;
+    }
+    if (entry->key.empty()) entry->key = key_from_subtopic(entry->subtopic, queue->config.options.key_level);
+    store::WriteBatch batch = std::move(with);
+    const auto [partition, offset] = append(*queue, entry, batch);
+    submit(work, std::move(batch),
+           [this, queue, partition, offset, shard = shard.index(),
+            acknowledge = std::move(acknowledge)](bool durable) {
+             run(&broker_.shard(shard),
+                 [&](Work& later) { confirm(later, *queue, partition, offset, durable); });
+             if (!acknowledge) return;
+             if (durable) return acknowledge(ReasonCode::kSuccess, {});
+             acknowledge(ReasonCode::kImplementationSpecificError,
+                         "the queue's store write failed");
+           });
+  });
+  return outcome;
+}
+
+// ---- delivering -------------------------------------------------------------------
+
+EntryPtr QueueService::fetch(Queue& queue, std::uint32_t partition, GroupPartition& state,
+                             std::uint64_t offset, bool sequential) {
+  Partition& log = queue.partitions[partition];
+  if (offset >= log.window_start) return log.window[offset - log.window_start].entry;
+  if (offset < log.start) return nullptr;
+  auto& ahead = state.read_ahead;
+  while (!ahead.empty() && ahead.front().first < offset)
+    ahead.pop_front();
+  if (!ahead.empty()) {
+    if (ahead.front().first == offset) return ahead.front().second;
+    // The read that filled it started at or below `offset` and did not find it.
+    if (sequential) return nullptr;
+  }
+  if (store_ == nullptr) return nullptr;
+  if (sequential) ahead.clear();
+  EntryPtr found;
+  std::size_t read = 0;
+  const std::size_t most = sequential ? kReadAhead : 1;
+  const std::string& name = queue.config.name;
+  store_->scan(store::Space::kQueues, keys::entry(name, partition, offset),
+               keys::entry(name, partition, log.window_start),
+               [&](std::string_view key, std::string_view value) {
+                 auto decoded = decode_entry(value);
+                 const std::uint64_t at = keys::offset_of(key);
+                 if (decoded) {
+                   auto entry = std::make_shared<const LogEntry>(std::move(*decoded));
+                   if (at == offset) found = entry;
+                   if (sequential) ahead.emplace_back(at, std::move(entry));
+                 }
+                 return ++read < most;
+               });
+  return found;
+}
+
+void QueueService::dispatch(Work& work, Queue& queue) {
+  for (auto& [name, group] : queue.groups)
+    dispatch(work, queue, *group);
+}
+
+void QueueService::dispatch(Work& work, Queue& queue, Group& group) {
+  const bool anyone = std::any_of(group.consumers.begin(), group.consumers.end(),
+                                  [](const auto& consumer) { return consumer->online; });
+  if (!anyone) return;
+  const auto count = static_cast<std::uint32_t>(group.partitions.size());
+  for (std::uint32_t i = 0; i < count; ++i)
+    dispatch_partition(work, queue, group, (group.next_partition + i) % count);
+  group.next_partition = (group.next_partition + 1) % count;
+}
+
+void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
+                                      std::uint32_t partition) {
+  GroupPartition& state = group.partitions[partition];
+  const Partition& log = queue.partitions[partition];
+  const std::string base = "$queue/" + queue.config.name;
+  while (true) {
+    std::uint64_t offset = 0;
+    const bool again = !state.due.empty() && state.due.begin()->first <= work.now;
+    if (again) {
+      offset = state.due.begin()->second;
+    } else if (state.cursor < log.visible) {
+      offset = state.cursor;
+      if (offset < state.floor || state.settled.contains(offset)) {
+        ++state.cursor;  // settled before a restart
+        continue;
+      }
+    } else {
+      return;
+    }
+    const auto take = [&] {
+      if (again) {
+        state.due.erase(state.due.begin());
+        return;
+      }
+      ++state.cursor;
+      Pending& pending = state.pending[offset];
+      if (const auto it = state.failures_before.find(offset); it != state.failures_before.end()) {
+        pending.failures = it->second;
+        state.failures_before.erase(it);
+      }
+    };
+    const EntryPtr entry = fetch(queue, partition, state, offset, !again);
+    if (!entry) {  // a write that failed, or gone from the log
+      take();
+      const bool had_failures = state.pending[offset].failures > 0;
+      state.pending.erase(offset);
+      settle(work, queue, group, partition, offset, work.batch, had_failures);
+      continue;
+    }
+    if (entry->expires_at_ms != 0 && work.now_ms >= entry->expires_at_ms) {
+      take();
+      dead_letter(work, queue, group, partition, offset, "expired");
+      continue;
+    }
+    const std::string topic = entry->subtopic ? base + "/" + *entry->subtopic : base;
+    Pending probe;
+    if (again) probe = state.pending[offset];
+    bool anyone_takes_it = false;
+    Consumer* consumer = choose(group, topic, probe, anyone_takes_it);
+    if (consumer == nullptr) {
+      if (anyone_takes_it) return;  // those whose filter takes it are full: wait for room
+      take();
+      state.parked.insert(offset);  // offered again when the group's consumers change
+      continue;
+    }
+    take();
+    lease(work, queue, group, partition, offset, *entry, *consumer);
+  }
+}
+
+Consumer* QueueService::choose(Group& group, const std::string& topic, const Pending& pending,
+                               bool& any) {
+  any = false;
+  const std::size_t count = group.consumers.size();
+  std::size_t fallback = count;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t at = (group.next_consumer + i) % count;
+    Consumer& consumer = *group.consumers[at];
+    if (!consumer.online) continue;
+    if (!consumer.whole_queue && !mqtt::topic_matches(consumer.address, topic)) continue;
+    any = true;
+    if (consumer.outstanding >= consumer.credit) continue;
+    const auto& failed = pending.failed_by;
+    if (std::find(failed.begin(), failed.end(), consumer.id) != failed.end()) {
+      if (fallback == count) fallback = at;  // only if no one else can take it
+      continue;
+    }
+    group.next_consumer = (at + 1) % count;
+    return &consumer;
+  }
+  if (fallback == count) return nullptr;
+  group.next_consumer = (fallback + 1) % count;
+  return group.consumers[fallback].get();
+}
+
+void QueueService::lease(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                         std::uint64_t offset, const LogEntry& entry, Consumer& consumer) {
+  GroupPartition& state = group.partitions[partition];
+  Pending& pending = state.pending[offset];
+  ++queue.counters.delivered;
+  broker::Delivery delivery;
+  delivery.message = delivery_message(queue, group, partition, offset, entry,
+                                      pending.failures + 1, consumer, work.now_ms);
+  if (consumer.at_most_once) {
+    // Settled as it is written: at most once, as the queue allows.
+    const bool had_failures = pending.failures > 0;
+    state.pending.erase(offset);
+    ++queue.counters.acknowledged;
+    settle(work, queue, group, partition, offset, work.batch, had_failures);
+    delivery.qos = mqtt::QoS::kAtMostOnce;
+    work.deliveries.push_back({consumer.session, std::move(delivery)});
+    return;
+  }
+  pending.leased = true;
+  pending.consumer = consumer.id;
+  pending.when = work.now + std::chrono::milliseconds(queue.config.options.lease_timeout_ms);
+  pending.message = delivery.message.get();
+  state.leases.emplace(pending.when, offset);
+  ++consumer.outstanding;
+  leases_[pending.message] = {&queue, &group, partition, offset, consumer.session.shard};
+  note_due(pending.when);
+  delivery.qos = mqtt::QoS::kAtLeastOnce;
+  delivery.listener = this;
+  work.deliveries.push_back({consumer.session, std::move(delivery)});
+}
+
+broker::MessagePtr QueueService::delivery_message(const Queue& queue, const Group& group,
+                                                  std::uint32_t partition, std::uint64_t offset,
+                                                  const LogEntry& entry, std::uint32_t count,
+                                                  const Consumer& consumer,
+                                                  std::int64_t now_ms) const {
+  auto message = std::make_shared<broker::Message>();
+  message->topic = "$queue/" + queue.config.name;
+  if (entry.subtopic && !consumer.whole_queue) message->topic += "/" + *entry.subtopic;
+  message->payload = entry.payload;
+  message->qos = mqtt::QoS::kAtLeastOnce;
+  if (entry.expires_at_ms != 0) {
+    message->expires_at = Clock::now() + std::chrono::milliseconds(entry.expires_at_ms - now_ms);
+  }
+  if (consumer.v5) {
+    mqtt::Properties properties = read_block(entry.properties);
+    auto& user = properties.user_properties;
+    user.push_back({"message-id", message_id(partition, offset)});
+    user.push_back({"delivery-count", std::to_string(count)});
+    user.push_back({"group", group.name});
+    user.push_back({"queue", queue.config.name});
+    user.push_back({"timestamp", std::to_string(entry.timestamp_ms)});
+    if (!entry.key.empty() && user_property(properties, "key") == nullptr) {
+      user.push_back({"key", entry.key});
+    }
+    if (consumer.whole_queue && entry.subtopic) user.push_back({"subtopic", *entry.subtopic});
+    mqtt::encode_shared_properties(properties, message->encoded_properties);
+  }
+  return message;
+}
+
+// ---- settling -----------------------------------------------------------------------
+
+void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint32_t partition,
+                          std::uint64_t offset, store::WriteBatch& batch, bool had_failures) {
+  GroupPartition& state = group.partitions[partition];
+  const std::string& name = queue.config.name;
+  if (had_failures) {
+    batch.add(store::WriteBatch::Erase{store::Space::kQueues,
+                                       keys::failures(name, group.name, partition, offset)});
+  }
+  if (offset != state.floor) {
+    if (offset > state.floor && state.settled.insert(offset).second) {
+      batch.add(store::WriteBatch::Put{store::Space::kQueues,
+                                       keys::settled(name, group.name, partition, offset),
+                                       std::string()});
+    }
+    return;
+  }
+  const std::uint64_t old_floor = state.floor;
+  ++state.floor;
+  while (!state.settled.empty() && *state.settled.begin() == state.floor) {
+    state.settled.erase(state.settled.begin());
+    ++state.floor;
+  }
+  state.cursor = std::max(state.cursor, state.floor);
+  batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::floor(name, group.name, partition),
+                                   encode_u64(state.floor)});
+  if (state.floor - old_floor > 1) {  // the markers the floor passed
+    batch.add(store::WriteBatch::EraseRange{
+        store::Space::kQueues, keys::settled(name, group.name, partition, old_floor),
+        keys::settled(name, group.name, partition, state.floor)});
+  }
+}
+
+void QueueService::fail(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                        std::uint64_t offset) {
+  GroupPartition& state = group.partitions[partition];
+  Pending& pending = state.pending[offset];
+  ++pending.failures;
+  ++queue.counters.failed;
+  pending.failed_by.push_back(pending.consumer);
+  pending.leased = false;
+  pending.consumer = 0;
+  pending.message = nullptr;
+  const config::QueueOptions& options = queue.config.options;
+  if (pending.failures >= options.max_deliveries) {
+    return dead_letter(work, queue, group, partition, offset, "max-deliveries");
+  }
+  const auto& steps = options.redelivery_backoff_ms;
+  const std::uint32_t wait = steps[std::min<std::size_t>(pending.failures - 1, steps.size() - 1)];
+  pending.when = work.now + std::chrono::milliseconds(wait);
+  state.due.emplace(pending.when, offset);
+  note_due(pending.when);
+  // Kept, so that a restart does not reset the count towards max_deliveries.
+  work.batch.add(store::WriteBatch::Put{
+      store::Space::kQueues, keys::failures(queue.config.name, group.name, partition, offset),
+      encode_u32(pending.failures)});
+}
+
+void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                               std::uint64_t offset, const char* reason) {
+  GroupPartition& state = group.partitions[partition];
+  std::uint32_t failures = 0;
+  if (const auto it = state.pending.find(offset); it != state.pending.end()) {
+    failures = it->second.failures;
+    state.pending.erase(it);
+  }
+  const EntryPtr entry = fetch(queue, partition, state, offset, false);
+  if (!entry || queue.dead_letter == nullptr) {
+    if (entry) ++queue.counters.discarded;  // dead_letter: none
+    return settle(work, queue, group, partition, offset, work.batch, failures > 0);
+  }
+  auto moved = std::make_shared<LogEntry>(*entry);
+  moved->timestamp_ms = work.now_ms;
+  moved->expires_at_ms = 0;  // kept for someone to look at, not to expire again
+  mqtt::Properties properties = read_block(entry->properties);
+  auto& user = properties.user_properties;
+  user.push_back({"dead-letter-reason", reason});
+  user.push_back({"original-queue", queue.config.name});
+  user.push_back({"original-message-id", message_id(partition, offset)});
+  user.push_back({"original-group", group.name});
+  user.push_back({"delivery-count", std::to_string(failures)});
+  user.push_back({"dead-lettered-at", std::to_string(work.now_ms)});
+  moved->properties = write_block(properties);
+  // One write: in the dead-letter queue and settled here, or neither.
+  store::WriteBatch batch;
+  Queue& target = *queue.dead_letter;
+  const auto [to_partition, to_offset] = append(target, std::move(moved), batch);
+  settle(work, queue, group, partition, offset, batch, failures > 0);
+  ++queue.counters.dead_lettered;
+  const std::uint32_t shard = work.shard->index();
+  submit(work, std::move(batch),
+         [this, target = &target, to_partition, to_offset, shard](bool durable) {
+           run(&broker_.shard(shard),
+               [&](Work& later) { confirm(later, *target, to_partition, to_offset, durable); });
+         });
+}
+
+bool QueueService::end_lease(const broker::Message* message, LeaseRef& ref) {
+  const auto it = leases_.find(message);
+  if (it == leases_.end()) return false;
+  ref = it->second;
+  leases_.erase(it);
+  GroupPartition& state = ref.group->partitions[ref.partition];
+  const auto pending = state.pending.find(ref.offset);
+  if (pending == state.pending.end() || !pending->second.leased ||
+      pending->second.message != message) {
+    return false;
+  }
+  state.leases.erase({pending->second.when, ref.offset});
+  for (const auto& consumer : ref.group->consumers) {
+    if (consumer->id == pending->second.consumer && consumer->outstanding > 0) {
+      --consumer->outstanding;
+    }
+  }
+  return true;
+}
+
+void QueueService::on_settled(const broker::Delivery& delivery, ReasonCode reason) {
+  run(nullptr, [&](Work& work) {
+    LeaseRef ref{};
+    if (!end_lease(delivery.message.get(), ref)) return;  // expired, or never leased
+    work.shard = &broker_.shard(ref.shard);  // this thread's: the session's
+    Queue& queue = *ref.queue;
+    Group& group = *ref.group;
+    GroupPartition& state = group.partitions[ref.partition];
+    if (!mqtt::is_error(reason)) {
+      const bool had_failures = state.pending[ref.offset].failures > 0;
+      state.pending.erase(ref.offset);
+      ++queue.counters.acknowledged;
+      settle(work, queue, group, ref.partition, ref.offset, work.batch, had_failures);
+    } else if (reason == ReasonCode::kPayloadFormatInvalid) {
+      dead_letter(work, queue, group, ref.partition, ref.offset, "rejected");
+    } else {
+      fail(work, queue, group, ref.partition, ref.offset);
+    }
+    dispatch(work, queue, group);
+  });
+}
+
+// ---- timers -------------------------------------------------------------------------
+
+void QueueService::expire_leases(Work& work) {
+  for (auto& [name, queue] : queues_) {
+    for (auto& [group_name, group] : queue->groups) {
+      for (std::uint32_t p = 0; p < group->partitions.size(); ++p) {
+        GroupPartition& state = group->partitions[p];
+        while (!state.leases.empty() && state.leases.begin()->first <= work.now) {
+          const std::uint64_t offset = state.leases.begin()->second;
+          Pending& pending = state.pending[offset];
+          LeaseRef ref{};
+          if (!end_lease(pending.message, ref)) {
+            state.leases.erase(state.leases.begin());  // cannot happen; never loop on it
+            continue;
+          }
+          // The consumer's late PUBACK now finds no lease and changes nothing.
+          fail(work, *queue, *group, p, offset);
+        }
+      }
+    }
+  }
+}
+
+void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
+  if (now.time_since_epoch().count() < next_due_.load(std::memory_order_relaxed)) return;
+  run(&shard, [&](Work& work) {
+    if (work.now.time_since_epoch().count() < next_due_.load(std::memory_order_relaxed)) return;
+    next_due_.store(Clock::time_point::max().time_since_epoch().count(),
+                    std::memory_order_relaxed);
+    expire_leases(work);
+    for (auto& [name, queue] : queues_)
+      dispatch(work, *queue);
+    if (work.now >= next_housekeeping_) {
+      truncate_logs(work);
+      next_housekeeping_ = work.now + kHousekeepingInterval;
+    }
+    // What is due next: the earliest lease deadline and redelivery.
+    Clock::time_point next = next_housekeeping_;
+    for (auto& [name, queue] : queues_) {
+      for (auto& [group_name, group] : queue->groups) {
+        for (const GroupPartition& state : group->partitions) {
+          if (!state.leases.empty()) next = std::min(next, state.leases.begin()->first);
+          if (!state.due.empty()) next = std::min(next, state.due.begin()->first);
+        }
+      }
+    }
+    note_due(next);
+  });
+}
+
+void QueueService::truncate_logs(Work& work) {
+  // A work queue's log keeps what some group has not settled; with no group
+  // at all, everything (the first consumers will want it).
+  for (auto& [name, queue] : queues_) {
+    if (queue->groups.empty()) continue;
+    for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
+      Partition& log = queue->partitions[p];
+      std::uint64_t floor = std::numeric_limits<std::uint64_t>::max();
+      for (auto& [group_name, group] : queue->groups)
+        floor = std::min(floor, group->partitions[p].floor);
+      floor = std::min(floor, log.visible);
+      if (floor <= log.start) continue;
+      work.batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
+                                                   keys::entry(name, p, log.start),
+                                                   keys::entry(name, p, floor)});
+      log.start = floor;
+      while (log.window_start < log.start && !log.window.empty()) {
+        log.window.pop_front();
+        ++log.window_start;
+      }
+    }
+  }
+}
+
+// ---- consumers ----------------------------------------------------------------------
+
+template <class Visit>
+void QueueService::for_each_consumer_of(broker::TargetRef session, Visit&& visit) {
+  for (auto& [name, queue] : queues_) {
+    for (auto& [group_name, group] : queue->groups) {
+      for (std::size_t i = 0; i < group->consumers.size();) {
+        if (group->consumers[i]->session == session && visit(*queue, *group, i)) continue;
+        ++i;
+      }
+    }
+  }
+}
+
+namespace {
+
+void unpark(Group& group, Clock::time_point now) {
+  for (GroupPartition& state : group.partitions) {
+    for (const std::uint64_t offset : state.parked) {
+      state.pending[offset].when = now;
+      state.due.emplace(now, offset);
+    }
+    state.parked.clear();
+  }
+}
+
+void remove_consumer(Group& group, std::size_t index) {
+  group.consumers.erase(group.consumers.begin() + static_cast<std::ptrdiff_t>(index));
+  if (group.next_consumer >= group.consumers.size()) group.next_consumer = 0;
+}
+
+}  // namespace
+
+mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpec& spec) {
+  const auto address = parse_address(spec.address);
+  if (!address || !address->verb.empty()) return ReasonCode::kTopicFilterInvalid;
+  const mqtt::Properties& properties = *spec.properties;
+  const std::string* named = user_property(properties, "group");
+  if (named == nullptr) named = user_property(properties, "consumer-group");
+  std::string group_name = named != nullptr ? *named : std::string(spec.share_group);
+  if (named != nullptr && !spec.share_group.empty() && *named != spec.share_group) {
+    return ReasonCode::kImplementationSpecificError;  // two different groups named
+  }
+  if (group_name.empty()) group_name = "default";
+  if (group_name.size() > 200) return ReasonCode::kImplementationSpecificError;
+  if (const std::string* mode = user_property(properties, "ack-mode");
+      mode != nullptr && *mode != "auto") {
+    return ReasonCode::kImplementationSpecificError;  // manual acknowledgement: not yet
+  }
+  std::uint32_t prefetch = 0;
+  if (const std::string* asked = user_property(properties, "prefetch")) {
+    const auto [end, ec] = std::from_chars(asked->data(), asked->data() + asked->size(), prefetch);
+    if (ec != std::errc() || end != asked->data() + asked->size() || prefetch == 0 ||
+        prefetch > 65535) {
+      return ReasonCode::kImplementationSpecificError;
+    }
+  }
+  ReasonCode granted = ReasonCode::kTopicFilterInvalid;
+  run(&shard, [&](Work& work) {
+    Queue* queue = find_or_create(work, address->name);
+    if (queue == nullptr) return;
+    const config::QueueOptions& options = queue->config.options;
+    const bool at_most_once = spec.max_qos == mqtt::QoS::kAtMostOnce;
+    if (at_most_once && !options.allow_at_most_once) {
+      granted = ReasonCode::kImplementationSpecificError;
+      return;
+    }
+    // A second SUBSCRIBE to the same filter replaces the first [MQTT-3.8.4-3].
+    for_each_consumer_of(spec.session, [&](Queue&, Group& group, std::size_t i) {
+      if (group.consumers[i]->filter != spec.filter) return false;
+      remove_consumer(group, i);
+      return true;
+    });
+    Group& target = group(work, *queue, group_name);
+    auto consumer = std::make_unique<Consumer>();
+    consumer->id = next_consumer_id_++;
+    consumer->session = spec.session;
+    consumer->filter = spec.filter;
+    consumer->address = std::string(spec.address);
+    consumer->whole_queue = !address->subtopic.has_value();
+    consumer->v5 = spec.v5;
+    consumer->at_most_once = at_most_once;
+    const std::uint32_t window = std::min<std::uint32_t>(
+        spec.receive_maximum, broker_.config().limits.max_inflight_messages);
+    consumer->credit = std::max<std::uint32_t>(
+        1, std::min(prefetch != 0 ? prefetch : options.prefetch, window));
+    target.consumers.push_back(std::move(consumer));
+    unpark(target, work.now);
+    dispatch(work, *queue, target);
+    granted = at_most_once ? ReasonCode::kSuccess : ReasonCode::kGrantedQoS1;
+  });
+  return granted;
+}
+
+bool QueueService::unsubscribe(broker::Shard& shard, broker::TargetRef session,
+                               std::string_view filter) {
+  bool existed = false;
+  run(&shard, [&](Work&) {
+    for_each_consumer_of(session, [&](Queue&, Group& group, std::size_t i) {
+      if (group.consumers[i]->filter != filter) return false;
+      // What it holds stays leased: its PUBACKs still settle them.
+      remove_consumer(group, i);
+      existed = true;
+      return true;
+    });
+  });
+  return existed;
+}
+
+void QueueService::session_offline(broker::Shard& shard, broker::TargetRef session) {
+  run(&shard, [&](Work&) {
+    // Its deliveries come back as the session lets go of them (on_settled).
+    for_each_consumer_of(session, [&](Queue&, Group& group, std::size_t i) {
+      group.consumers[i]->online = false;
+      return false;
+    });
+  });
+}
+
+void QueueService::session_online(broker::Shard& shard, broker::TargetRef session) {
+  run(&shard, [&](Work& work) {
+    std::vector<std::pair<Queue*, Group*>> woken;
+    for_each_consumer_of(session, [&](Queue& queue, Group& group, std::size_t i) {
+      group.consumers[i]->online = true;
+      woken.emplace_back(&queue, &group);
+      return false;
+    });
+    for (auto [queue, group] : woken) {
+      unpark(*group, work.now);
+      dispatch(work, *queue, *group);
+    }
+  });
+}
+
+void QueueService::session_ended(broker::Shard& shard, broker::TargetRef session) {
+  run(&shard, [&](Work&) {
+    for_each_consumer_of(session, [&](Queue&, Group& group, std::size_t i) {
+      remove_consumer(group, i);
+      return true;
+    });
+  });
+}
+
+}  // namespace sluice::queue

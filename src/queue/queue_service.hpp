@@ -1,0 +1,162 @@
+// Durable work queues behind the broker's QueueGateway (docs/queues.md):
+// appends that are acknowledged once durable, consumer groups that lease
+// each message to one consumer, settlement by PUBACK reason code, leases
+// that expire, redelivery after a backoff to any consumer (one that did not
+// fail the message first), and dead letters moved in one atomic write.
+//
+// Threading: called on every worker's thread, and all state is under one
+// mutex, held briefly; store writes are submitted under it, so the journal
+// applies them in the order memory took them. Deliveries are handed to the
+// shards' outboxes once the mutex is released, never delivered from inside a
+// session's own call (a PUBACK's settlement leases the next message).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/broker.hpp"
+#include "broker/queue_gateway.hpp"
+#include "queue/queue_state.hpp"
+#include "store/store.hpp"
+
+namespace sluice::queue {
+
+// A queue's numbers, for $SYS and the admin API.
+struct QueueStats {
+  std::string name;
+  std::uint32_t partitions = 0;
+  std::uint64_t depth = 0;  // messages the log holds
+  QueueCounters counters;
+  struct GroupStats {
+    std::string name;
+    std::uint64_t pending = 0;  // appended and not settled by the group
+    std::uint64_t leased = 0;
+    std::uint64_t waiting = 0;  // to be offered again after a failure
+    std::uint32_t consumers = 0;
+  };
+  std::vector<GroupStats> groups;
+};
+
+// The value of a queue's Q record (log_codec.hpp).
+std::string queue_record(const config::QueueConfig& config);
+
+class QueueService final : public broker::QueueGateway, public broker::DeliveryListener {
+ public:
+  // `store` (nullptr: memory only) is read for what is not in memory; writes
+  // go through the broker's journal.
+  QueueService(broker::Broker& broker, store::Store* store);
+  ~QueueService() override;
+
+  // Reads back every queue the store holds and declares the configured ones.
+  // Before the workers start. Fails for a queue configured with fewer
+  // partitions than the store holds.
+  store::Status recover();
+
+  // ---- QueueGateway ----
+  Outcome publish(broker::Shard& shard, mqtt::Publish&& publish, store::WriteBatch&& with,
+                  Acknowledge acknowledge) override;
+  mqtt::ReasonCode subscribe(broker::Shard& shard, const ConsumerSpec& consumer) override;
+  bool unsubscribe(broker::Shard& shard, broker::TargetRef session,
+                   std::string_view filter) override;
+  void session_offline(broker::Shard& shard, broker::TargetRef session) override;
+  void session_online(broker::Shard& shard, broker::TargetRef session) override;
+  void session_ended(broker::Shard& shard, broker::TargetRef session) override;
+  void poll(broker::Shard& shard, Clock::time_point now) override;
+  void sys_topics(std::vector<std::pair<std::string, std::string>>& out) const override;
+
+  // ---- DeliveryListener: a consumer's PUBACK (or the delivery's end) ----
+  void on_settled(const broker::Delivery& delivery, mqtt::ReasonCode reason) override;
+
+  // ---- administration ----
+  std::vector<QueueStats> stats() const;
+  // Moves up to `most` messages from dead-letter queue `dead_letter` back to
+  // the queue each came from, with their delivery count reset. Returns how
+  // many moved; nullopt when there is no such queue.
+  std::optional<std::size_t> redrive(broker::Shard& shard, std::string_view dead_letter,
+                                     std::size_t most);
+
+ private:
+  struct Work;
+  struct LeaseRef {
+    Queue* queue;
+    Group* group;
+    std::uint32_t partition;
+    std::uint64_t offset;
+    std::uint32_t shard;  // the consumer's session's: where its settlement runs
+  };
+
+  // Runs `change` under the mutex, then hands out what it produced.
+  template <class Change>
+  void run(broker::Shard* shard, Change&& change);
+  void finish(Work& work);
+
+  Queue* find_queue(std::string_view name);
+  // The queue, created with queue_defaults when auto-creation is on.
+  Queue* find_or_create(Work& work, std::string_view name);
+  Queue& declare(const config::QueueConfig& config, std::uint32_t stored_partitions);
+  // Reads where the queue's partitions start and end, and its groups' state.
+  store::Status load(Queue& queue);
+  std::optional<std::string> read_key(const std::string& key);
+  void link_dead_letters();
+  Group& group(Work& work, Queue& queue, std::string_view name);
+
+  std::uint32_t partition_for(Queue& queue, const LogEntry& entry);
+  // Appends to `queue`, adding the writes to `batch`; the entry becomes
+  // visible once `confirm` is told the batch is durable.
+  std::pair<std::uint32_t, std::uint64_t> append(Queue& queue, EntryPtr entry,
+                                                 store::WriteBatch& batch);
+  void confirm(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t offset,
+               bool durable);
+  // Hands `batch` to the journal now (under the mutex, for order); `then`
+  // runs on `work`'s shard once it is durable.
+  void submit(Work& work, store::WriteBatch&& batch, std::function<void(bool)> then);
+
+  EntryPtr fetch(Queue& queue, std::uint32_t partition, GroupPartition& state,
+                 std::uint64_t offset, bool sequential);
+  void dispatch(Work& work, Queue& queue);
+  void dispatch(Work& work, Queue& queue, Group& group);
+  void dispatch_partition(Work& work, Queue& queue, Group& group, std::uint32_t partition);
+  Consumer* choose(Group& group, const std::string& topic, const Pending& pending, bool& any);
+  void lease(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+             std::uint64_t offset, const LogEntry& entry, Consumer& consumer);
+  broker::MessagePtr delivery_message(const Queue& queue, const Group& group,
+                                      std::uint32_t partition, std::uint64_t offset,
+                                      const LogEntry& entry, std::uint32_t count,
+                                      const Consumer& consumer, std::int64_t now_ms) const;
+
+  // Settled by `group`: the floor moves up, or a marker above it is kept.
+  void settle(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+              std::uint64_t offset, store::WriteBatch& batch, bool had_failures);
+  void fail(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+            std::uint64_t offset);
+  void dead_letter(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                   std::uint64_t offset, const char* reason);
+  // Ends the lease of the delivery of `message` (false when it has none).
+  bool end_lease(const broker::Message* message, LeaseRef& ref);
+  void expire_leases(Work& work);
+  void truncate_logs(Work& work);
+  void note_due(Clock::time_point when);
+  template <class Visit>
+  void for_each_consumer_of(broker::TargetRef session, Visit&& visit);
+
+  broker::Broker& broker_;
+  store::Store* const store_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<Queue>, std::less<>> queues_;
+  std::unordered_map<const broker::Message*, LeaseRef> leases_;
+  std::uint64_t next_consumer_id_ = 1;
+  // The earliest lease deadline or redelivery (steady clock, as a count):
+  // poll returns at once before it.
+  std::atomic<Clock::rep> next_due_;
+  Clock::time_point next_housekeeping_{};
+};
+
+}  // namespace sluice::queue

@@ -1,0 +1,110 @@
+// What the queue layer holds in memory for each queue: its partitions' logs
+// (the part appended this run that is still wanted, and where the log
+// starts and ends) and, per consumer group and partition, what is settled,
+// what is leased or waiting to be offered again, and where reading got to.
+// Only what is pending lives here; the log itself is read from the store
+// (QueueService), so a queue of millions of messages costs memory in
+// proportion to what is in flight. Guarded by QueueService's mutex.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "broker/message.hpp"
+#include "broker/subscriber.hpp"
+#include "config/config.hpp"
+#include "queue/log_codec.hpp"
+
+namespace sluice::queue {
+
+using broker::Clock;
+using EntryPtr = std::shared_ptr<const LogEntry>;
+
+struct Partition {
+  std::uint64_t start = 0;    // the first offset the log may still hold
+  std::uint64_t next = 0;     // the next offset to give
+  std::uint64_t visible = 0;  // offsets below are durable (or failed): they may be delivered
+  // Offsets [window_start, next), appended this run and not yet let go of:
+  // each `done` once its write finished, with a null entry if it failed.
+  struct Slot {
+    EntryPtr entry;
+    bool done = false;
+  };
+  std::deque<Slot> window;
+  std::uint64_t window_start = 0;
+};
+
+// A message of a group that was offered and is not settled: leased to a
+// consumer, waiting to be offered again, or parked (no consumer's filter
+// takes it).
+struct Pending {
+  std::uint32_t failures = 0;  // failed attempts so far
+  bool leased = false;
+  std::uint64_t consumer = 0;                   // the holder, while leased
+  Clock::time_point when{};                     // the lease's deadline, or when it is due again
+  std::vector<std::uint64_t> failed_by;         // consumers that failed it, to prefer others
+  const broker::Message* message = nullptr;     // the leased delivery's message
+};
+
+struct GroupPartition {
+  std::uint64_t floor = 0;   // every offset below is settled
+  std::uint64_t cursor = 0;  // the next offset never offered
+  std::set<std::uint64_t> settled;  // settled at or above the floor
+  std::map<std::uint64_t, Pending> pending;
+  // Failed attempts read back at start for offsets not offered again yet.
+  std::map<std::uint64_t, std::uint32_t> failures_before;
+  std::set<std::pair<Clock::time_point, std::uint64_t>> due;     // waiting to be offered again
+  std::set<std::pair<Clock::time_point, std::uint64_t>> leases;  // by deadline
+  std::set<std::uint64_t> parked;
+  // Entries read from the store ahead of the cursor, for a group behind the window.
+  std::deque<std::pair<std::uint64_t, EntryPtr>> read_ahead;
+};
+
+struct Consumer {
+  std::uint64_t id = 0;
+  broker::TargetRef session;
+  std::string filter;   // as subscribed, $share/<group>/ included: UNSUBSCRIBE names it so
+  std::string address;  // less $share/<group>/
+  // "$queue/<name>" itself: every message of the queue, delivered on that
+  // topic (the subtopic in a user property), so that the topic matches the filter.
+  bool whole_queue = false;
+  bool v5 = true;
+  bool at_most_once = false;  // a QoS 0 consumer: settled once written to it
+  std::uint32_t credit = 1;   // most leased at once
+  std::uint32_t outstanding = 0;
+  bool online = true;
+};
+
+struct Group {
+  std::string name;
+  std::vector<GroupPartition> partitions;
+  std::vector<std::unique_ptr<Consumer>> consumers;
+  std::size_t next_consumer = 0;  // round robin
+  std::uint32_t next_partition = 0;
+};
+
+struct QueueCounters {
+  std::uint64_t enqueued = 0;
+  std::uint64_t delivered = 0;
+  std::uint64_t acknowledged = 0;
+  std::uint64_t failed = 0;  // nacks, expired leases, consumers gone
+  std::uint64_t dead_lettered = 0;
+  std::uint64_t discarded = 0;  // failed for good with dead_letter: none
+};
+
+struct Queue {
+  config::QueueConfig config;
+  std::vector<Partition> partitions;
+  std::map<std::string, std::unique_ptr<Group>, std::less<>> groups;
+  Queue* dead_letter = nullptr;  // nullptr: dead_letter none
+  std::uint32_t next_keyless = 0;  // round robin for messages without a key
+  QueueCounters counters;
+};
+
+}  // namespace sluice::queue
