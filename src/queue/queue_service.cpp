@@ -491,6 +491,12 @@ broker::MessagePtr QueueService::delivery_message(const Queue& queue, const Grou
   if (consumer.v5) {
     mqtt::Properties properties = read_block(entry.properties);
     auto& user = properties.user_properties;
+    // The names the broker sets are its own: one of each, this delivery's.
+    std::erase_if(user, [](const mqtt::UserProperty& property) {
+      return property.name == "message-id" || property.name == "delivery-count" ||
+             property.name == "group" || property.name == "queue" ||
+             property.name == "timestamp" || property.name == "subtopic";
+    });
     user.push_back({"message-id", message_id(partition, offset)});
     user.push_back({"delivery-count", std::to_string(count)});
     user.push_back({"group", group.name});
@@ -586,7 +592,8 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
   user.push_back({"original-queue", queue.config.name});
   user.push_back({"original-message-id", message_id(partition, offset)});
   user.push_back({"original-group", group.name});
-  user.push_back({"delivery-count", std::to_string(failures)});
+  // Its own delivery-count, in the dead-letter queue, starts again.
+  user.push_back({"original-delivery-count", std::to_string(failures)});
   user.push_back({"dead-lettered-at", std::to_string(work.now_ms)});
   moved->properties = write_block(properties);
   // One write: in the dead-letter queue and settled here, or neither.

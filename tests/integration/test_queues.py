@@ -1,0 +1,393 @@
+"""Durable work queues (issue 12, docs/queues.md) driven by paho, mosquitto
+clients and, where paho cannot say it (a PUBACK with a reason code, a
+PUBACK never sent), raw packets: publishing to $queue/<name>, consumer
+groups, settlement by PUBACK reason, leases, redelivery, dead letters."""
+
+import struct
+import subprocess
+
+import rawmqtt
+from conftest import Client, PacketTypes, props, unique, wait_until
+from sluice_process import SluiceProcess
+
+QUEUES = """
+sys_interval_s: 1
+queues:
+  - {name: orders, partitions: 2, redelivery_backoff: [200ms], max_deliveries: 3,
+     lease_timeout: 800ms}
+  - {name: work, redelivery_backoff: [100ms]}
+  - {name: loose, allow_at_most_once: true}
+  - {name: nodlq, dead_letter: none, max_deliveries: 1, redelivery_backoff: [0ms]}
+"""
+
+
+def user_properties(message):
+    """A paho message's user properties as a dict (the last of each name)."""
+    return dict(getattr(message.properties, "UserProperty", []) or [])
+
+
+def raw_user_properties(data):
+    """The user properties (0x26) in a raw PUBLISH's property bytes."""
+    out, i = {}, 0
+    lengths = {0x01: 1, 0x02: 4, 0x23: 2, 0x24: 1, 0x25: 1}
+    while i < len(data):
+        ident = data[i]
+        i += 1
+        if ident == 0x26:
+            pair = []
+            for _ in range(2):
+                n = struct.unpack("!H", data[i:i + 2])[0]
+                pair.append(data[i + 2:i + 2 + n].decode())
+                i += 2 + n
+            out[pair[0]] = pair[1]
+        elif ident in (0x03, 0x08):  # strings
+            n = struct.unpack("!H", data[i:i + 2])[0]
+            i += 2 + n
+        elif ident == 0x09:  # correlation data
+            n = struct.unpack("!H", data[i:i + 2])[0]
+            i += 2 + n
+        elif ident == 0x0B:  # varint
+            while data[i] & 0x80:
+                i += 1
+            i += 1
+        else:
+            i += lengths[ident]
+    return out
+
+
+def raw_user_property(name, value):
+    return b"\x26" + rawmqtt.string(name) + rawmqtt.string(value)
+
+
+def group_props(name):
+    return props(PacketTypes.SUBSCRIBE, UserProperty=[("group", name)])
+
+
+class RawConsumer:
+    """A consumer that answers each PUBLISH as the test says."""
+
+    def __init__(self, port, filter_, properties=b"", version=5):
+        self.version = version
+        self.client = rawmqtt.connected(port, unique("raw-consumer"), version=version)
+        self.client.send(rawmqtt.subscribe(1, [(filter_, 1)], version=version,
+                                           properties=properties))
+        suback = self.client.receive_type(rawmqtt.SUBACK)
+        self.granted = suback.body[-1]
+
+    def next(self, timeout=10):
+        """(topic, packet id, dup, user properties, payload) of the next PUBLISH."""
+        p = self.client.receive_type(rawmqtt.PUBLISH, timeout=timeout)
+        topic, qos, dup, _, packet_id, properties, payload = rawmqtt.parse_publish(
+            p, self.version)
+        return topic, packet_id, dup, raw_user_properties(properties), payload
+
+    def puback(self, packet_id, reason=None):
+        self.client.send(rawmqtt.ack("puback", packet_id, reason))
+
+    def nothing_within(self, seconds):
+        try:
+            p = self.client.receive_type(rawmqtt.PUBLISH, timeout=seconds)
+        except TimeoutError:
+            return True
+        raise AssertionError(f"unexpected PUBLISH {p}")
+
+    def close(self):
+        self.client.close()
+
+
+def queue_broker(make_broker, extra=""):
+    return make_broker(QUEUES + extra)
+
+
+def test_each_message_goes_to_one_consumer_of_each_group(make_broker, clients):
+    broker = queue_broker(make_broker)
+    first = clients(broker.port)
+    second = clients(broker.port)
+    audit = clients(broker.port)
+    assert first.subscribe("$queue/orders/#", qos=1)[0].value == 1
+    second.subscribe("$queue/orders/#", qos=1)
+    audit.subscribe("$queue/orders/#", qos=1, properties=group_props("audit"))
+    publisher = clients(broker.port)
+    for n in range(40):
+        publisher.publish(f"$queue/orders/eu/{n % 5}", str(n).encode(), qos=1)
+
+    audited = sorted(int(m.payload) for m in audit.receive_n(40))
+    assert audited == list(range(40))
+    got = []
+    wait_until(lambda: (got.extend(drain(first) + drain(second)), len(got) >= 40)[1],
+               what="40 deliveries in the default group")
+    assert sorted(int(m.payload) for m in got) == list(range(40))  # each exactly once
+    first.expect_nothing(0.3)
+    second.expect_nothing(0.3)
+
+
+def drain(client):
+    out = []
+    while True:
+        try:
+            out.append(client.messages.get_nowait())
+        except Exception:
+            return out
+
+
+def test_deliveries_say_where_they_come_from_and_match_the_filter(make_broker, clients):
+    broker = queue_broker(make_broker)
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/work/eu/+", qos=1)
+    publisher = clients(broker.port)
+    publisher.publish("$queue/work/us/1", b"elsewhere", qos=1)
+    publisher.publish("$queue/work/eu/7", b"here", qos=1,
+                      properties=props(PacketTypes.PUBLISH, UserProperty=[("key", "k7")],
+                                       ContentType="text/plain"))
+    message = consumer.receive()
+    assert message.topic == "$queue/work/eu/7"
+    assert message.payload == b"here"
+    assert message.qos == 1
+    p = user_properties(message)
+    assert p["queue"] == "work" and p["group"] == "default"
+    assert p["delivery-count"] == "1"
+    assert p["key"] == "k7"
+    assert p["message-id"] == "0:1"  # partition 0, offset 1: the us/ message is offset 0
+    assert int(p["timestamp"]) > 1_600_000_000_000
+    assert message.properties.ContentType == "text/plain"
+    consumer.expect_nothing(0.3)  # us/1 matches no filter of the group: it waits
+
+    whole = clients(broker.port)  # the bare queue name takes everything, on that topic
+    whole.subscribe("$queue/work", qos=1)
+    parked = whole.receive()
+    assert parked.topic == "$queue/work" and parked.payload == b"elsewhere"
+    assert user_properties(parked)["subtopic"] == "us/1"
+
+
+def test_unknown_queues_and_misused_addresses_are_refused(make_broker, clients):
+    broker = queue_broker(make_broker)
+    client = clients(broker.port)
+    raw = rawmqtt.connected(broker.port, unique("raw"))
+    for packet_id, topic in enumerate(["$queue/nope/x", "$queue/bad name", "$queue/orders/$bogus"],
+                                      start=1):
+        raw.send(rawmqtt.publish(topic, b"x", qos=1, packet_id=packet_id))
+        ack = raw.receive_type(rawmqtt.PUBACK)
+        assert ack.packet_id == packet_id
+        assert ack.body[2] == 0x90, (topic, ack)
+    raw.close()
+    granted = client.subscribe("$queue/nope/#", qos=1)
+    assert granted[0].value == 0x8F
+
+    v3 = rawmqtt.connected(broker.port, unique("raw311"), version=4)
+    v3.send(rawmqtt.publish("$queue/nope", b"x", qos=1, packet_id=1, version=4))
+    assert not [p for p in v3.closed_by_broker() if p.type == rawmqtt.PUBACK]
+
+
+def test_auto_creation_makes_a_queue_on_first_use(make_broker, clients):
+    broker = make_broker("queues_auto_create: true\n")
+    publisher = clients(broker.port)
+    publisher.publish("$queue/fresh/a", b"1", qos=1)  # before any consumer: it waits
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/fresh/#", qos=1)
+    assert consumer.receive().payload == b"1"
+
+
+def test_a_nack_is_offered_again_after_the_backoff_preferring_another_consumer(make_broker,
+                                                                              clients):
+    broker = queue_broker(make_broker)
+    nacker = RawConsumer(broker.port, "$queue/work/#")
+    publisher = clients(broker.port)
+    publisher.publish("$queue/work/job", b"job-1", qos=1)
+    topic, packet_id, _, first, payload = nacker.next()
+    assert payload == b"job-1" and first["delivery-count"] == "1"
+    other = clients(broker.port)
+    other.subscribe("$queue/work/#", qos=1)
+    nacker.puback(packet_id, 0x80)  # unspecified error: a nack
+    again = other.receive()
+    assert again.payload == b"job-1"
+    p = user_properties(again)
+    assert p["delivery-count"] == "2"
+    assert p["message-id"] == first["message-id"]  # stable across redeliveries
+    assert nacker.nothing_within(0.5)
+    nacker.close()
+
+
+def test_the_only_consumer_gets_its_nack_back_as_a_new_publish(make_broker, clients):
+    broker = queue_broker(make_broker)
+    consumer = RawConsumer(broker.port, "$queue/work/#")
+    clients(broker.port).publish("$queue/work/job", b"again", qos=1)
+    _, first_id, first_dup, _, _ = consumer.next()
+    consumer.puback(first_id, 0x83)
+    _, second_id, second_dup, p, payload = consumer.next()
+    assert payload == b"again" and p["delivery-count"] == "2"
+    assert not first_dup and not second_dup  # a new PUBLISH, never a resend
+    consumer.puback(second_id)
+    assert consumer.nothing_within(0.5)
+    consumer.close()
+
+
+def test_reason_0x99_dead_letters_at_once_with_its_history(make_broker, clients):
+    broker = queue_broker(make_broker)
+    consumer = RawConsumer(broker.port, "$queue/work/#")
+    dead = clients(broker.port)
+    dead.subscribe("$queue/work.dlq/#", qos=1)
+    clients(broker.port).publish("$queue/work/bad", b"poison", qos=1,
+                                 properties=props(PacketTypes.PUBLISH,
+                                                  UserProperty=[("trace", "t1")]))
+    _, packet_id, _, p, _ = consumer.next()
+    consumer.puback(packet_id, 0x99)
+    letter = dead.receive()
+    assert letter.topic == "$queue/work.dlq/bad" and letter.payload == b"poison"
+    q = user_properties(letter)
+    assert q["dead-letter-reason"] == "rejected"
+    assert q["original-queue"] == "work"
+    assert q["original-message-id"] == p["message-id"]
+    assert q["trace"] == "t1"  # the message's own properties are kept
+    assert "dead-lettered-at" in q
+    assert consumer.nothing_within(0.5)  # gone from the source
+    consumer.close()
+
+
+def test_max_deliveries_failed_attempts_move_the_message_to_the_dead_letter_queue(make_broker,
+                                                                                 clients):
+    broker = queue_broker(make_broker)  # orders: max_deliveries 3
+    consumer = RawConsumer(broker.port, "$queue/orders/#")
+    dead = clients(broker.port)
+    dead.subscribe("$queue/orders.dlq/#", qos=1)
+    clients(broker.port).publish("$queue/orders/x", b"doomed", qos=1)
+    for attempt in (1, 2, 3):
+        _, packet_id, _, p, _ = consumer.next()
+        assert p["delivery-count"] == str(attempt)
+        consumer.puback(packet_id, 0x80)
+    letter = dead.receive()
+    assert user_properties(letter)["dead-letter-reason"] == "max-deliveries"
+    assert user_properties(letter)["original-delivery-count"] == "3"
+    assert user_properties(letter)["delivery-count"] == "1"  # its first from the DLQ
+    assert consumer.nothing_within(0.5)
+    consumer.close()
+
+
+def test_dead_letter_none_discards_and_counts(make_broker, clients):
+    broker = queue_broker(make_broker)
+    consumer = RawConsumer(broker.port, "$queue/nodlq")
+    clients(broker.port).publish("$queue/nodlq", b"gone", qos=1)
+    _, packet_id, _, _, _ = consumer.next()
+    consumer.puback(packet_id, 0x80)
+    assert consumer.nothing_within(0.5)
+    consumer.close()
+    watcher = clients(broker.port)
+    watcher.subscribe("$SYS/broker/queues/nodlq/discarded", qos=0)
+    wait_until(lambda: drain_value(watcher) == b"1", timeout=15, what="the discarded count")
+
+
+def drain_value(client):
+    last = None
+    for message in drain(client):
+        last = message.payload
+    return last
+
+
+def test_a_lease_that_expires_is_offered_again_and_a_late_puback_changes_nothing(make_broker,
+                                                                                 clients):
+    broker = queue_broker(make_broker)  # orders: lease_timeout 800ms
+    slow = RawConsumer(broker.port, "$queue/orders/#")
+    clients(broker.port).publish("$queue/orders/a", b"slow", qos=1)
+    _, first_id, _, p, _ = slow.next()
+    assert p["delivery-count"] == "1"
+    _, second_id, dup, q, payload = slow.next(timeout=5)  # 800 ms lease + 200 ms backoff
+    assert payload == b"slow" and q["delivery-count"] == "2" and not dup
+    assert second_id != first_id
+    slow.puback(first_id)  # the expired lease's: ignored
+    slow.puback(second_id, 0x80)  # the live one's nack counts
+    _, third_id, _, r, _ = slow.next(timeout=5)
+    assert r["delivery-count"] == "3"
+    slow.puback(third_id)
+    assert slow.nothing_within(1.5)
+    slow.close()
+
+
+def test_a_consumer_that_leaves_gives_its_messages_to_the_others(make_broker, clients):
+    broker = queue_broker(make_broker)
+    leaver = RawConsumer(broker.port, "$queue/work/#")
+    clients(broker.port).publish("$queue/work/j", b"held", qos=1)
+    leaver.next()
+    stayer = clients(broker.port)
+    stayer.subscribe("$queue/work/#", qos=1)
+    leaver.close()  # no DISCONNECT, no PUBACK
+    message = stayer.receive()
+    assert message.payload == b"held"
+    assert user_properties(message)["delivery-count"] == "2"
+
+
+def test_prefetch_bounds_what_one_consumer_holds(make_broker, clients):
+    broker = queue_broker(make_broker)
+    one = RawConsumer(broker.port, "$queue/work/#",
+                      properties=raw_user_property("prefetch", "1"))
+    publisher = clients(broker.port)
+    for n in range(3):
+        publisher.publish("$queue/work/p", str(n).encode(), qos=1)
+    _, packet_id, _, _, payload = one.next()
+    assert payload == b"0"
+    assert one.nothing_within(0.5)  # the second waits for the first to settle
+    one.puback(packet_id)
+    _, packet_id, _, _, payload = one.next()
+    assert payload == b"1"
+    one.close()
+
+
+def test_qos_0_consumers_need_allow_at_most_once(make_broker, clients):
+    broker = queue_broker(make_broker)
+    refused = clients(broker.port)
+    assert refused.subscribe("$queue/work/#", qos=0)[0].value == 0x83
+    old = clients(broker.port, version=4)
+    assert old.subscribe("$queue/work/#", qos=0)[0] == 0x80
+    loose = clients(broker.port)
+    assert loose.subscribe("$queue/loose", qos=0)[0].value == 0
+    clients(broker.port).publish("$queue/loose", b"once", qos=1)
+    assert loose.receive().payload == b"once"
+
+
+def test_mqtt_3_1_1_clients_consume_through_share(make_broker, clients):
+    broker = queue_broker(make_broker)
+    publisher = clients(broker.port, version=4)
+    for n in range(3):
+        publisher.publish("$queue/work/m", f"v{n}".encode(), qos=1)
+    out = subprocess.run(
+        ["mosquitto_sub", "-p", str(broker.port), "-V", "mqttv311", "-q", "1", "-t",
+         "$share/workers/$queue/work/#", "-C", "3", "-W", "10"],
+        capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.split()) == ["v0", "v1", "v2"]
+
+
+def test_settled_messages_stay_settled_across_a_restart(clients, tmp_path):
+    config = "listeners:\n  - host: 127.0.0.1\n    port: 0\n" + QUEUES + \
+        f"storage:\n  dir: {tmp_path / 'data'}\n"
+    broker = SluiceProcess(config_yaml=config).start()
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/work/#", qos=1)
+    publisher = clients(broker.port)
+    for n in range(20):
+        publisher.publish("$queue/work/s", str(n).encode(), qos=1)
+    assert sorted(int(m.payload) for m in consumer.receive_n(20)) == list(range(20))
+    wait_until(lambda: acknowledged(broker, "work") == 20, timeout=15,
+               what="the 20 PUBACKs to be settled")
+    consumer.disconnect()
+    for n in range(20, 25):  # no consumer now: they wait
+        publisher.publish("$queue/work/s", str(n).encode(), qos=1)
+    publisher.disconnect()
+    assert broker.stop() == 0, broker.output()
+
+    again = SluiceProcess(config_yaml=config).start()
+    back = clients(again.port)
+    back.subscribe("$queue/work/#", qos=1)
+    assert [int(m.payload) for m in back.receive_n(5)] == list(range(20, 25))
+    back.expect_nothing(0.5)
+    back.disconnect()
+    assert again.stop() == 0, again.output()
+
+
+def acknowledged(broker, queue):
+    """The queue's acknowledged count, read from $SYS by a client of its own."""
+    watcher = Client(broker.port)
+    try:
+        watcher.subscribe(f"$SYS/broker/queues/{queue}/acknowledged", qos=0)
+        message = watcher.receive(timeout=15)
+        return int(message.payload)
+    finally:
+        watcher.disconnect()

@@ -1,0 +1,65 @@
+#include "queue/log_codec.hpp"
+
+#include <gtest/gtest.h>
+
+namespace sluice::queue {
+namespace {
+
+TEST(QueueLogCodec, AnEntryReadsBackAsWritten) {
+  LogEntry entry;
+  entry.timestamp_ms = 1'700'000'000'123;
+  entry.expires_at_ms = 1'700'000'060'000;
+  entry.subtopic = "eu/7";
+  entry.key = "customer-42";
+  entry.properties = {0x03, 0x01, 0x02};
+  entry.payload = {0x00, 0xFF, 0x10};
+  const auto back = decode_entry(encode_entry(entry));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->timestamp_ms, entry.timestamp_ms);
+  EXPECT_EQ(back->expires_at_ms, entry.expires_at_ms);
+  EXPECT_EQ(back->subtopic, entry.subtopic);
+  EXPECT_EQ(back->key, entry.key);
+  EXPECT_EQ(back->properties, entry.properties);
+  EXPECT_EQ(back->payload, entry.payload);
+
+  LogEntry bare;  // no subtopic is not an empty one
+  EXPECT_FALSE(decode_entry(encode_entry(bare))->subtopic);
+  bare.subtopic = "";
+  EXPECT_EQ(decode_entry(encode_entry(bare))->subtopic, "");
+}
+
+TEST(QueueLogCodec, DamagedEntriesAreRefused) {
+  LogEntry entry;
+  entry.payload = {1, 2, 3};
+  const std::string good = encode_entry(entry);
+  EXPECT_FALSE(decode_entry(good.substr(0, good.size() - 1)));
+  EXPECT_FALSE(decode_entry(good + "x"));
+  EXPECT_FALSE(decode_entry(""));
+  std::string other_version = good;
+  other_version[0] = 9;
+  EXPECT_FALSE(decode_entry(other_version));
+}
+
+TEST(QueueLogCodec, KeysSortAsTheLayerReadsThem) {
+  // Offsets in numeric order, partitions apart, queues apart (a name that is
+  // a prefix of another does not mix with it).
+  EXPECT_LT(keys::entry("q", 0, 255), keys::entry("q", 0, 256));
+  EXPECT_LT(keys::entry("q", 0, 1ull << 40), keys::entry("q", 1, 0));
+  EXPECT_LT(keys::entry("q", 0, ~0ull), keys::entries_end("q", 0));
+  EXPECT_LT(keys::entries_end("q", 0), keys::entry("q", 1, 0));
+  EXPECT_LT(keys::entry("q", 7, ~0ull), keys::entry("q.dlq", 0, 0));
+  EXPECT_EQ(keys::offset_of(keys::settled("q", "g", 3, 12345)), 12345u);
+  EXPECT_EQ(keys::last_name(keys::group("q", "workers"), keys::groups_prefix("q").size()),
+            "workers");
+}
+
+TEST(QueueLogCodec, APrefixEndIsAboveEveryKeyWithThePrefix) {
+  // Partition 255 ends the prefix with 0xFF: the end must still be above it.
+  const std::string prefix = keys::settled_prefix("q", "g", 255);
+  const std::string end = keys::prefix_end(prefix);
+  EXPECT_LT(keys::settled("q", "g", 255, ~0ull), end);
+  EXPECT_LE(end, keys::settled("q", "g", 256, 0));
+}
+
+}  // namespace
+}  // namespace sluice::queue
