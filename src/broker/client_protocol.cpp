@@ -372,7 +372,7 @@ void ClientProtocol::publish_to_queue(mqtt::Publish&& publish, store::WriteBatch
   QueueGateway::Outcome refused{ReasonCode::kTopicNameInvalid, "no queues on this broker"};
   if (QueueGateway* queues = shard_.broker().queues()) {
     refused = queues->publish(
-        shard_, std::move(publish), std::move(inbound),
+        shard_, session_->ref(), std::move(publish), std::move(inbound),
         [acks = std::weak_ptr<AckQueue>(acks_), ack](ReasonCode reason, std::string text) {
           if (!ack) return;
           if (const auto alive = acks.lock()) alive->complete(*ack, reason, text);

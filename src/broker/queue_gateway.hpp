@@ -47,8 +47,10 @@ class QueueGateway {
   // ...), and `acknowledge` is never called. Otherwise returns kSuccess, and
   // `acknowledge` runs on `shard`'s thread once the append is durable (or
   // failed: 0x83).
-  virtual Outcome publish(Shard& shard, mqtt::Publish&& publish, store::WriteBatch&& with,
-                          Acknowledge acknowledge) = 0;
+  // `from` is the publisher's session: a verb ($ack, ...) settles what
+  // that session's consumers hold.
+  virtual Outcome publish(Shard& shard, TargetRef from, mqtt::Publish&& publish,
+                          store::WriteBatch&& with, Acknowledge acknowledge) = 0;
 
   // A subscription to a queue address.
   struct ConsumerSpec {

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <chrono>
 #include <limits>
+#include <tuple>
 
 #include "broker/shard.hpp"
 #include "mqtt/byte_reader.hpp"
@@ -257,8 +258,9 @@ void QueueService::confirm(Work& work, Queue& queue, std::uint32_t partition,
   dispatch(work, queue);
 }
 
-QueueService::Outcome QueueService::publish(broker::Shard& shard, mqtt::Publish&& publish,
-                                            store::WriteBatch&& with, Acknowledge acknowledge) {
+QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::TargetRef from,
+                                            mqtt::Publish&& publish, store::WriteBatch&& with,
+                                            Acknowledge acknowledge) {
   const auto address = parse_address(publish.topic);
   if (!address) {
     return {ReasonCode::kTopicNameInvalid,
@@ -266,7 +268,11 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, mqtt::Publish&
             "A-Z a-z 0-9 _ . -"};
   }
   if (!address->verb.empty()) {
-    return {ReasonCode::kTopicNameInvalid, "unknown verb '" + std::string(address->verb) + "'"};
+    // Settlements are not waited for (at-least-once: one lost to a crash
+    // means the message comes again): acknowledged at once.
+    Outcome outcome = apply_verb(shard, from, address->name, address->verb, publish.properties);
+    if (outcome.reason == ReasonCode::kSuccess && acknowledge) acknowledge(ReasonCode::kSuccess, {});
+    return outcome;
   }
   auto entry = std::make_shared<LogEntry>();
   entry->timestamp_ms = wall_ms();
@@ -546,7 +552,7 @@ void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint3
 }
 
 void QueueService::fail(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-                        std::uint64_t offset) {
+                        std::uint64_t offset, std::optional<std::uint32_t> delay_ms) {
   GroupPartition& state = group.partitions[partition];
   Pending& pending = state.pending[offset];
   ++pending.failures;
@@ -560,7 +566,8 @@ void QueueService::fail(Work& work, Queue& queue, Group& group, std::uint32_t pa
     return dead_letter(work, queue, group, partition, offset, "max-deliveries");
   }
   const auto& steps = options.redelivery_backoff_ms;
-  const std::uint32_t wait = steps[std::min<std::size_t>(pending.failures - 1, steps.size() - 1)];
+  const std::uint32_t wait =
+      delay_ms.value_or(steps[std::min<std::size_t>(pending.failures - 1, steps.size() - 1)]);
   pending.when = work.now + std::chrono::milliseconds(wait);
   state.due.emplace(pending.when, offset);
   note_due(pending.when);
@@ -571,7 +578,8 @@ void QueueService::fail(Work& work, Queue& queue, Group& group, std::uint32_t pa
 }
 
 void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-                               std::uint64_t offset, const char* reason) {
+                               std::uint64_t offset, const char* reason,
+                               const std::string* detail) {
   GroupPartition& state = group.partitions[partition];
   std::uint32_t failures = 0;
   if (const auto it = state.pending.find(offset); it != state.pending.end()) {
@@ -589,6 +597,7 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
   mqtt::Properties properties = read_block(entry->properties);
   auto& user = properties.user_properties;
   user.push_back({"dead-letter-reason", reason});
+  if (detail != nullptr) user.push_back({"dead-letter-detail", *detail});
   user.push_back({"original-queue", queue.config.name});
   user.push_back({"original-message-id", message_id(partition, offset)});
   user.push_back({"original-group", group.name});
@@ -610,36 +619,45 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
          });
 }
 
-bool QueueService::end_lease(const broker::Message* message, LeaseRef& ref) {
-  const auto it = leases_.find(message);
-  if (it == leases_.end()) return false;
-  ref = it->second;
-  leases_.erase(it);
-  GroupPartition& state = ref.group->partitions[ref.partition];
-  const auto pending = state.pending.find(ref.offset);
-  if (pending == state.pending.end() || !pending->second.leased ||
-      pending->second.message != message) {
-    return false;
+bool QueueService::consumer_is_manual(const Group& group, std::uint64_t consumer) {
+  for (const auto& candidate : group.consumers)
+    if (candidate->id == consumer) return candidate->manual;
+  return false;
+}
+
+bool QueueService::end_lease(Group& group, std::uint32_t partition, std::uint64_t offset) {
+  GroupPartition& state = group.partitions[partition];
+  const auto found = state.pending.find(offset);
+  if (found == state.pending.end() || !found->second.leased) return false;
+  Pending& pending = found->second;
+  if (pending.message != nullptr) leases_.erase(pending.message);
+  state.leases.erase({pending.when, offset});
+  for (const auto& consumer : group.consumers) {
+    if (consumer->id == pending.consumer && consumer->outstanding > 0) --consumer->outstanding;
   }
-  state.leases.erase({pending->second.when, ref.offset});
-  for (const auto& consumer : ref.group->consumers) {
-    if (consumer->id == pending->second.consumer && consumer->outstanding > 0) {
-      --consumer->outstanding;
-    }
-  }
+  pending.message = nullptr;
   return true;
 }
 
 void QueueService::on_settled(const broker::Delivery& delivery, ReasonCode reason) {
   run(nullptr, [&](Work& work) {
-    LeaseRef ref{};
-    if (!end_lease(delivery.message.get(), ref)) return;  // expired, or never leased
+    const auto found = leases_.find(delivery.message.get());
+    if (found == leases_.end()) return;  // expired, or never leased
+    const LeaseRef ref = found->second;
     work.shard = &broker_.shard(ref.shard);  // this thread's: the session's
     Queue& queue = *ref.queue;
     Group& group = *ref.group;
     GroupPartition& state = group.partitions[ref.partition];
+    Pending& pending = state.pending[ref.offset];
+    if (!mqtt::is_error(reason) && consumer_is_manual(group, pending.consumer)) {
+      // Received, not settled: the lease stays until a verb or its deadline.
+      leases_.erase(found);
+      pending.message = nullptr;
+      return;
+    }
+    end_lease(group, ref.partition, ref.offset);
     if (!mqtt::is_error(reason)) {
-      const bool had_failures = state.pending[ref.offset].failures > 0;
+      const bool had_failures = pending.failures > 0;
       state.pending.erase(ref.offset);
       ++queue.counters.acknowledged;
       settle(work, queue, group, ref.partition, ref.offset, work.batch, had_failures);
@@ -652,6 +670,131 @@ void QueueService::on_settled(const broker::Delivery& delivery, ReasonCode reaso
   });
 }
 
+// ---- verbs ----------------------------------------------------------------------------
+
+std::optional<QueueService::Held> QueueService::held_by(Queue& queue, broker::TargetRef session,
+                                                        std::string_view id,
+                                                        const std::string* group_name) {
+  const auto colon = id.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  std::uint32_t partition = 0;
+  std::uint64_t offset = 0;
+  const std::string_view p = id.substr(0, colon), o = id.substr(colon + 1);
+  if (std::from_chars(p.data(), p.data() + p.size(), partition).ptr != p.data() + p.size() ||
+      std::from_chars(o.data(), o.data() + o.size(), offset).ptr != o.data() + o.size() ||
+      p.empty() || o.empty() || partition >= queue.partitions.size()) {
+    return std::nullopt;
+  }
+  for (auto& [name, group] : queue.groups) {
+    if (group_name != nullptr && name != *group_name) continue;
+    const GroupPartition& state = group->partitions[partition];
+    const auto pending = state.pending.find(offset);
+    if (pending == state.pending.end() || !pending->second.leased) continue;
+    for (const auto& consumer : group->consumers) {
+      if (consumer->id == pending->second.consumer && consumer->session == session)
+        return Held{group.get(), partition, offset};
+    }
+  }
+  return std::nullopt;
+}
+
+QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::TargetRef from,
+                                               std::string_view queue_name,
+                                               std::string_view verb,
+                                               const mqtt::Properties& properties) {
+  enum class Verb { kAck, kNack, kRelease, kReject, kProgress };
+  Verb what;
+  if (verb == "$ack") {
+    what = Verb::kAck;
+  } else if (verb == "$nack") {
+    what = Verb::kNack;
+  } else if (verb == "$release") {
+    what = Verb::kRelease;
+  } else if (verb == "$reject") {
+    what = Verb::kReject;
+  } else if (verb == "$progress") {
+    what = Verb::kProgress;
+  } else {
+    return {ReasonCode::kTopicNameInvalid, "unknown verb '" + std::string(verb) + "'"};
+  }
+  std::optional<std::uint32_t> delay_ms;
+  if (const std::string* asked = user_property(properties, "delay-ms")) {
+    std::uint32_t value = 0;
+    const auto [end, ec] = std::from_chars(asked->data(), asked->data() + asked->size(), value);
+    if (ec != std::errc() || end != asked->data() + asked->size()) {
+      return {ReasonCode::kImplementationSpecificError, "delay-ms is not a number of ms"};
+    }
+    delay_ms = value;
+  }
+  const std::string* group_name = user_property(properties, "group");
+  Outcome outcome;
+  run(&shard, [&](Work& work) {
+    Queue* queue = find_queue(queue_name);
+    if (queue == nullptr) {
+      outcome = {ReasonCode::kTopicNameInvalid, "unknown queue '" + std::string(queue_name) + "'"};
+      return;
+    }
+    std::string unknown;
+    std::size_t named = 0;
+    std::vector<Group*> touched;
+    for (const mqtt::UserProperty& property : properties.user_properties) {
+      if (property.name != "message-id") continue;
+      ++named;
+      const auto held = held_by(*queue, from, property.value, group_name);
+      if (!held) {
+        if (!unknown.empty()) unknown += ", ";
+        unknown += property.value;
+        continue;
+      }
+      Group& group = *held->group;
+      GroupPartition& state = group.partitions[held->partition];
+      Pending& pending = state.pending[held->offset];
+      if (what == Verb::kProgress) {  // the same holder, a new deadline
+        state.leases.erase({pending.when, held->offset});
+        pending.when = work.now + std::chrono::milliseconds(queue->config.options.lease_timeout_ms);
+        state.leases.emplace(pending.when, held->offset);
+        note_due(pending.when);
+        continue;
+      }
+      end_lease(group, held->partition, held->offset);
+      touched.push_back(&group);
+      switch (what) {
+        case Verb::kAck: {
+          const bool had_failures = pending.failures > 0;
+          state.pending.erase(held->offset);
+          ++queue->counters.acknowledged;
+          settle(work, *queue, group, held->partition, held->offset, work.batch, had_failures);
+          break;
+        }
+        case Verb::kNack:
+          fail(work, *queue, group, held->partition, held->offset, delay_ms);
+          break;
+        case Verb::kRelease:  // given back without fault: offered again at once, not counted
+          pending.leased = false;
+          pending.consumer = 0;
+          pending.when = work.now;
+          state.due.emplace(pending.when, held->offset);
+          break;
+        case Verb::kReject:
+          dead_letter(work, *queue, group, held->partition, held->offset, "rejected",
+                      user_property(properties, "reason"));
+          break;
+        case Verb::kProgress:
+          break;
+      }
+    }
+    for (Group* group : touched)
+      dispatch(work, *queue, *group);
+    if (named == 0) {
+      outcome = {ReasonCode::kImplementationSpecificError, "no message-id user property"};
+    } else if (!unknown.empty()) {
+      outcome = {ReasonCode::kImplementationSpecificError,
+                 "no lease held by this client on " + unknown};
+    }
+  });
+  return outcome;
+}
+
 // ---- timers -------------------------------------------------------------------------
 
 void QueueService::expire_leases(Work& work) {
@@ -661,9 +804,7 @@ void QueueService::expire_leases(Work& work) {
         GroupPartition& state = group->partitions[p];
         while (!state.leases.empty() && state.leases.begin()->first <= work.now) {
           const std::uint64_t offset = state.leases.begin()->second;
-          Pending& pending = state.pending[offset];
-          LeaseRef ref{};
-          if (!end_lease(pending.message, ref)) {
+          if (!end_lease(*group, p, offset)) {
             state.leases.erase(state.leases.begin());  // cannot happen; never loop on it
             continue;
           }
@@ -771,9 +912,10 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
   }
   if (group_name.empty()) group_name = "default";
   if (group_name.size() > 200) return ReasonCode::kImplementationSpecificError;
-  if (const std::string* mode = user_property(properties, "ack-mode");
-      mode != nullptr && *mode != "auto") {
-    return ReasonCode::kImplementationSpecificError;  // manual acknowledgement: not yet
+  bool manual = false;
+  if (const std::string* mode = user_property(properties, "ack-mode")) {
+    if (*mode != "auto" && *mode != "manual") return ReasonCode::kImplementationSpecificError;
+    manual = *mode == "manual";
   }
   std::uint32_t prefetch = 0;
   if (const std::string* asked = user_property(properties, "prefetch")) {
@@ -808,6 +950,7 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
     consumer->whole_queue = !address->subtopic.has_value();
     consumer->v5 = spec.v5;
     consumer->at_most_once = at_most_once;
+    consumer->manual = manual && !at_most_once;
     const std::uint32_t window = std::min<std::uint32_t>(
         spec.receive_maximum, broker_.config().limits.max_inflight_messages);
     consumer->credit = std::max<std::uint32_t>(
@@ -823,11 +966,16 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
 bool QueueService::unsubscribe(broker::Shard& shard, broker::TargetRef session,
                                std::string_view filter) {
   bool existed = false;
-  run(&shard, [&](Work&) {
-    for_each_consumer_of(session, [&](Queue&, Group& group, std::size_t i) {
+  run(&shard, [&](Work& work) {
+    for_each_consumer_of(session, [&](Queue& queue, Group& group, std::size_t i) {
       if (group.consumers[i]->filter != filter) return false;
-      // What it holds stays leased: its PUBACKs still settle them.
+      // Deliveries still in the session stay leased: their PUBACKs settle
+      // them. What a manual consumer received can no longer be settled by
+      // it: offered again now.
+      const std::uint64_t consumer = group.consumers[i]->id;
       remove_consumer(group, i);
+      fail_received(work, queue, group, consumer);
+      dispatch(work, queue, group);
       existed = true;
       return true;
     });
@@ -835,13 +983,35 @@ bool QueueService::unsubscribe(broker::Shard& shard, broker::TargetRef session,
   return existed;
 }
 
+void QueueService::fail_received(Work& work, Queue& queue, Group& group, std::uint64_t consumer) {
+  for (std::uint32_t p = 0; p < group.partitions.size(); ++p) {
+    std::vector<std::uint64_t> received;
+    for (const auto& [offset, pending] : group.partitions[p].pending) {
+      if (pending.leased && pending.message == nullptr && pending.consumer == consumer)
+        received.push_back(offset);
+    }
+    for (const std::uint64_t offset : received) {
+      end_lease(group, p, offset);
+      fail(work, queue, group, p, offset);
+    }
+  }
+}
+
 void QueueService::session_offline(broker::Shard& shard, broker::TargetRef session) {
-  run(&shard, [&](Work&) {
-    // Its deliveries come back as the session lets go of them (on_settled).
-    for_each_consumer_of(session, [&](Queue&, Group& group, std::size_t i) {
+  run(&shard, [&](Work& work) {
+    // Deliveries still in the session come back as it lets go of them
+    // (on_settled); what a manual consumer received and did not settle
+    // comes back here. Each is a failed attempt.
+    std::vector<std::tuple<Queue*, Group*, std::uint64_t>> left;
+    for_each_consumer_of(session, [&](Queue& queue, Group& group, std::size_t i) {
       group.consumers[i]->online = false;
+      if (group.consumers[i]->manual) left.emplace_back(&queue, &group, group.consumers[i]->id);
       return false;
     });
+    for (auto [queue, group, consumer] : left) {
+      fail_received(work, *queue, *group, consumer);
+      dispatch(work, *queue, *group);
+    }
   });
 }
 

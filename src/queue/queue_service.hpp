@@ -61,8 +61,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   store::Status recover();
 
   // ---- QueueGateway ----
-  Outcome publish(broker::Shard& shard, mqtt::Publish&& publish, store::WriteBatch&& with,
-                  Acknowledge acknowledge) override;
+  Outcome publish(broker::Shard& shard, broker::TargetRef from, mqtt::Publish&& publish,
+                  store::WriteBatch&& with, Acknowledge acknowledge) override;
   mqtt::ReasonCode subscribe(broker::Shard& shard, const ConsumerSpec& consumer) override;
   bool unsubscribe(broker::Shard& shard, broker::TargetRef session,
                    std::string_view filter) override;
@@ -135,12 +135,30 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // Settled by `group`: the floor moves up, or a marker above it is kept.
   void settle(Work& work, Queue& queue, Group& group, std::uint32_t partition,
               std::uint64_t offset, store::WriteBatch& batch, bool had_failures);
+  // A failed attempt: offered again after the backoff (or `delay_ms`), or
+  // dead-lettered after max_deliveries.
   void fail(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-            std::uint64_t offset);
+            std::uint64_t offset, std::optional<std::uint32_t> delay_ms = std::nullopt);
   void dead_letter(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-                   std::uint64_t offset, const char* reason);
-  // Ends the lease of the delivery of `message` (false when it has none).
-  bool end_lease(const broker::Message* message, LeaseRef& ref);
+                   std::uint64_t offset, const char* reason,
+                   const std::string* detail = nullptr);
+  static bool consumer_is_manual(const Group& group, std::uint64_t consumer);
+  // Fails what manual consumer `consumer` received and did not settle.
+  void fail_received(Work& work, Queue& queue, Group& group, std::uint64_t consumer);
+  // Ends the lease on `offset` (false when there is none): the holder's
+  // credit comes back; the caller settles, fails or releases the message.
+  bool end_lease(Group& group, std::uint32_t partition, std::uint64_t offset);
+  // $ack, $nack, $release, $reject, $progress from `from`'s session.
+  Outcome apply_verb(broker::Shard& shard, broker::TargetRef from, std::string_view queue,
+                     std::string_view verb, const mqtt::Properties& properties);
+  // A lease held by a consumer of `session` on message id "<partition>:<offset>".
+  struct Held {
+    Group* group = nullptr;
+    std::uint32_t partition = 0;
+    std::uint64_t offset = 0;
+  };
+  std::optional<Held> held_by(Queue& queue, broker::TargetRef session, std::string_view id,
+                              const std::string* group);
   void expire_leases(Work& work);
   void truncate_logs(Work& work);
   void note_due(Clock::time_point when);

@@ -49,7 +49,9 @@ struct Pending {
   std::uint64_t consumer = 0;                   // the holder, while leased
   Clock::time_point when{};                     // the lease's deadline, or when it is due again
   std::vector<std::uint64_t> failed_by;         // consumers that failed it, to prefer others
-  const broker::Message* message = nullptr;     // the leased delivery's message
+  // The leased delivery's message, until the consumer's PUBACK; a manual
+  // consumer then still holds the lease (nullptr here) until a verb settles it.
+  const broker::Message* message = nullptr;
 };
 
 struct GroupPartition {
@@ -76,6 +78,8 @@ struct Consumer {
   bool whole_queue = false;
   bool v5 = true;
   bool at_most_once = false;  // a QoS 0 consumer: settled once written to it
+  // ack-mode manual: a PUBACK means received; $ack, $nack, ... settle.
+  bool manual = false;
   std::uint32_t credit = 1;   // most leased at once
   std::uint32_t outstanding = 0;
   bool online = true;

@@ -391,3 +391,106 @@ def acknowledged(broker, queue):
         return int(message.payload)
     finally:
         watcher.disconnect()
+
+
+MANUAL = [("ack-mode", "manual")]
+
+
+def manual_consumer(clients, port, filter_="$queue/orders/#", extra=()):
+    consumer = clients(port)
+    consumer.subscribe(filter_, qos=1,
+                       properties=props(PacketTypes.SUBSCRIBE, UserProperty=MANUAL + list(extra)))
+    return consumer
+
+
+def verb(client, queue, name, *message_ids, **more):
+    pairs = [("message-id", m) for m in message_ids] + [(k.replace("_", "-"), v)
+                                                         for k, v in more.items()]
+    client.publish(f"$queue/{queue}/${name}", b"", qos=1,
+                   properties=props(PacketTypes.PUBLISH, UserProperty=pairs))
+
+
+def test_manual_mode_keeps_the_lease_until_ack(make_broker, clients):
+    broker = queue_broker(make_broker)  # orders: lease 800 ms
+    consumer = manual_consumer(clients, broker.port)
+    clients(broker.port).publish("$queue/orders/m", b"keep", qos=1)
+    message = consumer.receive()  # paho has sent its PUBACK: that only says received
+    message_id = user_properties(message)["message-id"]
+    verb(consumer, "orders", "progress", message_id)
+    consumer.expect_nothing(0.5)
+    verb(consumer, "orders", "ack", message_id)
+    consumer.expect_nothing(1.5)  # past the lease and the backoff: settled for good
+
+
+def test_manual_mode_without_a_verb_is_offered_again_at_the_deadline(make_broker, clients):
+    broker = queue_broker(make_broker)
+    consumer = manual_consumer(clients, broker.port)
+    clients(broker.port).publish("$queue/orders/m", b"forgotten", qos=1)
+    first = consumer.receive()
+    again = consumer.receive(timeout=5)
+    assert again.payload == b"forgotten"
+    assert user_properties(again)["delivery-count"] == "2"
+    assert user_properties(again)["message-id"] == user_properties(first)["message-id"]
+
+
+def test_progress_extends_a_lease_for_a_long_job(make_broker, clients):
+    broker = queue_broker(make_broker)  # lease 800 ms
+    consumer = manual_consumer(clients, broker.port)
+    clients(broker.port).publish("$queue/orders/long", b"job", qos=1)
+    message_id = user_properties(consumer.receive())["message-id"]
+    for _ in range(6):  # 2.4 s of work, three leases' worth
+        consumer.expect_nothing(0.4)
+        verb(consumer, "orders", "progress", message_id)
+    verb(consumer, "orders", "ack", message_id)
+    consumer.expect_nothing(1.5)
+
+
+def test_nack_with_a_delay_release_and_reject(make_broker, clients):
+    broker = queue_broker(make_broker)
+    consumer = manual_consumer(clients, broker.port, "$queue/work/#")
+    dead = clients(broker.port)
+    dead.subscribe("$queue/work.dlq/#", qos=1)
+    publisher = clients(broker.port)
+    publisher.publish("$queue/work/n", b"n", qos=1)
+    first = consumer.receive()
+    verb(consumer, "work", "nack", user_properties(first)["message-id"], delay_ms="300")
+    consumer.expect_nothing(0.2)  # not before its delay
+    second = consumer.receive(timeout=3)
+    assert user_properties(second)["delivery-count"] == "2"
+    verb(consumer, "work", "release", user_properties(second)["message-id"])
+    third = consumer.receive()
+    assert user_properties(third)["delivery-count"] == "2"  # a release is no failure
+    verb(consumer, "work", "reject", user_properties(third)["message-id"], reason="bad input")
+    letter = dead.receive()
+    assert user_properties(letter)["dead-letter-reason"] == "rejected"
+    assert user_properties(letter)["dead-letter-detail"] == "bad input"
+    consumer.expect_nothing(0.5)
+
+
+def test_a_verb_on_a_lease_this_client_does_not_hold_changes_nothing(make_broker, clients):
+    broker = queue_broker(make_broker)
+    holder = manual_consumer(clients, broker.port, "$queue/work/#")
+    clients(broker.port).publish("$queue/work/x", b"mine", qos=1)
+    message_id = user_properties(holder.receive())["message-id"]
+    stranger = rawmqtt.connected(broker.port, unique("stranger"))
+    stranger.send(rawmqtt.publish("$queue/work/$ack", b"", qos=1, packet_id=5,
+                                  properties=raw_user_property("message-id", message_id)))
+    ack = stranger.receive_type(rawmqtt.PUBACK)
+    assert ack.body[2] == 0x83
+    assert b"no lease held by this client" in ack.body
+    stranger.close()
+    verb(holder, "work", "nack", message_id)  # still the holder's to settle
+    assert user_properties(holder.receive(timeout=3))["delivery-count"] == "2"
+
+
+def test_what_a_manual_consumer_received_comes_back_when_it_leaves(make_broker, clients):
+    broker = queue_broker(make_broker)
+    leaver = manual_consumer(clients, broker.port, "$queue/work/#")
+    clients(broker.port).publish("$queue/work/x", b"unfinished", qos=1)
+    leaver.receive()
+    stayer = clients(broker.port)
+    stayer.subscribe("$queue/work/#", qos=1)
+    leaver.disconnect()
+    message = stayer.receive()
+    assert message.payload == b"unfinished"
+    assert user_properties(message)["delivery-count"] == "2"
