@@ -5,6 +5,9 @@
 //   sluice-bench p2p     [--pairs 8]                P publisher/subscriber pairs, a topic each
 //   sluice-bench latency [--rate 1000]              timestamps in the payload; p50/p99/p99.9
 //   sluice-bench conns   [--connections 10000]      idle connections: connect rate, memory
+//   sluice-bench queue   [--publishers 8 --consumers 4 --queue bench]
+//                                                   P publishers -> a durable queue ($queue/NAME)
+//                                                   -> C consumers of one group (Sluice only)
 //
 // Common options: --host, --port, --qos, --mqtt 4|5, --payload BYTES,
 // --duration S, --rate MSG/S (total), --inflight N (QoS 1/2 window per
@@ -37,6 +40,8 @@ struct Options {
   std::uint32_t subscribers = 100;
   std::uint32_t pairs = 8;
   std::uint32_t connections = 10'000;
+  std::uint32_t consumers = 4;
+  std::string queue = "bench";
   double duration_s = 10;
   double rate = 0;  // total messages/s over all publishers
   std::uint32_t threads = 1;
@@ -143,6 +148,17 @@ int run(Options& o) {
       specs.push_back({id + "pub-" + std::to_string(p), topic, "", p});
     }
     if (latency && o.rate == 0) o.rate = 1000;
+  } else if (o.scenario == "queue") {
+    // Each publisher's messages share a subtopic, hence a key and a
+    // partition: each consumer sees them in order.
+    publishers = o.publishers;
+    for (std::uint32_t c = 0; c < o.consumers; ++c)
+      specs.push_back({id + "consumer-" + std::to_string(c), "", "$queue/" + o.queue + "/#", 0});
+    for (std::uint32_t p = 0; p < publishers; ++p)
+      specs.push_back({id + "pub-" + std::to_string(p),
+                       "$queue/" + o.queue + "/" + std::to_string(getpid()) + "-" +
+                           std::to_string(p),
+                       "", p});
   } else if (conns) {
     for (std::uint32_t c = 0; c < o.connections; ++c)
       specs.push_back({id + "idle-" + std::to_string(c), "", "", 0});
@@ -294,7 +310,8 @@ int run(Options& o) {
 int main(int argc, char** argv) {
   CLI::App app{"sluice-bench: an MQTT load generator that checks what it measures"};
   Options o;
-  app.add_option("scenario", o.scenario, "fanin, fanout, p2p, latency or conns")->required();
+  app.add_option("scenario", o.scenario, "fanin, fanout, p2p, latency, conns or queue")
+      ->required();
   app.add_option("--host", o.settings.host, "broker address (IPv4)");
   app.add_option("--port", o.settings.port, "broker port");
   app.add_option("--qos", o.settings.qos, "0, 1 or 2")->check(CLI::Range(0, 2));
@@ -308,7 +325,11 @@ int main(int argc, char** argv) {
   app.add_option("--window", o.settings.window,
                  "QoS 0: messages per publisher not yet received by all subscribers "
                  "(0: flood, open loop)");
-  app.add_option("--publishers", o.publishers, "fanin publishers")->check(CLI::Range(1u, 100000u));
+  app.add_option("--publishers", o.publishers, "fanin and queue publishers")
+      ->check(CLI::Range(1u, 100000u));
+  app.add_option("--consumers", o.consumers, "queue: consumers in one group")
+      ->check(CLI::Range(1u, 100000u));
+  app.add_option("--queue", o.queue, "queue: the queue's name (configured, or auto-created)");
   app.add_option("--subscribers", o.subscribers, "fanout subscribers")
       ->check(CLI::Range(1u, 100000u));
   app.add_option("--pairs", o.pairs, "p2p pairs")->check(CLI::Range(1u, 100000u));

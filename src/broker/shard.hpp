@@ -106,11 +106,6 @@ class Shard {
   std::optional<TargetRef> reroute_shared(Delivery& delivery, TargetRef exclude, bool online_only,
                                           store::WriteBatch& batch);
   void deliver(TargetRef to, Delivery&& delivery);
-  // The same through the outbox, even for a session of this shard: for a
-  // caller that may be inside that session's own call.
-  void deliver_later(TargetRef to, Delivery&& delivery) {
-    outbox_[to.shard].push_back({to, std::move(delivery)});
-  }
   // Hands the deliveries gathered for other shards to their inboxes. The net
   // layer calls this once per loop turn.
   void flush_outbox();

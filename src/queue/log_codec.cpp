@@ -127,12 +127,6 @@ namespace keys {
 
 std::string queue(std::string_view queue) { return name_key('Q', queue); }
 
-std::string next_offset(std::string_view queue, std::uint32_t partition) {
-  std::string key = name_key('N', queue);
-  put_u32(key, partition);
-  return key;
-}
-
 std::string entry(std::string_view queue, std::uint32_t partition, std::uint64_t offset) {
   std::string key = name_key('L', queue);
   put_u32(key, partition);

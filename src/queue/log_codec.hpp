@@ -5,10 +5,13 @@
 //
 //   Q <queue>                           -> the queue exists: partitions (u32), then
 //                                          1 byte, 1 when it keeps no dead letters
-//   N <queue> <partition>               -> the next offset to give (u64)
 //   L <queue> <partition> <offset>      -> a log entry (LogEntry)
 //   G <queue> <group>                   -> (empty): the group exists
 //   F <queue> <group> <partition>       -> the group's floor: all below are settled (u64)
+//
+// A partition's next offset is not written with every append: at start it
+// is one past the last entry, or the highest floor when the log was
+// emptied (entries go only once every group's floor passed them).
 //   A <queue> <group> <partition> <off> -> (empty): settled above the floor
 //   C <queue> <group> <partition> <off> -> failed delivery attempts so far (u32)
 #pragma once
@@ -38,7 +41,6 @@ std::optional<LogEntry> decode_entry(std::string_view value);
 namespace keys {
 
 std::string queue(std::string_view queue);
-std::string next_offset(std::string_view queue, std::uint32_t partition);
 std::string entry(std::string_view queue, std::uint32_t partition, std::uint64_t offset);
 // The first key after every entry of the partition.
 std::string entries_end(std::string_view queue, std::uint32_t partition);

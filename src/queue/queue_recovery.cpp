@@ -83,17 +83,25 @@ store::Status QueueService::load(Queue& queue) {
   const std::string& name = queue.config.name;
   for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
     Partition& log = queue.partitions[p];
-    const auto next = read_key(keys::next_offset(name, p));
-    log.next = next ? decode_u64(*next) : 0;
-    log.start = log.next;
-    const store::Status status =
-        store_->scan(store::Space::kQueues, keys::entry(name, p, 0), keys::entries_end(name, p),
-                     [&](std::string_view key, std::string_view) {
-                       log.start = keys::offset_of(key);
-                       return false;
-                     });
+    bool any = false;
+    store::Status status =
+        store_->scan_back(store::Space::kQueues, keys::entry(name, p, 0), keys::entries_end(name, p),
+                          [&](std::string_view key, std::string_view) {
+                            log.next = keys::offset_of(key) + 1;
+                            any = true;
+                            return false;
+                          });
     if (!status.ok) return status;
-    log.visible = log.window_start = log.next;
+    log.start = log.next;
+    if (any) {
+      status = store_->scan(store::Space::kQueues, keys::entry(name, p, 0),
+                            keys::entries_end(name, p),
+                            [&](std::string_view key, std::string_view) {
+                              log.start = keys::offset_of(key);
+                              return false;
+                            });
+      if (!status.ok) return status;
+    }
   }
   const std::string prefix = keys::groups_prefix(name);
   std::vector<std::string> groups;
@@ -135,6 +143,16 @@ store::Status QueueService::load(Queue& queue) {
       if (!status.ok) return status;
     }
     queue.groups.emplace(group_name, std::move(group));
+  }
+  // An emptied log starts where its groups' floors got to: offsets are
+  // never given twice.
+  for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
+    Partition& log = queue.partitions[p];
+    for (const auto& [group_name, group] : queue.groups) {
+      if (log.start == log.next && group->partitions[p].floor > log.next)
+        log.next = log.start = group->partitions[p].floor;
+    }
+    log.visible = log.window_start = log.next;
   }
   return {};
 }

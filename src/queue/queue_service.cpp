@@ -106,19 +106,25 @@ void QueueService::run(broker::Shard* shard, Change&& change) {
     std::lock_guard lock(mutex_);
     change(work);
     if (!work.batch.empty()) submit(work, std::move(work.batch), nullptr);
-  }
-  finish(work);
-}
-
-void QueueService::finish(Work& work) {
-  // Through the outbox even for this shard: the caller may be a session in
-  // the middle of its own PUBACK, which must not be re-entered.
-  if (work.shard != nullptr) {
-    for (broker::RemoteDelivery& delivery : work.deliveries)
-      work.shard->deliver_later(delivery.to, std::move(delivery.delivery));
+    hand_out(work);
   }
   for (auto& callback : work.after)
     callback();
+}
+
+void QueueService::hand_out(Work& work) {
+  // Into the consumers' shards' inboxes while still under the mutex: two
+  // threads leasing in turn to one consumer must not be overtaken by each
+  // other (its messages arrive in the order they were leased). Through the
+  // inbox even for this shard: the caller may be a session in the middle of
+  // its own PUBACK, which must not be re-entered.
+  if (work.deliveries.empty()) return;
+  std::vector<std::vector<broker::RemoteDelivery>> by_shard(broker_.shard_count());
+  for (broker::RemoteDelivery& delivery : work.deliveries)
+    by_shard[delivery.to.shard].push_back(std::move(delivery));
+  for (std::uint32_t shard = 0; shard < by_shard.size(); ++shard) {
+    if (!by_shard[shard].empty()) broker_.mailbox()->post(shard, std::move(by_shard[shard]));
+  }
 }
 
 void QueueService::submit(Work& work, store::WriteBatch&& batch, std::function<void(bool)> then) {
@@ -232,15 +238,12 @@ std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue, Entry
   batch.add(store::WriteBatch::Put{store::Space::kQueues,
                                    keys::entry(queue.config.name, partition, offset),
                                    encode_entry(*entry)});
-  batch.add(store::WriteBatch::Put{store::Space::kQueues,
-                                   keys::next_offset(queue.config.name, partition),
-                                   encode_u64(log.next)});
   log.window.push_back({std::move(entry), false});
   ++queue.counters.enqueued;
   return {partition, offset};
 }
 
-void QueueService::confirm(Work& work, Queue& queue, std::uint32_t partition,
+void QueueService::confirm(Queue& queue, std::uint32_t partition,
                            std::uint64_t offset, bool durable) {
   Partition& log = queue.partitions[partition];
   if (offset < log.window_start) return;
@@ -255,7 +258,16 @@ void QueueService::confirm(Work& work, Queue& queue, std::uint32_t partition,
       ++log.window_start;
     }
   }
-  dispatch(work, queue);
+  dispatch_soon(queue);
+}
+
+void QueueService::dispatch_soon(Queue& queue) {
+  // Once per loop turn (poll) for everything that became deliverable in
+  // it: one lease pass and one post per consumer shard, not one per message.
+  if (queue.dispatch_soon) return;
+  queue.dispatch_soon = true;
+  to_dispatch_.push_back(&queue);
+  dispatch_pending_.store(true, std::memory_order_relaxed);
 }
 
 QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::TargetRef from,
@@ -304,7 +316,7 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
            [this, queue, partition, offset, shard = shard.index(),
             acknowledge = std::move(acknowledge)](bool durable) {
              run(&broker_.shard(shard),
-                 [&](Work& later) { confirm(later, *queue, partition, offset, durable); });
+                 [&](Work&) { confirm(*queue, partition, offset, durable); });
              if (!acknowledge) return;
              if (durable) return acknowledge(ReasonCode::kSuccess, {});
              acknowledge(ReasonCode::kImplementationSpecificError,
@@ -520,7 +532,8 @@ broker::MessagePtr QueueService::delivery_message(const Queue& queue, const Grou
 // ---- settling -----------------------------------------------------------------------
 
 void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint32_t partition,
-                          std::uint64_t offset, store::WriteBatch& batch, bool had_failures) {
+                          std::uint64_t offset, store::WriteBatch& batch, bool had_failures,
+                          bool atomic) {
   GroupPartition& state = group.partitions[partition];
   const std::string& name = queue.config.name;
   if (had_failures) {
@@ -542,8 +555,18 @@ void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint3
     ++state.floor;
   }
   state.cursor = std::max(state.cursor, state.floor);
-  batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::floor(name, group.name, partition),
-                                   encode_u64(state.floor)});
+  // The floor itself is written once per loop turn (write_floors), not per
+  // message: a settlement lost to a crash only means a redelivery. Unless
+  // the settlement is part of a move that must be all or nothing.
+  if (atomic) {
+    batch.add(store::WriteBatch::Put{store::Space::kQueues,
+                                     keys::floor(name, group.name, partition),
+                                     encode_u64(state.floor)});
+  } else if (!state.floor_dirty) {
+    state.floor_dirty = true;
+    dirty_floors_.push_back({&queue, &group, partition});
+    floors_pending_.store(true, std::memory_order_relaxed);
+  }
   if (state.floor - old_floor > 1) {  // the markers the floor passed
     batch.add(store::WriteBatch::EraseRange{
         store::Space::kQueues, keys::settled(name, group.name, partition, old_floor),
@@ -609,13 +632,13 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
   store::WriteBatch batch;
   Queue& target = *queue.dead_letter;
   const auto [to_partition, to_offset] = append(target, std::move(moved), batch);
-  settle(work, queue, group, partition, offset, batch, failures > 0);
+  settle(work, queue, group, partition, offset, batch, failures > 0, /*atomic=*/true);
   ++queue.counters.dead_lettered;
   const std::uint32_t shard = work.shard->index();
   submit(work, std::move(batch),
          [this, target = &target, to_partition, to_offset, shard](bool durable) {
            run(&broker_.shard(shard),
-               [&](Work& later) { confirm(later, *target, to_partition, to_offset, durable); });
+               [&](Work&) { confirm(*target, to_partition, to_offset, durable); });
          });
 }
 
@@ -666,7 +689,7 @@ void QueueService::on_settled(const broker::Delivery& delivery, ReasonCode reaso
     } else {
       fail(work, queue, group, ref.partition, ref.offset);
     }
-    dispatch(work, queue, group);
+    dispatch_soon(queue);
   });
 }
 
@@ -816,7 +839,33 @@ void QueueService::expire_leases(Work& work) {
   }
 }
 
+void QueueService::write_floors(Work& work) {
+  for (const DirtyFloor& dirty : dirty_floors_) {
+    GroupPartition& state = dirty.group->partitions[dirty.partition];
+    state.floor_dirty = false;
+    work.batch.add(store::WriteBatch::Put{
+        store::Space::kQueues,
+        keys::floor(dirty.queue->config.name, dirty.group->name, dirty.partition),
+        encode_u64(state.floor)});
+  }
+  dirty_floors_.clear();
+  floors_pending_.store(false, std::memory_order_relaxed);
+}
+
 void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
+  if (dispatch_pending_.load(std::memory_order_relaxed) ||
+      floors_pending_.load(std::memory_order_relaxed)) {
+    run(&shard, [&](Work& work) {
+      std::vector<Queue*> queues;
+      queues.swap(to_dispatch_);
+      dispatch_pending_.store(false, std::memory_order_relaxed);
+      for (Queue* queue : queues) {
+        queue->dispatch_soon = false;
+        dispatch(work, *queue);
+      }
+      write_floors(work);
+    });
+  }
   if (now.time_since_epoch().count() < next_due_.load(std::memory_order_relaxed)) return;
   run(&shard, [&](Work& work) {
     if (work.now.time_since_epoch().count() < next_due_.load(std::memory_order_relaxed)) return;

@@ -6,9 +6,10 @@
 //
 // Threading: called on every worker's thread, and all state is under one
 // mutex, held briefly; store writes are submitted under it, so the journal
-// applies them in the order memory took them. Deliveries are handed to the
-// shards' outboxes once the mutex is released, never delivered from inside a
-// session's own call (a PUBACK's settlement leases the next message).
+// applies them in the order memory took them, and deliveries are posted to
+// the consumers' shards under it, so each consumer gets them in the order
+// they were leased. They are never delivered from inside a session's own
+// call (a PUBACK's settlement leases the next message).
 #pragma once
 
 #include <atomic>
@@ -96,7 +97,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // Runs `change` under the mutex, then hands out what it produced.
   template <class Change>
   void run(broker::Shard* shard, Change&& change);
-  void finish(Work& work);
+  void hand_out(Work& work);
 
   Queue* find_queue(std::string_view name);
   // The queue, created with queue_defaults when auto-creation is on.
@@ -113,7 +114,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // visible once `confirm` is told the batch is durable.
   std::pair<std::uint32_t, std::uint64_t> append(Queue& queue, EntryPtr entry,
                                                  store::WriteBatch& batch);
-  void confirm(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t offset,
+  void confirm(Queue& queue, std::uint32_t partition, std::uint64_t offset,
                bool durable);
   // Hands `batch` to the journal now (under the mutex, for order); `then`
   // runs on `work`'s shard once it is durable.
@@ -122,6 +123,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   EntryPtr fetch(Queue& queue, std::uint32_t partition, GroupPartition& state,
                  std::uint64_t offset, bool sequential);
   void dispatch(Work& work, Queue& queue);
+  void dispatch_soon(Queue& queue);
   void dispatch(Work& work, Queue& queue, Group& group);
   void dispatch_partition(Work& work, Queue& queue, Group& group, std::uint32_t partition);
   Consumer* choose(Group& group, const std::string& topic, const Pending& pending, bool& any);
@@ -134,7 +136,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
 
   // Settled by `group`: the floor moves up, or a marker above it is kept.
   void settle(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-              std::uint64_t offset, store::WriteBatch& batch, bool had_failures);
+              std::uint64_t offset, store::WriteBatch& batch, bool had_failures,
+              bool atomic = false);
   // A failed attempt: offered again after the backoff (or `delay_ms`), or
   // dead-lettered after max_deliveries.
   void fail(Work& work, Queue& queue, Group& group, std::uint32_t partition,
@@ -160,6 +163,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   std::optional<Held> held_by(Queue& queue, broker::TargetRef session, std::string_view id,
                               const std::string* group);
   void expire_leases(Work& work);
+  // Writes the floors that moved since the last call.
+  void write_floors(Work& work);
   void truncate_logs(Work& work);
   void note_due(Clock::time_point when);
   template <class Visit>
@@ -171,6 +176,15 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   std::map<std::string, std::unique_ptr<Queue>, std::less<>> queues_;
   std::unordered_map<const broker::Message*, LeaseRef> leases_;
   std::uint64_t next_consumer_id_ = 1;
+  struct DirtyFloor {
+    Queue* queue;
+    Group* group;
+    std::uint32_t partition;
+  };
+  std::vector<DirtyFloor> dirty_floors_;
+  std::atomic<bool> floors_pending_{false};
+  std::vector<Queue*> to_dispatch_;
+  std::atomic<bool> dispatch_pending_{false};
   // The earliest lease deadline or redelivery (steady clock, as a count):
   // poll returns at once before it.
   std::atomic<Clock::rep> next_due_;

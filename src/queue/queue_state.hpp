@@ -64,6 +64,7 @@ struct GroupPartition {
   std::set<std::pair<Clock::time_point, std::uint64_t>> due;     // waiting to be offered again
   std::set<std::pair<Clock::time_point, std::uint64_t>> leases;  // by deadline
   std::set<std::uint64_t> parked;
+  bool floor_dirty = false;  // moved since it was last written
   // Entries read from the store ahead of the cursor, for a group behind the window.
   std::deque<std::pair<std::uint64_t, EntryPtr>> read_ahead;
 };
@@ -108,6 +109,7 @@ struct Queue {
   std::map<std::string, std::unique_ptr<Group>, std::less<>> groups;
   Queue* dead_letter = nullptr;  // nullptr: dead_letter none
   std::uint32_t next_keyless = 0;  // round robin for messages without a key
+  bool dispatch_soon = false;      // in QueueService's list for the next poll
   QueueCounters counters;
 };
 

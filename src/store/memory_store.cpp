@@ -51,6 +51,19 @@ class MemoryStore final : public Store {
     return {};
   }
 
+  Status scan_back(Space space, std::string_view from, std::string_view to,
+                   const std::function<bool(std::string_view, std::string_view)>& visit) override {
+    std::lock_guard lock(mutex_);
+    const auto& entries = spaces_[static_cast<std::size_t>(space)];
+    auto it = to.empty() ? entries.end() : entries.lower_bound(to);
+    while (it != entries.begin()) {
+      --it;
+      if (it->first < from) break;
+      if (!visit(it->first, it->second)) break;
+    }
+    return {};
+  }
+
  private:
   template <class Map>
   static void erase_prefix(Map& map, const std::string& client_id) {

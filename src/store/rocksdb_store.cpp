@@ -168,6 +168,29 @@ class RocksDbStore final : public Store {
     return {};
   }
 
+  Status scan_back(Space space, std::string_view from, std::string_view to,
+                   const std::function<bool(std::string_view, std::string_view)>& visit) override {
+    rocksdb::ReadOptions options;
+    const rocksdb::Slice lower(from.data(), from.size());
+    options.iterate_lower_bound = &lower;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, cf(family_of(space))));
+    if (to.empty()) {
+      it->SeekToLast();
+    } else {
+      // SeekForPrev lands on `to` itself when it exists: the range ends below it.
+      it->SeekForPrev(rocksdb::Slice(to.data(), to.size()));
+      if (it->Valid() && it->key() == rocksdb::Slice(to.data(), to.size())) it->Prev();
+    }
+    for (; it->Valid(); it->Prev()) {
+      if (!visit(std::string_view(it->key().data(), it->key().size()),
+                 std::string_view(it->value().data(), it->value().size()))) {
+        break;
+      }
+    }
+    if (!it->status().ok()) return Status::error("store read failed: " + it->status().ToString());
+    return {};
+  }
+
   Status load(LoadVisitor& visitor) override {
     Status status = each_record<SessionRecord>(kSessions, [&](std::string_view, auto&& record) {
       visitor.session(std::move(record));

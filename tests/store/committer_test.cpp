@@ -87,6 +87,10 @@ class FailingStore final : public Store {
               const std::function<bool(std::string_view, std::string_view)>&) override {
     return {};
   }
+  Status scan_back(Space, std::string_view, std::string_view,
+                   const std::function<bool(std::string_view, std::string_view)>&) override {
+    return {};
+  }
   Status sync() override {
     return fail_syncs ? Status::error("fsync: input/output error") : Status{};
   }

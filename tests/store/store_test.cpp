@@ -241,6 +241,31 @@ TEST_P(StoreTest, KeySpacesAreReadByRangeInKeyOrder) {
   EXPECT_EQ(keys, (std::vector<std::string>{"q/a/5", "q/a/6", "q/a/7", "q/a/8", "q/a/9"}));
 }
 
+TEST_P(StoreTest, KeySpacesAreReadBackwardsFromBelowTheEnd) {
+  WriteBatch batch;
+  for (int i = 0; i < 10; ++i)
+    batch.add(WriteBatch::Put{Space::kQueues, "q/a/" + std::to_string(i), ""});
+  batch.add(WriteBatch::Put{Space::kQueues, "q/b/0", ""});
+  write(batch);
+  std::vector<std::string> keys;
+  auto collect = [&](std::string_view key, std::string_view) {
+    keys.emplace_back(key);
+    return keys.size() < 3;
+  };
+  ASSERT_TRUE(store_->scan_back(Space::kQueues, "q/a/", "q/b/", collect).ok);
+  EXPECT_EQ(keys, (std::vector<std::string>{"q/a/9", "q/a/8", "q/a/7"}));  // and it stops
+  keys.clear();
+  // `to` itself is not in the range, and nothing below `from` is read.
+  ASSERT_TRUE(store_->scan_back(Space::kQueues, "q/a/4", "q/a/6", collect).ok);
+  EXPECT_EQ(keys, (std::vector<std::string>{"q/a/5", "q/a/4"}));
+  keys.clear();
+  ASSERT_TRUE(store_->scan_back(Space::kQueues, "", "", collect).ok);  // from the very end
+  EXPECT_EQ(keys.front(), "q/b/0");
+  keys.clear();
+  ASSERT_TRUE(store_->scan_back(Space::kQueues, "q/c/", "q/d/", collect).ok);
+  EXPECT_TRUE(keys.empty());
+}
+
 std::unique_ptr<Store> open_rocksdb(const std::string& dir) {
   std::unique_ptr<Store> store;
   const Status status = open_rocksdb_store(dir, store);
