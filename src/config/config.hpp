@@ -148,6 +148,10 @@ struct QueueOptions {
   std::string dead_letter;
   std::uint32_t prefetch = 100;     // leased, unsettled messages per consumer (v5 may ask fewer)
   bool allow_at_most_once = false;  // QoS 0 consumers: settled as soon as written to them
+  // none: any consumer, any order of settlement; partition: each partition
+  // leased to one consumer of a group at a time; key: at most one message
+  // per key in flight per group (per-key order with parallel consumers).
+  std::string ordering = "none";
   // The key of a message without a `key` user property (3.x publishers):
   // this level of its subtopic (1 is the first); 0: the whole subtopic.
   std::uint32_t key_level = 0;

@@ -365,6 +365,7 @@ void read_queue_options(Section& s, QueueOptions& o) {
   s.integer("prefetch", o.prefetch, 1, 65535);
   s.boolean("allow_at_most_once", o.allow_at_most_once);
   s.integer("key_level", o.key_level, 0, 65535);
+  s.choice("ordering", o.ordering, {"none", "partition", "key"});
 }
 
 bool valid_queue_name(std::string_view name) {

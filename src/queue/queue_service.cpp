@@ -173,6 +173,10 @@ Queue& QueueService::declare(const config::QueueConfig& config, std::uint32_t st
   queue->config = config;
   queue->config.options.partitions = std::max(config.options.partitions, stored_partitions);
   queue->partitions.resize(queue->config.options.partitions);
+  const std::string& ordering = queue->config.options.ordering;
+  queue->ordering = ordering == "key"         ? Ordering::kKey
+                    : ordering == "partition" ? Ordering::kPartition
+                                              : Ordering::kNone;
   Queue& made = *queue;
   queues_.emplace(config.name, std::move(queue));
   return made;
@@ -411,8 +415,7 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
     const EntryPtr entry = fetch(queue, partition, state, offset, !again);
     if (!entry) {  // a write that failed, or gone from the log
       take();
-      const bool had_failures = state.pending[offset].failures > 0;
-      state.pending.erase(offset);
+      const bool had_failures = finish_pending(work, group, partition, offset);
       settle(work, queue, group, partition, offset, work.batch, had_failures);
       continue;
     }
@@ -421,11 +424,28 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
       dead_letter(work, queue, group, partition, offset, "expired");
       continue;
     }
+    const bool keyed = queue.ordering == Ordering::kKey && !entry->key.empty();
+    if (keyed) {
+      if (const auto busy = state.key_busy.find(entry->key);
+          busy != state.key_busy.end() && busy->second != offset) {
+        take();  // behind the one of its key in flight: offered when that one settles
+        state.pending[offset].key = entry->key;
+        state.key_waiting[entry->key].push_back(offset);
+        continue;
+      }
+    }
     const std::string topic = entry->subtopic ? base + "/" + *entry->subtopic : base;
     Pending probe;
     if (again) probe = state.pending[offset];
     bool anyone_takes_it = false;
-    Consumer* consumer = choose(group, topic, probe, anyone_takes_it);
+    Consumer* consumer = nullptr;
+    if (queue.ordering == Ordering::kPartition) {
+      Consumer* holder = partition_holder(group, partition);
+      if (holder == nullptr) return;  // the partition changes hands once its leases settle
+      consumer = choose_only(*holder, topic, anyone_takes_it);
+    } else {
+      consumer = choose(group, topic, probe, anyone_takes_it);
+    }
     if (consumer == nullptr) {
       if (anyone_takes_it) return;  // those whose filter takes it are full: wait for room
       take();
@@ -433,8 +453,60 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
       continue;
     }
     take();
+    if (keyed) {
+      state.key_busy[entry->key] = offset;
+      state.pending[offset].key = entry->key;
+    }
     lease(work, queue, group, partition, offset, *entry, *consumer);
   }
+}
+
+Consumer* QueueService::partition_holder(Group& group, std::uint32_t partition) {
+  // The partitions are spread over the online consumers by their order of
+  // arrival; a partition changes hands only when none of it is leased, so
+  // it never has two holders at once.
+  std::vector<Consumer*> online;
+  for (const auto& consumer : group.consumers)
+    if (consumer->online) online.push_back(consumer.get());
+  if (online.empty()) return nullptr;
+  GroupPartition& state = group.partitions[partition];
+  Consumer* wanted = online[partition % online.size()];
+  if (state.holder == wanted->id) return wanted;
+  if (!state.leases.empty()) return nullptr;
+  state.holder = wanted->id;
+  return wanted;
+}
+
+Consumer* QueueService::choose_only(Consumer& consumer, const std::string& topic, bool& any) {
+  any = consumer.whole_queue || mqtt::topic_matches(consumer.address, topic);
+  if (!any || consumer.outstanding >= consumer.credit) return nullptr;
+  return &consumer;
+}
+
+bool QueueService::finish_pending(Work& work, Group& group, std::uint32_t partition,
+                                  std::uint64_t offset) {
+  GroupPartition& state = group.partitions[partition];
+  const auto found = state.pending.find(offset);
+  if (found == state.pending.end()) return false;
+  const bool had_failures = found->second.failures > 0;
+  const std::string key = std::move(found->second.key);
+  state.pending.erase(found);
+  if (key.empty()) return had_failures;
+  // The next message of its key, if one waits, may go now.
+  const auto busy = state.key_busy.find(key);
+  if (busy == state.key_busy.end() || busy->second != offset) return had_failures;
+  const auto waiting = state.key_waiting.find(key);
+  if (waiting == state.key_waiting.end() || waiting->second.empty()) {
+    state.key_busy.erase(busy);
+    if (waiting != state.key_waiting.end()) state.key_waiting.erase(waiting);
+    return had_failures;
+  }
+  busy->second = waiting->second.front();
+  waiting->second.pop_front();
+  if (waiting->second.empty()) state.key_waiting.erase(waiting);
+  state.pending[busy->second].when = work.now;
+  state.due.emplace(work.now, busy->second);
+  return had_failures;
 }
 
 Consumer* QueueService::choose(Group& group, const std::string& topic, const Pending& pending,
@@ -472,8 +544,7 @@ void QueueService::lease(Work& work, Queue& queue, Group& group, std::uint32_t p
                                       pending.failures + 1, consumer, work.now_ms);
   if (consumer.at_most_once) {
     // Settled as it is written: at most once, as the queue allows.
-    const bool had_failures = pending.failures > 0;
-    state.pending.erase(offset);
+    const bool had_failures = finish_pending(work, group, partition, offset);
     ++queue.counters.acknowledged;
     settle(work, queue, group, partition, offset, work.batch, had_failures);
     delivery.qos = mqtt::QoS::kAtMostOnce;
@@ -607,8 +678,8 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
   std::uint32_t failures = 0;
   if (const auto it = state.pending.find(offset); it != state.pending.end()) {
     failures = it->second.failures;
-    state.pending.erase(it);
   }
+  finish_pending(work, group, partition, offset);
   const EntryPtr entry = fetch(queue, partition, state, offset, false);
   if (!entry || queue.dead_letter == nullptr) {
     if (entry) ++queue.counters.discarded;  // dead_letter: none
@@ -671,7 +742,12 @@ void QueueService::on_settled(const broker::Delivery& delivery, ReasonCode reaso
     Queue& queue = *ref.queue;
     Group& group = *ref.group;
     GroupPartition& state = group.partitions[ref.partition];
-    Pending& pending = state.pending[ref.offset];
+    const auto held = state.pending.find(ref.offset);
+    if (held == state.pending.end() || held->second.message != delivery.message.get()) {
+      leases_.erase(found);  // cannot happen: a lease is always pending
+      return;
+    }
+    Pending& pending = held->second;
     if (!mqtt::is_error(reason) && consumer_is_manual(group, pending.consumer)) {
       // Received, not settled: the lease stays until a verb or its deadline.
       leases_.erase(found);
@@ -680,8 +756,7 @@ void QueueService::on_settled(const broker::Delivery& delivery, ReasonCode reaso
     }
     end_lease(group, ref.partition, ref.offset);
     if (!mqtt::is_error(reason)) {
-      const bool had_failures = pending.failures > 0;
-      state.pending.erase(ref.offset);
+      const bool had_failures = finish_pending(work, group, ref.partition, ref.offset);
       ++queue.counters.acknowledged;
       settle(work, queue, group, ref.partition, ref.offset, work.batch, had_failures);
     } else if (reason == ReasonCode::kPayloadFormatInvalid) {
@@ -783,8 +858,7 @@ QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::Tar
       touched.push_back(&group);
       switch (what) {
         case Verb::kAck: {
-          const bool had_failures = pending.failures > 0;
-          state.pending.erase(held->offset);
+          const bool had_failures = finish_pending(work, group, held->partition, held->offset);
           ++queue->counters.acknowledged;
           settle(work, *queue, group, held->partition, held->offset, work.batch, had_failures);
           break;

@@ -127,6 +127,13 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void dispatch(Work& work, Queue& queue, Group& group);
   void dispatch_partition(Work& work, Queue& queue, Group& group, std::uint32_t partition);
   Consumer* choose(Group& group, const std::string& topic, const Pending& pending, bool& any);
+  // ordering partition: the partition's one holder, or nullptr while it changes hands.
+  Consumer* partition_holder(Group& group, std::uint32_t partition);
+  static Consumer* choose_only(Consumer& consumer, const std::string& topic, bool& any);
+  // The message leaves the group's pending set (settled or moved): its key,
+  // under ordering key, lets the next message of that key go. Returns
+  // whether it had failed attempts (whose count is then erased).
+  bool finish_pending(Work& work, Group& group, std::uint32_t partition, std::uint64_t offset);
   void lease(Work& work, Queue& queue, Group& group, std::uint32_t partition,
              std::uint64_t offset, const LogEntry& entry, Consumer& consumer);
   broker::MessagePtr delivery_message(const Queue& queue, const Group& group,

@@ -52,6 +52,7 @@ struct Pending {
   // The leased delivery's message, until the consumer's PUBACK; a manual
   // consumer then still holds the lease (nullptr here) until a verb settles it.
   const broker::Message* message = nullptr;
+  std::string key;  // ordering key: holds its key busy until settled
 };
 
 struct GroupPartition {
@@ -65,6 +66,12 @@ struct GroupPartition {
   std::set<std::pair<Clock::time_point, std::uint64_t>> leases;  // by deadline
   std::set<std::uint64_t> parked;
   bool floor_dirty = false;  // moved since it was last written
+  // ordering key: the offset each key has in flight (leased or waiting to
+  // be offered again), and the offsets of that key behind it, in order.
+  std::map<std::string, std::uint64_t, std::less<>> key_busy;
+  std::map<std::string, std::deque<std::uint64_t>, std::less<>> key_waiting;
+  // ordering partition: the one consumer the partition is leased to.
+  std::uint64_t holder = 0;
   // Entries read from the store ahead of the cursor, for a group behind the window.
   std::deque<std::pair<std::uint64_t, EntryPtr>> read_ahead;
 };
@@ -103,8 +110,11 @@ struct QueueCounters {
   std::uint64_t discarded = 0;  // failed for good with dead_letter: none
 };
 
+enum class Ordering { kNone, kPartition, kKey };
+
 struct Queue {
   config::QueueConfig config;
+  Ordering ordering = Ordering::kNone;
   std::vector<Partition> partitions;
   std::map<std::string, std::unique_ptr<Group>, std::less<>> groups;
   Queue* dead_letter = nullptr;  // nullptr: dead_letter none

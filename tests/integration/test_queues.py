@@ -18,6 +18,8 @@ queues:
   - {name: work, redelivery_backoff: [100ms]}
   - {name: loose, allow_at_most_once: true}
   - {name: nodlq, dead_letter: none, max_deliveries: 1, redelivery_backoff: [0ms]}
+  - {name: keyed, ordering: key, redelivery_backoff: [300ms]}
+  - {name: parted, ordering: partition, partitions: 4}
 """
 
 
@@ -494,3 +496,107 @@ def test_what_a_manual_consumer_received_comes_back_when_it_leaves(make_broker, 
     message = stayer.receive()
     assert message.payload == b"unfinished"
     assert user_properties(message)["delivery-count"] == "2"
+
+
+def test_each_consumer_sees_a_publishers_messages_in_order(make_broker, clients):
+    # Leases made on different workers reach one consumer in the order they
+    # were made (they once raced through two outboxes).
+    broker = queue_broker(make_broker)
+    consumers = [clients(broker.port) for _ in range(3)]
+    for consumer in consumers:
+        consumer.subscribe("$queue/work/#", qos=1)
+    publishers = [clients(broker.port) for _ in range(4)]
+    count = 300
+    for n in range(count):
+        for p, publisher in enumerate(publishers):
+            publisher.publish(f"$queue/work/p{p}", f"{p}:{n}".encode(), qos=1, wait=False)
+    for publisher in publishers:
+        wait_until(lambda: len(publisher.published) == count, what="every PUBACK")
+    seen = []
+    wait_until(lambda: (seen.extend((i, m) for i, c in enumerate(consumers) for m in drain(c)),
+                        len(seen) >= 4 * count)[1], timeout=30, what="every delivery")
+    assert len(seen) == 4 * count
+    last = {}
+    for consumer, message in seen:
+        p, n = map(int, message.payload.split(b":"))
+        assert last.get((consumer, p), -1) < n, f"consumer {consumer} got {p}:{n} out of order"
+        last[(consumer, p)] = n
+
+
+def keyed_publish(client, queue, key, payload):
+    client.publish(f"$queue/{queue}/x", payload, qos=1,
+                   properties=props(PacketTypes.PUBLISH, UserProperty=[("key", key)]))
+
+
+def test_ordering_key_keeps_one_message_per_key_in_flight(make_broker, clients):
+    broker = queue_broker(make_broker)
+    first = RawConsumer(broker.port, "$queue/keyed/#")
+    second = RawConsumer(broker.port, "$queue/keyed/#")
+    publisher = clients(broker.port)
+    for key, payload in [("k1", b"k1-a"), ("k1", b"k1-b"), ("k2", b"k2-a")]:
+        keyed_publish(publisher, "keyed", key, payload)
+    got = {}
+    for consumer in (first, second):
+        _, packet_id, _, p, payload = consumer.next()
+        got[payload] = (consumer, packet_id)
+    assert set(got) == {b"k1-a", b"k2-a"}  # k1-b waits behind k1-a
+    holder, packet_id = got[b"k1-a"]
+    holder.puback(packet_id, 0x80)  # a nack keeps k1 busy: k1-b still waits
+    keyed_publish(publisher, "keyed", "k3", b"k3-a")  # another key is not held up
+    seen = []
+    for consumer in (first, second):
+        try:
+            while True:
+                _, pid, _, p, payload = consumer.next(timeout=1.5)
+                seen.append((consumer, pid, payload, p))
+        except TimeoutError:
+            pass
+    payloads = [payload for _, _, payload, _ in seen]
+    assert b"k3-a" in payloads
+    assert b"k1-a" in payloads  # again, after its backoff
+    assert b"k1-b" not in payloads  # not while k1-a is in flight
+    for consumer, pid, payload, _ in seen:
+        if payload == b"k1-a":
+            consumer.puback(pid)
+    for consumer in (first, second):
+        try:
+            _, pid, _, _, payload = consumer.next(timeout=1.5)
+            assert payload == b"k1-b"
+            break
+        except TimeoutError:
+            continue
+    else:
+        raise AssertionError("k1-b never came once k1-a was settled")
+    first.close()
+    second.close()
+
+
+def test_ordering_partition_gives_each_partition_one_holder(make_broker, clients):
+    broker = queue_broker(make_broker)
+    first = RawConsumer(broker.port, "$queue/parted/#")
+    second = RawConsumer(broker.port, "$queue/parted/#")
+    publisher = clients(broker.port)
+    for n in range(40):
+        keyed_publish(publisher, "parted", f"key-{n}", str(n).encode())
+    holders = {}
+    total = 0
+    for name, consumer in (("first", first), ("second", second)):
+        try:
+            while True:
+                _, packet_id, _, p, _ = consumer.next(timeout=1)
+                partition = p["message-id"].split(":")[0]
+                holders.setdefault(partition, set()).add(name)
+                consumer.puback(packet_id)
+                total += 1
+        except TimeoutError:
+            pass
+    assert total == 40
+    assert all(len(names) == 1 for names in holders.values()), holders
+    assert {n for names in holders.values() for n in names} == {"first", "second"}
+    second.close()  # its partitions go to the one left
+    for n in range(40, 80):
+        keyed_publish(publisher, "parted", f"key-{n}", str(n).encode())
+    for _ in range(40):
+        _, packet_id, _, _, _ = first.next(timeout=5)
+        first.puback(packet_id)
+    first.close()
