@@ -152,6 +152,22 @@ struct QueueOptions {
   // leased to one consumer of a group at a time; key: at most one message
   // per key in flight per group (per-key order with parallel consumers).
   std::string ordering = "none";
+  // A message whose `msg-id` user property was seen within this window is
+  // acknowledged and not stored again; 0: no deduplication.
+  std::uint32_t dedup_window_ms = 120'000;
+  // Retention per partition (0: no limit): messages older than max_age, or
+  // beyond the newest max_messages, are deleted; while respect_pending, not
+  // one a group has not settled.
+  std::uint32_t retention_max_age_ms = 0;
+  std::uint64_t retention_max_messages = 0;
+  bool respect_pending = true;
+  // Unsettled messages a partition may hold (0: no limit), and what a
+  // publish beyond it does: reject_publish (5.0: PUBACK 0x97; 3.x: the
+  // connection is closed, the message unacknowledged), drop_oldest (the
+  // oldest unsettled one goes), dead_letter (the oldest goes to the
+  // dead-letter queue, reason overflow).
+  std::uint64_t max_depth = 0;
+  std::string overflow = "reject_publish";
   // The key of a message without a `key` user property (3.x publishers):
   // this level of its subtopic (1 is the first); 0: the whole subtopic.
   std::uint32_t key_level = 0;

@@ -129,6 +129,7 @@ class Section {
   YAML::Node child(const char* key) { return take(key); }
 
   std::string child_path(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+  std::string_view source() const { return source_; }
 
   // Reports the first key that nobody asked for.
   void finish() const {
@@ -366,6 +367,16 @@ void read_queue_options(Section& s, QueueOptions& o) {
   s.boolean("allow_at_most_once", o.allow_at_most_once);
   s.integer("key_level", o.key_level, 0, 65535);
   s.choice("ordering", o.ordering, {"none", "partition", "key"});
+  s.duration_ms("dedup_window", o.dedup_window_ms, 0, 86'400'000);
+  if (YAML::Node retention = s.child("retention")) {
+    Section r(retention, s.child_path("retention"), s.source());
+    r.duration_ms("max_age", o.retention_max_age_ms, 0, 0xFFFFFFFFu);
+    r.integer("max_messages", o.retention_max_messages, 0, std::numeric_limits<std::int64_t>::max());
+    r.boolean("respect_pending", o.respect_pending);
+    r.finish();
+  }
+  s.integer("max_depth", o.max_depth, 0, std::numeric_limits<std::int64_t>::max());
+  s.choice("overflow", o.overflow, {"reject_publish", "drop_oldest", "dead_letter"});
 }
 
 bool valid_queue_name(std::string_view name) {

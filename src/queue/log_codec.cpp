@@ -178,6 +178,14 @@ std::string failures(std::string_view queue, std::string_view group, std::uint32
   return key;
 }
 
+std::string dedup(std::string_view queue, std::string_view message_id) {
+  std::string key = name_key('D', queue);
+  key.append(message_id);
+  return key;
+}
+
+std::string dedup_prefix(std::string_view queue) { return name_key('D', queue); }
+
 std::string queues_prefix() { return "Q"; }
 
 std::string groups_prefix(std::string_view queue) { return name_key('G', queue); }

@@ -14,6 +14,7 @@
 // emptied (entries go only once every group's floor passed them).
 //   A <queue> <group> <partition> <off> -> (empty): settled above the floor
 //   C <queue> <group> <partition> <off> -> failed delivery attempts so far (u32)
+//   D <queue> <msg-id>                  -> when it was first seen (Unix ms, u64): dedup_window
 #pragma once
 
 #include <cstdint>
@@ -50,7 +51,9 @@ std::string settled(std::string_view queue, std::string_view group, std::uint32_
                     std::uint64_t offset);
 std::string failures(std::string_view queue, std::string_view group, std::uint32_t partition,
                      std::uint64_t offset);
+std::string dedup(std::string_view queue, std::string_view message_id);
 // Prefixes, for reading a range: every key that starts with the prefix.
+std::string dedup_prefix(std::string_view queue);
 std::string queues_prefix();
 std::string groups_prefix(std::string_view queue);
 std::string settled_prefix(std::string_view queue, std::string_view group, std::uint32_t partition);

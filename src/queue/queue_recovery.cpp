@@ -66,8 +66,14 @@ store::Status QueueService::recover() {
   }
   link_dead_letters();
   store::WriteBatch declared;
+  const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
   for (auto& [name, queue] : queues_) {
     if (const store::Status status = load(*queue); !status.ok) return status;
+    if (store_ != nullptr) {
+      if (const store::Status status = load_message_ids(*queue, now_ms); !status.ok) return status;
+    }
     const auto found = stored.find(name);
     if (found == stored.end() || found->second.partitions != queue->config.options.partitions) {
       declared.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(name),

@@ -82,17 +82,9 @@ std::vector<std::uint8_t> write_block(const mqtt::Properties& properties) {
 
 }  // namespace
 
-struct QueueService::Work {
-  broker::Shard* shard = nullptr;  // where deliveries go out and write callbacks run
-  Clock::time_point now;
-  std::int64_t now_ms = 0;  // wall clock, for timestamps and message expiry
-  store::WriteBatch batch;  // changes nobody waits for (settlements), written at the end
-  std::vector<broker::RemoteDelivery> deliveries;
-  std::vector<std::function<void()>> after;  // write callbacks when nothing is stored
-};
 
 QueueService::QueueService(broker::Broker& broker, store::Store* store)
-    : broker_(broker), store_(store), next_due_(Clock::time_point::max().time_since_epoch().count()) {}
+    : broker_(broker), store_(store), next_due_(0) {}  // the first poll does housekeeping
 
 QueueService::~QueueService() = default;
 
@@ -235,8 +227,9 @@ std::uint32_t QueueService::partition_for(Queue& queue, const LogEntry& entry) {
 }
 
 std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue, EntryPtr entry,
-                                                             store::WriteBatch& batch) {
-  const std::uint32_t partition = partition_for(queue, *entry);
+                                                             store::WriteBatch& batch,
+                                                             std::optional<std::uint32_t> into) {
+  const std::uint32_t partition = into ? *into : partition_for(queue, *entry);
   Partition& log = queue.partitions[partition];
   const std::uint64_t offset = log.next++;
   batch.add(store::WriteBatch::Put{store::Space::kQueues,
@@ -302,6 +295,8 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
   properties.subscription_identifiers.clear();
   properties.message_expiry_interval.reset();  // kept as expires_at_ms
   if (const std::string* key = user_property(properties, "key")) entry->key = *key;
+  std::optional<std::string> message_id_seen;
+  if (const std::string* id = user_property(properties, "msg-id")) message_id_seen = *id;
   entry->properties = write_block(properties);
   entry->payload = std::move(publish.payload);
 
@@ -313,9 +308,31 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
                  "unknown queue '" + std::string(address->name) + "'"};
       return;
     }
-    if (entry->key.empty()) entry->key = key_from_subtopic(entry->subtopic, queue->config.options.key_level);
+    if (entry->key.empty()) {
+      entry->key = key_from_subtopic(entry->subtopic, queue->config.options.key_level);
+    }
     store::WriteBatch batch = std::move(with);
-    const auto [partition, offset] = append(*queue, entry, batch);
+    if (message_id_seen && !remember_message_id(work, *queue, *message_id_seen, batch)) {
+      // A duplicate: acknowledged once everything before it is durable (the
+      // original included), not stored again.
+      ++queue->counters.duplicates;
+      submit(work, std::move(batch), [acknowledge = std::move(acknowledge)](bool durable) {
+        if (!acknowledge) return;
+        if (durable) return acknowledge(ReasonCode::kSuccess, {});
+        acknowledge(ReasonCode::kImplementationSpecificError, "the queue's store write failed");
+      });
+      return;
+    }
+    const std::uint32_t into = partition_for(*queue, *entry);
+    if (!make_room(work, *queue, into)) {
+      ++queue->counters.rejected;
+      forget_message_id(*queue, message_id_seen);
+      outcome = {ReasonCode::kQuotaExceeded,
+                 "queue '" + queue->config.name + "' is full (max_depth " +
+                     std::to_string(queue->config.options.max_depth) + ")"};
+      return;
+    }
+    const auto [partition, offset] = append(*queue, entry, batch, into);
     submit(work, std::move(batch),
            [this, queue, partition, offset, shard = shard.index(),
             acknowledge = std::move(acknowledge)](bool durable) {
@@ -492,6 +509,9 @@ bool QueueService::finish_pending(Work& work, Group& group, std::uint32_t partit
   const std::string key = std::move(found->second.key);
   state.pending.erase(found);
   if (key.empty()) return had_failures;
+  if (const auto behind = state.key_waiting.find(key); behind != state.key_waiting.end()) {
+    std::erase(behind->second, offset);  // it was waiting behind its key, and goes
+  }
   // The next message of its key, if one waits, may go now.
   const auto busy = state.key_busy.find(key);
   if (busy == state.key_busy.end() || busy->second != offset) return had_failures;
@@ -685,32 +705,51 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
     if (entry) ++queue.counters.discarded;  // dead_letter: none
     return settle(work, queue, group, partition, offset, work.batch, failures > 0);
   }
-  auto moved = std::make_shared<LogEntry>(*entry);
+  // One write: in the dead-letter queue and settled here, or neither.
+  store::WriteBatch batch;
+  move_to_dead_letters(work, queue, *entry, partition, offset, reason, detail, failures, batch,
+                       &group);
+  settle(work, queue, group, partition, offset, batch, failures > 0, /*atomic=*/true);
+  submit_move(work, std::move(batch));
+}
+
+void QueueService::move_to_dead_letters(Work& work, Queue& queue, const LogEntry& entry,
+                                        std::uint32_t partition, std::uint64_t offset,
+                                        const char* reason, const std::string* detail,
+                                        std::uint32_t failures, store::WriteBatch& batch,
+                                        const Group* group) {
+  auto moved = std::make_shared<LogEntry>(entry);
   moved->timestamp_ms = work.now_ms;
   moved->expires_at_ms = 0;  // kept for someone to look at, not to expire again
-  mqtt::Properties properties = read_block(entry->properties);
+  mqtt::Properties properties = read_block(entry.properties);
   auto& user = properties.user_properties;
   user.push_back({"dead-letter-reason", reason});
   if (detail != nullptr) user.push_back({"dead-letter-detail", *detail});
   user.push_back({"original-queue", queue.config.name});
   user.push_back({"original-message-id", message_id(partition, offset)});
-  user.push_back({"original-group", group.name});
+  if (group != nullptr) user.push_back({"original-group", group->name});
   // Its own delivery-count, in the dead-letter queue, starts again.
   user.push_back({"original-delivery-count", std::to_string(failures)});
   user.push_back({"dead-lettered-at", std::to_string(work.now_ms)});
   moved->properties = write_block(properties);
-  // One write: in the dead-letter queue and settled here, or neither.
-  store::WriteBatch batch;
   Queue& target = *queue.dead_letter;
   const auto [to_partition, to_offset] = append(target, std::move(moved), batch);
-  settle(work, queue, group, partition, offset, batch, failures > 0, /*atomic=*/true);
+  work.appended.push_back({&target, to_partition, to_offset});
   ++queue.counters.dead_lettered;
+}
+
+void QueueService::submit_move(Work& work, store::WriteBatch&& batch) {
+  // The appends among the batch's changes become visible once it is durable.
+  std::vector<Appended> appended;
+  appended.swap(work.appended);
   const std::uint32_t shard = work.shard->index();
-  submit(work, std::move(batch),
-         [this, target = &target, to_partition, to_offset, shard](bool durable) {
-           run(&broker_.shard(shard),
-               [&](Work&) { confirm(*target, to_partition, to_offset, durable); });
-         });
+  submit(work, std::move(batch), [this, appended = std::move(appended), shard](bool durable) {
+    if (appended.empty()) return;
+    run(&broker_.shard(shard), [&](Work&) {
+      for (const Appended& entry : appended)
+        confirm(*entry.queue, entry.partition, entry.offset, durable);
+    });
+  });
 }
 
 bool QueueService::consumer_is_manual(const Group& group, std::uint64_t consumer) {
@@ -970,6 +1009,8 @@ void QueueService::truncate_logs(Work& work) {
   // A work queue's log keeps what some group has not settled; with no group
   // at all, everything (the first consumers will want it).
   for (auto& [name, queue] : queues_) {
+    forget_old_message_ids(work, *queue);
+    apply_retention(work, *queue);
     if (queue->groups.empty()) continue;
     for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
       Partition& log = queue->partitions[p];

@@ -85,7 +85,22 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                                      std::size_t most);
 
  private:
-  struct Work;
+  struct Appended {
+    Queue* queue;
+    std::uint32_t partition;
+    std::uint64_t offset;
+  };
+  // What one change under the mutex produced, handed out once it is done.
+  struct Work {
+    broker::Shard* shard = nullptr;  // where deliveries go out and write callbacks run
+    Clock::time_point now;
+    std::int64_t now_ms = 0;  // wall clock, for timestamps and message expiry
+    store::WriteBatch batch;  // changes nobody waits for (settlements), written at the end
+    std::vector<broker::RemoteDelivery> deliveries;
+    std::vector<std::function<void()>> after;  // write callbacks when nothing is stored
+    std::vector<Appended> appended;  // dead-letter appends of the batch being made
+  };
+
   struct LeaseRef {
     Queue* queue;
     Group* group;
@@ -113,7 +128,28 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // Appends to `queue`, adding the writes to `batch`; the entry becomes
   // visible once `confirm` is told the batch is durable.
   std::pair<std::uint32_t, std::uint64_t> append(Queue& queue, EntryPtr entry,
-                                                 store::WriteBatch& batch);
+                                                 store::WriteBatch& batch,
+                                                 std::optional<std::uint32_t> into = std::nullopt);
+
+  // ---- limits (queue_limits.cpp) ----
+  // False when `id` was seen within dedup_window; otherwise remembers it
+  // (in the store too, through `batch`).
+  bool remember_message_id(Work& work, Queue& queue, const std::string& id,
+                           store::WriteBatch& batch);
+  void forget_message_id(Queue& queue, const std::optional<std::string>& id);
+  void forget_old_message_ids(Work& work, Queue& queue);
+  // Unsettled messages in the partition (by the slowest group).
+  std::uint64_t depth(const Queue& queue, std::uint32_t partition) const;
+  // Below max_depth, or made so by overflow drop_oldest / dead_letter;
+  // false when the publish must be refused.
+  bool make_room(Work& work, Queue& queue, std::uint32_t partition);
+  // Deletes [start, cut) of the partition's log; groups that had not settled
+  // all of it skip what is gone (their leases there end).
+  void cut_log(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t cut,
+               store::WriteBatch& batch);
+  void apply_retention(Work& work, Queue& queue);
+  // Loads the msg-ids still within the window (recovery).
+  store::Status load_message_ids(Queue& queue, std::int64_t now_ms);
   void confirm(Queue& queue, std::uint32_t partition, std::uint64_t offset,
                bool durable);
   // Hands `batch` to the journal now (under the mutex, for order); `then`
@@ -153,6 +189,17 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                    std::uint64_t offset, const char* reason,
                    const std::string* detail = nullptr);
   static bool consumer_is_manual(const Group& group, std::uint64_t consumer);
+  // Appends a copy of `entry` to the queue's dead-letter queue, with where
+  // it came from and why, adding the writes to `batch` (submit_move).
+  void move_to_dead_letters(Work& work, Queue& queue, const LogEntry& entry,
+                            std::uint32_t partition, std::uint64_t offset, const char* reason,
+                            const std::string* detail, std::uint32_t failures,
+                            store::WriteBatch& batch, const Group* group = nullptr);
+  // Submits a batch holding moves; their appends are confirmed once durable.
+  void submit_move(Work& work, store::WriteBatch&& batch);
+  // `offset` leaves the group unsettled (overflow): settled as skipped.
+  void skip_in_group(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                     std::uint64_t offset, store::WriteBatch& batch);
   // Fails what manual consumer `consumer` received and did not settle.
   void fail_received(Work& work, Queue& queue, Group& group, std::uint64_t consumer);
   // Ends the lease on `offset` (false when there is none): the holder's

@@ -13,6 +13,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -108,6 +109,9 @@ struct QueueCounters {
   std::uint64_t failed = 0;  // nacks, expired leases, consumers gone
   std::uint64_t dead_lettered = 0;
   std::uint64_t discarded = 0;  // failed for good with dead_letter: none
+  std::uint64_t duplicates = 0;  // publishes whose msg-id was seen within dedup_window
+  std::uint64_t rejected = 0;    // publishes refused at max_depth
+  std::uint64_t dropped = 0;     // deleted unsettled: overflow drop_oldest, retention
 };
 
 enum class Ordering { kNone, kPartition, kKey };
@@ -120,6 +124,9 @@ struct Queue {
   Queue* dead_letter = nullptr;  // nullptr: dead_letter none
   std::uint32_t next_keyless = 0;  // round robin for messages without a key
   bool dispatch_soon = false;      // in QueueService's list for the next poll
+  // msg-ids seen within dedup_window, oldest first.
+  std::unordered_map<std::string, Clock::time_point> seen_ids;
+  std::deque<std::pair<Clock::time_point, std::string>> seen_order;
   QueueCounters counters;
 };
 

@@ -93,7 +93,8 @@ queues:
   - name: orders
     partitions: 4
     lease_timeout: 1h
-  - {name: audit.log-2, dead_letter: none}
+  - {name: audit.log-2, dead_letter: none, ordering: key,
+     retention: {max_age: 7d, max_messages: 1000, respect_pending: false}}
 )");
   EXPECT_TRUE(config.queues_auto_create);
   ASSERT_EQ(config.queues.size(), 2u);
@@ -105,6 +106,10 @@ queues:
   EXPECT_EQ(orders.options.redelivery_backoff_ms, (std::vector<std::uint32_t>{250, 2'000, 60'000}));
   EXPECT_EQ(config.queues[1].options.dead_letter, "none");
   EXPECT_EQ(config.queues[1].options.partitions, 1u);
+  EXPECT_EQ(config.queues[1].options.ordering, "key");
+  EXPECT_EQ(config.queues[1].options.retention_max_age_ms, 7u * 86'400'000u);
+  EXPECT_EQ(config.queues[1].options.retention_max_messages, 1000u);
+  EXPECT_FALSE(config.queues[1].options.respect_pending);
 }
 
 TEST(ConfigLoader, BadQueuesNameTheKeyAndLine) {
@@ -121,7 +126,12 @@ TEST(ConfigLoader, BadQueuesNameTheKeyAndLine) {
   EXPECT_EQ(parse_error("queues:\n  - name: a\n    kind: stream\n"),
             "test.yaml:3: key 'queues[0].kind': expected one of: queue, got 'stream'");
   EXPECT_EQ(parse_error("queues:\n  - name: a\n    retention: 1\n"),
-            "test.yaml:3: unknown key 'queues[0].retention'");
+            "test.yaml:3: 'queues[0].retention': expected a mapping of keys to values");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n    compaction: 1\n"),
+            "test.yaml:3: unknown key 'queues[0].compaction'");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n    overflow: block\n"),
+            "test.yaml:3: key 'queues[0].overflow': expected one of: reject_publish, "
+            "drop_oldest, dead_letter, got 'block'");
 }
 
 TEST(ListenAddress, ParsesHostAndPort) {

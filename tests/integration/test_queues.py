@@ -20,6 +20,12 @@ queues:
   - {name: nodlq, dead_letter: none, max_deliveries: 1, redelivery_backoff: [0ms]}
   - {name: keyed, ordering: key, redelivery_backoff: [300ms]}
   - {name: parted, ordering: partition, partitions: 4}
+  - {name: small, max_depth: 3}
+  - {name: shedding, max_depth: 3, overflow: drop_oldest}
+  - {name: spilling, max_depth: 2, overflow: dead_letter}
+  - {name: recent, retention: {max_messages: 5}}
+  - {name: fleeting, retention: {max_age: 300ms}}
+  - {name: patient, retention: {max_age: 300ms}}
 """
 
 
@@ -600,3 +606,108 @@ def test_ordering_partition_gives_each_partition_one_holder(make_broker, clients
         _, packet_id, _, _, _ = first.next(timeout=5)
         first.puback(packet_id)
     first.close()
+
+
+def sys_value(port, topic, timeout=15):
+    watcher = Client(port)
+    try:
+        watcher.subscribe(topic)
+        return int(watcher.receive(timeout=timeout).payload)
+    finally:
+        watcher.disconnect()
+
+
+def test_a_repeated_msg_id_is_acknowledged_and_not_stored_again(clients, tmp_path):
+    config = "listeners:\n  - host: 127.0.0.1\n    port: 0\n" + QUEUES + \
+        f"storage:\n  dir: {tmp_path / 'data'}\n"
+    broker = SluiceProcess(config_yaml=config).start()
+    publisher = clients(broker.port)
+    once = props(PacketTypes.PUBLISH, UserProperty=[("msg-id", "order-1")])
+    publisher.publish("$queue/work/o", b"first", qos=1, properties=once)
+    publisher.publish("$queue/work/o", b"again", qos=1, properties=once)  # acknowledged too
+    publisher.disconnect()
+    assert broker.stop() == 0, broker.output()
+    again = SluiceProcess(config_yaml=config).start()  # the window survives a restart
+    late = clients(again.port)
+    late.publish("$queue/work/o", b"after restart", qos=1, properties=once)
+    consumer = clients(again.port)
+    consumer.subscribe("$queue/work/#", qos=1)
+    assert consumer.receive().payload == b"first"
+    consumer.expect_nothing(0.5)
+    consumer.disconnect()
+    late.disconnect()
+    assert again.stop() == 0, again.output()
+
+
+def test_max_depth_refuses_with_0x97_on_mqtt_5_and_closes_3_1_1(make_broker, clients):
+    broker = queue_broker(make_broker)
+    raw = rawmqtt.connected(broker.port, unique("filler"))
+    for packet_id in range(1, 5):
+        raw.send(rawmqtt.publish("$queue/small", b"x", qos=1, packet_id=packet_id))
+    reasons = [raw.receive_type(rawmqtt.PUBACK).body[2:3] for _ in range(4)]
+    assert reasons[:3] == [b"", b"", b""] or reasons[:3] == [b"\x00"] * 3
+    assert reasons[3] == b"\x97"
+    raw.close()
+    old = rawmqtt.connected(broker.port, unique("old"), version=4)
+    old.send(rawmqtt.publish("$queue/small", b"x", qos=1, packet_id=1, version=4))
+    assert not [p for p in old.closed_by_broker() if p.type == rawmqtt.PUBACK]
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/small", qos=1)
+    assert len(consumer.receive_n(3)) == 3
+    consumer.expect_nothing(0.3)
+
+
+def test_overflow_drop_oldest_keeps_the_newest(make_broker, clients):
+    broker = queue_broker(make_broker)
+    publisher = clients(broker.port)
+    for n in range(5):
+        publisher.publish("$queue/shedding", str(n).encode(), qos=1)
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/shedding", qos=1)
+    assert [m.payload for m in consumer.receive_n(3)] == [b"2", b"3", b"4"]
+    consumer.expect_nothing(0.3)
+
+
+def test_overflow_dead_letter_moves_the_oldest(make_broker, clients):
+    broker = queue_broker(make_broker)
+    dead = clients(broker.port)
+    dead.subscribe("$queue/spilling.dlq", qos=1)
+    publisher = clients(broker.port)
+    for n in range(3):
+        publisher.publish("$queue/spilling", str(n).encode(), qos=1)
+    letter = dead.receive()
+    assert letter.payload == b"0"
+    assert user_properties(letter)["dead-letter-reason"] == "overflow"
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/spilling", qos=1)
+    assert [m.payload for m in consumer.receive_n(2)] == [b"1", b"2"]
+
+
+def test_retention_by_count_keeps_the_newest_messages(make_broker, clients):
+    broker = queue_broker(make_broker)
+    publisher = clients(broker.port)
+    for n in range(10):
+        publisher.publish("$queue/recent", str(n).encode(), qos=1)
+    wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/recent/depth") == 5,
+               timeout=15, what="retention to pass")
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/recent", qos=1)
+    assert [m.payload for m in consumer.receive_n(5)] == [b"5", b"6", b"7", b"8", b"9"]
+
+
+def test_retention_by_age_spares_what_a_group_has_not_settled(make_broker, clients):
+    broker = queue_broker(make_broker)
+    for queue in ("fleeting", "patient"):
+        if queue == "patient":  # a group that exists (and is away) keeps its messages
+            member = clients(broker.port)
+            member.subscribe("$queue/patient", qos=1)
+            member.disconnect()
+        clients(broker.port).publish(f"$queue/{queue}", b"old", qos=1)
+    wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/fleeting/depth") == 0,
+               timeout=15, what="the old message to age out")
+    assert sys_value(broker.port, "$SYS/broker/queues/patient/depth") == 1
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/fleeting", qos=1)
+    consumer.expect_nothing(0.3)
+    consumer.subscribe("$queue/patient", qos=1)
+    assert consumer.receive().payload == b"old"

@@ -1,0 +1,212 @@
+// What bounds a queue: deduplication by msg-id, the depth limit and its
+// overflow, and retention by age and count.
+#include "queue/queue_service.hpp"
+
+#include <algorithm>
+#include <limits>
+
+namespace sluice::queue {
+
+// ---- deduplication --------------------------------------------------------------
+
+bool QueueService::remember_message_id(Work& work, Queue& queue, const std::string& id,
+                                       store::WriteBatch& batch) {
+  if (queue.config.options.dedup_window_ms == 0) return true;
+  forget_old_message_ids(work, queue);
+  if (queue.seen_ids.contains(id)) return false;
+  queue.seen_ids.emplace(id, work.now);
+  queue.seen_order.emplace_back(work.now, id);
+  batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::dedup(queue.config.name, id),
+                                   encode_u64(static_cast<std::uint64_t>(work.now_ms))});
+  return true;
+}
+
+void QueueService::forget_message_id(Queue& queue, const std::optional<std::string>& id) {
+  if (id) queue.seen_ids.erase(*id);  // its place in seen_order goes when it is old
+}
+
+void QueueService::forget_old_message_ids(Work& work, Queue& queue) {
+  const auto window = std::chrono::milliseconds(queue.config.options.dedup_window_ms);
+  while (!queue.seen_order.empty() && queue.seen_order.front().first + window <= work.now) {
+    const auto& [seen, id] = queue.seen_order.front();
+    const auto known = queue.seen_ids.find(id);
+    if (known != queue.seen_ids.end() && known->second == seen) {
+      queue.seen_ids.erase(known);
+      work.batch.add(
+          store::WriteBatch::Erase{store::Space::kQueues, keys::dedup(queue.config.name, id)});
+    }
+    queue.seen_order.pop_front();
+  }
+}
+
+store::Status QueueService::load_message_ids(Queue& queue, std::int64_t now_ms) {
+  const auto window = static_cast<std::int64_t>(queue.config.options.dedup_window_ms);
+  const std::string prefix = keys::dedup_prefix(queue.config.name);
+  std::vector<std::pair<std::int64_t, std::string>> seen;
+  store::WriteBatch expired;
+  const store::Status status =
+      store_->scan(store::Space::kQueues, prefix, keys::prefix_end(prefix),
+                   [&](std::string_view key, std::string_view value) {
+                     const auto at = static_cast<std::int64_t>(decode_u64(value));
+                     std::string id(key.substr(prefix.size()));
+                     if (window > 0 && now_ms - at < window) {
+                       seen.emplace_back(at, std::move(id));
+                     } else {
+                       expired.add(store::WriteBatch::Erase{store::Space::kQueues,
+                                                            std::string(key)});
+                     }
+                     return true;
+                   });
+  if (!status.ok) return status;
+  std::sort(seen.begin(), seen.end());
+  const Clock::time_point now = Clock::now();
+  for (auto& [at, id] : seen) {
+    const Clock::time_point when = now - std::chrono::milliseconds(now_ms - at);
+    queue.seen_ids.emplace(id, when);
+    queue.seen_order.emplace_back(when, std::move(id));
+  }
+  if (!expired.empty()) return store_->write(expired, false);
+  return {};
+}
+
+// ---- depth and overflow ------------------------------------------------------------
+
+std::uint64_t QueueService::depth(const Queue& queue, std::uint32_t partition) const {
+  const Partition& log = queue.partitions[partition];
+  std::uint64_t low = log.start;
+  if (!queue.groups.empty()) {
+    low = std::numeric_limits<std::uint64_t>::max();
+    for (const auto& [name, group] : queue.groups)
+      low = std::min(low, group->partitions[partition].floor);
+  }
+  return log.next - std::min(low, log.next);
+}
+
+void QueueService::skip_in_group(Work& work, Queue& queue, Group& group,
+                                 std::uint32_t partition, std::uint64_t offset,
+                                 store::WriteBatch& batch) {
+  GroupPartition& state = group.partitions[partition];
+  if (offset < state.floor || state.settled.contains(offset)) return;
+  bool had_failures = state.failures_before.erase(offset) > 0;
+  if (const auto pending = state.pending.find(offset); pending != state.pending.end()) {
+    if (pending->second.leased) end_lease(group, partition, offset);
+    state.due.erase({pending->second.when, offset});
+    state.parked.erase(offset);
+    had_failures = finish_pending(work, group, partition, offset) || had_failures;
+  }
+  settle(work, queue, group, partition, offset, batch, had_failures, /*atomic=*/true);
+}
+
+bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) {
+  const config::QueueOptions& options = queue.config.options;
+  if (options.max_depth == 0) return true;
+  while (depth(queue, partition) >= options.max_depth) {
+    if (options.overflow == "reject_publish") return false;
+    Partition& log = queue.partitions[partition];
+    std::uint64_t oldest = log.next - depth(queue, partition);
+    store::WriteBatch batch;
+    if (options.overflow == "dead_letter" && queue.dead_letter != nullptr) {
+      GroupPartition reader;  // a one-off read, outside any group's read-ahead
+      if (const EntryPtr entry = fetch(queue, partition, reader, oldest, false)) {
+        move_to_dead_letters(work, queue, *entry, partition, oldest, "overflow", nullptr, 0,
+                             batch);
+      }
+    } else {
+      ++queue.counters.dropped;
+    }
+    // Settled (or gone) for every group in the same write as its move.
+    if (queue.groups.empty()) {
+      cut_log(work, queue, partition, oldest + 1, batch);
+    } else {
+      for (auto& [name, group] : queue.groups)
+        skip_in_group(work, queue, *group, partition, oldest, batch);
+    }
+    submit_move(work, std::move(batch));
+  }
+  return true;
+}
+
+// ---- retention ------------------------------------------------------------------
+
+void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t cut,
+                           store::WriteBatch& batch) {
+  Partition& log = queue.partitions[partition];
+  cut = std::min(cut, log.visible);
+  if (cut <= log.start) return;
+  const std::string& name = queue.config.name;
+  for (auto& [group_name, group] : queue.groups) {
+    GroupPartition& state = group->partitions[partition];
+    if (state.floor >= cut) continue;
+    std::vector<std::uint64_t> gone;
+    for (auto it = state.pending.begin(); it != state.pending.end() && it->first < cut; ++it)
+      gone.push_back(it->first);
+    for (const std::uint64_t offset : gone) {
+      Pending& pending = state.pending[offset];
+      if (pending.leased) end_lease(*group, partition, offset);  // a late PUBACK changes nothing
+      state.due.erase({pending.when, offset});
+      state.parked.erase(offset);
+      finish_pending(work, *group, partition, offset);
+    }
+    const std::uint64_t old_floor = state.floor;
+    const std::size_t settled_before = state.settled.size();
+    state.settled.erase(state.settled.begin(), state.settled.lower_bound(cut));
+    queue.counters.dropped += (cut - old_floor) - (settled_before - state.settled.size());
+    state.failures_before.erase(state.failures_before.begin(),
+                                state.failures_before.lower_bound(cut));
+    state.floor = cut;
+    while (!state.settled.empty() && *state.settled.begin() == state.floor) {
+      state.settled.erase(state.settled.begin());
+      ++state.floor;
+    }
+    state.cursor = std::max(state.cursor, state.floor);
+    state.read_ahead.clear();
+    batch.add(store::WriteBatch::Put{store::Space::kQueues,
+                                     keys::floor(name, group->name, partition),
+                                     encode_u64(state.floor)});
+    batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
+                                            keys::settled(name, group->name, partition, old_floor),
+                                            keys::settled(name, group->name, partition, cut)});
+    batch.add(store::WriteBatch::EraseRange{
+        store::Space::kQueues, keys::failures(name, group->name, partition, old_floor),
+        keys::failures(name, group->name, partition, cut)});
+  }
+  if (queue.groups.empty()) queue.counters.dropped += cut - log.start;
+  batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
+                                          keys::entry(name, partition, log.start),
+                                          keys::entry(name, partition, cut)});
+  log.start = cut;
+  while (log.window_start < log.start && !log.window.empty()) {
+    log.window.pop_front();
+    ++log.window_start;
+  }
+}
+
+void QueueService::apply_retention(Work& work, Queue& queue) {
+  const config::QueueOptions& options = queue.config.options;
+  if (options.retention_max_age_ms == 0 && options.retention_max_messages == 0) return;
+  constexpr std::size_t kMostRead = 10'000;  // per partition and pass: the rest goes next time
+  for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
+    Partition& log = queue.partitions[p];
+    std::uint64_t cut = log.start;
+    if (options.retention_max_messages != 0 && log.next - log.start > options.retention_max_messages)
+      cut = log.next - options.retention_max_messages;
+    if (options.retention_max_age_ms != 0) {
+      const std::int64_t oldest_kept = work.now_ms - options.retention_max_age_ms;
+      GroupPartition reader;
+      std::size_t read = 0;
+      for (std::uint64_t offset = cut; offset < log.visible && read < kMostRead;
+           ++offset, ++read) {
+        const EntryPtr entry = fetch(queue, p, reader, offset, true);
+        if (entry && entry->timestamp_ms >= oldest_kept) break;
+        cut = offset + 1;  // too old (or a hole)
+      }
+    }
+    if (options.respect_pending && !queue.groups.empty()) {
+      for (const auto& [name, group] : queue.groups)
+        cut = std::min(cut, group->partitions[p].floor);
+    }
+    if (cut > log.start) cut_log(work, queue, p, cut, work.batch);
+  }
+}
+
+}  // namespace sluice::queue
