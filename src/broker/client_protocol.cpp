@@ -572,6 +572,13 @@ ReasonCode ClientProtocol::subscribe_to_queue(const std::string& filter, std::st
                                               mqtt::SubscriptionOptions options) {
   QueueGateway* queues = shard_.broker().queues();
   if (queues == nullptr) return ReasonCode::kTopicFilterInvalid;
+  // "$queue/<name>" takes every message of the queue, delivered on that one
+  // topic: the client must be allowed to read all of the queue's subtopics,
+  // or it would read through the queue what a rule denies it.
+  const bool whole_queue = address.find('/', address.find('/') + 1) == std::string_view::npos;
+  if (whole_queue && acl_ && !acl_->may_subscribe(std::string(address) + "/#")) {
+    return ReasonCode::kNotAuthorized;
+  }
   QueueGateway::ConsumerSpec consumer;
   consumer.session = session_->ref();
   consumer.filter = filter;

@@ -4,7 +4,9 @@
 // order; a name ends with a 0 byte, which no queue or group name contains.
 //
 //   Q <queue>                           -> the queue exists: partitions (u32), then
-//                                          1 byte, 1 when it keeps no dead letters
+//                                          1 byte, 1 when it keeps no dead letters,
+//                                          then its dead-letter queue's name if not
+//                                          the default
 //   L <queue> <partition> <offset>      -> a log entry (LogEntry)
 //   G <queue> <group>                   -> (empty): the group exists
 //   F <queue> <group> <partition>       -> the group's floor: all below are settled (u64)

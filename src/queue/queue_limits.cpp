@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "queue/properties.hpp"
+
 namespace sluice::queue {
 
 // ---- deduplication --------------------------------------------------------------
@@ -207,6 +209,66 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
     }
     if (cut > log.start) cut_log(work, queue, p, cut, work.batch);
   }
+}
+
+}  // namespace sluice::queue
+
+namespace sluice::queue {
+
+// ---- redrive --------------------------------------------------------------------
+
+std::optional<std::size_t> QueueService::redrive(broker::Shard& shard,
+                                                 std::string_view dead_letter,
+                                                 std::size_t most) {
+  std::optional<std::size_t> moved;
+  run(&shard, [&](Work& work) {
+    Queue* source = find_queue(dead_letter);
+    if (source == nullptr) return;
+    moved = 0;
+    store::WriteBatch batch;
+    const std::string& name = source->config.name;
+    for (std::uint32_t p = 0; p < source->partitions.size() && *moved < most; ++p) {
+      Partition& log = source->partitions[p];
+      GroupPartition reader;
+      for (std::uint64_t offset = log.start; offset < log.visible && *moved < most; ++offset) {
+        // What a consumer of the dead-letter queue holds, or every group
+        // settled, stays where it is.
+        bool held = false, settled_by_all = !source->groups.empty();
+        for (const auto& [group_name, group] : source->groups) {
+          const GroupPartition& state = group->partitions[p];
+          const auto pending = state.pending.find(offset);
+          if (pending != state.pending.end() && pending->second.leased) held = true;
+          if (offset >= state.floor && !state.settled.contains(offset)) settled_by_all = false;
+        }
+        if (held || settled_by_all) continue;
+        const EntryPtr entry = fetch(*source, p, reader, offset, true);
+        if (!entry) continue;
+        mqtt::Properties properties = read_block(entry->properties);
+        const std::string* origin = user_property(properties, "original-queue");
+        Queue* target = origin != nullptr ? find_queue(*origin) : nullptr;
+        if (target == nullptr || target == source) continue;
+        // Back as it was published: the dead letter's own notes go, and
+        // with them its count of failed attempts.
+        std::erase_if(properties.user_properties, [](const mqtt::UserProperty& property) {
+          return property.name.starts_with("dead-letter") ||
+                 property.name.starts_with("original-") || property.name == "dead-lettered-at";
+        });
+        auto back = std::make_shared<LogEntry>(*entry);
+        back->timestamp_ms = work.now_ms;
+        back->properties = write_block(properties);
+        const auto [to_partition, to_offset] = append(*target, std::move(back), batch);
+        work.appended.push_back({target, to_partition, to_offset});
+        for (auto& [group_name, group] : source->groups)
+          skip_in_group(work, *source, *group, p, offset, batch);
+        batch.add(store::WriteBatch::Erase{store::Space::kQueues, keys::entry(name, p, offset)});
+        if (offset >= log.window_start) log.window[offset - log.window_start].entry.reset();
+        if (offset == log.start) ++log.start;
+        ++*moved;
+      }
+    }
+    if (*moved > 0) submit_move(work, std::move(batch));
+  });
+  return moved;
 }
 
 }  // namespace sluice::queue

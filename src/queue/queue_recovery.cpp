@@ -10,6 +10,7 @@ namespace sluice::queue {
 std::string queue_record(const config::QueueConfig& config) {
   std::string value = encode_u32(config.options.partitions);
   value.push_back(config.options.dead_letter == "none" ? 1 : 0);
+  if (config.options.dead_letter != "none") value += config.options.dead_letter;
   return value;
 }
 
@@ -30,6 +31,7 @@ store::Status QueueService::recover() {
   struct Stored {
     std::uint32_t partitions = 0;
     bool no_dead_letters = false;
+    std::string dead_letter;  // a name other than <name>.dlq
   };
   std::map<std::string, Stored> stored;
   if (store_ != nullptr) {
@@ -40,6 +42,7 @@ store::Status QueueService::recover() {
           Stored& queue = stored[std::string(keys::last_name(key, prefix.size()))];
           queue.partitions = decode_u32(value.substr(0, 4));
           queue.no_dead_letters = value.size() > 4 && value[4] == 1;
+          if (value.size() > 5) queue.dead_letter = std::string(value.substr(5));
           return true;
         });
     if (!status.ok) return status;
@@ -61,7 +64,7 @@ store::Status QueueService::recover() {
   for (const auto& [name, queue] : stored) {
     if (find_queue(name) != nullptr) continue;
     config::QueueConfig kept{name, config::QueueKind::kQueue, config.queue_defaults};
-    if (queue.no_dead_letters) kept.options.dead_letter = "none";
+    kept.options.dead_letter = queue.no_dead_letters ? "none" : queue.dead_letter;
     declare(kept, queue.partitions);
   }
   link_dead_letters();
@@ -150,14 +153,20 @@ store::Status QueueService::load(Queue& queue) {
     }
     queue.groups.emplace(group_name, std::move(group));
   }
-  // An emptied log starts where its groups' floors got to: offsets are
-  // never given twice.
+  // Offsets are never given twice: the next one is past the last entry and
+  // past everything any group settled (an emptied log, or appends that
+  // failed and were settled as missing).
   for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
     Partition& log = queue.partitions[p];
+    const bool empty = log.start == log.next;
     for (const auto& [group_name, group] : queue.groups) {
-      if (log.start == log.next && group->partitions[p].floor > log.next)
-        log.next = log.start = group->partitions[p].floor;
+      const GroupPartition& state = group->partitions[p];
+      log.next = std::max(log.next, state.floor);
+      if (!state.settled.empty()) log.next = std::max(log.next, *state.settled.rbegin() + 1);
+      if (!state.failures_before.empty())
+        log.next = std::max(log.next, state.failures_before.rbegin()->first + 1);
     }
+    if (empty) log.start = log.next;
     log.visible = log.window_start = log.next;
   }
   return {};
@@ -179,7 +188,8 @@ std::vector<QueueStats> QueueService::stats() const {
       for (std::size_t p = 0; p < group->partitions.size(); ++p) {
         const GroupPartition& state = group->partitions[p];
         const std::uint64_t end = queue->partitions[p].next;
-        g.pending += end - std::min(end, state.floor) - state.settled.size();
+        const std::uint64_t unsettled = end - std::min(end, state.floor);
+        g.pending += unsettled - std::min<std::uint64_t>(unsettled, state.settled.size());
         g.waiting += state.due.size() + state.parked.size();
         g.leased += state.leases.size();
       }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <limits>
 #include <tuple>
+#include <utility>
 
 #include "broker/shard.hpp"
 #include "mqtt/byte_reader.hpp"
@@ -13,6 +14,7 @@
 #include "mqtt/property.hpp"
 #include "mqtt/topic.hpp"
 #include "queue/address.hpp"
+#include "queue/properties.hpp"
 
 namespace sluice::queue {
 namespace {
@@ -30,12 +32,6 @@ std::int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-const std::string* user_property(const mqtt::Properties& properties, std::string_view name) {
-  for (const mqtt::UserProperty& property : properties.user_properties)
-    if (property.name == name) return &property.value;
-  return nullptr;
 }
 
 // FNV-1a: the same key lands on the same partition in every run.
@@ -66,20 +62,6 @@ std::string message_id(std::uint32_t partition, std::uint64_t offset) {
   return std::to_string(partition) + ":" + std::to_string(offset);
 }
 
-mqtt::Properties read_block(const std::vector<std::uint8_t>& block) {
-  mqtt::Properties properties;
-  if (block.empty()) return properties;
-  mqtt::ByteReader reader(block);
-  mqtt::read_properties(reader, mqtt::PropertyContext::kPublish, properties);
-  return properties;
-}
-
-std::vector<std::uint8_t> write_block(const mqtt::Properties& properties) {
-  std::vector<std::uint8_t> block;
-  if (mqtt::has_any(properties)) mqtt::encode_property_block(properties, block);
-  return block;
-}
-
 }  // namespace
 
 
@@ -88,20 +70,15 @@ QueueService::QueueService(broker::Broker& broker, store::Store* store)
 
 QueueService::~QueueService() = default;
 
-template <class Change>
-void QueueService::run(broker::Shard* shard, Change&& change) {
-  Work work;
+void QueueService::begin(Work& work, broker::Shard* shard) {
   work.shard = shard;
   work.now = Clock::now();
   work.now_ms = wall_ms();
-  {
-    std::lock_guard lock(mutex_);
-    change(work);
-    if (!work.batch.empty()) submit(work, std::move(work.batch), nullptr);
-    hand_out(work);
-  }
-  for (auto& callback : work.after)
-    callback();
+}
+
+void QueueService::end(Work& work) {
+  if (!work.batch.empty()) submit(work, std::move(work.batch), nullptr);
+  hand_out(work);
 }
 
 void QueueService::hand_out(Work& work) {
@@ -311,11 +288,14 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
     if (entry->key.empty()) {
       entry->key = key_from_subtopic(entry->subtopic, queue->config.options.key_level);
     }
-    store::WriteBatch batch = std::move(with);
+    // A queue this publish created is declared in the append's own write:
+    // the entry is never in the store without its queue.
+    store::WriteBatch batch = std::exchange(work.batch, store::WriteBatch());
     if (message_id_seen && !remember_message_id(work, *queue, *message_id_seen, batch)) {
       // A duplicate: acknowledged once everything before it is durable (the
       // original included), not stored again.
       ++queue->counters.duplicates;
+      batch.append(std::move(with));
       submit(work, std::move(batch), [acknowledge = std::move(acknowledge)](bool durable) {
         if (!acknowledge) return;
         if (durable) return acknowledge(ReasonCode::kSuccess, {});
@@ -327,11 +307,17 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
     if (!make_room(work, *queue, into)) {
       ++queue->counters.rejected;
       forget_message_id(*queue, message_id_seen);
+      work.batch = std::move(batch);  // the declarations still go; the msg-id did not count
+      if (message_id_seen) {
+        work.batch.add(store::WriteBatch::Erase{store::Space::kQueues,
+                                                keys::dedup(queue->config.name, *message_id_seen)});
+      }
       outcome = {ReasonCode::kQuotaExceeded,
                  "queue '" + queue->config.name + "' is full (max_depth " +
                      std::to_string(queue->config.options.max_depth) + ")"};
       return;
     }
+    batch.append(std::move(with));
     const auto [partition, offset] = append(*queue, entry, batch, into);
     submit(work, std::move(batch),
            [this, queue, partition, offset, shard = shard.index(),
@@ -563,7 +549,10 @@ void QueueService::lease(Work& work, Queue& queue, Group& group, std::uint32_t p
   delivery.message = delivery_message(queue, group, partition, offset, entry,
                                       pending.failures + 1, consumer, work.now_ms);
   if (consumer.at_most_once) {
-    // Settled as it is written: at most once, as the queue allows.
+    // Settled as it is written: at most once, as the queue allows. Its
+    // credit is a pace (so much per loop turn), not a count of leases.
+    ++consumer.outstanding;
+    dispatch_soon(queue);
     const bool had_failures = finish_pending(work, group, partition, offset);
     ++queue.counters.acknowledged;
     settle(work, queue, group, partition, offset, work.batch, had_failures);
@@ -572,6 +561,7 @@ void QueueService::lease(Work& work, Queue& queue, Group& group, std::uint32_t p
     return;
   }
   pending.leased = true;
+  pending.manual = consumer.manual;
   pending.consumer = consumer.id;
   pending.when = work.now + std::chrono::milliseconds(queue.config.options.lease_timeout_ms);
   pending.message = delivery.message.get();
@@ -752,10 +742,14 @@ void QueueService::submit_move(Work& work, store::WriteBatch&& batch) {
   });
 }
 
-bool QueueService::consumer_is_manual(const Group& group, std::uint64_t consumer) {
-  for (const auto& candidate : group.consumers)
-    if (candidate->id == consumer) return candidate->manual;
-  return false;
+bool QueueService::consumer_exists(const Group& group, std::uint64_t consumer) {
+  return std::any_of(group.consumers.begin(), group.consumers.end(),
+                     [&](const auto& candidate) { return candidate->id == consumer; });
+}
+
+Group* QueueService::find_group(Queue& queue, std::string_view name) {
+  const auto found = queue.groups.find(name);
+  return found == queue.groups.end() ? nullptr : found->second.get();
 }
 
 bool QueueService::end_lease(Group& group, std::uint32_t partition, std::uint64_t offset) {
@@ -787,14 +781,17 @@ void QueueService::on_settled(const broker::Delivery& delivery, ReasonCode reaso
       return;
     }
     Pending& pending = held->second;
-    if (!mqtt::is_error(reason) && consumer_is_manual(group, pending.consumer)) {
+    if (!mqtt::is_error(reason) && pending.manual && consumer_exists(group, pending.consumer)) {
       // Received, not settled: the lease stays until a verb or its deadline.
       leases_.erase(found);
       pending.message = nullptr;
       return;
     }
     end_lease(group, ref.partition, ref.offset);
-    if (!mqtt::is_error(reason)) {
+    if (!mqtt::is_error(reason) && pending.manual) {
+      // Received by a manual consumer that has since gone: no one can settle it.
+      fail(work, queue, group, ref.partition, ref.offset);
+    } else if (!mqtt::is_error(reason)) {
       const bool had_failures = finish_pending(work, group, ref.partition, ref.offset);
       ++queue.counters.acknowledged;
       settle(work, queue, group, ref.partition, ref.offset, work.batch, had_failures);
@@ -858,8 +855,9 @@ QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::Tar
   if (const std::string* asked = user_property(properties, "delay-ms")) {
     std::uint32_t value = 0;
     const auto [end, ec] = std::from_chars(asked->data(), asked->data() + asked->size(), value);
-    if (ec != std::errc() || end != asked->data() + asked->size()) {
-      return {ReasonCode::kImplementationSpecificError, "delay-ms is not a number of ms"};
+    if (ec != std::errc() || end != asked->data() + asked->size() || value > 86'400'000) {
+      return {ReasonCode::kImplementationSpecificError,
+              "delay-ms is not a number of ms up to 86400000 (a day)"};
     }
     delay_ms = value;
   }
@@ -974,6 +972,10 @@ void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
       dispatch_pending_.store(false, std::memory_order_relaxed);
       for (Queue* queue : queues) {
         queue->dispatch_soon = false;
+        for (auto& [name, group] : queue->groups) {
+          for (auto& consumer : group->consumers)
+            if (consumer->at_most_once) consumer->outstanding = 0;  // a new turn's pace
+        }
         dispatch(work, *queue);
       }
       write_floors(work);
@@ -991,13 +993,19 @@ void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
       truncate_logs(work);
       next_housekeeping_ = work.now + kHousekeepingInterval;
     }
-    // What is due next: the earliest lease deadline and redelivery.
+    // What is due next: the earliest lease deadline, and the earliest
+    // redelivery that someone could take now (one that no one can take is
+    // offered when a consumer comes, or gets credit back: not polled for).
     Clock::time_point next = next_housekeeping_;
     for (auto& [name, queue] : queues_) {
       for (auto& [group_name, group] : queue->groups) {
+        const bool takers = std::any_of(
+            group->consumers.begin(), group->consumers.end(), [](const auto& consumer) {
+              return consumer->online && consumer->outstanding < consumer->credit;
+            });
         for (const GroupPartition& state : group->partitions) {
           if (!state.leases.empty()) next = std::min(next, state.leases.begin()->first);
-          if (!state.due.empty()) next = std::min(next, state.due.begin()->first);
+          if (takers && !state.due.empty()) next = std::min(next, state.due.begin()->first);
         }
       }
     }
@@ -1075,7 +1083,8 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
     return ReasonCode::kImplementationSpecificError;  // two different groups named
   }
   if (group_name.empty()) group_name = "default";
-  if (group_name.size() > 200) return ReasonCode::kImplementationSpecificError;
+  // Group names appear in $SYS topics and store keys: the queue names' characters.
+  if (!valid_queue_name(group_name)) return ReasonCode::kImplementationSpecificError;
   bool manual = false;
   if (const std::string* mode = user_property(properties, "ack-mode")) {
     if (*mode != "auto" && *mode != "manual") return ReasonCode::kImplementationSpecificError;
@@ -1099,15 +1108,35 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
       granted = ReasonCode::kImplementationSpecificError;
       return;
     }
-    // A second SUBSCRIBE to the same filter replaces the first [MQTT-3.8.4-3].
-    for_each_consumer_of(spec.session, [&](Queue&, Group& group, std::size_t i) {
-      if (group.consumers[i]->filter != spec.filter) return false;
-      remove_consumer(group, i);
+    Group* existing_group = find_group(*queue, group_name);
+    if (existing_group == nullptr && queue->groups.size() >= kMostGroups) {
+      granted = ReasonCode::kQuotaExceeded;
+      return;
+    }
+    // A second SUBSCRIBE to the same filter replaces the first
+    // [MQTT-3.8.4-3]: in the same group, the consumer keeps what it holds
+    // (its id and credit); in another, what it received goes back.
+    Consumer* same = nullptr;
+    for_each_consumer_of(spec.session, [&](Queue& old_queue, Group& old_group, std::size_t i) {
+      if (old_group.consumers[i]->filter != spec.filter) return false;
+      if (&old_group == existing_group) {
+        same = old_group.consumers[i].get();
+        return false;
+      }
+      const std::uint64_t old_id = old_group.consumers[i]->id;
+      remove_consumer(old_group, i);
+      fail_received(work, old_queue, old_group, old_id);
+      dispatch_soon(old_queue);
       return true;
     });
-    Group& target = group(work, *queue, group_name);
-    auto consumer = std::make_unique<Consumer>();
-    consumer->id = next_consumer_id_++;
+    Group& target = existing_group != nullptr ? *existing_group : group(work, *queue, group_name);
+    std::unique_ptr<Consumer> made;
+    Consumer* consumer = same;
+    if (consumer == nullptr) {
+      made = std::make_unique<Consumer>();
+      consumer = made.get();
+      consumer->id = next_consumer_id_++;
+    }
     consumer->session = spec.session;
     consumer->filter = spec.filter;
     consumer->address = std::string(spec.address);
@@ -1119,7 +1148,8 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
         spec.receive_maximum, broker_.config().limits.max_inflight_messages);
     consumer->credit = std::max<std::uint32_t>(
         1, std::min(prefetch != 0 ? prefetch : options.prefetch, window));
-    target.consumers.push_back(std::move(consumer));
+    consumer->online = true;
+    if (made) target.consumers.push_back(std::move(made));
     unpark(target, work.now);
     dispatch(work, *queue, target);
     granted = at_most_once ? ReasonCode::kSuccess : ReasonCode::kGrantedQoS1;

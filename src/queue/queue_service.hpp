@@ -111,7 +111,20 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
 
   // Runs `change` under the mutex, then hands out what it produced.
   template <class Change>
-  void run(broker::Shard* shard, Change&& change);
+  void run(broker::Shard* shard, Change&& change) {
+    Work work;
+    begin(work, shard);
+    {
+      std::lock_guard lock(mutex_);
+      change(work);
+      end(work);
+    }
+    for (auto& callback : work.after)
+      callback();
+  }
+  void begin(Work& work, broker::Shard* shard);
+  // Under the mutex: submits the work's batch and posts its deliveries.
+  void end(Work& work);
   void hand_out(Work& work);
 
   Queue* find_queue(std::string_view name);
@@ -188,7 +201,10 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void dead_letter(Work& work, Queue& queue, Group& group, std::uint32_t partition,
                    std::uint64_t offset, const char* reason,
                    const std::string* detail = nullptr);
-  static bool consumer_is_manual(const Group& group, std::uint64_t consumer);
+  static bool consumer_exists(const Group& group, std::uint64_t consumer);
+  static Group* find_group(Queue& queue, std::string_view name);
+  // Groups per queue: each pins the log until it settles, and costs memory.
+  static constexpr std::size_t kMostGroups = 1000;
   // Appends a copy of `entry` to the queue's dead-letter queue, with where
   // it came from and why, adding the writes to `batch` (submit_move).
   void move_to_dead_letters(Work& work, Queue& queue, const LogEntry& entry,

@@ -54,6 +54,7 @@ struct Pending {
   // consumer then still holds the lease (nullptr here) until a verb settles it.
   const broker::Message* message = nullptr;
   std::string key;  // ordering key: holds its key busy until settled
+  bool manual = false;  // leased to a manual consumer: its PUBACK only says received
 };
 
 struct GroupPartition {

@@ -711,3 +711,29 @@ def test_retention_by_age_spares_what_a_group_has_not_settled(make_broker, clien
     consumer.expect_nothing(0.3)
     consumer.subscribe("$queue/patient", qos=1)
     assert consumer.receive().payload == b"old"
+
+
+def test_the_acl_covers_queues_and_a_whole_queue_needs_every_subtopic(make_broker, clients,
+                                                                      tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite $queue/work/#\ntopic deny $queue/work/secret/#\n")
+    broker = queue_broker(make_broker, f"auth:\n  acl_file: {acl}\n  allow_anonymous: true\n")
+    client = clients(broker.port)
+    assert client.subscribe("$queue/work", qos=1)[0].value == 0x87  # would read secret/ too
+    assert client.subscribe("$queue/work/public/#", qos=1)[0].value == 1
+    assert client.subscribe("$queue/work/secret/#", qos=1)[0].value == 0x87
+    raw = rawmqtt.connected(broker.port, unique("raw"))
+    raw.send(rawmqtt.publish("$queue/work/secret/x", b"x", qos=1, packet_id=1))
+    assert raw.receive_type(rawmqtt.PUBACK).body[2] == 0x87
+    raw.close()
+
+
+def test_a_manual_consumer_that_subscribes_again_keeps_what_it_holds(make_broker, clients):
+    broker = queue_broker(make_broker)  # orders: lease 800 ms
+    consumer = manual_consumer(clients, broker.port)
+    clients(broker.port).publish("$queue/orders/r", b"held", qos=1)
+    message_id = user_properties(consumer.receive())["message-id"]
+    consumer.subscribe("$queue/orders/#", qos=1,
+                       properties=props(PacketTypes.SUBSCRIBE, UserProperty=MANUAL))
+    verb(consumer, "orders", "ack", message_id)  # still its lease: settled, not refused
+    consumer.expect_nothing(1.5)

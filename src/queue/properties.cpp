@@ -1,0 +1,28 @@
+#include "queue/properties.hpp"
+
+#include "mqtt/byte_reader.hpp"
+#include "mqtt/packet_encoder.hpp"
+
+namespace sluice::queue {
+
+const std::string* user_property(const mqtt::Properties& properties, std::string_view name) {
+  for (const mqtt::UserProperty& property : properties.user_properties)
+    if (property.name == name) return &property.value;
+  return nullptr;
+}
+
+mqtt::Properties read_block(const std::vector<std::uint8_t>& block) {
+  mqtt::Properties properties;
+  if (block.empty()) return properties;
+  mqtt::ByteReader reader(block);
+  mqtt::read_properties(reader, mqtt::PropertyContext::kPublish, properties);
+  return properties;
+}
+
+std::vector<std::uint8_t> write_block(const mqtt::Properties& properties) {
+  std::vector<std::uint8_t> block;
+  if (mqtt::has_any(properties)) mqtt::encode_property_block(properties, block);
+  return block;
+}
+
+}  // namespace sluice::queue

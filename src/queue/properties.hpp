@@ -1,0 +1,21 @@
+// MQTT 5 properties as the queue layer keeps them: a stored message's
+// property block, and the user properties that carry its keys and ids.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mqtt/property.hpp"
+
+namespace sluice::queue {
+
+// The first user property named `name`, or nullptr.
+const std::string* user_property(const mqtt::Properties& properties, std::string_view name);
+
+// A property block as encode_property_block writes it; empty for none.
+mqtt::Properties read_block(const std::vector<std::uint8_t>& block);
+std::vector<std::uint8_t> write_block(const mqtt::Properties& properties);
+
+}  // namespace sluice::queue
