@@ -105,25 +105,34 @@ bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) 
   while (depth(queue, partition) >= options.max_depth) {
     if (options.overflow == "reject_publish") return false;
     Partition& log = queue.partitions[partition];
-    std::uint64_t oldest = log.next - depth(queue, partition);
+    const std::uint64_t before = depth(queue, partition);
+    const std::uint64_t oldest = log.next - before;
+    // Without a group the oldest can only go once it is durable (it is cut
+    // from the log): until then the publish is refused, never looped on.
+    if (queue.groups.empty() && oldest >= log.visible) return false;
     store::WriteBatch batch;
+    bool moved = false;
     if (options.overflow == "dead_letter" && queue.dead_letter != nullptr) {
       GroupPartition reader;  // a one-off read, outside any group's read-ahead
-      if (const EntryPtr entry = fetch(queue, partition, reader, oldest, false)) {
+      bool failed = false;
+      const EntryPtr entry = fetch(queue, partition, reader, oldest, false, &failed);
+      if (failed) return false;  // unreadable now: refused rather than lost
+      if (entry) {
         move_to_dead_letters(work, queue, *entry, partition, oldest, "overflow", nullptr, 0,
                              batch);
+        moved = true;
       }
-    } else {
-      ++queue.counters.dropped;
     }
+    if (!moved) ++queue.counters.dropped;
     // Settled (or gone) for every group in the same write as its move.
     if (queue.groups.empty()) {
-      cut_log(work, queue, partition, oldest + 1, batch);
+      cut_log(work, queue, partition, oldest + 1, batch, /*count_dropped=*/false);
     } else {
       for (auto& [name, group] : queue.groups)
         skip_in_group(work, queue, *group, partition, oldest, batch);
     }
     submit_move(work, std::move(batch));
+    if (depth(queue, partition) >= before) return false;  // no progress: refuse, never spin
   }
   return true;
 }
@@ -131,7 +140,7 @@ bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) 
 // ---- retention ------------------------------------------------------------------
 
 void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t cut,
-                           store::WriteBatch& batch) {
+                           store::WriteBatch& batch, bool count_dropped) {
   Partition& log = queue.partitions[partition];
   cut = std::min(cut, log.visible);
   if (cut <= log.start) return;
@@ -152,7 +161,8 @@ void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, st
     const std::uint64_t old_floor = state.floor;
     const std::size_t settled_before = state.settled.size();
     state.settled.erase(state.settled.begin(), state.settled.lower_bound(cut));
-    queue.counters.dropped += (cut - old_floor) - (settled_before - state.settled.size());
+    if (count_dropped)
+      queue.counters.dropped += (cut - old_floor) - (settled_before - state.settled.size());
     state.failures_before.erase(state.failures_before.begin(),
                                 state.failures_before.lower_bound(cut));
     state.floor = cut;
@@ -165,6 +175,7 @@ void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, st
     batch.add(store::WriteBatch::Put{store::Space::kQueues,
                                      keys::floor(name, group->name, partition),
                                      encode_u64(state.floor)});
+    state.written_floor = state.floor;
     batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
                                             keys::settled(name, group->name, partition, old_floor),
                                             keys::settled(name, group->name, partition, cut)});
@@ -172,15 +183,13 @@ void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, st
         store::Space::kQueues, keys::failures(name, group->name, partition, old_floor),
         keys::failures(name, group->name, partition, cut)});
   }
-  if (queue.groups.empty()) queue.counters.dropped += cut - log.start;
+  if (count_dropped && queue.groups.empty()) queue.counters.dropped += cut - log.start;
   batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
                                           keys::entry(name, partition, log.start),
                                           keys::entry(name, partition, cut)});
   log.start = cut;
-  while (log.window_start < log.start && !log.window.empty()) {
-    log.window.pop_front();
-    ++log.window_start;
-  }
+  while (log.window_start < log.start && !log.window.empty())
+    log.pop();
 }
 
 void QueueService::apply_retention(Work& work, Queue& queue) {
@@ -192,22 +201,25 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
     std::uint64_t cut = log.start;
     if (options.retention_max_messages != 0 && log.next - log.start > options.retention_max_messages)
       cut = log.next - options.retention_max_messages;
+    // What retention may not pass: the groups' floors, while it respects them.
+    std::uint64_t limit = log.visible;
+    if (options.respect_pending && !queue.groups.empty()) {
+      for (const auto& [name, group] : queue.groups)
+        limit = std::min(limit, group->partitions[p].floor);
+    }
+    cut = std::min(cut, limit);
     if (options.retention_max_age_ms != 0) {
       const std::int64_t oldest_kept = work.now_ms - options.retention_max_age_ms;
       GroupPartition reader;
       std::size_t read = 0;
-      for (std::uint64_t offset = cut; offset < log.visible && read < kMostRead;
-           ++offset, ++read) {
-        const EntryPtr entry = fetch(queue, p, reader, offset, true);
-        if (entry && entry->timestamp_ms >= oldest_kept) break;
+      for (std::uint64_t offset = cut; offset < limit && read < kMostRead; ++offset, ++read) {
+        bool failed = false;
+        const EntryPtr entry = fetch(queue, p, reader, offset, true, &failed);
+        if (failed || (entry && entry->timestamp_ms >= oldest_kept)) break;
         cut = offset + 1;  // too old (or a hole)
       }
     }
-    if (options.respect_pending && !queue.groups.empty()) {
-      for (const auto& [name, group] : queue.groups)
-        cut = std::min(cut, group->partitions[p].floor);
-    }
-    if (cut > log.start) cut_log(work, queue, p, cut, work.batch);
+    if (cut > log.start) cut_log(work, queue, p, cut, work.batch, /*count_dropped=*/true);
   }
 }
 
@@ -261,7 +273,11 @@ std::optional<std::size_t> QueueService::redrive(broker::Shard& shard,
         for (auto& [group_name, group] : source->groups)
           skip_in_group(work, *source, *group, p, offset, batch);
         batch.add(store::WriteBatch::Erase{store::Space::kQueues, keys::entry(name, p, offset)});
-        if (offset >= log.window_start) log.window[offset - log.window_start].entry.reset();
+        if (offset >= log.window_start) {
+          auto& slot = log.window[offset - log.window_start].entry;
+          if (slot) log.window_bytes -= slot->payload.size() + slot->properties.size();
+          slot.reset();
+        }
         if (offset == log.start) ++log.start;
         ++*moved;
       }

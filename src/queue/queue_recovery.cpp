@@ -65,6 +65,7 @@ store::Status QueueService::recover() {
     if (find_queue(name) != nullptr) continue;
     config::QueueConfig kept{name, config::QueueKind::kQueue, config.queue_defaults};
     kept.options.dead_letter = queue.no_dead_letters ? "none" : queue.dead_letter;
+    kept.options.partitions = queue.partitions;  // as it was: keys stay on their partitions
     declare(kept, queue.partitions);
   }
   link_dead_letters();
@@ -78,7 +79,12 @@ store::Status QueueService::recover() {
       if (const store::Status status = load_message_ids(*queue, now_ms); !status.ok) return status;
     }
     const auto found = stored.find(name);
-    if (found == stored.end() || found->second.partitions != queue->config.options.partitions) {
+    const std::string& dead_letter = queue->config.options.dead_letter;
+    const bool changed =
+        found == stored.end() || found->second.partitions != queue->config.options.partitions ||
+        found->second.no_dead_letters != (dead_letter == "none") ||
+        (dead_letter != "none" && found->second.dead_letter != dead_letter);
+    if (changed) {
       declared.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(name),
                                           queue_record(queue->config)});
     }
@@ -128,6 +134,7 @@ store::Status QueueService::load(Queue& queue) {
       GroupPartition& state = group->partitions[p];
       const auto floor = read_key(keys::floor(name, group_name, p));
       state.floor = std::max(floor ? decode_u64(*floor) : 0, queue.partitions[p].start);
+      state.written_floor = state.floor;
       const std::string settled = keys::settled_prefix(name, group_name, p);
       status = store_->scan(store::Space::kQueues, settled, keys::prefix_end(settled),
                             [&](std::string_view key, std::string_view) {
@@ -213,6 +220,9 @@ void QueueService::sys_topics(std::vector<std::pair<std::string, std::string>>& 
     out.emplace_back(base + "failed", std::to_string(queue.counters.failed));
     out.emplace_back(base + "dead_lettered", std::to_string(queue.counters.dead_lettered));
     out.emplace_back(base + "discarded", std::to_string(queue.counters.discarded));
+    out.emplace_back(base + "dropped", std::to_string(queue.counters.dropped));
+    out.emplace_back(base + "duplicates", std::to_string(queue.counters.duplicates));
+    out.emplace_back(base + "rejected", std::to_string(queue.counters.rejected));
     for (const QueueStats::GroupStats& group : queue.groups) {
       const std::string at = base + "groups/" + group.name + "/";
       out.emplace_back(at + "pending", std::to_string(group.pending));

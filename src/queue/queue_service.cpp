@@ -8,6 +8,8 @@
 #include <tuple>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
 #include "broker/shard.hpp"
 #include "mqtt/byte_reader.hpp"
 #include "mqtt/packet_encoder.hpp"
@@ -23,7 +25,10 @@ using mqtt::ReasonCode;
 
 // Appended entries kept in memory per partition once durable, for
 // consumers that keep up; older ones are read back from the store.
+// At least this many, and up to kWindowBytes of payload (a consumer that
+// falls behind by less than that reads nothing back from the store).
 constexpr std::size_t kWindow = 4096;
+constexpr std::size_t kWindowBytes = 16 << 20;
 // Entries read from the store at once by a group behind the window.
 constexpr std::size_t kReadAhead = 256;
 constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
@@ -98,6 +103,11 @@ void QueueService::hand_out(Work& work) {
 
 void QueueService::submit(Work& work, store::WriteBatch&& batch, std::function<void(bool)> then) {
   if (broker_.journal() != nullptr && work.shard != nullptr) {
+    // What this work changed before goes first: the journal must see the
+    // changes in the order memory made them.
+    if (&batch != &work.batch && !work.batch.empty()) {
+      work.shard->write_then(std::exchange(work.batch, store::WriteBatch()), nullptr);
+    }
     work.shard->write_then(std::move(batch), std::move(then));
     return;
   }
@@ -184,6 +194,7 @@ Group& QueueService::group(Work& work, Queue& queue, std::string_view name) {
   group->partitions.resize(queue.partitions.size());
   for (std::size_t p = 0; p < queue.partitions.size(); ++p) {
     group->partitions[p].floor = queue.partitions[p].start;
+    group->partitions[p].written_floor = queue.partitions[p].start;
     group->partitions[p].cursor = queue.partitions[p].start;
   }
   work.batch.add(store::WriteBatch::Put{store::Space::kQueues,
@@ -212,7 +223,7 @@ std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue, Entry
   batch.add(store::WriteBatch::Put{store::Space::kQueues,
                                    keys::entry(queue.config.name, partition, offset),
                                    encode_entry(*entry)});
-  log.window.push_back({std::move(entry), false});
+  log.push(std::move(entry));
   ++queue.counters.enqueued;
   return {partition, offset};
 }
@@ -223,13 +234,16 @@ void QueueService::confirm(Queue& queue, std::uint32_t partition,
   if (offset < log.window_start) return;
   Partition::Slot& slot = log.window[offset - log.window_start];
   slot.done = true;
-  if (!durable) slot.entry.reset();  // not delivered: its publisher was told 0x83
+  if (!durable && slot.entry) {  // not delivered: its publisher was told 0x83
+    log.window_bytes -= slot.entry->payload.size() + slot.entry->properties.size();
+    slot.entry.reset();
+  }
   while (log.visible < log.next && log.window[log.visible - log.window_start].done)
     ++log.visible;
   if (store_ != nullptr) {
-    while (log.window.size() > kWindow && log.window_start < log.visible) {
-      log.window.pop_front();
-      ++log.window_start;
+    while (log.window.size() > kWindow && log.window_bytes > kWindowBytes &&
+           log.window_start < log.visible) {
+      log.pop();
     }
   }
   dispatch_soon(queue);
@@ -320,10 +334,13 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
     batch.append(std::move(with));
     const auto [partition, offset] = append(*queue, entry, batch, into);
     submit(work, std::move(batch),
-           [this, queue, partition, offset, shard = shard.index(),
+           [this, queue, partition, offset, shard = shard.index(), message_id_seen,
             acknowledge = std::move(acknowledge)](bool durable) {
-             run(&broker_.shard(shard),
-                 [&](Work&) { confirm(*queue, partition, offset, durable); });
+             run(&broker_.shard(shard), [&](Work&) {
+               confirm(*queue, partition, offset, durable);
+               // A retry of a publish that was refused must be stored, not taken for a duplicate.
+               if (!durable) forget_message_id(*queue, message_id_seen);
+             });
              if (!acknowledge) return;
              if (durable) return acknowledge(ReasonCode::kSuccess, {});
              acknowledge(ReasonCode::kImplementationSpecificError,
@@ -336,7 +353,7 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
 // ---- delivering -------------------------------------------------------------------
 
 EntryPtr QueueService::fetch(Queue& queue, std::uint32_t partition, GroupPartition& state,
-                             std::uint64_t offset, bool sequential) {
+                             std::uint64_t offset, bool sequential, bool* failed) {
   Partition& log = queue.partitions[partition];
   if (offset >= log.window_start) return log.window[offset - log.window_start].entry;
   if (offset < log.start) return nullptr;
@@ -354,18 +371,31 @@ EntryPtr QueueService::fetch(Queue& queue, std::uint32_t partition, GroupPartiti
   std::size_t read = 0;
   const std::size_t most = sequential ? kReadAhead : 1;
   const std::string& name = queue.config.name;
-  store_->scan(store::Space::kQueues, keys::entry(name, partition, offset),
-               keys::entry(name, partition, log.window_start),
-               [&](std::string_view key, std::string_view value) {
-                 auto decoded = decode_entry(value);
-                 const std::uint64_t at = keys::offset_of(key);
-                 if (decoded) {
-                   auto entry = std::make_shared<const LogEntry>(std::move(*decoded));
-                   if (at == offset) found = entry;
-                   if (sequential) ahead.emplace_back(at, std::move(entry));
-                 }
-                 return ++read < most;
-               });
+  bool undecodable = false;
+  const store::Status status = store_->scan(
+      store::Space::kQueues, keys::entry(name, partition, offset),
+      keys::entry(name, partition, log.window_start),
+      [&](std::string_view key, std::string_view value) {
+        auto decoded = decode_entry(value);
+        if (!decoded) {  // stop before it: nothing past it is taken as missing
+          undecodable = true;
+          return false;
+        }
+        const std::uint64_t at = keys::offset_of(key);
+        auto entry = std::make_shared<const LogEntry>(std::move(*decoded));
+        if (at == offset) found = entry;
+        if (sequential) ahead.emplace_back(at, std::move(entry));
+        return ++read < most;
+      });
+  if (!status.ok || (undecodable && !found)) {
+    // Never taken for a gap: that would settle a message nobody received.
+    // The partition waits, and says why.
+    spdlog::error("event=queue_read_failed queue={} partition={} offset={} error=\"{}\"", name,
+                  partition, offset, status.ok ? "an entry this version cannot read" : status.message);
+    if (sequential) ahead.clear();
+    if (failed != nullptr) *failed = true;
+    return nullptr;
+  }
   return found;
 }
 
@@ -415,7 +445,9 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
         state.failures_before.erase(it);
       }
     };
-    const EntryPtr entry = fetch(queue, partition, state, offset, !again);
+    bool unreadable = false;
+    const EntryPtr entry = fetch(queue, partition, state, offset, !again, &unreadable);
+    if (unreadable) return;  // the store could not be read: tried again at the next turn
     if (!entry) {  // a write that failed, or gone from the log
       take();
       const bool had_failures = finish_pending(work, group, partition, offset);
@@ -453,6 +485,10 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
       if (anyone_takes_it) return;  // those whose filter takes it are full: wait for room
       take();
       state.parked.insert(offset);  // offered again when the group's consumers change
+      if (keyed && !state.key_busy.contains(entry->key)) {
+        state.key_busy[entry->key] = offset;  // the later ones of its key wait behind it
+        state.pending[offset].key = entry->key;
+      }
       continue;
     }
     take();
@@ -639,10 +675,14 @@ void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint3
   // The floor itself is written once per loop turn (write_floors), not per
   // message: a settlement lost to a crash only means a redelivery. Unless
   // the settlement is part of a move that must be all or nothing.
-  if (atomic) {
+  // Nor when it erases the markers it passed: a marker gone with the floor
+  // still below it would make a settled message (a dead letter, say)
+  // unsettled again after a crash.
+  if (atomic || state.floor - old_floor > 1) {
     batch.add(store::WriteBatch::Put{store::Space::kQueues,
                                      keys::floor(name, group.name, partition),
                                      encode_u64(state.floor)});
+    state.written_floor = state.floor;
   } else if (!state.floor_dirty) {
     state.floor_dirty = true;
     dirty_floors_.push_back({&queue, &group, partition});
@@ -685,12 +725,18 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
                                std::uint64_t offset, const char* reason,
                                const std::string* detail) {
   GroupPartition& state = group.partitions[partition];
-  std::uint32_t failures = 0;
-  if (const auto it = state.pending.find(offset); it != state.pending.end()) {
-    failures = it->second.failures;
+  bool unreadable = false;
+  const EntryPtr entry = fetch(queue, partition, state, offset, false, &unreadable);
+  Pending& pending = state.pending[offset];
+  if (unreadable) {  // kept, and tried again in a while: never lost to a read error
+    pending.leased = false;
+    pending.when = work.now + std::chrono::seconds(1);
+    state.due.emplace(pending.when, offset);
+    note_due(pending.when);
+    return;
   }
+  const std::uint32_t failures = pending.failures;
   finish_pending(work, group, partition, offset);
-  const EntryPtr entry = fetch(queue, partition, state, offset, false);
   if (!entry || queue.dead_letter == nullptr) {
     if (entry) ++queue.counters.discarded;  // dead_letter: none
     return settle(work, queue, group, partition, offset, work.batch, failures > 0);
@@ -954,6 +1000,7 @@ void QueueService::write_floors(Work& work) {
   for (const DirtyFloor& dirty : dirty_floors_) {
     GroupPartition& state = dirty.group->partitions[dirty.partition];
     state.floor_dirty = false;
+    state.written_floor = state.floor;
     work.batch.add(store::WriteBatch::Put{
         store::Space::kQueues,
         keys::floor(dirty.queue->config.name, dirty.group->name, dirty.partition),
@@ -1022,19 +1069,19 @@ void QueueService::truncate_logs(Work& work) {
     if (queue->groups.empty()) continue;
     for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
       Partition& log = queue->partitions[p];
+      // Only below floors already written: entries gone while a floor in the
+      // store is still below them would let a restart give their offsets again.
       std::uint64_t floor = std::numeric_limits<std::uint64_t>::max();
       for (auto& [group_name, group] : queue->groups)
-        floor = std::min(floor, group->partitions[p].floor);
+        floor = std::min(floor, group->partitions[p].written_floor);
       floor = std::min(floor, log.visible);
       if (floor <= log.start) continue;
       work.batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
                                                    keys::entry(name, p, log.start),
                                                    keys::entry(name, p, floor)});
       log.start = floor;
-      while (log.window_start < log.start && !log.window.empty()) {
-        log.window.pop_front();
-        ++log.window_start;
-      }
+      while (log.window_start < log.start && !log.window.empty())
+        log.pop();
     }
   }
 }
@@ -1142,6 +1189,7 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
     consumer->address = std::string(spec.address);
     consumer->whole_queue = !address->subtopic.has_value();
     consumer->v5 = spec.v5;
+    if (consumer->at_most_once && !at_most_once) consumer->outstanding = 0;  // a pace, not leases
     consumer->at_most_once = at_most_once;
     consumer->manual = manual && !at_most_once;
     const std::uint32_t window = std::min<std::uint32_t>(

@@ -159,7 +159,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // Deletes [start, cut) of the partition's log; groups that had not settled
   // all of it skip what is gone (their leases there end).
   void cut_log(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t cut,
-               store::WriteBatch& batch);
+               store::WriteBatch& batch, bool count_dropped);
   void apply_retention(Work& work, Queue& queue);
   // Loads the msg-ids still within the window (recovery).
   store::Status load_message_ids(Queue& queue, std::int64_t now_ms);
@@ -169,8 +169,11 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // runs on `work`'s shard once it is durable.
   void submit(Work& work, store::WriteBatch&& batch, std::function<void(bool)> then);
 
+  // The entry at `offset`, or nullptr when there is none (a failed write,
+  // or gone from the log). `failed`, if given, is set when the store could
+  // not be read: then nothing may be concluded (try again later).
   EntryPtr fetch(Queue& queue, std::uint32_t partition, GroupPartition& state,
-                 std::uint64_t offset, bool sequential);
+                 std::uint64_t offset, bool sequential, bool* failed = nullptr);
   void dispatch(Work& work, Queue& queue);
   void dispatch_soon(Queue& queue);
   void dispatch(Work& work, Queue& queue, Group& group);

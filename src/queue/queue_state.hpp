@@ -39,6 +39,18 @@ struct Partition {
   };
   std::deque<Slot> window;
   std::uint64_t window_start = 0;
+  std::size_t window_bytes = 0;  // the payloads the window holds
+
+  void push(EntryPtr entry) {
+    window_bytes += entry->payload.size() + entry->properties.size();
+    window.push_back({std::move(entry), false});
+  }
+  void pop() {
+    if (const EntryPtr& entry = window.front().entry)
+      window_bytes -= entry->payload.size() + entry->properties.size();
+    window.pop_front();
+    ++window_start;
+  }
 };
 
 // A message of a group that was offered and is not settled: leased to a
@@ -68,6 +80,7 @@ struct GroupPartition {
   std::set<std::pair<Clock::time_point, std::uint64_t>> leases;  // by deadline
   std::set<std::uint64_t> parked;
   bool floor_dirty = false;  // moved since it was last written
+  std::uint64_t written_floor = 0;  // the floor as the store has it (or will, in order)
   // ordering key: the offset each key has in flight (leased or waiting to
   // be offered again), and the offsets of that key behind it, in order.
   std::map<std::string, std::uint64_t, std::less<>> key_busy;

@@ -26,6 +26,7 @@ queues:
   - {name: recent, retention: {max_messages: 5}}
   - {name: fleeting, retention: {max_age: 300ms}}
   - {name: patient, retention: {max_age: 300ms}}
+  - {name: tiny, max_depth: 1, overflow: drop_oldest}
 """
 
 
@@ -737,3 +738,20 @@ def test_a_manual_consumer_that_subscribes_again_keeps_what_it_holds(make_broker
                        properties=props(PacketTypes.SUBSCRIBE, UserProperty=MANUAL))
     verb(consumer, "orders", "ack", message_id)  # still its lease: settled, not refused
     consumer.expect_nothing(1.5)
+
+
+def test_a_burst_past_max_depth_before_anything_is_durable_is_refused_not_spun_on(make_broker,
+                                                                                  clients):
+    # With no group, the oldest message can only be dropped once durable: a
+    # burst inside one write is refused (0x97) instead of looping under the lock.
+    broker = queue_broker(make_broker)
+    raw = rawmqtt.connected(broker.port, unique("burst"))
+    raw.send(b"".join(rawmqtt.publish("$queue/tiny", str(n).encode(), qos=1, packet_id=n + 1)
+                      for n in range(20)))
+    reasons = [raw.receive_type(rawmqtt.PUBACK).body[2:3] for _ in range(20)]
+    assert set(reasons) <= {b"", b"\x00", b"\x97"}
+    raw.close()
+    consumer = clients(broker.port)  # and the broker still answers
+    consumer.subscribe("$queue/tiny", qos=1)
+    assert len(consumer.receive_n(1)) == 1
+    consumer.expect_nothing(0.3)
