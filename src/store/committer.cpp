@@ -78,11 +78,21 @@ void Committer::run() {
     if (taken.empty()) continue;
 
     WriteBatch merged;
-    for (auto& [batch, done] : taken)
+    bool awaited = false;
+    for (auto& [batch, done] : taken) {
       merged.append(std::move(batch));
-    const Status status = store_.write(merged, durability_ == Durability::kSync);
+      awaited = awaited || static_cast<bool>(done);
+    }
+    // Under sync, a group that nobody waits for (a PUBACK's deletion, a
+    // queue's settlements) is written without its own fsync: the next
+    // awaited write's fsync covers it (the log is written in order), and
+    // so does a clean stop. One publisher with one message in flight then
+    // costs one fsync per message, not two.
+    const bool sync_now = durability_ == Durability::kSync && awaited;
+    const Status status = store_.write(merged, sync_now);
     record(status, "write");
-    unsynced = durability_ != Durability::kSync;
+    unsynced = unsynced || !sync_now;
+    if (sync_now) unsynced = false;
     {
       std::lock_guard lock(mutex_);
       ++writes_;

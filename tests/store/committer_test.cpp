@@ -136,6 +136,61 @@ TEST(Committer, AFailedPeriodicSyncUnderBatchIsCounted) {
   EXPECT_EQ(committer.health().last_error, "fsync: input/output error");
 }
 
+// A store that records which writes asked for an fsync.
+class SyncRecordingStore final : public Store {
+ public:
+  std::mutex mutex;
+  std::vector<bool> synced_writes;
+  int syncs = 0;
+  Status write(const WriteBatch&, bool sync) override {
+    std::lock_guard lock(mutex);
+    synced_writes.push_back(sync);
+    return {};
+  }
+  Status load(LoadVisitor&) override { return {}; }
+  Status scan(Space, std::string_view, std::string_view,
+              const std::function<bool(std::string_view, std::string_view)>&) override {
+    return {};
+  }
+  Status scan_back(Space, std::string_view, std::string_view,
+                   const std::function<bool(std::string_view, std::string_view)>&) override {
+    return {};
+  }
+  Status sync() override {
+    std::lock_guard lock(mutex);
+    ++syncs;
+    return {};
+  }
+};
+
+// Under sync, only writes that someone waits for are fsynced; one that
+// nobody waits for is covered by the next fsync, or by the one at a clean stop.
+TEST(Committer, UnderSyncOnlyAwaitedWritesAreFsynced) {
+  SyncRecordingStore store;
+  {
+    Committer committer(store, Durability::kSync, std::chrono::milliseconds(10));
+    std::promise<void> first_written;
+    committer.submit(WriteBatch(), [&](const Status&) { first_written.set_value(); });
+    first_written.get_future().wait();
+    committer.submit(WriteBatch(), nullptr);  // a deletion nobody waits for
+    std::promise<void> last_written;
+    committer.submit(WriteBatch(), [&](const Status&) { last_written.set_value(); });
+    last_written.get_future().wait();
+    std::lock_guard lock(store.mutex);
+    ASSERT_FALSE(store.synced_writes.empty());
+    EXPECT_TRUE(store.synced_writes.front());
+    EXPECT_TRUE(store.synced_writes.back());  // awaited: synced (and with it what came before)
+    EXPECT_EQ(store.syncs, 0);
+  }
+  SyncRecordingStore idle;
+  {
+    Committer committer(idle, Durability::kSync, std::chrono::milliseconds(10));
+    committer.submit(WriteBatch(), nullptr);
+  }  // the stop syncs what no fsync covered
+  EXPECT_EQ(idle.synced_writes, std::vector<bool>{false});
+  EXPECT_EQ(idle.syncs, 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(Policies, CommitterTest,
                          ::testing::Values(Durability::kSync, Durability::kBatch,
                                            Durability::kNone));
