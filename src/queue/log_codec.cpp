@@ -39,6 +39,21 @@ std::string group_key(char kind, std::string_view queue, std::string_view group)
   return key;
 }
 
+// A group's key of one partition, and of one offset in it.
+std::string partition_key(char kind, std::string_view queue, std::string_view group,
+                          std::uint32_t partition) {
+  std::string key = group_key(kind, queue, group);
+  put_u32(key, partition);
+  return key;
+}
+
+std::string offset_key(char kind, std::string_view queue, std::string_view group,
+                       std::uint32_t partition, std::uint64_t offset) {
+  std::string key = partition_key(kind, queue, group, partition);
+  put_u64(key, offset);
+  return key;
+}
+
 class Reader {
  public:
   explicit Reader(std::string_view data) : data_(data) {}
@@ -145,37 +160,27 @@ std::string group(std::string_view queue, std::string_view group) {
 }
 
 std::string floor(std::string_view queue, std::string_view group, std::uint32_t partition) {
-  std::string key = group_key('F', queue, group);
-  put_u32(key, partition);
-  return key;
+  return partition_key('F', queue, group, partition);
 }
 
 std::string settled_prefix(std::string_view queue, std::string_view group,
                            std::uint32_t partition) {
-  std::string key = group_key('A', queue, group);
-  put_u32(key, partition);
-  return key;
+  return partition_key('A', queue, group, partition);
 }
 
 std::string settled(std::string_view queue, std::string_view group, std::uint32_t partition,
                     std::uint64_t offset) {
-  std::string key = settled_prefix(queue, group, partition);
-  put_u64(key, offset);
-  return key;
+  return offset_key('A', queue, group, partition, offset);
 }
 
 std::string failures_prefix(std::string_view queue, std::string_view group,
                             std::uint32_t partition) {
-  std::string key = group_key('C', queue, group);
-  put_u32(key, partition);
-  return key;
+  return partition_key('C', queue, group, partition);
 }
 
 std::string failures(std::string_view queue, std::string_view group, std::uint32_t partition,
                      std::uint64_t offset) {
-  std::string key = failures_prefix(queue, group, partition);
-  put_u64(key, offset);
-  return key;
+  return offset_key('C', queue, group, partition, offset);
 }
 
 std::string dedup(std::string_view queue, std::string_view message_id) {

@@ -74,14 +74,10 @@ TEST_P(CommitterTest, DestructionWritesWhatWasHandedIn) {
   EXPECT_EQ(loaded.retained_count, 100u);
 }
 
-// A store whose writes or syncs fail, as a full or failing disk makes them.
-class FailingStore final : public Store {
+// A store that keeps nothing: the tests' stores override what they watch.
+class NothingStore : public Store {
  public:
-  bool fail_writes = false;
-  bool fail_syncs = false;
-  Status write(const WriteBatch&, bool) override {
-    return fail_writes ? Status::error("disk full") : Status{};
-  }
+  Status write(const WriteBatch&, bool) override { return {}; }
   Status load(LoadVisitor&) override { return {}; }
   Status scan(Space, std::string_view, std::string_view,
               const std::function<bool(std::string_view, std::string_view)>&) override {
@@ -90,6 +86,17 @@ class FailingStore final : public Store {
   Status scan_back(Space, std::string_view, std::string_view,
                    const std::function<bool(std::string_view, std::string_view)>&) override {
     return {};
+  }
+  Status sync() override { return {}; }
+};
+
+// A store whose writes or syncs fail, as a full or failing disk makes them.
+class FailingStore final : public NothingStore {
+ public:
+  bool fail_writes = false;
+  bool fail_syncs = false;
+  Status write(const WriteBatch&, bool) override {
+    return fail_writes ? Status::error("disk full") : Status{};
   }
   Status sync() override {
     return fail_syncs ? Status::error("fsync: input/output error") : Status{};
@@ -137,7 +144,7 @@ TEST(Committer, AFailedPeriodicSyncUnderBatchIsCounted) {
 }
 
 // A store that records which writes asked for an fsync.
-class SyncRecordingStore final : public Store {
+class SyncRecordingStore final : public NothingStore {
  public:
   std::mutex mutex;
   std::vector<bool> synced_writes;
@@ -145,15 +152,6 @@ class SyncRecordingStore final : public Store {
   Status write(const WriteBatch&, bool sync) override {
     std::lock_guard lock(mutex);
     synced_writes.push_back(sync);
-    return {};
-  }
-  Status load(LoadVisitor&) override { return {}; }
-  Status scan(Space, std::string_view, std::string_view,
-              const std::function<bool(std::string_view, std::string_view)>&) override {
-    return {};
-  }
-  Status scan_back(Space, std::string_view, std::string_view,
-                   const std::function<bool(std::string_view, std::string_view)>&) override {
     return {};
   }
   Status sync() override {
