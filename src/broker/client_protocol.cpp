@@ -402,7 +402,8 @@ bool ClientProtocol::route_publish(HeldPublish& publish) {
         if (batch.empty()) return acknowledge_publish(publish.qos, publish.packet_id, reason);
         // The acknowledgement is a promise: it waits until the batch is stored.
         write_then_acknowledge(std::move(batch),
-                               publish_ack(publish.qos, publish.packet_id, reason));
+                               publish_ack(publish.qos, publish.packet_id, reason),
+                               std::move(routed.captured));
       },
       /*may_refuse=*/true);
   return !refused;
@@ -456,10 +457,13 @@ void ClientProtocol::wait_behind_held(mqtt::Publish&& publish) {
 }
 
 void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,
-                                            std::optional<mqtt::Packet> ack) {
-  if (!ack) return shard_.write_then(std::move(batch), nullptr);  // QoS 0: nothing to promise
+                                            std::optional<mqtt::Packet> ack,
+                                            std::function<void(bool durable)> also) {
+  if (!ack) return shard_.write_then(std::move(batch), std::move(also));  // QoS 0: no promise
   const std::uint64_t id = deferred_acks().defer(std::move(*ack));
-  shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), id](bool durable) {
+  shard_.write_then(std::move(batch), [weak = std::weak_ptr<AckQueue>(acks_), id,
+                                       also = std::move(also)](bool durable) {
+    if (also) also(durable);  // the captured appends become deliverable
     if (const auto acks = weak.lock()) acks->complete(id, durable);
   });
 }

@@ -165,7 +165,9 @@ class ClientProtocol {
   std::optional<mqtt::Packet> publish_ack(mqtt::QoS qos, std::uint16_t packet_id,
                                           mqtt::ReasonCode reason) const;
   // Hands `batch` to the store; `ack`, if any, goes once it is durable.
-  void write_then_acknowledge(store::WriteBatch&& batch, std::optional<mqtt::Packet> ack);
+  // `also`, if set, runs too once the batch is durable (queues' captured appends).
+  void write_then_acknowledge(store::WriteBatch&& batch, std::optional<mqtt::Packet> ack,
+                              std::function<void(bool durable)> also = nullptr);
   void send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,
                      std::uint32_t identifier);
 

@@ -78,6 +78,13 @@ class QueueGateway {
   // The session ended: its consumers are gone.
   virtual void session_ended(Shard& shard, TargetRef session) = 0;
 
+  // An ordinary publish, routed on `shard`: queues whose `capture` filters
+  // match it append it, adding their writes to `batch` (the write the
+  // publisher's PUBACK waits for). Returns what the caller runs once that
+  // batch is durable, or nothing when no queue captured it.
+  virtual std::function<void(bool durable)> capture(Shard& shard, const Message& message,
+                                                    store::WriteBatch& batch) = 0;
+
   // Each loop turn and tick of every worker: leases that expired,
   // redeliveries that are due, housekeeping. Cheap when nothing is due.
   virtual void poll(Shard& shard, Clock::time_point now) = 0;

@@ -84,8 +84,8 @@ void Shard::session_went_offline(Session& session, Clock::time_point now) {
 
 std::size_t Shard::publish(const MessagePtr& message) {
   return publish(message, store::WriteBatch(),
-                 [&](Routed, store::WriteBatch&& batch) {
-                   if (!batch.empty()) write_then(std::move(batch), nullptr);
+                 [&](Routed routed, store::WriteBatch&& batch) {
+                   if (!batch.empty()) write_then(std::move(batch), std::move(routed.captured));
                  })
       .receivers;
 }
@@ -124,7 +124,10 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
   const bool reserving =
       may_refuse && message->qos != mqtt::QoS::kAtMostOnce &&
       broker_.config().limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish;
-  if (reserving && !reserve_places()) return {0, true};
+  if (reserving && !reserve_places()) return {0, true, nullptr};
+  Routed routed;
+  if (QueueGateway* queues = broker_.queues(); queues != nullptr && !mqtt::is_sys_topic(message->topic))
+    routed.captured = queues->capture(*this, *message, batch);
   std::uint64_t store_id = 0;
   std::uint32_t holders = 0;
   for (Target& target : targets_) {
@@ -149,7 +152,8 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
     message->store_refs.set(holders);
     batch.add(store::WriteBatch::PutMessage{store_id, to_record(*message)});
   }
-  return {targets_.size(), false};
+  routed.receivers = targets_.size();
+  return routed;
 }
 
 bool Shard::reserves(const Target& target) {
@@ -251,8 +255,8 @@ void Shard::publish_will(Session& session) {
     batch.add(store::WriteBatch::DeleteWill{session.client_id()});
   }
   publish(make_message(std::move(packet), session.id(), session.client_hash()), std::move(batch),
-          [&](Routed, store::WriteBatch&& changes) {
-            if (!changes.empty()) write_then(std::move(changes), nullptr);
+          [&](Routed routed, store::WriteBatch&& changes) {
+            if (!changes.empty()) write_then(std::move(changes), std::move(routed.captured));
           });
 }
 

@@ -67,6 +67,9 @@ class Shard {
     // Not routed at all: queue_full_policy is refuse_publish and a
     // subscriber's queue is full (only when the caller allows it).
     bool refused = false;
+    // Set when queues captured the message (their appends are in the
+    // batch): the caller runs it once the batch is durable (write_then).
+    std::function<void(bool durable)> captured;
   };
 
   // The same for a client's PUBLISH, whose acknowledgement may have to wait

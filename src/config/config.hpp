@@ -181,6 +181,9 @@ struct QueueConfig {
   std::string name;  // [A-Za-z0-9_.-]{1,200}
   QueueKind kind = QueueKind::kQueue;
   QueueOptions options;
+  // Topic filters whose ordinary publishes are appended too, in the write
+  // their PUBACK waits for (they still reach their subscribers).
+  std::vector<std::string> capture;
 
   bool operator==(const QueueConfig&) const = default;
 };

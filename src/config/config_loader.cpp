@@ -407,6 +407,7 @@ std::vector<QueueConfig> read_queues(const YAML::Node& node, const QueueOptions&
     s.string("name", queue.name);
     std::string kind = "queue";
     s.choice("kind", kind, {"queue"});
+    s.strings("capture", queue.capture);
     read_queue_options(s, queue.options);
     s.finish();
     if (!valid_queue_name(queue.name)) {

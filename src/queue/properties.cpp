@@ -25,4 +25,18 @@ std::vector<std::uint8_t> write_block(const mqtt::Properties& properties) {
   return block;
 }
 
+// The key of a message without a `key` user property: the subtopic, or one
+// of its levels (key_level).
+std::string key_from_subtopic(const std::optional<std::string>& subtopic, std::uint32_t level) {
+  if (!subtopic) return {};
+  if (level == 0) return *subtopic;
+  std::string_view rest = *subtopic;
+  for (std::uint32_t i = 1;; ++i) {
+    const auto slash = rest.find('/');
+    if (i == level) return std::string(rest.substr(0, slash));
+    if (slash == std::string_view::npos) return {};
+    rest.remove_prefix(slash + 1);
+  }
+}
+
 }  // namespace sluice::queue

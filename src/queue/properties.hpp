@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,5 +18,9 @@ const std::string* user_property(const mqtt::Properties& properties, std::string
 // A property block as encode_property_block writes it; empty for none.
 mqtt::Properties read_block(const std::vector<std::uint8_t>& block);
 std::vector<std::uint8_t> write_block(const mqtt::Properties& properties);
+
+// The key of a message without a `key` user property: its subtopic, or the
+// `level`-th level of it (1 is the first; 0: all of it).
+std::string key_from_subtopic(const std::optional<std::string>& subtopic, std::uint32_t level);
 
 }  // namespace sluice::queue

@@ -2,9 +2,12 @@
 // overflow, and retention by age and count.
 #include "queue/queue_service.hpp"
 
+#include "broker/shard.hpp"
+
 #include <algorithm>
 #include <limits>
 
+#include "mqtt/topic.hpp"
 #include "queue/properties.hpp"
 
 namespace sluice::queue {
@@ -285,6 +288,76 @@ std::optional<std::size_t> QueueService::redrive(broker::Shard& shard,
     if (*moved > 0) submit_move(work, std::move(batch));
   });
   return moved;
+}
+
+}  // namespace sluice::queue
+
+namespace sluice::queue {
+
+// ---- capture ----------------------------------------------------------------------
+
+std::function<void(bool)> QueueService::capture(broker::Shard& shard,
+                                                const broker::Message& message,
+                                                store::WriteBatch& batch) {
+  std::vector<Queue*> into;
+  for (const auto& [filter, queue] : captures_) {
+    if (mqtt::topic_matches(filter, message.topic) &&
+        std::find(into.begin(), into.end(), queue) == into.end()) {
+      into.push_back(queue);
+    }
+  }
+  if (into.empty()) return nullptr;
+  // The entry as a publish to $queue/<name>/<topic> would make it, with the
+  // topic it came on.
+  mqtt::Properties properties;
+  if (!message.encoded_properties.empty()) {
+    std::vector<std::uint8_t> block;  // the list, with the length in front that a block has
+    std::size_t length = message.encoded_properties.size();
+    do {
+      block.push_back(static_cast<std::uint8_t>((length & 0x7F) | (length > 0x7F ? 0x80 : 0)));
+      length >>= 7;
+    } while (length != 0);
+    block.insert(block.end(), message.encoded_properties.begin(), message.encoded_properties.end());
+    properties = read_block(block);
+  }
+  const std::string* key = user_property(properties, "key");
+  std::string explicit_key = key != nullptr ? *key : std::string();
+  properties.user_properties.push_back({"source-topic", message.topic});
+  std::vector<Appended> appended;
+  run(&shard, [&](Work& work) {
+    for (Queue* queue : into) {
+      auto entry = std::make_shared<LogEntry>();
+      entry->timestamp_ms = work.now_ms;
+      if (message.expires_at) {
+        entry->expires_at_ms =
+            work.now_ms +
+            std::chrono::duration_cast<std::chrono::milliseconds>(*message.expires_at - work.now)
+                .count();
+      }
+      entry->subtopic = message.topic;
+      entry->key = !explicit_key.empty()
+                       ? explicit_key
+                       : key_from_subtopic(entry->subtopic, queue->config.options.key_level);
+      entry->properties = write_block(properties);
+      entry->payload = message.payload;
+      const std::uint32_t partition = partition_for(*queue, *entry);
+      // A full queue cannot refuse a publish that also went elsewhere: under
+      // reject_publish it just does not take it (counted).
+      if (!make_room(work, *queue, partition)) {
+        ++queue->counters.rejected;
+        continue;
+      }
+      const auto [at_partition, offset] = append(*queue, std::move(entry), batch, partition);
+      appended.push_back({queue, at_partition, offset});
+    }
+  });
+  if (appended.empty()) return nullptr;
+  return [this, appended = std::move(appended), shard = shard.index()](bool durable) {
+    run(&broker_.shard(shard), [&](Work&) {
+      for (const Appended& entry : appended)
+        confirm(*entry.queue, entry.partition, entry.offset, durable);
+    });
+  };
 }
 
 }  // namespace sluice::queue

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "mqtt/topic.hpp"
 #include "queue/address.hpp"
 
 namespace sluice::queue {
@@ -63,12 +64,22 @@ store::Status QueueService::recover() {
   // auto-creation, or since removed from it) keep their messages.
   for (const auto& [name, queue] : stored) {
     if (find_queue(name) != nullptr) continue;
-    config::QueueConfig kept{name, config::QueueKind::kQueue, config.queue_defaults};
+    config::QueueConfig kept{name, config::QueueKind::kQueue, config.queue_defaults, {}};
     kept.options.dead_letter = queue.no_dead_letters ? "none" : queue.dead_letter;
     kept.options.partitions = queue.partitions;  // as it was: keys stay on their partitions
     declare(kept, queue.partitions);
   }
   link_dead_letters();
+  for (std::size_t i = 0; i < config.queues.size(); ++i) {
+    for (const std::string& filter : config.queues[i].capture) {
+      const mqtt::DecodeError checked = mqtt::check_topic_filter(filter);
+      if (!checked.ok() || mqtt::parse_shared_filter(filter) || filter.starts_with("$queue/")) {
+        return store::Status::error("queues[" + std::to_string(i) + "].capture: '" + filter +
+                                    "' is not a topic filter of ordinary publishes");
+      }
+      captures_.emplace_back(filter, find_queue(config.queues[i].name));
+    }
+  }
   store::WriteBatch declared;
   const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::system_clock::now().time_since_epoch())

@@ -49,20 +49,6 @@ std::uint64_t stable_hash(std::string_view text) {
   return hash;
 }
 
-// The key of a message without a `key` user property: the subtopic, or one
-// of its levels (key_level).
-std::string key_from_subtopic(const std::optional<std::string>& subtopic, std::uint32_t level) {
-  if (!subtopic) return {};
-  if (level == 0) return *subtopic;
-  std::string_view rest = *subtopic;
-  for (std::uint32_t i = 1;; ++i) {
-    const auto slash = rest.find('/');
-    if (i == level) return std::string(rest.substr(0, slash));
-    if (slash == std::string_view::npos) return {};
-    rest.remove_prefix(slash + 1);
-  }
-}
-
 std::string message_id(std::uint32_t partition, std::uint64_t offset) {
   return std::to_string(partition) + ":" + std::to_string(offset);
 }
@@ -131,7 +117,7 @@ Queue* QueueService::find_or_create(Work& work, std::string_view name) {
   const config::Config& config = broker_.config();
   if (!config.queues_auto_create) return nullptr;
   config::QueueConfig declared{std::string(name), config::QueueKind::kQueue,
-                               config.queue_defaults};
+                               config.queue_defaults, {}};
   if (declared.options.dead_letter.empty() && name.size() + 4 > 200) return nullptr;
   const std::size_t before = queues_.size();
   Queue& queue = declare(declared, 0);
@@ -173,7 +159,8 @@ void QueueService::link_dead_letters() {
   for (const std::string& name : missing) {
     if (find_queue(name) != nullptr) continue;
     // An undeclared dead-letter queue: the defaults, with no dead letters of its own.
-    config::QueueConfig declared{name, config::QueueKind::kQueue, broker_.config().queue_defaults};
+    config::QueueConfig declared{name, config::QueueKind::kQueue,
+                                 broker_.config().queue_defaults, {}};
     declared.options.dead_letter = "none";
     declared.options.partitions = 1;
     declare(declared, 0);

@@ -70,6 +70,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void session_offline(broker::Shard& shard, broker::TargetRef session) override;
   void session_online(broker::Shard& shard, broker::TargetRef session) override;
   void session_ended(broker::Shard& shard, broker::TargetRef session) override;
+  std::function<void(bool durable)> capture(broker::Shard& shard, const broker::Message& message,
+                                            store::WriteBatch& batch) override;
   void poll(broker::Shard& shard, Clock::time_point now) override;
   void sys_topics(std::vector<std::pair<std::string, std::string>>& out) const override;
 
@@ -249,6 +251,9 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   std::map<std::string, std::unique_ptr<Queue>, std::less<>> queues_;
   std::unordered_map<const broker::Message*, LeaseRef> leases_;
   std::uint64_t next_consumer_id_ = 1;
+  // Every queue's capture filters, fixed once recover() has run: read by
+  // each publish without the mutex.
+  std::vector<std::pair<std::string, Queue*>> captures_;
   struct DirtyFloor {
     Queue* queue;
     Group* group;

@@ -3,12 +3,13 @@ clients and, where paho cannot say it (a PUBACK with a reason code, a
 PUBACK never sent), raw packets: publishing to $queue/<name>, consumer
 groups, settlement by PUBACK reason, leases, redelivery, dead letters."""
 
+import signal
 import struct
 import subprocess
 
 import rawmqtt
 from conftest import Client, PacketTypes, props, unique, wait_until
-from sluice_process import SluiceProcess
+from sluice_process import SluiceProcess, run_sluice
 
 QUEUES = """
 sys_interval_s: 1
@@ -27,6 +28,7 @@ queues:
   - {name: fleeting, retention: {max_age: 300ms}}
   - {name: patient, retention: {max_age: 300ms}}
   - {name: tiny, max_depth: 1, overflow: drop_oldest}
+  - {name: audit, capture: ["orders/#", "payments/+"]}
 """
 
 
@@ -755,3 +757,56 @@ def test_a_burst_past_max_depth_before_anything_is_durable_is_refused_not_spun_o
     consumer.subscribe("$queue/tiny", qos=1)
     assert len(consumer.receive_n(1)) == 1
     consumer.expect_nothing(0.3)
+
+
+def test_capture_appends_ordinary_publishes_that_still_reach_their_subscribers(make_broker,
+                                                                               clients):
+    broker = queue_broker(make_broker)
+    subscriber = clients(broker.port)
+    subscriber.subscribe("orders/#", qos=1)
+    publisher = clients(broker.port)
+    publisher.publish("orders/eu/7", b"o7", qos=1,
+                      properties=props(PacketTypes.PUBLISH, UserProperty=[("key", "c7")]))
+    publisher.publish("elsewhere/x", b"not captured", qos=1)
+    assert subscriber.receive().payload == b"o7"  # ordinary delivery as before
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/audit/#", qos=1)
+    captured = consumer.receive()
+    assert captured.topic == "$queue/audit/orders/eu/7" and captured.payload == b"o7"
+    p = user_properties(captured)
+    assert p["source-topic"] == "orders/eu/7" and p["key"] == "c7"
+    consumer.expect_nothing(0.3)
+
+
+def test_a_captured_publish_survives_kill_9_after_its_puback(clients, tmp_path):
+    config = "listeners:\n  - host: 127.0.0.1\n    port: 0\n" + QUEUES + \
+        f"storage:\n  dir: {tmp_path / 'data'}\n  durability: sync\n"
+    broker = SluiceProcess(config_yaml=config).start()
+    publisher = rawmqtt.connected(broker.port, unique("capturer"), version=4)
+    publisher.send(rawmqtt.publish("payments/p1", b"paid", qos=1, packet_id=1, version=4))
+    assert publisher.receive_type(rawmqtt.PUBACK).packet_id == 1
+    assert broker.stop(signal.SIGKILL) == -signal.SIGKILL  # right after the PUBACK
+    publisher.close()
+    again = SluiceProcess(config_yaml=config).start()
+    consumer = clients(again.port)
+    consumer.subscribe("$queue/audit/#", qos=1)
+    assert consumer.receive().payload == b"paid"
+    consumer.disconnect()
+    assert again.stop() == 0, again.output()
+
+
+def test_a_bad_capture_filter_or_fewer_partitions_stop_start_up_naming_the_key(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("queues:\n  - {name: a, capture: ['x/#/y']}\n")
+    status, output = run_sluice(["--config", str(config), "--listen", "127.0.0.1:0"])
+    assert status != 0
+    assert "queues[0].capture: 'x/#/y' is not a topic filter" in output
+    data = tmp_path / "data"
+    config.write_text(f"storage: {{dir: {data}}}\nqueues:\n  - {{name: a, partitions: 4}}\n")
+    first = SluiceProcess(config_yaml=config.read_text() + "listeners: [{host: 127.0.0.1, port: 0}]\n")
+    first.start()
+    assert first.stop() == 0, first.output()
+    config.write_text(f"storage: {{dir: {data}}}\nqueues:\n  - {{name: a, partitions: 2}}\n")
+    status, output = run_sluice(["--config", str(config), "--listen", "127.0.0.1:0"])
+    assert status != 0
+    assert "queues[0].partitions: queue 'a' has 4 partitions in the store" in output
