@@ -345,7 +345,9 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   }
   // [MQTT-3.1.2-24] never more than the client accepts; [MQTT-3.1.2-25] a
   // message that does not fit is dropped as if it had been delivered.
-  if (mqtt::publish_wire_size(head, version_) > limits_.maximum_packet_size) {
+  // 0: it cannot be encoded at all (a topic past 65,535 bytes).
+  if (const std::size_t size = mqtt::publish_wire_size(head, version_);
+      size == 0 || size > limits_.maximum_packet_size) {
     ShardStats::add(shard_.stats().dropped_too_large);
     if (head.topic_alias != 0 && !head.topic.empty()) outbound_aliases_.get().erase(message.topic);
     return false;

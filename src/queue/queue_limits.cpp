@@ -110,9 +110,11 @@ bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) 
     Partition& log = queue.partitions[partition];
     const std::uint64_t before = depth(queue, partition);
     const std::uint64_t oldest = log.next - before;
-    // Without a group the oldest can only go once it is durable (it is cut
-    // from the log): until then the publish is refused, never looped on.
-    if (queue.groups.empty() && oldest >= log.visible) return false;
+    // The oldest can only go once it is durable: until then the publish is
+    // refused, never looped on. (Moved or dropped before its own write, it
+    // could be in the dead-letter queue and, resent by its publisher, in
+    // this one too.)
+    if (oldest >= log.visible) return false;
     store::WriteBatch batch;
     bool moved = false;
     if (options.overflow == "dead_letter" && queue.dead_letter != nullptr) {
@@ -322,10 +324,17 @@ std::function<void(bool)> QueueService::capture(broker::Shard& shard,
   }
   const std::string* key = user_property(properties, "key");
   std::string explicit_key = key != nullptr ? *key : std::string();
+  std::erase_if(properties.user_properties,
+                [](const mqtt::UserProperty& property) { return property.name == "source-topic"; });
   properties.user_properties.push_back({"source-topic", message.topic});
   std::vector<Appended> appended;
   run(&shard, [&](Work& work) {
     for (Queue* queue : into) {
+      // Delivered as $queue/<name>/<topic>, which must still be a topic.
+      if (sizeof("$queue/") + queue->config.name.size() + message.topic.size() > 65'535) {
+        ++queue->counters.rejected;
+        continue;
+      }
       auto entry = std::make_shared<LogEntry>();
       entry->timestamp_ms = work.now_ms;
       if (message.expires_at) {
