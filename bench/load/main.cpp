@@ -155,10 +155,9 @@ int run(Options& o) {
     for (std::uint32_t c = 0; c < o.consumers; ++c)
       specs.push_back({id + "consumer-" + std::to_string(c), "", "$queue/" + o.queue + "/#", 0});
     for (std::uint32_t p = 0; p < publishers; ++p)
-      specs.push_back({id + "pub-" + std::to_string(p),
-                       "$queue/" + o.queue + "/" + std::to_string(getpid()) + "-" +
-                           std::to_string(p),
-                       "", p});
+      specs.push_back(
+          {id + "pub-" + std::to_string(p),
+           "$queue/" + o.queue + "/" + std::to_string(getpid()) + "-" + std::to_string(p), "", p});
   } else if (conns) {
     for (std::uint32_t c = 0; c < o.connections; ++c)
       specs.push_back({id + "idle-" + std::to_string(c), "", "", 0});
@@ -310,8 +309,7 @@ int run(Options& o) {
 int main(int argc, char** argv) {
   CLI::App app{"sluice-bench: an MQTT load generator that checks what it measures"};
   Options o;
-  app.add_option("scenario", o.scenario, "fanin, fanout, p2p, latency, conns or queue")
-      ->required();
+  app.add_option("scenario", o.scenario, "fanin, fanout, p2p, latency, conns or queue")->required();
   app.add_option("--host", o.settings.host, "broker address (IPv4)");
   app.add_option("--port", o.settings.port, "broker port");
   app.add_option("--qos", o.settings.qos, "0, 1 or 2")->check(CLI::Range(0, 2));

@@ -396,8 +396,7 @@ bool ClientProtocol::route_publish(HeldPublish& publish) {
           publish.inbound = std::move(batch);  // the caller's own changes, for another try
           return;
         }
-        const ReasonCode reason = routed.receivers == 0 && !routed.captured &&
-                                          mqtt::is_v5(version_)
+        const ReasonCode reason = routed.receivers == 0 && !routed.captured && mqtt::is_v5(version_)
                                       ? ReasonCode::kNoMatchingSubscribers
                                       : ReasonCode::kSuccess;
         if (batch.empty()) return acknowledge_publish(publish.qos, publish.packet_id, reason);

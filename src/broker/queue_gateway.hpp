@@ -55,8 +55,8 @@ class QueueGateway {
   // A subscription to a queue address.
   struct ConsumerSpec {
     TargetRef session;
-    std::string filter;        // as the client sent it, $share/<group>/ included
-    std::string_view address;  // the filter less any $share/<group>/
+    std::string filter;            // as the client sent it, $share/<group>/ included
+    std::string_view address;      // the filter less any $share/<group>/
     std::string_view share_group;  // the <group> of $share/<group>/..., or empty
     const mqtt::Properties* properties = nullptr;  // the SUBSCRIBE's (user properties)
     mqtt::QoS max_qos = mqtt::QoS::kAtLeastOnce;

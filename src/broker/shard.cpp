@@ -126,7 +126,8 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
       broker_.config().limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish;
   if (reserving && !reserve_places()) return {0, true, nullptr};
   Routed routed;
-  if (QueueGateway* queues = broker_.queues(); queues != nullptr && !mqtt::is_sys_topic(message->topic))
+  if (QueueGateway* queues = broker_.queues();
+      queues != nullptr && !mqtt::is_sys_topic(message->topic))
     routed.captured = queues->capture(*this, *message, batch);
   std::uint64_t store_id = 0;
   std::uint32_t holders = 0;

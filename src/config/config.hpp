@@ -138,7 +138,7 @@ struct AuthConfig {
 // its messages: `queue_defaults` holds them for every queue, and a queue's own
 // entry overrides what it names.
 struct QueueOptions {
-  std::uint32_t partitions = 1;       // a message goes to hash(key) % partitions; order is per partition
+  std::uint32_t partitions = 1;  // a message goes to hash(key) % partitions; order is per partition
   std::uint32_t lease_timeout_ms = 30'000;  // a delivery not settled by then is offered again
   // The wait before each redelivery after a failed attempt (nack, lease
   // expired, consumer gone); the last step repeats.

@@ -62,8 +62,9 @@ class Section {
     if (!value) return;
     const auto parsed = value.IsScalar() ? parse_duration_ms(value.Scalar()) : std::nullopt;
     if (!parsed || *parsed < min || *parsed > max) {
-      fail(value, key, "a duration such as 500ms, 30s, 2m, 1h or 1d, from " + show_ms(min) +
-                           " to " + show_ms(max));
+      fail(value, key,
+           "a duration such as 500ms, 30s, 2m, 1h or 1d, from " + show_ms(min) + " to " +
+               show_ms(max));
     }
     out = static_cast<std::uint32_t>(*parsed);
   }
@@ -72,8 +73,9 @@ class Section {
                     std::uint64_t max) {
     const YAML::Node value = take(key);
     if (!value) return;
-    const std::string allowed = "a non-empty list of durations such as 500ms, 30s or 2m, each from " +
-                                show_ms(min) + " to " + show_ms(max);
+    const std::string allowed =
+        "a non-empty list of durations such as 500ms, 30s or 2m, each from " + show_ms(min) +
+        " to " + show_ms(max);
     if (!value.IsSequence() || value.size() == 0) fail(value, key, allowed);
     out.clear();
     for (const auto& item : value) {
@@ -165,7 +167,8 @@ class Section {
     if (unit == "m") scale = 60'000;
     if (unit == "h") scale = 3'600'000;
     if (unit == "d") scale = 86'400'000;
-    if (scale == 0 || number > std::numeric_limits<std::uint32_t>::max() / scale) return std::nullopt;
+    if (scale == 0 || number > std::numeric_limits<std::uint32_t>::max() / scale)
+      return std::nullopt;
     return number * scale;
   }
 
@@ -371,7 +374,8 @@ void read_queue_options(Section& s, QueueOptions& o) {
   if (YAML::Node retention = s.child("retention")) {
     Section r(retention, s.child_path("retention"), s.source());
     r.duration_ms("max_age", o.retention_max_age_ms, 0, 0xFFFFFFFFu);
-    r.integer("max_messages", o.retention_max_messages, 0, std::numeric_limits<std::int64_t>::max());
+    r.integer("max_messages", o.retention_max_messages, 0,
+              std::numeric_limits<std::int64_t>::max());
     r.boolean("respect_pending", o.respect_pending);
     r.finish();
   }
@@ -411,8 +415,8 @@ std::vector<QueueConfig> read_queues(const YAML::Node& node, const QueueOptions&
     read_queue_options(s, queue.options);
     s.finish();
     if (!valid_queue_name(queue.name)) {
-      throw Failure{at(node[i]) + "key '" + path + ".name': expected 1 to 200 of A-Z a-z 0-9 _ . -, got '" +
-                    queue.name + "'"};
+      throw Failure{at(node[i]) + "key '" + path +
+                    ".name': expected 1 to 200 of A-Z a-z 0-9 _ . -, got '" + queue.name + "'"};
     }
     if (!names.insert(queue.name).second) {
       throw Failure{at(node[i]) + "key '" + path + ".name': queue '" + queue.name +

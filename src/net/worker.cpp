@@ -98,7 +98,7 @@ void Worker::mark_dirty(std::shared_ptr<Connection> connection) {
 
 void Worker::flush_turn() {
   flush_scheduled_ = false;
-  shard_.retry_held_publishers();  // nothing to do unless some are held
+  shard_.retry_held_publishers();            // nothing to do unless some are held
   shard_.poll_queues(broker::Clock::now());  // as cheap: nothing to do unless something is due
   shard_.flush_outbox();
   // Two lists that trade places keep their capacity: no allocation per turn.

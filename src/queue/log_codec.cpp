@@ -140,7 +140,9 @@ std::optional<LogEntry> decode_entry(std::string_view value) {
 
 namespace keys {
 
-std::string queue(std::string_view queue) { return name_key('Q', queue); }
+std::string queue(std::string_view queue) {
+  return name_key('Q', queue);
+}
 
 std::string entry(std::string_view queue, std::uint32_t partition, std::uint64_t offset) {
   std::string key = name_key('L', queue);
@@ -189,17 +191,25 @@ std::string dedup(std::string_view queue, std::string_view message_id) {
   return key;
 }
 
-std::string dedup_prefix(std::string_view queue) { return name_key('D', queue); }
+std::string dedup_prefix(std::string_view queue) {
+  return name_key('D', queue);
+}
 
-std::string queues_prefix() { return "Q"; }
+std::string queues_prefix() {
+  return "Q";
+}
 
-std::string groups_prefix(std::string_view queue) { return name_key('G', queue); }
+std::string groups_prefix(std::string_view queue) {
+  return name_key('G', queue);
+}
 
 std::string prefix_end(std::string prefix) {
   // The shortest key above every key with this prefix: drop trailing 0xFF
   // bytes, then raise the last one.
-  while (!prefix.empty() && static_cast<std::uint8_t>(prefix.back()) == 0xFF) prefix.pop_back();
-  if (!prefix.empty()) prefix.back() = static_cast<char>(static_cast<std::uint8_t>(prefix.back()) + 1);
+  while (!prefix.empty() && static_cast<std::uint8_t>(prefix.back()) == 0xFF)
+    prefix.pop_back();
+  if (!prefix.empty())
+    prefix.back() = static_cast<char>(static_cast<std::uint8_t>(prefix.back()) + 1);
   return prefix;  // empty: to the end of the space
 }
 

@@ -29,10 +29,10 @@ namespace sluice::queue {
 
 // One message in a partition's log, as stored.
 struct LogEntry {
-  std::int64_t timestamp_ms = 0;   // Unix time of the append
-  std::int64_t expires_at_ms = 0;  // Unix time; 0: never (MQTT 5 Message Expiry)
-  std::optional<std::string> subtopic;  // what followed "$queue/<name>/"
-  std::string key;                      // ordering, partition and compaction key
+  std::int64_t timestamp_ms = 0;         // Unix time of the append
+  std::int64_t expires_at_ms = 0;        // Unix time; 0: never (MQTT 5 Message Expiry)
+  std::optional<std::string> subtopic;   // what followed "$queue/<name>/"
+  std::string key;                       // ordering, partition and compaction key
   std::vector<std::uint8_t> properties;  // the PUBLISH's property block as published
   std::vector<std::uint8_t> payload;
 };

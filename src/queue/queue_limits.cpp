@@ -1,14 +1,12 @@
 // What bounds a queue: deduplication by msg-id, the depth limit and its
 // overflow, and retention by age and count.
-#include "queue/queue_service.hpp"
-
-#include "broker/shard.hpp"
-
 #include <algorithm>
 #include <limits>
 
+#include "broker/shard.hpp"
 #include "mqtt/topic.hpp"
 #include "queue/properties.hpp"
+#include "queue/queue_service.hpp"
 
 namespace sluice::queue {
 
@@ -49,19 +47,18 @@ store::Status QueueService::load_message_ids(Queue& queue, std::int64_t now_ms) 
   const std::string prefix = keys::dedup_prefix(queue.config.name);
   std::vector<std::pair<std::int64_t, std::string>> seen;
   store::WriteBatch expired;
-  const store::Status status =
-      store_->scan(store::Space::kQueues, prefix, keys::prefix_end(prefix),
-                   [&](std::string_view key, std::string_view value) {
-                     const auto at = static_cast<std::int64_t>(decode_u64(value));
-                     std::string id(key.substr(prefix.size()));
-                     if (window > 0 && now_ms - at < window) {
-                       seen.emplace_back(at, std::move(id));
-                     } else {
-                       expired.add(store::WriteBatch::Erase{store::Space::kQueues,
-                                                            std::string(key)});
-                     }
-                     return true;
-                   });
+  const store::Status status = store_->scan(
+      store::Space::kQueues, prefix, keys::prefix_end(prefix),
+      [&](std::string_view key, std::string_view value) {
+        const auto at = static_cast<std::int64_t>(decode_u64(value));
+        std::string id(key.substr(prefix.size()));
+        if (window > 0 && now_ms - at < window) {
+          seen.emplace_back(at, std::move(id));
+        } else {
+          expired.add(store::WriteBatch::Erase{store::Space::kQueues, std::string(key)});
+        }
+        return true;
+      });
   if (!status.ok) return status;
   std::sort(seen.begin(), seen.end());
   const Clock::time_point now = Clock::now();
@@ -87,9 +84,8 @@ std::uint64_t QueueService::depth(const Queue& queue, std::uint32_t partition) c
   return log.next - std::min(low, log.next);
 }
 
-void QueueService::skip_in_group(Work& work, Queue& queue, Group& group,
-                                 std::uint32_t partition, std::uint64_t offset,
-                                 store::WriteBatch& batch) {
+void QueueService::skip_in_group(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                                 std::uint64_t offset, store::WriteBatch& batch) {
   GroupPartition& state = group.partitions[partition];
   if (offset < state.floor || state.settled.contains(offset)) return;
   bool had_failures = state.failures_before.erase(offset) > 0;
@@ -123,8 +119,7 @@ bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) 
       const EntryPtr entry = fetch(queue, partition, reader, oldest, false, &failed);
       if (failed) return false;  // unreadable now: refused rather than lost
       if (entry) {
-        move_to_dead_letters(work, queue, *entry, partition, oldest, "overflow", nullptr, 0,
-                             batch);
+        move_to_dead_letters(work, queue, *entry, partition, oldest, "overflow", nullptr, 0, batch);
         moved = true;
       }
     }
@@ -177,16 +172,15 @@ void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, st
     }
     state.cursor = std::max(state.cursor, state.floor);
     state.read_ahead.clear();
-    batch.add(store::WriteBatch::Put{store::Space::kQueues,
-                                     keys::floor(name, group->name, partition),
-                                     encode_u64(state.floor)});
+    batch.add(store::WriteBatch::Put{
+        store::Space::kQueues, keys::floor(name, group->name, partition), encode_u64(state.floor)});
     state.written_floor = state.floor;
     batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
                                             keys::settled(name, group->name, partition, old_floor),
                                             keys::settled(name, group->name, partition, cut)});
-    batch.add(store::WriteBatch::EraseRange{
-        store::Space::kQueues, keys::failures(name, group->name, partition, old_floor),
-        keys::failures(name, group->name, partition, cut)});
+    batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
+                                            keys::failures(name, group->name, partition, old_floor),
+                                            keys::failures(name, group->name, partition, cut)});
   }
   if (count_dropped && queue.groups.empty()) queue.counters.dropped += cut - log.start;
   batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
@@ -204,7 +198,8 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
   for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
     Partition& log = queue.partitions[p];
     std::uint64_t cut = log.start;
-    if (options.retention_max_messages != 0 && log.next - log.start > options.retention_max_messages)
+    if (options.retention_max_messages != 0 &&
+        log.next - log.start > options.retention_max_messages)
       cut = log.next - options.retention_max_messages;
     // What retention may not pass: the groups' floors, while it respects them.
     std::uint64_t limit = log.visible;
@@ -234,8 +229,7 @@ namespace sluice::queue {
 
 // ---- redrive --------------------------------------------------------------------
 
-std::optional<std::size_t> QueueService::redrive(broker::Shard& shard,
-                                                 std::string_view dead_letter,
+std::optional<std::size_t> QueueService::redrive(broker::Shard& shard, std::string_view dead_letter,
                                                  std::size_t most) {
   std::optional<std::size_t> moved;
   run(&shard, [&](Work& work) {
@@ -338,10 +332,9 @@ std::function<void(bool)> QueueService::capture(broker::Shard& shard,
       auto entry = std::make_shared<LogEntry>();
       entry->timestamp_ms = work.now_ms;
       if (message.expires_at) {
-        entry->expires_at_ms =
-            work.now_ms +
-            std::chrono::duration_cast<std::chrono::milliseconds>(*message.expires_at - work.now)
-                .count();
+        entry->expires_at_ms = work.now_ms + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 *message.expires_at - work.now)
+                                                 .count();
       }
       entry->subtopic = message.topic;
       entry->key = !explicit_key.empty()

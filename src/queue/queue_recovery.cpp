@@ -1,10 +1,9 @@
 // Reading the queues back at start, and what the queues tell about themselves.
-#include "queue/queue_service.hpp"
-
 #include <algorithm>
 
 #include "mqtt/topic.hpp"
 #include "queue/address.hpp"
+#include "queue/queue_service.hpp"
 
 namespace sluice::queue {
 
@@ -37,15 +36,15 @@ store::Status QueueService::recover() {
   std::map<std::string, Stored> stored;
   if (store_ != nullptr) {
     const std::string prefix = keys::queues_prefix();
-    const store::Status status = store_->scan(
-        store::Space::kQueues, prefix, keys::prefix_end(prefix),
-        [&](std::string_view key, std::string_view value) {
-          Stored& queue = stored[std::string(keys::last_name(key, prefix.size()))];
-          queue.partitions = decode_u32(value.substr(0, 4));
-          queue.no_dead_letters = value.size() > 4 && value[4] == 1;
-          if (value.size() > 5) queue.dead_letter = std::string(value.substr(5));
-          return true;
-        });
+    const store::Status status =
+        store_->scan(store::Space::kQueues, prefix, keys::prefix_end(prefix),
+                     [&](std::string_view key, std::string_view value) {
+                       Stored& queue = stored[std::string(keys::last_name(key, prefix.size()))];
+                       queue.partitions = decode_u32(value.substr(0, 4));
+                       queue.no_dead_letters = value.size() > 4 && value[4] == 1;
+                       if (value.size() > 5) queue.dead_letter = std::string(value.substr(5));
+                       return true;
+                     });
     if (!status.ok) return status;
   }
   for (std::size_t i = 0; i < config.queues.size(); ++i) {
@@ -82,8 +81,8 @@ store::Status QueueService::recover() {
   }
   store::WriteBatch declared;
   const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::chrono::system_clock::now().time_since_epoch())
-                                 .count();
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
   for (auto& [name, queue] : queues_) {
     if (const store::Status status = load(*queue); !status.ok) return status;
     if (store_ != nullptr) {
@@ -91,10 +90,10 @@ store::Status QueueService::recover() {
     }
     const auto found = stored.find(name);
     const std::string& dead_letter = queue->config.options.dead_letter;
-    const bool changed =
-        found == stored.end() || found->second.partitions != queue->config.options.partitions ||
-        found->second.no_dead_letters != (dead_letter == "none") ||
-        (dead_letter != "none" && found->second.dead_letter != dead_letter);
+    const bool changed = found == stored.end() ||
+                         found->second.partitions != queue->config.options.partitions ||
+                         found->second.no_dead_letters != (dead_letter == "none") ||
+                         (dead_letter != "none" && found->second.dead_letter != dead_letter);
     if (changed) {
       declared.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(name),
                                           queue_record(queue->config)});
@@ -111,8 +110,8 @@ store::Status QueueService::load(Queue& queue) {
     Partition& log = queue.partitions[p];
     bool any = false;
     store::Status status =
-        store_->scan_back(store::Space::kQueues, keys::entry(name, p, 0), keys::entries_end(name, p),
-                          [&](std::string_view key, std::string_view) {
+        store_->scan_back(store::Space::kQueues, keys::entry(name, p, 0),
+                          keys::entries_end(name, p), [&](std::string_view key, std::string_view) {
                             log.next = keys::offset_of(key) + 1;
                             any = true;
                             return false;
@@ -120,12 +119,12 @@ store::Status QueueService::load(Queue& queue) {
     if (!status.ok) return status;
     log.start = log.next;
     if (any) {
-      status = store_->scan(store::Space::kQueues, keys::entry(name, p, 0),
-                            keys::entries_end(name, p),
-                            [&](std::string_view key, std::string_view) {
-                              log.start = keys::offset_of(key);
-                              return false;
-                            });
+      status =
+          store_->scan(store::Space::kQueues, keys::entry(name, p, 0), keys::entries_end(name, p),
+                       [&](std::string_view key, std::string_view) {
+                         log.start = keys::offset_of(key);
+                         return false;
+                       });
       if (!status.ok) return status;
     }
   }

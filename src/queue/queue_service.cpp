@@ -1,14 +1,14 @@
 // The queue layer's life of a message: append, lease, settle, fail, dead-letter.
 #include "queue/queue_service.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <limits>
 #include <tuple>
 #include <utility>
-
-#include <spdlog/spdlog.h>
 
 #include "broker/shard.hpp"
 #include "mqtt/byte_reader.hpp"
@@ -54,7 +54,6 @@ std::string message_id(std::uint32_t partition, std::uint64_t offset) {
 }
 
 }  // namespace
-
 
 QueueService::QueueService(broker::Broker& broker, store::Store* store)
     : broker_(broker), store_(store), next_due_(0) {}  // the first poll does housekeeping
@@ -102,7 +101,8 @@ void QueueService::submit(Work& work, store::WriteBatch&& batch, std::function<v
 
 void QueueService::note_due(Clock::time_point when) {
   const Clock::rep at = when.time_since_epoch().count();
-  if (at < next_due_.load(std::memory_order_relaxed)) next_due_.store(at, std::memory_order_relaxed);
+  if (at < next_due_.load(std::memory_order_relaxed))
+    next_due_.store(at, std::memory_order_relaxed);
 }
 
 // ---- queues and groups ------------------------------------------------------
@@ -116,8 +116,8 @@ Queue* QueueService::find_or_create(Work& work, std::string_view name) {
   if (Queue* queue = find_queue(name)) return queue;
   const config::Config& config = broker_.config();
   if (!config.queues_auto_create) return nullptr;
-  config::QueueConfig declared{std::string(name), config::QueueKind::kQueue,
-                               config.queue_defaults, {}};
+  config::QueueConfig declared{
+      std::string(name), config::QueueKind::kQueue, config.queue_defaults, {}};
   if (declared.options.dead_letter.empty() && name.size() + 4 > 200) return nullptr;
   const std::size_t before = queues_.size();
   Queue& queue = declare(declared, 0);
@@ -159,8 +159,8 @@ void QueueService::link_dead_letters() {
   for (const std::string& name : missing) {
     if (find_queue(name) != nullptr) continue;
     // An undeclared dead-letter queue: the defaults, with no dead letters of its own.
-    config::QueueConfig declared{name, config::QueueKind::kQueue,
-                                 broker_.config().queue_defaults, {}};
+    config::QueueConfig declared{
+        name, config::QueueKind::kQueue, broker_.config().queue_defaults, {}};
     declared.options.dead_letter = "none";
     declared.options.partitions = 1;
     declare(declared, 0);
@@ -184,8 +184,8 @@ Group& QueueService::group(Work& work, Queue& queue, std::string_view name) {
     group->partitions[p].written_floor = queue.partitions[p].start;
     group->partitions[p].cursor = queue.partitions[p].start;
   }
-  work.batch.add(store::WriteBatch::Put{store::Space::kQueues,
-                                        keys::group(queue.config.name, name), std::string()});
+  work.batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::group(queue.config.name, name),
+                                        std::string()});
   Group& made = *group;
   queue.groups.emplace(std::string(name), std::move(group));
   return made;
@@ -215,8 +215,8 @@ std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue, Entry
   return {partition, offset};
 }
 
-void QueueService::confirm(Queue& queue, std::uint32_t partition,
-                           std::uint64_t offset, bool durable) {
+void QueueService::confirm(Queue& queue, std::uint32_t partition, std::uint64_t offset,
+                           bool durable) {
   Partition& log = queue.partitions[partition];
   if (offset < log.window_start) return;
   Partition::Slot& slot = log.window[offset - log.window_start];
@@ -258,7 +258,8 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
     // Settlements are not waited for (at-least-once: one lost to a crash
     // means the message comes again): acknowledged at once.
     Outcome outcome = apply_verb(shard, from, address->name, address->verb, publish.properties);
-    if (outcome.reason == ReasonCode::kSuccess && acknowledge) acknowledge(ReasonCode::kSuccess, {});
+    if (outcome.reason == ReasonCode::kSuccess && acknowledge)
+      acknowledge(ReasonCode::kSuccess, {});
     return outcome;
   }
   auto entry = std::make_shared<LogEntry>();
@@ -359,26 +360,27 @@ EntryPtr QueueService::fetch(Queue& queue, std::uint32_t partition, GroupPartiti
   const std::size_t most = sequential ? kReadAhead : 1;
   const std::string& name = queue.config.name;
   bool undecodable = false;
-  const store::Status status = store_->scan(
-      store::Space::kQueues, keys::entry(name, partition, offset),
-      keys::entry(name, partition, log.window_start),
-      [&](std::string_view key, std::string_view value) {
-        auto decoded = decode_entry(value);
-        if (!decoded) {  // stop before it: nothing past it is taken as missing
-          undecodable = true;
-          return false;
-        }
-        const std::uint64_t at = keys::offset_of(key);
-        auto entry = std::make_shared<const LogEntry>(std::move(*decoded));
-        if (at == offset) found = entry;
-        if (sequential) ahead.emplace_back(at, std::move(entry));
-        return ++read < most;
-      });
+  const store::Status status =
+      store_->scan(store::Space::kQueues, keys::entry(name, partition, offset),
+                   keys::entry(name, partition, log.window_start),
+                   [&](std::string_view key, std::string_view value) {
+                     auto decoded = decode_entry(value);
+                     if (!decoded) {  // stop before it: nothing past it is taken as missing
+                       undecodable = true;
+                       return false;
+                     }
+                     const std::uint64_t at = keys::offset_of(key);
+                     auto entry = std::make_shared<const LogEntry>(std::move(*decoded));
+                     if (at == offset) found = entry;
+                     if (sequential) ahead.emplace_back(at, std::move(entry));
+                     return ++read < most;
+                   });
   if (!status.ok || (undecodable && !found)) {
     // Never taken for a gap: that would settle a message nobody received.
     // The partition waits, and says why.
     spdlog::error("event=queue_read_failed queue={} partition={} offset={} error=\"{}\"", name,
-                  partition, offset, status.ok ? "an entry this version cannot read" : status.message);
+                  partition, offset,
+                  status.ok ? "an entry this version cannot read" : status.message);
     if (sequential) ahead.clear();
     if (failed != nullptr) *failed = true;
     return nullptr;
@@ -435,7 +437,7 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
     bool unreadable = false;
     const EntryPtr entry = fetch(queue, partition, state, offset, !again, &unreadable);
     if (unreadable) return;  // the store could not be read: tried again at the next turn
-    if (!entry) {  // a write that failed, or gone from the log
+    if (!entry) {            // a write that failed, or gone from the log
       take();
       const bool had_failures = finish_pending(work, group, partition, offset);
       settle(work, queue, group, partition, offset, work.batch, had_failures);
@@ -569,8 +571,8 @@ void QueueService::lease(Work& work, Queue& queue, Group& group, std::uint32_t p
   Pending& pending = state.pending[offset];
   ++queue.counters.delivered;
   broker::Delivery delivery;
-  delivery.message = delivery_message(queue, group, partition, offset, entry,
-                                      pending.failures + 1, consumer, work.now_ms);
+  delivery.message = delivery_message(queue, group, partition, offset, entry, pending.failures + 1,
+                                      consumer, work.now_ms);
   if (consumer.at_most_once) {
     // Settled as it is written: at most once, as the queue allows. Its
     // credit is a pace (so much per loop turn), not a count of leases.
@@ -616,8 +618,8 @@ broker::MessagePtr QueueService::delivery_message(const Queue& queue, const Grou
     // The names the broker sets are its own: one of each, this delivery's.
     std::erase_if(user, [](const mqtt::UserProperty& property) {
       return property.name == "message-id" || property.name == "delivery-count" ||
-             property.name == "group" || property.name == "queue" ||
-             property.name == "timestamp" || property.name == "subtopic";
+             property.name == "group" || property.name == "queue" || property.name == "timestamp" ||
+             property.name == "subtopic";
     });
     user.push_back({"message-id", message_id(partition, offset)});
     user.push_back({"delivery-count", std::to_string(count)});
@@ -666,9 +668,8 @@ void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint3
   // still below it would make a settled message (a dead letter, say)
   // unsettled again after a crash.
   if (atomic || state.floor - old_floor > 1) {
-    batch.add(store::WriteBatch::Put{store::Space::kQueues,
-                                     keys::floor(name, group.name, partition),
-                                     encode_u64(state.floor)});
+    batch.add(store::WriteBatch::Put{
+        store::Space::kQueues, keys::floor(name, group.name, partition), encode_u64(state.floor)});
     state.written_floor = state.floor;
   } else if (!state.floor_dirty) {
     state.floor_dirty = true;
@@ -866,8 +867,7 @@ std::optional<QueueService::Held> QueueService::held_by(Queue& queue, broker::Ta
 }
 
 QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::TargetRef from,
-                                               std::string_view queue_name,
-                                               std::string_view verb,
+                                               std::string_view queue_name, std::string_view verb,
                                                const mqtt::Properties& properties) {
   enum class Verb { kAck, kNack, kRelease, kReject, kProgress };
   Verb what;
@@ -1018,8 +1018,7 @@ void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
   if (now.time_since_epoch().count() < next_due_.load(std::memory_order_relaxed)) return;
   run(&shard, [&](Work& work) {
     if (work.now.time_since_epoch().count() < next_due_.load(std::memory_order_relaxed)) return;
-    next_due_.store(Clock::time_point::max().time_since_epoch().count(),
-                    std::memory_order_relaxed);
+    next_due_.store(Clock::time_point::max().time_since_epoch().count(), std::memory_order_relaxed);
     expire_leases(work);
     for (auto& [name, queue] : queues_)
       dispatch(work, *queue);
@@ -1033,8 +1032,8 @@ void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
     Clock::time_point next = next_housekeeping_;
     for (auto& [name, queue] : queues_) {
       for (auto& [group_name, group] : queue->groups) {
-        const bool takers = std::any_of(
-            group->consumers.begin(), group->consumers.end(), [](const auto& consumer) {
+        const bool takers =
+            std::any_of(group->consumers.begin(), group->consumers.end(), [](const auto& consumer) {
               return consumer->online && consumer->outstanding < consumer->credit;
             });
         for (const GroupPartition& state : group->partitions) {
@@ -1063,9 +1062,8 @@ void QueueService::truncate_logs(Work& work) {
         floor = std::min(floor, group->partitions[p].written_floor);
       floor = std::min(floor, log.visible);
       if (floor <= log.start) continue;
-      work.batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
-                                                   keys::entry(name, p, log.start),
-                                                   keys::entry(name, p, floor)});
+      work.batch.add(store::WriteBatch::EraseRange{
+          store::Space::kQueues, keys::entry(name, p, log.start), keys::entry(name, p, floor)});
       log.start = floor;
       while (log.window_start < log.start && !log.window.empty())
         log.pop();
@@ -1181,8 +1179,8 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
     consumer->manual = manual && !at_most_once;
     const std::uint32_t window = std::min<std::uint32_t>(
         spec.receive_maximum, broker_.config().limits.max_inflight_messages);
-    consumer->credit = std::max<std::uint32_t>(
-        1, std::min(prefetch != 0 ? prefetch : options.prefetch, window));
+    consumer->credit =
+        std::max<std::uint32_t>(1, std::min(prefetch != 0 ? prefetch : options.prefetch, window));
     consumer->online = true;
     if (made) target.consumers.push_back(std::move(made));
     unpark(target, work.now);

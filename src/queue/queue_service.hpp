@@ -100,7 +100,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
     store::WriteBatch batch;  // changes nobody waits for (settlements), written at the end
     std::vector<broker::RemoteDelivery> deliveries;
     std::vector<std::function<void()>> after;  // write callbacks when nothing is stored
-    std::vector<Appended> appended;  // dead-letter appends of the batch being made
+    std::vector<Appended> appended;            // dead-letter appends of the batch being made
   };
 
   struct LeaseRef {
@@ -165,8 +165,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void apply_retention(Work& work, Queue& queue);
   // Loads the msg-ids still within the window (recovery).
   store::Status load_message_ids(Queue& queue, std::int64_t now_ms);
-  void confirm(Queue& queue, std::uint32_t partition, std::uint64_t offset,
-               bool durable);
+  void confirm(Queue& queue, std::uint32_t partition, std::uint64_t offset, bool durable);
   // Hands `batch` to the journal now (under the mutex, for order); `then`
   // runs on `work`'s shard once it is durable.
   void submit(Work& work, store::WriteBatch&& batch, std::function<void(bool)> then);
@@ -174,8 +173,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // The entry at `offset`, or nullptr when there is none (a failed write,
   // or gone from the log). `failed`, if given, is set when the store could
   // not be read: then nothing may be concluded (try again later).
-  EntryPtr fetch(Queue& queue, std::uint32_t partition, GroupPartition& state,
-                 std::uint64_t offset, bool sequential, bool* failed = nullptr);
+  EntryPtr fetch(Queue& queue, std::uint32_t partition, GroupPartition& state, std::uint64_t offset,
+                 bool sequential, bool* failed = nullptr);
   void dispatch(Work& work, Queue& queue);
   void dispatch_soon(Queue& queue);
   void dispatch(Work& work, Queue& queue, Group& group);
@@ -188,24 +187,22 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // under ordering key, lets the next message of that key go. Returns
   // whether it had failed attempts (whose count is then erased).
   bool finish_pending(Work& work, Group& group, std::uint32_t partition, std::uint64_t offset);
-  void lease(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-             std::uint64_t offset, const LogEntry& entry, Consumer& consumer);
+  void lease(Work& work, Queue& queue, Group& group, std::uint32_t partition, std::uint64_t offset,
+             const LogEntry& entry, Consumer& consumer);
   broker::MessagePtr delivery_message(const Queue& queue, const Group& group,
                                       std::uint32_t partition, std::uint64_t offset,
                                       const LogEntry& entry, std::uint32_t count,
                                       const Consumer& consumer, std::int64_t now_ms) const;
 
   // Settled by `group`: the floor moves up, or a marker above it is kept.
-  void settle(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-              std::uint64_t offset, store::WriteBatch& batch, bool had_failures,
-              bool atomic = false);
+  void settle(Work& work, Queue& queue, Group& group, std::uint32_t partition, std::uint64_t offset,
+              store::WriteBatch& batch, bool had_failures, bool atomic = false);
   // A failed attempt: offered again after the backoff (or `delay_ms`), or
   // dead-lettered after max_deliveries.
-  void fail(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-            std::uint64_t offset, std::optional<std::uint32_t> delay_ms = std::nullopt);
+  void fail(Work& work, Queue& queue, Group& group, std::uint32_t partition, std::uint64_t offset,
+            std::optional<std::uint32_t> delay_ms = std::nullopt);
   void dead_letter(Work& work, Queue& queue, Group& group, std::uint32_t partition,
-                   std::uint64_t offset, const char* reason,
-                   const std::string* detail = nullptr);
+                   std::uint64_t offset, const char* reason, const std::string* detail = nullptr);
   static bool consumer_exists(const Group& group, std::uint64_t consumer);
   static Group* find_group(Queue& queue, std::string_view name);
   // Groups per queue: each pins the log until it settles, and costs memory.

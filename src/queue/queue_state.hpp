@@ -59,19 +59,19 @@ struct Partition {
 struct Pending {
   std::uint32_t failures = 0;  // failed attempts so far
   bool leased = false;
-  std::uint64_t consumer = 0;                   // the holder, while leased
-  Clock::time_point when{};                     // the lease's deadline, or when it is due again
-  std::vector<std::uint64_t> failed_by;         // consumers that failed it, to prefer others
+  std::uint64_t consumer = 0;            // the holder, while leased
+  Clock::time_point when{};              // the lease's deadline, or when it is due again
+  std::vector<std::uint64_t> failed_by;  // consumers that failed it, to prefer others
   // The leased delivery's message, until the consumer's PUBACK; a manual
   // consumer then still holds the lease (nullptr here) until a verb settles it.
   const broker::Message* message = nullptr;
-  std::string key;  // ordering key: holds its key busy until settled
+  std::string key;      // ordering key: holds its key busy until settled
   bool manual = false;  // leased to a manual consumer: its PUBACK only says received
 };
 
 struct GroupPartition {
-  std::uint64_t floor = 0;   // every offset below is settled
-  std::uint64_t cursor = 0;  // the next offset never offered
+  std::uint64_t floor = 0;          // every offset below is settled
+  std::uint64_t cursor = 0;         // the next offset never offered
   std::set<std::uint64_t> settled;  // settled at or above the floor
   std::map<std::uint64_t, Pending> pending;
   // Failed attempts read back at start for offsets not offered again yet.
@@ -79,7 +79,7 @@ struct GroupPartition {
   std::set<std::pair<Clock::time_point, std::uint64_t>> due;     // waiting to be offered again
   std::set<std::pair<Clock::time_point, std::uint64_t>> leases;  // by deadline
   std::set<std::uint64_t> parked;
-  bool floor_dirty = false;  // moved since it was last written
+  bool floor_dirty = false;         // moved since it was last written
   std::uint64_t written_floor = 0;  // the floor as the store has it (or will, in order)
   // ordering key: the offset each key has in flight (leased or waiting to
   // be offered again), and the offsets of that key behind it, in order.
@@ -103,7 +103,7 @@ struct Consumer {
   bool at_most_once = false;  // a QoS 0 consumer: settled once written to it
   // ack-mode manual: a PUBACK means received; $ack, $nack, ... settle.
   bool manual = false;
-  std::uint32_t credit = 1;   // most leased at once
+  std::uint32_t credit = 1;  // most leased at once
   std::uint32_t outstanding = 0;
   bool online = true;
 };
@@ -122,7 +122,7 @@ struct QueueCounters {
   std::uint64_t acknowledged = 0;
   std::uint64_t failed = 0;  // nacks, expired leases, consumers gone
   std::uint64_t dead_lettered = 0;
-  std::uint64_t discarded = 0;  // failed for good with dead_letter: none
+  std::uint64_t discarded = 0;   // failed for good with dead_letter: none
   std::uint64_t duplicates = 0;  // publishes whose msg-id was seen within dedup_window
   std::uint64_t rejected = 0;    // publishes refused at max_depth
   std::uint64_t dropped = 0;     // deleted unsettled: overflow drop_oldest, retention
@@ -135,7 +135,7 @@ struct Queue {
   Ordering ordering = Ordering::kNone;
   std::vector<Partition> partitions;
   std::map<std::string, std::unique_ptr<Group>, std::less<>> groups;
-  Queue* dead_letter = nullptr;  // nullptr: dead_letter none
+  Queue* dead_letter = nullptr;    // nullptr: dead_letter none
   std::uint32_t next_keyless = 0;  // round robin for messages without a key
   bool dispatch_soon = false;      // in QueueService's list for the next poll
   // msg-ids seen within dedup_window, oldest first.

@@ -67,8 +67,9 @@ class Store {
                       const std::function<bool(std::string_view, std::string_view)>& visit) = 0;
   // The same from the last entry below `to` down to `from` (a log's end is
   // found without reading it all).
-  virtual Status scan_back(Space space, std::string_view from, std::string_view to,
-                           const std::function<bool(std::string_view, std::string_view)>& visit) = 0;
+  virtual Status scan_back(
+      Space space, std::string_view from, std::string_view to,
+      const std::function<bool(std::string_view, std::string_view)>& visit) = 0;
 
   // Makes every write so far durable (fsync of the write-ahead log).
   virtual Status sync() = 0;

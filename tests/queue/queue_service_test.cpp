@@ -117,7 +117,8 @@ TEST_F(QueueServiceTest, EveryMessageIsSettledOnceWhateverConsumersDo) {
   }
   std::uint64_t dead = depth("jobs.dlq");
   EXPECT_EQ(acked.size() + dead, static_cast<std::size_t>(kMessages));
-  for (const auto& [payload, times] : acked) EXPECT_EQ(times, 1) << payload;
+  for (const auto& [payload, times] : acked)
+    EXPECT_EQ(times, 1) << payload;
 }
 
 }  // namespace
