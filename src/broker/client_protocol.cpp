@@ -206,8 +206,8 @@ void ClientProtocol::on_packet(mqtt::Packet&& packet) {
 
 bool ClientProtocol::admit_packet() {
   if (closing_) return false;
-  if (pending_connect() !=
-      nullptr) {  // between CONNECT and CONNACK only AUTH may come (section 4.12)
+  // Between CONNECT and CONNACK only AUTH may come (section 4.12).
+  if (pending_connect() != nullptr) {
     disconnect_with(ReasonCode::kProtocolError);
     return false;
   }

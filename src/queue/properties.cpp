@@ -1,6 +1,7 @@
 #include "queue/properties.hpp"
 
 #include "mqtt/byte_reader.hpp"
+#include "mqtt/byte_writer.hpp"
 #include "mqtt/packet_encoder.hpp"
 
 namespace sluice::queue {
@@ -17,6 +18,14 @@ mqtt::Properties read_block(const std::vector<std::uint8_t>& block) {
   mqtt::ByteReader reader(block);
   mqtt::read_properties(reader, mqtt::PropertyContext::kPublish, properties);
   return properties;
+}
+
+mqtt::Properties read_list(const std::vector<std::uint8_t>& list) {
+  if (list.empty()) return {};
+  std::vector<std::uint8_t> block;
+  mqtt::ByteWriter(block).varint(static_cast<std::uint32_t>(list.size()));
+  block.insert(block.end(), list.begin(), list.end());
+  return read_block(block);
 }
 
 std::vector<std::uint8_t> write_block(const mqtt::Properties& properties) {

@@ -17,6 +17,8 @@ const std::string* user_property(const mqtt::Properties& properties, std::string
 
 // A property block as encode_property_block writes it; empty for none.
 mqtt::Properties read_block(const std::vector<std::uint8_t>& block);
+// A property list without its length (a Message's encoded_properties).
+mqtt::Properties read_list(const std::vector<std::uint8_t>& list);
 std::vector<std::uint8_t> write_block(const mqtt::Properties& properties);
 
 // The key of a message without a `key` user property: its subtopic, or the

@@ -95,7 +95,7 @@ void QueueService::skip_in_group(Work& work, Queue& queue, Group& group, std::ui
     state.parked.erase(offset);
     had_failures = finish_pending(work, group, partition, offset) || had_failures;
   }
-  settle(work, queue, group, partition, offset, batch, had_failures, /*atomic=*/true);
+  settle(queue, group, partition, offset, batch, had_failures, /*atomic=*/true);
 }
 
 bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) {
@@ -223,10 +223,6 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
   }
 }
 
-}  // namespace sluice::queue
-
-namespace sluice::queue {
-
 // ---- redrive --------------------------------------------------------------------
 
 std::optional<std::size_t> QueueService::redrive(broker::Shard& shard, std::string_view dead_letter,
@@ -272,11 +268,7 @@ std::optional<std::size_t> QueueService::redrive(broker::Shard& shard, std::stri
         for (auto& [group_name, group] : source->groups)
           skip_in_group(work, *source, *group, p, offset, batch);
         batch.add(store::WriteBatch::Erase{store::Space::kQueues, keys::entry(name, p, offset)});
-        if (offset >= log.window_start) {
-          auto& slot = log.window[offset - log.window_start].entry;
-          if (slot) log.window_bytes -= slot->payload.size() + slot->properties.size();
-          slot.reset();
-        }
+        if (offset >= log.window_start) log.forget(offset);
         if (offset == log.start) ++log.start;
         ++*moved;
       }
@@ -285,10 +277,6 @@ std::optional<std::size_t> QueueService::redrive(broker::Shard& shard, std::stri
   });
   return moved;
 }
-
-}  // namespace sluice::queue
-
-namespace sluice::queue {
 
 // ---- capture ----------------------------------------------------------------------
 
@@ -305,22 +293,13 @@ std::function<void(bool)> QueueService::capture(broker::Shard& shard,
   if (into.empty()) return nullptr;
   // The entry as a publish to $queue/<name>/<topic> would make it, with the
   // topic it came on.
-  mqtt::Properties properties;
-  if (!message.encoded_properties.empty()) {
-    std::vector<std::uint8_t> block;  // the list, with the length in front that a block has
-    std::size_t length = message.encoded_properties.size();
-    do {
-      block.push_back(static_cast<std::uint8_t>((length & 0x7F) | (length > 0x7F ? 0x80 : 0)));
-      length >>= 7;
-    } while (length != 0);
-    block.insert(block.end(), message.encoded_properties.begin(), message.encoded_properties.end());
-    properties = read_block(block);
-  }
+  mqtt::Properties properties = read_list(message.encoded_properties);
   const std::string* key = user_property(properties, "key");
   std::string explicit_key = key != nullptr ? *key : std::string();
   std::erase_if(properties.user_properties,
                 [](const mqtt::UserProperty& property) { return property.name == "source-topic"; });
   properties.user_properties.push_back({"source-topic", message.topic});
+  const std::vector<std::uint8_t> block = write_block(properties);
   std::vector<Appended> appended;
   run(&shard, [&](Work& work) {
     for (Queue* queue : into) {
@@ -340,7 +319,7 @@ std::function<void(bool)> QueueService::capture(broker::Shard& shard,
       entry->key = !explicit_key.empty()
                        ? explicit_key
                        : key_from_subtopic(entry->subtopic, queue->config.options.key_level);
-      entry->properties = write_block(properties);
+      entry->properties = block;
       entry->payload = message.payload;
       const std::uint32_t partition = partition_for(*queue, *entry);
       // A full queue cannot refuse a publish that also went elsewhere: under
@@ -353,13 +332,7 @@ std::function<void(bool)> QueueService::capture(broker::Shard& shard,
       appended.push_back({queue, at_partition, offset});
     }
   });
-  if (appended.empty()) return nullptr;
-  return [this, appended = std::move(appended), shard = shard.index()](bool durable) {
-    run(&broker_.shard(shard), [&](Work&) {
-      for (const Appended& entry : appended)
-        confirm(*entry.queue, entry.partition, entry.offset, durable);
-    });
-  };
+  return confirm_when_durable(shard, std::move(appended));
 }
 
 }  // namespace sluice::queue

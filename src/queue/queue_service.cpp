@@ -11,9 +11,7 @@
 #include <utility>
 
 #include "broker/shard.hpp"
-#include "mqtt/byte_reader.hpp"
 #include "mqtt/packet_encoder.hpp"
-#include "mqtt/property.hpp"
 #include "mqtt/topic.hpp"
 #include "queue/address.hpp"
 #include "queue/properties.hpp"
@@ -23,10 +21,9 @@ namespace {
 
 using mqtt::ReasonCode;
 
-// Appended entries kept in memory per partition once durable, for
-// consumers that keep up; older ones are read back from the store.
-// At least this many, and up to kWindowBytes of payload (a consumer that
-// falls behind by less than that reads nothing back from the store).
+// Appended entries kept in memory per partition once durable, for consumers
+// that keep up: at least kWindow of them, and up to kWindowBytes of payload.
+// Older ones are read back from the store.
 constexpr std::size_t kWindow = 4096;
 constexpr std::size_t kWindowBytes = 16 << 20;
 // Entries read from the store at once by a group behind the window.
@@ -119,16 +116,13 @@ Queue* QueueService::find_or_create(Work& work, std::string_view name) {
   config::QueueConfig declared{
       std::string(name), config::QueueKind::kQueue, config.queue_defaults, {}};
   if (declared.options.dead_letter.empty() && name.size() + 4 > 200) return nullptr;
-  const std::size_t before = queues_.size();
   Queue& queue = declare(declared, 0);
   link_dead_letters();
-  // The new queues (it, and perhaps its dead-letter queue) are remembered.
-  if (queues_.size() > before) {
-    for (const auto& [queue_name, made] : queues_) {
-      if (&*made == &queue || made.get() == queue.dead_letter)
-        work.batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(queue_name),
-                                              queue_record(made->config)});
-    }
+  // Remembered, with its dead-letter queue (which may be new too).
+  for (const Queue* made : {&queue, queue.dead_letter}) {
+    if (made == nullptr) continue;
+    work.batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(made->config.name),
+                                          queue_record(made->config)});
   }
   return &queue;
 }
@@ -221,10 +215,7 @@ void QueueService::confirm(Queue& queue, std::uint32_t partition, std::uint64_t 
   if (offset < log.window_start) return;
   Partition::Slot& slot = log.window[offset - log.window_start];
   slot.done = true;
-  if (!durable && slot.entry) {  // not delivered: its publisher was told 0x83
-    log.window_bytes -= slot.entry->payload.size() + slot.entry->properties.size();
-    slot.entry.reset();
-  }
+  if (!durable) log.forget(offset);  // not delivered: its publisher was told 0x83
   while (log.visible < log.next && log.window[log.visible - log.window_start].done)
     ++log.visible;
   if (store_ != nullptr) {
@@ -407,7 +398,12 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
                                       std::uint32_t partition) {
   GroupPartition& state = group.partitions[partition];
   const Partition& log = queue.partitions[partition];
-  const std::string base = "$queue/" + queue.config.name;
+  // The topic a consumer's filter is matched against, built only when some
+  // consumer has a filter, in one buffer for the whole pass.
+  const bool filtered = std::any_of(group.consumers.begin(), group.consumers.end(),
+                                    [](const auto& consumer) { return !consumer->whole_queue; });
+  std::string topic;
+  static const Pending kNeverFailed;
   while (true) {
     std::uint64_t offset = 0;
     const bool again = !state.due.empty() && state.due.begin()->first <= work.now;
@@ -440,7 +436,7 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
     if (!entry) {            // a write that failed, or gone from the log
       take();
       const bool had_failures = finish_pending(work, group, partition, offset);
-      settle(work, queue, group, partition, offset, work.batch, had_failures);
+      settle(queue, group, partition, offset, work.batch, had_failures);
       continue;
     }
     if (entry->expires_at_ms != 0 && work.now_ms >= entry->expires_at_ms) {
@@ -458,9 +454,11 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
         continue;
       }
     }
-    const std::string topic = entry->subtopic ? base + "/" + *entry->subtopic : base;
-    Pending probe;
-    if (again) probe = state.pending[offset];
+    if (filtered) {
+      topic.assign("$queue/").append(queue.config.name);
+      if (entry->subtopic) topic.append("/").append(*entry->subtopic);
+    }
+    const Pending& probe = again ? state.pending[offset] : kNeverFailed;
     bool anyone_takes_it = false;
     Consumer* consumer = nullptr;
     if (queue.ordering == Ordering::kPartition) {
@@ -493,12 +491,19 @@ Consumer* QueueService::partition_holder(Group& group, std::uint32_t partition) 
   // The partitions are spread over the online consumers by their order of
   // arrival; a partition changes hands only when none of it is leased, so
   // it never has two holders at once.
-  std::vector<Consumer*> online;
-  for (const auto& consumer : group.consumers)
-    if (consumer->online) online.push_back(consumer.get());
-  if (online.empty()) return nullptr;
+  const auto online = static_cast<std::size_t>(
+      std::count_if(group.consumers.begin(), group.consumers.end(),
+                    [](const auto& consumer) { return consumer->online; }));
+  if (online == 0) return nullptr;
+  std::size_t skip = partition % online;
+  Consumer* wanted = nullptr;
+  for (const auto& consumer : group.consumers) {
+    if (consumer->online && skip-- == 0) {
+      wanted = consumer.get();
+      break;
+    }
+  }
   GroupPartition& state = group.partitions[partition];
-  Consumer* wanted = online[partition % online.size()];
   if (state.holder == wanted->id) return wanted;
   if (!state.leases.empty()) return nullptr;
   state.holder = wanted->id;
@@ -578,9 +583,7 @@ void QueueService::lease(Work& work, Queue& queue, Group& group, std::uint32_t p
     // credit is a pace (so much per loop turn), not a count of leases.
     ++consumer.outstanding;
     dispatch_soon(queue);
-    const bool had_failures = finish_pending(work, group, partition, offset);
-    ++queue.counters.acknowledged;
-    settle(work, queue, group, partition, offset, work.batch, had_failures);
+    acknowledge(work, queue, group, partition, offset);
     delivery.qos = mqtt::QoS::kAtMostOnce;
     work.deliveries.push_back({consumer.session, std::move(delivery)});
     return;
@@ -637,9 +640,8 @@ broker::MessagePtr QueueService::delivery_message(const Queue& queue, const Grou
 
 // ---- settling -----------------------------------------------------------------------
 
-void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint32_t partition,
-                          std::uint64_t offset, store::WriteBatch& batch, bool had_failures,
-                          bool atomic) {
+void QueueService::settle(Queue& queue, Group& group, std::uint32_t partition, std::uint64_t offset,
+                          store::WriteBatch& batch, bool had_failures, bool atomic) {
   GroupPartition& state = group.partitions[partition];
   const std::string& name = queue.config.name;
   if (had_failures) {
@@ -661,12 +663,11 @@ void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint3
     ++state.floor;
   }
   state.cursor = std::max(state.cursor, state.floor);
-  // The floor itself is written once per loop turn (write_floors), not per
-  // message: a settlement lost to a crash only means a redelivery. Unless
-  // the settlement is part of a move that must be all or nothing.
-  // Nor when it erases the markers it passed: a marker gone with the floor
-  // still below it would make a settled message (a dead letter, say)
-  // unsettled again after a crash.
+  // The floor is written once per loop turn (write_floors), not per message:
+  // a settlement lost to a crash only means a redelivery. It goes in this
+  // batch when the batch is a move (all or nothing), or erases the markers
+  // the floor passed (without the floor, a settled message such as a dead
+  // letter would be unsettled again after a crash).
   if (atomic || state.floor - old_floor > 1) {
     batch.add(store::WriteBatch::Put{
         store::Space::kQueues, keys::floor(name, group.name, partition), encode_u64(state.floor)});
@@ -681,6 +682,13 @@ void QueueService::settle(Work& /*work*/, Queue& queue, Group& group, std::uint3
         store::Space::kQueues, keys::settled(name, group.name, partition, old_floor),
         keys::settled(name, group.name, partition, state.floor)});
   }
+}
+
+void QueueService::acknowledge(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                               std::uint64_t offset) {
+  const bool had_failures = finish_pending(work, group, partition, offset);
+  ++queue.counters.acknowledged;
+  settle(queue, group, partition, offset, work.batch, had_failures);
 }
 
 void QueueService::fail(Work& work, Queue& queue, Group& group, std::uint32_t partition,
@@ -727,13 +735,13 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
   finish_pending(work, group, partition, offset);
   if (!entry || queue.dead_letter == nullptr) {
     if (entry) ++queue.counters.discarded;  // dead_letter: none
-    return settle(work, queue, group, partition, offset, work.batch, failures > 0);
+    return settle(queue, group, partition, offset, work.batch, failures > 0);
   }
   // One write: in the dead-letter queue and settled here, or neither.
   store::WriteBatch batch;
   move_to_dead_letters(work, queue, *entry, partition, offset, reason, detail, failures, batch,
                        &group);
-  settle(work, queue, group, partition, offset, batch, failures > 0, /*atomic=*/true);
+  settle(queue, group, partition, offset, batch, failures > 0, /*atomic=*/true);
   submit_move(work, std::move(batch));
 }
 
@@ -763,17 +771,21 @@ void QueueService::move_to_dead_letters(Work& work, Queue& queue, const LogEntry
 }
 
 void QueueService::submit_move(Work& work, store::WriteBatch&& batch) {
-  // The appends among the batch's changes become visible once it is durable.
   std::vector<Appended> appended;
   appended.swap(work.appended);
-  const std::uint32_t shard = work.shard->index();
-  submit(work, std::move(batch), [this, appended = std::move(appended), shard](bool durable) {
-    if (appended.empty()) return;
+  submit(work, std::move(batch), confirm_when_durable(*work.shard, std::move(appended)));
+}
+
+std::function<void(bool)> QueueService::confirm_when_durable(broker::Shard& shard,
+                                                             std::vector<Appended> appended) {
+  // The appends among a batch's changes become visible once it is durable.
+  if (appended.empty()) return nullptr;
+  return [this, appended = std::move(appended), shard = shard.index()](bool durable) {
     run(&broker_.shard(shard), [&](Work&) {
       for (const Appended& entry : appended)
         confirm(*entry.queue, entry.partition, entry.offset, durable);
     });
-  });
+  };
 }
 
 bool QueueService::consumer_exists(const Group& group, std::uint64_t consumer) {
@@ -826,9 +838,7 @@ void QueueService::on_settled(const broker::Delivery& delivery, ReasonCode reaso
       // Received by a manual consumer that has since gone: no one can settle it.
       fail(work, queue, group, ref.partition, ref.offset);
     } else if (!mqtt::is_error(reason)) {
-      const bool had_failures = finish_pending(work, group, ref.partition, ref.offset);
-      ++queue.counters.acknowledged;
-      settle(work, queue, group, ref.partition, ref.offset, work.batch, had_failures);
+      acknowledge(work, queue, group, ref.partition, ref.offset);
     } else if (reason == ReasonCode::kPayloadFormatInvalid) {
       dead_letter(work, queue, group, ref.partition, ref.offset, "rejected");
     } else {
@@ -904,7 +914,6 @@ QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::Tar
     }
     std::string unknown;
     std::size_t named = 0;
-    std::vector<Group*> touched;
     for (const mqtt::UserProperty& property : properties.user_properties) {
       if (property.name != "message-id") continue;
       ++named;
@@ -925,14 +934,11 @@ QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::Tar
         continue;
       }
       end_lease(group, held->partition, held->offset);
-      touched.push_back(&group);
+      dispatch_soon(*queue);
       switch (what) {
-        case Verb::kAck: {
-          const bool had_failures = finish_pending(work, group, held->partition, held->offset);
-          ++queue->counters.acknowledged;
-          settle(work, *queue, group, held->partition, held->offset, work.batch, had_failures);
+        case Verb::kAck:
+          acknowledge(work, *queue, group, held->partition, held->offset);
           break;
-        }
         case Verb::kNack:
           fail(work, *queue, group, held->partition, held->offset, delay_ms);
           break;
@@ -950,8 +956,6 @@ QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::Tar
           break;
       }
     }
-    for (Group* group : touched)
-      dispatch(work, *queue, *group);
     if (named == 0) {
       outcome = {ReasonCode::kImplementationSpecificError, "no message-id user property"};
     } else if (!unknown.empty()) {

@@ -195,8 +195,11 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                                       const Consumer& consumer, std::int64_t now_ms) const;
 
   // Settled by `group`: the floor moves up, or a marker above it is kept.
-  void settle(Work& work, Queue& queue, Group& group, std::uint32_t partition, std::uint64_t offset,
+  void settle(Queue& queue, Group& group, std::uint32_t partition, std::uint64_t offset,
               store::WriteBatch& batch, bool had_failures, bool atomic = false);
+  // Acknowledged: leaves the pending set (its key's next may go) and is settled.
+  void acknowledge(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                   std::uint64_t offset);
   // A failed attempt: offered again after the backoff (or `delay_ms`), or
   // dead-lettered after max_deliveries.
   void fail(Work& work, Queue& queue, Group& group, std::uint32_t partition, std::uint64_t offset,
@@ -215,6 +218,9 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                             store::WriteBatch& batch, const Group* group = nullptr);
   // Submits a batch holding moves; their appends are confirmed once durable.
   void submit_move(Work& work, store::WriteBatch&& batch);
+  // What confirms `appended` on `shard` once their batch is durable; empty for none.
+  std::function<void(bool)> confirm_when_durable(broker::Shard& shard,
+                                                 std::vector<Appended> appended);
   // `offset` leaves the group unsettled (overflow): settled as skipped.
   void skip_in_group(Work& work, Queue& queue, Group& group, std::uint32_t partition,
                      std::uint64_t offset, store::WriteBatch& batch);

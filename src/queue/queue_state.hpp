@@ -45,6 +45,12 @@ struct Partition {
     window_bytes += entry->payload.size() + entry->properties.size();
     window.push_back({std::move(entry), false});
   }
+  // The entry at `offset` (in the window) is gone: a failed write, or moved.
+  void forget(std::uint64_t offset) {
+    EntryPtr& entry = window[offset - window_start].entry;
+    if (entry) window_bytes -= entry->payload.size() + entry->properties.size();
+    entry.reset();
+  }
   void pop() {
     if (const EntryPtr& entry = window.front().entry)
       window_bytes -= entry->payload.size() + entry->properties.size();

@@ -3,6 +3,7 @@ clients and, where paho cannot say it (a PUBACK with a reason code, a
 PUBACK never sent), raw packets: publishing to $queue/<name>, consumer
 groups, settlement by PUBACK reason, leases, redelivery, dead letters."""
 
+import queue
 import signal
 import struct
 import subprocess
@@ -137,7 +138,7 @@ def drain(client):
     while True:
         try:
             out.append(client.messages.get_nowait())
-        except Exception:
+        except queue.Empty:
             return out
 
 
@@ -700,12 +701,12 @@ def test_retention_by_count_keeps_the_newest_messages(make_broker, clients):
 
 def test_retention_by_age_spares_what_a_group_has_not_settled(make_broker, clients):
     broker = queue_broker(make_broker)
-    for queue in ("fleeting", "patient"):
-        if queue == "patient":  # a group that exists (and is away) keeps its messages
+    for name in ("fleeting", "patient"):
+        if name == "patient":  # a group that exists (and is away) keeps its messages
             member = clients(broker.port)
             member.subscribe("$queue/patient", qos=1)
             member.disconnect()
-        clients(broker.port).publish(f"$queue/{queue}", b"old", qos=1)
+        clients(broker.port).publish(f"$queue/{name}", b"old", qos=1)
     wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/fleeting/depth") == 0,
                timeout=15, what="the old message to age out")
     assert sys_value(broker.port, "$SYS/broker/queues/patient/depth") == 1
