@@ -160,6 +160,7 @@ struct QueueOptions {
   // one a group has not settled.
   std::uint32_t retention_max_age_ms = 0;
   std::uint64_t retention_max_messages = 0;
+  std::uint64_t retention_max_bytes = 0;  // payloads and properties, per partition
   bool respect_pending = true;
   // Unsettled messages a partition may hold (0: no limit), and what a
   // publish beyond it does: reject_publish (5.0: PUBACK 0x97; 3.x: the
@@ -167,10 +168,19 @@ struct QueueOptions {
   // oldest unsettled one goes), dead_letter (the oldest goes to the
   // dead-letter queue, reason overflow).
   std::uint64_t max_depth = 0;
+  std::uint64_t max_depth_bytes = 0;  // the same, counting payload and property bytes
   std::string overflow = "reject_publish";
   // The key of a message without a `key` user property (3.x publishers):
   // this level of its subtopic (1 is the first); 0: the whole subtopic.
   std::uint32_t key_level = 0;
+  // Streams: delete (retention only), compact (keep the newest message of
+  // each key), or both ("compact,delete"). A compacted message is one older
+  // than min_compaction_lag with a newer one of its key; a tombstone (an
+  // empty payload with a key) is itself removed delete_retention after it
+  // was appended.
+  std::string cleanup = "delete";
+  std::uint32_t min_compaction_lag_ms = 0;
+  std::uint32_t delete_retention_ms = 86'400'000;
 
   bool operator==(const QueueOptions&) const = default;
 };

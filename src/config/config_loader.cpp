@@ -376,11 +376,16 @@ void read_queue_options(Section& s, QueueOptions& o) {
     r.duration_ms("max_age", o.retention_max_age_ms, 0, 0xFFFFFFFFu);
     r.integer("max_messages", o.retention_max_messages, 0,
               std::numeric_limits<std::int64_t>::max());
+    r.integer("max_bytes", o.retention_max_bytes, 0, std::numeric_limits<std::int64_t>::max());
     r.boolean("respect_pending", o.respect_pending);
     r.finish();
   }
   s.integer("max_depth", o.max_depth, 0, std::numeric_limits<std::int64_t>::max());
+  s.integer("max_depth_bytes", o.max_depth_bytes, 0, std::numeric_limits<std::int64_t>::max());
   s.choice("overflow", o.overflow, {"reject_publish", "drop_oldest", "dead_letter"});
+  s.choice("cleanup", o.cleanup, {"delete", "compact", "compact,delete"});
+  s.duration_ms("min_compaction_lag", o.min_compaction_lag_ms, 0, 0xFFFFFFFFu);
+  s.duration_ms("delete_retention", o.delete_retention_ms, 0, 0xFFFFFFFFu);
 }
 
 bool valid_queue_name(std::string_view name) {
@@ -410,9 +415,15 @@ std::vector<QueueConfig> read_queues(const YAML::Node& node, const QueueOptions&
     Section s(node[i], path, source);
     s.string("name", queue.name);
     std::string kind = "queue";
-    s.choice("kind", kind, {"queue"});
+    s.choice("kind", kind, {"queue", "stream"});
+    queue.kind = kind == "stream" ? QueueKind::kStream : QueueKind::kQueue;
     s.strings("capture", queue.capture);
     read_queue_options(s, queue.options);
+    if (queue.kind == QueueKind::kQueue && queue.options.cleanup != "delete" &&
+        node[i]["cleanup"]) {
+      s.fail(node[i]["cleanup"], "cleanup",
+             "delete on a work queue (compaction is for streams: kind: stream)");
+    }
     s.finish();
     if (!valid_queue_name(queue.name)) {
       throw Failure{at(node[i]) + "key '" + path +

@@ -13,10 +13,16 @@ bool valid_queue_name(std::string_view name) {
 }
 
 std::optional<Address> parse_address(std::string_view topic) {
-  constexpr std::string_view kPrefix = "$queue/";
-  if (!topic.starts_with(kPrefix)) return std::nullopt;
-  topic.remove_prefix(kPrefix.size());
+  constexpr std::string_view kQueue = "$queue/", kStream = "$stream/";
   Address address;
+  if (topic.starts_with(kQueue)) {
+    topic.remove_prefix(kQueue.size());
+  } else if (topic.starts_with(kStream)) {
+    topic.remove_prefix(kStream.size());
+    address.stream = true;
+  } else {
+    return std::nullopt;
+  }
   const auto slash = topic.find('/');
   address.name = topic.substr(0, slash);
   if (!valid_queue_name(address.name)) return std::nullopt;

@@ -1,6 +1,7 @@
-// Queue addresses as clients write them: `$queue/<name>[/<subtopic>...]`,
-// where a level after the name that starts with `$` is a verb
-// (`$queue/<name>/$ack`). Pure parsing: no state.
+// Queue addresses as clients write them: `$queue/<name>[/<subtopic>...]` for
+// a work queue, `$stream/<name>[/<subtopic>...]` for a stream, where a level
+// after the name that starts with `$` is a verb (`$queue/<name>/$ack`,
+// `$stream/<name>/$commit`). Pure parsing: no state.
 #pragma once
 
 #include <optional>
@@ -9,6 +10,7 @@
 namespace sluice::queue {
 
 struct Address {
+  bool stream = false;  // under "$stream/"
   std::string_view name;
   // What follows "<name>/", which may be empty ("$queue/orders/"); unset
   // for "$queue/<name>" itself.
@@ -21,9 +23,8 @@ struct Address {
 // [A-Za-z0-9_.-]{1,200}
 bool valid_queue_name(std::string_view name);
 
-// nullopt when `topic` is not a usable queue address: not under "$queue/"
-// (streams are not built yet), a name outside valid_queue_name, or a verb
-// with levels after it.
+// nullopt when `topic` is not a usable address: not under "$queue/" or
+// "$stream/", a name outside valid_queue_name, or a verb with levels after it.
 std::optional<Address> parse_address(std::string_view topic);
 
 }  // namespace sluice::queue

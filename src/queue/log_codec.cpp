@@ -157,6 +157,12 @@ std::string entries_end(std::string_view queue, std::uint32_t partition) {
   return key;
 }
 
+std::string log_start(std::string_view queue, std::uint32_t partition) {
+  std::string key = name_key('S', queue);
+  put_u32(key, partition);
+  return key;
+}
+
 std::string group(std::string_view queue, std::string_view group) {
   return group_key('G', queue, group);
 }

@@ -4,10 +4,13 @@
 // order; a name ends with a 0 byte, which no queue or group name contains.
 //
 //   Q <queue>                           -> the queue exists: partitions (u32), then
-//                                          1 byte, 1 when it keeps no dead letters,
-//                                          then its dead-letter queue's name if not
-//                                          the default
+//                                          1 byte of flags (1: it keeps no dead letters,
+//                                          2: it is a stream), then its dead-letter
+//                                          queue's name if not the default
 //   L <queue> <partition> <offset>      -> a log entry (LogEntry)
+//   S <queue> <partition>               -> where the log starts (u64), written when
+//                                          retention cuts it: offsets below are never
+//                                          given again, even once the log is empty
 //   G <queue> <group>                   -> (empty): the group exists
 //   F <queue> <group> <partition>       -> the group's floor: all below are settled (u64)
 //
@@ -47,6 +50,7 @@ std::string queue(std::string_view queue);
 std::string entry(std::string_view queue, std::uint32_t partition, std::uint64_t offset);
 // The first key after every entry of the partition.
 std::string entries_end(std::string_view queue, std::uint32_t partition);
+std::string log_start(std::string_view queue, std::uint32_t partition);
 std::string group(std::string_view queue, std::string_view group);
 std::string floor(std::string_view queue, std::string_view group, std::uint32_t partition);
 std::string settled(std::string_view queue, std::string_view group, std::uint32_t partition,

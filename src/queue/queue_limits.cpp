@@ -76,7 +76,7 @@ store::Status QueueService::load_message_ids(Queue& queue, std::int64_t now_ms) 
 std::uint64_t QueueService::depth(const Queue& queue, std::uint32_t partition) const {
   const Partition& log = queue.partitions[partition];
   std::uint64_t low = log.start;
-  if (!queue.groups.empty()) {
+  if (!queue.stream && !queue.groups.empty()) {  // a stream holds what it holds, read or not
     low = std::numeric_limits<std::uint64_t>::max();
     for (const auto& [name, group] : queue.groups)
       low = std::min(low, group->partitions[partition].floor);
@@ -125,7 +125,7 @@ bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) 
     }
     if (!moved) ++queue.counters.dropped;
     // Settled (or gone) for every group in the same write as its move.
-    if (queue.groups.empty()) {
+    if (queue.groups.empty() || queue.stream) {
       cut_log(work, queue, partition, oldest + 1, batch, /*count_dropped=*/false);
     } else {
       for (auto& [name, group] : queue.groups)
@@ -145,50 +145,65 @@ void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, st
   cut = std::min(cut, log.visible);
   if (cut <= log.start) return;
   const std::string& name = queue.config.name;
-  for (auto& [group_name, group] : queue.groups) {
-    GroupPartition& state = group->partitions[partition];
-    if (state.floor >= cut) continue;
-    std::vector<std::uint64_t> gone;
-    for (auto it = state.pending.begin(); it != state.pending.end() && it->first < cut; ++it)
-      gone.push_back(it->first);
-    for (const std::uint64_t offset : gone) {
-      Pending& pending = state.pending[offset];
-      if (pending.leased) end_lease(*group, partition, offset);  // a late PUBACK changes nothing
-      state.due.erase({pending.when, offset});
-      state.parked.erase(offset);
-      finish_pending(work, *group, partition, offset);
-    }
-    const std::uint64_t old_floor = state.floor;
-    const std::size_t settled_before = state.settled.size();
-    state.settled.erase(state.settled.begin(), state.settled.lower_bound(cut));
-    if (count_dropped)
-      queue.counters.dropped += (cut - old_floor) - (settled_before - state.settled.size());
-    state.failures_before.erase(state.failures_before.begin(),
-                                state.failures_before.lower_bound(cut));
-    state.floor = cut;
-    while (!state.settled.empty() && *state.settled.begin() == state.floor) {
-      state.settled.erase(state.settled.begin());
-      ++state.floor;
-    }
-    state.cursor = std::max(state.cursor, state.floor);
-    state.read_ahead.clear();
-    batch.add(store::WriteBatch::Put{
-        store::Space::kQueues, keys::floor(name, group->name, partition), encode_u64(state.floor)});
-    state.written_floor = state.floor;
-    batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
-                                            keys::settled(name, group->name, partition, old_floor),
-                                            keys::settled(name, group->name, partition, cut)});
-    batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
-                                            keys::failures(name, group->name, partition, old_floor),
-                                            keys::failures(name, group->name, partition, cut)});
+  std::uint64_t unsettled = 0;
+  for (auto& [group_name, group] : queue.groups)
+    unsettled += skip_to(work, queue, *group, partition, cut, batch);
+  // A stream's groups do not hold its messages: what they had not read is
+  // not counted as dropped.
+  if (count_dropped && !queue.stream) {
+    queue.counters.dropped += queue.groups.empty() ? cut - log.start : unsettled;
   }
-  if (count_dropped && queue.groups.empty()) queue.counters.dropped += cut - log.start;
   batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
                                           keys::entry(name, partition, log.start),
                                           keys::entry(name, partition, cut)});
+  // Where the log starts now, so that a restart never gives these offsets again.
+  batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::log_start(name, partition),
+                                   encode_u64(cut)});
   log.start = cut;
   while (log.window_start < log.start && !log.window.empty())
     log.pop();
+}
+
+std::uint64_t QueueService::skip_to(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                                    std::uint64_t cut, store::WriteBatch& into) {
+  GroupPartition& state = group.partitions[partition];
+  if (state.floor >= cut) return 0;
+  store::WriteBatch unstored;  // an anonymous reader's: kept in memory only
+  store::WriteBatch& batch = group.ephemeral ? unstored : into;
+  std::vector<std::uint64_t> gone;
+  for (auto it = state.pending.begin(); it != state.pending.end() && it->first < cut; ++it)
+    gone.push_back(it->first);
+  for (const std::uint64_t offset : gone) {
+    Pending& pending = state.pending[offset];
+    if (pending.leased) end_lease(group, partition, offset);  // a late PUBACK changes nothing
+    state.due.erase({pending.when, offset});
+    state.parked.erase(offset);
+    finish_pending(work, group, partition, offset);
+  }
+  const std::uint64_t old_floor = state.floor;
+  const std::size_t settled_before = state.settled.size();
+  state.settled.erase(state.settled.begin(), state.settled.lower_bound(cut));
+  const std::uint64_t unsettled = (cut - old_floor) - (settled_before - state.settled.size());
+  state.failures_before.erase(state.failures_before.begin(),
+                              state.failures_before.lower_bound(cut));
+  state.floor = cut;
+  while (!state.settled.empty() && *state.settled.begin() == state.floor) {
+    state.settled.erase(state.settled.begin());
+    ++state.floor;
+  }
+  state.cursor = std::max(state.cursor, state.floor);
+  state.read_ahead.clear();
+  const std::string& name = queue.config.name;
+  batch.add(store::WriteBatch::Put{
+      store::Space::kQueues, keys::floor(name, group.name, partition), encode_u64(state.floor)});
+  state.written_floor = state.floor;
+  batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
+                                          keys::settled(name, group.name, partition, old_floor),
+                                          keys::settled(name, group.name, partition, cut)});
+  batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
+                                          keys::failures(name, group.name, partition, old_floor),
+                                          keys::failures(name, group.name, partition, cut)});
+  return unsettled;
 }
 
 void QueueService::apply_retention(Work& work, Queue& queue) {
@@ -203,7 +218,7 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
       cut = log.next - options.retention_max_messages;
     // What retention may not pass: the groups' floors, while it respects them.
     std::uint64_t limit = log.visible;
-    if (options.respect_pending && !queue.groups.empty()) {
+    if (options.respect_pending && !queue.stream && !queue.groups.empty()) {
       for (const auto& [name, group] : queue.groups)
         limit = std::min(limit, group->partitions[p].floor);
     }
@@ -304,7 +319,7 @@ std::function<void(bool)> QueueService::capture(broker::Shard& shard,
   run(&shard, [&](Work& work) {
     for (Queue* queue : into) {
       // Delivered as $queue/<name>/<topic>, which must still be a topic.
-      if (sizeof("$queue/") + queue->config.name.size() + message.topic.size() > 65'535) {
+      if (queue->prefix.size() + 1 + message.topic.size() > 65'535) {
         ++queue->counters.rejected;
         continue;
       }

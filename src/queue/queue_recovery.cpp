@@ -9,7 +9,8 @@ namespace sluice::queue {
 
 std::string queue_record(const config::QueueConfig& config) {
   std::string value = encode_u32(config.options.partitions);
-  value.push_back(config.options.dead_letter == "none" ? 1 : 0);
+  value.push_back(static_cast<char>((config.options.dead_letter == "none" ? 1 : 0) |
+                                    (config.kind == config::QueueKind::kStream ? 2 : 0)));
   if (config.options.dead_letter != "none") value += config.options.dead_letter;
   return value;
 }
@@ -31,6 +32,7 @@ store::Status QueueService::recover() {
   struct Stored {
     std::uint32_t partitions = 0;
     bool no_dead_letters = false;
+    bool stream = false;
     std::string dead_letter;  // a name other than <name>.dlq
   };
   std::map<std::string, Stored> stored;
@@ -41,7 +43,8 @@ store::Status QueueService::recover() {
                      [&](std::string_view key, std::string_view value) {
                        Stored& queue = stored[std::string(keys::last_name(key, prefix.size()))];
                        queue.partitions = decode_u32(value.substr(0, 4));
-                       queue.no_dead_letters = value.size() > 4 && value[4] == 1;
+                       queue.no_dead_letters = value.size() > 4 && (value[4] & 1) != 0;
+                       queue.stream = value.size() > 4 && (value[4] & 2) != 0;
                        if (value.size() > 5) queue.dead_letter = std::string(value.substr(5));
                        return true;
                      });
@@ -57,13 +60,21 @@ store::Status QueueService::recover() {
           std::to_string(had) + " partitions in the store and cannot have fewer (the messages " +
           "of the others would be stranded); set it to " + std::to_string(had) + " or more");
     }
+    if (found != stored.end() && found->second.stream != (queue.kind == config::QueueKind::kStream)) {
+      return store::Status::error("queues[" + std::to_string(i) + "].kind: '" + queue.name +
+                                  "' is a " + (found->second.stream ? "stream" : "work queue") +
+                                  " in the store and cannot change kind");
+    }
     declare(queue, had);
   }
   // Queues in the store that the configuration does not name (made by
   // auto-creation, or since removed from it) keep their messages.
   for (const auto& [name, queue] : stored) {
     if (find_queue(name) != nullptr) continue;
-    config::QueueConfig kept{name, config::QueueKind::kQueue, config.queue_defaults, {}};
+    config::QueueConfig kept{name,
+                             queue.stream ? config::QueueKind::kStream : config::QueueKind::kQueue,
+                             config.queue_defaults,
+                             {}};
     kept.options.dead_letter = queue.no_dead_letters ? "none" : queue.dead_letter;
     kept.options.partitions = queue.partitions;  // as it was: keys stay on their partitions
     declare(kept, queue.partitions);
@@ -72,7 +83,8 @@ store::Status QueueService::recover() {
   for (std::size_t i = 0; i < config.queues.size(); ++i) {
     for (const std::string& filter : config.queues[i].capture) {
       const mqtt::DecodeError checked = mqtt::check_topic_filter(filter);
-      if (!checked.ok() || mqtt::parse_shared_filter(filter) || filter.starts_with("$queue/")) {
+      if (!checked.ok() || mqtt::parse_shared_filter(filter) || filter.starts_with("$queue/") ||
+          filter.starts_with("$stream/")) {
         return store::Status::error("queues[" + std::to_string(i) + "].capture: '" + filter +
                                     "' is not a topic filter of ordinary publishes");
       }
@@ -93,6 +105,7 @@ store::Status QueueService::recover() {
     const bool changed = found == stored.end() ||
                          found->second.partitions != queue->config.options.partitions ||
                          found->second.no_dead_letters != (dead_letter == "none") ||
+                         found->second.stream != queue->stream ||
                          (dead_letter != "none" && found->second.dead_letter != dead_letter);
     if (changed) {
       declared.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(name),
@@ -117,6 +130,9 @@ store::Status QueueService::load(Queue& queue) {
                             return false;
                           });
     if (!status.ok) return status;
+    // Offsets below where retention last cut the log are never given again.
+    if (const auto start = read_key(keys::log_start(name, p)))
+      log.next = std::max(log.next, decode_u64(*start));
     log.start = log.next;
     if (any) {
       status =

@@ -109,12 +109,14 @@ Queue* QueueService::find_queue(std::string_view name) {
   return it == queues_.end() ? nullptr : it->second.get();
 }
 
-Queue* QueueService::find_or_create(Work& work, std::string_view name) {
+Queue* QueueService::find_or_create(Work& work, std::string_view name, bool stream) {
   if (Queue* queue = find_queue(name)) return queue;
   const config::Config& config = broker_.config();
   if (!config.queues_auto_create) return nullptr;
-  config::QueueConfig declared{
-      std::string(name), config::QueueKind::kQueue, config.queue_defaults, {}};
+  config::QueueConfig declared{std::string(name),
+                               stream ? config::QueueKind::kStream : config::QueueKind::kQueue,
+                               config.queue_defaults,
+                               {}};
   if (declared.options.dead_letter.empty() && name.size() + 4 > 200) return nullptr;
   Queue& queue = declare(declared, 0);
   link_dead_letters();
@@ -132,8 +134,11 @@ Queue& QueueService::declare(const config::QueueConfig& config, std::uint32_t st
   queue->config = config;
   queue->config.options.partitions = std::max(config.options.partitions, stored_partitions);
   queue->partitions.resize(queue->config.options.partitions);
+  queue->stream = config.kind == config::QueueKind::kStream;
+  queue->prefix = (queue->stream ? "$stream/" : "$queue/") + config.name;
   const std::string& ordering = queue->config.options.ordering;
-  queue->ordering = ordering == "key"         ? Ordering::kKey
+  queue->ordering = queue->stream              ? Ordering::kPartition  // read in offset order
+                    : ordering == "key"        ? Ordering::kKey
                     : ordering == "partition" ? Ordering::kPartition
                                               : Ordering::kNone;
   Queue& made = *queue;
@@ -167,19 +172,22 @@ void QueueService::link_dead_letters() {
   }
 }
 
-Group& QueueService::group(Work& work, Queue& queue, std::string_view name) {
+Group& QueueService::group(Work& work, Queue& queue, std::string_view name, bool ephemeral) {
   if (const auto it = queue.groups.find(name); it != queue.groups.end()) return *it->second;
   // A new group reads what the queue still holds, from the start.
   auto group = std::make_unique<Group>();
   group->name = std::string(name);
+  group->ephemeral = ephemeral;
   group->partitions.resize(queue.partitions.size());
   for (std::size_t p = 0; p < queue.partitions.size(); ++p) {
     group->partitions[p].floor = queue.partitions[p].start;
     group->partitions[p].written_floor = queue.partitions[p].start;
     group->partitions[p].cursor = queue.partitions[p].start;
   }
-  work.batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::group(queue.config.name, name),
-                                        std::string()});
+  if (!ephemeral) {
+    work.batch.add(store::WriteBatch::Put{store::Space::kQueues,
+                                          keys::group(queue.config.name, name), std::string()});
+  }
   Group& made = *group;
   queue.groups.emplace(std::string(name), std::move(group));
   return made;
@@ -248,7 +256,7 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
   if (!address->verb.empty()) {
     // Settlements are not waited for (at-least-once: one lost to a crash
     // means the message comes again): acknowledged at once.
-    Outcome outcome = apply_verb(shard, from, address->name, address->verb, publish.properties);
+    Outcome outcome = apply_verb(shard, from, *address, publish.properties);
     if (outcome.reason == ReasonCode::kSuccess && acknowledge)
       acknowledge(ReasonCode::kSuccess, {});
     return outcome;
@@ -272,10 +280,14 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
 
   Outcome outcome;
   run(&shard, [&](Work& work) {
-    Queue* queue = find_or_create(work, address->name);
+    Queue* queue = find_or_create(work, address->name, address->stream);
     if (queue == nullptr) {
       outcome = {ReasonCode::kTopicNameInvalid,
                  "unknown queue '" + std::string(address->name) + "'"};
+      return;
+    }
+    if (queue->stream != address->stream) {
+      outcome = {ReasonCode::kTopicNameInvalid, misused_kind(*queue)};
       return;
     }
     if (entry->key.empty()) {
@@ -455,7 +467,7 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
       }
     }
     if (filtered) {
-      topic.assign("$queue/").append(queue.config.name);
+      topic.assign(queue.prefix);
       if (entry->subtopic) topic.append("/").append(*entry->subtopic);
     }
     const Pending& probe = again ? state.pending[offset] : kNeverFailed;
@@ -608,7 +620,7 @@ broker::MessagePtr QueueService::delivery_message(const Queue& queue, const Grou
                                                   const Consumer& consumer,
                                                   std::int64_t now_ms) const {
   auto message = std::make_shared<broker::Message>();
-  message->topic = "$queue/" + queue.config.name;
+  message->topic = queue.prefix;
   if (entry.subtopic && !consumer.whole_queue) message->topic += "/" + *entry.subtopic;
   message->payload = entry.payload;
   message->qos = mqtt::QoS::kAtLeastOnce;
@@ -622,13 +634,14 @@ broker::MessagePtr QueueService::delivery_message(const Queue& queue, const Grou
     std::erase_if(user, [](const mqtt::UserProperty& property) {
       return property.name == "message-id" || property.name == "delivery-count" ||
              property.name == "group" || property.name == "queue" || property.name == "timestamp" ||
-             property.name == "subtopic";
+             property.name == "subtopic" || property.name == "offset";
     });
     user.push_back({"message-id", message_id(partition, offset)});
     user.push_back({"delivery-count", std::to_string(count)});
     user.push_back({"group", group.name});
     user.push_back({"queue", queue.config.name});
     user.push_back({"timestamp", std::to_string(entry.timestamp_ms)});
+    if (queue.stream) user.push_back({"offset", std::to_string(offset)});
     if (!entry.key.empty() && user_property(properties, "key") == nullptr) {
       user.push_back({"key", entry.key});
     }
@@ -641,8 +654,10 @@ broker::MessagePtr QueueService::delivery_message(const Queue& queue, const Grou
 // ---- settling -----------------------------------------------------------------------
 
 void QueueService::settle(Queue& queue, Group& group, std::uint32_t partition, std::uint64_t offset,
-                          store::WriteBatch& batch, bool had_failures, bool atomic) {
+                          store::WriteBatch& into, bool had_failures, bool atomic) {
   GroupPartition& state = group.partitions[partition];
+  store::WriteBatch unstored;  // an anonymous reader's: kept in memory only
+  store::WriteBatch& batch = group.ephemeral ? unstored : into;
   const std::string& name = queue.config.name;
   if (had_failures) {
     batch.add(store::WriteBatch::Erase{store::Space::kQueues,
@@ -672,7 +687,7 @@ void QueueService::settle(Queue& queue, Group& group, std::uint32_t partition, s
     batch.add(store::WriteBatch::Put{
         store::Space::kQueues, keys::floor(name, group.name, partition), encode_u64(state.floor)});
     state.written_floor = state.floor;
-  } else if (!state.floor_dirty) {
+  } else if (!state.floor_dirty && !group.ephemeral) {
     state.floor_dirty = true;
     dirty_floors_.push_back({&queue, &group, partition});
     floors_pending_.store(true, std::memory_order_relaxed);
@@ -712,6 +727,7 @@ void QueueService::fail(Work& work, Queue& queue, Group& group, std::uint32_t pa
   state.due.emplace(pending.when, offset);
   note_due(pending.when);
   // Kept, so that a restart does not reset the count towards max_deliveries.
+  if (group.ephemeral) return;
   work.batch.add(store::WriteBatch::Put{
       store::Space::kQueues, keys::failures(queue.config.name, group.name, partition, offset),
       encode_u32(pending.failures)});
@@ -877,11 +893,14 @@ std::optional<QueueService::Held> QueueService::held_by(Queue& queue, broker::Ta
 }
 
 QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::TargetRef from,
-                                               std::string_view queue_name, std::string_view verb,
+                                               const Address& address,
                                                const mqtt::Properties& properties) {
-  enum class Verb { kAck, kNack, kRelease, kReject, kProgress };
+  enum class Verb { kAck, kNack, kRelease, kReject, kProgress, kCommit };
+  const std::string_view verb = address.verb, queue_name = address.name;
   Verb what;
-  if (verb == "$ack") {
+  if (verb == "$commit" && address.stream) {
+    what = Verb::kCommit;
+  } else if (verb == "$ack") {
     what = Verb::kAck;
   } else if (verb == "$nack") {
     what = Verb::kNack;
@@ -910,6 +929,14 @@ QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::Tar
     Queue* queue = find_queue(queue_name);
     if (queue == nullptr) {
       outcome = {ReasonCode::kTopicNameInvalid, "unknown queue '" + std::string(queue_name) + "'"};
+      return;
+    }
+    if (queue->stream != address.stream) {
+      outcome = {ReasonCode::kTopicNameInvalid, misused_kind(*queue)};
+      return;
+    }
+    if (what == Verb::kCommit) {
+      outcome = commit(work, *queue, from, properties);
       return;
     }
     std::string unknown;
@@ -953,6 +980,7 @@ QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::Tar
                       user_property(properties, "reason"));
           break;
         case Verb::kProgress:
+        case Verb::kCommit:
           break;
       }
     }
@@ -1056,7 +1084,7 @@ void QueueService::truncate_logs(Work& work) {
   for (auto& [name, queue] : queues_) {
     forget_old_message_ids(work, *queue);
     apply_retention(work, *queue);
-    if (queue->groups.empty()) continue;
+    if (queue->groups.empty() || queue->stream) continue;
     for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
       Partition& log = queue->partitions[p];
       // Only below floors already written: entries gone while a floor in the
@@ -1114,6 +1142,7 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
   const mqtt::Properties& properties = *spec.properties;
   const std::string* named = user_property(properties, "group");
   if (named == nullptr) named = user_property(properties, "consumer-group");
+  const bool grouped = named != nullptr || !spec.share_group.empty();
   std::string group_name = named != nullptr ? *named : std::string(spec.share_group);
   if (named != nullptr && !spec.share_group.empty() && *named != spec.share_group) {
     return ReasonCode::kImplementationSpecificError;  // two different groups named
@@ -1134,17 +1163,28 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
       return ReasonCode::kImplementationSpecificError;
     }
   }
+  std::optional<StreamStart> start;
+  if (const std::string* asked = user_property(properties, "stream-offset")) {
+    start = parse_stream_start(*asked, wall_ms());
+    if (!start) return ReasonCode::kImplementationSpecificError;
+  }
   ReasonCode granted = ReasonCode::kTopicFilterInvalid;
   run(&shard, [&](Work& work) {
-    Queue* queue = find_or_create(work, address->name);
-    if (queue == nullptr) return;
+    Queue* queue = find_or_create(work, address->name, address->stream);
+    if (queue == nullptr || queue->stream != address->stream) return;
+    if (start && !queue->stream) {  // a work queue has no offsets to start from
+      granted = ReasonCode::kImplementationSpecificError;
+      return;
+    }
+    // A stream subscriber without a group reads alone, in memory only.
+    const bool anonymous = queue->stream && !grouped;
     const config::QueueOptions& options = queue->config.options;
     const bool at_most_once = spec.max_qos == mqtt::QoS::kAtMostOnce;
     if (at_most_once && !options.allow_at_most_once) {
       granted = ReasonCode::kImplementationSpecificError;
       return;
     }
-    Group* existing_group = find_group(*queue, group_name);
+    Group* existing_group = anonymous ? nullptr : find_group(*queue, group_name);
     if (existing_group == nullptr && queue->groups.size() >= kMostGroups) {
       granted = ReasonCode::kQuotaExceeded;
       return;
@@ -1165,13 +1205,26 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
       dispatch_soon(old_queue);
       return true;
     });
-    Group& target = existing_group != nullptr ? *existing_group : group(work, *queue, group_name);
     std::unique_ptr<Consumer> made;
     Consumer* consumer = same;
     if (consumer == nullptr) {
       made = std::make_unique<Consumer>();
       consumer = made.get();
       consumer->id = next_consumer_id_++;
+    }
+    if (anonymous) group_name = "$anonymous-" + std::to_string(consumer->id);
+    Group& target = existing_group != nullptr ? *existing_group
+                                              : group(work, *queue, group_name, anonymous);
+    if (queue->stream) {
+      // An explicit start moves the whole group; `committed` (the default)
+      // keeps it where it is, and a new group then reads from the start.
+      StreamStart from = start.value_or(StreamStart{});
+      if (anonymous && from.kind == StreamStart::Kind::kCommitted)
+        from.kind = StreamStart::Kind::kLatest;
+      if (from.kind != StreamStart::Kind::kCommitted) {
+        for (std::uint32_t p = 0; p < target.partitions.size(); ++p)
+          seek(work, *queue, target, p, start_offset(*queue, p, from, target.partitions[p].floor));
+      }
     }
     consumer->session = spec.session;
     consumer->filter = spec.filter;
@@ -1187,6 +1240,7 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
         std::max<std::uint32_t>(1, std::min(prefetch != 0 ? prefetch : options.prefetch, window));
     consumer->online = true;
     if (made) target.consumers.push_back(std::move(made));
+    drop_anonymous_readers();  // one this subscription replaced
     unpark(target, work.now);
     dispatch(work, *queue, target);
     granted = at_most_once ? ReasonCode::kSuccess : ReasonCode::kGrantedQoS1;
@@ -1210,6 +1264,7 @@ bool QueueService::unsubscribe(broker::Shard& shard, broker::TargetRef session,
       existed = true;
       return true;
     });
+    drop_anonymous_readers();
   });
   return existed;
 }
@@ -1267,6 +1322,7 @@ void QueueService::session_ended(broker::Shard& shard, broker::TargetRef session
       remove_consumer(group, i);
       return true;
     });
+    drop_anonymous_readers();
   });
 }
 

@@ -25,7 +25,9 @@
 
 #include "broker/broker.hpp"
 #include "broker/queue_gateway.hpp"
+#include "queue/address.hpp"
 #include "queue/queue_state.hpp"
+#include "queue/stream_start.hpp"
 #include "store/store.hpp"
 
 namespace sluice::queue {
@@ -130,14 +132,17 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void hand_out(Work& work);
 
   Queue* find_queue(std::string_view name);
-  // The queue, created with queue_defaults when auto-creation is on.
-  Queue* find_or_create(Work& work, std::string_view name);
+  // The queue, created with queue_defaults when auto-creation is on (a
+  // stream when `stream`).
+  Queue* find_or_create(Work& work, std::string_view name, bool stream);
+  // Why an address of the other kind does not reach `queue`.
+  static std::string misused_kind(const Queue& queue);
   Queue& declare(const config::QueueConfig& config, std::uint32_t stored_partitions);
   // Reads where the queue's partitions start and end, and its groups' state.
   store::Status load(Queue& queue);
   std::optional<std::string> read_key(const std::string& key);
   void link_dead_letters();
-  Group& group(Work& work, Queue& queue, std::string_view name);
+  Group& group(Work& work, Queue& queue, std::string_view name, bool ephemeral = false);
 
   std::uint32_t partition_for(Queue& queue, const LogEntry& entry);
   // Appends to `queue`, adding the writes to `batch`; the entry becomes
@@ -162,6 +167,10 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // all of it skip what is gone (their leases there end).
   void cut_log(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t cut,
                store::WriteBatch& batch, bool count_dropped);
+  // The group settles (skips) every offset of the partition below `cut`;
+  // its leases there end. Returns how many it had not settled.
+  std::uint64_t skip_to(Work& work, Queue& queue, Group& group, std::uint32_t partition,
+                        std::uint64_t cut, store::WriteBatch& batch);
   void apply_retention(Work& work, Queue& queue);
   // Loads the msg-ids still within the window (recovery).
   store::Status load_message_ids(Queue& queue, std::int64_t now_ms);
@@ -229,9 +238,29 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // Ends the lease on `offset` (false when there is none): the holder's
   // credit comes back; the caller settles, fails or releases the message.
   bool end_lease(Group& group, std::uint32_t partition, std::uint64_t offset);
-  // $ack, $nack, $release, $reject, $progress from `from`'s session.
-  Outcome apply_verb(broker::Shard& shard, broker::TargetRef from, std::string_view queue,
-                     std::string_view verb, const mqtt::Properties& properties);
+  // $ack, $nack, $release, $reject, $progress, $commit from `from`'s session.
+  Outcome apply_verb(broker::Shard& shard, broker::TargetRef from, const Address& address,
+                     const mqtt::Properties& properties);
+
+  // ---- streams (stream.cpp) ----
+  // Where a group reading partition `partition` from `start` begins
+  // (`committed`: the group's own offset).
+  std::uint64_t start_offset(Queue& queue, std::uint32_t partition, const StreamStart& start,
+                             std::uint64_t committed);
+  // The first entry at or after `from`, with its offset; `failed` when the
+  // store could not be read.
+  std::optional<std::pair<std::uint64_t, EntryPtr>> first_at_or_after(Queue& queue,
+                                                                       std::uint32_t partition,
+                                                                       std::uint64_t from,
+                                                                       bool& failed);
+  // The group reads the partition from `to` on: what it had in flight there
+  // ends, and its settlements are forgotten.
+  void seek(Work& work, Queue& queue, Group& group, std::uint32_t partition, std::uint64_t to);
+  // $stream/<name>/$commit: the group's offset moves up to `offset`.
+  Outcome commit(Work& work, Queue& queue, broker::TargetRef from,
+                 const mqtt::Properties& properties);
+  // Anonymous readers whose consumer is gone go with it.
+  void drop_anonymous_readers();
   // A lease held by a consumer of `session` on message id "<partition>:<offset>".
   struct Held {
     Group* group = nullptr;

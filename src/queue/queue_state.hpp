@@ -116,6 +116,9 @@ struct Consumer {
 
 struct Group {
   std::string name;
+  // A stream's anonymous reader (a subscriber without a group): in memory
+  // only, nothing of it stored, gone with its consumer.
+  bool ephemeral = false;
   std::vector<GroupPartition> partitions;
   std::vector<std::unique_ptr<Consumer>> consumers;
   std::size_t next_consumer = 0;  // round robin
@@ -138,6 +141,10 @@ enum class Ordering { kNone, kPartition, kKey };
 
 struct Queue {
   config::QueueConfig config;
+  // A stream: groups read in offset order (ordering partition) and commit
+  // an offset; the log is cut by retention (and compaction) only.
+  bool stream = false;
+  std::string prefix;  // "$queue/<name>" or "$stream/<name>": the delivery topics'
   Ordering ordering = Ordering::kNone;
   std::vector<Partition> partitions;
   std::map<std::string, std::unique_ptr<Group>, std::less<>> groups;

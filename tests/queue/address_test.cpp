@@ -25,11 +25,26 @@ TEST(QueueAddress, NamesSubtopicsAndVerbs) {
   ASSERT_TRUE(verb);
   EXPECT_EQ(verb->verb, "$ack");
   EXPECT_FALSE(verb->subtopic);
+  EXPECT_FALSE(verb->stream);
+}
+
+TEST(QueueAddress, StreamsAreTheirOwnKind) {
+  auto stream = parse_address("$stream/clicks/eu");
+  ASSERT_TRUE(stream);
+  EXPECT_TRUE(stream->stream);
+  EXPECT_EQ(stream->name, "clicks");
+  EXPECT_EQ(stream->subtopic, "eu");
+
+  auto commit = parse_address("$stream/clicks/$commit");
+  ASSERT_TRUE(commit);
+  EXPECT_TRUE(commit->stream);
+  EXPECT_EQ(commit->verb, "$commit");
 }
 
 TEST(QueueAddress, RefusesWhatIsNotAQueueAddress) {
   for (const char* topic : {"$queue/", "$queue", "queue/orders", "$queue/a b", "$queue/+/x",
-                            "$queue/#", "$queue/orders/$ack/more", "$stream/orders"}) {
+                            "$queue/#", "$queue/orders/$ack/more", "$stream/", "$stream/a b",
+                            "$streams/orders", "$stream/x/$commit/y"}) {
     EXPECT_FALSE(parse_address(topic)) << topic;
   }
   EXPECT_TRUE(valid_queue_name(std::string(200, 'a')));
