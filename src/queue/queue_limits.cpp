@@ -209,6 +209,7 @@ std::uint64_t QueueService::skip_to(Work& work, Queue& queue, Group& group, std:
 void QueueService::apply_retention(Work& work, Queue& queue) {
   const config::QueueOptions& options = queue.config.options;
   if (options.retention_max_age_ms == 0 && options.retention_max_messages == 0) return;
+  if (queue.stream && options.cleanup == "compact") return;  // kept until compacted
   constexpr std::size_t kMostRead = 10'000;  // per partition and pass: the rest goes next time
   for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
     Partition& log = queue.partitions[p];

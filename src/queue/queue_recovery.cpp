@@ -249,6 +249,7 @@ void QueueService::sys_topics(std::vector<std::pair<std::string, std::string>>& 
     out.emplace_back(base + "dropped", std::to_string(queue.counters.dropped));
     out.emplace_back(base + "duplicates", std::to_string(queue.counters.duplicates));
     out.emplace_back(base + "rejected", std::to_string(queue.counters.rejected));
+    out.emplace_back(base + "compacted", std::to_string(queue.counters.compacted));
     for (const QueueStats::GroupStats& group : queue.groups) {
       const std::string at = base + "groups/" + group.name + "/";
       out.emplace_back(at + "pending", std::to_string(group.pending));

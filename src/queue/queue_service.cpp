@@ -1048,6 +1048,7 @@ void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
     });
   }
   if (now.time_since_epoch().count() < next_due_.load(std::memory_order_relaxed)) return;
+  bool housekeeping = false;
   run(&shard, [&](Work& work) {
     if (work.now.time_since_epoch().count() < next_due_.load(std::memory_order_relaxed)) return;
     next_due_.store(Clock::time_point::max().time_since_epoch().count(), std::memory_order_relaxed);
@@ -1057,6 +1058,7 @@ void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
     if (work.now >= next_housekeeping_) {
       truncate_logs(work);
       next_housekeeping_ = work.now + kHousekeepingInterval;
+      housekeeping = true;
     }
     // What is due next: the earliest lease deadline, and the earliest
     // redelivery that someone could take now (one that no one can take is
@@ -1076,6 +1078,7 @@ void QueueService::poll(broker::Shard& shard, Clock::time_point now) {
     }
     note_due(next);
   });
+  if (housekeeping) compact(shard);
 }
 
 void QueueService::truncate_logs(Work& work) {

@@ -261,6 +261,9 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                  const mqtt::Properties& properties);
   // Anonymous readers whose consumer is gone go with it.
   void drop_anonymous_readers();
+  // A compaction pass over each stream partition that is due (stream_compaction.cpp).
+  struct CompactionJob;
+  void compact(broker::Shard& shard);
   // A lease held by a consumer of `session` on message id "<partition>:<offset>".
   struct Held {
     Group* group = nullptr;

@@ -40,6 +40,12 @@ struct Partition {
   std::deque<Slot> window;
   std::uint64_t window_start = 0;
   std::size_t window_bytes = 0;  // the payloads the window holds
+  // Compaction (streams): offsets below `compacted_to` were seen by the
+  // last pass; one is running; when a pass would find more that was kept
+  // only for its age (Unix ms, 0: never).
+  std::uint64_t compacted_to = 0;
+  bool compacting = false;
+  std::int64_t compact_again_ms = 0;
 
   void push(EntryPtr entry) {
     window_bytes += entry->payload.size() + entry->properties.size();
@@ -135,6 +141,7 @@ struct QueueCounters {
   std::uint64_t duplicates = 0;  // publishes whose msg-id was seen within dedup_window
   std::uint64_t rejected = 0;    // publishes refused at max_depth
   std::uint64_t dropped = 0;     // deleted unsettled: overflow drop_oldest, retention
+  std::uint64_t compacted = 0;   // removed by compaction (streams)
 };
 
 enum class Ordering { kNone, kPartition, kKey };

@@ -8,7 +8,7 @@ import time
 import rawmqtt
 from conftest import PacketTypes, props, unique, wait_until
 from sluice_process import SluiceProcess
-from test_queues import RawConsumer, raw_user_property, user_properties
+from test_queues import RawConsumer, raw_user_property, sys_value, user_properties
 
 STREAMS = """
 sys_interval_s: 1
@@ -17,6 +17,7 @@ queues:
   - {name: wide, kind: stream, partitions: 3}
   - {name: recent, kind: stream, retention: {max_messages: 5}}
   - {name: orders}
+  - {name: latest, kind: stream, cleanup: compact, delete_retention: 500ms}
 """
 
 
@@ -263,3 +264,45 @@ def test_auto_created_streams_stay_streams(clients, tmp_path):
     assert back.receive().payload == b"1"
     back.disconnect()
     assert again.stop() == 0, again.output()
+
+
+def read_all(clients, port, topic, last_offset):
+    """What an earliest reader reads up to `last_offset`: (offset, key, payload) each."""
+    probe = reader(clients, port, topic, stream_offset="earliest")
+    out = []
+    try:
+        while not out or out[-1][0] < last_offset:
+            m = probe.receive()
+            out.append((int(user_properties(m)["offset"]), user_properties(m).get("key"),
+                        m.payload))
+    finally:
+        probe.disconnect()
+    return out
+
+
+def test_compaction_keeps_the_newest_of_each_key_at_its_offset(make_broker, clients):
+    broker = make_broker(STREAMS)
+    publisher = clients(broker.port)
+    for version in range(1, 6):
+        for key in "abc":
+            publisher.publish("$stream/latest/v", f"{key}{version}".encode(), qos=1,
+                              properties=props(PacketTypes.PUBLISH, UserProperty=[("key", key)]))
+    publisher.publish("$stream/latest/v", b"", qos=1,  # a tombstone for c
+                      properties=props(PacketTypes.PUBLISH, UserProperty=[("key", "c")]))
+    publisher.publish("$stream/latest/v", b"d1", qos=1,
+                      properties=props(PacketTypes.PUBLISH, UserProperty=[("key", "d")]))
+    # Compaction runs in the background: first the old values go, then,
+    # delete_retention later, the tombstone.
+    final = [(12, "a", b"a5"), (13, "b", b"b5"), (16, "d", b"d1")]
+    seen = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        seen = read_all(clients, broker.port, "$stream/latest/#", 16)
+        if seen == final:
+            break
+        # Whatever a pass has done so far, every key's newest is there, where it was.
+        assert (12, "a", b"a5") in seen and (13, "b", b"b5") in seen, seen
+        time.sleep(0.2)
+    assert seen == final
+    wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/latest/compacted") == 14,
+               timeout=15, what="$SYS to count the 14 compacted messages")
