@@ -332,11 +332,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
 
   const QoS qos = publish.qos;
   const std::uint16_t packet_id = publish.packet_id;
-  store::WriteBatch inbound;
-  if (publish.qos == QoS::kExactlyOnce && session_->stored() && shard_.has_store()) {
-    // Kept until PUBREL, so that a resend after a restart is not routed twice.
-    inbound.add(store::WriteBatch::PutInbound{session_->client_id(), publish.packet_id});
-  }
+  store::WriteBatch inbound = inbound_write(publish);
   if (QueueGateway::addresses(publish.topic)) {
     return publish_to_queue(std::move(publish), std::move(inbound));
   }
@@ -344,7 +340,9 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
                       qos,
                       packet_id,
                       std::move(inbound),
-                      {}};
+                      {},
+                      nullptr,
+                      std::nullopt};
   if (route_publish(routing)) return;
   // Refused: a subscriber's queue is full and queue_full_policy is refuse_publish.
   ShardStats::add(shard_.stats().refused_queue_full);
@@ -361,6 +359,15 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   shard_.hold_publisher(weak_self());
 }
 
+store::WriteBatch ClientProtocol::inbound_write(const mqtt::Publish& publish) const {
+  store::WriteBatch inbound;
+  if (publish.qos == QoS::kExactlyOnce && session_->stored() && shard_.has_store()) {
+    // Kept until PUBREL, so that a resend after a restart is not routed twice.
+    inbound.add(store::WriteBatch::PutInbound{session_->client_id(), publish.packet_id});
+  }
+  return inbound;
+}
+
 void ClientProtocol::publish_to_queue(mqtt::Publish&& publish, store::WriteBatch&& inbound) {
   const QoS qos = publish.qos;
   const std::uint16_t packet_id = publish.packet_id;
@@ -369,21 +376,37 @@ void ClientProtocol::publish_to_queue(mqtt::Publish&& publish, store::WriteBatch
   if (qos != QoS::kAtMostOnce) {
     ack = deferred_acks().defer(*publish_ack(qos, packet_id, ReasonCode::kSuccess));
   }
-  QueueGateway::Outcome refused{ReasonCode::kTopicNameInvalid, "no queues on this broker"};
-  if (QueueGateway* queues = shard_.broker().queues()) {
-    refused = queues->publish(
-        shard_, session_->ref(), std::move(publish), std::move(inbound),
-        [acks = std::weak_ptr<AckQueue>(acks_), ack](ReasonCode reason, std::string text) {
-          if (!ack) return;
-          if (const auto alive = acks.lock()) alive->complete(*ack, reason, text);
-        });
-  }
+  const QueueGateway::Outcome refused = offer_to_queue(publish, std::move(inbound), ack);
   if (refused.reason == ReasonCode::kSuccess) return;
+  if (!mqtt::is_v5(version_) && refused.reason == ReasonCode::kQuotaExceeded) {
+    // A 3.x publisher cannot be told the queue is full: its publish waits
+    // for room (the shard tries it again), as for a full session queue.
+    ShardStats::add(shard_.stats().refused_queue_full);
+    auto held = std::make_unique<HeldPublish>(
+        HeldPublish{nullptr, qos, packet_id, {}, Clock::now(),
+                    std::make_unique<mqtt::Publish>(std::move(publish)), ack});
+    rare().held_publish = std::move(held);
+    shard_.hold_publisher(weak_self());
+    return;
+  }
   session_->release_inbound_qos2(packet_id);
   ShardStats::add(shard_.stats().rejected_publishes);
-  // 3.x cannot be told: the connection goes (docs/queues.md).
+  // Otherwise 3.x cannot be told: the connection goes (docs/queues.md).
   if (!mqtt::is_v5(version_)) return disconnect_with(refused.reason);
   if (ack) deferred_acks().complete(*ack, refused.reason, refused.reason_string);
+}
+
+QueueGateway::Outcome ClientProtocol::offer_to_queue(mqtt::Publish& publish,
+                                                     store::WriteBatch&& inbound,
+                                                     std::optional<std::uint64_t> ack) {
+  QueueGateway* queues = shard_.broker().queues();
+  if (queues == nullptr) return {ReasonCode::kTopicNameInvalid, "no queues on this broker"};
+  return queues->publish(
+      shard_, session_->ref(), publish, std::move(inbound),
+      [acks = std::weak_ptr<AckQueue>(acks_), ack](ReasonCode reason, std::string text) {
+        if (!ack) return;
+        if (const auto alive = acks.lock()) alive->complete(*ack, reason, text);
+      });
 }
 
 bool ClientProtocol::route_publish(HeldPublish& publish) {
@@ -419,7 +442,19 @@ bool ClientProtocol::retry_held_publish(Clock::time_point now) {
     disconnect_with(ReasonCode::kQuotaExceeded, "queue full for too long");
     return false;
   }
-  if (!route_publish(held)) return true;  // still full
+  if (held.to_queue) {
+    const QueueGateway::Outcome outcome =
+        offer_to_queue(*held.to_queue, inbound_write(*held.to_queue), held.queue_ack);
+    if (outcome.reason == ReasonCode::kQuotaExceeded) return true;  // still full
+    if (outcome.reason != ReasonCode::kSuccess) {
+      session_->release_inbound_qos2(held.packet_id);
+      rare_->held_publish.reset();
+      disconnect_with(outcome.reason);
+      return false;
+    }
+  } else if (!route_publish(held)) {
+    return true;  // still full
+  }
   rare_->held_publish.reset();
   // Those that waited behind it, in order, until one is held in its turn
   // (it is then the shard's to retry again) or one ends the connection.

@@ -17,6 +17,7 @@
 #include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
 #include "broker/on_demand.hpp"
+#include "broker/queue_gateway.hpp"
 #include "broker/session.hpp"
 #include "mqtt/decode_error.hpp"
 #include "mqtt/packets.hpp"
@@ -134,11 +135,19 @@ class ClientProtocol {
     std::uint16_t packet_id;
     store::WriteBatch inbound;  // the publisher's own changes (its QoS 2 id)
     Clock::time_point since;
+    // Or a 3.x publish to a queue at max_depth, with its deferred acknowledgement.
+    std::unique_ptr<mqtt::Publish> to_queue;
+    std::optional<std::uint64_t> queue_ack;
   };
   // Routes it and acknowledges (once stored); false when it was refused.
   bool route_publish(HeldPublish& publish);
   // A PUBLISH to $queue/...: appended by the queue layer, acknowledged once durable.
   void publish_to_queue(mqtt::Publish&& publish, store::WriteBatch&& inbound);
+  // Hands it to the queue layer, whose acknowledgement completes `ack`.
+  QueueGateway::Outcome offer_to_queue(mqtt::Publish& publish, store::WriteBatch&& inbound,
+                                       std::optional<std::uint64_t> ack);
+  // The write that goes with a publish: its QoS 2 packet id, in a stored session.
+  store::WriteBatch inbound_write(const mqtt::Publish& publish) const;
   // A SUBSCRIBE filter naming a queue: the session becomes one of its
   // consumers. Returns the SUBACK reason.
   mqtt::ReasonCode subscribe_to_queue(const std::string& filter, std::string_view address,

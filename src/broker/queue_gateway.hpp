@@ -48,8 +48,9 @@ class QueueGateway {
   // `acknowledge` runs on `shard`'s thread once the append is durable (or
   // failed: 0x83).
   // `from` is the publisher's session: a verb ($ack, ...) settles what
-  // that session's consumers hold.
-  virtual Outcome publish(Shard& shard, TargetRef from, mqtt::Publish&& publish,
+  // that session's consumers hold. `publish` is taken when accepted; when
+  // refused at once, its topic and payload are left for another try.
+  virtual Outcome publish(Shard& shard, TargetRef from, mqtt::Publish& publish,
                           store::WriteBatch&& with, Acknowledge acknowledge) = 0;
 
   // A subscription to a queue address.

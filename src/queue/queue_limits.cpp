@@ -98,13 +98,20 @@ void QueueService::skip_in_group(Work& work, Queue& queue, Group& group, std::ui
   settle(queue, group, partition, offset, batch, had_failures, /*atomic=*/true);
 }
 
-bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) {
+bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition,
+                             std::size_t incoming) {
   const config::QueueOptions& options = queue.config.options;
-  if (options.max_depth == 0) return true;
-  while (depth(queue, partition) >= options.max_depth) {
+  if (options.max_depth == 0 && options.max_depth_bytes == 0) return true;
+  Partition& log = queue.partitions[partition];
+  // One message larger than the limit would empty the queue and still not fit.
+  if (options.max_depth_bytes != 0 && incoming > options.max_depth_bytes) return false;
+  const auto full = [&] {
+    return (options.max_depth != 0 && depth(queue, partition) >= options.max_depth) ||
+           (options.max_depth_bytes != 0 && log.bytes + incoming > options.max_depth_bytes);
+  };
+  while (full()) {
     if (options.overflow == "reject_publish") return false;
-    Partition& log = queue.partitions[partition];
-    const std::uint64_t before = depth(queue, partition);
+    const std::uint64_t before = depth(queue, partition), bytes_before = log.bytes;
     const std::uint64_t oldest = log.next - before;
     // The oldest can only go once it is durable: until then the publish is
     // refused, never looped on. (Moved or dropped before its own write, it
@@ -128,11 +135,19 @@ bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition) 
     if (queue.groups.empty() || queue.stream) {
       cut_log(work, queue, partition, oldest + 1, batch, /*count_dropped=*/false);
     } else {
-      for (auto& [name, group] : queue.groups)
+      std::uint64_t settled_by_all = log.next;
+      for (auto& [name, group] : queue.groups) {
         skip_in_group(work, queue, *group, partition, oldest, batch);
+        settled_by_all = std::min(settled_by_all, group->partitions[partition].floor);
+      }
+      // What every group has now passed goes from the log at once (its
+      // floors are in this batch), so that its bytes stop counting.
+      if (queue.counts_bytes && settled_by_all > log.start)
+        cut_log(work, queue, partition, settled_by_all, batch, /*count_dropped=*/false);
     }
     submit_move(work, std::move(batch));
-    if (depth(queue, partition) >= before) return false;  // no progress: refuse, never spin
+    // No progress: refuse, never spin.
+    if (depth(queue, partition) >= before && log.bytes >= bytes_before) return false;
   }
   return true;
 }
@@ -152,6 +167,10 @@ void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, st
   // not counted as dropped.
   if (count_dropped && !queue.stream) {
     queue.counters.dropped += queue.groups.empty() ? cut - log.start : unsettled;
+  }
+  if (queue.counts_bytes) {
+    const std::uint64_t gone = bytes_between(queue, partition, log.start, cut);
+    log.bytes -= std::min(log.bytes, gone);
   }
   batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
                                           keys::entry(name, partition, log.start),
@@ -208,7 +227,10 @@ std::uint64_t QueueService::skip_to(Work& work, Queue& queue, Group& group, std:
 
 void QueueService::apply_retention(Work& work, Queue& queue) {
   const config::QueueOptions& options = queue.config.options;
-  if (options.retention_max_age_ms == 0 && options.retention_max_messages == 0) return;
+  if (options.retention_max_age_ms == 0 && options.retention_max_messages == 0 &&
+      options.retention_max_bytes == 0) {
+    return;
+  }
   if (queue.stream && options.cleanup == "compact") return;  // kept until compacted
   constexpr std::size_t kMostRead = 10'000;  // per partition and pass: the rest goes next time
   for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
@@ -224,6 +246,21 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
         limit = std::min(limit, group->partitions[p].floor);
     }
     cut = std::min(cut, limit);
+    if (options.retention_max_bytes != 0 && log.bytes > options.retention_max_bytes) {
+      // The oldest go until what is left fits.
+      std::uint64_t left = log.bytes - bytes_between(queue, p, log.start, cut);
+      GroupPartition reader;
+      std::size_t read = 0;
+      for (std::uint64_t offset = cut;
+           offset < limit && left > options.retention_max_bytes && read < kMostRead;
+           ++offset, ++read) {
+        bool failed = false;
+        const EntryPtr entry = fetch(queue, p, reader, offset, true, &failed);
+        if (failed) break;
+        if (entry) left -= std::min<std::uint64_t>(left, entry_bytes(*entry));
+        cut = offset + 1;
+      }
+    }
     if (options.retention_max_age_ms != 0) {
       const std::int64_t oldest_kept = work.now_ms - options.retention_max_age_ms;
       GroupPartition reader;
@@ -237,6 +274,27 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
     }
     if (cut > log.start) cut_log(work, queue, p, cut, work.batch, /*count_dropped=*/true);
   }
+}
+
+std::uint64_t QueueService::bytes_between(Queue& queue, std::uint32_t partition,
+                                          std::uint64_t from, std::uint64_t to) {
+  Partition& log = queue.partitions[partition];
+  from = std::max(from, log.start);
+  std::uint64_t bytes = 0;
+  if (from < log.window_start && store_ != nullptr) {
+    const std::string& name = queue.config.name;
+    store_->scan(store::Space::kQueues, keys::entry(name, partition, from),
+                 keys::entry(name, partition, std::min(to, log.window_start)),
+                 [&](std::string_view, std::string_view value) {
+                   if (const auto entry = decode_entry(value)) bytes += entry_bytes(*entry);
+                   return true;
+                 });
+  }
+  for (std::uint64_t at = std::max(from, log.window_start); at < to && at < log.next; ++at) {
+    if (const EntryPtr& entry = log.window[at - log.window_start].entry)
+      bytes += entry_bytes(*entry);
+  }
+  return bytes;
 }
 
 // ---- redrive --------------------------------------------------------------------
@@ -284,6 +342,7 @@ std::optional<std::size_t> QueueService::redrive(broker::Shard& shard, std::stri
         for (auto& [group_name, group] : source->groups)
           skip_in_group(work, *source, *group, p, offset, batch);
         batch.add(store::WriteBatch::Erase{store::Space::kQueues, keys::entry(name, p, offset)});
+        log.bytes -= std::min<std::uint64_t>(log.bytes, entry_bytes(*entry));
         if (offset >= log.window_start) log.forget(offset);
         if (offset == log.start) ++log.start;
         ++*moved;
@@ -340,7 +399,7 @@ std::function<void(bool)> QueueService::capture(broker::Shard& shard,
       const std::uint32_t partition = partition_for(*queue, *entry);
       // A full queue cannot refuse a publish that also went elsewhere: under
       // reject_publish it just does not take it (counted).
-      if (!make_room(work, *queue, partition)) {
+      if (!make_room(work, *queue, partition, entry_bytes(*entry))) {
         ++queue->counters.rejected;
         continue;
       }

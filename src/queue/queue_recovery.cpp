@@ -201,6 +201,8 @@ store::Status QueueService::load(Queue& queue) {
     }
     if (empty) log.start = log.next;
     log.visible = log.window_start = log.next;
+    // A byte limit bounds what this reads.
+    if (queue.counts_bytes) log.bytes = bytes_between(queue, p, log.start, log.next);
   }
   return {};
 }

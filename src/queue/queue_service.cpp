@@ -135,6 +135,8 @@ Queue& QueueService::declare(const config::QueueConfig& config, std::uint32_t st
   queue->config.options.partitions = std::max(config.options.partitions, stored_partitions);
   queue->partitions.resize(queue->config.options.partitions);
   queue->stream = config.kind == config::QueueKind::kStream;
+  queue->counts_bytes =
+      config.options.retention_max_bytes != 0 || config.options.max_depth_bytes != 0;
   queue->prefix = (queue->stream ? "$stream/" : "$queue/") + config.name;
   const std::string& ordering = queue->config.options.ordering;
   queue->ordering = queue->stream              ? Ordering::kPartition  // read in offset order
@@ -212,6 +214,7 @@ std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue, Entry
   batch.add(store::WriteBatch::Put{store::Space::kQueues,
                                    keys::entry(queue.config.name, partition, offset),
                                    encode_entry(*entry)});
+  log.bytes += entry_bytes(*entry);
   log.push(std::move(entry));
   ++queue.counters.enqueued;
   return {partition, offset};
@@ -223,7 +226,10 @@ void QueueService::confirm(Queue& queue, std::uint32_t partition, std::uint64_t 
   if (offset < log.window_start) return;
   Partition::Slot& slot = log.window[offset - log.window_start];
   slot.done = true;
-  if (!durable) log.forget(offset);  // not delivered: its publisher was told 0x83
+  if (!durable) {  // not delivered: its publisher was told 0x83
+    if (slot.entry) log.bytes -= std::min<std::uint64_t>(log.bytes, entry_bytes(*slot.entry));
+    log.forget(offset);
+  }
   while (log.visible < log.next && log.window[log.visible - log.window_start].done)
     ++log.visible;
   if (store_ != nullptr) {
@@ -245,7 +251,7 @@ void QueueService::dispatch_soon(Queue& queue) {
 }
 
 QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::TargetRef from,
-                                            mqtt::Publish&& publish, store::WriteBatch&& with,
+                                            mqtt::Publish& publish, store::WriteBatch&& with,
                                             Acknowledge acknowledge) {
   const auto address = parse_address(publish.topic);
   if (!address) {
@@ -309,7 +315,7 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
       return;
     }
     const std::uint32_t into = partition_for(*queue, *entry);
-    if (!make_room(work, *queue, into)) {
+    if (!make_room(work, *queue, into, entry_bytes(*entry))) {
       ++queue->counters.rejected;
       forget_message_id(*queue, message_id_seen);
       work.batch = std::move(batch);  // the declarations still go; the msg-id did not count
@@ -317,9 +323,11 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
         work.batch.add(store::WriteBatch::Erase{store::Space::kQueues,
                                                 keys::dedup(queue->config.name, *message_id_seen)});
       }
+      const config::QueueOptions& options = queue->config.options;
       outcome = {ReasonCode::kQuotaExceeded,
                  "queue '" + queue->config.name + "' is full (max_depth " +
-                     std::to_string(queue->config.options.max_depth) + ")"};
+                     std::to_string(options.max_depth) + ", max_depth_bytes " +
+                     std::to_string(options.max_depth_bytes) + ")"};
       return;
     }
     batch.append(std::move(with));
@@ -338,6 +346,8 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
                          "the queue's store write failed");
            });
   });
+  // Refused: the payload goes back, for a 3.x publisher held until there is room.
+  if (outcome.reason != ReasonCode::kSuccess) publish.payload = std::move(entry->payload);
   return outcome;
 }
 
@@ -1097,6 +1107,8 @@ void QueueService::truncate_logs(Work& work) {
         floor = std::min(floor, group->partitions[p].written_floor);
       floor = std::min(floor, log.visible);
       if (floor <= log.start) continue;
+      if (queue->counts_bytes)
+        log.bytes -= std::min(log.bytes, bytes_between(*queue, p, log.start, floor));
       work.batch.add(store::WriteBatch::EraseRange{
           store::Space::kQueues, keys::entry(name, p, log.start), keys::entry(name, p, floor)});
       log.start = floor;

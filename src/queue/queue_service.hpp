@@ -64,7 +64,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   store::Status recover();
 
   // ---- QueueGateway ----
-  Outcome publish(broker::Shard& shard, broker::TargetRef from, mqtt::Publish&& publish,
+  Outcome publish(broker::Shard& shard, broker::TargetRef from, mqtt::Publish& publish,
                   store::WriteBatch&& with, Acknowledge acknowledge) override;
   mqtt::ReasonCode subscribe(broker::Shard& shard, const ConsumerSpec& consumer) override;
   bool unsubscribe(broker::Shard& shard, broker::TargetRef session,
@@ -160,9 +160,14 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void forget_old_message_ids(Work& work, Queue& queue);
   // Unsettled messages in the partition (by the slowest group).
   std::uint64_t depth(const Queue& queue, std::uint32_t partition) const;
-  // Below max_depth, or made so by overflow drop_oldest / dead_letter;
+  // Below max_depth and max_depth_bytes with `incoming` bytes more, or made
+  // so by overflow drop_oldest / dead_letter;
   // false when the publish must be refused.
-  bool make_room(Work& work, Queue& queue, std::uint32_t partition);
+  bool make_room(Work& work, Queue& queue, std::uint32_t partition, std::size_t incoming);
+  // entry_bytes of the partition's entries in [from, to), read from the store
+  // where they are not in memory.
+  std::uint64_t bytes_between(Queue& queue, std::uint32_t partition, std::uint64_t from,
+                              std::uint64_t to);
   // Deletes [start, cut) of the partition's log; groups that had not settled
   // all of it skip what is gone (their leases there end).
   void cut_log(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t cut,

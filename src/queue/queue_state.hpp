@@ -27,6 +27,11 @@ namespace sluice::queue {
 using broker::Clock;
 using EntryPtr = std::shared_ptr<const LogEntry>;
 
+// What a message counts for in byte limits and windows: payload and properties.
+inline std::size_t entry_bytes(const LogEntry& entry) {
+  return entry.payload.size() + entry.properties.size();
+}
+
 struct Partition {
   std::uint64_t start = 0;    // the first offset the log may still hold
   std::uint64_t next = 0;     // the next offset to give
@@ -40,6 +45,9 @@ struct Partition {
   std::deque<Slot> window;
   std::uint64_t window_start = 0;
   std::size_t window_bytes = 0;  // the payloads the window holds
+  // entry_bytes of every entry in [start, next) that was not lost to a failed
+  // write: counted only for a queue with a byte limit (Queue::counts_bytes).
+  std::uint64_t bytes = 0;
   // Compaction (streams): offsets below `compacted_to` were seen by the
   // last pass; one is running; when a pass would find more that was kept
   // only for its age (Unix ms, 0: never).
@@ -48,18 +56,17 @@ struct Partition {
   std::int64_t compact_again_ms = 0;
 
   void push(EntryPtr entry) {
-    window_bytes += entry->payload.size() + entry->properties.size();
+    window_bytes += entry_bytes(*entry);
     window.push_back({std::move(entry), false});
   }
   // The entry at `offset` (in the window) is gone: a failed write, or moved.
   void forget(std::uint64_t offset) {
     EntryPtr& entry = window[offset - window_start].entry;
-    if (entry) window_bytes -= entry->payload.size() + entry->properties.size();
+    if (entry) window_bytes -= entry_bytes(*entry);
     entry.reset();
   }
   void pop() {
-    if (const EntryPtr& entry = window.front().entry)
-      window_bytes -= entry->payload.size() + entry->properties.size();
+    if (const EntryPtr& entry = window.front().entry) window_bytes -= entry_bytes(*entry);
     window.pop_front();
     ++window_start;
   }
@@ -152,6 +159,8 @@ struct Queue {
   // an offset; the log is cut by retention (and compaction) only.
   bool stream = false;
   std::string prefix;  // "$queue/<name>" or "$stream/<name>": the delivery topics'
+  // retention max_bytes or max_depth_bytes: Partition::bytes is kept.
+  bool counts_bytes = false;
   Ordering ordering = Ordering::kNone;
   std::vector<Partition> partitions;
   std::map<std::string, std::unique_ptr<Group>, std::less<>> groups;

@@ -19,10 +19,11 @@ struct Seen {
   std::string key;
   std::int64_t timestamp_ms;
   bool tombstone;
+  std::size_t bytes;
 };
 
 Seen seen(std::uint64_t offset, const LogEntry& entry) {
-  return {offset, entry.key, entry.timestamp_ms, entry.payload.empty()};
+  return {offset, entry.key, entry.timestamp_ms, entry.payload.empty(), entry_bytes(entry)};
 }
 
 }  // namespace
@@ -99,6 +100,7 @@ void QueueService::compact(broker::Shard& shard) {
         work.batch.add(store::WriteBatch::Erase{store::Space::kQueues,
                                                 keys::entry(name, job.partition, entry.offset)});
         if (entry.offset >= log.window_start) log.forget(entry.offset);
+        log.bytes -= std::min<std::uint64_t>(log.bytes, entry.bytes);
         ++job.queue->counters.compacted;
       }
       log.compacted_to = job.visible;

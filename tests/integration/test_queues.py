@@ -7,6 +7,7 @@ import queue
 import signal
 import struct
 import subprocess
+import time
 
 import rawmqtt
 from conftest import Client, PacketTypes, props, unique, wait_until
@@ -30,6 +31,8 @@ queues:
   - {name: patient, retention: {max_age: 300ms}}
   - {name: tiny, max_depth: 1, overflow: drop_oldest}
   - {name: audit, capture: ["orders/#", "payments/+"]}
+  - {name: heavy, max_depth_bytes: 1000}
+  - {name: shedbytes, max_depth_bytes: 1000, overflow: drop_oldest}
 """
 
 
@@ -643,8 +646,8 @@ def test_a_repeated_msg_id_is_acknowledged_and_not_stored_again(clients, tmp_pat
     assert again.stop() == 0, again.output()
 
 
-def test_max_depth_refuses_with_0x97_on_mqtt_5_and_closes_3_1_1(make_broker, clients):
-    broker = queue_broker(make_broker)
+def test_max_depth_refuses_with_0x97_on_mqtt_5_and_holds_3_1_1(make_broker, clients):
+    broker = queue_broker(make_broker, "limits: {queue_full_timeout_s: 2}\n")
     raw = rawmqtt.connected(broker.port, unique("filler"))
     for packet_id in range(1, 5):
         raw.send(rawmqtt.publish("$queue/small", b"x", qos=1, packet_id=packet_id))
@@ -652,12 +655,63 @@ def test_max_depth_refuses_with_0x97_on_mqtt_5_and_closes_3_1_1(make_broker, cli
     assert reasons[:3] == [b"", b"", b""] or reasons[:3] == [b"\x00"] * 3
     assert reasons[3] == b"\x97"
     raw.close()
+    # 3.1.1 cannot be told: its publish waits for room, unacknowledged, and
+    # is stored once there is some.
     old = rawmqtt.connected(broker.port, unique("old"), version=4)
-    old.send(rawmqtt.publish("$queue/small", b"x", qos=1, packet_id=1, version=4))
-    assert not [p for p in old.closed_by_broker() if p.type == rawmqtt.PUBACK]
+    old.send(rawmqtt.publish("$queue/small", b"late", qos=1, packet_id=7, version=4))
+    try:
+        p = old.receive_type(rawmqtt.PUBACK, timeout=0.5)
+        raise AssertionError(f"acknowledged while the queue is full: {p}")
+    except TimeoutError:
+        pass
     consumer = clients(broker.port)
     consumer.subscribe("$queue/small", qos=1)
-    assert len(consumer.receive_n(3)) == 3
+    assert [m.payload for m in consumer.receive_n(4)] == [b"x", b"x", b"x", b"late"]
+    assert old.receive_type(rawmqtt.PUBACK).packet_id == 7
+    consumer.disconnect()
+    # With no room within queue_full_timeout_s, the connection goes, unacknowledged.
+    for packet_id in range(1, 5):
+        old.send(rawmqtt.publish("$queue/small", b"y", qos=1, packet_id=packet_id, version=4))
+    acks = [p for p in old.closed_by_broker(timeout=10) if p.type == rawmqtt.PUBACK]
+    assert [p.packet_id for p in acks] == [1, 2, 3]
+
+
+def test_max_depth_bytes_counts_payload_bytes(make_broker, clients):
+    broker = queue_broker(make_broker)
+    raw = rawmqtt.connected(broker.port, unique("filler"))
+    for packet_id in range(1, 12):  # 100 bytes each, no properties: ten fit in 1000
+        raw.send(rawmqtt.publish("$queue/heavy", b"x" * 100, qos=1, packet_id=packet_id))
+    reasons = [raw.receive_type(rawmqtt.PUBACK).body[2:3] for _ in range(11)]
+    assert all(r in (b"", b"\x00") for r in reasons[:10]), reasons
+    assert reasons[10] == b"\x97"
+    raw.send(rawmqtt.publish("$queue/heavy", b"x" * 1001, qos=1, packet_id=12))
+    assert raw.receive_type(rawmqtt.PUBACK).body[2:3] == b"\x97"  # could never fit
+    raw.close()
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/heavy", qos=1)
+    assert len(consumer.receive_n(10)) == 10
+    consumer.expect_nothing(0.3)
+    # Settled, their bytes stop counting once the log is cut (each second): room again.
+    raw = rawmqtt.connected(broker.port, unique("again"))
+    deadline = time.monotonic() + 10
+    for packet_id in range(1, 1000):
+        raw.send(rawmqtt.publish("$queue/heavy", b"y" * 100, qos=1, packet_id=packet_id))
+        if raw.receive_type(rawmqtt.PUBACK).body[2:3] in (b"", b"\x00"):
+            break
+        assert time.monotonic() < deadline, "no room after the queue was consumed"
+        time.sleep(0.05)
+    raw.close()
+    assert consumer.receive().payload == b"y" * 100
+
+
+def test_overflow_drop_oldest_by_bytes_keeps_the_newest(make_broker, clients):
+    broker = queue_broker(make_broker)
+    publisher = clients(broker.port)
+    for n in range(20):
+        publisher.publish("$queue/shedbytes", b"%02d" % n + b"x" * 98, qos=1)
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/shedbytes", qos=1)
+    assert [int(m.payload[:2]) for m in consumer.receive_n(10)] == list(range(10, 20))
     consumer.expect_nothing(0.3)
 
 

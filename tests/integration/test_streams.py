@@ -18,6 +18,7 @@ queues:
   - {name: recent, kind: stream, retention: {max_messages: 5}}
   - {name: orders}
   - {name: latest, kind: stream, cleanup: compact, delete_retention: 500ms}
+  - {name: sized, kind: stream, retention: {max_bytes: 1000}}
 """
 
 
@@ -306,3 +307,20 @@ def test_compaction_keeps_the_newest_of_each_key_at_its_offset(make_broker, clie
     assert seen == final
     wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/latest/compacted") == 14,
                timeout=15, what="$SYS to count the 14 compacted messages")
+
+
+def test_retention_by_bytes_keeps_the_newest_that_fit(make_broker, clients):
+    broker = make_broker(STREAMS)
+    publisher = clients(broker.port)
+    for n in range(20):
+        publisher.publish("$stream/sized/b", b"%02d" % n + b"x" * 98, qos=1)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        probe = reader(clients, broker.port, "$stream/sized/#", stream_offset="earliest")
+        first = int(user_properties(probe.receive())["offset"])
+        probe.disconnect()
+        if first == 10:
+            break
+        assert first < 10
+        time.sleep(0.1)
+    assert first == 10  # ten of 100 bytes fit in 1000
