@@ -383,8 +383,13 @@ void ClientProtocol::publish_to_queue(mqtt::Publish&& publish, store::WriteBatch
     // for room (the shard tries it again), as for a full session queue.
     ShardStats::add(shard_.stats().refused_queue_full);
     auto held = std::make_unique<HeldPublish>(
-        HeldPublish{nullptr, qos, packet_id, {}, Clock::now(),
-                    std::make_unique<mqtt::Publish>(std::move(publish)), ack});
+        HeldPublish{nullptr,
+                    qos,
+                    packet_id,
+                    {},
+                    Clock::now(),
+                    std::make_unique<mqtt::Publish>(std::move(publish)),
+                    ack});
     rare().held_publish = std::move(held);
     shard_.hold_publisher(weak_self());
     return;

@@ -24,8 +24,7 @@ bool CompactionPlan::removes(std::uint64_t offset, std::string_view key, std::in
     return false;
   };
   const std::int64_t age = rules_.now_ms - timestamp_ms;
-  if (age < rules_.min_compaction_lag_ms)
-    return later(timestamp_ms + rules_.min_compaction_lag_ms);
+  if (age < rules_.min_compaction_lag_ms) return later(timestamp_ms + rules_.min_compaction_lag_ms);
   if (superseded) return true;
   // The newest of its key, and a tombstone: kept for delete_retention.
   if (age < rules_.delete_retention_ms) return later(timestamp_ms + rules_.delete_retention_ms);

@@ -213,8 +213,8 @@ std::uint64_t QueueService::skip_to(Work& work, Queue& queue, Group& group, std:
   state.cursor = std::max(state.cursor, state.floor);
   state.read_ahead.clear();
   const std::string& name = queue.config.name;
-  batch.add(store::WriteBatch::Put{
-      store::Space::kQueues, keys::floor(name, group.name, partition), encode_u64(state.floor)});
+  batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::floor(name, group.name, partition),
+                                   encode_u64(state.floor)});
   state.written_floor = state.floor;
   batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
                                           keys::settled(name, group.name, partition, old_floor),
@@ -276,8 +276,8 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
   }
 }
 
-std::uint64_t QueueService::bytes_between(Queue& queue, std::uint32_t partition,
-                                          std::uint64_t from, std::uint64_t to) {
+std::uint64_t QueueService::bytes_between(Queue& queue, std::uint32_t partition, std::uint64_t from,
+                                          std::uint64_t to) {
   Partition& log = queue.partitions[partition];
   from = std::max(from, log.start);
   std::uint64_t bytes = 0;

@@ -60,7 +60,8 @@ store::Status QueueService::recover() {
           std::to_string(had) + " partitions in the store and cannot have fewer (the messages " +
           "of the others would be stranded); set it to " + std::to_string(had) + " or more");
     }
-    if (found != stored.end() && found->second.stream != (queue.kind == config::QueueKind::kStream)) {
+    if (found != stored.end() &&
+        found->second.stream != (queue.kind == config::QueueKind::kStream)) {
       return store::Status::error("queues[" + std::to_string(i) + "].kind: '" + queue.name +
                                   "' is a " + (found->second.stream ? "stream" : "work queue") +
                                   " in the store and cannot change kind");
@@ -210,12 +211,23 @@ store::Status QueueService::load(Queue& queue) {
 std::vector<QueueStats> QueueService::stats() const {
   std::lock_guard lock(mutex_);
   std::vector<QueueStats> all;
+  const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
   for (const auto& [name, queue] : queues_) {
     QueueStats stats;
     stats.name = name;
+    stats.stream = queue->stream;
     stats.partitions = static_cast<std::uint32_t>(queue->partitions.size());
-    for (const Partition& log : queue->partitions)
+    if (queue->counts_bytes) stats.bytes = 0;
+    for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
+      const Partition& log = queue->partitions[p];
       stats.depth += log.next - log.start;
+      if (stats.bytes) *stats.bytes += log.bytes;
+      bool failed = false;
+      if (const auto oldest = first_at_or_after(*queue, p, log.start, failed))
+        stats.oldest_age_ms = std::max(stats.oldest_age_ms, now_ms - oldest->second->timestamp_ms);
+    }
     stats.counters = queue->counters;
     for (const auto& [group_name, group] : queue->groups) {
       QueueStats::GroupStats g;
@@ -241,7 +253,10 @@ std::vector<QueueStats> QueueService::stats() const {
 void QueueService::sys_topics(std::vector<std::pair<std::string, std::string>>& out) const {
   for (const QueueStats& queue : stats()) {
     const std::string base = "$SYS/broker/queues/" + queue.name + "/";
+    out.emplace_back(base + "kind", queue.stream ? "stream" : "queue");
     out.emplace_back(base + "depth", std::to_string(queue.depth));
+    if (queue.bytes) out.emplace_back(base + "bytes", std::to_string(*queue.bytes));
+    out.emplace_back(base + "oldest_age_ms", std::to_string(queue.oldest_age_ms));
     out.emplace_back(base + "enqueued", std::to_string(queue.counters.enqueued));
     out.emplace_back(base + "delivered", std::to_string(queue.counters.delivered));
     out.emplace_back(base + "acknowledged", std::to_string(queue.counters.acknowledged));

@@ -139,8 +139,8 @@ Queue& QueueService::declare(const config::QueueConfig& config, std::uint32_t st
       config.options.retention_max_bytes != 0 || config.options.max_depth_bytes != 0;
   queue->prefix = (queue->stream ? "$stream/" : "$queue/") + config.name;
   const std::string& ordering = queue->config.options.ordering;
-  queue->ordering = queue->stream              ? Ordering::kPartition  // read in offset order
-                    : ordering == "key"        ? Ordering::kKey
+  queue->ordering = queue->stream             ? Ordering::kPartition  // read in offset order
+                    : ordering == "key"       ? Ordering::kKey
                     : ordering == "partition" ? Ordering::kPartition
                                               : Ordering::kNone;
   Queue& made = *queue;
@@ -1228,8 +1228,8 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
       consumer->id = next_consumer_id_++;
     }
     if (anonymous) group_name = "$anonymous-" + std::to_string(consumer->id);
-    Group& target = existing_group != nullptr ? *existing_group
-                                              : group(work, *queue, group_name, anonymous);
+    Group& target =
+        existing_group != nullptr ? *existing_group : group(work, *queue, group_name, anonymous);
     if (queue->stream) {
       // An explicit start moves the whole group; `committed` (the default)
       // keeps it where it is, and a new group then reads from the start.

@@ -35,12 +35,15 @@ namespace sluice::queue {
 // A queue's numbers, for $SYS and the admin API.
 struct QueueStats {
   std::string name;
+  bool stream = false;
   std::uint32_t partitions = 0;
-  std::uint64_t depth = 0;  // messages the log holds
+  std::uint64_t depth = 0;             // messages the log holds
+  std::optional<std::uint64_t> bytes;  // for a queue with a byte limit
+  std::int64_t oldest_age_ms = 0;      // of its oldest message; 0 when empty
   QueueCounters counters;
   struct GroupStats {
     std::string name;
-    std::uint64_t pending = 0;  // appended and not settled by the group
+    std::uint64_t pending = 0;  // appended and not settled by the group: a stream's lag
     std::uint64_t leased = 0;
     std::uint64_t waiting = 0;  // to be offered again after a failure
     std::uint32_t consumers = 0;
@@ -254,10 +257,10 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                              std::uint64_t committed);
   // The first entry at or after `from`, with its offset; `failed` when the
   // store could not be read.
-  std::optional<std::pair<std::uint64_t, EntryPtr>> first_at_or_after(Queue& queue,
-                                                                       std::uint32_t partition,
-                                                                       std::uint64_t from,
-                                                                       bool& failed);
+  std::optional<std::pair<std::uint64_t, EntryPtr>> first_at_or_after(const Queue& queue,
+                                                                      std::uint32_t partition,
+                                                                      std::uint64_t from,
+                                                                      bool& failed) const;
   // The group reads the partition from `to` on: what it had in flight there
   // ends, and its settlements are forgotten.
   void seek(Work& work, Queue& queue, Group& group, std::uint32_t partition, std::uint64_t to);

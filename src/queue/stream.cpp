@@ -22,14 +22,14 @@ std::optional<std::uint64_t> number(const std::string* text) {
 }  // namespace
 
 std::string QueueService::misused_kind(const Queue& queue) {
-  return queue.stream ? "'" + queue.config.name + "' is a stream: use $stream/" + queue.config.name
-                      : "'" + queue.config.name + "' is a work queue: use $queue/" +
-                            queue.config.name;
+  return queue.stream
+             ? "'" + queue.config.name + "' is a stream: use $stream/" + queue.config.name
+             : "'" + queue.config.name + "' is a work queue: use $queue/" + queue.config.name;
 }
 
 std::optional<std::pair<std::uint64_t, EntryPtr>> QueueService::first_at_or_after(
-    Queue& queue, std::uint32_t partition, std::uint64_t from, bool& failed) {
-  Partition& log = queue.partitions[partition];
+    const Queue& queue, std::uint32_t partition, std::uint64_t from, bool& failed) const {
+  const Partition& log = queue.partitions[partition];
   from = std::max(from, log.start);
   if (from < log.window_start && store_ != nullptr) {
     std::optional<std::pair<std::uint64_t, EntryPtr>> found;
@@ -106,8 +106,8 @@ void QueueService::seek(Work& work, Queue& queue, Group& group, std::uint32_t pa
   state = std::move(moved);
   if (group.ephemeral) return;
   const std::string& name = queue.config.name;
-  work.batch.add(store::WriteBatch::Put{
-      store::Space::kQueues, keys::floor(name, group.name, partition), encode_u64(to)});
+  work.batch.add(store::WriteBatch::Put{store::Space::kQueues,
+                                        keys::floor(name, group.name, partition), encode_u64(to)});
   const std::string settled = keys::settled_prefix(name, group.name, partition);
   work.batch.add(
       store::WriteBatch::EraseRange{store::Space::kQueues, settled, keys::prefix_end(settled)});

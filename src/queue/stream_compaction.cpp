@@ -48,7 +48,8 @@ void QueueService::compact(broker::Shard& shard) {
         Partition& log = queue->partitions[p];
         if (log.compacting || log.visible <= log.start + 1) continue;
         const std::uint64_t size = log.visible - log.start;
-        const std::uint64_t fresh = log.visible - std::clamp(log.compacted_to, log.start, log.visible);
+        const std::uint64_t fresh =
+            log.visible - std::clamp(log.compacted_to, log.start, log.visible);
         const bool aged = log.compact_again_ms != 0 && work.now_ms >= log.compact_again_ms;
         if (fresh * 2 < size && !aged) continue;
         CompactionJob job{queue.get(), p, log.start, log.visible, log.window_start, {}};
@@ -67,13 +68,14 @@ void QueueService::compact(broker::Shard& shard) {
     if (store_ == nullptr || job.start >= job.window_start) continue;
     std::vector<Seen> stored;
     const std::string& name = job.queue->config.name;
-    const store::Status status = store_->scan(
-        store::Space::kQueues, keys::entry(name, job.partition, job.start),
-        keys::entry(name, job.partition, std::min(job.window_start, job.visible)),
-        [&](std::string_view key, std::string_view value) {
-          if (auto entry = decode_entry(value)) stored.push_back(seen(keys::offset_of(key), *entry));
-          return true;  // one this version cannot read is never removed
-        });
+    const store::Status status =
+        store_->scan(store::Space::kQueues, keys::entry(name, job.partition, job.start),
+                     keys::entry(name, job.partition, std::min(job.window_start, job.visible)),
+                     [&](std::string_view key, std::string_view value) {
+                       if (auto entry = decode_entry(value))
+                         stored.push_back(seen(keys::offset_of(key), *entry));
+                       return true;  // one this version cannot read is never removed
+                     });
     if (!status.ok) {
       spdlog::error("event=compaction_read_failed queue={} partition={} error=\"{}\"", name,
                     job.partition, status.message);

@@ -95,10 +95,20 @@ queues:
     lease_timeout: 1h
   - {name: audit.log-2, dead_letter: none, ordering: key,
      retention: {max_age: 7d, max_messages: 1000, respect_pending: false}}
+  - {name: prices, kind: stream, cleanup: "compact,delete", min_compaction_lag: 1m,
+     delete_retention: 1h, max_depth_bytes: 4096, retention: {max_bytes: 1000000}}
 )");
   EXPECT_TRUE(config.queues_auto_create);
-  ASSERT_EQ(config.queues.size(), 2u);
+  ASSERT_EQ(config.queues.size(), 3u);
   const QueueConfig& orders = config.queues[0];
+  EXPECT_EQ(orders.kind, QueueKind::kQueue);
+  const QueueConfig& prices = config.queues[2];
+  EXPECT_EQ(prices.kind, QueueKind::kStream);
+  EXPECT_EQ(prices.options.cleanup, "compact,delete");
+  EXPECT_EQ(prices.options.min_compaction_lag_ms, 60'000u);
+  EXPECT_EQ(prices.options.delete_retention_ms, 3'600'000u);
+  EXPECT_EQ(prices.options.max_depth_bytes, 4096u);
+  EXPECT_EQ(prices.options.retention_max_bytes, 1'000'000u);
   EXPECT_EQ(orders.name, "orders");
   EXPECT_EQ(orders.options.partitions, 4u);
   EXPECT_EQ(orders.options.lease_timeout_ms, 3'600'000u);
@@ -123,8 +133,14 @@ TEST(ConfigLoader, BadQueuesNameTheKeyAndLine) {
   EXPECT_EQ(parse_error("queue_defaults:\n  redelivery_backoff: []\n"),
             "test.yaml:2: key 'queue_defaults.redelivery_backoff': expected a non-empty list of "
             "durations such as 500ms, 30s or 2m, each from 0ms to 1d, got a list");
-  EXPECT_EQ(parse_error("queues:\n  - name: a\n    kind: stream\n"),
-            "test.yaml:3: key 'queues[0].kind': expected one of: queue, got 'stream'");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n    kind: log\n"),
+            "test.yaml:3: key 'queues[0].kind': expected one of: queue, stream, got 'log'");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n    cleanup: compact\n"),
+            "test.yaml:3: key 'queues[0].cleanup': expected delete on a work queue (compaction "
+            "is for streams: kind: stream), got 'compact'");
+  EXPECT_EQ(parse_error("queues:\n  - name: a\n    kind: stream\n    cleanup: squash\n"),
+            "test.yaml:4: key 'queues[0].cleanup': expected one of: delete, compact, "
+            "compact,delete, got 'squash'");
   EXPECT_EQ(parse_error("queues:\n  - name: a\n    retention: 1\n"),
             "test.yaml:3: 'queues[0].retention': expected a mapping of keys to values");
   EXPECT_EQ(parse_error("queues:\n  - name: a\n    compaction: 1\n"),

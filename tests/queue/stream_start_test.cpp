@@ -34,9 +34,9 @@ TEST(StreamStart, OffsetsAndTimes) {
 }
 
 TEST(StreamStart, RefusesWhatBrokersDisagreeOnOrCannotBeRead) {
-  for (const char* text : {"42", "", "first", "offset=", "offset=-1", "offset=1x", "timestamp=",
-                           "timestamp=-5", "ago=5", "ago=m", "ago=5w", "ago=-5s", "Earliest",
-                           "offset=99999999999999999999", "ago=9999999999999999999d"}) {
+  for (const char* text : {"42", "", "first", "offset=", "offset=-1", "offset=1x",
+                           "timestamp=", "timestamp=-5", "ago=5", "ago=m", "ago=5w", "ago=-5s",
+                           "Earliest", "offset=99999999999999999999", "ago=9999999999999999999d"}) {
     EXPECT_FALSE(parse_stream_start(text, 0)) << text;
   }
 }
