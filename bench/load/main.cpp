@@ -13,7 +13,8 @@
 // --duration S, --rate MSG/S (total), --inflight N (QoS 1/2 window per
 // publisher), --window N (QoS 0 end-to-end window per publisher), --threads T,
 // --broker-pid PID (broker CPU seconds and resident memory from /proc),
-// --tls-ca FILE (connect with TLS).
+// --tls-ca FILE (connect with TLS), --persistent (subscribers and consumers
+// keep their sessions, so a durable broker stores what it queues for them).
 // Prints a live progress line on a terminal and one `RESULT key=value ...`
 // line per run on stdout.
 #include <sys/resource.h>
@@ -221,7 +222,8 @@ int run(Options& o) {
   result << "RESULT scenario=" << o.scenario << " mqtt=" << o.settings.version
          << " qos=" << o.settings.qos << " payload=" << o.settings.payload_bytes
          << " window=" << (o.settings.qos == 0 ? o.settings.window : o.settings.inflight)
-         << " threads=" << o.threads << " tls=" << (o.settings.tls_ca.empty() ? 0 : 1);
+         << " threads=" << o.threads << " tls=" << (o.settings.tls_ca.empty() ? 0 : 1)
+         << " persistent=" << (o.settings.persistent ? 1 : 0);
   if (conns) {
     // Memory per *idle* connection: what a broker keeps once the connects
     // are over, not what it holds in the middle of answering them.
@@ -336,6 +338,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "client threads")->check(CLI::Range(1u, 64u));
   app.add_option("--tls-ca", o.settings.tls_ca, "connect with TLS, trusting this CA file")
       ->check(CLI::ExistingFile);
+  app.add_flag("--persistent", o.settings.persistent,
+               "subscribers and consumers keep their sessions (clean session 0; 5.0: Clean "
+               "Start 0, Session Expiry Interval 0xFFFFFFFF)");
   app.add_option("--broker-pid", o.broker_pid, "the broker's PID, for its CPU time and memory");
   app.add_option("--settle", o.settle_s,
                  "conns: seconds the connections stay idle before the broker's memory is read");

@@ -29,16 +29,27 @@ std::uint16_t read_u16(std::span<const std::uint8_t> bytes, std::size_t at) {
 
 }  // namespace
 
-void append_connect(Buffer& out, int version, std::string_view client_id) {
+void append_connect(Buffer& out, int version, std::string_view client_id, bool keep_session) {
   const bool v5 = version == 5;
-  const std::size_t length = 10 + (v5 ? 1 : 0) + 2 + client_id.size();
+  // 5.0 ends a session when the connection does unless the Session Expiry
+  // Interval (property 0x11) says otherwise: 0xFFFFFFFF, never.
+  const std::size_t properties = v5 && keep_session ? 5 : 0;
+  const std::size_t length = 10 + (v5 ? 1 + properties : 0) + 2 + client_id.size();
   out.push_back(0x10);
   append_length(out, length);
   append_string(out, "MQTT");
   out.push_back(static_cast<std::uint8_t>(version));
-  out.push_back(0x02);  // clean start
-  append_u16(out, 0);   // no keep alive: a benchmark run has no idle time
-  if (v5) out.push_back(0);
+  // Clean Session (3.1.1) / Clean Start (5.0), unless the session is kept.
+  out.push_back(keep_session ? 0x00 : 0x02);
+  append_u16(out, 0);  // no keep alive: a benchmark run has no idle time
+  if (v5) {
+    out.push_back(static_cast<std::uint8_t>(properties));
+    if (properties > 0) {
+      out.push_back(0x11);
+      append_u16(out, 0xFFFF);
+      append_u16(out, 0xFFFF);
+    }
+  }
   append_string(out, client_id);
 }
 

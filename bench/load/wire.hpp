@@ -27,8 +27,10 @@ enum class PacketType : std::uint8_t {
   kDisconnect = 14,
 };
 
-// MQTT protocol levels: 4 is 3.1.1, 5 is 5.0.
-void append_connect(Buffer& out, int version, std::string_view client_id);
+// MQTT protocol levels: 4 is 3.1.1, 5 is 5.0. `keep_session`: Clean Session 0
+// (3.1.1), or Clean Start 0 with the longest Session Expiry Interval (5.0).
+void append_connect(Buffer& out, int version, std::string_view client_id,
+                    bool keep_session = false);
 void append_subscribe(Buffer& out, int version, std::uint16_t packet_id, std::string_view filter,
                       int qos);
 void append_publish(Buffer& out, int version, std::string_view topic, int qos,

@@ -178,13 +178,16 @@ ssize_t Worker::tls_failure(Connection& c, int result) {
 
 void Worker::continue_handshake(Connection& c) {
   const int result = SSL_do_handshake(c.ssl);
-  if (result == 1) {
-    c.state = Connection::State::kAwaitingConnack;
-    append_connect(c.out, settings_.version, c.spec.client_id);
-    return flush(c);
-  }
+  if (result == 1) return send_connect(c);
   if (tls_failure(c, result) < 0 && errno == EAGAIN) return;
   fail(c);
+}
+
+void Worker::send_connect(Connection& c) {
+  c.state = Connection::State::kAwaitingConnack;
+  const bool keep_session = settings_.persistent && !c.spec.subscribe_filter.empty();
+  append_connect(c.out, settings_.version, c.spec.client_id, keep_session);
+  flush(c);
 }
 
 void Worker::flush(Connection& c) {
@@ -378,9 +381,7 @@ void Worker::run() {
           continue_handshake(c);
           continue;
         }
-        c.state = Connection::State::kAwaitingConnack;
-        append_connect(c.out, settings_.version, c.spec.client_id);
-        flush(c);
+        send_connect(c);
         continue;
       }
       if (c.state == Connection::State::kHandshaking) {

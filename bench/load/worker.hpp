@@ -36,6 +36,10 @@ struct Settings {
   std::uint32_t window = 1000;
   std::uint64_t deliveries_per_message = 1;
   std::string tls_ca;  // set: connect with TLS, verifying the broker against this CA file
+  // Subscribers and consumers keep their session (clean session 0): what a
+  // durable broker stores QoS 1 messages for, so the run measures its disk
+  // path. Publishers stay clean: their session holds nothing to keep.
+  bool persistent = false;
 };
 
 // What the main thread shares with every worker.
@@ -92,6 +96,7 @@ class Worker {
   ssize_t transport_recv(Connection& connection, std::uint8_t* data, std::size_t size);
   ssize_t tls_failure(Connection& connection, int result);
   void continue_handshake(Connection& connection);
+  void send_connect(Connection& connection);
   void fail(Connection& connection);
   void finish();
 
