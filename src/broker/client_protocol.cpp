@@ -378,7 +378,11 @@ void ClientProtocol::publish_to_queue(mqtt::Publish&& publish, store::WriteBatch
   }
   const QueueGateway::Outcome refused = offer_to_queue(publish, std::move(inbound), ack);
   if (refused.reason == ReasonCode::kSuccess) return;
-  if (!mqtt::is_v5(version_) && refused.reason == ReasonCode::kQuotaExceeded) {
+  if (!mqtt::is_v5(version_) && refused.full && qos == QoS::kAtMostOnce) {
+    ShardStats::add(shard_.stats().rejected_publishes);  // at most once: dropped, counted
+    return;
+  }
+  if (!mqtt::is_v5(version_) && refused.full) {
     // A 3.x publisher cannot be told the queue is full: its publish waits
     // for room (the shard tries it again), as for a full session queue.
     ShardStats::add(shard_.stats().refused_queue_full);
@@ -440,25 +444,29 @@ bool ClientProtocol::route_publish(HeldPublish& publish) {
 bool ClientProtocol::retry_held_publish(Clock::time_point now) {
   if (held_publish() == nullptr || closing_ || session_ == nullptr) return false;
   HeldPublish& held = *rare_->held_publish;
-  if (now - held.since > std::chrono::seconds(shard_.config().limits.queue_full_timeout_s)) {
-    // A resend after reconnecting must be routed, not taken for a duplicate.
-    if (held.qos == QoS::kExactlyOnce) session_->release_inbound_qos2(held.packet_id);
-    rare_->held_publish.reset();
-    disconnect_with(ReasonCode::kQuotaExceeded, "queue full for too long");
-    return false;
-  }
+  // Tried once more before its time is up: room that came at the last moment counts.
+  bool still_full = false;
   if (held.to_queue) {
     const QueueGateway::Outcome outcome =
         offer_to_queue(*held.to_queue, inbound_write(*held.to_queue), held.queue_ack);
-    if (outcome.reason == ReasonCode::kQuotaExceeded) return true;  // still full
-    if (outcome.reason != ReasonCode::kSuccess) {
+    if (outcome.reason != ReasonCode::kSuccess && !outcome.full) {
       session_->release_inbound_qos2(held.packet_id);
       rare_->held_publish.reset();
       disconnect_with(outcome.reason);
       return false;
     }
-  } else if (!route_publish(held)) {
-    return true;  // still full
+    still_full = outcome.full;
+  } else {
+    still_full = !route_publish(held);
+  }
+  if (still_full) {
+    if (now - held.since <= std::chrono::seconds(shard_.config().limits.queue_full_timeout_s))
+      return true;
+    // A resend after reconnecting must be routed, not taken for a duplicate.
+    if (held.qos == QoS::kExactlyOnce) session_->release_inbound_qos2(held.packet_id);
+    rare_->held_publish.reset();
+    disconnect_with(ReasonCode::kQuotaExceeded, "queue full for too long");
+    return false;
   }
   rare_->held_publish.reset();
   // Those that waited behind it, in order, until one is held in its turn

@@ -40,6 +40,9 @@ class QueueGateway {
   struct Outcome {
     mqtt::ReasonCode reason = mqtt::ReasonCode::kSuccess;
     std::string reason_string;
+    // Refused for want of room (max_depth): the same publish may be taken
+    // later, so a 3.x publisher, which cannot be told, is held until then.
+    bool full = false;
   };
   // A client's PUBLISH to a queue address, on `shard`'s thread. `with` holds
   // the caller's own changes, written in the same batch as the append.

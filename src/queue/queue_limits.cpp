@@ -110,6 +110,20 @@ bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition,
            (options.max_depth_bytes != 0 && log.bytes + incoming > options.max_depth_bytes);
   };
   while (full()) {
+    if (queue.counts_bytes && !queue.stream && !queue.groups.empty()) {
+      // Bytes every group has settled still count until truncate_logs cuts
+      // them (each second): cut them now. The log's start goes in the same
+      // write, so the floors need not.
+      std::uint64_t settled_by_all = log.visible;
+      for (const auto& [name, group] : queue.groups)
+        settled_by_all = std::min(settled_by_all, group->partitions[partition].floor);
+      if (settled_by_all > log.start) {
+        store::WriteBatch batch;
+        cut_log(work, queue, partition, settled_by_all, batch, /*count_dropped=*/false);
+        submit(work, std::move(batch), nullptr);
+        continue;
+      }
+    }
     if (options.overflow == "reject_publish") return false;
     const std::uint64_t before = depth(queue, partition), bytes_before = log.bytes;
     const std::uint64_t oldest = log.next - before;
@@ -248,7 +262,7 @@ void QueueService::apply_retention(Work& work, Queue& queue) {
     cut = std::min(cut, limit);
     if (options.retention_max_bytes != 0 && log.bytes > options.retention_max_bytes) {
       // The oldest go until what is left fits.
-      std::uint64_t left = log.bytes - bytes_between(queue, p, log.start, cut);
+      std::uint64_t left = log.bytes - std::min(log.bytes, bytes_between(queue, p, log.start, cut));
       GroupPartition reader;
       std::size_t read = 0;
       for (std::uint64_t offset = cut;

@@ -230,6 +230,10 @@ std::vector<QueueStats> QueueService::stats() const {
     }
     stats.counters = queue->counters;
     for (const auto& [group_name, group] : queue->groups) {
+      if (group->ephemeral) {  // one topic for all of them: their names come and go
+        ++stats.anonymous_readers;
+        continue;
+      }
       QueueStats::GroupStats g;
       g.name = group_name;
       for (std::size_t p = 0; p < group->partitions.size(); ++p) {
@@ -267,6 +271,8 @@ void QueueService::sys_topics(std::vector<std::pair<std::string, std::string>>& 
     out.emplace_back(base + "duplicates", std::to_string(queue.counters.duplicates));
     out.emplace_back(base + "rejected", std::to_string(queue.counters.rejected));
     out.emplace_back(base + "compacted", std::to_string(queue.counters.compacted));
+    if (queue.stream)
+      out.emplace_back(base + "anonymous_readers", std::to_string(queue.anonymous_readers));
     for (const QueueStats::GroupStats& group : queue.groups) {
       const std::string at = base + "groups/" + group.name + "/";
       out.emplace_back(at + "pending", std::to_string(group.pending));

@@ -205,12 +205,17 @@ std::uint32_t QueueService::partition_for(Queue& queue, const LogEntry& entry) {
   return static_cast<std::uint32_t>(stable_hash(entry.key) % count);
 }
 
-std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue, EntryPtr entry,
+std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue,
+                                                             std::shared_ptr<LogEntry> entry,
                                                              store::WriteBatch& batch,
                                                              std::optional<std::uint32_t> into) {
   const std::uint32_t partition = into ? *into : partition_for(queue, *entry);
   Partition& log = queue.partitions[partition];
   const std::uint64_t offset = log.next++;
+  // In offset order, never earlier than the one before (the clock may step
+  // back; timestamp= reads rely on it).
+  entry->timestamp_ms = std::max(entry->timestamp_ms, log.last_timestamp_ms);
+  log.last_timestamp_ms = entry->timestamp_ms;
   batch.add(store::WriteBatch::Put{store::Space::kQueues,
                                    keys::entry(queue.config.name, partition, offset),
                                    encode_entry(*entry)});
@@ -315,7 +320,7 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
       return;
     }
     const std::uint32_t into = partition_for(*queue, *entry);
-    if (!make_room(work, *queue, into, entry_bytes(*entry))) {
+    const auto refuse = [&](Outcome why) {
       ++queue->counters.rejected;
       forget_message_id(*queue, message_id_seen);
       work.batch = std::move(batch);  // the declarations still go; the msg-id did not count
@@ -323,12 +328,22 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
         work.batch.add(store::WriteBatch::Erase{store::Space::kQueues,
                                                 keys::dedup(queue->config.name, *message_id_seen)});
       }
-      const config::QueueOptions& options = queue->config.options;
-      outcome = {ReasonCode::kQuotaExceeded,
-                 "queue '" + queue->config.name + "' is full (max_depth " +
-                     std::to_string(options.max_depth) + ", max_depth_bytes " +
-                     std::to_string(options.max_depth_bytes) + ")"};
-      return;
+      outcome = std::move(why);
+    };
+    const config::QueueOptions& options = queue->config.options;
+    const std::size_t size = entry_bytes(*entry);
+    if (options.max_depth_bytes != 0 && size > options.max_depth_bytes) {
+      return refuse({ReasonCode::kQuotaExceeded,
+                     "a message of " + std::to_string(size) + " bytes never fits in queue '" +
+                         queue->config.name + "' (max_depth_bytes " +
+                         std::to_string(options.max_depth_bytes) + ")"});
+    }
+    if (!make_room(work, *queue, into, size)) {
+      return refuse({ReasonCode::kQuotaExceeded,
+                     "queue '" + queue->config.name + "' is full (max_depth " +
+                         std::to_string(options.max_depth) + ", max_depth_bytes " +
+                         std::to_string(options.max_depth_bytes) + ")",
+                     /*full=*/true});
     }
     batch.append(std::move(with));
     const auto [partition, offset] = append(*queue, entry, batch, into);
@@ -432,6 +447,9 @@ void QueueService::dispatch_partition(Work& work, Queue& queue, Group& group,
     if (again) {
       offset = state.due.begin()->second;
     } else if (state.cursor < log.visible) {
+      // A stream is read in offset order: a failed message waiting for its
+      // backoff goes before anything after it that was not sent yet.
+      if (queue.stream && !state.due.empty()) return;
       offset = state.cursor;
       if (offset < state.floor || state.settled.contains(offset)) {
         ++state.cursor;  // settled before a restart
@@ -747,6 +765,14 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
                                std::uint64_t offset, const char* reason,
                                const std::string* detail) {
   GroupPartition& state = group.partitions[partition];
+  // A stream's message stays in the stream: one reader's failure, or its
+  // expiry, is not a reason to copy it (once per reader) elsewhere. Named
+  // groups dead-letter what fails max_deliveries or is rejected; anonymous
+  // readers and expired messages just pass it by.
+  if (queue.stream && (group.ephemeral || std::string_view(reason) == "expired")) {
+    const bool had_failures = finish_pending(work, group, partition, offset);
+    return settle(queue, group, partition, offset, work.batch, had_failures);
+  }
   bool unreadable = false;
   const EntryPtr entry = fetch(queue, partition, state, offset, false, &unreadable);
   Pending& pending = state.pending[offset];
@@ -1183,6 +1209,11 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
     start = parse_stream_start(*asked, wall_ms());
     if (!start) return ReasonCode::kImplementationSpecificError;
   }
+  bool seek_group = false;
+  if (const std::string* asked = user_property(properties, "stream-seek")) {
+    if (*asked != "true" && *asked != "false") return ReasonCode::kImplementationSpecificError;
+    seek_group = *asked == "true";
+  }
   ReasonCode granted = ReasonCode::kTopicFilterInvalid;
   run(&shard, [&](Work& work) {
     Queue* queue = find_or_create(work, address->name, address->stream);
@@ -1200,7 +1231,12 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
       return;
     }
     Group* existing_group = anonymous ? nullptr : find_group(*queue, group_name);
-    if (existing_group == nullptr && queue->groups.size() >= kMostGroups) {
+    const auto anonymous_readers = static_cast<std::size_t>(
+        std::count_if(queue->groups.begin(), queue->groups.end(),
+                      [](const auto& entry) { return entry.second->ephemeral; }));
+    const std::size_t named_groups = queue->groups.size() - anonymous_readers;
+    if (existing_group == nullptr &&
+        (anonymous ? anonymous_readers >= kMostAnonymousReaders : named_groups >= kMostGroups)) {
       granted = ReasonCode::kQuotaExceeded;
       return;
     }
@@ -1231,11 +1267,15 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
     Group& target =
         existing_group != nullptr ? *existing_group : group(work, *queue, group_name, anonymous);
     if (queue->stream) {
-      // An explicit start moves the whole group; `committed` (the default)
-      // keeps it where it is, and a new group then reads from the start.
+      // stream-offset places a new group (as Kafka's auto.offset.reset
+      // does); an existing group keeps its committed offset, so that a
+      // member reconnecting moves nothing, unless stream-seek asks to move
+      // the whole group. `committed` (the default): a new group reads from
+      // the start, an anonymous reader from the latest.
       StreamStart from = start.value_or(StreamStart{});
       if (anonymous && from.kind == StreamStart::Kind::kCommitted)
         from.kind = StreamStart::Kind::kLatest;
+      if (existing_group != nullptr && !seek_group) from.kind = StreamStart::Kind::kCommitted;
       if (from.kind != StreamStart::Kind::kCommitted) {
         for (std::uint32_t p = 0; p < target.partitions.size(); ++p)
           seek(work, *queue, target, p, start_offset(*queue, p, from, target.partitions[p].floor));

@@ -40,6 +40,7 @@ struct QueueStats {
   std::uint64_t depth = 0;             // messages the log holds
   std::optional<std::uint64_t> bytes;  // for a queue with a byte limit
   std::int64_t oldest_age_ms = 0;      // of its oldest message; 0 when empty
+  std::uint32_t anonymous_readers = 0;  // a stream's; not among `groups`
   QueueCounters counters;
   struct GroupStats {
     std::string name;
@@ -150,7 +151,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   std::uint32_t partition_for(Queue& queue, const LogEntry& entry);
   // Appends to `queue`, adding the writes to `batch`; the entry becomes
   // visible once `confirm` is told the batch is durable.
-  std::pair<std::uint32_t, std::uint64_t> append(Queue& queue, EntryPtr entry,
+  std::pair<std::uint32_t, std::uint64_t> append(Queue& queue, std::shared_ptr<LogEntry> entry,
                                                  store::WriteBatch& batch,
                                                  std::optional<std::uint32_t> into = std::nullopt);
 
@@ -227,6 +228,9 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   static Group* find_group(Queue& queue, std::string_view name);
   // Groups per queue: each pins the log until it settles, and costs memory.
   static constexpr std::size_t kMostGroups = 1000;
+  // Anonymous readers per stream, counted apart so that they cannot take
+  // the named groups' places.
+  static constexpr std::size_t kMostAnonymousReaders = 1000;
   // Appends a copy of `entry` to the queue's dead-letter queue, with where
   // it came from and why, adding the writes to `batch` (submit_move).
   void move_to_dead_letters(Work& work, Queue& queue, const LogEntry& entry,
@@ -272,6 +276,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // A compaction pass over each stream partition that is due (stream_compaction.cpp).
   struct CompactionJob;
   void compact(broker::Shard& shard);
+  // Reads what the job does not hold yet and decides what goes: without the lock.
+  void plan_compaction(CompactionJob& job, std::int64_t now_ms);
   // A lease held by a consumer of `session` on message id "<partition>:<offset>".
   struct Held {
     Group* group = nullptr;

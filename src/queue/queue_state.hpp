@@ -52,8 +52,11 @@ struct Partition {
   // last pass; one is running; when a pass would find more that was kept
   // only for its age (Unix ms, 0: never).
   std::uint64_t compacted_to = 0;
+  std::uint64_t kept_after_compaction = 0;  // entries the last pass kept
+  std::int64_t compacted_at_ms = 0;         // when the last pass ended
   bool compacting = false;
   std::int64_t compact_again_ms = 0;
+  std::int64_t last_timestamp_ms = 0;  // of the newest append: timestamps never go back
 
   void push(EntryPtr entry) {
     window_bytes += entry_bytes(*entry);

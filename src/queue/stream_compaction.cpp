@@ -1,18 +1,22 @@
 // Compaction passes over streams with cleanup: compact (compaction.hpp says
-// what goes). A pass reads the partition's keys from the store outside the
-// queue lock, decides, and erases what goes under it; it runs when at least
-// half of the partition was appended since the last pass (so a pass costs
-// at most a few reads per appended message), or when something kept only
-// for its age may go.
+// what goes). A pass copies the partition's in-memory entries under the
+// queue lock, reads the rest from the store and decides without it, and
+// erases what goes under it again. It runs when what was appended since the
+// last pass is at least what that pass kept (so a pass reads about two
+// entries per appended one), or, at most every kAgedPassInterval, when a
+// message kept only for its age may go.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "queue/compaction.hpp"
 #include "queue/queue_service.hpp"
 
 namespace sluice::queue {
 namespace {
+
+constexpr std::int64_t kAgedPassInterval_ms = 5'000;
 
 struct Seen {
   std::uint64_t offset;
@@ -29,11 +33,17 @@ Seen seen(std::uint64_t offset, const LogEntry& entry) {
 }  // namespace
 
 struct QueueService::CompactionJob {
-  Queue* queue;
-  std::uint32_t partition;
-  std::uint64_t start, visible, window_start;
+  Queue* queue = nullptr;
+  std::uint32_t partition = 0;
+  std::uint64_t start = 0, visible = 0, window_start = 0;
+  config::QueueOptions options;
   std::vector<Seen> entries;  // offset order; the window's first, the store's added
   bool failed = false;
+  // The decision, made without the lock.
+  std::vector<std::pair<std::uint64_t, std::size_t>> removed;  // offset, bytes
+  std::uint64_t kept = 0;
+  std::uint64_t first_kept = 0;  // the partition's new start, if the head went
+  std::int64_t again_at_ms = 0;
 };
 
 void QueueService::compact(broker::Shard& shard) {
@@ -47,12 +57,22 @@ void QueueService::compact(broker::Shard& shard) {
       for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
         Partition& log = queue->partitions[p];
         if (log.compacting || log.visible <= log.start + 1) continue;
-        const std::uint64_t size = log.visible - log.start;
         const std::uint64_t fresh =
             log.visible - std::clamp(log.compacted_to, log.start, log.visible);
-        const bool aged = log.compact_again_ms != 0 && work.now_ms >= log.compact_again_ms;
-        if (fresh * 2 < size && !aged) continue;
-        CompactionJob job{queue.get(), p, log.start, log.visible, log.window_start, {}};
+        // After a restart, what the last pass kept is not known: the whole partition.
+        const std::uint64_t kept = log.compacted_to == 0 ? log.visible - log.start - fresh
+                                                         : log.kept_after_compaction;
+        const bool grown = fresh > 0 && fresh >= kept;
+        const bool aged = log.compact_again_ms != 0 && work.now_ms >= log.compact_again_ms &&
+                          work.now_ms >= log.compacted_at_ms + kAgedPassInterval_ms;
+        if (!grown && !aged) continue;
+        CompactionJob job;
+        job.queue = queue.get();
+        job.partition = p;
+        job.start = log.start;
+        job.visible = log.visible;
+        job.window_start = log.window_start;
+        job.options = queue->config.options;
         for (std::uint64_t at = std::max(log.start, log.window_start); at < log.visible; ++at) {
           if (const EntryPtr& entry = log.window[at - log.window_start].entry)
             job.entries.push_back(seen(at, *entry));
@@ -63,52 +83,74 @@ void QueueService::compact(broker::Shard& shard) {
     }
   });
   if (jobs.empty()) return;
-  // The store's part of each partition, read without the lock.
-  for (CompactionJob& job : jobs) {
-    if (store_ == nullptr || job.start >= job.window_start) continue;
-    std::vector<Seen> stored;
-    const std::string& name = job.queue->config.name;
-    const store::Status status =
-        store_->scan(store::Space::kQueues, keys::entry(name, job.partition, job.start),
-                     keys::entry(name, job.partition, std::min(job.window_start, job.visible)),
-                     [&](std::string_view key, std::string_view value) {
-                       if (auto entry = decode_entry(value))
-                         stored.push_back(seen(keys::offset_of(key), *entry));
-                       return true;  // one this version cannot read is never removed
-                     });
-    if (!status.ok) {
-      spdlog::error("event=compaction_read_failed queue={} partition={} error=\"{}\"", name,
-                    job.partition, status.message);
-      job.failed = true;
-      continue;
-    }
-    stored.insert(stored.end(), std::make_move_iterator(job.entries.begin()),
-                  std::make_move_iterator(job.entries.end()));
-    job.entries = std::move(stored);
-  }
+  for (CompactionJob& job : jobs)
+    plan_compaction(job, now_ms);
   run(&shard, [&](Work& work) {
     for (CompactionJob& job : jobs) {
       Partition& log = job.queue->partitions[job.partition];
       log.compacting = false;
       if (job.failed) continue;
-      const config::QueueOptions& options = job.queue->config.options;
-      CompactionPlan plan({now_ms, options.min_compaction_lag_ms, options.delete_retention_ms});
-      for (const Seen& entry : job.entries)
-        plan.see(entry.offset, entry.key);
       const std::string& name = job.queue->config.name;
-      for (const Seen& entry : job.entries) {
-        if (!plan.removes(entry.offset, entry.key, entry.timestamp_ms, entry.tombstone)) continue;
-        if (entry.offset < log.start) continue;  // retention took it meanwhile
+      for (const auto& [offset, bytes] : job.removed) {
+        if (offset < log.start) continue;  // retention took it meanwhile
         work.batch.add(store::WriteBatch::Erase{store::Space::kQueues,
-                                                keys::entry(name, job.partition, entry.offset)});
-        if (entry.offset >= log.window_start) log.forget(entry.offset);
-        log.bytes -= std::min<std::uint64_t>(log.bytes, entry.bytes);
+                                                keys::entry(name, job.partition, offset)});
+        if (offset >= log.window_start) log.forget(offset);
+        log.bytes -= std::min<std::uint64_t>(log.bytes, bytes);
         ++job.queue->counters.compacted;
       }
+      // A head that went entirely: the log starts at what is left (readers
+      // from `earliest` and $SYS need not step over it again).
+      if (job.first_kept > log.start && job.first_kept <= log.visible)
+        cut_log(work, *job.queue, job.partition, job.first_kept, work.batch, false);
       log.compacted_to = job.visible;
-      log.compact_again_ms = plan.again_at_ms();
+      log.kept_after_compaction = job.kept;
+      log.compacted_at_ms = now_ms;
+      log.compact_again_ms = job.again_at_ms;
     }
   });
+}
+
+void QueueService::plan_compaction(CompactionJob& job, std::int64_t now_ms) {
+  // The store's part of the partition, read without the lock.
+  if (store_ != nullptr && job.start < job.window_start) {
+    std::vector<Seen> stored;
+    const std::string& name = job.queue->config.name;
+    const store::Status status = store_->scan(
+        store::Space::kQueues, keys::entry(name, job.partition, job.start),
+        keys::entry(name, job.partition, std::min(job.window_start, job.visible)),
+        [&](std::string_view key, std::string_view value) {
+          const std::uint64_t offset = keys::offset_of(key);
+          if (auto entry = decode_entry(value)) {
+            stored.push_back(seen(offset, *entry));
+          } else {  // one this version cannot read is kept, as a keyless message is
+            stored.push_back({offset, std::string(), 0, false, 0});
+          }
+          return true;
+        });
+    if (!status.ok) {
+      spdlog::error("event=compaction_read_failed queue={} partition={} error=\"{}\"", name,
+                    job.partition, status.message);
+      job.failed = true;
+      return;
+    }
+    stored.insert(stored.end(), std::make_move_iterator(job.entries.begin()),
+                  std::make_move_iterator(job.entries.end()));
+    job.entries = std::move(stored);
+  }
+  CompactionPlan plan({now_ms, job.options.min_compaction_lag_ms, job.options.delete_retention_ms});
+  for (const Seen& entry : job.entries)
+    plan.see(entry.offset, entry.key);
+  job.first_kept = job.visible;
+  for (const Seen& entry : job.entries) {
+    if (plan.removes(entry.offset, entry.key, entry.timestamp_ms, entry.tombstone)) {
+      job.removed.emplace_back(entry.offset, entry.bytes);
+    } else {
+      ++job.kept;
+      job.first_kept = std::min(job.first_kept, entry.offset);
+    }
+  }
+  job.again_at_ms = plan.again_at_ms();
 }
 
 }  // namespace sluice::queue

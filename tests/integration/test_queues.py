@@ -704,6 +704,48 @@ def test_max_depth_bytes_counts_payload_bytes(make_broker, clients):
     assert consumer.receive().payload == b"y" * 100
 
 
+def test_bytes_settled_but_not_yet_cut_make_room_at_once(make_broker, clients):
+    broker = queue_broker(make_broker)
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/shedbytes", qos=1)
+    publisher = clients(broker.port)
+    for n in range(10):
+        publisher.publish("$queue/shedbytes", b"x" * 100, qos=1)
+    assert len(consumer.receive_n(10)) == 10
+    wait_until(lambda: acknowledged(broker, "shedbytes") == 10, timeout=15,
+               what="the 10 PUBACKs to be settled")
+    raw = rawmqtt.connected(broker.port, unique("more"))
+    raw.send(rawmqtt.publish("$queue/shedbytes", b"y" * 100, qos=1, packet_id=1))
+    assert raw.receive_type(rawmqtt.PUBACK).body[2:3] in (b"", b"\x00")
+    raw.close()
+    assert consumer.receive().payload == b"y" * 100
+
+
+def test_a_3_1_1_message_that_never_fits_closes_at_once_and_qos_0_is_not_held(make_broker,
+                                                                               clients):
+    broker = queue_broker(make_broker)
+    old = rawmqtt.connected(broker.port, unique("old"), version=4)
+    started = time.monotonic()
+    old.send(rawmqtt.publish("$queue/heavy", b"x" * 1001, qos=1, packet_id=1, version=4))
+    assert not [p for p in old.closed_by_broker(timeout=10) if p.type == rawmqtt.PUBACK]
+    assert time.monotonic() - started < 5  # not held for queue_full_timeout_s (30 s)
+    filler = rawmqtt.connected(broker.port, unique("filler"))
+    for packet_id in range(1, 11):
+        filler.send(rawmqtt.publish("$queue/heavy", b"x" * 100, qos=1, packet_id=packet_id))
+    for _ in range(10):
+        filler.receive_type(rawmqtt.PUBACK)
+    filler.close()
+    # Full: a 3.1.1 QoS 0 publish is dropped (counted), and the connection goes on.
+    quiet = rawmqtt.connected(broker.port, unique("quiet"), version=4)
+    quiet.send(rawmqtt.publish("$queue/heavy", b"z" * 100, qos=0, version=4))
+    quiet.send(rawmqtt.publish("$queue/heavy", b"z" * 100, qos=1, packet_id=5, version=4))
+    consumer = clients(broker.port)
+    consumer.subscribe("$queue/heavy", qos=1)
+    assert [m.payload for m in consumer.receive_n(11)][-1] == b"z" * 100  # the held QoS 1 one
+    assert quiet.receive_type(rawmqtt.PUBACK).packet_id == 5
+    consumer.expect_nothing(0.3)
+
+
 def test_overflow_drop_oldest_by_bytes_keeps_the_newest(make_broker, clients):
     broker = queue_broker(make_broker)
     publisher = clients(broker.port)

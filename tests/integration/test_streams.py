@@ -19,6 +19,8 @@ queues:
   - {name: orders}
   - {name: latest, kind: stream, cleanup: compact, delete_retention: 500ms}
   - {name: sized, kind: stream, retention: {max_bytes: 1000}}
+  - {name: brief, kind: stream, retention: {max_age: 200ms}}
+  - {name: failing, kind: stream, redelivery_backoff: [300ms], max_deliveries: 2}
 """
 
 
@@ -324,3 +326,79 @@ def test_retention_by_bytes_keeps_the_newest_that_fit(make_broker, clients):
         assert first < 10
         time.sleep(0.1)
     assert first == 10  # ten of 100 bytes fit in 1000
+
+
+def test_stream_offset_places_a_new_group_and_stream_seek_moves_an_existing_one(make_broker,
+                                                                                 clients):
+    broker = make_broker(STREAMS)
+    publisher = clients(broker.port)
+    publish_n(publisher, "$stream/clicks/s", 0, 10)
+    first = reader(clients, broker.port, "$stream/clicks/#", group="s", stream_offset="offset=4")
+    assert offsets(first.receive_n(6)) == list(range(4, 10))  # a new group: placed
+    first.disconnect()
+    # A member reconnecting with the same properties moves nothing: the group
+    # is past 9, and only what is new comes.
+    again = reader(clients, broker.port, "$stream/clicks/#", group="s", stream_offset="offset=4")
+    again.expect_nothing(0.5)
+    publisher.publish("$stream/clicks/s", b"10", qos=1)
+    assert offsets([again.receive()]) == [10]
+    again.disconnect()
+    # stream-seek moves the whole group.
+    moved = reader(clients, broker.port, "$stream/clicks/#", group="s", stream_offset="offset=8",
+                   stream_seek="true")
+    assert offsets(moved.receive_n(3)) == [8, 9, 10]
+
+
+def test_an_emptied_stream_never_gives_an_offset_again_after_a_restart(clients, tmp_path):
+    config = persistent_config(tmp_path)
+    broker = SluiceProcess(config_yaml=config).start()
+    publisher = clients(broker.port)
+    publish_n(publisher, "$stream/brief/x", 0, 3)
+    publisher.disconnect()
+    wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/brief/depth") == 0,
+               timeout=15, what="max_age to empty the stream")
+    assert broker.stop() == 0, broker.output()
+    again = SluiceProcess(config_yaml=config).start()
+    publisher = clients(again.port)
+    publisher.publish("$stream/brief/x", b"after", qos=1)
+    latest = reader(clients, again.port, "$stream/brief/#", stream_offset="latest")
+    assert offsets([latest.receive()]) == [3]
+    publisher.disconnect()
+    latest.disconnect()
+    assert again.stop() == 0, again.output()
+
+
+def test_a_failed_message_is_redelivered_before_later_ones_and_anonymous_readers_dead_letter_nothing(
+        make_broker, clients):
+    broker = make_broker(STREAMS)
+    publisher = clients(broker.port)
+    publish_n(publisher, "$stream/failing/f", 0, 3)
+    named = RawConsumer(broker.port, "$stream/failing/#",
+                        raw_user_property("group", "n") + raw_user_property("prefetch", "1"))
+    _, packet_id, _, props_, _ = named.next()
+    assert props_["offset"] == "0"
+    named.puback(packet_id, 0x80)  # a nack: 0 comes again before 1
+    _, packet_id, _, props_, _ = named.next()
+    assert (props_["offset"], props_["delivery-count"]) == ("0", "2")
+    named.puback(packet_id, 0x80)  # max_deliveries 2: to failing.dlq
+    for expected in ("1", "2"):
+        _, packet_id, _, props_, _ = named.next()
+        assert props_["offset"] == expected
+        named.puback(packet_id)
+    named.close()
+    wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/failing.dlq/depth") == 1,
+               timeout=15, what="the named group's dead letter")
+    alone = RawConsumer(broker.port, "$stream/failing/#",
+                        raw_user_property("stream-offset", "earliest"))
+    seen_offsets = []
+    for n in range(4):  # 0, 1, 2 and 0 again: nacked once, then all rejected
+        _, packet_id, _, props_, _ = alone.next()
+        seen_offsets.append(props_["offset"])
+        alone.puback(packet_id, 0x80 if n == 0 else 0x99)
+    assert sorted(seen_offsets) == ["0", "0", "1", "2"]
+    alone.close()
+    # An anonymous reader's failures copy nothing: still the one dead letter.
+    publisher.publish("$stream/failing/f", b"3", qos=1)
+    wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/failing/enqueued") == 4,
+               timeout=15, what="$SYS to catch up")
+    assert sys_value(broker.port, "$SYS/broker/queues/failing.dlq/depth") == 1
