@@ -7,7 +7,8 @@
 //   sluice-bench conns   [--connections 10000]      idle connections: connect rate, memory
 //   sluice-bench queue   [--publishers 8 --consumers 4 --queue bench]
 //                                                   P publishers -> a durable queue ($queue/NAME)
-//                                                   -> C consumers of one group (Sluice only)
+//                                                   -> C consumers of one group (Sluice only;
+//                                                   --stream: $stream/NAME, read in one group)
 //
 // Common options: --host, --port, --qos, --mqtt 4|5, --payload BYTES,
 // --duration S, --rate MSG/S (total), --inflight N (QoS 1/2 window per
@@ -43,6 +44,7 @@ struct Options {
   std::uint32_t connections = 10'000;
   std::uint32_t consumers = 4;
   std::string queue = "bench";
+  bool stream = false;  // queue: $stream/<queue> instead of $queue/<queue>
   double duration_s = 10;
   double rate = 0;  // total messages/s over all publishers
   std::uint32_t threads = 1;
@@ -151,14 +153,16 @@ int run(Options& o) {
     if (latency && o.rate == 0) o.rate = 1000;
   } else if (o.scenario == "queue") {
     // Each publisher's messages share a subtopic, hence a key and a
-    // partition: each consumer sees them in order.
+    // partition: each consumer sees them in order. A stream's consumers
+    // read in one group ($share/bench/: also on 3.1.1).
     publishers = o.publishers;
+    const std::string address = (o.stream ? "$stream/" : "$queue/") + o.queue;
+    const std::string filter = (o.stream ? "$share/bench/" : "") + address + "/#";
     for (std::uint32_t c = 0; c < o.consumers; ++c)
-      specs.push_back({id + "consumer-" + std::to_string(c), "", "$queue/" + o.queue + "/#", 0});
+      specs.push_back({id + "consumer-" + std::to_string(c), "", filter, 0});
     for (std::uint32_t p = 0; p < publishers; ++p)
-      specs.push_back(
-          {id + "pub-" + std::to_string(p),
-           "$queue/" + o.queue + "/" + std::to_string(getpid()) + "-" + std::to_string(p), "", p});
+      specs.push_back({id + "pub-" + std::to_string(p),
+                       address + "/" + std::to_string(getpid()) + "-" + std::to_string(p), "", p});
   } else if (conns) {
     for (std::uint32_t c = 0; c < o.connections; ++c)
       specs.push_back({id + "idle-" + std::to_string(c), "", "", 0});
@@ -330,6 +334,7 @@ int main(int argc, char** argv) {
   app.add_option("--consumers", o.consumers, "queue: consumers in one group")
       ->check(CLI::Range(1u, 100000u));
   app.add_option("--queue", o.queue, "queue: the queue's name (configured, or auto-created)");
+  app.add_flag("--stream", o.stream, "queue: a stream ($stream/NAME), read in one group");
   app.add_option("--subscribers", o.subscribers, "fanout subscribers")
       ->check(CLI::Range(1u, 100000u));
   app.add_option("--pairs", o.pairs, "p2p pairs")->check(CLI::Range(1u, 100000u));

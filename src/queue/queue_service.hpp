@@ -37,9 +37,9 @@ struct QueueStats {
   std::string name;
   bool stream = false;
   std::uint32_t partitions = 0;
-  std::uint64_t depth = 0;             // messages the log holds
-  std::optional<std::uint64_t> bytes;  // for a queue with a byte limit
-  std::int64_t oldest_age_ms = 0;      // of its oldest message; 0 when empty
+  std::uint64_t depth = 0;              // messages the log holds
+  std::optional<std::uint64_t> bytes;   // for a queue with a byte limit
+  std::int64_t oldest_age_ms = 0;       // of its oldest message; 0 when empty
   std::uint32_t anonymous_readers = 0;  // a stream's; not among `groups`
   QueueCounters counters;
   struct GroupStats {

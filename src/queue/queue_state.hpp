@@ -32,6 +32,15 @@ inline std::size_t entry_bytes(const LogEntry& entry) {
   return entry.payload.size() + entry.properties.size();
 }
 
+// What a compaction pass needs of one entry (stream_compaction.cpp).
+struct CompactionEntry {
+  std::uint64_t offset = 0;
+  std::string key;
+  std::int64_t timestamp_ms = 0;
+  bool tombstone = false;
+  std::size_t bytes = 0;
+};
+
 struct Partition {
   std::uint64_t start = 0;    // the first offset the log may still hold
   std::uint64_t next = 0;     // the next offset to give
@@ -52,8 +61,11 @@ struct Partition {
   // last pass; one is running; when a pass would find more that was kept
   // only for its age (Unix ms, 0: never).
   std::uint64_t compacted_to = 0;
-  std::uint64_t kept_after_compaction = 0;  // entries the last pass kept
-  std::int64_t compacted_at_ms = 0;         // when the last pass ended
+  // What the last pass kept, in offset order: with what was appended since,
+  // all the partition holds below `visible`, so a pass reads only that.
+  std::vector<CompactionEntry> compaction_kept;
+  bool compaction_known = false;     // false until a first (whole) pass this run
+  std::int64_t compacted_at_ms = 0;  // when the last pass ended
   bool compacting = false;
   std::int64_t compact_again_ms = 0;
   std::int64_t last_timestamp_ms = 0;  // of the newest append: timestamps never go back

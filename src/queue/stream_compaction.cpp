@@ -1,10 +1,11 @@
 // Compaction passes over streams with cleanup: compact (compaction.hpp says
-// what goes). A pass copies the partition's in-memory entries under the
-// queue lock, reads the rest from the store and decides without it, and
-// erases what goes under it again. It runs when what was appended since the
-// last pass is at least what that pass kept (so a pass reads about two
-// entries per appended one), or, at most every kAgedPassInterval, when a
-// message kept only for its age may go.
+// what goes). A pass takes what the last pass kept and what was appended
+// since (from memory under the queue lock, or from the store without it),
+// decides without the lock, and erases what goes under it again: the first
+// pass of a run reads the whole partition, later ones only what is new. It
+// runs when what was appended since the last pass is at least what that
+// pass kept, or, at most every kAgedPassInterval, when a message kept only
+// for its age may go.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -18,13 +19,7 @@ namespace {
 
 constexpr std::int64_t kAgedPassInterval_ms = 5'000;
 
-struct Seen {
-  std::uint64_t offset;
-  std::string key;
-  std::int64_t timestamp_ms;
-  bool tombstone;
-  std::size_t bytes;
-};
+using Seen = CompactionEntry;
 
 Seen seen(std::uint64_t offset, const LogEntry& entry) {
   return {offset, entry.key, entry.timestamp_ms, entry.payload.empty(), entry_bytes(entry)};
@@ -36,12 +31,19 @@ struct QueueService::CompactionJob {
   Queue* queue = nullptr;
   std::uint32_t partition = 0;
   std::uint64_t start = 0, visible = 0, window_start = 0;
+  std::uint64_t read_from = 0;  // the store's part: [read_from, window_start)
   config::QueueOptions options;
-  std::vector<Seen> entries;  // offset order; the window's first, the store's added
+  // Offset order: what the last pass kept, then the store's part (added
+  // without the lock), then the window's.
+  std::vector<Seen> entries;
+  std::vector<Seen> from_window;
   bool failed = false;
   // The decision, made without the lock.
   std::vector<std::pair<std::uint64_t, std::size_t>> removed;  // offset, bytes
-  std::uint64_t kept = 0;
+  // The same as runs [first, end) with nothing kept inside: one range
+  // deletion each instead of one deletion per message.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> removed_runs;
+  std::vector<Seen> kept;
   std::uint64_t first_kept = 0;  // the partition's new start, if the head went
   std::int64_t again_at_ms = 0;
 };
@@ -57,12 +59,11 @@ void QueueService::compact(broker::Shard& shard) {
       for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
         Partition& log = queue->partitions[p];
         if (log.compacting || log.visible <= log.start + 1) continue;
-        const std::uint64_t fresh =
-            log.visible - std::clamp(log.compacted_to, log.start, log.visible);
-        // After a restart, what the last pass kept is not known: the whole partition.
-        const std::uint64_t kept = log.compacted_to == 0 ? log.visible - log.start - fresh
-                                                         : log.kept_after_compaction;
-        const bool grown = fresh > 0 && fresh >= kept;
+        const std::uint64_t from = log.compaction_known
+                                       ? std::clamp(log.compacted_to, log.start, log.visible)
+                                       : log.start;  // the first pass of a run: all of it
+        const std::uint64_t fresh = log.visible - from;
+        const bool grown = fresh > 0 && fresh >= log.compaction_kept.size();
         const bool aged = log.compact_again_ms != 0 && work.now_ms >= log.compact_again_ms &&
                           work.now_ms >= log.compacted_at_ms + kAgedPassInterval_ms;
         if (!grown && !aged) continue;
@@ -72,10 +73,14 @@ void QueueService::compact(broker::Shard& shard) {
         job.start = log.start;
         job.visible = log.visible;
         job.window_start = log.window_start;
+        job.read_from = from;
         job.options = queue->config.options;
-        for (std::uint64_t at = std::max(log.start, log.window_start); at < log.visible; ++at) {
+        for (const Seen& kept : log.compaction_kept) {
+          if (kept.offset >= log.start && kept.offset < from) job.entries.push_back(kept);
+        }
+        for (std::uint64_t at = std::max(from, log.window_start); at < log.visible; ++at) {
           if (const EntryPtr& entry = log.window[at - log.window_start].entry)
-            job.entries.push_back(seen(at, *entry));
+            job.from_window.push_back(seen(at, *entry));
         }
         log.compacting = true;
         jobs.push_back(std::move(job));
@@ -91,10 +96,15 @@ void QueueService::compact(broker::Shard& shard) {
       log.compacting = false;
       if (job.failed) continue;
       const std::string& name = job.queue->config.name;
+      for (auto [first, end] : job.removed_runs) {
+        first = std::max(first, log.start);  // retention took the rest meanwhile
+        if (first >= end) continue;
+        work.batch.add(store::WriteBatch::EraseRange{store::Space::kQueues,
+                                                     keys::entry(name, job.partition, first),
+                                                     keys::entry(name, job.partition, end)});
+      }
       for (const auto& [offset, bytes] : job.removed) {
-        if (offset < log.start) continue;  // retention took it meanwhile
-        work.batch.add(store::WriteBatch::Erase{store::Space::kQueues,
-                                                keys::entry(name, job.partition, offset)});
+        if (offset < log.start) continue;
         if (offset >= log.window_start) log.forget(offset);
         log.bytes -= std::min<std::uint64_t>(log.bytes, bytes);
         ++job.queue->counters.compacted;
@@ -104,7 +114,8 @@ void QueueService::compact(broker::Shard& shard) {
       if (job.first_kept > log.start && job.first_kept <= log.visible)
         cut_log(work, *job.queue, job.partition, job.first_kept, work.batch, false);
       log.compacted_to = job.visible;
-      log.kept_after_compaction = job.kept;
+      log.compaction_kept = std::move(job.kept);
+      log.compaction_known = true;
       log.compacted_at_ms = now_ms;
       log.compact_again_ms = job.again_at_ms;
     }
@@ -113,41 +124,49 @@ void QueueService::compact(broker::Shard& shard) {
 
 void QueueService::plan_compaction(CompactionJob& job, std::int64_t now_ms) {
   // The store's part of the partition, read without the lock.
-  if (store_ != nullptr && job.start < job.window_start) {
-    std::vector<Seen> stored;
+  if (store_ != nullptr && job.read_from < job.window_start) {
     const std::string& name = job.queue->config.name;
-    const store::Status status = store_->scan(
-        store::Space::kQueues, keys::entry(name, job.partition, job.start),
-        keys::entry(name, job.partition, std::min(job.window_start, job.visible)),
-        [&](std::string_view key, std::string_view value) {
-          const std::uint64_t offset = keys::offset_of(key);
-          if (auto entry = decode_entry(value)) {
-            stored.push_back(seen(offset, *entry));
-          } else {  // one this version cannot read is kept, as a keyless message is
-            stored.push_back({offset, std::string(), 0, false, 0});
-          }
-          return true;
-        });
+    const store::Status status =
+        store_->scan(store::Space::kQueues, keys::entry(name, job.partition, job.read_from),
+                     keys::entry(name, job.partition, std::min(job.window_start, job.visible)),
+                     [&](std::string_view key, std::string_view value) {
+                       const std::uint64_t offset = keys::offset_of(key);
+                       if (auto entry = decode_entry(value)) {
+                         job.entries.push_back(seen(offset, *entry));
+                       } else {  // one this version cannot read is kept, as a keyless message is
+                         job.entries.push_back({offset, std::string(), 0, false, 0});
+                       }
+                       return true;
+                     });
     if (!status.ok) {
       spdlog::error("event=compaction_read_failed queue={} partition={} error=\"{}\"", name,
                     job.partition, status.message);
       job.failed = true;
       return;
     }
-    stored.insert(stored.end(), std::make_move_iterator(job.entries.begin()),
-                  std::make_move_iterator(job.entries.end()));
-    job.entries = std::move(stored);
   }
+  job.entries.insert(job.entries.end(), std::make_move_iterator(job.from_window.begin()),
+                     std::make_move_iterator(job.from_window.end()));
   CompactionPlan plan({now_ms, job.options.min_compaction_lag_ms, job.options.delete_retention_ms});
   for (const Seen& entry : job.entries)
     plan.see(entry.offset, entry.key);
   job.first_kept = job.visible;
-  for (const Seen& entry : job.entries) {
+  bool in_run = false;
+  for (Seen& entry : job.entries) {
     if (plan.removes(entry.offset, entry.key, entry.timestamp_ms, entry.tombstone)) {
       job.removed.emplace_back(entry.offset, entry.bytes);
+      // What lies between two removed entries with nothing kept between
+      // them is already gone (an earlier pass, a failed write): one run.
+      if (in_run) {
+        job.removed_runs.back().second = entry.offset + 1;
+      } else {
+        job.removed_runs.emplace_back(entry.offset, entry.offset + 1);
+      }
+      in_run = true;
     } else {
-      ++job.kept;
+      in_run = false;  // a kept entry ends the run
       job.first_kept = std::min(job.first_kept, entry.offset);
+      job.kept.push_back(std::move(entry));
     }
   }
   job.again_at_ms = plan.again_at_ms();
