@@ -48,19 +48,25 @@ def depth(port, what="depth", queue="jobs"):
         watcher.disconnect()
 
 
+def kill_while_publishing(broker, publisher, count, kill_after):
+    """Publishes 0..count-1 and kills the broker with SIGKILL once `kill_after`
+    are acknowledged. Returns the numbers acknowledged."""
+    sender = threading.Thread(target=publisher.publish, args=(0, count), daemon=True)
+    sender.start()
+    wait_until(lambda: publisher.acked_count() >= kill_after, timeout=120, what="PUBACKs")
+    assert broker.stop(signal.SIGKILL) == -signal.SIGKILL
+    sender.join(timeout=30)
+    publisher.stop()
+    return publisher.acked()
+
+
 def test_every_acknowledged_append_survives_a_kill_at_a_random_moment(tmp_path):
     data = tmp_path / "data"
     count = 4_000
     first = start(data)
     publisher = WindowedPublisher(first.port, "$queue/jobs/work")
     kill_after = random.randint(count // 10, count * 9 // 10)
-    sender = threading.Thread(target=publisher.publish, args=(0, count), daemon=True)
-    sender.start()
-    wait_until(lambda: publisher.acked_count() >= kill_after, timeout=120, what="PUBACKs")
-    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    sender.join(timeout=30)
-    publisher.stop()
-    acked = publisher.acked()
+    acked = kill_while_publishing(first, publisher, count, kill_after)
     assert len(acked) >= kill_after
 
     second = start(data)
@@ -184,13 +190,7 @@ def test_a_kill_while_retention_cuts_a_stream_keeps_the_newest_and_its_offsets(t
     first = start(data)
     publisher = WindowedPublisher(first.port, "$stream/trimmed/t")
     kill_after = random.randint(1_000, count - 200)  # retention has cut by then
-    sender = threading.Thread(target=publisher.publish, args=(0, count), daemon=True)
-    sender.start()
-    wait_until(lambda: publisher.acked_count() >= kill_after, timeout=120, what="PUBACKs")
-    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    sender.join(timeout=30)
-    publisher.stop()
-    acked = publisher.acked()
+    acked = kill_while_publishing(first, publisher, count, kill_after)
 
     second = start(data)
     kept = read_stream(second.port, "trimmed")
@@ -235,13 +235,7 @@ def test_a_kill_while_compacting_keeps_the_final_value_of_every_key(tmp_path):
     first = start(data)
     publisher = KeyedPublisher(first.port, keys)
     kill_after = random.randint(500, count - 200)
-    sender = threading.Thread(target=publisher.publish, args=(0, count), daemon=True)
-    sender.start()
-    wait_until(lambda: publisher.acked_count() >= kill_after, timeout=120, what="PUBACKs")
-    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    sender.join(timeout=30)
-    publisher.stop()
-    acked = publisher.acked()
+    acked = kill_while_publishing(first, publisher, count, kill_after)
 
     second = start(data)
     kept = read_stream(second.port, "compacted")

@@ -52,6 +52,19 @@ def persistent_config(tmp_path, extra=""):
             f"storage:\n  dir: {tmp_path / 'data'}\n")
 
 
+def offset_after_restart(clients, config, stream):
+    """The offset a message published to `stream` gets in a broker started again on `config`."""
+    again = SluiceProcess(config_yaml=config).start()
+    publisher = clients(again.port)
+    publisher.publish(f"$stream/{stream}/x", b"after", qos=1)
+    latest = reader(clients, again.port, f"$stream/{stream}/#", stream_offset="latest")
+    offset = offsets([latest.receive()])[0]
+    publisher.disconnect()
+    latest.disconnect()
+    assert again.stop() == 0, again.output()
+    return offset
+
+
 def test_a_group_reads_in_order_and_resumes_from_its_committed_offset(clients, tmp_path):
     config = persistent_config(tmp_path)
     broker = SluiceProcess(config_yaml=config).start()
@@ -241,14 +254,7 @@ def test_retention_cuts_a_stream_and_offsets_are_never_given_again(clients, tmp_
     first.disconnect()
     assert broker.stop() == 0, broker.output()
 
-    again = SluiceProcess(config_yaml=config).start()
-    publisher = clients(again.port)
-    publisher.publish("$stream/recent/r", b"after", qos=1)
-    late = reader(clients, again.port, "$stream/recent/#", stream_offset="latest")
-    assert offsets([late.receive()]) == [10]
-    publisher.disconnect()
-    late.disconnect()
-    assert again.stop() == 0, again.output()
+    assert offset_after_restart(clients, config, "recent") == 10
 
 
 def test_auto_created_streams_stay_streams(clients, tmp_path):
@@ -358,14 +364,7 @@ def test_an_emptied_stream_never_gives_an_offset_again_after_a_restart(clients, 
     wait_until(lambda: sys_value(broker.port, "$SYS/broker/queues/brief/depth") == 0,
                timeout=15, what="max_age to empty the stream")
     assert broker.stop() == 0, broker.output()
-    again = SluiceProcess(config_yaml=config).start()
-    publisher = clients(again.port)
-    publisher.publish("$stream/brief/x", b"after", qos=1)
-    latest = reader(clients, again.port, "$stream/brief/#", stream_offset="latest")
-    assert offsets([latest.receive()]) == [3]
-    publisher.disconnect()
-    latest.disconnect()
-    assert again.stop() == 0, again.output()
+    assert offset_after_restart(clients, config, "brief") == 3
 
 
 def test_a_failed_message_is_redelivered_before_later_ones_and_anonymous_readers_dead_letter_nothing(
