@@ -8,7 +8,8 @@
 //   sluice-bench queue   [--publishers 8 --consumers 4 --queue bench]
 //                                                   P publishers -> a durable queue ($queue/NAME)
 //                                                   -> C consumers of one group (Sluice only;
-//                                                   --stream: $stream/NAME, read in one group)
+//                                                   --stream: $stream/NAME, read in one group;
+//                                                   --manual: consumers settle with $ack)
 //
 // Common options: --host, --port, --qos, --mqtt 4|5, --payload BYTES,
 // --duration S, --rate MSG/S (total), --inflight N (QoS 1/2 window per
@@ -45,6 +46,7 @@ struct Options {
   std::uint32_t consumers = 4;
   std::string queue = "bench";
   bool stream = false;  // queue: $stream/<queue> instead of $queue/<queue>
+  bool manual = false;  // queue: consumers settle with $ack
   double duration_s = 10;
   double rate = 0;  // total messages/s over all publishers
   std::uint32_t threads = 1;
@@ -158,6 +160,14 @@ int run(Options& o) {
     publishers = o.publishers;
     const std::string address = (o.stream ? "$stream/" : "$queue/") + o.queue;
     const std::string filter = (o.stream ? "$share/bench/" : "") + address + "/#";
+    if (o.manual) {
+      if (o.settings.version != 5) {
+        std::fprintf(stderr,
+                     "sluice-bench: --manual needs --mqtt 5 (ack-mode is a user property)\n");
+        return 2;
+      }
+      o.settings.manual_ack_topic = address + "/$ack";
+    }
     for (std::uint32_t c = 0; c < o.consumers; ++c)
       specs.push_back({id + "consumer-" + std::to_string(c), "", filter, 0});
     for (std::uint32_t p = 0; p < publishers; ++p)
@@ -335,6 +345,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 100000u));
   app.add_option("--queue", o.queue, "queue: the queue's name (configured, or auto-created)");
   app.add_flag("--stream", o.stream, "queue: a stream ($stream/NAME), read in one group");
+  app.add_flag("--manual", o.manual,
+               "queue: consumers in ack-mode manual, settling each message with $ack (--mqtt 5)");
   app.add_option("--subscribers", o.subscribers, "fanout subscribers")
       ->check(CLI::Range(1u, 100000u));
   app.add_option("--pairs", o.pairs, "p2p pairs")->check(CLI::Range(1u, 100000u));

@@ -53,26 +53,46 @@ void append_connect(Buffer& out, int version, std::string_view client_id, bool k
   append_string(out, client_id);
 }
 
+void append_user_property(Buffer& out, std::string_view name, std::string_view value) {
+  out.push_back(0x26);
+  append_string(out, name);
+  append_string(out, value);
+}
+
 void append_subscribe(Buffer& out, int version, std::uint16_t packet_id, std::string_view filter,
-                      int qos) {
+                      int qos, std::span<const std::uint8_t> properties) {
   const bool v5 = version == 5;
+  Buffer length_of_properties;
+  if (v5) append_length(length_of_properties, properties.size());
   out.push_back(0x82);
-  append_length(out, 2 + (v5 ? 1 : 0) + 2 + filter.size() + 1);
+  append_length(
+      out, 2 + (v5 ? length_of_properties.size() + properties.size() : 0) + 2 + filter.size() + 1);
   append_u16(out, packet_id);
-  if (v5) out.push_back(0);
+  if (v5) {
+    out.insert(out.end(), length_of_properties.begin(), length_of_properties.end());
+    out.insert(out.end(), properties.begin(), properties.end());
+  }
   append_string(out, filter);
   out.push_back(static_cast<std::uint8_t>(qos));
 }
 
 void append_publish(Buffer& out, int version, std::string_view topic, int qos,
-                    std::uint16_t packet_id, std::span<const std::uint8_t> payload) {
-  const std::size_t length =
-      2 + topic.size() + (qos > 0 ? 2 : 0) + (version == 5 ? 1 : 0) + payload.size();
+                    std::uint16_t packet_id, std::span<const std::uint8_t> payload,
+                    std::span<const std::uint8_t> properties) {
+  const bool v5 = version == 5;
+  Buffer length_of_properties;
+  if (v5) append_length(length_of_properties, properties.size());
+  const std::size_t length = 2 + topic.size() + (qos > 0 ? 2 : 0) +
+                             (v5 ? length_of_properties.size() + properties.size() : 0) +
+                             payload.size();
   out.push_back(static_cast<std::uint8_t>(0x30 | (qos << 1)));
   append_length(out, length);
   append_string(out, topic);
   if (qos > 0) append_u16(out, packet_id);
-  if (version == 5) out.push_back(0);
+  if (v5) {
+    out.insert(out.end(), length_of_properties.begin(), length_of_properties.end());
+    out.insert(out.end(), properties.begin(), properties.end());
+  }
   out.insert(out.end(), payload.begin(), payload.end());
 }
 
@@ -129,11 +149,46 @@ std::optional<PublishView> parse_publish(const Frame& frame, int version) {
       properties |= static_cast<std::size_t>(body[at] & 0x7F) << shift;
       if ((body[at] & 0x80) == 0) break;
     }
-    at += 1 + properties;
-    if (body.size() < at) return std::nullopt;
+    ++at;
+    if (body.size() < at + properties) return std::nullopt;
+    view.properties = body.subspan(at, properties);
+    at += properties;
   }
   view.payload = body.subspan(at);
   return view;
+}
+
+std::optional<std::string_view> user_property(std::span<const std::uint8_t> properties,
+                                              std::string_view name) {
+  // Only what a queue's deliveries carry is walked over: user properties
+  // (0x26) and the few fixed-size or string properties before them.
+  std::size_t at = 0;
+  const auto string_at = [&](std::size_t& i) -> std::optional<std::string_view> {
+    if (i + 2 > properties.size()) return std::nullopt;
+    const std::size_t n = read_u16(properties, i);
+    if (i + 2 + n > properties.size()) return std::nullopt;
+    const std::string_view text(reinterpret_cast<const char*>(properties.data() + i + 2), n);
+    i += 2 + n;
+    return text;
+  };
+  while (at < properties.size()) {
+    const std::uint8_t id = properties[at++];
+    if (id == 0x26) {
+      const auto key = string_at(at);
+      const auto value = string_at(at);
+      if (!key || !value) return std::nullopt;
+      if (*key == name) return value;
+    } else if (id == 0x01) {
+      ++at;  // payload format indicator
+    } else if (id == 0x02) {
+      at += 4;                                            // message expiry interval
+    } else if (id == 0x03 || id == 0x08 || id == 0x09) {  // content type, response topic, data
+      if (!string_at(at)) return std::nullopt;
+    } else {
+      return std::nullopt;  // not one a queue delivery carries here
+    }
+  }
+  return std::nullopt;
 }
 
 std::uint16_t packet_id_of(const Frame& frame) {

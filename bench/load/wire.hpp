@@ -31,10 +31,13 @@ enum class PacketType : std::uint8_t {
 // (3.1.1), or Clean Start 0 with the longest Session Expiry Interval (5.0).
 void append_connect(Buffer& out, int version, std::string_view client_id,
                     bool keep_session = false);
+// `properties`: a 5.0 property list without its length (ignored for 3.1.1).
 void append_subscribe(Buffer& out, int version, std::uint16_t packet_id, std::string_view filter,
-                      int qos);
+                      int qos, std::span<const std::uint8_t> properties = {});
 void append_publish(Buffer& out, int version, std::string_view topic, int qos,
-                    std::uint16_t packet_id, std::span<const std::uint8_t> payload);
+                    std::uint16_t packet_id, std::span<const std::uint8_t> payload,
+                    std::span<const std::uint8_t> properties = {});
+void append_user_property(Buffer& out, std::string_view name, std::string_view value);
 // PUBACK, PUBREC, PUBREL or PUBCOMP: the two-byte form, valid in every version.
 void append_ack(Buffer& out, PacketType type, std::uint16_t packet_id);
 void append_disconnect(Buffer& out);
@@ -54,9 +57,13 @@ struct PublishView {
   std::string_view topic;
   int qos = 0;
   std::uint16_t packet_id = 0;
+  std::span<const std::uint8_t> properties;  // 5.0: the property list, less its length
   std::span<const std::uint8_t> payload;
 };
 std::optional<PublishView> parse_publish(const Frame& frame, int version);
+// The value of the first user property `name` in a PUBLISH's properties.
+std::optional<std::string_view> user_property(std::span<const std::uint8_t> properties,
+                                              std::string_view name);
 
 // The packet id of an acknowledgement or SUBACK (first two bytes of the body).
 std::uint16_t packet_id_of(const Frame& frame);

@@ -251,7 +251,11 @@ void Worker::on_frame(Connection& c, const Frame& frame) {
     case PacketType::kConnack:
       if (connack_code(frame) != 0) return fail(c);
       if (!c.spec.subscribe_filter.empty()) {
-        append_subscribe(c.out, settings_.version, 1, c.spec.subscribe_filter, settings_.qos);
+        Buffer properties;
+        if (!settings_.manual_ack_topic.empty())
+          append_user_property(properties, "ack-mode", "manual");
+        append_subscribe(c.out, settings_.version, 1, c.spec.subscribe_filter, settings_.qos,
+                         properties);
         c.state = Connection::State::kAwaitingSuback;
       } else {
         c.state = Connection::State::kReady;
@@ -300,6 +304,13 @@ void Worker::on_publish(Connection& c, const Frame& frame) {
   shared_.last_receive_ns.store(now, std::memory_order_relaxed);
   if (publish->qos == 1) append_ack(c.out, PacketType::kPuback, publish->packet_id);
   if (publish->qos == 2) append_ack(c.out, PacketType::kPubrec, publish->packet_id);
+  if (!settings_.manual_ack_topic.empty()) {
+    if (const auto id = user_property(publish->properties, "message-id")) {
+      Buffer properties;
+      append_user_property(properties, "message-id", *id);
+      append_publish(c.out, settings_.version, settings_.manual_ack_topic, 0, 0, {}, properties);
+    }
+  }
 }
 
 void Worker::publish_some(Connection& c, std::uint64_t now_ns) {

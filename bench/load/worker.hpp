@@ -40,6 +40,9 @@ struct Settings {
   // durable broker stores QoS 1 messages for, so the run measures its disk
   // path. Publishers stay clean: their session holds nothing to keep.
   bool persistent = false;
+  // Set: consumers subscribe with ack-mode manual (5.0) and settle each
+  // delivery by publishing its message-id to this verb topic, at QoS 0.
+  std::string manual_ack_topic;
 };
 
 // What the main thread shares with every worker.
