@@ -169,7 +169,7 @@ bool QueueService::make_room(Work& work, Queue& queue, std::uint32_t partition,
 // ---- retention ------------------------------------------------------------------
 
 void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t cut,
-                           store::WriteBatch& batch, bool count_dropped) {
+                           store::WriteBatch& batch, bool count_dropped, bool bytes_counted) {
   Partition& log = queue.partitions[partition];
   cut = std::min(cut, log.visible);
   if (cut <= log.start) return;
@@ -182,7 +182,7 @@ void QueueService::cut_log(Work& work, Queue& queue, std::uint32_t partition, st
   if (count_dropped && !queue.stream) {
     queue.counters.dropped += queue.groups.empty() ? cut - log.start : unsettled;
   }
-  if (queue.counts_bytes) {
+  if (queue.counts_bytes && !bytes_counted) {
     const std::uint64_t gone = bytes_between(queue, partition, log.start, cut);
     log.bytes -= std::min(log.bytes, gone);
   }

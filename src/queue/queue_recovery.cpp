@@ -123,13 +123,17 @@ store::Status QueueService::load(Queue& queue) {
   for (std::uint32_t p = 0; p < queue.partitions.size(); ++p) {
     Partition& log = queue.partitions[p];
     bool any = false;
-    store::Status status =
-        store_->scan_back(store::Space::kQueues, keys::entry(name, p, 0),
-                          keys::entries_end(name, p), [&](std::string_view key, std::string_view) {
-                            log.next = keys::offset_of(key) + 1;
-                            any = true;
-                            return false;
-                          });
+    store::Status status = store_->scan_back(store::Space::kQueues, keys::entry(name, p, 0),
+                                             keys::entries_end(name, p),
+                                             [&](std::string_view key, std::string_view value) {
+                                               log.next = keys::offset_of(key) + 1;
+                                               // Timestamps go on from the newest, whatever the
+                                               // clock did.
+                                               if (const auto entry = decode_entry(value))
+                                                 log.last_timestamp_ms = entry->timestamp_ms;
+                                               any = true;
+                                               return false;
+                                             });
     if (!status.ok) return status;
     // Offsets below where retention last cut the log are never given again.
     if (const auto start = read_key(keys::log_start(name, p)))

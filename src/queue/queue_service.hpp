@@ -174,8 +174,10 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                               std::uint64_t to);
   // Deletes [start, cut) of the partition's log; groups that had not settled
   // all of it skip what is gone (their leases there end).
+  // `bytes_counted`: the caller has counted the bytes of what goes off
+  // Partition::bytes already.
   void cut_log(Work& work, Queue& queue, std::uint32_t partition, std::uint64_t cut,
-               store::WriteBatch& batch, bool count_dropped);
+               store::WriteBatch& batch, bool count_dropped, bool bytes_counted = false);
   // The group settles (skips) every offset of the partition below `cut`;
   // its leases there end. Returns how many it had not settled.
   std::uint64_t skip_to(Work& work, Queue& queue, Group& group, std::uint32_t partition,

@@ -33,8 +33,10 @@ struct QueueService::CompactionJob {
   std::uint64_t start = 0, visible = 0, window_start = 0;
   std::uint64_t read_from = 0;  // the store's part: [read_from, window_start)
   config::QueueOptions options;
-  // Offset order: what the last pass kept, then the store's part (added
-  // without the lock), then the window's.
+  // What the last pass kept (the partition's, lent to the job: moved, not
+  // copied, under the lock), the store's part read without it, and the
+  // window's; `entries` puts them in offset order.
+  std::vector<Seen> previous;
   std::vector<Seen> entries;
   std::vector<Seen> from_window;
   bool failed = false;
@@ -75,9 +77,8 @@ void QueueService::compact(broker::Shard& shard) {
         job.window_start = log.window_start;
         job.read_from = from;
         job.options = queue->config.options;
-        for (const Seen& kept : log.compaction_kept) {
-          if (kept.offset >= log.start && kept.offset < from) job.entries.push_back(kept);
-        }
+        job.previous = std::move(log.compaction_kept);
+        log.compaction_kept.clear();
         for (std::uint64_t at = std::max(from, log.window_start); at < log.visible; ++at) {
           if (const EntryPtr& entry = log.window[at - log.window_start].entry)
             job.from_window.push_back(seen(at, *entry));
@@ -94,7 +95,10 @@ void QueueService::compact(broker::Shard& shard) {
     for (CompactionJob& job : jobs) {
       Partition& log = job.queue->partitions[job.partition];
       log.compacting = false;
-      if (job.failed) continue;
+      if (job.failed) {
+        log.compaction_kept = std::move(job.previous);  // as it was: tried again later
+        continue;
+      }
       const std::string& name = job.queue->config.name;
       for (auto [first, end] : job.removed_runs) {
         first = std::max(first, log.start);  // retention took the rest meanwhile
@@ -110,9 +114,12 @@ void QueueService::compact(broker::Shard& shard) {
         ++job.queue->counters.compacted;
       }
       // A head that went entirely: the log starts at what is left (readers
-      // from `earliest` and $SYS need not step over it again).
-      if (job.first_kept > log.start && job.first_kept <= log.visible)
-        cut_log(work, *job.queue, job.partition, job.first_kept, work.batch, false);
+      // from `earliest` and $SYS need not step over it again). Its bytes
+      // were just counted off, message by message.
+      if (job.first_kept > log.start && job.first_kept <= log.visible) {
+        cut_log(work, *job.queue, job.partition, job.first_kept, work.batch, false,
+                /*bytes_counted=*/true);
+      }
       log.compacted_to = job.visible;
       log.compaction_kept = std::move(job.kept);
       log.compaction_known = true;
@@ -124,6 +131,7 @@ void QueueService::compact(broker::Shard& shard) {
 
 void QueueService::plan_compaction(CompactionJob& job, std::int64_t now_ms) {
   // The store's part of the partition, read without the lock.
+  std::vector<Seen> stored;
   if (store_ != nullptr && job.read_from < job.window_start) {
     const std::string& name = job.queue->config.name;
     const store::Status status =
@@ -132,9 +140,9 @@ void QueueService::plan_compaction(CompactionJob& job, std::int64_t now_ms) {
                      [&](std::string_view key, std::string_view value) {
                        const std::uint64_t offset = keys::offset_of(key);
                        if (auto entry = decode_entry(value)) {
-                         job.entries.push_back(seen(offset, *entry));
+                         stored.push_back(seen(offset, *entry));
                        } else {  // one this version cannot read is kept, as a keyless message is
-                         job.entries.push_back({offset, std::string(), 0, false, 0});
+                         stored.push_back({offset, std::string(), 0, false, 0});
                        }
                        return true;
                      });
@@ -145,8 +153,15 @@ void QueueService::plan_compaction(CompactionJob& job, std::int64_t now_ms) {
       return;
     }
   }
-  job.entries.insert(job.entries.end(), std::make_move_iterator(job.from_window.begin()),
-                     std::make_move_iterator(job.from_window.end()));
+  for (Seen& kept : job.previous) {  // retention may have cut some since
+    if (kept.offset >= job.start && kept.offset < job.read_from)
+      job.entries.push_back(std::move(kept));
+  }
+  job.previous.clear();
+  for (std::vector<Seen>* part : {&stored, &job.from_window}) {
+    job.entries.insert(job.entries.end(), std::make_move_iterator(part->begin()),
+                       std::make_move_iterator(part->end()));
+  }
   CompactionPlan plan({now_ms, job.options.min_compaction_lag_ms, job.options.delete_retention_ms});
   for (const Seen& entry : job.entries)
     plan.see(entry.offset, entry.key);
