@@ -2,6 +2,7 @@
 // property block, and the user properties that carry its keys and ids.
 #pragma once
 
+#include <charconv>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -14,6 +15,16 @@ namespace sluice::queue {
 
 // The first user property named `name`, or nullptr.
 const std::string* user_property(const mqtt::Properties& properties, std::string_view name);
+
+// All of `text` as a whole number (what the numeric user properties hold);
+// nullopt for anything else, an empty text or one out of Number's range.
+template <class Number>
+std::optional<Number> whole_number(std::string_view text) {
+  Number value{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
 
 // A property block as encode_property_block writes it; empty for none.
 mqtt::Properties read_block(const std::vector<std::uint8_t>& block);

@@ -180,6 +180,7 @@ Group& QueueService::group(Work& work, Queue& queue, std::string_view name, bool
   auto group = std::make_unique<Group>();
   group->name = std::string(name);
   group->ephemeral = ephemeral;
+  if (ephemeral) ++anonymous_readers_;
   group->partitions.resize(queue.partitions.size());
   for (std::size_t p = 0; p < queue.partitions.size(); ++p) {
     group->partitions[p].floor = queue.partitions[p].start;
@@ -907,14 +908,12 @@ std::optional<QueueService::Held> QueueService::held_by(Queue& queue, broker::Ta
                                                         const std::string* group_name) {
   const auto colon = id.find(':');
   if (colon == std::string_view::npos) return std::nullopt;
-  std::uint32_t partition = 0;
-  std::uint64_t offset = 0;
-  const std::string_view p = id.substr(0, colon), o = id.substr(colon + 1);
-  if (std::from_chars(p.data(), p.data() + p.size(), partition).ptr != p.data() + p.size() ||
-      std::from_chars(o.data(), o.data() + o.size(), offset).ptr != o.data() + o.size() ||
-      p.empty() || o.empty() || partition >= queue.partitions.size()) {
+  const auto parsed_partition = whole_number<std::uint32_t>(id.substr(0, colon));
+  const auto parsed_offset = whole_number<std::uint64_t>(id.substr(colon + 1));
+  if (!parsed_partition || !parsed_offset || *parsed_partition >= queue.partitions.size())
     return std::nullopt;
-  }
+  const std::uint32_t partition = *parsed_partition;
+  const std::uint64_t offset = *parsed_offset;
   for (auto& [name, group] : queue.groups) {
     if (group_name != nullptr && name != *group_name) continue;
     const GroupPartition& state = group->partitions[partition];
@@ -951,13 +950,11 @@ QueueService::Outcome QueueService::apply_verb(broker::Shard& shard, broker::Tar
   }
   std::optional<std::uint32_t> delay_ms;
   if (const std::string* asked = user_property(properties, "delay-ms")) {
-    std::uint32_t value = 0;
-    const auto [end, ec] = std::from_chars(asked->data(), asked->data() + asked->size(), value);
-    if (ec != std::errc() || end != asked->data() + asked->size() || value > 86'400'000) {
+    delay_ms = whole_number<std::uint32_t>(*asked);
+    if (!delay_ms || *delay_ms > 86'400'000) {
       return {ReasonCode::kImplementationSpecificError,
               "delay-ms is not a number of ms up to 86400000 (a day)"};
     }
-    delay_ms = value;
   }
   const std::string* group_name = user_property(properties, "group");
   Outcome outcome;
@@ -1198,11 +1195,9 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
   }
   std::uint32_t prefetch = 0;
   if (const std::string* asked = user_property(properties, "prefetch")) {
-    const auto [end, ec] = std::from_chars(asked->data(), asked->data() + asked->size(), prefetch);
-    if (ec != std::errc() || end != asked->data() + asked->size() || prefetch == 0 ||
-        prefetch > 65535) {
-      return ReasonCode::kImplementationSpecificError;
-    }
+    const auto value = whole_number<std::uint32_t>(*asked);
+    if (!value || *value == 0 || *value > 65535) return ReasonCode::kImplementationSpecificError;
+    prefetch = *value;
   }
   std::optional<StreamStart> start;
   if (const std::string* asked = user_property(properties, "stream-offset")) {

@@ -302,6 +302,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   std::map<std::string, std::unique_ptr<Queue>, std::less<>> queues_;
   std::unordered_map<const broker::Message*, LeaseRef> leases_;
   std::uint64_t next_consumer_id_ = 1;
+  std::size_t anonymous_readers_ = 0;  // ephemeral groups over every stream
   // Every queue's capture filters, fixed once recover() has run: read by
   // each publish without the mutex.
   std::vector<std::pair<std::string, Queue*>> captures_;

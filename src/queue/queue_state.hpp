@@ -64,7 +64,6 @@ struct Partition {
   // What the last pass kept, in offset order: with what was appended since,
   // all the partition holds below `visible`, so a pass reads only that.
   std::vector<CompactionEntry> compaction_kept;
-  bool compaction_known = false;     // false until a first (whole) pass this run
   std::int64_t compacted_at_ms = 0;  // when the last pass ended
   bool compacting = false;
   std::int64_t compact_again_ms = 0;

@@ -2,7 +2,6 @@
 // (stream-offset), moving a group (seek), committing an offset ($commit),
 // and the anonymous readers that subscribe without a group.
 #include <algorithm>
-#include <charconv>
 
 #include "queue/properties.hpp"
 #include "queue/queue_service.hpp"
@@ -12,11 +11,7 @@ namespace sluice::queue {
 namespace {
 
 std::optional<std::uint64_t> number(const std::string* text) {
-  if (text == nullptr || text->empty()) return std::nullopt;
-  std::uint64_t value = 0;
-  const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-  if (ec != std::errc() || end != text->data() + text->size()) return std::nullopt;
-  return value;
+  return text == nullptr ? std::nullopt : whole_number<std::uint64_t>(*text);
 }
 
 }  // namespace
@@ -175,6 +170,7 @@ QueueService::Outcome QueueService::commit(Work& work, Queue& queue, broker::Tar
 }
 
 void QueueService::drop_anonymous_readers() {
+  if (anonymous_readers_ == 0) return;  // every unsubscribe and session end asks
   for (auto& [name, queue] : queues_) {
     for (auto it = queue->groups.begin(); it != queue->groups.end();) {
       Group& group = *it->second;
@@ -188,6 +184,7 @@ void QueueService::drop_anonymous_readers() {
         }
       }
       it = queue->groups.erase(it);
+      --anonymous_readers_;
     }
   }
 }

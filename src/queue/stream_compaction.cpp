@@ -61,7 +61,8 @@ void QueueService::compact(broker::Shard& shard) {
       for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
         Partition& log = queue->partitions[p];
         if (log.compacting || log.visible <= log.start + 1) continue;
-        const std::uint64_t from = log.compaction_known
+        // compacted_to is 0 until the first pass of a run (which needs two entries).
+        const std::uint64_t from = log.compacted_to != 0
                                        ? std::clamp(log.compacted_to, log.start, log.visible)
                                        : log.start;  // the first pass of a run: all of it
         const std::uint64_t fresh = log.visible - from;
@@ -122,7 +123,6 @@ void QueueService::compact(broker::Shard& shard) {
       }
       log.compacted_to = job.visible;
       log.compaction_kept = std::move(job.kept);
-      log.compaction_known = true;
       log.compacted_at_ms = now_ms;
       log.compact_again_ms = job.again_at_ms;
     }

@@ -1,18 +1,11 @@
 #include "queue/stream_start.hpp"
 
-#include <charconv>
 #include <limits>
+
+#include "queue/properties.hpp"
 
 namespace sluice::queue {
 namespace {
-
-template <class Number>
-std::optional<Number> whole_number(std::string_view text) {
-  Number value{};
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
 
 std::optional<std::int64_t> duration_ms(std::string_view text) {
   std::size_t digits = 0;
