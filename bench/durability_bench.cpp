@@ -252,7 +252,7 @@ void restart_time(const Options& options) {
       const std::string id = "device-" + std::to_string(s);
       batch.add(
           store::WriteBatch::PutSession{{id, 5, 86'400, 0, store::SessionOwner::kUnknown, {}}});
-      batch.add(store::WriteBatch::PutSubscription{{id, "commands/" + id, 1, 0}});
+      batch.add(store::WriteBatch::PutSubscription{{id, "commands/" + id, 1, 0, {}}});
       if (batch.size() >= 20'000) flush();
     }
     for (int r = 0; r < options.retained; ++r) {
@@ -275,7 +275,8 @@ void restart_time(const Options& options) {
   config.limits.max_retained_messages = static_cast<std::uint32_t>(options.retained) + 1;
   broker::Broker broker(config, 2, "bench");
   broker::LoadCounts counts;
-  const store::Status status = broker::load_state(*store, broker, counts);
+  std::vector<store::SubscriptionRecord> queue_subscriptions;  // none: no queues here
+  const store::Status status = broker::load_state(*store, broker, counts, queue_subscriptions);
   const double seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
   if (!status.ok) std::fprintf(stderr, "durability_bench: %s\n", status.message.c_str());
   std::printf("restart: %zu sessions, %zu subscriptions, %zu retained loaded in %.2f s\n",

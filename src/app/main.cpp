@@ -73,9 +73,12 @@ bool is_loopback(const std::string& host) {
 // Opens the store when a directory is configured and loads what it holds. A
 // store that cannot be opened, or lost what it had acknowledged, stops
 // start-up (unless storage.recover): it is never emptied to go on.
+// Stored sessions' queue subscriptions come back in `queue_subscriptions`,
+// to be made once the queue layer has recovered.
 bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::Broker& broker,
                   std::unique_ptr<sluice::store::Store>& store,
-                  std::unique_ptr<sluice::store::Committer>& committer) {
+                  std::unique_ptr<sluice::store::Committer>& committer,
+                  std::vector<sluice::store::SubscriptionRecord>& queue_subscriptions) {
   if (storage.dir.empty() || storage.engine == "memory") {
     spdlog::info("event=storage engine=memory");
     return true;
@@ -105,7 +108,8 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
   }
   broker.set_store_lost_writes(report.lost_writes);
   sluice::broker::LoadCounts counts;
-  const sluice::store::Status loaded = sluice::broker::load_state(*store, broker, counts);
+  const sluice::store::Status loaded =
+      sluice::broker::load_state(*store, broker, counts, queue_subscriptions);
   if (!loaded.ok) {
     spdlog::error("event=storage_failed dir={} error=\"{}\"", storage.dir, loaded.message);
     return false;
@@ -127,6 +131,32 @@ bool open_storage(const sluice::config::StorageConfig& storage, sluice::broker::
         "event=over_max_sessions sessions_loaded={} max_sessions={} note=\"every stored session "
         "was kept; new sessions are refused until fewer than max_sessions exist\"",
         counts.sessions, broker.config().limits.max_sessions);
+  }
+  return true;
+}
+
+// Makes the stored sessions' queue subscriptions again; those whose queue
+// is gone are logged and their records deleted.
+bool restore_queue_subscriptions(sluice::broker::Broker& broker,
+                                 std::vector<sluice::store::SubscriptionRecord>&& records,
+                                 sluice::store::Store& store) {
+  if (records.empty()) return true;
+  sluice::store::WriteBatch cleanup;
+  const auto restored =
+      sluice::broker::restore_queue_subscriptions(broker, std::move(records), cleanup);
+  for (const auto& dropped : restored.dropped) {
+    spdlog::warn(
+        "event=queue_subscription_dropped client_id=\"{}\" filter=\"{}\" reason=0x{:02X} "
+        "note=\"a stored session's queue subscription could not be made again; was its queue "
+        "removed from the config?\"",
+        dropped.client_id, dropped.filter, static_cast<unsigned>(dropped.reason));
+  }
+  spdlog::info("event=queue_subscriptions_restored count={} dropped={}", restored.made,
+               restored.dropped.size());
+  if (cleanup.empty()) return true;
+  if (const sluice::store::Status written = store.write(cleanup, true); !written.ok) {
+    spdlog::error("event=storage_failed error=\"{}\"", written.message);
+    return false;
   }
   return true;
 }
@@ -247,7 +277,8 @@ int run(const Config& config, bool from_file) {
   if (auth) broker.set_auth(auth.get());
   std::unique_ptr<sluice::store::Store> store;
   std::unique_ptr<sluice::store::Committer> committer;
-  if (!open_storage(config.storage, broker, store, committer)) return 1;
+  std::vector<sluice::store::SubscriptionRecord> queue_subscriptions;
+  if (!open_storage(config.storage, broker, store, committer, queue_subscriptions)) return 1;
   // Before the server, so that it outlives the workers that call it.
   sluice::queue::QueueService queues(broker, store.get());
   if (const sluice::store::Status recovered = queues.recover(); !recovered.ok) {
@@ -255,6 +286,8 @@ int run(const Config& config, bool from_file) {
     return 1;
   }
   broker.set_queues(&queues);
+  if (store && !restore_queue_subscriptions(broker, std::move(queue_subscriptions), *store))
+    return 1;
   sluice::net::Server server(broker);
   if (const auto error = server.start(config.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);

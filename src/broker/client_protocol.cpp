@@ -577,7 +577,7 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     if (QueueGateway::addresses(matched_filter)) {
       const ReasonCode granted =
           subscribe_to_queue(subscription.filter, matched_filter, shared ? shared->group : "",
-                             subscribe.properties, options);
+                             subscribe.properties, options, batch);
       suback.reasons.push_back(v5 || !mqtt::is_error(granted) ? granted
                                                               : ReasonCode::kUnspecifiedError);
       continue;
@@ -588,7 +588,7 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
                                                SubscriptionRecord{options, identifier});
     if (session_->stored()) {
       batch.add(store::WriteBatch::PutSubscription{
-          {session_->client_id(), subscription.filter, options_byte(options), identifier}});
+          {session_->client_id(), subscription.filter, options_byte(options), identifier, {}}});
     }
     suback.reasons.push_back(static_cast<ReasonCode>(options.max_qos));
     // [MQTT-3.3.1-9..11] retained messages by Retain Handling; none for shared [MQTT-4.8.2].
@@ -621,7 +621,8 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
 ReasonCode ClientProtocol::subscribe_to_queue(const std::string& filter, std::string_view address,
                                               std::string_view share_group,
                                               const mqtt::Properties& properties,
-                                              mqtt::SubscriptionOptions options) {
+                                              mqtt::SubscriptionOptions options,
+                                              store::WriteBatch& batch) {
   QueueGateway* queues = shard_.broker().queues();
   if (queues == nullptr) return ReasonCode::kTopicFilterInvalid;
   // "$queue/<name>" takes every message of the queue, delivered on that one
@@ -642,11 +643,17 @@ ReasonCode ClientProtocol::subscribe_to_queue(const std::string& filter, std::st
   consumer.receive_maximum = session_->limits().receive_maximum;
   const ReasonCode granted = queues->subscribe(shard_, consumer);
   if (mqtt::is_error(granted)) return granted;
-  // Kept with the session (so UNSUBSCRIBE and a resumed session find it),
-  // but in memory only: the queue layer holds the consumer (docs/queues.md).
-  session_->subscriptions().insert_or_assign(
-      filter, SubscriptionRecord{mqtt::SubscriptionOptions{static_cast<QoS>(granted)}, 0});
+  // Kept with the session (so UNSUBSCRIBE and a resumed session find it);
+  // the queue layer holds the consumer. A stored session's is stored with
+  // its properties, to be made again after a restart (docs/queues.md).
+  const mqtt::SubscriptionOptions granted_options{static_cast<QoS>(granted)};
+  session_->subscriptions().insert_or_assign(filter, SubscriptionRecord{granted_options, 0});
   session_->set_has_queue_subscriptions();
+  if (session_->stored()) {
+    batch.add(store::WriteBatch::PutSubscription{{session_->client_id(), filter,
+                                                  options_byte(granted_options), 0,
+                                                  queue_subscription_properties(properties)}});
+  }
   return granted;
 }
 
@@ -673,6 +680,9 @@ void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
         queues != nullptr && QueueGateway::addresses(shared ? shared->filter : filter)) {
       const bool existed = queues->unsubscribe(shard_, session_->ref(), filter);
       session_->subscriptions().erase(filter);
+      if (existed && session_->stored()) {
+        batch.add(store::WriteBatch::DeleteSubscription{session_->client_id(), filter});
+      }
       if (mqtt::is_v5(version_)) {
         unsuback.reasons.push_back(existed ? ReasonCode::kSuccess
                                            : ReasonCode::kNoSubscriptionExisted);

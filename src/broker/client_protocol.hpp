@@ -149,11 +149,12 @@ class ClientProtocol {
   // The write that goes with a publish: its QoS 2 packet id, in a stored session.
   store::WriteBatch inbound_write(const mqtt::Publish& publish) const;
   // A SUBSCRIBE filter naming a queue: the session becomes one of its
-  // consumers. Returns the SUBACK reason.
+  // consumers; a stored session's subscription is added to `batch`.
+  // Returns the SUBACK reason.
   mqtt::ReasonCode subscribe_to_queue(const std::string& filter, std::string_view address,
                                       std::string_view share_group,
                                       const mqtt::Properties& properties,
-                                      mqtt::SubscriptionOptions options);
+                                      mqtt::SubscriptionOptions options, store::WriteBatch& batch);
   void wait_behind_held(mqtt::Publish&& publish);
   static std::size_t waiting_cost(const mqtt::Publish& publish);
   void on_subscribe(mqtt::Subscribe&& subscribe);

@@ -383,7 +383,8 @@ void ClientProtocol::acknowledge(const PendingConnect& pending, bool session_pre
   session_->attach(link_, version_, limits);
   if (session_present && session_->has_queue_subscriptions()) {
     if (QueueGateway* queues = shard_.broker().queues())
-      queues->session_online(shard_, session_->ref());
+      queues->session_online(shard_, session_->ref(), mqtt::is_v5(version_),
+                             limits.receive_maximum);
   }
   trim_rare();
   link_.release_input();

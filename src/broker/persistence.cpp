@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "broker/broker.hpp"
+#include "broker/queue_gateway.hpp"
 #include "broker/shard.hpp"
 #include "mqtt/packet_encoder.hpp"
 #include "mqtt/property.hpp"
+#include "mqtt/topic.hpp"
 
 namespace sluice::broker {
 
@@ -144,6 +146,7 @@ class StateLoader final : public store::LoadVisitor {
       : broker_(broker), now_(Clock::now()), wall_(wall_clock_ms()) {}
   LoadCounts counts;
   store::WriteBatch cleanup;  // what turned out expired or orphaned
+  std::vector<store::SubscriptionRecord> queue_subscriptions;
 
   void session(store::SessionRecord&& record) override {
     Shard& shard = broker_.shard(broker_.shard_for_client(record.client_id));
@@ -181,6 +184,11 @@ class StateLoader final : public store::LoadVisitor {
   void subscription(store::SubscriptionRecord&& record) override {
     Session* session = find(record.client_id);
     if (session == nullptr) return;
+    const auto shared = mqtt::parse_shared_filter(record.filter);
+    if (QueueGateway::addresses(shared ? shared->filter : std::string_view(record.filter))) {
+      queue_subscriptions.push_back(std::move(record));
+      return;
+    }
     const mqtt::SubscriptionOptions options = options_from_byte(record.options);
     broker_.index().subscribe(record.filter, {session->ref(), options, record.identifier},
                               session->tag());
@@ -274,14 +282,62 @@ class StateLoader final : public store::LoadVisitor {
 
 }  // namespace
 
-store::Status load_state(store::Store& store, Broker& broker, LoadCounts& counts) {
+store::Status load_state(store::Store& store, Broker& broker, LoadCounts& counts,
+                         std::vector<store::SubscriptionRecord>& queue_subscriptions) {
   StateLoader loader(broker);
   store::Status status = store.load(loader);
   if (!status.ok) return status;
   loader.finish();
   counts = loader.counts;
+  queue_subscriptions = std::move(loader.queue_subscriptions);
   if (!loader.cleanup.empty()) status = store.write(loader.cleanup, true);
   return status;
+}
+
+RestoredQueueSubscriptions restore_queue_subscriptions(
+    Broker& broker, std::vector<store::SubscriptionRecord>&& records, store::WriteBatch& cleanup) {
+  QueueGateway* queues = broker.queues();
+  RestoredQueueSubscriptions restored;
+  for (store::SubscriptionRecord& record : records) {
+    Shard& shard = broker.shard(broker.shard_for_client(record.client_id));
+    Session* session = shard.find_session(record.client_id);
+    if (session == nullptr) continue;
+    mqtt::Properties properties;
+    mqtt::ByteReader reader(record.queue_properties);
+    if (!record.queue_properties.empty())
+      mqtt::read_properties(reader, mqtt::PropertyContext::kSubscribe, properties);
+    const auto shared = mqtt::parse_shared_filter(record.filter);
+    QueueGateway::ConsumerSpec consumer;
+    consumer.session = session->ref();
+    consumer.filter = record.filter;
+    consumer.address = shared ? shared->filter : std::string_view(record.filter);
+    consumer.share_group = shared ? shared->group : std::string_view();
+    consumer.properties = &properties;
+    consumer.max_qos = options_from_byte(record.options).max_qos;
+    consumer.restored = true;  // its form and pace come with session_online
+    const mqtt::ReasonCode granted = !reader.ok() || !reader.at_end()
+                                         ? mqtt::ReasonCode::kMalformedPacket
+                                     : queues != nullptr ? queues->subscribe(shard, consumer)
+                                                         : mqtt::ReasonCode::kTopicFilterInvalid;
+    if (mqtt::is_error(granted)) {
+      cleanup.add(store::WriteBatch::DeleteSubscription{record.client_id, record.filter});
+      restored.dropped.push_back({std::move(record.client_id), std::move(record.filter), granted});
+      continue;
+    }
+    const mqtt::SubscriptionOptions options{static_cast<mqtt::QoS>(granted)};
+    session->subscriptions().insert_or_assign(record.filter, SubscriptionRecord{options, 0});
+    session->set_has_queue_subscriptions();
+    ++restored.made;
+  }
+  return restored;
+}
+
+store::Bytes queue_subscription_properties(const mqtt::Properties& properties) {
+  mqtt::Properties kept;
+  kept.user_properties = properties.user_properties;
+  store::Bytes out;
+  if (!kept.user_properties.empty()) mqtt::encode_property_block(kept, out);
+  return out;
 }
 
 }  // namespace sluice::broker

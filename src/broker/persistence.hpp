@@ -3,8 +3,13 @@
 // start-up. docs/persistence.md says who writes what, and when.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "broker/delivery.hpp"
 #include "broker/message.hpp"
+#include "mqtt/property.hpp"
+#include "mqtt/reason_code.hpp"
 #include "store/records.hpp"
 #include "store/store.hpp"
 #include "store/write_batch.hpp"
@@ -42,6 +47,10 @@ store::WriteBatch session_records(const Session& session, std::int64_t disconnec
 std::uint8_t options_byte(const mqtt::SubscriptionOptions& options);
 mqtt::SubscriptionOptions options_from_byte(std::uint8_t byte);
 
+// What of a SUBSCRIBE's properties a stored queue subscription keeps (its
+// user properties: group, ack-mode, prefetch, stream-offset, ...), encoded.
+store::Bytes queue_subscription_properties(const mqtt::Properties& properties);
+
 struct LoadCounts {
   std::size_t sessions = 0;
   std::size_t subscriptions = 0;
@@ -57,6 +66,27 @@ struct LoadCounts {
 // subscriptions, queues and in-flight messages, inbound QoS 2 ids, and
 // retained messages. What has expired, or belongs to nothing any more, is
 // deleted from the store.
-store::Status load_state(store::Store& store, Broker& broker, LoadCounts& counts);
+// Stored sessions' queue and stream subscriptions are not made while loading
+// (the queue layer recovers after the sessions): they are handed back in
+// `queue_subscriptions` for restore_queue_subscriptions.
+store::Status load_state(store::Store& store, Broker& broker, LoadCounts& counts,
+                         std::vector<store::SubscriptionRecord>& queue_subscriptions);
+
+// Once the queue layer has recovered (broker.queues() set), before any
+// worker runs: makes the stored sessions' queue subscriptions again, their
+// consumers offline until each session resumes. One the queue layer now
+// refuses (its queue was removed from the config, ...) is dropped: its
+// record's deletion is added to `cleanup`, and it is listed for the log.
+struct RestoredQueueSubscriptions {
+  struct Dropped {
+    std::string client_id;
+    std::string filter;
+    mqtt::ReasonCode reason;
+  };
+  std::size_t made = 0;
+  std::vector<Dropped> dropped;
+};
+RestoredQueueSubscriptions restore_queue_subscriptions(
+    Broker& broker, std::vector<store::SubscriptionRecord>&& records, store::WriteBatch& cleanup);
 
 }  // namespace sluice::broker

@@ -66,6 +66,10 @@ class QueueGateway {
     mqtt::QoS max_qos = mqtt::QoS::kAtLeastOnce;
     bool v5 = true;
     std::uint16_t receive_maximum = 65535;  // the client's, from its CONNECT
+    // Made again at start-up from a stored session: the consumer starts
+    // offline (until session_online), and stream-seek moves nothing, as the
+    // group's committed offsets are where it left off.
+    bool restored = false;
   };
   // Returns the SUBACK reason: the granted QoS, or why not (0x8F unknown
   // queue or misused address, 0x83 a QoS 0 consumer where none is allowed...).
@@ -77,8 +81,10 @@ class QueueGateway {
   // again (a failed attempt each), and nothing more goes to them until
   // sessions_back.
   virtual void session_offline(Shard& shard, TargetRef session) = 0;
-  // A connection resumed the session: its consumers receive again.
-  virtual void session_online(Shard& shard, TargetRef session) = 0;
+  // A connection resumed the session: its consumers receive again, at the
+  // pace and in the form this connection asked for.
+  virtual void session_online(Shard& shard, TargetRef session, bool v5,
+                              std::uint16_t receive_maximum) = 0;
   // The session ended: its consumers are gone.
   virtual void session_ended(Shard& shard, TargetRef session) = 0;
 

@@ -1174,6 +1174,14 @@ void remove_consumer(Group& group, std::size_t index) {
 
 }  // namespace
 
+std::uint32_t QueueService::credit(const Consumer& consumer, const config::QueueOptions& options,
+                                   std::uint16_t receive_maximum) const {
+  const std::uint32_t window =
+      std::min<std::uint32_t>(receive_maximum, broker_.config().limits.max_inflight_messages);
+  const std::uint32_t asked = consumer.prefetch != 0 ? consumer.prefetch : options.prefetch;
+  return std::max<std::uint32_t>(1, std::min(asked, window));
+}
+
 mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpec& spec) {
   const auto address = parse_address(spec.address);
   if (!address || !address->verb.empty()) return ReasonCode::kTopicFilterInvalid;
@@ -1207,7 +1215,7 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
   bool seek_group = false;
   if (const std::string* asked = user_property(properties, "stream-seek")) {
     if (*asked != "true" && *asked != "false") return ReasonCode::kImplementationSpecificError;
-    seek_group = *asked == "true";
+    seek_group = *asked == "true" && !spec.restored;  // it moved the group when it was made
   }
   ReasonCode granted = ReasonCode::kTopicFilterInvalid;
   run(&shard, [&](Work& work) {
@@ -1284,11 +1292,9 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
     if (consumer->at_most_once && !at_most_once) consumer->outstanding = 0;  // a pace, not leases
     consumer->at_most_once = at_most_once;
     consumer->manual = manual && !at_most_once;
-    const std::uint32_t window = std::min<std::uint32_t>(
-        spec.receive_maximum, broker_.config().limits.max_inflight_messages);
-    consumer->credit =
-        std::max<std::uint32_t>(1, std::min(prefetch != 0 ? prefetch : options.prefetch, window));
-    consumer->online = true;
+    consumer->prefetch = prefetch;
+    consumer->credit = credit(*consumer, options, spec.receive_maximum);
+    consumer->online = !spec.restored;
     if (made) target.consumers.push_back(std::move(made));
     drop_anonymous_readers();  // one this subscription replaced
     unpark(target, work.now);
@@ -1351,11 +1357,17 @@ void QueueService::session_offline(broker::Shard& shard, broker::TargetRef sessi
   });
 }
 
-void QueueService::session_online(broker::Shard& shard, broker::TargetRef session) {
+void QueueService::session_online(broker::Shard& shard, broker::TargetRef session, bool v5,
+                                  std::uint16_t receive_maximum) {
   run(&shard, [&](Work& work) {
     std::vector<std::pair<Queue*, Group*>> woken;
     for_each_consumer_of(session, [&](Queue& queue, Group& group, std::size_t i) {
-      group.consumers[i]->online = true;
+      Consumer& consumer = *group.consumers[i];
+      consumer.online = true;
+      // The client may come back with another version or receive maximum
+      // (and a consumer made again at start-up knew neither).
+      consumer.v5 = v5;
+      consumer.credit = credit(consumer, queue.config.options, receive_maximum);
       woken.emplace_back(&queue, &group);
       return false;
     });

@@ -74,7 +74,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   bool unsubscribe(broker::Shard& shard, broker::TargetRef session,
                    std::string_view filter) override;
   void session_offline(broker::Shard& shard, broker::TargetRef session) override;
-  void session_online(broker::Shard& shard, broker::TargetRef session) override;
+  void session_online(broker::Shard& shard, broker::TargetRef session, bool v5,
+                      std::uint16_t receive_maximum) override;
   void session_ended(broker::Shard& shard, broker::TargetRef session) override;
   std::function<void(bool durable)> capture(broker::Shard& shard, const broker::Message& message,
                                             store::WriteBatch& batch) override;
@@ -228,6 +229,10 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                    std::uint64_t offset, const char* reason, const std::string* detail = nullptr);
   static bool consumer_exists(const Group& group, std::uint64_t consumer);
   static Group* find_group(Queue& queue, std::string_view name);
+  // How many deliveries `consumer` may hold at once: what it asked for (or
+  // the queue's prefetch), within its client's receive maximum.
+  std::uint32_t credit(const Consumer& consumer, const config::QueueOptions& options,
+                       std::uint16_t receive_maximum) const;
   // Groups per queue: each pins the log until it settles, and costs memory.
   static constexpr std::size_t kMostGroups = 1000;
   // Anonymous readers per stream, counted apart so that they cannot take

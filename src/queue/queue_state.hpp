@@ -136,7 +136,8 @@ struct Consumer {
   bool at_most_once = false;  // a QoS 0 consumer: settled once written to it
   // ack-mode manual: a PUBACK means received; $ack, $nack, ... settle.
   bool manual = false;
-  std::uint32_t credit = 1;  // most leased at once
+  std::uint32_t prefetch = 0;  // as the subscription asked; 0: the queue's
+  std::uint32_t credit = 1;    // most leased at once
   std::uint32_t outstanding = 0;
   bool online = true;
 };

@@ -178,6 +178,8 @@ std::string encode(const SubscriptionRecord& r) {
   w.text(r.filter);
   w.integer(r.options);
   w.integer(r.identifier);
+  // Optional and last, so that records without it read as before.
+  if (!r.queue_properties.empty()) w.blob(r.queue_properties);
   return w.take();
 }
 
@@ -187,6 +189,7 @@ bool decode(std::string_view bytes, SubscriptionRecord& r) {
   r.filter = reader.text();
   r.options = reader.integer<std::uint8_t>();
   r.identifier = reader.integer<std::uint32_t>();
+  if (reader.ok() && !reader.done()) r.queue_properties = reader.blob();
   return reader.done();
 }
 

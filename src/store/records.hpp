@@ -65,6 +65,10 @@ struct SubscriptionRecord {
   std::string filter;
   std::uint8_t options = 0;  // the SUBSCRIBE options byte as on the wire (5.0 layout)
   std::uint32_t identifier = 0;
+  // A queue or stream subscription's SUBSCRIBE properties (its group,
+  // ack-mode, ...) as an encoded property block, for making it again at
+  // start-up; empty for any other subscription.
+  Bytes queue_properties;
   bool operator==(const SubscriptionRecord&) const = default;
 };
 

@@ -221,7 +221,8 @@ TEST_P(StoredSessionTest, LoadPutsQueuesInflightAndInboundIdsBack) {
 
   StoredBroker again(*store, GetParam());
   LoadCounts counts;
-  ASSERT_TRUE(load_state(*store, again.broker, counts).ok);
+  std::vector<store::SubscriptionRecord> queue_subscriptions;
+  ASSERT_TRUE(load_state(*store, again.broker, counts, queue_subscriptions).ok);
   EXPECT_EQ(counts.sessions, 4u);
   EXPECT_EQ(counts.outbound, 4u);  // two queued, one in flight, one QoS 2
   EXPECT_EQ(counts.messages, 3u);
@@ -295,7 +296,8 @@ TEST_P(StoredSessionTest, ANewBrokersMessageIdsFollowTheStoredOnes) {
   }
   StoredBroker again(*store, GetParam());
   LoadCounts counts;
-  ASSERT_TRUE(load_state(*store, again.broker, counts).ok);
+  std::vector<store::SubscriptionRecord> queue_subscriptions;
+  ASSERT_TRUE(load_state(*store, again.broker, counts, queue_subscriptions).ok);
   Client pub(again.loopback, "pub");
   pub.connect();
   pub.publish("t", "new", QoS::kAtLeastOnce);

@@ -63,6 +63,7 @@ class Client:
         self.unsubacks = queue.Queue()
         self.published = set()
         self._lock = threading.Lock()
+        self._acks_owed = False
         self.paho.on_connect = self._on_connect
         self.paho.on_message = self._on_message
         self.paho.on_disconnect = self._on_disconnect
@@ -83,6 +84,8 @@ class Client:
         self.connacks.put((flags, rc, properties))
 
     def _on_message(self, client, userdata, message):
+        if message.qos > 0:
+            self._acks_owed = True
         self.messages.put(message)
 
     def _on_disconnect(self, client, userdata, rc, properties=None):
@@ -165,7 +168,29 @@ class Client:
             return
         raise AssertionError(f"unexpected message on {message.topic}: {message.payload!r}")
 
+    def settle(self):
+        """Returns once the acknowledgements of every message received so far
+        have gone out. paho acknowledges a message after on_message returns, on
+        its own thread, so a DISCONNECT sent straight after receive() can
+        overtake the PUBACK, and the broker then rightly keeps the message in
+        flight for the session. An UNSUBACK is read only after that thread has
+        queued the earlier acknowledgements, and the broker reads in order."""
+        self._acks_owed = False
+        result, mid = self.paho.unsubscribe(unique("settle") + "/none")
+        if result != paho.MQTT_ERR_SUCCESS:
+            return  # no longer connected: nothing more can be acknowledged
+        deadline = time.monotonic() + DEADLINE_S
+        while self.paho.is_connected() and time.monotonic() < deadline:
+            try:
+                got_mid, _, _ = self.unsubacks.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if got_mid == mid:
+                return
+
     def disconnect(self, properties=None, reasoncode=None):
+        if self._acks_owed and self.paho.is_connected():
+            self.settle()
         if self.version == 5:
             self.paho.disconnect(reasoncode=reasoncode, properties=properties)
         else:

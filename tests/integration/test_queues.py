@@ -907,3 +907,76 @@ def test_a_bad_capture_filter_or_fewer_partitions_stop_start_up_naming_the_key(t
     status, output = run_sluice(["--config", str(config), "--listen", "127.0.0.1:0"])
     assert status != 0
     assert "queues[0].partitions: queue 'a' has 4 partitions in the store" in output
+
+
+def stored_session(seconds=300):
+    return dict(clean=False, properties=props(PacketTypes.CONNECT, SessionExpiryInterval=seconds))
+
+
+def test_a_stored_sessions_queue_subscriptions_survive_kill_9(clients, tmp_path):
+    # A stored session's SUBACK for a queue comes once the subscription is
+    # stored with its properties: after a crash it is made again, in its
+    # group, and the consumer receives without subscribing again.
+    config = "listeners:\n  - host: 127.0.0.1\n    port: 0\n" + QUEUES + \
+        f"storage:\n  dir: {tmp_path / 'data'}\n"
+    broker = SluiceProcess(config_yaml=config).start()
+    v5_id, v3_id, gone_id = unique("kept-v5"), unique("kept-v3"), unique("unsubscribed")
+    billing = props(PacketTypes.SUBSCRIBE, UserProperty=[("group", "billing")])
+    v5 = clients(broker.port, client_id=v5_id, **stored_session())
+    v5.subscribe("$queue/work/#", qos=1, properties=billing)
+    v3 = clients(broker.port, client_id=v3_id, version=4, clean=False)
+    v3.subscribe("$share/shipping/$queue/work/#", qos=1)
+    gone = clients(broker.port, client_id=gone_id, **stored_session())
+    gone.subscribe("$queue/work/#", qos=1,
+                   properties=props(PacketTypes.SUBSCRIBE, UserProperty=[("group", "gone")]))
+    gone.unsubscribe("$queue/work/#")
+    for client in (v5, v3, gone):
+        client.disconnect()
+    assert broker.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    again = SluiceProcess(config_yaml=config).start()
+    publisher = clients(again.port)
+    for n in range(3):  # while every consumer is away: they wait in each group
+        publisher.publish("$queue/work/a", f"w{n}".encode(), qos=1)
+    v5 = clients(again.port, client_id=v5_id, **stored_session())
+    v3 = clients(again.port, client_id=v3_id, version=4, clean=False)
+    gone = clients(again.port, client_id=gone_id, **stored_session())
+    assert v5.session_present and v3.session_present and gone.session_present
+    received = v5.receive_n(3)
+    assert [m.payload for m in received] == [b"w0", b"w1", b"w2"]
+    assert {user_properties(m)["group"] for m in received} == {"billing"}
+    assert [m.payload for m in v3.receive_n(3)] == [b"w0", b"w1", b"w2"]
+    publisher.publish("$queue/work/a", b"w3", qos=1)  # and what comes once they are back
+    assert v5.receive().payload == b"w3" and v3.receive().payload == b"w3"
+    gone.expect_nothing(0.5)  # unsubscribed before the crash: not made again
+    assert again.stop() == 0, again.output()
+
+
+def test_a_restored_queue_subscription_the_config_now_refuses_is_dropped_and_logged(
+        clients, tmp_path):
+    storage = f"storage:\n  dir: {tmp_path / 'data'}\n"
+    allowing = ("listeners:\n  - host: 127.0.0.1\n    port: 0\n" + storage +
+                "queues:\n  - {name: loose, allow_at_most_once: true}\n")
+    broker = SluiceProcess(config_yaml=allowing).start()
+    client_id = unique("qos0-reader")
+    reader = clients(broker.port, client_id=client_id, **stored_session())
+    assert reader.subscribe("$queue/loose/#", qos=0)[0].value == 0
+    reader.disconnect()
+    assert broker.stop() == 0, broker.output()
+
+    refusing = allowing.replace("allow_at_most_once: true", "allow_at_most_once: false")
+    again = SluiceProcess(config_yaml=refusing).start()
+    wait_until(lambda: "event=queue_subscription_dropped" in again.output(), timeout=10,
+               what="the dropped subscription to be logged")
+    assert f'client_id="{client_id}" filter="$queue/loose/#"' in again.output()
+    back = clients(again.port, client_id=client_id, **stored_session())
+    assert back.session_present  # the session stays; only that subscription went
+    publisher = clients(again.port)
+    publisher.publish("$queue/loose/x", b"unread", qos=1)
+    back.expect_nothing(0.5)
+    back.disconnect()
+    assert again.stop() == 0, again.output()
+
+    third = SluiceProcess(config_yaml=refusing).start()  # and its record went with it
+    assert "event=queue_subscriptions_restored" not in third.output()
+    assert third.stop() == 0, third.output()

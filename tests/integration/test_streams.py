@@ -94,6 +94,37 @@ def test_a_group_reads_in_order_and_resumes_from_its_committed_offset(clients, t
     assert again.stop() == 0, again.output()
 
 
+def test_a_stored_sessions_stream_subscription_resumes_from_the_commit_after_a_restart(
+        clients, tmp_path):
+    # Made again from the store, in its group, with stream-seek not applied
+    # a second time: the group goes on from what it committed.
+    config = persistent_config(tmp_path)
+    broker = SluiceProcess(config_yaml=config).start()
+    publisher = clients(broker.port)
+    publish_n(publisher, "$stream/clicks/page", 0, 10)
+    member_id = unique("member")
+    stored = dict(client_id=member_id, clean=False,
+                  properties=props(PacketTypes.CONNECT, SessionExpiryInterval=300))
+    member = clients(broker.port, **stored)
+    seek_to_start = props(PacketTypes.SUBSCRIBE, UserProperty=[
+        ("group", "g"), ("stream-offset", "earliest"), ("stream-seek", "true")])
+    member.subscribe("$stream/clicks/#", qos=1, properties=seek_to_start)
+    assert offsets(member.receive_n(10)) == list(range(10))
+    member.disconnect()  # once its PUBACKs are out: they commit
+    assert broker.stop() == 0, broker.output()
+
+    again = SluiceProcess(config_yaml=config).start()
+    publisher = clients(again.port)
+    publish_n(publisher, "$stream/clicks/page", 10, 3)
+    back = clients(again.port, **stored)
+    assert back.session_present
+    got = back.receive_n(3)
+    assert offsets(got) == [10, 11, 12]
+    assert {user_properties(m)["group"] for m in got} == {"g"}
+    back.expect_nothing(0.3)
+    assert again.stop() == 0, again.output()
+
+
 def test_stream_offset_places_a_reader(make_broker, clients):
     broker = make_broker(STREAMS)
     publisher = clients(broker.port)

@@ -113,7 +113,10 @@ TEST_P(StoreTest, StartsEmpty) {
 TEST_P(StoreTest, WhatGoesInComesBackInKeyOrder) {
   WriteBatch batch;
   batch.add(WriteBatch::PutSession{session("b")}).add(WriteBatch::PutSession{session("a")});
-  batch.add(WriteBatch::PutSubscription{{"a", "x/#", 0x2D, 9}});
+  batch.add(WriteBatch::PutSubscription{{"a", "x/#", 0x2D, 9, {}}});
+  // A queue subscription keeps its SUBSCRIBE properties (any bytes, here).
+  const SubscriptionRecord queued{"a", "$queue/q", 0x01, 0, {0x26, 0, 1, 'g', 0, 1, 'x'}};
+  batch.add(WriteBatch::PutSubscription{queued});
   batch.add(WriteBatch::PutOutbound{outbound("a", 300)})
       .add(WriteBatch::PutOutbound{outbound("a", 2)});
   batch.add(WriteBatch::PutInbound{"a", 513});
@@ -126,7 +129,8 @@ TEST_P(StoreTest, WhatGoesInComesBackInKeyOrder) {
   ASSERT_EQ(loaded.sessions.size(), 2u);
   EXPECT_EQ(loaded.sessions[0], session("a"));
   EXPECT_EQ(loaded.sessions[1], session("b"));
-  EXPECT_EQ(loaded.subscriptions, (std::vector<SubscriptionRecord>{{"a", "x/#", 0x2D, 9}}));
+  EXPECT_EQ(loaded.subscriptions,
+            (std::vector<SubscriptionRecord>{queued, {"a", "x/#", 0x2D, 9, {}}}));
   ASSERT_EQ(loaded.outbounds.size(), 2u);
   EXPECT_EQ(loaded.outbounds[0], outbound("a", 2));  // by message id: delivery order
   EXPECT_EQ(loaded.outbounds[1], outbound("a", 300));
@@ -158,7 +162,7 @@ TEST_P(StoreTest, DeletingASessionRemovesItsRecordsAndNoOneElses) {
   WriteBatch batch;
   for (const char* id : {"a", "ab", "a\x01"}) {  // ids that share a prefix with "a"
     batch.add(WriteBatch::PutSession{session(id)});
-    batch.add(WriteBatch::PutSubscription{{id, "t", 1, 0}});
+    batch.add(WriteBatch::PutSubscription{{id, "t", 1, 0, {}}});
     batch.add(WriteBatch::PutOutbound{outbound(id, 5)});
     batch.add(WriteBatch::PutInbound{id, 5});
   }
