@@ -8,9 +8,14 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <future>
 #include <iostream>
 #include <thread>
 
+#include "admin/admin_api.hpp"
+#include "admin/http_server.hpp"
+#include "admin/shard_query.hpp"
+#include "admin/tokens.hpp"
 #include "app/version.hpp"
 #include "auth/authenticator.hpp"
 #include "broker/broker.hpp"
@@ -29,6 +34,7 @@ using sluice::config::Config;
 struct Options {
   std::string config_file;
   std::vector<std::string> listen;
+  std::vector<std::string> admin_listen;
   std::optional<std::uint32_t> workers;
   std::string log_level;
   std::string storage_dir;
@@ -56,6 +62,23 @@ std::optional<Config> make_config(const Options& options) {
         return std::nullopt;
       }
       config.listeners.push_back(*listener);
+    }
+  }
+  if (!options.admin_listen.empty()) {
+    config.admin.listeners.clear();
+    for (const std::string& text : options.admin_listen) {
+      if (text == "off") continue;
+      const auto listener = sluice::config::parse_listen_address(text);
+      if (!listener) {
+        std::fprintf(stderr,
+                     "sluice: --admin-listen %s: expected HOST:PORT (e.g. 127.0.0.1:9883) or off\n",
+                     text.c_str());
+        return std::nullopt;
+      }
+      sluice::config::AdminListenerConfig admin;
+      admin.host = listener->host;
+      admin.port = listener->port;
+      config.admin.listeners.push_back(admin);
     }
   }
   if (options.workers) config.workers = *options.workers;
@@ -159,6 +182,124 @@ bool restore_queue_subscriptions(sluice::broker::Broker& broker,
     return false;
   }
   return true;
+}
+
+// The admin server's tokens; a listener off loopback without any stops
+// start-up, as an MQTT listener without authentication does.
+std::optional<sluice::admin::TokenTable> load_admin_tokens(
+    const sluice::config::AdminConfig& admin) {
+  std::string error;
+  auto tokens = sluice::admin::TokenTable::load(admin, error);
+  if (!tokens) {
+    spdlog::error("event=start_failed error=\"{}\"", error);
+    return std::nullopt;
+  }
+  for (const auto& listener : admin.listeners) {
+    if (!is_loopback(listener.host) && tokens->empty()) {
+      spdlog::error(
+          "event=start_failed error=\"admin listener {}:{} is reachable from the network and no "
+          "admin token is configured\" fix=\"make one with: sluice token NAME ROLE, and add it "
+          "to admin.tokens or admin.token_file\"",
+          listener.host, listener.port);
+      return std::nullopt;
+    }
+  }
+  return tokens;
+}
+
+// `sluice token NAME ROLE [--file FILE]`: a new admin token. The secret is
+// printed once; only its SHA-256 is kept (in FILE, when given).
+int run_token(const std::string& name, const std::string& role, const std::string& file) {
+  if (name.empty() || name.find_first_of(" \t\n#") != std::string::npos) {
+    std::fprintf(stderr, "sluice token: NAME must be one word, without '#'\n");
+    return 1;
+  }
+  const std::string secret = sluice::admin::make_secret();
+  const std::string digest = sluice::admin::sha256_hex(secret);
+  if (!file.empty()) {
+    std::string error;
+    sluice::config::AdminConfig check;
+    check.token_file = file;
+    if (access(file.c_str(), F_OK) == 0 && !sluice::admin::TokenTable::load(check, error)) {
+      std::fprintf(stderr, "sluice token: %s\n", error.c_str());
+      return 1;
+    }
+    std::FILE* out = std::fopen(file.c_str(), "a");
+    if (out == nullptr) {
+      std::fprintf(stderr, "sluice token: %s: cannot write\n", file.c_str());
+      return 1;
+    }
+    std::fprintf(out, "%s %s %s\n", name.c_str(), role.c_str(), digest.c_str());
+    std::fclose(out);
+    // Named twice now? Say so rather than leave a file start-up refuses.
+    if (!sluice::admin::TokenTable::load(check, error)) {
+      std::fprintf(stderr, "sluice token: %s\n", error.c_str());
+      return 1;
+    }
+  }
+  std::printf("token: %s\n", secret.c_str());
+  std::printf("(shown once; sluice keeps only its SHA-256)\n");
+  if (file.empty()) {
+    std::printf("for admin.tokens in the config:\n  - {name: %s, role: %s, token_sha256: %s}\n",
+                name.c_str(), role.c_str(), digest.c_str());
+  } else {
+    std::printf("added to %s\n", file.c_str());
+  }
+  return 0;
+}
+
+// QoS 1/2 messages in flight to connected clients, summed over the
+// workers (each counts its own); nullopt if they did not answer in time.
+std::optional<std::size_t> outbound_in_flight(sluice::broker::Broker& broker) {
+  auto answer = std::make_shared<std::promise<std::size_t>>();
+  std::future<std::size_t> total = answer->get_future();
+  sluice::admin::ask_every_shard<std::size_t>(
+      broker,
+      [](sluice::broker::Shard& shard) {
+        std::size_t count = 0;
+        shard.for_each_session([&](const sluice::broker::Session& session) {
+          if (session.online()) count += session.inflight();
+        });
+        return count;
+      },
+      [answer](std::vector<std::size_t>&& parts) {
+        std::size_t sum = 0;
+        for (const std::size_t part : parts)
+          sum += part;
+        answer->set_value(sum);
+      });
+  if (total.wait_for(std::chrono::seconds(1)) != std::future_status::ready) return std::nullopt;
+  return total.get();
+}
+
+// The graceful part of a shutdown: with the listeners closed, connected
+// clients get up to `timeout` to acknowledge what is in flight to them.
+// A second stop signal ends the wait at once.
+void drain(sluice::broker::Broker& broker, const sigset_t& stop_signals,
+           std::chrono::seconds timeout) {
+  const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + timeout;
+  std::optional<std::size_t> left = outbound_in_flight(broker);
+  spdlog::info("event=draining in_flight={} timeout_s={}", left.value_or(0), timeout.count());
+  while (left.value_or(1) > 0 && std::chrono::steady_clock::now() < deadline) {
+    const timespec pause{0, 50'000'000};
+    if (sigtimedwait(&stop_signals, nullptr, &pause) > 0) {
+      spdlog::warn("event=drain_interrupted in_flight={} note=\"a second signal: stopping now\"",
+                   left.value_or(0));
+      return;
+    }
+    left = outbound_in_flight(broker);
+  }
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  if (left.value_or(1) == 0) {
+    spdlog::info("event=drained waited_ms={}", waited.count());
+  } else {
+    spdlog::warn(
+        "event=drain_timeout in_flight={} waited_ms={} note=\"unacknowledged messages stay with "
+        "their sessions\"",
+        left.value_or(0), waited.count());
+  }
 }
 
 // Who may connect. A listener off loopback without a password file stops
@@ -273,6 +414,8 @@ int run(const Config& config, bool from_file) {
 
   std::unique_ptr<sluice::auth::Authenticator> auth;
   if (!load_auth(config, auth)) return 1;
+  auto admin_tokens = load_admin_tokens(config.admin);
+  if (!admin_tokens) return 1;
   sluice::broker::Broker broker(config, config.workers, sluice::app::kVersion);
   if (auth) broker.set_auth(auth.get());
   std::unique_ptr<sluice::store::Store> store;
@@ -288,6 +431,12 @@ int run(const Config& config, bool from_file) {
   broker.set_queues(&queues);
   if (store && !restore_queue_subscriptions(broker, std::move(queue_subscriptions), *store))
     return 1;
+  // Before the server: its workers may still hold the admin server's
+  // requests when they stop, so the admin server is destroyed after them.
+  sluice::admin::AdminApi admin_api(broker, &queues, std::move(*admin_tokens));
+  sluice::admin::HttpServer admin_server(admin_api);
+  admin_api.set_executor(
+      [&admin_server](std::function<void()> task) { admin_server.post(std::move(task)); });
   sluice::net::Server server(broker);
   if (const auto error = server.start(config.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
@@ -314,6 +463,18 @@ int run(const Config& config, bool from_file) {
         "anonymous clients allowed, state kept {}\"",
         config.storage.dir.empty() ? std::string("in memory") : "in " + config.storage.dir);
   }
+  if (const auto error = admin_server.start(config.admin.listeners)) {
+    spdlog::error("event=start_failed error=\"{}\"", *error);
+    server.stop();
+    return 1;
+  }
+  const auto admin_ports = admin_server.bound_ports();
+  for (std::size_t i = 0; i < config.admin.listeners.size(); ++i) {
+    const auto& listener = config.admin.listeners[i];
+    spdlog::info("event=admin_listening address={}:{} transport={}", listener.host, admin_ports[i],
+                 listener.transport);
+  }
+  admin_server.every(std::chrono::seconds(1), [&admin_api] { admin_api.sample(); });
   spdlog::info("event=started version={} workers={}", sluice::app::kVersion, config.workers);
 
   int signal_number = 0;
@@ -324,7 +485,11 @@ int run(const Config& config, bool from_file) {
   // workers, as do the store's); everything handed to the store is written;
   // and what the server's own teardown still writes finds no journal rather
   // than a destroyed one.
+  admin_api.set_draining();  // /ready answers 503 from now on
+  server.stop_accepting();
+  drain(broker, stop_signals, std::chrono::seconds(config.shutdown.timeout_s));
   server.stop();
+  admin_server.stop();
   if (auth) auth->stop();
   committer.reset();
   broker.set_journal(nullptr);
@@ -341,6 +506,9 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("-l,--listen", options.listen,
                  "HOST:PORT of a plain TCP listener (repeatable); replaces the configured ones");
+  app.add_option("--admin-listen", options.admin_listen,
+                 "HOST:PORT of a plain HTTP admin listener (repeatable), or off; replaces "
+                 "admin.listeners (default 127.0.0.1:9883)");
   app.add_option("-w,--workers", options.workers, "worker threads (default: one per core)")
       ->check(CLI::Range(1, 1024));
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
@@ -361,8 +529,19 @@ int main(int argc, char** argv) {
   bool passwd_scram = false;
   passwd->add_flag("--scram", passwd_scram,
                    "write SCRAM-SHA-256 keys (for auth.scram_file) instead of a password hash");
+  std::string token_name, token_role, token_file;
+  CLI::App* token = app.add_subcommand(
+      "token",
+      "make an admin API token for NAME with ROLE (viewer, operator or admin): prints the secret "
+      "once, and the line for admin.tokens (or adds NAME ROLE SHA256 to --file)");
+  token->add_option("name", token_name, "the token's name")->required();
+  token->add_option("role", token_role, "viewer, operator or admin")
+      ->required()
+      ->check(CLI::IsMember({"viewer", "operator", "admin"}));
+  token->add_option("--file", token_file, "an admin.token_file to add it to");
   CLI11_PARSE(app, argc, argv);
   if (*passwd) return run_passwd(passwd_file, passwd_user, passwd_scram);
+  if (*token) return run_token(token_name, token_role, token_file);
 
   const auto config = make_config(options);
   if (!config) return 2;

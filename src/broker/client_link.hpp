@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "broker/message.hpp"
 #include "mqtt/packet_encoder.hpp"
@@ -32,6 +33,8 @@ class ClientLink {
 
   // Bytes queued but not yet taken by the socket: how far behind the client is.
   virtual std::size_t unsent_bytes() const = 0;
+  // "address:port" of the client, for operators; empty when unknown.
+  virtual std::string peer_address() const { return {}; }
 
   // Sends what is queued, then closes the connection.
   virtual void close() = 0;

@@ -147,7 +147,12 @@ void ClientProtocol::on_keep_alive_expired() {
 void ClientProtocol::on_server_shutdown() {
   if (closing_) return;
   if (mqtt::is_v5(version_) && acknowledged_) {
-    link_.send(mqtt::Disconnect{ReasonCode::kServerShuttingDown, {}});
+    // With a server reference configured, the client is told where to go.
+    const std::string& elsewhere = shard_.config().shutdown.server_reference;
+    mqtt::Disconnect disconnect{
+        elsewhere.empty() ? ReasonCode::kServerShuttingDown : ReasonCode::kServerMoved, {}};
+    if (!elsewhere.empty()) disconnect.properties.server_reference = elsewhere;
+    link_.send(disconnect);
   }
   if (session_ != nullptr) leave_session(false);
   close();
@@ -155,6 +160,10 @@ void ClientProtocol::on_server_shutdown() {
 
 void ClientProtocol::on_taken_over() {
   disconnect_with(ReasonCode::kSessionTakenOver);
+}
+
+void ClientProtocol::on_administrative_disconnect() {
+  disconnect_with(ReasonCode::kAdministrativeAction, "disconnected by an operator");
 }
 
 void ClientProtocol::on_writable() {
@@ -286,6 +295,8 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   if (held_publish() != nullptr) return wait_behind_held(std::move(publish));
   const config::Config& config = shard_.config();
   ShardStats::add(shard_.stats().messages_received);
+  ShardStats::add(
+      shard_.stats().messages_received_by_qos[std::min(static_cast<int>(publish.qos), 2)]);
   if (!resolve_topic_alias(publish)) return;
   if (static_cast<std::uint8_t>(publish.qos) > config.mqtt.max_qos) {
     return disconnect_with(ReasonCode::kQoSNotSupported);  // §3.2.2.3.4
@@ -315,6 +326,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
       (acl_ && !acl_->may_publish(publish.topic))) {
     // Dropped; 5.0 is told why, 3.x (no negative PUBACK) is acknowledged.
     session_->release_inbound_qos2(publish.packet_id);
+    ShardStats::add(shard_.stats().authz_denied);
     return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kNotAuthorized);
   }
   if (!within_rate(rates_ ? &rates_->publishes : nullptr)) {
@@ -556,6 +568,7 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
       refusal = ReasonCode::kSharedSubscriptionsNotSupported;
     } else if (acl_ && !acl_->may_subscribe(matched_filter)) {
       refusal = ReasonCode::kNotAuthorized;
+      ShardStats::add(shard_.stats().authz_denied);
     } else if (!within_rate(rates_ ? &rates_->subscriptions : nullptr)) {
       ShardStats::add(shard_.stats().rejected_subscriptions);
       refusal = ReasonCode::kQuotaExceeded;
@@ -630,6 +643,7 @@ ReasonCode ClientProtocol::subscribe_to_queue(const std::string& filter, std::st
   // or it would read through the queue what a rule denies it.
   const bool whole_queue = address.find('/', address.find('/') + 1) == std::string_view::npos;
   if (whole_queue && acl_ && !acl_->may_subscribe(std::string(address) + "/#")) {
+    ShardStats::add(shard_.stats().authz_denied);
     return ReasonCode::kNotAuthorized;
   }
   QueueGateway::ConsumerSpec consumer;

@@ -58,6 +58,9 @@ class ClientProtocol {
   void on_server_shutdown();
   // Another connection with the same client id took the session [MQTT-3.1.4-3].
   void on_taken_over();
+  // An operator disconnects the client (admin API): DISCONNECT 0x98 on MQTT
+  // 5, then close; its will goes out, as for any end it did not ask for.
+  void on_administrative_disconnect();
   // The net layer refuses this connection (its address connects too often):
   // CONNACK 0x9F (3.x: 3, server unavailable), then close.
   void refuse_over_connection_rate(mqtt::ProtocolVersion version);

@@ -44,6 +44,7 @@ mqtt::Auth auth_packet(ReasonCode reason, std::string_view data) {
 
 void ClientProtocol::refuse_connect(ProtocolVersion version, ReasonCode reason,
                                     const char* reason_string) {
+  if (reason == ReasonCode::kBadUserNameOrPassword) ShardStats::add(shard_.stats().auth_failures);
   mqtt::Connack connack{false, reason, {}};
   if (reason_string != nullptr && mqtt::is_v5(version))
     connack.properties.reason_string = reason_string;
@@ -118,6 +119,7 @@ void ClientProtocol::authenticate(std::unique_ptr<PendingConnect> pending) {
     case auth::Authenticator::Decision::kAnonymous:
       return admit(std::move(pending));
     case auth::Authenticator::Decision::kRefuseNoCredentials:
+      ShardStats::add(shard_.stats().auth_failures);
       return refuse_connect(version_, ReasonCode::kNotAuthorized, "a username is required");
     case auth::Authenticator::Decision::kRefuseUnverifiable:
       return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword,
@@ -200,6 +202,7 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
     rare().scram = std::make_unique<auth::ScramExchange>(*shard_.broker().auth()->scram_users());
     const auto server_first = rare().scram->start(data);
     if (!server_first) {
+      ShardStats::add(shard_.stats().auth_failures);
       return disconnect_with(ReasonCode::kBadUserNameOrPassword, "re-authentication failed");
     }
     return link_.send(auth_packet(ReasonCode::kContinueAuthentication, *server_first));
@@ -210,6 +213,7 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
   const auto server_final = rare().scram->finish(data);
   const std::unique_ptr<auth::ScramExchange> exchange = std::move(rare().scram);
   if (!server_final) {
+    ShardStats::add(shard_.stats().auth_failures);
     return disconnect_with(ReasonCode::kBadUserNameOrPassword, "re-authentication failed");
   }
   // The connection's rights and its session go with the name it proved first.
@@ -380,6 +384,10 @@ void ClientProtocol::acknowledge(const PendingConnect& pending, bool session_pre
   link_.send(connack);
   acknowledged_ = true;
   ShardStats::add(shard_.stats().clients_connected);
+  ShardStats::add(
+      shard_.stats().connections_by_protocol[version_ == mqtt::ProtocolVersion::kV3_1     ? 0
+                                             : version_ == mqtt::ProtocolVersion::kV3_1_1 ? 1
+                                                                                          : 2]);
   session_->attach(link_, version_, limits);
   if (session_present && session_->has_queue_subscriptions()) {
     if (QueueGateway* queues = shard_.broker().queues())

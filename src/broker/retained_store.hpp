@@ -31,6 +31,7 @@ class RetainedStore {
   class Writer {
    public:
     SetResult set(const MessagePtr& message) { return store_.set_locked(message); }
+    bool has(std::string_view topic) const { return store_.has_message(topic); }
 
    private:
     friend class RetainedStore;

@@ -354,6 +354,7 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   }
   link_->send_publish(head, delivery.message);
   ShardStats::add(shard_.stats().messages_sent);
+  ShardStats::add(shard_.stats().messages_sent_by_qos[std::min(static_cast<int>(head.qos), 2)]);
   return true;
 }
 

@@ -63,6 +63,10 @@ class Session {
   // ---- connection ----
   // Attached to a connection that was sent its CONNACK: deliveries go out.
   bool online() const { return link_ != nullptr; }
+  // The connection's, while online (nullptr otherwise).
+  const ClientLink* link() const { return link_; }
+  // The protocol of its last connection.
+  mqtt::ProtocolVersion version() const { return version_; }
   // The connection that claimed the session, attached or still connecting;
   // nullptr when none did.
   ClientProtocol* owner() const { return owner_; }

@@ -116,6 +116,21 @@ void Shard::add_retained_write(const Message& message, RetainedStore::SetResult 
   }
 }
 
+void Shard::delete_retained(const std::string& topic, std::function<void(bool found)> then) {
+  auto deletion = std::make_shared<Message>();
+  deletion->topic = topic;
+  deletion->retain = true;  // an empty retained message: the deletion
+  bool found = false;
+  store::WriteBatch batch;
+  broker_.retained().locked([&](RetainedStore::Writer& retained) {
+    found = retained.has(topic);
+    if (found) add_retained_write(*deletion, retained.set(deletion), batch);
+  });
+  if (batch.empty()) return then(found);
+  write_then(std::move(batch),
+             [found, then = std::move(then)](bool durable) { then(found && durable); });
+}
+
 Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, bool may_refuse) {
   const bool storing = has_store();
   targets_.clear();

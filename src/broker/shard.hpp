@@ -53,6 +53,14 @@ class Shard {
   void session_went_offline(Session& session, Clock::time_point now);
   void session_came_online(Session& session) { offline_.erase(&session); }
 
+  // Every session of this shard, in no particular order (on its thread:
+  // the admin API reads them a page at a time).
+  template <class Visit>
+  void for_each_session(Visit&& visit) const {
+    for (const auto& [client_id, session] : sessions_)
+      visit(static_cast<const Session&>(*session));
+  }
+
   // ---- routing ----
   // Routes `message`: sets it as the topic's retained message if it asks,
   // and delivers it to every matching subscriber. What must survive a crash
@@ -112,6 +120,11 @@ class Shard {
   // Hands the deliveries gathered for other shards to their inboxes. The net
   // layer calls this once per loop turn.
   void flush_outbox();
+
+  // An operator deletes `topic`'s retained message (admin API): from memory
+  // and the store, without the empty publish a client's deletion sends its
+  // subscribers. `then(found)` runs here once the deletion is durable.
+  void delete_retained(const std::string& topic, std::function<void(bool found)> then);
 
   // Publishes a will as the session's client would have.
   void publish_will(Session& session);

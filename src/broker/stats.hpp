@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "store/histogram.hpp"
+
 namespace sluice::broker {
 
 struct ShardStats {
@@ -26,6 +28,13 @@ struct ShardStats {
   Counter rejected_connections{0};    // over rate_limits.connections_per_s_per_ip
   Counter rejected_publishes{0};      // over rate_limits.publishes_per_s
   Counter rejected_subscriptions{0};  // over rate_limits.subscriptions_per_s
+  Counter messages_received_by_qos[3] = {0, 0, 0};
+  Counter messages_sent_by_qos[3] = {0, 0, 0};
+  Counter connections_by_protocol[3] = {0, 0, 0};  // CONNACKs sent: 3.1, 3.1.1, 5.0
+  Counter auth_failures{0};                        // CONNECTs refused for their credentials
+  Counter authz_denied{0};                         // publishes and subscriptions the ACL refused
+  // How late the worker's one-second tick ran: how long its loop was busy.
+  store::Histogram loop_lag_seconds{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1};
 
   static void add(Counter& counter, std::uint64_t n = 1) {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

@@ -494,4 +494,27 @@ std::size_t SubscriptionIndex::size() const {
   return size_;
 }
 
+std::optional<std::vector<SubscriptionIndex::LevelView>> SubscriptionIndex::levels_below(
+    std::string_view prefix) const {
+  std::shared_lock lock(mutex_);
+  const Node* node = root_.get();
+  if (!prefix.empty()) {
+    bool done = false;
+    while (node != nullptr && !done)
+      node = node->child(trie::next_level(prefix, done));
+  }
+  if (node == nullptr) return std::nullopt;
+  std::vector<LevelView> out;
+  const auto view = [&](std::string level, const Node& child) {
+    out.push_back({std::move(level), child.entries.size(), child.groups.size(),
+                   !child.children.empty() || child.plus || child.hash});
+  };
+  for (const auto& [level, child] : node->children)
+    view(std::string(level), *child);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.level < b.level; });
+  if (node->plus) view("+", *node->plus);
+  if (node->hash) view("#", *node->hash);
+  return out;
+}
+
 }  // namespace sluice::broker

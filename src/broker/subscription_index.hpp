@@ -86,6 +86,17 @@ class SubscriptionIndex {
 
   std::size_t size() const;
 
+  // One level of the filter tree, for the admin API's topic browser.
+  struct LevelView {
+    std::string level;              // a literal level, "+" or "#"
+    std::size_t subscribers = 0;    // ordinary subscriptions to exactly this filter
+    std::size_t shared_groups = 0;  // $share groups on exactly this filter
+    bool has_children = false;
+  };
+  // The levels just below the filter `prefix` ("" for the top); nullopt when
+  // no subscribed filter starts with it.
+  std::optional<std::vector<LevelView>> levels_below(std::string_view prefix) const;
+
   // Whether match() puts each QoS 1/2 target's session in Target::session
   // (queue_full_policy refuse_publish needs it; others pay nothing). Set
   // before the index is used.

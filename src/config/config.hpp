@@ -198,6 +198,44 @@ struct QueueConfig {
   bool operator==(const QueueConfig&) const = default;
 };
 
+// How the broker stops on SIGTERM, SIGINT or POST /api/v1/shutdown.
+struct ShutdownConfig {
+  // How long QoS 1/2 messages in flight to connected clients get to be
+  // acknowledged before the clients are disconnected.
+  std::uint32_t timeout_s = 5;
+  // Set: MQTT 5 clients are told 0x9D (Server moved) with this Server
+  // Reference, instead of 0x8B (Server shutting down).
+  std::string server_reference;
+  bool operator==(const ShutdownConfig&) const = default;
+};
+
+// A bearer token of the admin API: only its SHA-256 is kept (`sluice token`
+// makes one and prints the secret once).
+struct AdminTokenConfig {
+  std::string name;
+  std::string token_sha256;  // 64 hex digits
+  std::string role;          // viewer (GET), operator (plus operations), admin (all)
+  bool operator==(const AdminTokenConfig&) const = default;
+};
+
+struct AdminListenerConfig {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 9883;
+  std::string transport = "http";  // http or https
+  TlsConfig tls;                   // for https: the same keys as an MQTT listener's
+  bool operator==(const AdminListenerConfig&) const = default;
+};
+
+// The admin HTTP server: REST API, /metrics, /health, /ready (docs/admin.md).
+struct AdminConfig {
+  // Empty: no admin server. Off loopback, start-up needs tokens.
+  std::vector<AdminListenerConfig> listeners = {AdminListenerConfig{}};
+  std::vector<AdminTokenConfig> tokens;
+  // Lines of "name role sha256", read at start-up, beside `tokens`.
+  std::string token_file;
+  bool operator==(const AdminConfig&) const = default;
+};
+
 struct Config {
   std::vector<ListenerConfig> listeners = {ListenerConfig{}};
   std::uint32_t workers = 0;          // worker threads; 0: one per core
@@ -214,6 +252,8 @@ struct Config {
   // Whether the first publish or subscribe to an unknown queue name creates
   // it with queue_defaults; otherwise it is refused (0x90 / SUBACK 0x8F).
   bool queues_auto_create = false;
+  AdminConfig admin;
+  ShutdownConfig shutdown;
 
   bool operator==(const Config&) const = default;
 };

@@ -6,6 +6,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <limits>
@@ -223,6 +224,19 @@ void read_rate_limits(const YAML::Node& node, const std::string& path, RateLimit
   s.finish();
 }
 
+void read_tls(const YAML::Node& node, const std::string& path, TlsConfig& t,
+              std::string_view source) {
+  Section ts(node, path, source);
+  ts.string("cert_file", t.cert_file);
+  ts.string("key_file", t.key_file);
+  ts.string("ca_file", t.ca_file);
+  ts.choice("client_auth", t.client_auth, {"none", "optional", "require"});
+  ts.choice("min_version", t.min_version, {"1.2", "1.3"});
+  ts.string("ciphers", t.ciphers);
+  ts.boolean("use_identity_as_username", t.use_identity_as_username);
+  ts.finish();
+}
+
 std::vector<ListenerConfig> read_listeners(const YAML::Node& node, std::string_view source) {
   if (!node.IsSequence()) {
     throw Failure{std::string(source) + ":" + std::to_string(node.Mark().line + 1) +
@@ -250,18 +264,7 @@ std::vector<ListenerConfig> read_listeners(const YAML::Node& node, std::string_v
                       "].websocket.path': expected a path starting with '/'"};
       }
     }
-    if (YAML::Node tls = s.child("tls")) {
-      TlsConfig& t = listener.tls;
-      Section ts(tls, s.child_path("tls"), source);
-      ts.string("cert_file", t.cert_file);
-      ts.string("key_file", t.key_file);
-      ts.string("ca_file", t.ca_file);
-      ts.choice("client_auth", t.client_auth, {"none", "optional", "require"});
-      ts.choice("min_version", t.min_version, {"1.2", "1.3"});
-      ts.string("ciphers", t.ciphers);
-      ts.boolean("use_identity_as_username", t.use_identity_as_username);
-      ts.finish();
-    }
+    if (YAML::Node tls = s.child("tls")) read_tls(tls, s.child_path("tls"), listener.tls, source);
     s.finish();
     const bool encrypted = listener.transport == "tls" || listener.transport == "wss";
     if (encrypted && (listener.tls.cert_file.empty() || listener.tls.key_file.empty())) {
@@ -444,6 +447,71 @@ std::vector<QueueConfig> read_queues(const YAML::Node& node, const QueueOptions&
   return queues;
 }
 
+bool is_sha256_hex(const std::string& text) {
+  return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+void read_admin(const YAML::Node& node, AdminConfig& c, std::string_view source) {
+  Section s(node, "admin", source);
+  const auto at = [&](const YAML::Node& n) {
+    return std::string(source) + ":" + std::to_string(n.Mark().line + 1) + ": ";
+  };
+  if (YAML::Node listeners = s.child("listeners")) {
+    if (!listeners.IsSequence()) {
+      throw Failure{at(listeners) + "key 'admin.listeners': expected a list of {host, port}"};
+    }
+    c.listeners.clear();  // an empty list: no admin server
+    for (std::size_t i = 0; i < listeners.size(); ++i) {
+      AdminListenerConfig listener;
+      const std::string path = "admin.listeners[" + std::to_string(i) + "]";
+      Section ls(listeners[i], path, source);
+      ls.string("host", listener.host);
+      ls.integer("port", listener.port, 0, 65535);
+      ls.choice("transport", listener.transport, {"http", "https"});
+      if (YAML::Node tls = ls.child("tls")) read_tls(tls, path + ".tls", listener.tls, source);
+      ls.finish();
+      if (listener.transport == "https" &&
+          (listener.tls.cert_file.empty() || listener.tls.key_file.empty())) {
+        throw Failure{at(listeners[i]) + "key '" + path +
+                      ".tls': an https listener needs cert_file and key_file"};
+      }
+      c.listeners.push_back(listener);
+    }
+  }
+  if (YAML::Node tokens = s.child("tokens")) {
+    if (!tokens.IsSequence()) {
+      throw Failure{at(tokens) +
+                    "key 'admin.tokens': expected a list of {name, token_sha256, role}"};
+    }
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      AdminTokenConfig token;
+      const std::string path = "admin.tokens[" + std::to_string(i) + "]";
+      Section ts(tokens[i], path, source);
+      ts.string("name", token.name);
+      ts.string("token_sha256", token.token_sha256);
+      ts.choice("role", token.role, {"viewer", "operator", "admin"});
+      ts.finish();
+      if (token.name.empty()) throw Failure{at(tokens[i]) + "key '" + path + ".name': missing"};
+      if (!is_sha256_hex(token.token_sha256)) {
+        throw Failure{at(tokens[i]) + "key '" + path +
+                      ".token_sha256': expected 64 lowercase hex digits (`sluice token NAME "
+                      "ROLE` prints them)"};
+      }
+      if (token.role.empty()) throw Failure{at(tokens[i]) + "key '" + path + ".role': missing"};
+      if (!names.insert(token.name).second) {
+        throw Failure{at(tokens[i]) + "key '" + path + ".name': token '" + token.name +
+                      "' is named twice"};
+      }
+      c.tokens.push_back(std::move(token));
+    }
+  }
+  s.string("token_file", c.token_file);
+  s.finish();
+}
+
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);
@@ -466,6 +534,13 @@ Config read_config(const YAML::Node& root, std::string_view source) {
   if (YAML::Node queues = top.child("queues"))
     config.queues = read_queues(queues, config.queue_defaults, source);
   top.boolean("queues_auto_create", config.queues_auto_create);
+  read_admin(top.child("admin"), config.admin, source);
+  {
+    Section s(top.child("shutdown"), "shutdown", source);
+    s.integer("timeout_s", config.shutdown.timeout_s, 0, 3600);
+    s.string("server_reference", config.shutdown.server_reference);
+    s.finish();
+  }
   top.finish();
   return config;
 }

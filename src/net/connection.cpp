@@ -353,6 +353,15 @@ void Connection::mark_dirty() {
   worker_.mark_dirty(shared_from_this());
 }
 
+std::string Connection::peer_address() const {
+  boost::system::error_code ec;
+  const auto remote = socket_.remote_endpoint(ec);  // a system call, on demand: nothing kept
+  if (ec) return {};
+  const auto address = remote.address();
+  const std::string host = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
+  return host + ":" + std::to_string(remote.port());
+}
+
 void Connection::close() {
   if (closing_ || terminated_) return;
   closing_ = true;

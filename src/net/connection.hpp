@@ -52,6 +52,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
     return output_ ? output_->pending.size() + output_->writing.size() : 0;
   }
   void close() override;
+  std::string peer_address() const override;
   void hold_input() override { input_held_ = true; }
   void release_input() override;
 

@@ -47,6 +47,7 @@ struct Server::Impl : broker::Mailbox {
   std::vector<std::unique_ptr<Listener>> listeners;
   std::uint32_t next_worker = 0;
   std::atomic<bool> stopped{false};
+  std::atomic<bool> not_accepting{false};
   static constexpr std::size_t kMaxTrackedAddresses = 10'000;
 
   explicit Impl(broker::Broker& b) : broker(b) {}
@@ -85,7 +86,8 @@ struct Server::Impl : broker::Mailbox {
     listener.acceptor.async_accept(target.context(), [this, &listener, &target](
                                                          const boost::system::error_code& error,
                                                          Socket socket) {
-      if (error == asio::error::operation_aborted) return;
+      // Closed for a drain: what the kernel accepted meanwhile is closed too.
+      if (error == asio::error::operation_aborted || not_accepting.load()) return;
       if (!error) {
         const bool over_rate = over_connection_rate(listener, socket);
         asio::post(target.context(),
@@ -177,8 +179,8 @@ std::vector<std::uint16_t> Server::bound_ports() const {
   return ports;
 }
 
-void Server::stop() {
-  if (impl_->stopped.exchange(true)) return;
+void Server::stop_accepting() {
+  if (impl_->not_accepting.exchange(true)) return;
   asio::post(impl_->workers[0]->context(), [this] {
     for (auto& listener : impl_->listeners) {
       boost::system::error_code ignored;
@@ -186,6 +188,11 @@ void Server::stop() {
       listener->retry.cancel();
     }
   });
+}
+
+void Server::stop() {
+  if (impl_->stopped.exchange(true)) return;
+  stop_accepting();
   for (auto& worker : impl_->workers)
     worker->post_shutdown();
   const auto deadline = std::chrono::steady_clock::now() + kShutdownGrace;

@@ -27,6 +27,9 @@ class Server {
   // listener cannot be bound.
   std::optional<std::string> start(const std::vector<config::ListenerConfig>& listeners);
 
+  // Closes the listeners: connections already made go on. Safe to call from
+  // any thread, more than once.
+  void stop_accepting();
   // Stops accepting, says goodbye to clients and joins the workers. Safe to
   // call from any thread, once.
   void stop();

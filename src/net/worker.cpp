@@ -180,6 +180,10 @@ void Worker::schedule_tick() {
 }
 
 void Worker::on_tick() {
+  // How late this tick runs is how long the loop was busy with other work.
+  shard_.stats().loop_lag_seconds.observe(std::max(
+      0.0, std::chrono::duration<double>(std::chrono::steady_clock::now() - tick_timer_.expiry())
+               .count()));
   const auto now = broker::Clock::now();
   if (!stopping_) shard_.tick(now);  // no wills or $SYS while the broker stops
   std::vector<std::shared_ptr<Connection>> all;

@@ -275,6 +275,7 @@ void QueueService::sys_topics(std::vector<std::pair<std::string, std::string>>& 
     out.emplace_back(base + "duplicates", std::to_string(queue.counters.duplicates));
     out.emplace_back(base + "rejected", std::to_string(queue.counters.rejected));
     out.emplace_back(base + "compacted", std::to_string(queue.counters.compacted));
+    out.emplace_back(base + "purged", std::to_string(queue.counters.purged));
     if (queue.stream)
       out.emplace_back(base + "anonymous_readers", std::to_string(queue.anonymous_readers));
     for (const QueueStats::GroupStats& group : queue.groups) {

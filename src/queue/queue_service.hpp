@@ -92,6 +92,30 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // many moved; nullopt when there is no such queue.
   std::optional<std::size_t> redrive(broker::Shard& shard, std::string_view dead_letter,
                                      std::size_t most);
+  // The rest of the admin API's queue operations (queue_admin.cpp); `shard`
+  // is where their writes' callbacks run.
+  // Empties queue `name`: each partition's log is cut at its end, as
+  // retention cuts it (its offsets are never given again), and what its
+  // groups held ends. Returns how many messages went; nullopt: no such queue.
+  std::optional<std::uint64_t> purge(broker::Shard& shard, std::string_view name);
+  struct PeekedMessage {
+    std::uint32_t partition = 0;
+    std::uint64_t offset = 0;
+    LogEntry entry;
+  };
+  // Up to `most` messages of queue `name`, without changing anything: of
+  // `partition` (every partition, in turn, when nullopt), from offset `from`
+  // on (the oldest held when nullopt). nullopt: no such queue or partition.
+  std::optional<std::vector<PeekedMessage>> peek(std::string_view name,
+                                                 std::optional<std::uint32_t> partition,
+                                                 std::optional<std::uint64_t> from,
+                                                 std::size_t most);
+  enum class SeekOutcome { kMoved, kNoQueue, kNoGroup, kNoPartition };
+  // Moves group `group` of queue `name` to `to` (as a stream-offset places a
+  // new group) on `partition`, or on every partition when nullopt: what it
+  // had in flight there ends, and it reads on from there.
+  SeekOutcome seek_group(broker::Shard& shard, std::string_view name, std::string_view group,
+                         std::optional<std::uint32_t> partition, const StreamStart& to);
 
  private:
   struct Appended {

@@ -164,6 +164,7 @@ struct QueueCounters {
   std::uint64_t rejected = 0;    // publishes refused at max_depth
   std::uint64_t dropped = 0;     // deleted unsettled: overflow drop_oldest, retention
   std::uint64_t compacted = 0;   // removed by compaction (streams)
+  std::uint64_t purged = 0;      // removed by an operator's purge (admin API)
 };
 
 enum class Ordering { kNone, kPartition, kKey };

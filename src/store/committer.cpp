@@ -51,6 +51,10 @@ void Committer::record(const Status& status, const char* what) {
   spdlog::error("event=store_{}_failed failures={} error=\"{}\"", what, failures, status.message);
 }
 
+JournalStats Committer::stats() const {
+  return {&commit_seconds_, &batch_size_, syncs_.load(std::memory_order_relaxed)};
+}
+
 void Committer::run() {
   auto next_sync = std::chrono::steady_clock::now() + batch_interval_;
   bool unsynced = false;
@@ -72,6 +76,7 @@ void Committer::run() {
     if (durability_ == Durability::kBatch && unsynced &&
         std::chrono::steady_clock::now() >= next_sync) {
       record(store_.sync(), "sync");
+      syncs_.store(syncs_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       unsynced = false;
       next_sync = std::chrono::steady_clock::now() + batch_interval_;
     }
@@ -89,7 +94,13 @@ void Committer::run() {
     // so does a clean stop. One publisher with one message in flight then
     // costs one fsync per message, not two.
     const bool sync_now = durability_ == Durability::kSync && awaited;
+    const auto began = std::chrono::steady_clock::now();
     const Status status = store_.write(merged, sync_now);
+    commit_seconds_.observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+    batch_size_.observe(static_cast<double>(taken.size()));
+    if (sync_now)
+      syncs_.store(syncs_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     record(status, "write");
     unsynced = unsynced || !sync_now;
     if (sync_now) unsynced = false;

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "store/histogram.hpp"
 #include "store/store.hpp"
 #include "store/write_batch.hpp"
 
@@ -38,6 +39,13 @@ struct JournalHealth {
   std::string last_error;
 };
 
+// What the journal's writes cost: for /metrics.
+struct JournalStats {
+  const Histogram* commit_seconds = nullptr;  // each store write, its fsync included
+  const Histogram* batch_size = nullptr;      // batches merged into one store write
+  std::uint64_t syncs = 0;                    // fsyncs
+};
+
 class Journal {
  public:
   using Done = std::function<void(const Status&)>;
@@ -48,6 +56,8 @@ class Journal {
   virtual void submit(WriteBatch&& batch, Done done) = 0;
 
   virtual JournalHealth health() const = 0;
+  // Empty for a journal that measures nothing.
+  virtual JournalStats stats() const { return {}; }
 };
 
 }  // namespace sluice::store

@@ -43,6 +43,11 @@ class SluiceProcess:
             cmd += ["--config", self.config_path]
         if not any(a == "--listen" for a in args) and config_yaml is None:
             cmd += ["--listen", "127.0.0.1:0"]
+        # The admin server's default port is fixed (9883): tests that run at
+        # once take a free one each, unless they configure the admin server.
+        if not any(a == "--admin-listen" for a in args) and (
+                config_yaml is None or "admin:" not in config_yaml):
+            cmd += ["--admin-listen", "127.0.0.1:0"]
         # The suite runs once with one worker and once with four (ctest sets
         # SLUICE_WORKERS), so cross-worker code runs whatever the machine;
         # a test that chose its workers keeps them.
@@ -62,6 +67,7 @@ class SluiceProcess:
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
         self.port = None
+        self.admin_port = None
 
     def _read_output(self):
         for line in self.proc.stdout:
@@ -92,6 +98,8 @@ class SluiceProcess:
         match = self.wait_for_line(r"event=listening address=127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
         self.wait_for_line(r"event=started")
+        admin = re.search(r"event=admin_listening address=[^ ]*:(\d+)", self.output())
+        self.admin_port = int(admin.group(1)) if admin else None
         return self
 
     def output(self):

@@ -1,0 +1,910 @@
+#include "admin/admin_api.hpp"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string_view>
+#include <vector>
+
+#include "admin/config_json.hpp"
+#include "admin/metrics.hpp"
+#include "admin/openapi.hpp"
+#include "admin/shard_query.hpp"
+#include "auth/base64.hpp"
+#include "broker/broker.hpp"
+#include "broker/client_protocol.hpp"
+#include "broker/shard.hpp"
+#include "mqtt/topic.hpp"
+#include "mqtt/utf8.hpp"
+#include "queue/queue_service.hpp"
+#include "store/journal.hpp"
+
+namespace sluice::admin {
+namespace {
+
+using nlohmann::json;
+using Params = std::vector<std::string>;  // the {placeholders} of a route, in order
+
+constexpr std::size_t kDefaultPage = 100;
+constexpr std::size_t kMostPage = 1000;
+
+HttpResponse json_response(unsigned status, const json& body) {
+  HttpResponse response;
+  response.status = status;
+  response.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  return response;
+}
+
+HttpResponse error(unsigned status, std::string_view code, std::string_view message) {
+  return json_response(status, {{"error", {{"code", code}, {"message", message}}}});
+}
+
+const char* protocol_name(mqtt::ProtocolVersion version) {
+  switch (version) {
+    case mqtt::ProtocolVersion::kV3_1:
+      return "3.1";
+    case mqtt::ProtocolVersion::kV3_1_1:
+      return "3.1.1";
+    case mqtt::ProtocolVersion::kV5:
+      return "5.0";
+  }
+  return "5.0";
+}
+
+// What the API shows of one session (and its connection, while online).
+struct ClientView {
+  std::string client_id;
+  bool connected = false;
+  std::string protocol;
+  std::string address;
+  std::string username;
+  std::uint16_t keep_alive_s = 0;
+  std::uint32_t expiry_s = 0;
+  bool stored = false;
+  std::int64_t offline_for_s = 0;
+  std::size_t subscription_count = 0;
+  std::size_t inflight = 0;
+  std::size_t queued = 0;
+  std::uint32_t dropped = 0;
+  json subscriptions;  // the detail only
+};
+
+ClientView view(const broker::Session& session, bool detail) {
+  ClientView v;
+  v.client_id = session.client_id();
+  v.connected = session.online();
+  v.protocol = protocol_name(session.version());
+  if (const broker::ClientLink* link = session.link()) v.address = link->peer_address();
+  if (const std::string* identity = session.identity()) v.username = *identity;
+  if (const broker::ClientProtocol* owner = session.owner(); owner != nullptr && v.connected)
+    v.keep_alive_s = owner->keep_alive_s();
+  v.expiry_s = session.expiry_s();
+  v.stored = session.stored();
+  if (const auto since = session.offline_since(); since && !v.connected) {
+    v.offline_for_s =
+        std::chrono::duration_cast<std::chrono::seconds>(broker::Clock::now() - *since).count();
+  }
+  auto& subscriptions = const_cast<broker::Session&>(session).subscriptions();
+  v.subscription_count = subscriptions.size();
+  v.inflight = session.inflight();
+  v.queued = session.queued();
+  v.dropped = session.dropped();
+  if (detail) {
+    v.subscriptions = json::array();
+    for (const auto& [filter, record] : subscriptions) {
+      v.subscriptions.push_back(
+          {{"filter", filter},
+           {"qos", static_cast<int>(record.options.max_qos)},
+           {"no_local", record.options.no_local},
+           {"retain_as_published", record.options.retain_as_published},
+           {"retain_handling", static_cast<int>(record.options.retain_handling)},
+           {"identifier", record.identifier}});
+    }
+  }
+  return v;
+}
+
+json to_json(const ClientView& v) {
+  json out = {
+      {"client_id", v.client_id},
+      {"connected", v.connected},
+      {"protocol", v.protocol},
+      {"address", v.address},
+      {"username", v.username.empty() ? json(nullptr) : json(v.username)},
+      {"keep_alive_s", v.keep_alive_s},
+      {"session",
+       {{"expiry_s", v.expiry_s}, {"persistent", v.stored}, {"offline_for_s", v.offline_for_s}}},
+      {"subscriptions", v.subscription_count},
+      {"inflight", v.inflight},
+      {"queued", v.queued},
+      {"dropped", v.dropped}};
+  if (!v.subscriptions.is_null()) {
+    out["subscriptions"] = v.subscriptions;
+  }
+  return out;
+}
+
+// Filters of GET /api/v1/clients.
+struct ClientFilter {
+  std::string prefix;    // client id prefix
+  std::string username;  // exact
+  std::string address;   // prefix of "address:port"
+  std::string protocol;  // "3.1", "3.1.1" or "5.0"
+  std::optional<bool> connected;
+  std::string after;  // the cursor: client ids after this one
+  std::size_t limit = kDefaultPage;
+
+  bool admits(const ClientView& v) const {
+    return v.client_id.starts_with(prefix) && (username.empty() || v.username == username) &&
+           (address.empty() || v.address.starts_with(address)) &&
+           (protocol.empty() || v.protocol == protocol) &&
+           (!connected || *connected == v.connected);
+  }
+};
+
+// A payload as JSON: "payload" when it is UTF-8 text, else "payload_base64".
+void put_payload(json& out, const std::vector<std::uint8_t>& bytes) {
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  if (mqtt::check_utf8(text) == mqtt::Utf8Check::kValid)
+    out["payload"] = text;
+  else
+    out["payload_base64"] = auth::to_base64(bytes);
+}
+
+// One subscription, for GET /api/v1/subscriptions.
+struct SubscriptionView {
+  std::string client_id;
+  std::string filter;
+  int qos = 0;
+  bool no_local = false;
+  bool retain_as_published = false;
+  int retain_handling = 0;
+  std::uint32_t identifier = 0;
+
+  // Paged by (client id, filter); the cursor is both, joined by a NUL.
+  std::string cursor() const { return client_id + std::string(1, '\0') + filter; }
+};
+
+json queue_json(const queue::QueueStats& q) {
+  json groups = json::array();
+  for (const auto& g : q.groups) {
+    groups.push_back({{"name", g.name},
+                      {"pending", g.pending},
+                      {"leased", g.leased},
+                      {"waiting", g.waiting},
+                      {"consumers", g.consumers}});
+  }
+  const auto& c = q.counters;
+  return {{"name", q.name},
+          {"kind", q.stream ? "stream" : "queue"},
+          {"partitions", q.partitions},
+          {"depth", q.depth},
+          {"bytes", q.bytes ? json(*q.bytes) : json(nullptr)},
+          {"oldest_age_ms", q.oldest_age_ms},
+          {"anonymous_readers", q.anonymous_readers},
+          {"counters",
+           {{"enqueued", c.enqueued},
+            {"delivered", c.delivered},
+            {"acknowledged", c.acknowledged},
+            {"failed", c.failed},
+            {"dead_lettered", c.dead_lettered},
+            {"discarded", c.discarded},
+            {"dropped", c.dropped},
+            {"duplicates", c.duplicates},
+            {"rejected", c.rejected},
+            {"compacted", c.compacted},
+            {"purged", c.purged}}},
+          {"groups", groups}};
+}
+
+}  // namespace
+
+struct AdminApi::Impl {
+  Impl(broker::Broker& b, queue::QueueService* q, TokenTable t)
+      : broker(b), queues(q), tokens(std::move(t)) {}
+  broker::Broker& broker;
+  queue::QueueService* queues;
+  TokenTable tokens;
+  AdminCounters counters;
+  std::function<void(std::function<void()>)> executor;
+
+  void off_workers(std::function<void()> task) {
+    if (executor)
+      executor(std::move(task));
+    else
+      task();
+  }
+
+  // The overview's rates: totals a second apart.
+  struct Sample {
+    broker::Clock::time_point at;
+    std::uint64_t received = 0;
+    std::uint64_t sent = 0;
+  };
+  Sample last;
+  double received_per_s = 0;
+  double sent_per_s = 0;
+
+  struct Route {
+    const char* method;
+    std::vector<std::string_view> pattern;  // "{}" matches any one segment
+    Role role;
+    void (Impl::*serve)(const HttpRequest&, const Params&, Respond&);
+  };
+  std::vector<Route> routes;
+
+  Sample take_sample() const {
+    Sample s;
+    s.at = broker::Clock::now();
+    for (std::uint32_t i = 0; i < broker.shard_count(); ++i) {
+      const broker::ShardStats& stats = broker.shard(i).stats();
+      s.received += stats.messages_received.load(std::memory_order_relaxed);
+      s.sent += stats.messages_sent.load(std::memory_order_relaxed);
+    }
+    return s;
+  }
+
+  // ---- the endpoints ----
+
+  void health(const HttpRequest&, const Params&, Respond& respond) {
+    respond(json_response(200, {{"status", "alive"}}));
+  }
+
+  bool draining = false;  // copied from AdminApi's flag per request
+
+  void ready(const HttpRequest&, const Params&, Respond& respond) {
+    std::string reason;
+    if (draining) reason = "draining: the broker is shutting down";
+    if (const store::Journal* journal = broker.journal(); reason.empty() && journal != nullptr) {
+      const store::JournalHealth health = journal->health();
+      if (!health.healthy) reason = "the store failed a write: " + health.last_error;
+    }
+    if (reason.empty()) return respond(json_response(200, {{"status", "ready"}}));
+    respond(json_response(503, {{"status", "not ready"}, {"reason", reason}}));
+  }
+
+  void metrics(const HttpRequest&, const Params&, Respond& respond) {
+    // Each worker sums its own sessions; the last to answer renders.
+    ask_every_shard<SessionTotals>(
+        broker,
+        [](broker::Shard& shard) {
+          SessionTotals totals;
+          shard.for_each_session([&](const broker::Session& session) {
+            totals.inflight += session.inflight();
+            totals.queued += session.queued();
+          });
+          return totals;
+        },
+        [this, respond](std::vector<SessionTotals>&& parts) mutable {
+          SessionTotals all;
+          for (const SessionTotals& part : parts) {
+            all.inflight += part.inflight;
+            all.queued += part.queued;
+          }
+          // Rendered on the admin thread: the last worker to answer goes back to work.
+          off_workers([this, all, respond]() mutable {
+            HttpResponse response;
+            response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            response.body = render_metrics(broker, queues, counters, all);
+            respond(std::move(response));
+          });
+        });
+  }
+
+  void overview(const HttpRequest&, const Params&, Respond& respond) {
+    std::uint64_t connected = 0;
+    for (std::uint32_t i = 0; i < broker.shard_count(); ++i)
+      connected += broker.shard(i).stats().clients_connected.load(std::memory_order_relaxed);
+    json queue_totals = {{"queues", 0}, {"depth", 0}, {"dead_lettered", 0}};
+    if (queues != nullptr) {
+      const auto all = queues->stats();
+      std::uint64_t depth = 0, dead = 0;
+      for (const auto& q : all) {
+        depth += q.depth;
+        dead += q.counters.dead_lettered;
+      }
+      queue_totals = {{"queues", all.size()}, {"depth", depth}, {"dead_lettered", dead}};
+    }
+    const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(broker::Clock::now() -
+                                                                         broker.started_at());
+    respond(json_response(200, {{"version", broker.version()},
+                                {"uptime_s", uptime.count()},
+                                {"workers", broker.shard_count()},
+                                {"connections", connected},
+                                {"sessions", broker.sessions().load(std::memory_order_relaxed)},
+                                {"subscriptions", broker.index().size()},
+                                {"retained", broker.retained().size()},
+                                {"messages_in_per_s", received_per_s},
+                                {"messages_out_per_s", sent_per_s},
+                                {"queues", queue_totals}}));
+  }
+
+  void clients(const HttpRequest& request, const Params&, Respond& respond) {
+    ClientFilter filter;
+    if (const auto* v = request.parameter("client_id")) filter.prefix = *v;
+    if (const auto* v = request.parameter("username")) filter.username = *v;
+    if (const auto* v = request.parameter("address")) filter.address = *v;
+    if (const auto* v = request.parameter("protocol")) {
+      if (*v != "3.1" && *v != "3.1.1" && *v != "5.0")
+        return respond(error(400, "bad_parameter", "protocol: expected 3.1, 3.1.1 or 5.0"));
+      filter.protocol = *v;
+    }
+    if (const auto* v = request.parameter("connected")) {
+      if (*v != "true" && *v != "false")
+        return respond(error(400, "bad_parameter", "connected: expected true or false"));
+      filter.connected = *v == "true";
+    }
+    if (const auto* v = request.parameter("cursor")) filter.after = *v;
+    if (!page_limit(request, filter.limit, respond)) return;
+    // Each worker returns its first `limit` matches after the cursor, in
+    // client-id order; the page is the first `limit` of all of them.
+    ask_every_shard<std::vector<ClientView>>(
+        broker,
+        [filter](broker::Shard& shard) {
+          std::vector<ClientView> found;
+          shard.for_each_session([&](const broker::Session& session) {
+            if (session.client_id() <= filter.after && !filter.after.empty()) return;
+            ClientView v = view(session, false);
+            if (filter.admits(v)) found.push_back(std::move(v));
+          });
+          std::sort(found.begin(), found.end(),
+                    [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
+          if (found.size() > filter.limit + 1) found.resize(filter.limit + 1);
+          return found;
+        },
+        [respond, limit = filter.limit](std::vector<std::vector<ClientView>>&& parts) mutable {
+          std::vector<ClientView> all;
+          for (auto& part : parts)
+            std::move(part.begin(), part.end(), std::back_inserter(all));
+          std::sort(all.begin(), all.end(),
+                    [](const auto& a, const auto& b) { return a.client_id < b.client_id; });
+          const bool more = all.size() > limit;
+          if (more) all.resize(limit);
+          json data = json::array();
+          for (const ClientView& v : all)
+            data.push_back(to_json(v));
+          respond(json_response(
+              200, {{"data", data},
+                    {"next_cursor", more ? json(all.back().client_id) : json(nullptr)}}));
+        });
+  }
+
+  void client(const HttpRequest&, const Params& params, Respond& respond) {
+    const std::string client_id = params[0];
+    ask_client_shard<std::optional<ClientView>>(
+        broker, client_id,
+        [client_id](broker::Shard& shard) -> std::optional<ClientView> {
+          const broker::Session* session = shard.find_session(client_id);
+          if (session == nullptr) return std::nullopt;
+          return view(*session, true);
+        },
+        [respond, client_id](std::optional<ClientView>&& found) mutable {
+          if (!found) return respond(error(404, "not_found", "no session with that client id"));
+          respond(json_response(200, to_json(*found)));
+        });
+  }
+
+  void disconnect_client(const HttpRequest& request, const Params& params, Respond& respond) {
+    const std::string client_id = params[0];
+    bool discard = false;
+    if (const auto* v = request.parameter("discard")) {
+      if (*v != "true" && *v != "false")
+        return respond(error(400, "bad_parameter", "discard: expected true or false"));
+      discard = *v == "true";
+    }
+    struct Outcome {
+      bool found = false;
+      bool was_connected = false;
+      bool session_ended = false;
+    };
+    ask_client_shard<Outcome>(
+        broker, client_id,
+        [client_id, discard](broker::Shard& shard) {
+          Outcome outcome;
+          broker::Session* session = shard.find_session(client_id);
+          if (session == nullptr) return outcome;
+          outcome.found = true;
+          if (broker::ClientProtocol* owner = session->owner(); owner != nullptr) {
+            outcome.was_connected = session->online();
+            owner->on_administrative_disconnect();
+          }
+          if (discard) {
+            // Found again: a session without expiry ended with its connection.
+            if (broker::Session* left = shard.find_session(client_id)) {
+              shard.publish_will(*left);  // a pending will goes out when its session ends
+              shard.end_session(*left);
+            }
+            outcome.session_ended = true;
+          }
+          return outcome;
+        },
+        [respond](Outcome&& outcome) mutable {
+          if (!outcome.found)
+            return respond(error(404, "not_found", "no session with that client id"));
+          respond(json_response(200, {{"disconnected", outcome.was_connected},
+                                      {"session_ended", outcome.session_ended}}));
+        });
+  }
+
+  void queue_list(const HttpRequest& request, const Params&, Respond& respond) {
+    std::size_t limit = kDefaultPage;
+    if (!page_limit(request, limit, respond)) return;
+    const std::string* cursor = request.parameter("cursor");
+    std::vector<queue::QueueStats> all;
+    if (queues != nullptr) all = queues->stats();
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    json data = json::array();
+    std::optional<std::string> next;
+    for (const auto& q : all) {
+      if (cursor != nullptr && q.name <= *cursor) continue;
+      if (data.size() == limit) {
+        next = data.back()["name"].get<std::string>();
+        break;
+      }
+      data.push_back(queue_json(q));
+    }
+    respond(
+        json_response(200, {{"data", data}, {"next_cursor", next ? json(*next) : json(nullptr)}}));
+  }
+
+  void queue_detail(const HttpRequest&, const Params& params, Respond& respond) {
+    if (queues != nullptr) {
+      for (const auto& q : queues->stats())
+        if (q.name == params[0]) return respond(json_response(200, queue_json(q)));
+    }
+    respond(error(404, "not_found", "no queue of that name"));
+  }
+
+  // Queue operations change queue state under the queue layer's lock; they
+  // run on worker 0's thread, where their store writes report back.
+  template <class Result>
+  void on_worker(std::function<Result(broker::Shard&)> work, std::function<void(Result&&)> done) {
+    ask_shard<Result>(broker, 0, std::move(work), std::move(done));
+  }
+
+  bool need_queues(Respond& respond) {
+    if (queues != nullptr) return true;
+    respond(error(404, "not_found", "no queue of that name"));
+    return false;
+  }
+
+  void purge_queue(const HttpRequest&, const Params& params, Respond& respond) {
+    if (!need_queues(respond)) return;
+    const std::string name = params[0];
+    on_worker<std::optional<std::uint64_t>>(
+        [this, name](broker::Shard& shard) { return queues->purge(shard, name); },
+        [respond](std::optional<std::uint64_t>&& purged) mutable {
+          if (!purged) return respond(error(404, "not_found", "no queue of that name"));
+          respond(json_response(200, {{"purged", *purged}}));
+        });
+  }
+
+  void redrive_queue(const HttpRequest& request, const Params& params, Respond& respond) {
+    if (!need_queues(respond)) return;
+    std::size_t most = 1000;
+    if (!request.body.empty()) {
+      const json body = json::parse(request.body, nullptr, false);
+      if (body.is_discarded() || !body.is_object())
+        return respond(error(400, "bad_body", "expected a JSON object, e.g. {\"max\": 100}"));
+      if (body.contains("max")) {
+        if (!body["max"].is_number_unsigned() || body["max"].get<std::uint64_t>() == 0)
+          return respond(error(400, "bad_body", "max: expected a whole number above 0"));
+        most = body["max"].get<std::size_t>();
+      }
+    }
+    const std::string name = params[0];
+    on_worker<std::optional<std::size_t>>(
+        [this, name, most](broker::Shard& shard) { return queues->redrive(shard, name, most); },
+        [respond](std::optional<std::size_t>&& moved) mutable {
+          if (!moved) return respond(error(404, "not_found", "no queue of that name"));
+          respond(json_response(200, {{"moved", *moved}}));
+        });
+  }
+
+  void seek_group(const HttpRequest& request, const Params& params, Respond& respond) {
+    if (!need_queues(respond)) return;
+    const json body = json::parse(request.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("to") || !body["to"].is_string())
+      return respond(error(400, "bad_body",
+                           "expected {\"to\": \"earliest | latest | next | offset=N | "
+                           "timestamp=MS | ago=30m\", \"partition\": N (optional)}"));
+    const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
+    const auto to = queue::parse_stream_start(body["to"].get<std::string>(), now_ms);
+    if (!to || to->kind == queue::StreamStart::Kind::kCommitted)
+      return respond(
+          error(400, "bad_body",
+                "to: expected earliest, latest, next, offset=N, timestamp=MS or ago=..."));
+    std::optional<std::uint32_t> partition;
+    if (body.contains("partition")) {
+      if (!body["partition"].is_number_unsigned())
+        return respond(error(400, "bad_body", "partition: expected a whole number"));
+      partition = body["partition"].get<std::uint32_t>();
+    }
+    const std::string name = params[0], group = params[1];
+    using Outcome = queue::QueueService::SeekOutcome;
+    on_worker<Outcome>(
+        [this, name, group, partition, to = *to](broker::Shard& shard) {
+          return queues->seek_group(shard, name, group, partition, to);
+        },
+        [respond](Outcome&& outcome) mutable {
+          switch (outcome) {
+            case Outcome::kMoved:
+              return respond(json_response(200, {{"moved", true}}));
+            case Outcome::kNoQueue:
+              return respond(error(404, "not_found", "no queue of that name"));
+            case Outcome::kNoGroup:
+              return respond(error(404, "not_found", "no group of that name in the queue"));
+            case Outcome::kNoPartition:
+              return respond(error(400, "bad_body", "partition: the queue has no such partition"));
+          }
+        });
+  }
+
+  void peek_queue(const HttpRequest& request, const Params& params, Respond& respond) {
+    if (!need_queues(respond)) return;
+    std::size_t limit = 10;
+    if (!page_limit(request, limit, respond)) return;
+    std::optional<std::uint32_t> partition;
+    std::optional<std::uint64_t> from;
+    for (const auto& [key, target] :
+         {std::pair<const char*, int>{"partition", 0}, std::pair<const char*, int>{"offset", 1}}) {
+      const std::string* text = request.parameter(key);
+      if (text == nullptr) continue;
+      std::uint64_t value = 0;
+      const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+      if (ec != std::errc() || end != text->data() + text->size() ||
+          (target == 0 && value > std::numeric_limits<std::uint32_t>::max()))
+        return respond(error(400, "bad_parameter", std::string(key) + ": expected a whole number"));
+      if (target == 0)
+        partition = static_cast<std::uint32_t>(value);
+      else
+        from = value;
+    }
+    const auto peeked = queues->peek(params[0], partition, from, limit);
+    if (!peeked) return respond(error(404, "not_found", "no queue (or partition) of that name"));
+    json data = json::array();
+    for (const auto& m : *peeked) {
+      json item = {{"message_id", std::to_string(m.partition) + ":" + std::to_string(m.offset)},
+                   {"partition", m.partition},
+                   {"offset", m.offset},
+                   {"timestamp_ms", m.entry.timestamp_ms},
+                   {"subtopic", m.entry.subtopic ? json(*m.entry.subtopic) : json(nullptr)},
+                   {"key", m.entry.key.empty() ? json(nullptr) : json(m.entry.key)}};
+      put_payload(item, m.entry.payload);
+      data.push_back(std::move(item));
+    }
+    respond(json_response(200, {{"data", data}}));
+  }
+
+  void subscriptions(const HttpRequest& request, const Params&, Respond& respond) {
+    std::size_t limit = kDefaultPage;
+    if (!page_limit(request, limit, respond)) return;
+    const std::string* client_id = request.parameter("client_id");
+    const std::string* filter = request.parameter("filter");
+    const std::string* cursor = request.parameter("cursor");
+    const std::string after = cursor ? *cursor : std::string();
+    const std::string only_client = client_id ? *client_id : std::string();
+    const std::string only_filter = filter ? *filter : std::string();
+    ask_every_shard<std::vector<SubscriptionView>>(
+        broker,
+        [=](broker::Shard& shard) {
+          std::vector<SubscriptionView> found;
+          shard.for_each_session([&](const broker::Session& session) {
+            if (!only_client.empty() && session.client_id() != only_client) return;
+            auto& all = const_cast<broker::Session&>(session).subscriptions();
+            for (const auto& [subscribed, record] : all) {
+              if (!only_filter.empty() && subscribed != only_filter) continue;
+              SubscriptionView v{session.client_id(),
+                                 subscribed,
+                                 static_cast<int>(record.options.max_qos),
+                                 record.options.no_local,
+                                 record.options.retain_as_published,
+                                 static_cast<int>(record.options.retain_handling),
+                                 record.identifier};
+              if (!after.empty() && v.cursor() <= after) continue;
+              found.push_back(std::move(v));
+            }
+          });
+          const auto by_cursor = [](const auto& a, const auto& b) {
+            return a.cursor() < b.cursor();
+          };
+          std::sort(found.begin(), found.end(), by_cursor);
+          if (found.size() > limit + 1) found.resize(limit + 1);
+          return found;
+        },
+        [respond, limit](std::vector<std::vector<SubscriptionView>>&& parts) mutable {
+          std::vector<SubscriptionView> all;
+          for (auto& part : parts)
+            std::move(part.begin(), part.end(), std::back_inserter(all));
+          std::sort(all.begin(), all.end(),
+                    [](const auto& a, const auto& b) { return a.cursor() < b.cursor(); });
+          const bool more = all.size() > limit;
+          if (more) all.resize(limit);
+          json data = json::array();
+          for (const auto& v : all) {
+            data.push_back({{"client_id", v.client_id},
+                            {"filter", v.filter},
+                            {"qos", v.qos},
+                            {"no_local", v.no_local},
+                            {"retain_as_published", v.retain_as_published},
+                            {"retain_handling", v.retain_handling},
+                            {"identifier", v.identifier}});
+          }
+          respond(json_response(
+              200,
+              {{"data", data}, {"next_cursor", more ? json(all.back().cursor()) : json(nullptr)}}));
+        });
+  }
+
+  void topics(const HttpRequest& request, const Params&, Respond& respond) {
+    const std::string* asked = request.parameter("prefix");
+    const std::string prefix = asked ? *asked : std::string();
+    const auto levels = broker.index().levels_below(prefix);
+    if (!levels) return respond(error(404, "not_found", "no subscribed filter starts with that"));
+    json data = json::array();
+    for (const auto& level : *levels) {
+      data.push_back({{"level", level.level},
+                      {"filter", prefix.empty() ? level.level : prefix + "/" + level.level},
+                      {"subscribers", level.subscribers},
+                      {"shared_groups", level.shared_groups},
+                      {"has_children", level.has_children}});
+    }
+    respond(json_response(200, {{"prefix", prefix}, {"data", data}}));
+  }
+
+  void retained_list(const HttpRequest& request, const Params&, Respond& respond) {
+    std::size_t limit = kDefaultPage;
+    if (!page_limit(request, limit, respond)) return;
+    const std::string* asked = request.parameter("filter");
+    const std::string filter = asked ? *asked : std::string("#");
+    if (!mqtt::check_topic_filter(filter).ok() || mqtt::parse_shared_filter(filter))
+      return respond(error(400, "bad_parameter", "filter: expected a topic filter"));
+    const std::string* cursor = request.parameter("cursor");
+    // Only the page's topics are kept, in order, while the matches stream by.
+    std::map<std::string, broker::MessagePtr> page;
+    broker.retained().for_each_match(filter, broker::Clock::now(),
+                                     [&](const broker::MessagePtr& m) {
+                                       if (cursor != nullptr && m->topic <= *cursor) return;
+                                       page.emplace(m->topic, m);
+                                       if (page.size() > limit + 1)
+                                         page.erase(std::prev(page.end()));
+                                     });
+    const bool more = page.size() > limit;
+    if (more) page.erase(std::prev(page.end()));
+    json data = json::array();
+    for (const auto& [topic, message] : page)
+      data.push_back(retained_json(*message, false));
+    respond(json_response(
+        200, {{"data", data}, {"next_cursor", more ? json(page.rbegin()->first) : json(nullptr)}}));
+  }
+
+  static json retained_json(const broker::Message& m, bool with_payload) {
+    json out = {{"topic", m.topic}, {"qos", static_cast<int>(m.qos)}, {"size", m.payload.size()}};
+    if (const auto left = m.remaining_expiry_s(broker::Clock::now())) out["expires_in_s"] = *left;
+    if (with_payload) put_payload(out, m.payload);
+    return out;
+  }
+
+  void retained_get(const HttpRequest&, const Params& params, Respond& respond) {
+    const std::string& topic = params[0];
+    if (!mqtt::check_topic_name(topic).ok())
+      return respond(error(400, "bad_parameter", "expected a topic name, not a filter"));
+    broker::MessagePtr found;
+    broker.retained().for_each_match(topic, broker::Clock::now(),
+                                     [&](const broker::MessagePtr& m) { found = m; });
+    if (!found) return respond(error(404, "not_found", "no retained message on that topic"));
+    respond(json_response(200, retained_json(*found, true)));
+  }
+
+  void retained_delete(const HttpRequest&, const Params& params, Respond& respond) {
+    const std::string topic = params[0];
+    if (!mqtt::check_topic_name(topic).ok())
+      return respond(error(400, "bad_parameter", "expected a topic name, not a filter"));
+    // On the worker that owns the topic's deletion write; the answer once durable.
+    broker.mailbox()->post_task(0, [this, topic, respond]() mutable {
+      broker.shard(0).delete_retained(topic, [respond](bool found) mutable {
+        if (!found) return respond(error(404, "not_found", "no retained message on that topic"));
+        respond(json_response(200, {{"deleted", true}}));
+      });
+    });
+  }
+
+  void log_level_get(const HttpRequest&, const Params&, Respond& respond) {
+    const auto level = spdlog::level::to_string_view(spdlog::get_level());
+    respond(json_response(200, {{"level", std::string(level.data(), level.size())}}));
+  }
+
+  void log_level_put(const HttpRequest& request, const Params&, Respond& respond) {
+    const json body = json::parse(request.body, nullptr, false);
+    static const std::vector<std::string> kLevels = {"trace", "debug", "info",
+                                                     "warn",  "error", "off"};
+    if (body.is_discarded() || !body.is_object() || !body.contains("level") ||
+        !body["level"].is_string() ||
+        std::find(kLevels.begin(), kLevels.end(), body["level"].get<std::string>()) ==
+            kLevels.end())
+      return respond(error(400, "bad_body",
+                           "expected {\"level\": \"trace | debug | info | warn | error | off\"}"));
+    const std::string level = body["level"].get<std::string>();
+    const auto before = spdlog::level::to_string_view(spdlog::get_level());
+    spdlog::set_level(spdlog::level::from_str(level));
+    spdlog::warn("event=log_level_changed from={} to={} by=admin_api",
+                 std::string(before.data(), before.size()), level);
+    respond(json_response(200, {{"level", level}}));
+  }
+
+  void shutdown(const HttpRequest& request, const Params&, Respond& respond) {
+    spdlog::warn("event=shutdown_requested by=admin_api peer={}", request.peer);
+    respond(json_response(202, {{"shutting_down", true}}));
+    // The same path as SIGTERM: main's sigwait takes it (no thread has it unblocked).
+    ::kill(::getpid(), SIGTERM);
+  }
+
+  void config_get(const HttpRequest&, const Params&, Respond& respond) {
+    HttpResponse response;
+    response.body = config_json(broker.config());
+    respond(std::move(response));
+  }
+
+  void openapi(const HttpRequest&, const Params&, Respond& respond) {
+    HttpResponse response;
+    response.body = openapi_document(broker.version());
+    respond(std::move(response));
+  }
+
+  void cluster_nodes(const HttpRequest&, const Params&, Respond& respond) {
+    respond(json_response(200, {{"data", json::array({{{"id", "local"},
+                                                       {"status", "up"},
+                                                       {"version", broker.version()},
+                                                       {"this_node", true}}})},
+                                {"next_cursor", nullptr}}));
+  }
+
+  void cluster_status(const HttpRequest&, const Params&, Respond& respond) {
+    respond(json_response(200, {{"enabled", false}, {"nodes", 1}, {"healthy", true}}));
+  }
+
+  static bool page_limit(const HttpRequest& request, std::size_t& limit, Respond& respond) {
+    const std::string* text = request.parameter("limit");
+    if (text == nullptr) return true;
+    std::size_t value = 0;
+    const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+    if (ec != std::errc() || end != text->data() + text->size() || value == 0 ||
+        value > kMostPage) {
+      respond(error(400, "bad_parameter", "limit: expected 1 to 1000"));
+      return false;
+    }
+    limit = value;
+    return true;
+  }
+
+  // ---- who may ----
+
+  // nullopt when the request may go on; otherwise the refusal.
+  std::optional<HttpResponse> refuse(const HttpRequest& request, Role needed) {
+    const std::string_view header = request.authorization;
+    constexpr std::string_view kBearer = "Bearer ";
+    if (header.empty()) {
+      // Local-only mode: no tokens at all, and a caller on this machine.
+      if (tokens.empty() && request.peer_loopback) return std::nullopt;
+      ++counters.unauthorized;
+      HttpResponse response =
+          error(401, "unauthorized", "an Authorization: Bearer token is needed");
+      response.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"sluice\"");
+      return response;
+    }
+    const Token* token = nullptr;
+    if (header.size() > kBearer.size() && header.substr(0, kBearer.size()) == kBearer)
+      token = tokens.find(header.substr(kBearer.size()));
+    if (token == nullptr) {
+      ++counters.unauthorized;
+      HttpResponse response = error(401, "unauthorized", "the token is not valid");
+      response.headers.emplace_back("WWW-Authenticate",
+                                    "Bearer realm=\"sluice\", error=\"invalid_token\"");
+      return response;
+    }
+    if (static_cast<int>(token->role) < static_cast<int>(needed)) {
+      ++counters.forbidden;
+      return error(403, "forbidden",
+                   std::string("this needs the ") + role_name(needed) + " role; the token has " +
+                       role_name(token->role));
+    }
+    return std::nullopt;
+  }
+
+  void serve(HttpRequest&& request, Respond& respond) {
+    ++counters.requests;
+    bool path_known = false;
+    std::string allowed;
+    for (const Route& route : routes) {
+      if (route.pattern.size() != request.segments.size()) continue;
+      Params params;
+      bool match = true;
+      for (std::size_t i = 0; i < route.pattern.size() && match; ++i) {
+        if (route.pattern[i] == "{}")
+          params.push_back(request.segments[i]);
+        else
+          match = route.pattern[i] == request.segments[i];
+      }
+      if (!match) continue;
+      path_known = true;
+      if (request.method != route.method) {
+        allowed += allowed.empty() ? route.method : std::string(", ") + route.method;
+        continue;
+      }
+      if (auto refusal = refuse(request, route.role)) return respond(std::move(*refusal));
+      return (this->*route.serve)(request, params, respond);
+    }
+    // Who may not use the API learns nothing of its paths either.
+    if (auto refusal = refuse(request, Role::kViewer)) return respond(std::move(*refusal));
+    if (!path_known) return respond(error(404, "not_found", "no such endpoint"));
+    HttpResponse response = error(405, "method_not_allowed", "allowed: " + allowed);
+    response.headers.emplace_back("Allow", allowed);
+    respond(std::move(response));
+  }
+};
+
+AdminApi::AdminApi(broker::Broker& broker, queue::QueueService* queues, TokenTable tokens)
+    : impl_(std::make_unique<Impl>(broker, queues, std::move(tokens))) {
+  using I = Impl;
+  const Role viewer = Role::kViewer, operator_ = Role::kOperator;
+  impl_->routes = {
+      {"GET", {"health"}, viewer, &I::health},
+      {"GET", {"ready"}, viewer, &I::ready},
+      {"GET", {"metrics"}, viewer, &I::metrics},
+      {"GET", {"api", "v1", "openapi.json"}, viewer, &I::openapi},
+      {"GET", {"api", "v1", "overview"}, viewer, &I::overview},
+      {"GET", {"api", "v1", "clients"}, viewer, &I::clients},
+      {"GET", {"api", "v1", "clients", "{}"}, viewer, &I::client},
+      {"DELETE", {"api", "v1", "clients", "{}"}, operator_, &I::disconnect_client},
+      {"GET", {"api", "v1", "queues"}, viewer, &I::queue_list},
+      {"GET", {"api", "v1", "queues", "{}"}, viewer, &I::queue_detail},
+      {"GET", {"api", "v1", "queues", "{}", "messages"}, viewer, &I::peek_queue},
+      {"POST", {"api", "v1", "queues", "{}", "purge"}, operator_, &I::purge_queue},
+      {"POST", {"api", "v1", "queues", "{}", "redrive"}, operator_, &I::redrive_queue},
+      {"POST", {"api", "v1", "queues", "{}", "groups", "{}", "seek"}, Role::kAdmin, &I::seek_group},
+      {"GET", {"api", "v1", "subscriptions"}, viewer, &I::subscriptions},
+      {"GET", {"api", "v1", "topics"}, viewer, &I::topics},
+      {"GET", {"api", "v1", "retained"}, viewer, &I::retained_list},
+      {"GET", {"api", "v1", "retained", "{}"}, viewer, &I::retained_get},
+      {"DELETE", {"api", "v1", "retained", "{}"}, operator_, &I::retained_delete},
+      {"GET", {"api", "v1", "config"}, viewer, &I::config_get},
+      {"GET", {"api", "v1", "log-level"}, viewer, &I::log_level_get},
+      {"PUT", {"api", "v1", "log-level"}, operator_, &I::log_level_put},
+      {"POST", {"api", "v1", "shutdown"}, Role::kAdmin, &I::shutdown},
+      {"GET", {"api", "v1", "cluster", "nodes"}, viewer, &I::cluster_nodes},
+      {"GET", {"api", "v1", "cluster", "status"}, viewer, &I::cluster_status},
+  };
+  impl_->last = impl_->take_sample();
+}
+
+AdminApi::~AdminApi() = default;
+
+void AdminApi::handle(HttpRequest&& request, Respond respond) {
+  impl_->draining = draining_.load();
+  impl_->serve(std::move(request), respond);
+}
+
+void AdminApi::set_executor(std::function<void(std::function<void()>)> post) {
+  impl_->executor = std::move(post);
+}
+
+void AdminApi::sample() {
+  const Impl::Sample now = impl_->take_sample();
+  const double seconds = std::chrono::duration<double>(now.at - impl_->last.at).count();
+  if (seconds > 0) {
+    impl_->received_per_s = static_cast<double>(now.received - impl_->last.received) / seconds;
+    impl_->sent_per_s = static_cast<double>(now.sent - impl_->last.sent) / seconds;
+  }
+  impl_->last = now;
+}
+
+}  // namespace sluice::admin

@@ -1,0 +1,54 @@
+// The admin server's answers: /health, /ready, /metrics and the REST API
+// under /api/v1 (docs/admin.md), behind the bearer tokens. Runs on the
+// admin server's thread; what belongs to the workers is asked of each
+// worker in turn (shard_query.hpp), so no worker ever waits for it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "admin/http_server.hpp"
+#include "admin/tokens.hpp"
+
+namespace sluice::broker {
+class Broker;
+}
+namespace sluice::queue {
+class QueueService;
+}
+
+namespace sluice::admin {
+
+// What the admin API counts about itself (and /metrics shows).
+struct AdminCounters {
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> unauthorized{0};  // 401: no token, or a wrong one
+  std::atomic<std::uint64_t> forbidden{0};     // 403: a token whose role may not
+};
+
+class AdminApi final : public HttpHandler {
+ public:
+  // `queues` may be nullptr (no queue layer).
+  AdminApi(broker::Broker& broker, queue::QueueService* queues, TokenTable tokens);
+  ~AdminApi() override;
+
+  void handle(HttpRequest&& request, Respond respond) override;
+
+  // Where work that must not run on a worker goes (the admin server's
+  // thread); until set, it runs where it is.
+  void set_executor(std::function<void(std::function<void()>)> post);
+
+  // Once a second, on the server's thread: the message rates of the overview.
+  void sample();
+  // From the start of a graceful shutdown: /ready answers 503.
+  void set_draining() { draining_.store(true); }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> draining_{false};
+};
+
+}  // namespace sluice::admin
