@@ -214,6 +214,7 @@ struct AdminApi::Impl {
   TokenTable tokens;
   AdminCounters counters;
   std::function<void(std::function<void()>)> executor;
+  std::function<ReloadOutcome()> reload;
 
   void off_workers(std::function<void()> task) {
     if (executor)
@@ -351,6 +352,8 @@ struct AdminApi::Impl {
           std::vector<ClientView> found;
           shard.for_each_session([&](const broker::Session& session) {
             if (session.client_id() <= filter.after && !filter.after.empty()) return;
+            // The cheap test first: a view costs a system call (the peer address).
+            if (!session.client_id().starts_with(filter.prefix)) return;
             ClientView v = view(session, false);
             if (filter.admits(v)) found.push_back(std::move(v));
           });
@@ -415,14 +418,14 @@ struct AdminApi::Impl {
             outcome.was_connected = session->online();
             owner->on_administrative_disconnect();
           }
-          if (discard) {
-            // Found again: a session without expiry ended with its connection.
-            if (broker::Session* left = shard.find_session(client_id)) {
-              shard.publish_will(*left);  // a pending will goes out when its session ends
-              shard.end_session(*left);
-            }
-            outcome.session_ended = true;
+          // Found again: a session without expiry ended with its connection.
+          broker::Session* left = shard.find_session(client_id);
+          if (discard && left != nullptr) {
+            shard.publish_will(*left);  // a pending will goes out when its session ends
+            shard.end_session(*left);
+            left = nullptr;
           }
+          outcome.session_ended = left == nullptr;
           return outcome;
         },
         [respond](Outcome&& outcome) mutable {
@@ -525,7 +528,8 @@ struct AdminApi::Impl {
                 "to: expected earliest, latest, next, offset=N, timestamp=MS or ago=..."));
     std::optional<std::uint32_t> partition;
     if (body.contains("partition")) {
-      if (!body["partition"].is_number_unsigned())
+      if (!body["partition"].is_number_unsigned() ||
+          body["partition"].get<std::uint64_t>() > std::numeric_limits<std::uint32_t>::max())
         return respond(error(400, "bad_body", "partition: expected a whole number"));
       partition = body["partition"].get<std::uint32_t>();
     }
@@ -572,7 +576,11 @@ struct AdminApi::Impl {
     const auto peeked = queues->peek(params[0], partition, from, limit);
     if (!peeked) return respond(error(404, "not_found", "no queue (or partition) of that name"));
     json data = json::array();
+    std::size_t bytes = 0;
+    constexpr std::size_t kMostPeekBytes = 4 << 20;  // one answer: the rest by offset
     for (const auto& m : *peeked) {
+      bytes += m.entry.payload.size();
+      if (bytes > kMostPeekBytes && !data.empty()) break;
       json item = {{"message_id", std::to_string(m.partition) + ":" + std::to_string(m.offset)},
                    {"partition", m.partition},
                    {"offset", m.offset},
@@ -711,8 +719,12 @@ struct AdminApi::Impl {
       return respond(error(400, "bad_parameter", "expected a topic name, not a filter"));
     // On the worker that owns the topic's deletion write; the answer once durable.
     broker.mailbox()->post_task(0, [this, topic, respond]() mutable {
-      broker.shard(0).delete_retained(topic, [respond](bool found) mutable {
-        if (!found) return respond(error(404, "not_found", "no retained message on that topic"));
+      using Deletion = broker::Shard::RetainedDeletion;
+      broker.shard(0).delete_retained(topic, [respond](Deletion outcome) mutable {
+        if (outcome == Deletion::kNotFound)
+          return respond(error(404, "not_found", "no retained message on that topic"));
+        if (outcome == Deletion::kStoreFailed)
+          return respond(error(503, "store_failed", "the store could not write the deletion"));
         respond(json_response(200, {{"deleted", true}}));
       });
     });
@@ -742,10 +754,22 @@ struct AdminApi::Impl {
   }
 
   void shutdown(const HttpRequest& request, const Params&, Respond& respond) {
-    spdlog::warn("event=shutdown_requested by=admin_api peer={}", request.peer);
     respond(json_response(202, {{"shutting_down", true}}));
+    // Once: a second SIGTERM would cut the drain short.
+    if (draining) return;
+    spdlog::warn("event=shutdown_requested by=admin_api peer={}", request.peer);
     // The same path as SIGTERM: main's sigwait takes it (no thread has it unblocked).
     ::kill(::getpid(), SIGTERM);
+  }
+
+  void config_reload(const HttpRequest& request, const Params&, Respond& respond) {
+    if (!reload)
+      return respond(error(409, "no_config_file", "sluice runs on its built-in defaults"));
+    spdlog::info("event=config_reload_requested by=admin_api peer={}", request.peer);
+    const ReloadOutcome outcome = reload();
+    if (!outcome.ok) return respond(error(400, "invalid_config", outcome.error));
+    respond(json_response(
+        200, {{"applied", outcome.applied}, {"needs_restart", outcome.needs_restart}}));
   }
 
   void config_get(const HttpRequest&, const Params&, Respond& respond) {
@@ -788,13 +812,34 @@ struct AdminApi::Impl {
 
   // ---- who may ----
 
+  static bool local_request(const HttpRequest& request) {
+    std::string_view host = request.host;
+    // Without its port: "127.0.0.1:9883", "[::1]:9883", "localhost".
+    if (const std::size_t colon = host.rfind(':');
+        colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos)
+      host = host.substr(0, colon);
+    const bool local_host = host == "localhost" || host == "[::1]" || host.starts_with("127.");
+    if (!local_host) return false;
+    return request.origin.empty() || request.origin == "http://" + request.host ||
+           request.origin == "https://" + request.host;
+  }
+
   // nullopt when the request may go on; otherwise the refusal.
   std::optional<HttpResponse> refuse(const HttpRequest& request, Role needed) {
     const std::string_view header = request.authorization;
     constexpr std::string_view kBearer = "Bearer ";
     if (header.empty()) {
-      // Local-only mode: no tokens at all, and a caller on this machine.
-      if (tokens.empty() && request.peer_loopback) return std::nullopt;
+      // Local-only mode: no tokens at all, and a caller on this machine, not
+      // a web page it shows: the Host must name this machine (a page of
+      // another site re-pointed at 127.0.0.1 still sends its own name) and
+      // a browser's Origin, if any, must be this server itself.
+      if (tokens.empty() && request.peer_loopback) {
+        if (local_request(request)) return std::nullopt;
+        ++counters.forbidden;
+        return error(403, "forbidden",
+                     "without tokens, only requests to localhost from this machine and not from "
+                     "another site's web page are let in");
+      }
       ++counters.unauthorized;
       HttpResponse response =
           error(401, "unauthorized", "an Authorization: Bearer token is needed");
@@ -877,6 +922,7 @@ AdminApi::AdminApi(broker::Broker& broker, queue::QueueService* queues, TokenTab
       {"GET", {"api", "v1", "retained", "{}"}, viewer, &I::retained_get},
       {"DELETE", {"api", "v1", "retained", "{}"}, operator_, &I::retained_delete},
       {"GET", {"api", "v1", "config"}, viewer, &I::config_get},
+      {"POST", {"api", "v1", "config", "reload"}, operator_, &I::config_reload},
       {"GET", {"api", "v1", "log-level"}, viewer, &I::log_level_get},
       {"PUT", {"api", "v1", "log-level"}, operator_, &I::log_level_put},
       {"POST", {"api", "v1", "shutdown"}, Role::kAdmin, &I::shutdown},
@@ -890,7 +936,27 @@ AdminApi::~AdminApi() = default;
 
 void AdminApi::handle(HttpRequest&& request, Respond respond) {
   impl_->draining = draining_.load();
-  impl_->serve(std::move(request), respond);
+  try {
+    impl_->serve(std::move(request), respond);
+  } catch (const std::exception& failure) {
+    // Nothing a request brings may take the broker down: it is refused.
+    spdlog::error("event=admin_request_failed error=\"{}\"", failure.what());
+    respond(error(500, "internal_error", "the request failed; the log says why"));
+  }
+}
+
+void AdminApi::set_reload(std::function<ReloadOutcome()> reload) {
+  impl_->reload = std::move(reload);
+}
+
+void AdminApi::set_tokens(TokenTable tokens) {
+  // On the admin thread, where requests read them.
+  impl_->off_workers(
+      [this, tokens = std::move(tokens)]() mutable { impl_->tokens = std::move(tokens); });
+}
+
+AdminCounters& AdminApi::counters() {
+  return impl_->counters;
 }
 
 void AdminApi::set_executor(std::function<void(std::function<void()>)> post) {

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "admin/http_server.hpp"
 #include "admin/tokens.hpp"
@@ -26,6 +28,16 @@ struct AdminCounters {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> unauthorized{0};  // 401: no token, or a wrong one
   std::atomic<std::uint64_t> forbidden{0};     // 403: a token whose role may not
+  std::atomic<std::uint64_t> reloads{0};       // configuration reloads applied
+  std::atomic<std::uint64_t> reload_failures{0};
+};
+
+// What a configuration reload did (app/reload.cpp makes it).
+struct ReloadOutcome {
+  bool ok = false;
+  std::string error;                       // why nothing changed, when !ok
+  std::vector<std::string> applied;        // what changed and is in force
+  std::vector<std::string> needs_restart;  // what changed and was left as it was
 };
 
 class AdminApi final : public HttpHandler {
@@ -39,6 +51,13 @@ class AdminApi final : public HttpHandler {
   // Where work that must not run on a worker goes (the admin server's
   // thread); until set, it runs where it is.
   void set_executor(std::function<void(std::function<void()>)> post);
+
+  // POST /api/v1/config/reload calls it (on the admin thread); until set,
+  // the endpoint answers that there is nothing to reload.
+  void set_reload(std::function<ReloadOutcome()> reload);
+  // New tokens, from a reload; from any thread.
+  void set_tokens(TokenTable tokens);
+  AdminCounters& counters();
 
   // Once a second, on the server's thread: the message rates of the overview.
   void sample();

@@ -136,7 +136,7 @@ std::string config_json(const config::Config& c) {
       {"admin",
        {{"listeners", admin_listeners}, {"tokens", tokens}, {"token_file", c.admin.token_file}}},
   };
-  return out.dump(2);
+  return out.dump(2, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace sluice::admin

@@ -1,5 +1,6 @@
 #include "admin/http_server.hpp"
 
+#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
@@ -70,11 +71,14 @@ struct HttpServer::Impl {
   explicit Impl(HttpHandler& h) : handler(h) {}
   HttpHandler& handler;
   // Before `io`, so that they outlive the sessions its destruction destroys.
-  std::size_t connections = 0;  // on the server's thread only
+  // Atomic: a session's last reference may go on a worker thread (a
+  // response callback held by a per-worker query).
+  std::atomic<std::size_t> connections{0};
   bool stopped = false;
   asio::io_context io{1};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  std::vector<std::shared_ptr<asio::ssl::context>> tls;  // by listener; nullptr: plain
+  std::vector<std::unique_ptr<asio::steady_timer>> retries;  // after a failed accept
+  std::vector<std::shared_ptr<asio::ssl::context>> tls;      // by listener; nullptr: plain
   struct Repeating {
     explicit Repeating(asio::io_context& io) : timer(io) {}
     asio::steady_timer timer;
@@ -172,9 +176,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
         if (pair.empty()) continue;
         const std::size_t equals = pair.find('=');
-        const auto key = percent_decode(pair.substr(0, equals), true);
+        // '+' stays '+' (a topic wildcard here); a space is %20.
+        const auto key = percent_decode(pair.substr(0, equals), false);
         const auto value = percent_decode(
-            equals == std::string_view::npos ? std::string_view() : pair.substr(equals + 1), true);
+            equals == std::string_view::npos ? std::string_view() : pair.substr(equals + 1), false);
         if (!key || !value)
           valid = false;
         else
@@ -188,8 +193,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return write(std::move(response));
     }
     request.body = message.body();
-    if (const auto it = message.find(http::field::authorization); it != message.end())
-      request.authorization = std::string(it->value());
+    const auto header = [&](http::field field) {
+      const auto it = message.find(field);
+      return it == message.end() ? std::string() : std::string(it->value());
+    };
+    request.authorization = header(http::field::authorization);
+    request.host = header(http::field::host);
+    request.origin = header(http::field::origin);
     request.peer = peer_;
     request.peer_loopback = loopback_;
     // No timeout while the handler works: it answers, or the server stops.
@@ -283,7 +293,15 @@ std::shared_ptr<asio::ssl::context> make_tls(const config::TlsConfig& c, std::st
 void HttpServer::Impl::accept(std::size_t listener) {
   acceptors[listener]->async_accept([this, listener](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || stopped) return;
-    if (!ec && connections < kMostConnections) {
+    if (ec) {
+      // Out of descriptors, say: accepting again at once would only spin.
+      retries[listener]->expires_after(std::chrono::milliseconds(100));
+      retries[listener]->async_wait([this, listener](beast::error_code timer) {
+        if (!timer && !stopped) accept(listener);
+      });
+      return;
+    }
+    if (connections < kMostConnections) {
       beast::error_code ignored;
       const tcp::endpoint remote = socket.remote_endpoint(ignored);
       const std::string peer = remote.address().to_string() + ":" + std::to_string(remote.port());
@@ -338,6 +356,7 @@ std::optional<std::string> HttpServer::start(
              ec.message();
     }
     impl_->acceptors.push_back(std::move(acceptor));
+    impl_->retries.push_back(std::make_unique<asio::steady_timer>(impl_->io));
     impl_->tls.push_back(std::move(tls));
   }
   for (std::size_t i = 0; i < impl_->acceptors.size(); ++i)
@@ -356,6 +375,8 @@ void HttpServer::stop() {
     }
     for (auto& r : impl_->repeating)
       r->timer.cancel();
+    for (auto& retry : impl_->retries)
+      retry->cancel();
     impl_->io.stop();  // sessions still open are destroyed with their handlers
   });
   impl_->thread.join();

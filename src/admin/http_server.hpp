@@ -27,6 +27,8 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> query;  // decoded, in order
   std::string body;
   std::string authorization;  // the Authorization header, as sent
+  std::string host;           // the Host header
+  std::string origin;         // the Origin header: sent by browsers
   std::string peer;           // "address:port"
   bool peer_loopback = false;
 

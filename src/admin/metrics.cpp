@@ -248,6 +248,11 @@ void admin_metrics(PrometheusText& out, const AdminCounters& admin) {
   out.family("sluice_admin_forbidden_total", "counter",
              "Admin requests refused for the token's role (403).");
   out.sample("sluice_admin_forbidden_total", admin.forbidden.load());
+  out.family(
+      "sluice_config_reloads_total", "counter",
+      "Configuration reloads (SIGHUP, POST /api/v1/config/reload, TLS files changed), by result.");
+  out.sample("sluice_config_reloads_total", admin.reloads.load(), {{"result", "applied"}});
+  out.sample("sluice_config_reloads_total", admin.reload_failures.load(), {{"result", "failed"}});
 }
 
 }  // namespace

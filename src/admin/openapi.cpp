@@ -152,6 +152,15 @@ std::string openapi_document(const std::string& version) {
   paths["/api/v1/config"]["get"] =
       operation("getConfig", "The effective configuration, secrets redacted.", "viewer",
                 json::array(), {{"200", ok_json("The configuration.")}});
+  paths["/api/v1/config/reload"]["post"] = operation(
+      "reloadConfig",
+      "Read the configuration file again and apply what can change at run time: log level, "
+      "password, ACL and SCRAM files, TLS certificates, admin tokens. The rest is listed as "
+      "needing a restart. An invalid file changes nothing.",
+      "operator", json::array(),
+      {{"200", ok_json("applied and needs_restart.")},
+       {"400", error_response("The file is not valid: nothing changed.")},
+       {"409", error_response("No configuration file: nothing to reload.")}});
   paths["/api/v1/log-level"]["get"] = operation("getLogLevel", "The log level.", "viewer",
                                                 json::array(), {{"200", ok_json("The level.")}});
   paths["/api/v1/log-level"]["put"] = with_body(
@@ -222,7 +231,7 @@ std::string openapi_document(const std::string& version) {
                 {"required", {"code", "message"}},
                 {"properties",
                  {{"code", {{"type", "string"}}}, {"message", {{"type", "string"}}}}}}}}}}}}}}}};
-  return document.dump(2);
+  return document.dump(2, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace sluice::admin

@@ -16,6 +16,7 @@
 #include "admin/http_server.hpp"
 #include "admin/shard_query.hpp"
 #include "admin/tokens.hpp"
+#include "app/reload.hpp"
 #include "app/version.hpp"
 #include "auth/authenticator.hpp"
 #include "broker/broker.hpp"
@@ -41,13 +42,14 @@ struct Options {
   bool storage_recover = false;
 };
 
-// The configuration: the file's (or the defaults), then the command line over it.
-std::optional<Config> make_config(const Options& options) {
+// The configuration: the file's (or the defaults), then the command line over
+// it; at start-up and at each reload.
+std::optional<Config> make_config(const Options& options, std::string& error) {
   Config config;
   if (!options.config_file.empty()) {
     auto loaded = sluice::config::load_config_file(options.config_file);
-    if (auto* error = std::get_if<sluice::config::ConfigError>(&loaded)) {
-      std::fprintf(stderr, "sluice: %s\n", error->message.c_str());
+    if (auto* failed = std::get_if<sluice::config::ConfigError>(&loaded)) {
+      error = failed->message;
       return std::nullopt;
     }
     config = std::get<Config>(std::move(loaded));
@@ -57,8 +59,7 @@ std::optional<Config> make_config(const Options& options) {
     for (const std::string& text : options.listen) {
       const auto listener = sluice::config::parse_listen_address(text);
       if (!listener) {
-        std::fprintf(stderr, "sluice: --listen %s: expected HOST:PORT, e.g. 127.0.0.1:1883\n",
-                     text.c_str());
+        error = "--listen " + text + ": expected HOST:PORT, e.g. 127.0.0.1:1883";
         return std::nullopt;
       }
       config.listeners.push_back(*listener);
@@ -70,9 +71,7 @@ std::optional<Config> make_config(const Options& options) {
       if (text == "off") continue;
       const auto listener = sluice::config::parse_listen_address(text);
       if (!listener) {
-        std::fprintf(stderr,
-                     "sluice: --admin-listen %s: expected HOST:PORT (e.g. 127.0.0.1:9883) or off\n",
-                     text.c_str());
+        error = "--admin-listen " + text + ": expected HOST:PORT (e.g. 127.0.0.1:9883) or off";
         return std::nullopt;
       }
       sluice::config::AdminListenerConfig admin;
@@ -399,7 +398,8 @@ int run_passwd(const std::string& file, const std::string& user, bool scram) {
   return 0;
 }
 
-int run(const Config& config, bool from_file) {
+int run(const Config& config, const Options& options) {
+  const bool from_file = !options.config_file.empty();
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
 
@@ -409,7 +409,9 @@ int run(const Config& config, bool from_file) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  sigset_t handled = stop_signals;  // and SIGHUP: reload
+  sigaddset(&handled, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   std::unique_ptr<sluice::auth::Authenticator> auth;
@@ -477,8 +479,23 @@ int run(const Config& config, bool from_file) {
   admin_server.every(std::chrono::seconds(1), [&admin_api] { admin_api.sample(); });
   spdlog::info("event=started version={} workers={}", sluice::app::kVersion, config.workers);
 
+  sluice::app::Reloader reloader(
+      [&options](std::string& error) { return make_config(options, error); }, config, broker,
+      auth.get(), server, admin_api);
+  if (from_file) admin_api.set_reload([&reloader] { return reloader.reload(); });
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (true) {
+    // Every two seconds, whether a TLS listener's files changed on disk.
+    const timespec poll{2, 0};
+    signal_number = sigtimedwait(&handled, nullptr, &poll);
+    if (signal_number == SIGINT || signal_number == SIGTERM) break;
+    if (signal_number == SIGHUP) {
+      spdlog::info("event=config_reload_requested by=SIGHUP");
+      reloader.reload();
+    } else if (reloader.tls_files_changed()) {
+      reloader.reload_tls();
+    }
+  }
   spdlog::info("event=stopping signal={}", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   // In this order: nothing runs on the workers any more; the password
   // checks still running finish (their callbacks post to the stopped
@@ -543,7 +560,11 @@ int main(int argc, char** argv) {
   if (*passwd) return run_passwd(passwd_file, passwd_user, passwd_scram);
   if (*token) return run_token(token_name, token_role, token_file);
 
-  const auto config = make_config(options);
-  if (!config) return 2;
-  return run(*config, !options.config_file.empty());
+  std::string error;
+  const auto config = make_config(options, error);
+  if (!config) {
+    std::fprintf(stderr, "sluice: %s\n", error.c_str());
+    return 2;
+  }
+  return run(*config, options);
 }

@@ -39,26 +39,50 @@ std::optional<ScramUsers> load_scram_users(const std::string& path, std::string&
 
 }  // namespace
 
+bool Authenticator::read_files(const config::AuthConfig& config, Files& files, std::string& error) {
+  if (!config.password_file.empty()) {
+    files.passwords = PasswordFile::load(config.password_file, error);
+    if (!files.passwords) return false;
+  }
+  if (!config.scram_file.empty()) {
+    auto users = load_scram_users(config.scram_file, error);
+    if (!users) return false;
+    files.scram = std::make_shared<const ScramUsers>(std::move(*users));
+  }
+  if (!config.acl_file.empty()) {
+    files.acl = AclFile::load(config.acl_file, error);
+    if (!files.acl) return false;
+  }
+  return true;
+}
+
 std::unique_ptr<Authenticator> Authenticator::load(const config::AuthConfig& config,
                                                    bool certificate_identities,
                                                    std::string& error) {
   std::unique_ptr<Authenticator> auth(new Authenticator());
-  if (!config.password_file.empty()) {
-    auth->passwords_ = PasswordFile::load(config.password_file, error);
-    if (!auth->passwords_) return nullptr;
-    auth->pool_ = std::make_unique<HashPool>(kHashThreads);
-  }
-  if (!config.scram_file.empty()) {
-    auth->scram_ = load_scram_users(config.scram_file, error);
-    if (!auth->scram_) return nullptr;
-  }
-  if (!config.acl_file.empty()) {
-    auth->acl_ = AclFile::load(config.acl_file, error);
-    if (!auth->acl_) return nullptr;
-  }
-  auth->sources_ = auth->passwords_ || auth->scram_ || certificate_identities;
+  auto files = std::make_shared<Files>();
+  if (!read_files(config, *files, error)) return nullptr;
+  if (files->passwords) auth->pool_ = std::make_unique<HashPool>(kHashThreads);
+  auth->sources_ = files->passwords || files->scram || certificate_identities;
   auth->allow_anonymous_ = !auth->sources_ || config.allow_anonymous;
+  auth->setup_ = config;
+  auth->files_.store(std::move(files));
   return auth;
+}
+
+bool Authenticator::same_setup(const config::AuthConfig& config) const {
+  return config.password_file.empty() == setup_.password_file.empty() &&
+         config.scram_file.empty() == setup_.scram_file.empty() &&
+         config.acl_file.empty() == setup_.acl_file.empty() &&
+         config.allow_anonymous == setup_.allow_anonymous &&
+         config.development_mode == setup_.development_mode;
+}
+
+std::shared_ptr<const Authenticator::Files> Authenticator::prepare(const config::AuthConfig& config,
+                                                                   std::string& error) const {
+  auto files = std::make_shared<Files>();
+  if (!read_files(config, *files, error)) return nullptr;
+  return files;
 }
 
 Authenticator::~Authenticator() {
@@ -67,13 +91,14 @@ Authenticator::~Authenticator() {
 
 Authenticator::Decision Authenticator::decide(const std::optional<std::string>& username) const {
   if (!sources_) return Decision::kAnonymous;  // nothing verifies a name: nobody has one
-  if (username && passwords_) return Decision::kCheckPassword;
+  if (username && files_.load()->passwords) return Decision::kCheckPassword;
   if (allow_anonymous_) return Decision::kAnonymous;
   return username ? Decision::kRefuseUnverifiable : Decision::kRefuseNoCredentials;
 }
 
 bool Authenticator::check_password(const std::string& username, std::string_view password) const {
-  return passwords_ && passwords_->check(username, password);
+  const std::shared_ptr<const Files> files = files_.load();
+  return files->passwords && files->passwords->check(username, password);
 }
 
 bool Authenticator::check_password_async(std::string username, std::string password,
@@ -91,12 +116,14 @@ void Authenticator::stop() const {
 
 std::unique_ptr<ClientAcl> Authenticator::acl_for(
     std::string_view client_id, const std::optional<std::string>& username) const {
-  if (!acl_) return nullptr;
-  return std::make_unique<ClientAcl>(acl_->for_client(client_id, username.value_or("")));
+  const std::shared_ptr<const Files> files = files_.load();
+  if (!files->acl) return nullptr;
+  return std::make_unique<ClientAcl>(files->acl->for_client(client_id, username.value_or("")));
 }
 
 bool Authenticator::has_unreachable_user_rules() const {
-  return acl_ && acl_->has_user_rules() && !sources_;
+  const std::shared_ptr<const Files> files = files_.load();
+  return files->acl && files->acl->has_user_rules() && !sources_;
 }
 
 }  // namespace sluice::auth

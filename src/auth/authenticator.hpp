@@ -10,6 +10,7 @@
 // for the ACL). With no source configured every client is anonymous.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -60,7 +61,7 @@ class Authenticator {
   void stop() const;
 
   // SCRAM-SHA-256 users; nullptr when no scram_file is configured.
-  const ScramUsers* scram_users() const { return scram_ ? &*scram_ : nullptr; }
+  std::shared_ptr<const ScramUsers> scram_users() const { return files_.load()->scram; }
 
   // The access rules of a client with this verified `username` (nullopt:
   // anonymous); nullptr when no ACL file is configured (then every client
@@ -71,13 +72,31 @@ class Authenticator {
   // a name (they never apply then; the start-up log says so).
   bool has_unreachable_user_rules() const;
 
+  // What the files hold, replaced as a whole by a reload. Readers take a
+  // snapshot; a SCRAM exchange keeps its users alive while it runs.
+  struct Files {
+    std::optional<PasswordFile> passwords;
+    std::optional<AclFile> acl;
+    std::shared_ptr<const ScramUsers> scram;
+  };
+  // Hot reload, in two steps so that a reload of several things can check
+  // them all before it changes any. prepare reads the files `config` names
+  // again: nullptr, with the reason (file and line) in `error`, when one
+  // does not read. Only the files' contents may change: `config` must name
+  // the same kinds of file, with the same allow_anonymous (same_setup).
+  std::shared_ptr<const Files> prepare(const config::AuthConfig& config, std::string& error) const;
+  // Puts prepared files in place at once: clients that connect from then on
+  // are checked against them; connected clients get new rules from acl_for.
+  void commit(std::shared_ptr<const Files> files) { files_.store(std::move(files)); }
+  bool same_setup(const config::AuthConfig& config) const;
+
  private:
   Authenticator() = default;
+  static bool read_files(const config::AuthConfig& config, Files& files, std::string& error);
 
-  std::optional<PasswordFile> passwords_;
-  std::optional<AclFile> acl_;
-  std::optional<ScramUsers> scram_;
-  bool sources_ = false;  // any source of verified identities is configured
+  std::atomic<std::shared_ptr<const Files>> files_;
+  config::AuthConfig setup_;  // as loaded: which files, and allow_anonymous
+  bool sources_ = false;      // any source of verified identities is configured
   bool allow_anonymous_ = true;
   std::unique_ptr<HashPool> pool_;  // made with the password file
 };

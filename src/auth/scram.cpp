@@ -128,8 +128,8 @@ std::optional<std::string> ScramExchange::start(std::string_view client_first) {
   const auto username = decode_name(*name);
   if (!username || username->empty()) return std::nullopt;
   username_ = *username;
-  const auto it = users_.find(username_);
-  known_user_ = it != users_.end();
+  const auto it = users_->find(username_);
+  known_user_ = it != users_->end();
   // An unknown user gets a made-up salt and fails at the proof, like a wrong
   // password: the exchange does not tell which usernames exist.
   credential_ = known_user_ ? it->second : make_scram("", 4096);

@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,7 +39,9 @@ using ScramUsers = std::unordered_map<std::string, ScramCredential>;
 // One client's exchange, from its CONNECT to the CONNACK.
 class ScramExchange {
  public:
-  explicit ScramExchange(const ScramUsers& users) : users_(users) {}
+  // Holds the users it was made with: a reload of the SCRAM file while the
+  // exchange runs does not pull them from under it.
+  explicit ScramExchange(std::shared_ptr<const ScramUsers> users) : users_(std::move(users)) {}
 
   // The server-first message for `client_first`; nullopt when it is malformed
   // (or asks for channel binding, which is not offered).
@@ -49,7 +52,7 @@ class ScramExchange {
   const std::string& username() const { return username_; }
 
  private:
-  const ScramUsers& users_;
+  std::shared_ptr<const ScramUsers> users_;
   std::string username_;
   std::string client_first_bare_;
   std::string server_first_;

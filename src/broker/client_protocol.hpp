@@ -23,6 +23,10 @@
 #include "mqtt/packets.hpp"
 #include "store/write_batch.hpp"
 
+namespace sluice::auth {
+class Authenticator;
+}
+
 namespace sluice::broker {
 
 class Shard;
@@ -89,6 +93,8 @@ class ClientProtocol {
   // The client's rights from now on, for everything it publishes, subscribes
   // to and is sent (what a reload of the ACL file will hand a connected client).
   void set_acl(std::unique_ptr<auth::ClientAcl> acl) { acl_ = std::move(acl); }
+  // After a reload of the ACL file: this client's rules from `auth`'s new file.
+  void reload_acl(const auth::Authenticator& auth);
 
  private:
   // ---- CONNECT, in its steps (client_protocol_connect.cpp) ----

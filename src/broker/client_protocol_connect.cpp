@@ -161,11 +161,11 @@ void ClientProtocol::on_password_checked(bool verified) {
 
 void ClientProtocol::start_enhanced_auth(std::unique_ptr<PendingConnect> pending) {
   const auth::Authenticator* authenticator = shard_.broker().auth();
-  const auth::ScramUsers* users = authenticator ? authenticator->scram_users() : nullptr;
+  auto users = authenticator ? authenticator->scram_users() : nullptr;
   if (users == nullptr || *pending->connect.properties.authentication_method != kScramMethod) {
     return refuse_connect(version_, ReasonCode::kBadAuthenticationMethod);
   }
-  rare().scram = std::make_unique<auth::ScramExchange>(*users);
+  rare().scram = std::make_unique<auth::ScramExchange>(std::move(users));
   const auto server_first = rare().scram->start(auth_data(pending->connect.properties));
   if (!server_first) return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword);
   link_.send(auth_packet(ReasonCode::kContinueAuthentication, *server_first));
@@ -199,7 +199,7 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
   }
   const std::string_view data = auth_data(auth.properties);
   if (auth.reason == ReasonCode::kReAuthenticate && !(rare_ && rare_->scram)) {
-    rare().scram = std::make_unique<auth::ScramExchange>(*shard_.broker().auth()->scram_users());
+    rare().scram = std::make_unique<auth::ScramExchange>(shard_.broker().auth()->scram_users());
     const auto server_first = rare().scram->start(data);
     if (!server_first) {
       ShardStats::add(shard_.stats().auth_failures);
@@ -396,6 +396,12 @@ void ClientProtocol::acknowledge(const PendingConnect& pending, bool session_pre
   }
   trim_rare();
   link_.release_input();
+}
+
+void ClientProtocol::reload_acl(const auth::Authenticator& auth) {
+  if (session_ == nullptr) return;  // not admitted yet: admit() reads the new files
+  acl_ = auth.acl_for(session_->client_id(),
+                      identity_ ? std::optional<std::string>(*identity_) : std::nullopt);
 }
 
 }  // namespace sluice::broker

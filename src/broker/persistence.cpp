@@ -307,6 +307,12 @@ RestoredQueueSubscriptions restore_queue_subscriptions(
     if (!record.queue_properties.empty())
       mqtt::read_properties(reader, mqtt::PropertyContext::kSubscribe, properties);
     const auto shared = mqtt::parse_shared_filter(record.filter);
+    if (shared && !broker.config().mqtt.shared_subscriptions) {
+      cleanup.add(store::WriteBatch::DeleteSubscription{record.client_id, record.filter});
+      restored.dropped.push_back({std::move(record.client_id), std::move(record.filter),
+                                  mqtt::ReasonCode::kSharedSubscriptionsNotSupported});
+      continue;
+    }
     QueueGateway::ConsumerSpec consumer;
     consumer.session = session->ref();
     consumer.filter = record.filter;

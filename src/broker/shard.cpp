@@ -116,19 +116,26 @@ void Shard::add_retained_write(const Message& message, RetainedStore::SetResult 
   }
 }
 
-void Shard::delete_retained(const std::string& topic, std::function<void(bool found)> then) {
+void Shard::delete_retained(const std::string& topic, std::function<void(RetainedDeletion)> then) {
   auto deletion = std::make_shared<Message>();
   deletion->topic = topic;
   deletion->retain = true;  // an empty retained message: the deletion
   bool found = false;
-  store::WriteBatch batch;
+  bool written = false;
   broker_.retained().locked([&](RetainedStore::Writer& retained) {
     found = retained.has(topic);
-    if (found) add_retained_write(*deletion, retained.set(deletion), batch);
+    if (!found) return;
+    store::WriteBatch batch;
+    add_retained_write(*deletion, retained.set(deletion), batch);
+    if (batch.empty()) return;
+    // Handed to the store under the lock, as a publish's retained write is:
+    // a message retained on the topic right after is written after this.
+    written = true;
+    write_then(std::move(batch), [then](bool durable) {
+      then(durable ? RetainedDeletion::kDeleted : RetainedDeletion::kStoreFailed);
+    });
   });
-  if (batch.empty()) return then(found);
-  write_then(std::move(batch),
-             [found, then = std::move(then)](bool durable) { then(found && durable); });
+  if (!written) then(found ? RetainedDeletion::kDeleted : RetainedDeletion::kNotFound);
 }
 
 Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, bool may_refuse) {

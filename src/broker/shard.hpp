@@ -123,8 +123,9 @@ class Shard {
 
   // An operator deletes `topic`'s retained message (admin API): from memory
   // and the store, without the empty publish a client's deletion sends its
-  // subscribers. `then(found)` runs here once the deletion is durable.
-  void delete_retained(const std::string& topic, std::function<void(bool found)> then);
+  // subscribers. `then` runs here once the deletion is durable.
+  enum class RetainedDeletion { kDeleted, kNotFound, kStoreFailed };
+  void delete_retained(const std::string& topic, std::function<void(RetainedDeletion)> then);
 
   // Publishes a will as the session's client would have.
   void publish_will(Session& session);

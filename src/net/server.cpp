@@ -179,6 +179,29 @@ std::vector<std::uint16_t> Server::bound_ports() const {
   return ports;
 }
 
+std::optional<std::string> Server::prepare_tls(const std::vector<config::ListenerConfig>& listeners,
+                                               PreparedTls& out) const {
+  out.assign(impl_->listeners.size(), nullptr);
+  for (std::size_t i = 0; i < listeners.size() && i < out.size(); ++i) {
+    const config::ListenerConfig& listener = listeners[i];
+    if (listener.transport != "tls" && listener.transport != "wss") continue;
+    std::string error;
+    out[i] = TlsContext::create(listener.tls, error);
+    if (!out[i])
+      return "listener " + listener.host + ":" + std::to_string(listener.port) + ": " + error;
+  }
+  return std::nullopt;
+}
+
+void Server::commit_tls(PreparedTls prepared) {
+  // On the acceptors' thread, which alone reads a listener's context (each
+  // accepted connection takes its own reference to it).
+  asio::post(impl_->workers[0]->context(), [this, prepared = std::move(prepared)] {
+    for (std::size_t i = 0; i < prepared.size() && i < impl_->listeners.size(); ++i)
+      if (prepared[i]) impl_->listeners[i]->tls = prepared[i];
+  });
+}
+
 void Server::stop_accepting() {
   if (impl_->not_accepting.exchange(true)) return;
   asio::post(impl_->workers[0]->context(), [this] {

@@ -15,6 +15,7 @@
 namespace sluice::net {
 
 class Worker;
+class TlsContext;
 
 class Server {
  public:
@@ -33,6 +34,16 @@ class Server {
   // Stops accepting, says goodbye to clients and joins the workers. Safe to
   // call from any thread, once.
   void stop();
+
+  // Hot reload of TLS listeners' certificates and keys, in two steps (as
+  // auth::Authenticator's): prepare_tls loads them again (`listeners` as the
+  // server was started with, in order), or says which listener and file
+  // failed; commit_tls puts them in place. New handshakes use them;
+  // connections already up keep theirs.
+  using PreparedTls = std::vector<std::shared_ptr<TlsContext>>;
+  std::optional<std::string> prepare_tls(const std::vector<config::ListenerConfig>& listeners,
+                                         PreparedTls& out) const;
+  void commit_tls(PreparedTls prepared);
 
   // The ports the listeners got (useful when port 0 was asked for).
   std::vector<std::uint16_t> bound_ports() const;

@@ -35,7 +35,7 @@ def _kill_leftovers():
 class SluiceProcess:
     def __init__(self, config_yaml=None, args=(), log_level="info"):
         self.config_path = None
-        cmd = [SLUICE_BIN, "--log-level", log_level]
+        cmd = [SLUICE_BIN] + (["--log-level", log_level] if log_level else [])
         if config_yaml is not None:
             handle, self.config_path = tempfile.mkstemp(suffix=".yaml")
             with os.fdopen(handle, "w") as f:

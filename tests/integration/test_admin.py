@@ -444,3 +444,22 @@ def test_store_commits_and_fsyncs_are_measured(make_broker, tmp_path):
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                              timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_without_tokens_web_pages_and_other_host_names_are_refused(broker):
+    # A page of another site cannot use the tokenless local mode: not by its
+    # own Origin, nor through a name of its own re-pointed at 127.0.0.1.
+    def status_with(headers, method="GET", path="/api/v1/overview"):
+        request = urllib.request.Request(f"http://127.0.0.1:{broker.admin_port}{path}",
+                                         method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as refused:
+            return refused.code
+    port = broker.admin_port
+    assert status_with({"Origin": "https://evil.example"}, "POST", "/api/v1/shutdown") == 403
+    assert status_with({"Host": f"rebound.example:{port}"}) == 403
+    assert status_with({"Host": f"localhost:{port}"}) == 200
+    assert status_with({"Origin": f"http://127.0.0.1:{port}"}) == 200
+    assert broker.proc.poll() is None

@@ -1,0 +1,215 @@
+#include "app/reload.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "admin/shard_query.hpp"
+#include "auth/authenticator.hpp"
+#include "broker/broker.hpp"
+#include "broker/client_protocol.hpp"
+#include "broker/shard.hpp"
+#include "net/server.hpp"
+
+namespace sluice::app {
+namespace {
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items)
+    out += (out.empty() ? "" : ",") + item;
+  return out;
+}
+
+// The listeners as they were started, with the TLS files named now: only
+// certificates and keys may change at run time.
+bool only_tls_differs(const std::vector<config::ListenerConfig>& running,
+                      const std::vector<config::ListenerConfig>& loaded) {
+  if (running.size() != loaded.size()) return false;
+  for (std::size_t i = 0; i < running.size(); ++i) {
+    config::ListenerConfig probe = loaded[i];
+    probe.tls = running[i].tls;
+    if (!(probe == running[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Reloader::Reloader(Load load, config::Config running, broker::Broker& broker,
+                   auth::Authenticator* auth, net::Server& server, admin::AdminApi& admin)
+    : load_(std::move(load)),
+      running_(std::move(running)),
+      broker_(broker),
+      auth_(auth),
+      server_(server),
+      admin_(admin) {
+  remember_tls_files();
+}
+
+admin::ReloadOutcome Reloader::reload() {
+  std::lock_guard lock(mutex_);
+  admin::ReloadOutcome outcome;
+  std::optional<config::Config> loaded = load_(outcome.error);
+  if (!loaded) return finish(std::move(outcome), "reload");
+  const config::Config next = std::move(*loaded);
+
+  // What cannot change at run time is reported, and left as it is.
+  config::Config probe = next;
+  probe.log_level = running_.log_level;
+  probe.admin.tokens = running_.admin.tokens;
+  probe.admin.token_file = running_.admin.token_file;
+  const bool listeners_reloadable = only_tls_differs(running_.listeners, next.listeners);
+  if (listeners_reloadable) probe.listeners = running_.listeners;
+  const bool auth_reloadable = auth_ != nullptr && auth_->same_setup(next.auth);
+  if (auth_reloadable) probe.auth = running_.auth;
+  const auto differs = [&](const char* name, bool changed) {
+    if (changed) outcome.needs_restart.emplace_back(name);
+  };
+  differs("listeners", !(probe.listeners == running_.listeners));
+  differs("workers", probe.workers != running_.workers);
+  differs("sys_interval_s", probe.sys_interval_s != running_.sys_interval_s);
+  differs("limits", !(probe.limits == running_.limits));
+  differs("sessions", !(probe.sessions == running_.sessions));
+  differs("mqtt", !(probe.mqtt == running_.mqtt));
+  differs("storage", !(probe.storage == running_.storage));
+  differs("auth", !(probe.auth == running_.auth));
+  differs("rate_limits", !(probe.rate_limits == running_.rate_limits));
+  differs("queues", !(probe.queues == running_.queues));
+  differs("queue_defaults", !(probe.queue_defaults == running_.queue_defaults));
+  differs("queues_auto_create", probe.queues_auto_create != running_.queues_auto_create);
+  differs("admin.listeners", !(probe.admin.listeners == running_.admin.listeners));
+  differs("shutdown", !(probe.shutdown == running_.shutdown));
+
+  // Everything that may change is read first: one bad file changes nothing.
+  std::string error;
+  std::shared_ptr<const auth::Authenticator::Files> files;
+  if (auth_reloadable) {
+    files = auth_->prepare(next.auth, error);
+    if (!files) {
+      outcome.error = error;
+      outcome.needs_restart.clear();
+      return finish(std::move(outcome), "reload");
+    }
+  }
+  net::Server::PreparedTls tls;
+  if (listeners_reloadable) {
+    if (const auto failed = server_.prepare_tls(next.listeners, tls)) {
+      outcome.error = *failed;
+      outcome.needs_restart.clear();
+      return finish(std::move(outcome), "reload");
+    }
+  }
+  auto tokens = admin::TokenTable::load(next.admin, error);
+  const bool open_admin = std::any_of(
+      running_.admin.listeners.begin(), running_.admin.listeners.end(), [](const auto& l) {
+        return !(l.host == "localhost" || l.host == "::1" || l.host.starts_with("127."));
+      });
+  if (tokens && tokens->empty() && open_admin) {
+    error = "admin: an admin listener off loopback needs tokens; keeping the ones in force";
+    tokens.reset();
+  }
+  if (!tokens) {
+    outcome.error = error;
+    outcome.needs_restart.clear();
+    return finish(std::move(outcome), "reload");
+  }
+
+  // Then all of it is put in place.
+  if (files) {
+    auth_->commit(std::move(files));
+    reissue_acls();
+    outcome.applied.emplace_back("auth files");
+    running_.auth = next.auth;
+  }
+  if (listeners_reloadable) {
+    const bool any_tls = std::any_of(tls.begin(), tls.end(), [](const auto& t) { return t; });
+    server_.commit_tls(std::move(tls));
+    if (any_tls) outcome.applied.emplace_back("tls certificates");
+    running_.listeners = next.listeners;
+    remember_tls_files();
+  }
+  admin_.set_tokens(std::move(*tokens));
+  if (!(next.admin.tokens == running_.admin.tokens) ||
+      next.admin.token_file != running_.admin.token_file || !next.admin.token_file.empty()) {
+    outcome.applied.emplace_back("admin tokens");
+  }
+  running_.admin.tokens = next.admin.tokens;
+  running_.admin.token_file = next.admin.token_file;
+  if (next.log_level != running_.log_level) {
+    spdlog::set_level(spdlog::level::from_str(next.log_level));
+    outcome.applied.emplace_back("log_level");
+    running_.log_level = next.log_level;
+  }
+  outcome.ok = true;
+  return finish(std::move(outcome), "reload");
+}
+
+admin::ReloadOutcome Reloader::reload_tls() {
+  std::lock_guard lock(mutex_);
+  admin::ReloadOutcome outcome;
+  net::Server::PreparedTls tls;
+  if (const auto failed = server_.prepare_tls(running_.listeners, tls)) {
+    outcome.error = *failed;
+    remember_tls_files();  // not again until they change once more
+    return finish(std::move(outcome), "tls_files_changed");
+  }
+  server_.commit_tls(std::move(tls));
+  remember_tls_files();
+  outcome.ok = true;
+  outcome.applied.emplace_back("tls certificates");
+  return finish(std::move(outcome), "tls_files_changed");
+}
+
+bool Reloader::tls_files_changed() {
+  std::lock_guard lock(mutex_);
+  for (const auto& [path, seen] : tls_files_) {
+    std::error_code ec;
+    const auto now = std::filesystem::last_write_time(path, ec);
+    if (!ec && now != seen) return true;
+  }
+  return false;
+}
+
+void Reloader::remember_tls_files() {
+  tls_files_.clear();
+  for (const config::ListenerConfig& listener : running_.listeners) {
+    if (listener.transport != "tls" && listener.transport != "wss") continue;
+    for (const std::string* path :
+         {&listener.tls.cert_file, &listener.tls.key_file, &listener.tls.ca_file}) {
+      if (path->empty()) continue;
+      std::error_code ec;
+      tls_files_[*path] = std::filesystem::last_write_time(*path, ec);
+    }
+  }
+}
+
+void Reloader::reissue_acls() {
+  // Each worker gives its own connected clients their rules from the new
+  // file; from then on every publish, subscribe and delivery is checked
+  // against them.
+  const auth::Authenticator* auth = auth_;
+  for (std::uint32_t i = 0; i < broker_.shard_count(); ++i) {
+    broker_.mailbox()->post_task(i, [this, i, auth] {
+      broker_.shard(i).for_each_session([&](const broker::Session& session) {
+        if (broker::ClientProtocol* owner = session.owner(); owner != nullptr && session.online())
+          owner->reload_acl(*auth);
+      });
+    });
+  }
+}
+
+admin::ReloadOutcome Reloader::finish(admin::ReloadOutcome outcome, const char* trigger) {
+  if (outcome.ok) {
+    ++admin_.counters().reloads;
+    spdlog::info("event=config_reloaded trigger={} applied=\"{}\" needs_restart=\"{}\"", trigger,
+                 joined(outcome.applied), joined(outcome.needs_restart));
+  } else {
+    ++admin_.counters().reload_failures;
+    spdlog::error("event=config_reload_failed trigger={} error=\"{}\" note=\"nothing changed\"",
+                  trigger, outcome.error);
+  }
+  return outcome;
+}
+
+}  // namespace sluice::app

@@ -1,0 +1,65 @@
+// Hot reload (issue 13, docs/admin.md): SIGHUP and POST /api/v1/config/reload
+// read the configuration file again and apply, all or nothing, what can
+// change while the broker runs: the log level, the password, ACL and SCRAM
+// files' contents (connected clients get their new ACL at once), the TLS
+// listeners' certificates and keys, and the admin tokens. Whatever else
+// changed is reported as needing a restart and left as it was. TLS files
+// that change on disk are reloaded on their own (tls_files_changed).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "admin/admin_api.hpp"
+#include "config/config.hpp"
+
+namespace sluice::auth {
+class Authenticator;
+}
+namespace sluice::broker {
+class Broker;
+}
+namespace sluice::net {
+class Server;
+}
+
+namespace sluice::app {
+
+class Reloader {
+ public:
+  // `load` reads the configuration as start-up did (the file, then the
+  // command line over it), or says why it cannot. `auth` may be nullptr
+  // (none configured).
+  using Load = std::function<std::optional<config::Config>(std::string& error)>;
+  Reloader(Load load, config::Config running, broker::Broker& broker, auth::Authenticator* auth,
+           net::Server& server, admin::AdminApi& admin);
+
+  // From any thread, one at a time.
+  admin::ReloadOutcome reload();
+  // The TLS listeners' files again, as they are named now (their files
+  // changed on disk).
+  admin::ReloadOutcome reload_tls();
+  // Whether a TLS listener's certificate, key or CA file changed on disk
+  // since it was last loaded.
+  bool tls_files_changed();
+
+ private:
+  admin::ReloadOutcome finish(admin::ReloadOutcome outcome, const char* trigger);
+  void remember_tls_files();
+  void reissue_acls();
+
+  std::mutex mutex_;
+  const Load load_;
+  config::Config running_;  // what is in force, reloaded parts included
+  broker::Broker& broker_;
+  auth::Authenticator* auth_;
+  net::Server& server_;
+  admin::AdminApi& admin_;
+  std::map<std::string, std::filesystem::file_time_type> tls_files_;
+};
+
+}  // namespace sluice::app

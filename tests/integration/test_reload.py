@@ -1,0 +1,133 @@
+"""Hot reload (issue 13, docs/admin.md): SIGHUP and POST /api/v1/config/reload
+apply the password, ACL and SCRAM files, the log level, the admin tokens and
+TLS certificates while clients stay connected; what cannot change is
+reported as needing a restart; an invalid file changes nothing; TLS files
+changed on disk are picked up on their own."""
+
+import json
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import rawmqtt
+from conftest import Client, unique, wait_until
+from sluice_process import SLUICE_BIN, SluiceProcess
+from test_tls import Pki, raw_tls
+
+
+def post(port, path):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def add_user(path, user, password):
+    done = subprocess.run([SLUICE_BIN, "passwd", str(path), user], input=password + "\n",
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def reloaded(broker, count):
+    return broker.output().count("event=config_reloaded") >= count
+
+
+def test_sighup_applies_new_password_and_acl_files_to_new_and_connected_clients(tmp_path):
+    passwords, acl = tmp_path / "passwords", tmp_path / "acl"
+    add_user(passwords, "alice", "wonderland")
+    acl.write_text("user alice\ntopic readwrite news/#\n")
+    broker = SluiceProcess(config_yaml=(
+        "listeners:\n  - {host: 127.0.0.1, port: 0}\n"
+        f"auth:\n  password_file: {passwords}\n  acl_file: {acl}\n")).start()
+    alice = Client(broker.port, username="alice", password="wonderland")
+    alice.subscribe("news/#", qos=1)
+    bob = Client(broker.port, username="bob", password="builder", connect=False)
+    assert bob.connect(expect_success=False).connack_rc != 0  # not in the file yet
+
+    add_user(passwords, "bob", "builder")
+    acl.write_text("user alice\ntopic readwrite other/#\nuser bob\ntopic write news/#\n")
+    broker.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: reloaded(broker, 1), timeout=10, what="the reload")
+    assert 'applied="auth files' in broker.output()
+    bob = Client(broker.port, username="bob", password="builder")  # in the new file
+    bob.publish("news/today", b"headline", qos=1)
+    alice.expect_nothing(0.5)  # connected before, she may no longer read news/#
+    assert alice.paho.is_connected()
+    alice.disconnect()
+    bob.disconnect()
+    assert broker.stop() == 0, broker.output()
+
+
+def test_the_reload_endpoint_applies_what_it_can_and_reports_the_rest(tmp_path):
+    config = tmp_path / "sluice.yaml"
+    config.write_text("listeners:\n  - {host: 127.0.0.1, port: 0}\nlog_level: info\n")
+    # No --log-level: the command line would stand over the file's.
+    broker = SluiceProcess(args=["--config", str(config)], log_level=None).start()
+    client = Client(broker.port)
+    config.write_text("listeners:\n  - {host: 127.0.0.1, port: 0}\nlog_level: debug\n"
+                      "sys_interval_s: 3\nlimits:\n  max_connections: 5\n")
+    status, body = post(broker.admin_port, "/api/v1/config/reload")
+    assert status == 200, body
+    assert "log_level" in body["applied"]
+    assert body["needs_restart"] == ["sys_interval_s", "limits"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/api/v1/log-level") as r:
+        assert json.loads(r.read()) == {"level": "debug"}
+
+    config.write_text("listeners:\n  - {host: 127.0.0.1, port: 0}\nlog_level: warn\n"
+                      "mistake: true\n")
+    status, body = post(broker.admin_port, "/api/v1/config/reload")
+    assert status == 400 and body["error"]["code"] == "invalid_config"
+    assert ":4: unknown key 'mistake'" in body["error"]["message"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/api/v1/log-level") as r:
+        assert json.loads(r.read()) == {"level": "debug"}  # nothing changed
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics") as r:
+        text = r.read().decode()
+    assert 'sluice_config_reloads_total{result="applied"} 1' in text
+    assert 'sluice_config_reloads_total{result="failed"} 1' in text
+    assert client.paho.is_connected()
+    client.disconnect()
+    assert broker.stop() == 0, broker.output()
+
+
+def test_without_a_config_file_there_is_nothing_to_reload(broker):
+    status, body = post(broker.admin_port, "/api/v1/config/reload")
+    assert status == 409 and body["error"]["code"] == "no_config_file"
+
+
+def peer_common_name(sock):
+    subject = dict(pair[0] for pair in sock.getpeercert()["subject"])
+    return subject["commonName"]
+
+
+def test_a_tls_certificate_changed_on_disk_is_used_for_new_handshakes(tmp_path):
+    pki = Pki(tmp_path)
+    pki.sign("renewed", "renewed.localhost",
+             extension="subjectAltName=IP:127.0.0.1,DNS:localhost")
+    live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
+    shutil.copy(pki.path("server.crt"), live_cert)
+    shutil.copy(pki.path("server.key"), live_key)
+    broker = SluiceProcess(config_yaml=(
+        "listeners:\n  - host: 127.0.0.1\n    port: 0\n    transport: tls\n"
+        f"    tls: {{cert_file: {live_cert}, key_file: {live_key}}}\n")).start()
+    before = raw_tls(broker.port, pki=pki)
+    assert peer_common_name(before) == "localhost"
+    before.sendall(rawmqtt.connect(unique("kept")))
+
+    shutil.copy(pki.path("renewed.key"), live_key)
+    shutil.copy(pki.path("renewed.crt"), live_cert)
+    wait_until(lambda: "trigger=tls_files_changed applied=\"tls certificates\"" in broker.output(),
+               timeout=20, what="the certificate to be reloaded")
+    after = raw_tls(broker.port, pki=pki)
+    assert peer_common_name(after) == "renewed.localhost"
+    # The connection made before keeps working on its old certificate.
+    before.sendall(bytes([0xC0, 0x00]))  # PINGREQ
+    seen = b""
+    while b"\xd0\x00" not in seen:
+        seen += before.recv(64)
+    before.close()
+    after.close()
+    assert broker.stop() == 0, broker.output()
