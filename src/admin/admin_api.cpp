@@ -215,6 +215,7 @@ struct AdminApi::Impl {
   AdminCounters counters;
   std::function<void(std::function<void()>)> executor;
   std::function<ReloadOutcome()> reload;
+  const Webhooks* webhooks = nullptr;
 
   void off_workers(std::function<void()> task) {
     if (executor)
@@ -293,7 +294,7 @@ struct AdminApi::Impl {
           off_workers([this, all, respond]() mutable {
             HttpResponse response;
             response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-            response.body = render_metrics(broker, queues, counters, all);
+            response.body = render_metrics(broker, queues, counters, all, webhooks);
             respond(std::move(response));
           });
         });
@@ -943,6 +944,10 @@ void AdminApi::handle(HttpRequest&& request, Respond respond) {
     spdlog::error("event=admin_request_failed error=\"{}\"", failure.what());
     respond(error(500, "internal_error", "the request failed; the log says why"));
   }
+}
+
+void AdminApi::set_webhooks(const Webhooks* webhooks) {
+  impl_->webhooks = webhooks;
 }
 
 void AdminApi::set_reload(std::function<ReloadOutcome()> reload) {

@@ -23,6 +23,8 @@ class QueueService;
 
 namespace sluice::admin {
 
+class Webhooks;
+
 // What the admin API counts about itself (and /metrics shows).
 struct AdminCounters {
   std::atomic<std::uint64_t> requests{0};
@@ -52,6 +54,8 @@ class AdminApi final : public HttpHandler {
   // thread); until set, it runs where it is.
   void set_executor(std::function<void(std::function<void()>)> post);
 
+  // For /metrics; set before the server starts.
+  void set_webhooks(const Webhooks* webhooks);
   // POST /api/v1/config/reload calls it (on the admin thread); until set,
   // the endpoint answers that there is nothing to reload.
   void set_reload(std::function<ReloadOutcome()> reload);

@@ -135,6 +135,13 @@ std::string config_json(const config::Config& c) {
       {"queues_auto_create", c.queues_auto_create},
       {"admin",
        {{"listeners", admin_listeners}, {"tokens", tokens}, {"token_file", c.admin.token_file}}},
+      {"shutdown",
+       {{"timeout_s", c.shutdown.timeout_s}, {"server_reference", c.shutdown.server_reference}}},
+      {"log",
+       {{"format", c.log.format},
+        {"file", c.log.file},
+        {"max_file_bytes", c.log.max_file_bytes},
+        {"max_files", c.log.max_files}}},
   };
   return out.dump(2, ' ', false, json::error_handler_t::replace);
 }

@@ -10,6 +10,7 @@
 
 #include "admin/admin_api.hpp"
 #include "admin/prometheus_text.hpp"
+#include "admin/webhooks.hpp"
 #include "broker/broker.hpp"
 #include "broker/shard.hpp"
 #include "queue/queue_service.hpp"
@@ -297,8 +298,26 @@ ProcessStats read_process_stats() {
   return p;
 }
 
+static void webhook_metrics(PrometheusText& out, const Webhooks& webhooks) {
+  const auto all = webhooks.stats();
+  out.family("sluice_webhook_events_total", "counter",
+             "Events for each webhook, by what became of them.");
+  for (const auto& w : all) {
+    out.sample("sluice_webhook_events_total", w.delivered,
+               {{"webhook", w.name}, {"result", "delivered"}});
+    out.sample("sluice_webhook_events_total", w.failed,
+               {{"webhook", w.name}, {"result", "failed"}});
+    out.sample("sluice_webhook_events_total", w.dropped,
+               {{"webhook", w.name}, {"result", "dropped"}});
+  }
+  out.family("sluice_webhook_queued_events", "gauge", "Events waiting for each webhook.");
+  for (const auto& w : all)
+    out.sample("sluice_webhook_queued_events", w.queued, {{"webhook", w.name}});
+}
+
 std::string render_metrics(broker::Broker& broker, const queue::QueueService* queues,
-                           const AdminCounters& admin, const SessionTotals& sessions) {
+                           const AdminCounters& admin, const SessionTotals& sessions,
+                           const Webhooks* webhooks) {
   PrometheusText out;
   broker_metrics(out, broker);
   out.single("sluice_inflight_messages", "gauge",
@@ -310,6 +329,7 @@ std::string render_metrics(broker::Broker& broker, const queue::QueueService* qu
   if (queues != nullptr) queue_metrics(out, *queues);
   process_metrics(out);
   admin_metrics(out, admin);
+  if (webhooks != nullptr) webhook_metrics(out, *webhooks);
   return out.take();
 }
 

@@ -25,8 +25,12 @@ struct SessionTotals {
   std::uint64_t queued = 0;    // waiting behind them (online and offline sessions)
 };
 
+class Webhooks;
+
+// `webhooks` may be nullptr (none configured).
 std::string render_metrics(broker::Broker& broker, const queue::QueueService* queues,
-                           const AdminCounters& admin, const SessionTotals& sessions);
+                           const AdminCounters& admin, const SessionTotals& sessions,
+                           const Webhooks* webhooks);
 
 // What /proc says of this process.
 struct ProcessStats {

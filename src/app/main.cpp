@@ -16,6 +16,8 @@
 #include "admin/http_server.hpp"
 #include "admin/shard_query.hpp"
 #include "admin/tokens.hpp"
+#include "admin/webhooks.hpp"
+#include "app/logging.hpp"
 #include "app/reload.hpp"
 #include "app/version.hpp"
 #include "auth/authenticator.hpp"
@@ -400,8 +402,10 @@ int run_passwd(const std::string& file, const std::string& user, bool scram) {
 
 int run(const Config& config, const Options& options) {
   const bool from_file = !options.config_file.empty();
-  spdlog::set_level(spdlog::level::from_str(config.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+  if (const auto failed = sluice::app::set_up_logging(config.log, config.log_level)) {
+    std::fprintf(stderr, "sluice: %s\n", failed->c_str());
+    return 1;
+  }
 
   // Block the stop signals before any thread starts, so that every thread
   // inherits the mask and only the sigwait below receives them.
@@ -435,7 +439,20 @@ int run(const Config& config, const Options& options) {
     return 1;
   // Before the server: its workers may still hold the admin server's
   // requests when they stop, so the admin server is destroyed after them.
+  // Before the server too: workers emit events into it until they stop.
+  std::unique_ptr<sluice::admin::Webhooks> webhooks;
+  if (!config.webhooks.empty()) {
+    std::string error;
+    webhooks = sluice::admin::Webhooks::create(config.webhooks, error);
+    if (!webhooks) {
+      spdlog::error("event=start_failed error=\"{}\"", error);
+      return 1;
+    }
+    broker.set_events(webhooks.get());
+    spdlog::info("event=webhooks endpoints={}", config.webhooks.size());
+  }
   sluice::admin::AdminApi admin_api(broker, &queues, std::move(*admin_tokens));
+  admin_api.set_webhooks(webhooks.get());
   sluice::admin::HttpServer admin_server(admin_api);
   admin_api.set_executor(
       [&admin_server](std::function<void()> task) { admin_server.post(std::move(task)); });
@@ -506,6 +523,8 @@ int run(const Config& config, const Options& options) {
   server.stop_accepting();
   drain(broker, stop_signals, std::chrono::seconds(config.shutdown.timeout_s));
   server.stop();
+  // The last events (the clients' disconnections) get a moment to go out.
+  if (webhooks) webhooks->stop(std::chrono::seconds(2));
   admin_server.stop();
   if (auth) auth->stop();
   committer.reset();

@@ -80,6 +80,8 @@ admin::ReloadOutcome Reloader::reload() {
   differs("queues_auto_create", probe.queues_auto_create != running_.queues_auto_create);
   differs("admin.listeners", !(probe.admin.listeners == running_.admin.listeners));
   differs("shutdown", !(probe.shutdown == running_.shutdown));
+  differs("log", !(probe.log == running_.log));
+  differs("webhooks", !(probe.webhooks == running_.webhooks));
 
   // Everything that may change is read first: one bad file changes nothing.
   std::string error;

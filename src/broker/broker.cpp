@@ -27,4 +27,34 @@ std::uint32_t Broker::shard_for_client(std::string_view client_id) const {
   return static_cast<std::uint32_t>(std::hash<std::string_view>{}(client_id) % shard_count_);
 }
 
+const char* event_name(EventKind kind) {
+  switch (kind) {
+    case EventKind::kClientConnected:
+      return "client.connected";
+    case EventKind::kClientDisconnected:
+      return "client.disconnected";
+    case EventKind::kClientAuthFailed:
+      return "client.auth_failed";
+    case EventKind::kSessionCreated:
+      return "session.created";
+    case EventKind::kSessionExpired:
+      return "session.expired";
+    case EventKind::kSessionTakenOver:
+      return "session.taken_over";
+    case EventKind::kSubscriptionCreated:
+      return "subscription.created";
+    case EventKind::kSubscriptionRemoved:
+      return "subscription.removed";
+    case EventKind::kMessagePublished:
+      return "message.published";
+    case EventKind::kMessageDropped:
+      return "message.dropped";
+    case EventKind::kQueueDeadLettered:
+      return "queue.dead_lettered";
+    case EventKind::kAuthzDenied:
+      return "authz.denied";
+  }
+  return "unknown";
+}
+
 }  // namespace sluice::broker

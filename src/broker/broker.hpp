@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "broker/delivery.hpp"
+#include "broker/events.hpp"
 #include "broker/retained_store.hpp"
 #include "broker/subscription_index.hpp"
 #include "config/config.hpp"
@@ -84,6 +85,13 @@ class Broker {
   void set_journal(store::Journal* journal) { journal_ = journal; }
   store::Journal* journal() const { return journal_; }
 
+  // Where events go for webhooks; nullptr (the default): nowhere. Set
+  // before the workers start.
+  void set_events(EventSink* sink) { events_ = sink; }
+  // Whether anything takes events of `kind`: a load and a test, for hot paths.
+  bool wants(EventKind kind) const { return events_ != nullptr && events_->wants(kind); }
+  EventSink* events() const { return events_; }
+
   // Who may connect and what they may do; nullptr: anyone, anything.
   void set_auth(const auth::Authenticator* auth) { auth_ = auth; }
   const auth::Authenticator* auth() const { return auth_; }
@@ -112,6 +120,7 @@ class Broker {
   std::array<TargetSink*, 3> sinks_{};  // by TargetKind (kSession's stays nullptr)
   store::Journal* journal_ = nullptr;
   const auth::Authenticator* auth_ = nullptr;
+  EventSink* events_ = nullptr;
   std::atomic<std::uint64_t> next_session_id_{0};
   std::atomic<std::uint64_t> next_message_id_{1};
   std::atomic<std::uint32_t> connections_{0};

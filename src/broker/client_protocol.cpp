@@ -30,6 +30,22 @@ const std::string& ClientProtocol::client_id() const {
   return session_ != nullptr ? session_->client_id() : kNone;
 }
 
+Event ClientProtocol::event(EventKind kind, std::string_view client_id) const {
+  Event e;
+  e.kind = kind;
+  e.client_id = std::string(client_id);
+  if (identity_) e.username = *identity_;
+  e.address = rare_ && !rare_->address.empty() ? rare_->address : link_.peer_address();
+  e.protocol = version_ == mqtt::ProtocolVersion::kV3_1     ? "3.1"
+               : version_ == mqtt::ProtocolVersion::kV3_1_1 ? "3.1.1"
+                                                            : "5.0";
+  return e;
+}
+
+void ClientProtocol::emit(Event&& e) const {
+  if (EventSink* sink = shard_.broker().events()) sink->emit(std::move(e));
+}
+
 void ClientProtocol::send_ack(mqtt::Packet&& packet) {
   if (acks_) return acks_->send(std::move(packet));
   link_.send(packet);  // nothing ever waited for the store on this connection
@@ -93,6 +109,12 @@ void ClientProtocol::leave_session(bool publish_will) {
   }
   session_ = nullptr;
   if (acknowledged_) ShardStats::sub(shard_.stats().clients_connected);
+  if (acknowledged_ && shard_.broker().wants(EventKind::kClientDisconnected)) {
+    Event e = event(EventKind::kClientDisconnected, session.client_id());
+    // A will goes out for an end the client did not ask for.
+    e.reason = publish_will ? "abnormal" : "normal";
+    emit(std::move(e));
+  }
   const Clock::time_point now = Clock::now();
   if (!publish_will) session.take_will();
   // What its queue consumers hold goes back to their queues before the
@@ -159,6 +181,8 @@ void ClientProtocol::on_server_shutdown() {
 }
 
 void ClientProtocol::on_taken_over() {
+  if (session_ != nullptr && shard_.broker().wants(EventKind::kSessionTakenOver))
+    emit(event(EventKind::kSessionTakenOver, session_->client_id()));
   disconnect_with(ReasonCode::kSessionTakenOver);
 }
 
@@ -327,6 +351,12 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     // Dropped; 5.0 is told why, 3.x (no negative PUBACK) is acknowledged.
     session_->release_inbound_qos2(publish.packet_id);
     ShardStats::add(shard_.stats().authz_denied);
+    if (shard_.broker().wants(EventKind::kAuthzDenied)) {
+      Event e = event(EventKind::kAuthzDenied, client_id());
+      e.topic = publish.topic;
+      e.reason = "publish";
+      emit(std::move(e));
+    }
     return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kNotAuthorized);
   }
   if (!within_rate(rates_ ? &rates_->publishes : nullptr)) {
@@ -342,6 +372,15 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kPayloadFormatInvalid);
   }
 
+  if (shard_.broker().wants(EventKind::kMessagePublished) &&
+      shard_.broker().events()->wants_message(publish.topic)) {
+    Event e = event(EventKind::kMessagePublished, client_id());
+    e.topic = publish.topic;
+    e.qos = static_cast<int>(publish.qos);
+    e.retain = publish.retain;
+    e.payload = publish.payload;
+    emit(std::move(e));
+  }
   const QoS qos = publish.qos;
   const std::uint16_t packet_id = publish.packet_id;
   store::WriteBatch inbound = inbound_write(publish);
@@ -569,6 +608,12 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     } else if (acl_ && !acl_->may_subscribe(matched_filter)) {
       refusal = ReasonCode::kNotAuthorized;
       ShardStats::add(shard_.stats().authz_denied);
+      if (shard_.broker().wants(EventKind::kAuthzDenied)) {
+        Event e = event(EventKind::kAuthzDenied, client_id());
+        e.topic = subscription.filter;
+        e.reason = "subscribe";
+        emit(std::move(e));
+      }
     } else if (!within_rate(rates_ ? &rates_->subscriptions : nullptr)) {
       ShardStats::add(shard_.stats().rejected_subscriptions);
       refusal = ReasonCode::kQuotaExceeded;
@@ -593,6 +638,12 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
                              subscribe.properties, options, batch);
       suback.reasons.push_back(v5 || !mqtt::is_error(granted) ? granted
                                                               : ReasonCode::kUnspecifiedError);
+      if (!mqtt::is_error(granted) && shard_.broker().wants(EventKind::kSubscriptionCreated)) {
+        Event e = event(EventKind::kSubscriptionCreated, client_id());
+        e.topic = subscription.filter;
+        e.qos = static_cast<int>(granted);
+        emit(std::move(e));
+      }
       continue;
     }
     const bool is_new = shard_.broker().index().subscribe(
@@ -604,6 +655,12 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
           {session_->client_id(), subscription.filter, options_byte(options), identifier, {}}});
     }
     suback.reasons.push_back(static_cast<ReasonCode>(options.max_qos));
+    if (shard_.broker().wants(EventKind::kSubscriptionCreated)) {
+      Event e = event(EventKind::kSubscriptionCreated, client_id());
+      e.topic = subscription.filter;
+      e.qos = static_cast<int>(options.max_qos);
+      emit(std::move(e));
+    }
     // [MQTT-3.3.1-9..11] retained messages by Retain Handling; none for shared [MQTT-4.8.2].
     const bool send =
         !shared &&
@@ -684,15 +741,23 @@ void ClientProtocol::send_retained(const std::string& filter,
   });
 }
 
+void ClientProtocol::announce_removed(const std::string& filter) const {
+  Event e = event(EventKind::kSubscriptionRemoved, client_id());
+  e.topic = filter;
+  emit(std::move(e));
+}
+
 void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
   mqtt::Unsuback unsuback;
   unsuback.packet_id = unsubscribe.packet_id;
   store::WriteBatch batch;
+  const bool announce = shard_.broker().wants(EventKind::kSubscriptionRemoved);
   for (const std::string& filter : unsubscribe.filters) {
     const auto shared = mqtt::parse_shared_filter(filter);
     if (QueueGateway* queues = shard_.broker().queues();
         queues != nullptr && QueueGateway::addresses(shared ? shared->filter : filter)) {
       const bool existed = queues->unsubscribe(shard_, session_->ref(), filter);
+      if (existed && announce) announce_removed(filter);
       session_->subscriptions().erase(filter);
       if (existed && session_->stored()) {
         batch.add(store::WriteBatch::DeleteSubscription{session_->client_id(), filter});
@@ -704,6 +769,7 @@ void ClientProtocol::on_unsubscribe(const mqtt::Unsubscribe& unsubscribe) {
       continue;
     }
     const bool existed = shard_.broker().index().unsubscribe(filter, session_->ref());
+    if (existed && announce) announce_removed(filter);
     session_->subscriptions().erase(filter);
     if (existed && session_->stored()) {
       batch.add(store::WriteBatch::DeleteSubscription{session_->client_id(), filter});

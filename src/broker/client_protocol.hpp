@@ -16,6 +16,7 @@
 #include "auth/token_bucket.hpp"
 #include "broker/ack_queue.hpp"
 #include "broker/client_link.hpp"
+#include "broker/events.hpp"
 #include "broker/on_demand.hpp"
 #include "broker/queue_gateway.hpp"
 #include "broker/session.hpp"
@@ -236,6 +237,12 @@ class ClientProtocol {
     std::unique_ptr<auth::ScramExchange> scram;
     std::unique_ptr<HeldPublish> held_publish;
     std::unique_ptr<WaitingPublishes> waiting;
+    // The client's address, kept only while a webhook wants
+    // client.disconnected (the socket may be gone by then).
+    std::string address;
+    // The CONNECT's client id and username until the CONNACK, kept only
+    // while a webhook wants client.auth_failed.
+    std::unique_ptr<std::pair<std::string, std::string>> connecting;
   };
   std::unique_ptr<Rare> rare_;
   Rare& rare() {
@@ -251,10 +258,17 @@ class ClientProtocol {
   // on their way find the connection gone, and do nothing).
   void trim_rare() {
     if (rare_ && !rare_->pending_connect && !rare_->scram && !rare_->held_publish &&
-        !rare_->waiting) {
+        !rare_->waiting && rare_->address.empty() && !rare_->connecting) {
       rare_.reset();
     }
   }
+  // An event about this client, for webhooks (whoever calls it asked
+  // broker().wants(kind) first): client id, username, address, protocol.
+  Event event(EventKind kind, std::string_view client_id) const;
+  void emit(Event&& event) const;
+  void announce_removed(const std::string& filter) const;
+  // A client refused for its credentials: counted, and told to webhooks.
+  void note_auth_failure(const char* why);
   // Takes a token from `bucket` if limited; false when the client is over its rate.
   static bool within_rate(std::optional<auth::TokenBucket>* bucket);
 };

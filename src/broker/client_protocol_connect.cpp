@@ -44,7 +44,7 @@ mqtt::Auth auth_packet(ReasonCode reason, std::string_view data) {
 
 void ClientProtocol::refuse_connect(ProtocolVersion version, ReasonCode reason,
                                     const char* reason_string) {
-  if (reason == ReasonCode::kBadUserNameOrPassword) ShardStats::add(shard_.stats().auth_failures);
+  if (reason == ReasonCode::kBadUserNameOrPassword) note_auth_failure("bad_username_or_password");
   mqtt::Connack connack{false, reason, {}};
   if (reason_string != nullptr && mqtt::is_v5(version))
     connack.properties.reason_string = reason_string;
@@ -82,6 +82,12 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
   if (connect_seen_) return disconnect_with(ReasonCode::kProtocolError, "second CONNECT");
   connect_seen_ = true;
   version_ = connect.version;
+  if (shard_.broker().wants(EventKind::kClientAuthFailed)) {
+    // Who it claims to be, for a refusal told to webhooks (the CONNECT may
+    // be gone by then).
+    rare().connecting = std::make_unique<std::pair<std::string, std::string>>(
+        connect.client_id, connect.username.value_or(""));
+  }
   if (shard_.broker().connections().fetch_add(1) >= shard_.config().limits.max_connections) {
     shard_.broker().connections().fetch_sub(1);
     return refuse_connect(version_, ReasonCode::kServerBusy, "too many connections");
@@ -119,7 +125,7 @@ void ClientProtocol::authenticate(std::unique_ptr<PendingConnect> pending) {
     case auth::Authenticator::Decision::kAnonymous:
       return admit(std::move(pending));
     case auth::Authenticator::Decision::kRefuseNoCredentials:
-      ShardStats::add(shard_.stats().auth_failures);
+      note_auth_failure("username_required");
       return refuse_connect(version_, ReasonCode::kNotAuthorized, "a username is required");
     case auth::Authenticator::Decision::kRefuseUnverifiable:
       return refuse_connect(version_, ReasonCode::kBadUserNameOrPassword,
@@ -202,7 +208,7 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
     rare().scram = std::make_unique<auth::ScramExchange>(shard_.broker().auth()->scram_users());
     const auto server_first = rare().scram->start(data);
     if (!server_first) {
-      ShardStats::add(shard_.stats().auth_failures);
+      note_auth_failure("reauthentication_failed");
       return disconnect_with(ReasonCode::kBadUserNameOrPassword, "re-authentication failed");
     }
     return link_.send(auth_packet(ReasonCode::kContinueAuthentication, *server_first));
@@ -213,7 +219,7 @@ void ClientProtocol::on_reauthentication(const mqtt::Auth& auth) {
   const auto server_final = rare().scram->finish(data);
   const std::unique_ptr<auth::ScramExchange> exchange = std::move(rare().scram);
   if (!server_final) {
-    ShardStats::add(shard_.stats().auth_failures);
+    note_auth_failure("reauthentication_failed");
     return disconnect_with(ReasonCode::kBadUserNameOrPassword, "re-authentication failed");
   }
   // The connection's rights and its session go with the name it proved first.
@@ -302,7 +308,14 @@ void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
     session = nullptr;
   }
   const bool session_present = session != nullptr;
-  if (session == nullptr) session = shard_.create_session(connect.client_id);
+  if (session == nullptr) {
+    session = shard_.create_session(connect.client_id);
+    if (session != nullptr && shard_.broker().wants(EventKind::kSessionCreated)) {
+      Event e = event(EventKind::kSessionCreated, connect.client_id);
+      e.reason = "expiry_s=" + std::to_string(connect_expiry_s_);
+      emit(std::move(e));
+    }
+  }
   if (session == nullptr)
     return refuse_connect(version_, ReasonCode::kQuotaExceeded, "too many sessions");
   session->take_will();  // a delayed will is not sent once the client is back [MQTT-3.1.3-9]
@@ -384,6 +397,13 @@ void ClientProtocol::acknowledge(const PendingConnect& pending, bool session_pre
   link_.send(connack);
   acknowledged_ = true;
   ShardStats::add(shard_.stats().clients_connected);
+  if (rare_) rare_->connecting.reset();
+  if (shard_.broker().wants(EventKind::kClientDisconnected)) rare().address = link_.peer_address();
+  if (shard_.broker().wants(EventKind::kClientConnected)) {
+    Event e = event(EventKind::kClientConnected, session_->client_id());
+    e.reason = session_present ? "session_present" : "new_session";
+    emit(std::move(e));
+  }
   ShardStats::add(
       shard_.stats().connections_by_protocol[version_ == mqtt::ProtocolVersion::kV3_1     ? 0
                                              : version_ == mqtt::ProtocolVersion::kV3_1_1 ? 1
@@ -402,6 +422,17 @@ void ClientProtocol::reload_acl(const auth::Authenticator& auth) {
   if (session_ == nullptr) return;  // not admitted yet: admit() reads the new files
   acl_ = auth.acl_for(session_->client_id(),
                       identity_ ? std::optional<std::string>(*identity_) : std::nullopt);
+}
+
+void ClientProtocol::note_auth_failure(const char* why) {
+  ShardStats::add(shard_.stats().auth_failures);
+  if (!shard_.broker().wants(EventKind::kClientAuthFailed)) return;
+  const auto* connecting = rare_ ? rare_->connecting.get() : nullptr;
+  Event e = event(EventKind::kClientAuthFailed,
+                  connecting != nullptr ? std::string_view(connecting->first) : client_id());
+  if (connecting != nullptr && e.username.empty()) e.username = connecting->second;
+  e.reason = why;
+  emit(std::move(e));
 }
 
 }  // namespace sluice::broker

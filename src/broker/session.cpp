@@ -147,6 +147,20 @@ void Session::settle(const Delivery& delivery, mqtt::ReasonCode reason) {
   if (delivery.listener != nullptr) delivery.listener->on_settled(delivery, reason);
 }
 
+void Session::note_drop(ShardStats::Counter& counter, const char* reason,
+                        const Delivery& delivery) {
+  ShardStats::add(counter);
+  Broker& broker = shard_.broker();
+  if (!broker.wants(EventKind::kMessageDropped)) return;
+  Event e;
+  e.kind = EventKind::kMessageDropped;
+  e.client_id = client_id();
+  if (delivery.message) e.topic = delivery.message->topic;
+  e.qos = static_cast<int>(delivery.qos);
+  e.reason = reason;
+  broker.events()->emit(std::move(e));
+}
+
 void Session::drop(const Delivery& delivery) {
   ++dropped_;
   settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
@@ -171,7 +185,7 @@ void Session::store_stage(const Delivery& delivery, std::uint16_t packet_id, Sta
 void Session::drop_expired(Clock::time_point now) {
   queue_.erase_if([&](Delivery& delivery) {
     if (!delivery.message->expired(now)) return false;
-    ShardStats::add(shard_.stats().dropped_expired);
+    note_drop(shard_.stats().dropped_expired, "expired", delivery);
     give_back(delivery);
     drop(delivery);
     return true;
@@ -182,7 +196,7 @@ void Session::deliver(Delivery&& delivery) {
   // A place reserved in the queue (refuse_publish) is kept if the delivery
   // is queued, and given back on every other way.
   if (delivery.message->expired_now()) {
-    ShardStats::add(shard_.stats().dropped_expired);
+    note_drop(shard_.stats().dropped_expired, "expired", delivery);
     give_back(delivery);
     return drop(delivery);
   }
@@ -194,14 +208,14 @@ void Session::deliver(Delivery&& delivery) {
       return drop(delivery);
     }
     if (delivery.qos == mqtt::QoS::kAtMostOnce && !shard_.config().sessions.queue_qos0_offline) {
-      ShardStats::add(shard_.stats().dropped_offline_qos0);
+      note_drop(shard_.stats().dropped_offline_qos0, "offline_qos0", delivery);
       return drop(delivery);
     }
     return enqueue(std::move(delivery));
   }
   if (delivery.qos == mqtt::QoS::kAtMostOnce) {
     if (link_->unsent_bytes() > shard_.config().limits.max_write_buffer_bytes) {
-      ShardStats::add(shard_.stats().dropped_slow_client);
+      note_drop(shard_.stats().dropped_slow_client, "slow_client", delivery);
       return drop(delivery);
     }
     if (!write_publish(delivery, 0, false)) drop(delivery);
@@ -220,14 +234,14 @@ void Session::enqueue(Delivery&& delivery) {
     // Every queued message holds a place: reserved by its publisher, or
     // taken here (a will, a retained message, a shared hand-on).
     if (!delivery.reserved && !tag_->try_reserve(limits.max_queued_messages)) {
-      ShardStats::add(shard_.stats().dropped_queue_full);
+      note_drop(shard_.stats().dropped_queue_full, "queue_full", delivery);
       return drop(delivery);
     }
     delivery.reserved = true;
     return queue_.push_back(std::move(delivery));
   }
   if (queue_.size() >= limits.max_queued_messages) {
-    ShardStats::add(shard_.stats().dropped_queue_full);
+    note_drop(shard_.stats().dropped_queue_full, "queue_full", delivery);
     if (limits.queue_full_policy == config::QueueFullPolicy::kDropNewest || queue_.empty()) {
       return drop(delivery);
     }
@@ -317,7 +331,7 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   // subscribed or when the message was queued (as Mosquitto does).
   const auth::ClientAcl* acl = owner_ != nullptr ? owner_->read_acl() : nullptr;
   if (acl != nullptr && !acl->may_read(message.topic)) {
-    ShardStats::add(shard_.stats().dropped_not_authorized);
+    note_drop(shard_.stats().dropped_not_authorized, "not_authorized", delivery);
     return false;
   }
   mqtt::PublishHead head;
@@ -348,7 +362,7 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   // 0: it cannot be encoded at all (a topic past 65,535 bytes).
   if (const std::size_t size = mqtt::publish_wire_size(head, version_);
       size == 0 || size > limits_.maximum_packet_size) {
-    ShardStats::add(shard_.stats().dropped_too_large);
+    note_drop(shard_.stats().dropped_too_large, "too_large", delivery);
     if (head.topic_alias != 0 && !head.topic.empty()) outbound_aliases_.get().erase(message.topic);
     return false;
   }
@@ -399,7 +413,7 @@ void Session::pump() {
     Delivery delivery = queue_.pop_front();
     give_back(delivery);
     if (delivery.message->expired_now()) {
-      ShardStats::add(shard_.stats().dropped_expired);
+      note_drop(shard_.stats().dropped_expired, "expired", delivery);
       drop(delivery);
       continue;
     }

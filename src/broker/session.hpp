@@ -25,6 +25,7 @@
 #include "broker/delivery_queue.hpp"
 #include "broker/inflight_table.hpp"
 #include "broker/on_demand.hpp"
+#include "broker/stats.hpp"
 #include "config/config.hpp"
 #include "mqtt/packets.hpp"
 #include "store/records.hpp"
@@ -172,6 +173,9 @@ class Session {
   // Messages dropped on their way to this client, whatever the reason (queue
   // full, expired, too large, no longer readable, QoS 0 it could not take).
   std::uint32_t dropped() const { return dropped_; }
+  // A message dropped on its way to this client: counted in `counter`, and
+  // told to webhooks with `reason`.
+  void note_drop(ShardStats::Counter& counter, const char* reason, const Delivery& delivery);
 
   // ---- inbound QoS 2 ----
   // True when `packet_id` is new (the message must be routed); false for a

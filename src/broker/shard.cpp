@@ -310,6 +310,12 @@ void Shard::tick(Clock::time_point now) {
     if (expires && *expires <= now) ended.push_back(session);
   }
   for (Session* session : ended) {
+    if (broker_.wants(EventKind::kSessionExpired)) {
+      Event e;
+      e.kind = EventKind::kSessionExpired;
+      e.client_id = session->client_id();
+      broker_.events()->emit(std::move(e));
+    }
     publish_will(*session);  // a will still pending goes out when the session ends
     end_session(*session);
   }

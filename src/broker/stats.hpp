@@ -36,12 +36,19 @@ struct ShardStats {
   // How late the worker's one-second tick ran: how long its loop was busy.
   store::Histogram loop_lag_seconds{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1};
 
+#ifndef SLUICE_METRICS_OFF
   static void add(Counter& counter, std::uint64_t n = 1) {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
   static void sub(Counter& counter, std::uint64_t n = 1) {
     counter.store(counter.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
   }
+#else
+  // A build that counts nothing (-DSLUICE_METRICS=OFF), only to measure
+  // what counting costs (docs/admin.md): $SYS and /metrics read zeros.
+  static void add(Counter&, std::uint64_t = 1) {}
+  static void sub(Counter&, std::uint64_t = 1) {}
+#endif
 };
 
 }  // namespace sluice::broker

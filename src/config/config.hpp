@@ -198,6 +198,29 @@ struct QueueConfig {
   bool operator==(const QueueConfig&) const = default;
 };
 
+// An HTTP endpoint told of events (docs/admin.md, "Webhooks").
+struct WebhookConfig {
+  std::string name;                 // in metrics and logs; empty: the url
+  std::string url;                  // http://host[:port]/path
+  std::vector<std::string> events;  // event names; empty: every event
+  std::vector<std::string> topics;  // message.published: only these filters; empty: "#"
+  std::vector<std::pair<std::string, std::string>> headers;  // sent with every request
+  std::string secret;                // set: X-Sluice-Signature, an HMAC-SHA256 of the body with it
+  std::uint32_t timeout_ms = 5'000;  // per attempt
+  std::uint32_t max_queue = 10'000;  // events waiting; beyond, new ones are dropped (counted)
+  std::uint32_t max_attempts = 5;    // then the event is dropped (counted)
+  bool operator==(const WebhookConfig&) const = default;
+};
+
+// Where log lines go, and in what form (the same event names in both).
+struct LogConfig {
+  std::string format = "text";  // text (event=... key=value) or json (one object a line)
+  std::string file;             // empty: standard output; else this file, rotated by size
+  std::uint64_t max_file_bytes = 100 * 1024 * 1024;  // rotate beyond this
+  std::uint32_t max_files = 5;                       // rotated files kept beside the live one
+  bool operator==(const LogConfig&) const = default;
+};
+
 // How the broker stops on SIGTERM, SIGINT or POST /api/v1/shutdown.
 struct ShutdownConfig {
   // How long QoS 1/2 messages in flight to connected clients get to be
@@ -254,6 +277,8 @@ struct Config {
   bool queues_auto_create = false;
   AdminConfig admin;
   ShutdownConfig shutdown;
+  LogConfig log;
+  std::vector<WebhookConfig> webhooks;
 
   bool operator==(const Config&) const = default;
 };

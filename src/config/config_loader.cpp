@@ -512,6 +512,58 @@ void read_admin(const YAML::Node& node, AdminConfig& c, std::string_view source)
   s.finish();
 }
 
+std::vector<WebhookConfig> read_webhooks(const YAML::Node& node, std::string_view source) {
+  const auto at = [&](const YAML::Node& n) {
+    return std::string(source) + ":" + std::to_string(n.Mark().line + 1) + ": ";
+  };
+  if (!node.IsSequence()) throw Failure{at(node) + "key 'webhooks': expected a list of {url, ...}"};
+  static const std::set<std::string> kEvents = {
+      "client.connected",  "client.disconnected", "client.auth_failed",   "session.created",
+      "session.expired",   "session.taken_over",  "subscription.created", "subscription.removed",
+      "message.published", "message.dropped",     "queue.dead_lettered",  "authz.denied"};
+  std::vector<WebhookConfig> hooks;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    WebhookConfig hook;
+    const std::string path = "webhooks[" + std::to_string(i) + "]";
+    Section s(node[i], path, source);
+    s.string("name", hook.name);
+    s.string("url", hook.url);
+    s.strings("events", hook.events);
+    s.strings("topics", hook.topics);
+    if (YAML::Node headers = s.child("headers")) {
+      if (!headers.IsMap())
+        throw Failure{at(headers) + "key '" + path + ".headers': expected a mapping"};
+      for (const auto& entry : headers) {
+        if (!entry.second.IsScalar())
+          throw Failure{at(entry.second) + "key '" + path + ".headers': expected text values"};
+        hook.headers.emplace_back(entry.first.Scalar(), entry.second.Scalar());
+      }
+    }
+    s.string("secret", hook.secret);
+    s.integer("timeout_ms", hook.timeout_ms, 1, 600'000);
+    s.integer("max_queue", hook.max_queue, 1, 10'000'000);
+    s.integer("max_attempts", hook.max_attempts, 1, 100);
+    s.finish();
+    if (!hook.url.starts_with("http://")) {
+      throw Failure{at(node[i]) + "key '" + path +
+                    ".url': expected http://host[:port]/path (https is not supported yet), got '" +
+                    hook.url + "'"};
+    }
+    for (const std::string& event : hook.events) {
+      if (!kEvents.contains(event)) {
+        throw Failure{at(node[i]) + "key '" + path + ".events': unknown event '" + event +
+                      "' (one of client.connected, client.disconnected, client.auth_failed, "
+                      "session.created, session.expired, session.taken_over, "
+                      "subscription.created, subscription.removed, message.published, "
+                      "message.dropped, queue.dead_lettered, authz.denied)"};
+      }
+    }
+    if (hook.name.empty()) hook.name = hook.url;
+    hooks.push_back(std::move(hook));
+  }
+  return hooks;
+}
+
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);
@@ -535,6 +587,16 @@ Config read_config(const YAML::Node& root, std::string_view source) {
     config.queues = read_queues(queues, config.queue_defaults, source);
   top.boolean("queues_auto_create", config.queues_auto_create);
   read_admin(top.child("admin"), config.admin, source);
+  if (YAML::Node hooks = top.child("webhooks")) config.webhooks = read_webhooks(hooks, source);
+  {
+    Section s(top.child("log"), "log", source);
+    s.choice("format", config.log.format, {"text", "json"});
+    s.string("file", config.log.file);
+    s.integer("max_file_bytes", config.log.max_file_bytes, 4096,
+              std::numeric_limits<std::int64_t>::max());
+    s.integer("max_files", config.log.max_files, 1, 1000);
+    s.finish();
+  }
   {
     Section s(top.child("shutdown"), "shutdown", source);
     s.integer("timeout_s", config.shutdown.timeout_s, 0, 3600);
