@@ -1,5 +1,6 @@
 #include "admin/admin_api.hpp"
 
+#include <arpa/inet.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -260,6 +261,7 @@ struct AdminApi::Impl {
   }
 
   bool draining = false;  // copied from AdminApi's flag per request
+  std::atomic<bool> shutdown_requested{false};
 
   void ready(const HttpRequest&, const Params&, Respond& respond) {
     std::string reason;
@@ -757,7 +759,7 @@ struct AdminApi::Impl {
   void shutdown(const HttpRequest& request, const Params&, Respond& respond) {
     respond(json_response(202, {{"shutting_down", true}}));
     // Once: a second SIGTERM would cut the drain short.
-    if (draining) return;
+    if (draining || shutdown_requested.exchange(true)) return;
     spdlog::warn("event=shutdown_requested by=admin_api peer={}", request.peer);
     // The same path as SIGTERM: main's sigwait takes it (no thread has it unblocked).
     ::kill(::getpid(), SIGTERM);
@@ -819,7 +821,12 @@ struct AdminApi::Impl {
     if (const std::size_t colon = host.rfind(':');
         colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos)
       host = host.substr(0, colon);
-    const bool local_host = host == "localhost" || host == "[::1]" || host.starts_with("127.");
+    in_addr v4{};
+    const std::string name(host);
+    // A name that merely starts "127." is not an address ("127.evil.example").
+    const bool loopback_v4 =
+        inet_pton(AF_INET, name.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+    const bool local_host = host == "localhost" || host == "[::1]" || loopback_v4;
     if (!local_host) return false;
     return request.origin.empty() || request.origin == "http://" + request.host ||
            request.origin == "https://" + request.host;

@@ -58,13 +58,14 @@ struct Webhooks::Endpoint {
   std::vector<std::string> topics;  // message.published filters
 
   struct Queued {
-    std::string body;
-    const char* event;
+    std::shared_ptr<const std::string> body;  // one copy for every endpoint
+    const char* event = "";
     std::string id;
   };
   mutable std::mutex mutex;
   std::condition_variable wake;
   std::deque<Queued> queue;
+  std::uint64_t queued_bytes = 0;
   bool stopping = false;
   std::chrono::steady_clock::time_point give_up_at;  // once stopping
 
@@ -75,15 +76,18 @@ struct Webhooks::Endpoint {
   // The sender's own: its I/O, and a connection kept between requests.
   asio::io_context io;
   std::optional<beast::tcp_stream> stream;
+  asio::steady_timer closer{io};  // armed by stop()
   std::thread sender;
 
   void offer(Queued&& item) {
     {
       std::lock_guard lock(mutex);
-      if (stopping || queue.size() >= config.max_queue) {
+      if (stopping || queue.size() >= config.max_queue ||
+          queued_bytes + item.body->size() > config.max_queue_bytes) {
         add(dropped);
         return;
       }
+      queued_bytes += item.body->size();
       queue.push_back(std::move(item));
     }
     wake.notify_one();
@@ -99,12 +103,14 @@ struct Webhooks::Endpoint {
         if (stopping && std::chrono::steady_clock::now() >= give_up_at) break;
         item = std::move(queue.front());
         queue.pop_front();
+        queued_bytes -= item.body->size();
       }
       deliver(item);
     }
     std::lock_guard lock(mutex);
     dropped.fetch_add(queue.size(), std::memory_order_relaxed);
     queue.clear();
+    queued_bytes = 0;
   }
 
   void deliver(const Queued& item) {
@@ -134,51 +140,89 @@ struct Webhooks::Endpoint {
     io.run();
   }
 
+  // When the current step must end: its timeout, or sooner once stopping.
+  std::chrono::steady_clock::time_point deadline() {
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(config.timeout_ms);
+    std::lock_guard lock(mutex);
+    if (stopping) until = std::min(until, give_up_at);
+    return until;
+  }
+
+  void drop_connection() {
+    if (!stream) return;
+    beast::error_code ignored;
+    stream->socket().close(ignored);
+    stream.reset();
+  }
+
   bool post(const Queued& item) {
-    const auto timeout = std::chrono::milliseconds(config.timeout_ms);
+    // A kept connection the receiver closed while idle fails before any
+    // answer: that is tried again at once on a new one, not counted.
+    const bool reused = stream.has_value();
+    bool answered = false;
+    if (attempt(item, answered)) return true;
+    return reused && !answered && attempt(item, answered);
+  }
+
+  bool attempt(const Queued& item, bool& answered) {
     beast::error_code ec;
-    if (!stream || !stream->socket().is_open()) {
+    if (!stream) {
       tcp::resolver resolver(io);
-      const auto found = resolver.resolve(host, port, ec);
-      if (ec) return false;
+      tcp::resolver::results_type found;
+      resolver.async_resolve(host, port, [&](beast::error_code e, tcp::resolver::results_type r) {
+        ec = e;
+        found = std::move(r);
+      });
+      asio::steady_timer limit(io);
+      limit.expires_at(deadline());
+      limit.async_wait([&resolver](beast::error_code e) {
+        if (!e) resolver.cancel();
+      });
+      io.restart();
+      io.run_one();  // the resolution (or the deadline cancelling it)
+      limit.cancel();
+      resolver.cancel();
+      run_io();
+      if (ec || found.empty()) return false;
       stream.emplace(io);
-      stream->expires_after(timeout);
+      stream->expires_at(deadline());
       stream->async_connect(found, [&ec](beast::error_code e, const tcp::endpoint&) { ec = e; });
       run_io();
       if (ec) {
-        stream.reset();
+        drop_connection();
         return false;
       }
     }
     http::request<http::string_body> request{http::verb::post, target, 11};
-    request.set(http::field::host, host + ":" + port);
+    const bool v6 = host.find(':') != std::string::npos;
+    request.set(http::field::host, (v6 ? "[" + host + "]" : host) + ":" + port);
     request.set(http::field::user_agent, "sluice");
     request.set(http::field::content_type, "application/json");
     request.set("X-Sluice-Event", item.event);
     request.set("X-Sluice-Delivery", item.id);
     if (!config.secret.empty())
-      request.set("X-Sluice-Signature", Webhooks::signature(config.secret, item.body));
+      request.set("X-Sluice-Signature", Webhooks::signature(config.secret, *item.body));
     for (const auto& [name, value] : config.headers)
       request.set(name, value);
-    request.body() = item.body;
+    request.body() = *item.body;
     request.keep_alive(true);
     request.prepare_payload();
-    stream->expires_after(timeout);
+    stream->expires_at(deadline());
     http::async_write(*stream, request, [&ec](beast::error_code e, std::size_t) { ec = e; });
     run_io();
-    http::response<http::string_body> response;
-    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> response;
+    response.body_limit(64 * 1024);  // what a receiver says back is not read beyond this
     if (!ec) {
-      stream->expires_after(timeout);
+      beast::flat_buffer buffer;
+      stream->expires_at(deadline());
       http::async_read(*stream, buffer, response,
                        [&ec](beast::error_code e, std::size_t) { ec = e; });
       run_io();
     }
-    if (ec || !response.keep_alive()) {
-      stream->socket().close(ec);
-      stream.reset();
-    }
-    return !ec && response.result_int() / 100 == 2;
+    answered = response.is_header_done();
+    const bool ok = !ec && response.is_done() && response.get().result_int() / 100 == 2;
+    if (ec || !response.is_done() || !response.get().keep_alive()) drop_connection();
+    return ok;
   }
 };
 
@@ -255,7 +299,7 @@ void Webhooks::emit(broker::Event&& event) {
       made.emplace();
       made->id = new_id();
       made->event = broker::event_name(event.kind);
-      made->body = body(event, made->id);
+      made->body = std::make_shared<const std::string>(body(event, made->id));
     }
     endpoint->offer(Endpoint::Queued(*made));
   }
@@ -270,6 +314,15 @@ void Webhooks::stop(std::chrono::milliseconds grace) {
   }
   for (auto& endpoint : endpoints_) {
     endpoint->wake.notify_all();
+    // A request under way gets the grace, then its connection is closed
+    // (its deadline was set before the stop).
+    Endpoint* raw = endpoint.get();
+    asio::post(raw->io, [raw] {
+      raw->closer.expires_at(raw->give_up_at);
+      raw->closer.async_wait([raw](beast::error_code e) {
+        if (!e) raw->drop_connection();
+      });
+    });
     if (endpoint->sender.joinable()) endpoint->sender.join();
   }
 }

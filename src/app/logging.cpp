@@ -5,16 +5,46 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <vector>
 
 namespace sluice::app {
 namespace {
 
+// The length of the well-formed UTF-8 sequence at `text[i]`, or 0.
+std::size_t utf8_length(std::string_view text, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char lead = byte(i);
+  std::size_t length = lead < 0x80           ? 1
+                       : (lead >> 5) == 0x6  ? 2
+                       : (lead >> 4) == 0xE  ? 3
+                       : (lead >> 3) == 0x1E ? 4
+                                             : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  for (std::size_t k = 1; k < length; ++k)
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  return length;
+}
+
 void append_escaped(std::string& out, std::string_view text) {
   out += '"';
-  for (const char c : text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (static_cast<unsigned char>(c) >= 0x80) {
+      // Bytes that are not UTF-8 (a path, an OS message) become U+FFFD, so
+      // that every line stays valid JSON.
+      const std::size_t length = utf8_length(text, i);
+      if (length == 0) {
+        out += "\ufffd";
+      } else {
+        out.append(text.substr(i, length));
+        i += length - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"':
         out += "\\\"";
@@ -78,8 +108,12 @@ class JsonFormatter final : public spdlog::formatter {
     append_escaped(line, std::string_view(level.data(), level.size()));
     const std::string_view text(msg.payload.data(), msg.payload.size());
     const std::string pairs = event_json(text);
-    line += ',';
-    line.append(pairs, 1, std::string::npos);  // its fields, after its '{'
+    if (pairs.size() > 2) {  // its fields, after its '{'
+      line += ',';
+      line.append(pairs, 1, std::string::npos);
+    } else {
+      line += '}';
+    }
     line += '\n';
     dest.append(line.data(), line.data() + line.size());
   }
@@ -94,10 +128,18 @@ std::string event_json(std::string_view text) {
   std::string out = "{";
   bool first = true;
   std::size_t i = 0;
+  // The first of a name is the line's own; a later one (a value written in a
+  // line, a client id "x level=error" say) is kept under another name, and
+  // "time" and "level" are the formatter's: nothing in a value overrides them.
+  std::vector<std::string> seen = {"time", "level"};
   const auto field = [&](std::string_view key, std::string_view value) {
+    std::string name(key);
+    while (std::find(seen.begin(), seen.end(), name) != seen.end())
+      name += "_";
+    seen.push_back(name);
     if (!first) out += ',';
     first = false;
-    append_escaped(out, key);
+    append_escaped(out, name);
     out += ':';
     append_escaped(out, value);
   };
@@ -131,6 +173,7 @@ std::string event_json(std::string_view text) {
     // Not all pairs: the whole line, as it was written.
     out = "{";
     first = true;
+    seen = {"time", "level"};
     field("message", text);
   }
   out += '}';

@@ -482,6 +482,10 @@ int run(const Config& config, const Options& options) {
         "anonymous clients allowed, state kept {}\"",
         config.storage.dir.empty() ? std::string("in memory") : "in " + config.storage.dir);
   }
+  sluice::app::Reloader reloader(
+      [&options](std::string& error) { return make_config(options, error); }, config, broker,
+      auth.get(), server, admin_api);
+  if (from_file) admin_api.set_reload([&reloader] { return reloader.reload(); });
   if (const auto error = admin_server.start(config.admin.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
     server.stop();
@@ -496,10 +500,6 @@ int run(const Config& config, const Options& options) {
   admin_server.every(std::chrono::seconds(1), [&admin_api] { admin_api.sample(); });
   spdlog::info("event=started version={} workers={}", sluice::app::kVersion, config.workers);
 
-  sluice::app::Reloader reloader(
-      [&options](std::string& error) { return make_config(options, error); }, config, broker,
-      auth.get(), server, admin_api);
-  if (from_file) admin_api.set_reload([&reloader] { return reloader.reload(); });
   int signal_number = 0;
   while (true) {
     // Every two seconds, whether a TLS listener's files changed on disk.

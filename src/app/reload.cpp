@@ -21,14 +21,19 @@ std::string joined(const std::vector<std::string>& items) {
   return out;
 }
 
-// The listeners as they were started, with the TLS files named now: only
-// certificates and keys may change at run time.
+// Whether the listeners differ only in their TLS files (certificate, key,
+// CA): those alone may change at run time.
 bool only_tls_differs(const std::vector<config::ListenerConfig>& running,
                       const std::vector<config::ListenerConfig>& loaded) {
   if (running.size() != loaded.size()) return false;
   for (std::size_t i = 0; i < running.size(); ++i) {
+    // Only the files: a change of client_auth, min_version, ciphers or
+    // use_identity_as_username changes who may connect, which start-up
+    // checks (a listener off loopback needs some authentication).
     config::ListenerConfig probe = loaded[i];
-    probe.tls = running[i].tls;
+    probe.tls.cert_file = running[i].tls.cert_file;
+    probe.tls.key_file = running[i].tls.key_file;
+    probe.tls.ca_file = running[i].tls.ca_file;
     if (!(probe == running[i])) return false;
   }
   return true;
@@ -153,11 +158,13 @@ admin::ReloadOutcome Reloader::reload_tls() {
   net::Server::PreparedTls tls;
   if (const auto failed = server_.prepare_tls(running_.listeners, tls)) {
     outcome.error = *failed;
-    remember_tls_files();  // not again until they change once more
+    remember_tls_files();  // again when they change, or in 30 s
+    tls_retry_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     return finish(std::move(outcome), "tls_files_changed");
   }
   server_.commit_tls(std::move(tls));
   remember_tls_files();
+  tls_retry_at_.reset();
   outcome.ok = true;
   outcome.applied.emplace_back("tls certificates");
   return finish(std::move(outcome), "tls_files_changed");
@@ -165,12 +172,21 @@ admin::ReloadOutcome Reloader::reload_tls() {
 
 bool Reloader::tls_files_changed() {
   std::lock_guard lock(mutex_);
+  // A load that failed (a file caught half-written) is tried again in a
+  // while, even if nothing seems to change afterwards.
+  if (tls_retry_at_ && std::chrono::steady_clock::now() >= *tls_retry_at_) return true;
   for (const auto& [path, seen] : tls_files_) {
-    std::error_code ec;
-    const auto now = std::filesystem::last_write_time(path, ec);
-    if (!ec && now != seen) return true;
+    if (!(mark_of(path) == seen)) return true;
   }
   return false;
+}
+
+Reloader::FileMark Reloader::mark_of(const std::string& path) {
+  std::error_code ec;
+  FileMark mark;
+  mark.mtime = std::filesystem::last_write_time(path, ec);
+  mark.size = std::filesystem::file_size(path, ec);
+  return mark;
 }
 
 void Reloader::remember_tls_files() {
@@ -180,8 +196,7 @@ void Reloader::remember_tls_files() {
     for (const std::string* path :
          {&listener.tls.cert_file, &listener.tls.key_file, &listener.tls.ca_file}) {
       if (path->empty()) continue;
-      std::error_code ec;
-      tls_files_[*path] = std::filesystem::last_write_time(*path, ec);
+      tls_files_[*path] = mark_of(*path);
     }
   }
 }

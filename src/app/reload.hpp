@@ -7,6 +7,7 @@
 // that change on disk are reloaded on their own (tls_files_changed).
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -59,7 +60,15 @@ class Reloader {
   auth::Authenticator* auth_;
   net::Server& server_;
   admin::AdminApi& admin_;
-  std::map<std::string, std::filesystem::file_time_type> tls_files_;
+  // What a file looked like when it was loaded: a change of either is a change.
+  struct FileMark {
+    std::filesystem::file_time_type mtime{};
+    std::uintmax_t size = 0;
+    bool operator==(const FileMark&) const = default;
+  };
+  static FileMark mark_of(const std::string& path);
+  std::map<std::string, FileMark> tls_files_;
+  std::optional<std::chrono::steady_clock::time_point> tls_retry_at_;
 };
 
 }  // namespace sluice::app

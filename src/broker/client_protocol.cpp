@@ -372,14 +372,15 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kPayloadFormatInvalid);
   }
 
+  // Built before routing takes the message, told once routing took it.
+  std::optional<Event> published;
   if (shard_.broker().wants(EventKind::kMessagePublished) &&
       shard_.broker().events()->wants_message(publish.topic)) {
-    Event e = event(EventKind::kMessagePublished, client_id());
-    e.topic = publish.topic;
-    e.qos = static_cast<int>(publish.qos);
-    e.retain = publish.retain;
-    e.payload = publish.payload;
-    emit(std::move(e));
+    published = event(EventKind::kMessagePublished, client_id());
+    published->topic = publish.topic;
+    published->qos = static_cast<int>(publish.qos);
+    published->retain = publish.retain;
+    published->payload = publish.payload;
   }
   const QoS qos = publish.qos;
   const std::uint16_t packet_id = publish.packet_id;
@@ -394,7 +395,10 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
                       {},
                       nullptr,
                       std::nullopt};
-  if (route_publish(routing)) return;
+  if (route_publish(routing)) {
+    if (published) emit(std::move(*published));
+    return;
+  }
   // Refused: a subscriber's queue is full and queue_full_policy is refuse_publish.
   ShardStats::add(shard_.stats().refused_queue_full);
   if (mqtt::is_v5(version_)) {

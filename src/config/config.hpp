@@ -208,7 +208,8 @@ struct WebhookConfig {
   std::string secret;                // set: X-Sluice-Signature, an HMAC-SHA256 of the body with it
   std::uint32_t timeout_ms = 5'000;  // per attempt
   std::uint32_t max_queue = 10'000;  // events waiting; beyond, new ones are dropped (counted)
-  std::uint32_t max_attempts = 5;    // then the event is dropped (counted)
+  std::uint64_t max_queue_bytes = 64 * 1024 * 1024;  // and the bytes of their bodies
+  std::uint32_t max_attempts = 5;                    // then the event is dropped (counted)
   bool operator==(const WebhookConfig&) const = default;
 };
 

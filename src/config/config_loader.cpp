@@ -542,6 +542,8 @@ std::vector<WebhookConfig> read_webhooks(const YAML::Node& node, std::string_vie
     s.string("secret", hook.secret);
     s.integer("timeout_ms", hook.timeout_ms, 1, 600'000);
     s.integer("max_queue", hook.max_queue, 1, 10'000'000);
+    s.integer("max_queue_bytes", hook.max_queue_bytes, 1024,
+              std::numeric_limits<std::int64_t>::max());
     s.integer("max_attempts", hook.max_attempts, 1, 100);
     s.finish();
     if (!hook.url.starts_with("http://")) {

@@ -774,15 +774,6 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
     const bool had_failures = finish_pending(work, group, partition, offset);
     return settle(queue, group, partition, offset, work.batch, had_failures);
   }
-  if (broker_.wants(broker::EventKind::kQueueDeadLettered)) {
-    broker::Event e;
-    e.kind = broker::EventKind::kQueueDeadLettered;
-    e.queue = queue.config.name;
-    e.message_id = message_id(partition, offset);
-    e.reason = reason;
-    e.group = group.name;
-    broker_.events()->emit(std::move(e));
-  }
   bool unreadable = false;
   const EntryPtr entry = fetch(queue, partition, state, offset, false, &unreadable);
   Pending& pending = state.pending[offset];
@@ -805,6 +796,16 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
                        &group);
   settle(queue, group, partition, offset, batch, failures > 0, /*atomic=*/true);
   submit_move(work, std::move(batch));
+  // Told once the move is decided (it is durable with the batch just handed on).
+  if (broker_.wants(broker::EventKind::kQueueDeadLettered)) {
+    broker::Event e;
+    e.kind = broker::EventKind::kQueueDeadLettered;
+    e.queue = queue.config.name;
+    e.group = group.name;
+    e.message_id = message_id(partition, offset);
+    e.reason = reason;
+    broker_.events()->emit(std::move(e));
+  }
 }
 
 void QueueService::move_to_dead_letters(Work& work, Queue& queue, const LogEntry& entry,

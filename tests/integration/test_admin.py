@@ -460,6 +460,7 @@ def test_without_tokens_web_pages_and_other_host_names_are_refused(broker):
     port = broker.admin_port
     assert status_with({"Origin": "https://evil.example"}, "POST", "/api/v1/shutdown") == 403
     assert status_with({"Host": f"rebound.example:{port}"}) == 403
+    assert status_with({"Host": f"127.0.0.1.rebound.example:{port}"}) == 403
     assert status_with({"Host": f"localhost:{port}"}) == 200
     assert status_with({"Origin": f"http://127.0.0.1:{port}"}) == 200
     assert broker.proc.poll() is None

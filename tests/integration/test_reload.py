@@ -57,6 +57,9 @@ def test_sighup_applies_new_password_and_acl_files_to_new_and_connected_clients(
     bob.publish("news/today", b"headline", qos=1)
     alice.expect_nothing(0.5)  # connected before, she may no longer read news/#
     assert alice.paho.is_connected()
+    alice.subscribe("other/#", qos=1)  # what the new file gives her works at once
+    alice.publish("other/x", b"mine", qos=1)
+    assert alice.receive().payload == b"mine"
     alice.disconnect()
     bob.disconnect()
     assert broker.stop() == 0, broker.output()

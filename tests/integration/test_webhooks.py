@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 import urllib.request
 
 from conftest import Client, PacketTypes, props, unique, wait_until
@@ -163,11 +164,18 @@ def test_a_receiver_that_never_answers_costs_mqtt_nothing():
         with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics") as r:
             text = r.read().decode()
         assert 'sluice_webhook_events_total{webhook="silent",result="dropped"}' in text
-        dropped = int(text.split('sluice_webhook_events_total{webhook="silent",'
-                                 'result="dropped"} ')[1].split()[0])
-        assert dropped >= 250  # the queue of 10 filled at once; the rest were counted, not waited on
+        def count(result):
+            return int(text.split(f'sluice_webhook_events_total{{webhook="silent",'
+                                  f'result="{result}"}} ')[1].split()[0])
+        assert count("dropped") >= 250  # the queue of 10 filled at once; the rest were counted
+        assert count("delivered") == 0  # a receiver that never answers delivers nothing
+        wait_until(lambda: "event=webhook_failed webhook=\"silent\"" in broker.output(),
+                   timeout=20, what="an event to fail its two attempts")
         publisher.disconnect()
         subscriber.disconnect()
     finally:
+        started = time.monotonic()
         assert broker.stop() == 0, broker.output()
+        # What was queued got its 2 s, then the request under way was cut off.
+        assert time.monotonic() - started < 15
         silent.close()
