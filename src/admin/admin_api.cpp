@@ -47,18 +47,6 @@ HttpResponse error(unsigned status, std::string_view code, std::string_view mess
   return json_response(status, {{"error", {{"code", code}, {"message", message}}}});
 }
 
-const char* protocol_name(mqtt::ProtocolVersion version) {
-  switch (version) {
-    case mqtt::ProtocolVersion::kV3_1:
-      return "3.1";
-    case mqtt::ProtocolVersion::kV3_1_1:
-      return "3.1.1";
-    case mqtt::ProtocolVersion::kV5:
-      return "5.0";
-  }
-  return "5.0";
-}
-
 // What the API shows of one session (and its connection, while online).
 struct ClientView {
   std::string client_id;
@@ -81,7 +69,7 @@ ClientView view(const broker::Session& session, bool detail) {
   ClientView v;
   v.client_id = session.client_id();
   v.connected = session.online();
-  v.protocol = protocol_name(session.version());
+  v.protocol = mqtt::to_string(session.version());
   if (const broker::ClientLink* link = session.link()) v.address = link->peer_address();
   if (const std::string* identity = session.identity()) v.username = *identity;
   if (const broker::ClientProtocol* owner = session.owner(); owner != nullptr && v.connected)
@@ -182,7 +170,9 @@ json queue_json(const queue::QueueStats& q) {
                       {"waiting", g.waiting},
                       {"consumers", g.consumers}});
   }
-  const auto& c = q.counters;
+  json counters = json::object();
+  for (const auto& [name, value] : q.counters.named())
+    counters[name] = value;
   return {{"name", q.name},
           {"kind", q.stream ? "stream" : "queue"},
           {"partitions", q.partitions},
@@ -190,18 +180,7 @@ json queue_json(const queue::QueueStats& q) {
           {"bytes", q.bytes ? json(*q.bytes) : json(nullptr)},
           {"oldest_age_ms", q.oldest_age_ms},
           {"anonymous_readers", q.anonymous_readers},
-          {"counters",
-           {{"enqueued", c.enqueued},
-            {"delivered", c.delivered},
-            {"acknowledged", c.acknowledged},
-            {"failed", c.failed},
-            {"dead_lettered", c.dead_lettered},
-            {"discarded", c.discarded},
-            {"dropped", c.dropped},
-            {"duplicates", c.duplicates},
-            {"rejected", c.rejected},
-            {"compacted", c.compacted},
-            {"purged", c.purged}}},
+          {"counters", counters},
           {"groups", groups}};
 }
 

@@ -184,21 +184,7 @@ void queue_metrics(PrometheusText& out, const queue::QueueService& queues) {
   out.family("sluice_queue_messages_total", "counter",
              "What happened to a queue's messages, by event.");
   for (const auto& q : all) {
-    const auto& c = q.counters;
-    const std::pair<const char*, std::uint64_t> events[] = {
-        {"enqueued", c.enqueued},
-        {"delivered", c.delivered},
-        {"acknowledged", c.acknowledged},
-        {"failed", c.failed},
-        {"dead_lettered", c.dead_lettered},
-        {"discarded", c.discarded},
-        {"dropped", c.dropped},
-        {"duplicate", c.duplicates},
-        {"rejected", c.rejected},
-        {"compacted", c.compacted},
-        {"purged", c.purged},
-    };
-    for (const auto& [event, value] : events)
+    for (const auto& [event, value] : q.counters.named())
       out.sample("sluice_queue_messages_total", value, {{"queue", q.name}, {"event", event}});
   }
   out.family("sluice_queue_group_pending_messages", "gauge",

@@ -36,9 +36,7 @@ Event ClientProtocol::event(EventKind kind, std::string_view client_id) const {
   e.client_id = std::string(client_id);
   if (identity_) e.username = *identity_;
   e.address = rare_ && !rare_->address.empty() ? rare_->address : link_.peer_address();
-  e.protocol = version_ == mqtt::ProtocolVersion::kV3_1     ? "3.1"
-               : version_ == mqtt::ProtocolVersion::kV3_1_1 ? "3.1.1"
-                                                            : "5.0";
+  e.protocol = mqtt::to_string(version_);
   return e;
 }
 

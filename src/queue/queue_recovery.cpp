@@ -265,17 +265,8 @@ void QueueService::sys_topics(std::vector<std::pair<std::string, std::string>>& 
     out.emplace_back(base + "depth", std::to_string(queue.depth));
     if (queue.bytes) out.emplace_back(base + "bytes", std::to_string(*queue.bytes));
     out.emplace_back(base + "oldest_age_ms", std::to_string(queue.oldest_age_ms));
-    out.emplace_back(base + "enqueued", std::to_string(queue.counters.enqueued));
-    out.emplace_back(base + "delivered", std::to_string(queue.counters.delivered));
-    out.emplace_back(base + "acknowledged", std::to_string(queue.counters.acknowledged));
-    out.emplace_back(base + "failed", std::to_string(queue.counters.failed));
-    out.emplace_back(base + "dead_lettered", std::to_string(queue.counters.dead_lettered));
-    out.emplace_back(base + "discarded", std::to_string(queue.counters.discarded));
-    out.emplace_back(base + "dropped", std::to_string(queue.counters.dropped));
-    out.emplace_back(base + "duplicates", std::to_string(queue.counters.duplicates));
-    out.emplace_back(base + "rejected", std::to_string(queue.counters.rejected));
-    out.emplace_back(base + "compacted", std::to_string(queue.counters.compacted));
-    out.emplace_back(base + "purged", std::to_string(queue.counters.purged));
+    for (const auto& [name, value] : queue.counters.named())
+      out.emplace_back(base + name, std::to_string(value));
     if (queue.stream)
       out.emplace_back(base + "anonymous_readers", std::to_string(queue.anonymous_readers));
     for (const QueueStats::GroupStats& group : queue.groups) {

@@ -7,6 +7,7 @@
 // proportion to what is in flight. Guarded by QueueService's mutex.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -165,6 +166,22 @@ struct QueueCounters {
   std::uint64_t dropped = 0;     // deleted unsettled: overflow drop_oldest, retention
   std::uint64_t compacted = 0;   // removed by compaction (streams)
   std::uint64_t purged = 0;      // removed by an operator's purge (admin API)
+
+  // Each counter with its name, in one order for $SYS, /metrics and the
+  // admin API.
+  std::array<std::pair<const char*, std::uint64_t>, 11> named() const {
+    return {{{"enqueued", enqueued},
+             {"delivered", delivered},
+             {"acknowledged", acknowledged},
+             {"failed", failed},
+             {"dead_lettered", dead_lettered},
+             {"discarded", discarded},
+             {"dropped", dropped},
+             {"duplicates", duplicates},
+             {"rejected", rejected},
+             {"compacted", compacted},
+             {"purged", purged}}};
+  }
 };
 
 enum class Ordering { kNone, kPartition, kKey };
