@@ -66,7 +66,7 @@ std::unique_ptr<Authenticator> Authenticator::load(const config::AuthConfig& con
   auth->sources_ = files->passwords || files->scram || certificate_identities;
   auth->allow_anonymous_ = !auth->sources_ || config.allow_anonymous;
   auth->setup_ = config;
-  auth->files_.store(std::move(files));
+  auth->commit(std::move(files));
   return auth;
 }
 
@@ -91,14 +91,14 @@ Authenticator::~Authenticator() {
 
 Authenticator::Decision Authenticator::decide(const std::optional<std::string>& username) const {
   if (!sources_) return Decision::kAnonymous;  // nothing verifies a name: nobody has one
-  if (username && files_.load()->passwords) return Decision::kCheckPassword;
+  if (username && files()->passwords) return Decision::kCheckPassword;
   if (allow_anonymous_) return Decision::kAnonymous;
   return username ? Decision::kRefuseUnverifiable : Decision::kRefuseNoCredentials;
 }
 
 bool Authenticator::check_password(const std::string& username, std::string_view password) const {
-  const std::shared_ptr<const Files> files = files_.load();
-  return files->passwords && files->passwords->check(username, password);
+  const std::shared_ptr<const Files> loaded = files();
+  return loaded->passwords && loaded->passwords->check(username, password);
 }
 
 bool Authenticator::check_password_async(std::string username, std::string password,
@@ -116,14 +116,14 @@ void Authenticator::stop() const {
 
 std::unique_ptr<ClientAcl> Authenticator::acl_for(
     std::string_view client_id, const std::optional<std::string>& username) const {
-  const std::shared_ptr<const Files> files = files_.load();
-  if (!files->acl) return nullptr;
-  return std::make_unique<ClientAcl>(files->acl->for_client(client_id, username.value_or("")));
+  const std::shared_ptr<const Files> loaded = files();
+  if (!loaded->acl) return nullptr;
+  return std::make_unique<ClientAcl>(loaded->acl->for_client(client_id, username.value_or("")));
 }
 
 bool Authenticator::has_unreachable_user_rules() const {
-  const std::shared_ptr<const Files> files = files_.load();
-  return files->acl && files->acl->has_user_rules() && !sources_;
+  const std::shared_ptr<const Files> loaded = files();
+  return loaded->acl && loaded->acl->has_user_rules() && !sources_;
 }
 
 }  // namespace sluice::auth

@@ -10,9 +10,9 @@
 // for the ACL). With no source configured every client is anonymous.
 #pragma once
 
-#include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,7 +61,7 @@ class Authenticator {
   void stop() const;
 
   // SCRAM-SHA-256 users; nullptr when no scram_file is configured.
-  std::shared_ptr<const ScramUsers> scram_users() const { return files_.load()->scram; }
+  std::shared_ptr<const ScramUsers> scram_users() const { return files()->scram; }
 
   // The access rules of a client with this verified `username` (nullopt:
   // anonymous); nullptr when no ACL file is configured (then every client
@@ -87,14 +87,25 @@ class Authenticator {
   std::shared_ptr<const Files> prepare(const config::AuthConfig& config, std::string& error) const;
   // Puts prepared files in place at once: clients that connect from then on
   // are checked against them; connected clients get new rules from acl_for.
-  void commit(std::shared_ptr<const Files> files) { files_.store(std::move(files)); }
+  void commit(std::shared_ptr<const Files> files) {
+    std::lock_guard lock(files_mutex_);
+    files_ = std::move(files);
+  }
   bool same_setup(const config::AuthConfig& config) const;
 
  private:
   Authenticator() = default;
   static bool read_files(const config::AuthConfig& config, Files& files, std::string& error);
 
-  std::atomic<std::shared_ptr<const Files>> files_;
+  // What readers take a snapshot of. A mutex, not std::atomic<shared_ptr>:
+  // libstdc++ 12 builds that on a lock bit ThreadSanitizer cannot see, and
+  // only connects and reloads come here.
+  std::shared_ptr<const Files> files() const {
+    std::lock_guard lock(files_mutex_);
+    return files_;
+  }
+  mutable std::mutex files_mutex_;
+  std::shared_ptr<const Files> files_;
   config::AuthConfig setup_;  // as loaded: which files, and allow_anonymous
   bool sources_ = false;      // any source of verified identities is configured
   bool allow_anonymous_ = true;
