@@ -66,6 +66,15 @@ struct Webhooks::Endpoint {
   std::condition_variable wake;
   std::deque<Queued> queue;
   std::uint64_t queued_bytes = 0;
+  // Whether the queue is full, readable without the lock: a worker asks it
+  // before building a body that would only be dropped (a receiver that is
+  // down keeps it full, and must not cost every publish a body).
+  std::atomic<bool> full{false};
+
+  void note_fill() {  // under the lock
+    full.store(queue.size() >= config.max_queue || queued_bytes + 1024 > config.max_queue_bytes,
+               std::memory_order_relaxed);
+  }
   bool stopping = false;
   std::chrono::steady_clock::time_point give_up_at;  // once stopping
 
@@ -89,6 +98,7 @@ struct Webhooks::Endpoint {
       }
       queued_bytes += item.body->size();
       queue.push_back(std::move(item));
+      note_fill();
     }
     wake.notify_one();
   }
@@ -104,6 +114,7 @@ struct Webhooks::Endpoint {
         item = std::move(queue.front());
         queue.pop_front();
         queued_bytes -= item.body->size();
+        note_fill();
       }
       deliver(item);
     }
@@ -276,12 +287,22 @@ Webhooks::~Webhooks() {
 }
 
 bool Webhooks::wants_message(std::string_view topic) const {
+  bool wanted = false;
   for (const auto& endpoint : endpoints_) {
     if (!endpoint->events[static_cast<std::size_t>(broker::EventKind::kMessagePublished)]) continue;
+    bool match = false;
     for (const std::string& filter : endpoint->topics)
-      if (mqtt::topic_matches(filter, topic)) return true;
+      match = match || mqtt::topic_matches(filter, topic);
+    if (!match) continue;
+    // A full queue takes nothing: counted here, so that the worker builds
+    // no event at all (a receiver that is down costs a publish this much).
+    if (endpoint->full.load(std::memory_order_relaxed)) {
+      add(endpoint->dropped);
+      continue;
+    }
+    wanted = true;
   }
-  return false;
+  return wanted;
 }
 
 void Webhooks::emit(broker::Event&& event) {
@@ -294,6 +315,10 @@ void Webhooks::emit(broker::Event&& event) {
       for (const std::string& filter : endpoint->topics)
         match = match || mqtt::topic_matches(filter, event.topic);
       if (!match) continue;
+    }
+    if (endpoint->full.load(std::memory_order_relaxed)) {
+      add(endpoint->dropped);  // counted, and nothing built for it
+      continue;
     }
     if (!made) {
       made.emplace();
