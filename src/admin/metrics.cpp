@@ -187,29 +187,29 @@ void queue_metrics(PrometheusText& out, const queue::QueueService& queues) {
     for (const auto& [event, value] : q.counters.named())
       out.sample("sluice_queue_messages_total", value, {{"queue", q.name}, {"event", event}});
   }
-  out.family("sluice_queue_group_pending_messages", "gauge",
-             "Messages a group has not settled (for a stream, its lag).");
-  for (const auto& q : all)
-    for (const auto& g : q.groups)
-      out.sample("sluice_queue_group_pending_messages", g.pending,
-                 {{"queue", q.name}, {"group", g.name}});
-  out.family("sluice_queue_group_leased_messages", "gauge",
-             "Messages leased to a group's consumers.");
-  for (const auto& q : all)
-    for (const auto& g : q.groups)
-      out.sample("sluice_queue_group_leased_messages", g.leased,
-                 {{"queue", q.name}, {"group", g.name}});
-  out.family("sluice_queue_group_redeliveries_waiting", "gauge",
-             "Messages waiting to be offered again after a failure.");
-  for (const auto& q : all)
-    for (const auto& g : q.groups)
-      out.sample("sluice_queue_group_redeliveries_waiting", g.waiting,
-                 {{"queue", q.name}, {"group", g.name}});
-  out.family("sluice_queue_group_consumers", "gauge", "A group's consumers.");
-  for (const auto& q : all)
-    for (const auto& g : q.groups)
-      out.sample("sluice_queue_group_consumers", static_cast<std::uint64_t>(g.consumers),
-                 {{"queue", q.name}, {"group", g.name}});
+  using Group = queue::QueueStats::GroupStats;
+  const struct {
+    const char* name;
+    const char* help;
+    std::uint64_t (*value)(const Group&);
+  } per_group[] = {
+      {"sluice_queue_group_pending_messages",
+       "Messages a group has not settled (for a stream, its lag).",
+       [](const Group& g) { return g.pending; }},
+      {"sluice_queue_group_leased_messages", "Messages leased to a group's consumers.",
+       [](const Group& g) { return g.leased; }},
+      {"sluice_queue_group_redeliveries_waiting",
+       "Messages waiting to be offered again after a failure.",
+       [](const Group& g) { return g.waiting; }},
+      {"sluice_queue_group_consumers", "A group's consumers.",
+       [](const Group& g) { return static_cast<std::uint64_t>(g.consumers); }},
+  };
+  for (const auto& gauge : per_group) {
+    out.family(gauge.name, "gauge", gauge.help);
+    for (const auto& q : all)
+      for (const auto& g : q.groups)
+        out.sample(gauge.name, gauge.value(g), {{"queue", q.name}, {"group", g.name}});
+  }
 }
 
 void process_metrics(PrometheusText& out) {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <thread>
 
+#include "admin/tokens.hpp"
 #include "auth/base64.hpp"
 #include "mqtt/topic.hpp"
 
@@ -26,21 +27,10 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-std::string hex(const unsigned char* bytes, std::size_t size) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (std::size_t i = 0; i < size; ++i) {
-    out.push_back(kHex[bytes[i] >> 4]);
-    out.push_back(kHex[bytes[i] & 0x0F]);
-  }
-  return out;
-}
-
 std::string new_id() {
   unsigned char random[16];
   if (RAND_bytes(random, sizeof random) != 1) return "0";
-  return hex(random, sizeof random);
+  return to_hex(random, sizeof random);
 }
 
 void add(std::atomic<std::uint64_t>& counter) {
@@ -178,22 +168,10 @@ struct Webhooks::Endpoint {
   bool attempt(const Queued& item, bool& answered) {
     beast::error_code ec;
     if (!stream) {
+      // Without a deadline of its own (docs/admin.md): an address, or a
+      // name the resolver answers at once.
       tcp::resolver resolver(io);
-      tcp::resolver::results_type found;
-      resolver.async_resolve(host, port, [&](beast::error_code e, tcp::resolver::results_type r) {
-        ec = e;
-        found = std::move(r);
-      });
-      asio::steady_timer limit(io);
-      limit.expires_at(deadline());
-      limit.async_wait([&resolver](beast::error_code e) {
-        if (!e) resolver.cancel();
-      });
-      io.restart();
-      io.run_one();  // the resolution (or the deadline cancelling it)
-      limit.cancel();
-      resolver.cancel();
-      run_io();
+      const auto found = resolver.resolve(host, port, ec);
       if (ec || found.empty()) return false;
       stream.emplace(io);
       stream->expires_at(deadline());
@@ -406,7 +384,7 @@ std::string Webhooks::signature(std::string_view secret, std::string_view body) 
   unsigned int size = 0;
   HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
        reinterpret_cast<const unsigned char*>(body.data()), body.size(), digest, &size);
-  return "sha256=" + hex(digest, size);
+  return "sha256=" + to_hex(digest, size);
 }
 
 }  // namespace sluice::admin

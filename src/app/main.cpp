@@ -90,10 +90,6 @@ std::optional<Config> make_config(const Options& options, std::string& error) {
   return config;
 }
 
-bool is_loopback(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.starts_with("127.");
-}
-
 // Opens the store when a directory is configured and loads what it holds. A
 // store that cannot be opened, or lost what it had acknowledged, stops
 // start-up (unless storage.recover): it is never emptied to go on.
@@ -196,7 +192,7 @@ std::optional<sluice::admin::TokenTable> load_admin_tokens(
     return std::nullopt;
   }
   for (const auto& listener : admin.listeners) {
-    if (!is_loopback(listener.host) && tokens->empty()) {
+    if (!sluice::config::is_loopback_host(listener.host) && tokens->empty()) {
       spdlog::error(
           "event=start_failed error=\"admin listener {}:{} is reachable from the network and no "
           "admin token is configured\" fix=\"make one with: sluice token NAME ROLE, and add it "
@@ -311,7 +307,7 @@ bool load_auth(const Config& config, std::unique_ptr<sluice::auth::Authenticator
       std::find_if(config.listeners.begin(), config.listeners.end(), [](const auto& l) {
         const bool encrypted = l.transport == "tls" || l.transport == "wss";
         const bool certificates = encrypted && l.tls.client_auth == "require";
-        return !is_loopback(l.host) && !certificates;
+        return !sluice::config::is_loopback_host(l.host) && !certificates;
       });
   if (open != config.listeners.end() && config.auth.password_file.empty()) {
     if (!config.auth.development_mode) {
@@ -474,8 +470,9 @@ int run(const Config& config, const Options& options) {
           listener.host, ports[i]);
     }
   }
-  const bool local_only = std::all_of(config.listeners.begin(), config.listeners.end(),
-                                      [](const auto& l) { return is_loopback(l.host); });
+  const bool local_only =
+      std::all_of(config.listeners.begin(), config.listeners.end(),
+                  [](const auto& l) { return sluice::config::is_loopback_host(l.host); });
   if (!from_file && local_only) {
     spdlog::info(
         "event=local_only_mode note=\"no configuration file: listening on loopback only, "

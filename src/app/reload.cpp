@@ -9,6 +9,7 @@
 #include "broker/broker.hpp"
 #include "broker/client_protocol.hpp"
 #include "broker/shard.hpp"
+#include "config/listen_address.hpp"
 #include "net/server.hpp"
 
 namespace sluice::app {
@@ -108,10 +109,9 @@ admin::ReloadOutcome Reloader::reload() {
     }
   }
   auto tokens = admin::TokenTable::load(next.admin, error);
-  const bool open_admin = std::any_of(
-      running_.admin.listeners.begin(), running_.admin.listeners.end(), [](const auto& l) {
-        return !(l.host == "localhost" || l.host == "::1" || l.host.starts_with("127."));
-      });
+  const bool open_admin =
+      std::any_of(running_.admin.listeners.begin(), running_.admin.listeners.end(),
+                  [](const auto& l) { return !config::is_loopback_host(l.host); });
   if (tokens && tokens->empty() && open_admin) {
     error = "admin: an admin listener off loopback needs tokens; keeping the ones in force";
     tokens.reset();
