@@ -318,6 +318,11 @@ def test_queue_operations_peek_purge_seek_and_redrive(make_broker):
                call_json(port, "/api/v1/queues/jobs.dlq")[1]["depth"] == 1,
                timeout=15, what="the dead letter")
     rejector.close()
+    # Until the broker sees the close, the rejector is still a consumer: the
+    # redriven message could go to it and, at max_deliveries 1, die again.
+    wait_until(lambda: all(g["consumers"] == 0
+                           for g in call_json(port, "/api/v1/queues/jobs")[1]["groups"]),
+               timeout=10, what="the rejector to leave")
     status, body = call_json_body(port, "/api/v1/queues/jobs.dlq/redrive", {"max": 10})
     assert (status, body) == (200, {"moved": 1})
     assert call_json(port, "/api/v1/queues/jobs.dlq")[1]["depth"] == 0
