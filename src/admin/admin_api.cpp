@@ -196,6 +196,7 @@ struct AdminApi::Impl {
   std::function<void(std::function<void()>)> executor;
   std::function<ReloadOutcome()> reload;
   const Webhooks* webhooks = nullptr;
+  const OtlpExporter* tracer = nullptr;
 
   void off_workers(std::function<void()> task) {
     if (executor)
@@ -275,7 +276,7 @@ struct AdminApi::Impl {
           off_workers([this, all, respond]() mutable {
             HttpResponse response;
             response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-            response.body = render_metrics(broker, queues, counters, all, webhooks);
+            response.body = render_metrics(broker, queues, counters, all, webhooks, tracer);
             respond(std::move(response));
           });
         });
@@ -930,6 +931,10 @@ void AdminApi::handle(HttpRequest&& request, Respond respond) {
     spdlog::error("event=admin_request_failed error=\"{}\"", failure.what());
     respond(error(500, "internal_error", "the request failed; the log says why"));
   }
+}
+
+void AdminApi::set_tracer(const OtlpExporter* tracer) {
+  impl_->tracer = tracer;
 }
 
 void AdminApi::set_webhooks(const Webhooks* webhooks) {

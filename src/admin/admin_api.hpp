@@ -24,6 +24,7 @@ class QueueService;
 namespace sluice::admin {
 
 class Webhooks;
+class OtlpExporter;
 
 // What the admin API counts about itself (and /metrics shows).
 struct AdminCounters {
@@ -56,6 +57,7 @@ class AdminApi final : public HttpHandler {
 
   // For /metrics; set before the server starts.
   void set_webhooks(const Webhooks* webhooks);
+  void set_tracer(const OtlpExporter* tracer);
   // POST /api/v1/config/reload calls it (on the admin thread); until set,
   // the endpoint answers that there is nothing to reload.
   void set_reload(std::function<ReloadOutcome()> reload);

@@ -142,6 +142,14 @@ std::string config_json(const config::Config& c) {
         {"file", c.log.file},
         {"max_file_bytes", c.log.max_file_bytes},
         {"max_files", c.log.max_files}}},
+      {"tracing",
+       {{"otlp_endpoint", c.tracing.otlp_endpoint},
+        {"sample_ratio", c.tracing.sample_ratio},
+        {"service_name", c.tracing.service_name},
+        {"batch_size", c.tracing.batch_size},
+        {"flush_interval_ms", c.tracing.flush_interval_ms},
+        {"max_queue", c.tracing.max_queue},
+        {"timeout_ms", c.tracing.timeout_ms}}},
   };
   return out.dump(2, ' ', false, json::error_handler_t::replace);
 }

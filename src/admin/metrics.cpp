@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "admin/admin_api.hpp"
+#include "admin/otlp_exporter.hpp"
 #include "admin/prometheus_text.hpp"
 #include "admin/webhooks.hpp"
 #include "broker/broker.hpp"
@@ -301,9 +302,19 @@ static void webhook_metrics(PrometheusText& out, const Webhooks& webhooks) {
     out.sample("sluice_webhook_queued_events", w.queued, {{"webhook", w.name}});
 }
 
+static void trace_metrics(PrometheusText& out, const OtlpExporter& tracer) {
+  const OtlpExporter::Stats stats = tracer.stats();
+  out.family("sluice_trace_spans_total", "counter",
+             "Spans of traced messages, by what became of them.");
+  out.sample("sluice_trace_spans_total", stats.exported, {{"result", "exported"}});
+  out.sample("sluice_trace_spans_total", stats.dropped, {{"result", "dropped"}});
+  out.single("sluice_trace_queued_spans", "gauge", "Spans waiting to be exported.",
+             static_cast<double>(stats.queued));
+}
+
 std::string render_metrics(broker::Broker& broker, const queue::QueueService* queues,
                            const AdminCounters& admin, const SessionTotals& sessions,
-                           const Webhooks* webhooks) {
+                           const Webhooks* webhooks, const OtlpExporter* tracer) {
   PrometheusText out;
   broker_metrics(out, broker);
   out.single("sluice_inflight_messages", "gauge",
@@ -316,6 +327,7 @@ std::string render_metrics(broker::Broker& broker, const queue::QueueService* qu
   process_metrics(out);
   admin_metrics(out, admin);
   if (webhooks != nullptr) webhook_metrics(out, *webhooks);
+  if (tracer != nullptr) trace_metrics(out, *tracer);
   return out.take();
 }
 

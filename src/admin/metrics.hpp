@@ -26,11 +26,12 @@ struct SessionTotals {
 };
 
 class Webhooks;
+class OtlpExporter;
 
-// `webhooks` may be nullptr (none configured).
+// `webhooks` and `tracer` may be nullptr (none configured).
 std::string render_metrics(broker::Broker& broker, const queue::QueueService* queues,
                            const AdminCounters& admin, const SessionTotals& sessions,
-                           const Webhooks* webhooks);
+                           const Webhooks* webhooks, const OtlpExporter* tracer);
 
 // What /proc says of this process.
 struct ProcessStats {

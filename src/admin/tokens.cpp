@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "auth/base64.hpp"
+
 namespace sluice::admin {
 
 std::optional<Role> role_from_name(std::string_view name) {
@@ -39,14 +41,7 @@ std::string sha256_hex(std::string_view text) {
 }
 
 std::string to_hex(const unsigned char* bytes, std::size_t size) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (std::size_t i = 0; i < size; ++i) {
-    out.push_back(kHex[bytes[i] >> 4]);
-    out.push_back(kHex[bytes[i] & 0x0F]);
-  }
-  return out;
+  return auth::to_hex({bytes, size});
 }
 
 std::string make_secret() {

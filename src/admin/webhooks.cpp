@@ -5,9 +5,6 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -15,17 +12,13 @@
 #include <optional>
 #include <thread>
 
+#include "admin/http_poster.hpp"
 #include "admin/tokens.hpp"
 #include "auth/base64.hpp"
 #include "mqtt/topic.hpp"
 
 namespace sluice::admin {
 namespace {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = asio::ip::tcp;
 
 std::string new_id() {
   unsigned char random[16];
@@ -41,17 +34,30 @@ void add(std::atomic<std::uint64_t>& counter) {
 
 struct Webhooks::Endpoint {
   config::WebhookConfig config;
-  std::string host;
-  std::string port;
-  std::string target;
   std::array<bool, broker::kEventKinds> events{};
   std::vector<std::string> topics;  // message.published filters
 
-  struct Queued {
-    std::shared_ptr<const std::string> body;  // one copy for every endpoint
-    const char* event = "";
+  // An event as the worker handed it over: its body is made by the first
+  // sender to need it, off the workers (a body costs more than the publish
+  // it describes), once for every endpoint.
+  struct Made {
+    broker::EventKind kind{};
+    broker::Event event;
+    std::int64_t timestamp_ms = 0;
+    std::size_t bytes = 0;  // what it holds, for max_queue_bytes
+    std::once_flag once;
     std::string id;
+    std::string body;
+    const std::string& text() {
+      std::call_once(once, [this] {
+        id = new_id();
+        body = Webhooks::body(event, id, timestamp_ms);
+        event = {};  // what is left of it is no longer needed
+      });
+      return body;
+    }
   };
+  using Queued = std::shared_ptr<Made>;
   mutable std::mutex mutex;
   std::condition_variable wake;
   std::deque<Queued> queue;
@@ -72,23 +78,23 @@ struct Webhooks::Endpoint {
   std::atomic<std::uint64_t> failed{0};
   std::atomic<std::uint64_t> dropped{0};
 
-  // The sender's own: its I/O, and a connection kept between requests.
-  asio::io_context io;
-  std::optional<beast::tcp_stream> stream;
-  asio::steady_timer closer{io};  // armed by stop()
+  std::unique_ptr<HttpPoster> poster;  // the sender's own
   std::thread sender;
 
   void offer(Queued&& item) {
     {
       std::lock_guard lock(mutex);
       if (stopping || queue.size() >= config.max_queue ||
-          queued_bytes + item.body->size() > config.max_queue_bytes) {
+          queued_bytes + item->bytes > config.max_queue_bytes) {
         add(dropped);
         return;
       }
-      queued_bytes += item.body->size();
+      queued_bytes += item->bytes;
       queue.push_back(std::move(item));
       note_fill();
+      // The sender waits on an empty queue, or out a backoff; only the
+      // first wakes it.
+      if (queue.size() != 1) return;
     }
     wake.notify_one();
   }
@@ -103,7 +109,7 @@ struct Webhooks::Endpoint {
         if (stopping && std::chrono::steady_clock::now() >= give_up_at) break;
         item = std::move(queue.front());
         queue.pop_front();
-        queued_bytes -= item.body->size();
+        queued_bytes -= item->bytes;
         note_fill();
       }
       deliver(item);
@@ -132,13 +138,7 @@ struct Webhooks::Endpoint {
     }
     add(failed);
     spdlog::warn("event=webhook_failed webhook=\"{}\" event_name={} id={} attempts={}", config.name,
-                 item.event, item.id, config.max_attempts);
-  }
-
-  // Runs the I/O started on `io` to its end: each step has a deadline.
-  void run_io() {
-    io.restart();
-    io.run();
+                 broker::event_name(item->kind), item->id, config.max_attempts);
   }
 
   // When the current step must end: its timeout, or sooner once stopping.
@@ -149,69 +149,14 @@ struct Webhooks::Endpoint {
     return until;
   }
 
-  void drop_connection() {
-    if (!stream) return;
-    beast::error_code ignored;
-    stream->socket().close(ignored);
-    stream.reset();
-  }
-
   bool post(const Queued& item) {
-    // A kept connection the receiver closed while idle fails before any
-    // answer: that is tried again at once on a new one, not counted.
-    const bool reused = stream.has_value();
-    bool answered = false;
-    if (attempt(item, answered)) return true;
-    return reused && !answered && attempt(item, answered);
-  }
-
-  bool attempt(const Queued& item, bool& answered) {
-    beast::error_code ec;
-    if (!stream) {
-      // Without a deadline of its own (docs/admin.md): an address, or a
-      // name the resolver answers at once.
-      tcp::resolver resolver(io);
-      const auto found = resolver.resolve(host, port, ec);
-      if (ec || found.empty()) return false;
-      stream.emplace(io);
-      stream->expires_at(deadline());
-      stream->async_connect(found, [&ec](beast::error_code e, const tcp::endpoint&) { ec = e; });
-      run_io();
-      if (ec) {
-        drop_connection();
-        return false;
-      }
-    }
-    http::request<http::string_body> request{http::verb::post, target, 11};
-    const bool v6 = host.find(':') != std::string::npos;
-    request.set(http::field::host, (v6 ? "[" + host + "]" : host) + ":" + port);
-    request.set(http::field::user_agent, "sluice");
-    request.set(http::field::content_type, "application/json");
-    request.set("X-Sluice-Event", item.event);
-    request.set("X-Sluice-Delivery", item.id);
+    const std::string& body = item->text();
+    HttpPoster::Headers headers = {{"X-Sluice-Event", broker::event_name(item->kind)},
+                                   {"X-Sluice-Delivery", item->id}};
     if (!config.secret.empty())
-      request.set("X-Sluice-Signature", Webhooks::signature(config.secret, *item.body));
-    for (const auto& [name, value] : config.headers)
-      request.set(name, value);
-    request.body() = *item.body;
-    request.keep_alive(true);
-    request.prepare_payload();
-    stream->expires_at(deadline());
-    http::async_write(*stream, request, [&ec](beast::error_code e, std::size_t) { ec = e; });
-    run_io();
-    http::response_parser<http::string_body> response;
-    response.body_limit(64 * 1024);  // what a receiver says back is not read beyond this
-    if (!ec) {
-      beast::flat_buffer buffer;
-      stream->expires_at(deadline());
-      http::async_read(*stream, buffer, response,
-                       [&ec](beast::error_code e, std::size_t) { ec = e; });
-      run_io();
-    }
-    answered = response.is_header_done();
-    const bool ok = !ec && response.is_done() && response.get().result_int() / 100 == 2;
-    if (ec || !response.is_done() || !response.get().keep_alive()) drop_connection();
-    return ok;
+      headers.emplace_back("X-Sluice-Signature", Webhooks::signature(config.secret, body));
+    headers.insert(headers.end(), config.headers.begin(), config.headers.end());
+    return poster->post(body, headers, [this] { return deadline(); });
   }
 };
 
@@ -221,20 +166,9 @@ std::unique_ptr<Webhooks> Webhooks::create(const std::vector<config::WebhookConf
   for (const config::WebhookConfig& hook : hooks) {
     auto endpoint = std::make_unique<Endpoint>();
     endpoint->config = hook;
-    // http://host[:port]/path (the loader checked the scheme).
-    const std::string_view rest = std::string_view(hook.url).substr(7);
-    const std::size_t slash = rest.find('/');
-    const std::string_view authority = rest.substr(0, slash);
-    endpoint->target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-    const std::size_t colon = authority.rfind(':');
-    const bool has_port =
-        colon != std::string_view::npos && authority.find(']', colon) == std::string_view::npos;
-    endpoint->host = std::string(has_port ? authority.substr(0, colon) : authority);
-    endpoint->port = has_port ? std::string(authority.substr(colon + 1)) : "80";
-    if (endpoint->host.starts_with('[') && endpoint->host.ends_with(']'))
-      endpoint->host = endpoint->host.substr(1, endpoint->host.size() - 2);
-    if (endpoint->host.empty()) {
-      error = "webhook " + hook.name + ": no host in url '" + hook.url + "'";
+    endpoint->poster = HttpPoster::create(hook.url, error);
+    if (!endpoint->poster) {
+      error = "webhook " + hook.name + ": " + error;
       return nullptr;
     }
     for (std::size_t kind = 0; kind < broker::kEventKinds; ++kind) {
@@ -285,7 +219,7 @@ bool Webhooks::wants_message(std::string_view topic) const {
 
 void Webhooks::emit(broker::Event&& event) {
   const auto kind = static_cast<std::size_t>(event.kind);
-  std::optional<Endpoint::Queued> made;  // built once, for the first endpoint that takes it
+  Endpoint::Queued made;  // one for every endpoint that takes it
   for (auto& endpoint : endpoints_) {
     if (!endpoint->events[kind]) continue;
     if (event.kind == broker::EventKind::kMessagePublished) {
@@ -299,12 +233,17 @@ void Webhooks::emit(broker::Event&& event) {
       continue;
     }
     if (!made) {
-      made.emplace();
-      made->id = new_id();
-      made->event = broker::event_name(event.kind);
-      made->body = std::make_shared<const std::string>(body(event, made->id));
+      made = std::make_shared<Endpoint::Made>();
+      made->kind = event.kind;
+      made->timestamp_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+      // Its body's size, near enough: base64 of the payload, and the rest.
+      made->bytes = event.payload.size() * 4 / 3 + event.topic.size() + event.client_id.size() +
+                    event.username.size() + event.reason.size() + 256;
+      made->event = std::move(event);
     }
-    endpoint->offer(Endpoint::Queued(*made));
+    endpoint->offer(Endpoint::Queued(made));
   }
 }
 
@@ -319,13 +258,7 @@ void Webhooks::stop(std::chrono::milliseconds grace) {
     endpoint->wake.notify_all();
     // A request under way gets the grace, then its connection is closed
     // (its deadline was set before the stop).
-    Endpoint* raw = endpoint.get();
-    asio::post(raw->io, [raw] {
-      raw->closer.expires_at(raw->give_up_at);
-      raw->closer.async_wait([raw](beast::error_code e) {
-        if (!e) raw->drop_connection();
-      });
-    });
+    endpoint->poster->close_at(endpoint->give_up_at);
     if (endpoint->sender.joinable()) endpoint->sender.join();
   }
 }
@@ -347,13 +280,11 @@ std::vector<Webhooks::EndpointStats> Webhooks::stats() const {
   return out;
 }
 
-std::string Webhooks::body(const broker::Event& event, const std::string& id) {
+std::string Webhooks::body(const broker::Event& event, const std::string& id,
+                           std::int64_t timestamp_ms) {
   using nlohmann::json;
-  json out = {{"id", id},
-              {"event", broker::event_name(event.kind)},
-              {"timestamp_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count()}};
+  json out = {
+      {"id", id}, {"event", broker::event_name(event.kind)}, {"timestamp_ms", timestamp_ms}};
   const auto text = [&](const char* key, const std::string& value) {
     if (!value.empty()) out[key] = value;
   };

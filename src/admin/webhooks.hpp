@@ -1,5 +1,5 @@
 // Webhooks (docs/admin.md): events the broker emits, POSTed as JSON to the
-// configured endpoints. A worker only builds the body and puts it in the
+// configured endpoints. A worker only hands the event over, into each
 // endpoint's bounded queue (dropped, counted, when full); each endpoint has a
 // sender thread of its own that posts, with retries and exponential backoff,
 // so a receiver that is slow or down costs MQTT traffic nothing.
@@ -48,7 +48,8 @@ class Webhooks final : public broker::EventSink {
 
   // The body of one event (public for its tests): {"id", "event",
   // "timestamp_ms", and the event's fields}.
-  static std::string body(const broker::Event& event, const std::string& id);
+  static std::string body(const broker::Event& event, const std::string& id,
+                          std::int64_t timestamp_ms);
   // "sha256=" and the hex HMAC-SHA256 of `body` with `secret`.
   static std::string signature(std::string_view secret, std::string_view body);
 

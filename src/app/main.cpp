@@ -14,6 +14,7 @@
 
 #include "admin/admin_api.hpp"
 #include "admin/http_server.hpp"
+#include "admin/otlp_exporter.hpp"
 #include "admin/shard_query.hpp"
 #include "admin/tokens.hpp"
 #include "admin/webhooks.hpp"
@@ -447,8 +448,21 @@ int run(const Config& config, const Options& options) {
     broker.set_events(webhooks.get());
     spdlog::info("event=webhooks endpoints={}", config.webhooks.size());
   }
+  std::unique_ptr<sluice::admin::OtlpExporter> tracer;
+  if (!config.tracing.otlp_endpoint.empty()) {
+    std::string error;
+    tracer = sluice::admin::OtlpExporter::create(config.tracing, sluice::app::kVersion, error);
+    if (!tracer) {
+      spdlog::error("event=start_failed error=\"{}\"", error);
+      return 1;
+    }
+    broker.set_tracer(tracer.get());
+    spdlog::info("event=tracing endpoint=\"{}\" sample_ratio={}", config.tracing.otlp_endpoint,
+                 config.tracing.sample_ratio);
+  }
   sluice::admin::AdminApi admin_api(broker, &queues, std::move(*admin_tokens));
   admin_api.set_webhooks(webhooks.get());
+  admin_api.set_tracer(tracer.get());
   sluice::admin::HttpServer admin_server(admin_api);
   admin_api.set_executor(
       [&admin_server](std::function<void()> task) { admin_server.post(std::move(task)); });
@@ -522,6 +536,7 @@ int run(const Config& config, const Options& options) {
   server.stop();
   // The last events (the clients' disconnections) get a moment to go out.
   if (webhooks) webhooks->stop(std::chrono::seconds(2));
+  if (tracer) tracer->stop(std::chrono::seconds(2));
   admin_server.stop();
   if (auth) auth->stop();
   committer.reset();

@@ -88,6 +88,7 @@ admin::ReloadOutcome Reloader::reload() {
   differs("shutdown", !(probe.shutdown == running_.shutdown));
   differs("log", !(probe.log == running_.log));
   differs("webhooks", !(probe.webhooks == running_.webhooks));
+  differs("tracing", !(probe.tracing == running_.tracing));
 
   // Everything that may change is read first: one bad file changes nothing.
   std::string error;

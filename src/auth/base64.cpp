@@ -13,6 +13,17 @@ std::string to_base64(std::span<const std::uint8_t> bytes) {
   return out;
 }
 
+std::string to_hex(std::span<const std::uint8_t> bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const std::uint8_t byte : bytes) {
+    out.push_back(kHex[byte >> 4]);
+    out.push_back(kHex[byte & 0x0F]);
+  }
+  return out;
+}
+
 std::optional<std::vector<std::uint8_t>> from_base64(std::string_view text) {
   if (text.empty() || text.size() % 4 != 0) return std::nullopt;
   std::vector<std::uint8_t> out(text.size() / 4 * 3);

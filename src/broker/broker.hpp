@@ -17,6 +17,7 @@
 #include "broker/events.hpp"
 #include "broker/retained_store.hpp"
 #include "broker/subscription_index.hpp"
+#include "broker/trace.hpp"
 #include "config/config.hpp"
 
 namespace sluice::store {
@@ -92,6 +93,11 @@ class Broker {
   bool wants(EventKind kind) const { return events_ != nullptr && events_->wants(kind); }
   EventSink* events() const { return events_; }
 
+  // Where spans of traced messages go (broker/trace.hpp); nullptr (the
+  // default): no tracing. Set before the workers start.
+  void set_tracer(SpanSink* sink) { tracer_ = sink; }
+  SpanSink* tracer() const { return tracer_; }
+
   // Who may connect and what they may do; nullptr: anyone, anything.
   void set_auth(const auth::Authenticator* auth) { auth_ = auth; }
   const auth::Authenticator* auth() const { return auth_; }
@@ -121,6 +127,7 @@ class Broker {
   store::Journal* journal_ = nullptr;
   const auth::Authenticator* auth_ = nullptr;
   EventSink* events_ = nullptr;
+  SpanSink* tracer_ = nullptr;
   std::atomic<std::uint64_t> next_session_id_{0};
   std::atomic<std::uint64_t> next_message_id_{1};
   std::atomic<std::uint32_t> connections_{0};

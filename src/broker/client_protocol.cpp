@@ -374,6 +374,8 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   std::optional<Event> published;
   if (shard_.broker().wants(EventKind::kMessagePublished) &&
       shard_.broker().events()->wants_message(publish.topic)) {
+    // Asked of the socket once, not per publish.
+    if (rare().address.empty()) rare_->address = link_.peer_address();
     published = event(EventKind::kMessagePublished, client_id());
     published->topic = publish.topic;
     published->qos = static_cast<int>(publish.qos);
@@ -386,7 +388,20 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   if (QueueGateway::addresses(publish.topic)) {
     return publish_to_queue(std::move(publish), std::move(inbound));
   }
-  HeldPublish routing{make_message(std::move(publish), session_->id(), session_->client_hash()),
+  // Traced (broker/trace.hpp): its receive span ends once routing has it.
+  std::optional<PublishTrace> trace;
+  if (SpanSink* tracer = shard_.broker().tracer()) {
+    trace = start_publish_trace(*tracer, publish.properties, publish.topic, client_id(),
+                                static_cast<int>(qos));
+  }
+  const auto end_receive = [&] {
+    if (!trace) return;
+    trace->receive.end_ns = unix_nanos_now();
+    shard_.broker().tracer()->record(std::move(trace->receive));
+  };
+  if (trace) trace->message->routed_ns = unix_nanos_now();
+  HeldPublish routing{make_message(std::move(publish), session_->id(), session_->client_hash(),
+                                   trace ? trace->message : nullptr),
                       qos,
                       packet_id,
                       std::move(inbound),
@@ -394,9 +409,11 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
                       nullptr,
                       std::nullopt};
   if (route_publish(routing)) {
+    end_receive();
     if (published) emit(std::move(*published));
     return;
   }
+  end_receive();
   // Refused: a subscriber's queue is full and queue_full_policy is refuse_publish.
   ShardStats::add(shard_.stats().refused_queue_full);
   if (mqtt::is_v5(version_)) {
@@ -473,6 +490,9 @@ QueueGateway::Outcome ClientProtocol::offer_to_queue(mqtt::Publish& publish,
 
 bool ClientProtocol::route_publish(HeldPublish& publish) {
   bool refused = false;
+  const MessageTrace* trace = publish.message->trace.get();
+  const std::uint64_t route_start = trace != nullptr ? unix_nanos_now() : 0;
+  std::size_t receivers = 0;
   shard_.publish(
       publish.message, std::move(publish.inbound),
       [&](Shard::Routed routed, store::WriteBatch&& batch) {
@@ -481,16 +501,29 @@ bool ClientProtocol::route_publish(HeldPublish& publish) {
           publish.inbound = std::move(batch);  // the caller's own changes, for another try
           return;
         }
+        receivers = routed.receivers;
         const ReasonCode reason = routed.receivers == 0 && !routed.captured && mqtt::is_v5(version_)
                                       ? ReasonCode::kNoMatchingSubscribers
                                       : ReasonCode::kSuccess;
         if (batch.empty()) return acknowledge_publish(publish.qos, publish.packet_id, reason);
+        std::function<void(bool)> stored = std::move(routed.captured);
+        if (publish.message->trace) {
+          stored = trace_store_commit(*shard_.broker().tracer(), publish.message->trace,
+                                      std::move(stored));
+        }
         // The acknowledgement is a promise: it waits until the batch is stored.
         write_then_acknowledge(std::move(batch),
                                publish_ack(publish.qos, publish.packet_id, reason),
-                               std::move(routed.captured));
+                               std::move(stored));
       },
       /*may_refuse=*/true);
+  if (trace != nullptr) {
+    Span span = child_span(*trace, "sluice.route", SpanKind::kInternal, route_start);
+    span.end_ns = unix_nanos_now();
+    span.failed = refused;
+    span.attributes = {{"sluice.receivers", std::to_string(receivers)}};
+    shard_.broker().tracer()->record(std::move(span));
+  }
   return !refused;
 }
 

@@ -238,7 +238,8 @@ class ClientProtocol {
     std::unique_ptr<HeldPublish> held_publish;
     std::unique_ptr<WaitingPublishes> waiting;
     // The client's address, kept only while a webhook wants
-    // client.disconnected (the socket may be gone by then).
+    // client.disconnected (the socket may be gone by then) or
+    // message.published (asked once, not per publish).
     std::string address;
     // The CONNECT's client id and username until the CONNACK, kept only
     // while a webhook wants client.auth_failed.

@@ -13,7 +13,8 @@ std::optional<std::uint32_t> Message::remaining_expiry_s(Clock::time_point now) 
 }
 
 MessagePtr make_message(mqtt::Publish&& publish, std::uint64_t origin_session,
-                        std::uint64_t origin_client_hash) {
+                        std::uint64_t origin_client_hash,
+                        std::shared_ptr<const MessageTrace> trace) {
   auto message = std::make_shared<Message>();
   message->topic = std::move(publish.topic);
   message->payload = std::move(publish.payload);
@@ -32,6 +33,7 @@ MessagePtr make_message(mqtt::Publish&& publish, std::uint64_t origin_session,
   }
   message->origin_session = origin_session;
   message->origin_client_hash = origin_client_hash;
+  message->trace = std::move(trace);
   return message;
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/trace.hpp"
 #include "mqtt/packets.hpp"
 
 namespace sluice::broker {
@@ -50,6 +51,9 @@ struct Message {
   std::uint64_t origin_session = 0;             // the publisher's session, for No Local
   std::uint64_t origin_client_hash = 0;         // for the hash_client_id shared strategy
   StoreRefs store_refs;                         // only for a message in the store
+  // Set for a traced message (broker/trace.hpp); not stored: a message read
+  // back after a restart is delivered without a trace.
+  std::shared_ptr<const MessageTrace> trace;
 
   bool expired(Clock::time_point now) const { return expires_at && now >= *expires_at; }
   // The same, reading the clock only for a message that can expire: most
@@ -65,6 +69,7 @@ using MessagePtr = std::shared_ptr<const Message>;
 // Builds the shared message from a PUBLISH (whose topic is already resolved
 // from any alias). Moves the payload out of `publish`.
 MessagePtr make_message(mqtt::Publish&& publish, std::uint64_t origin_session,
-                        std::uint64_t origin_client_hash);
+                        std::uint64_t origin_client_hash,
+                        std::shared_ptr<const MessageTrace> trace = nullptr);
 
 }  // namespace sluice::broker

@@ -366,7 +366,28 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
     if (head.topic_alias != 0 && !head.topic.empty()) outbound_aliases_.get().erase(message.topic);
     return false;
   }
+  std::string traceparent;
+  std::optional<Span> span;
+  if (message.trace && shard_.broker().tracer() != nullptr) {
+    span =
+        child_span(*message.trace, "sluice.deliver", SpanKind::kProducer, message.trace->routed_ns);
+    if (mqtt::is_v5(version_)) {
+      traceparent = format_traceparent({span->trace_id, span->span_id, true});
+      head.traceparent = traceparent;
+    }
+  }
+  if (const std::size_t size = mqtt::publish_wire_size(head, version_);
+      !traceparent.empty() && (size == 0 || size > limits_.maximum_packet_size)) {
+    head.traceparent = {};  // the trace gives way to the message
+  }
   link_->send_publish(head, delivery.message);
+  if (span) {
+    span->end_ns = unix_nanos_now();
+    span->attributes = {{"messaging.client.id", client_id()},
+                        {"messaging.mqtt.qos", std::to_string(static_cast<int>(head.qos))},
+                        {"sluice.dup", dup ? "true" : "false"}};
+    shard_.broker().tracer()->record(std::move(*span));
+  }
   ShardStats::add(shard_.stats().messages_sent);
   ShardStats::add(shard_.stats().messages_sent_by_qos[std::min(static_cast<int>(head.qos), 2)]);
   return true;

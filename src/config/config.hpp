@@ -213,6 +213,18 @@ struct WebhookConfig {
   bool operator==(const WebhookConfig&) const = default;
 };
 
+// Traces of messages, exported as OTLP over HTTP/JSON (docs/tracing.md).
+struct TracingConfig {
+  std::string otlp_endpoint;  // http://host[:port]/v1/traces; empty: no tracing
+  double sample_ratio = 0;    // share of publishes without a traceparent that start a trace
+  std::string service_name = "sluice";
+  std::uint32_t batch_size = 512;           // spans in one request at most
+  std::uint32_t flush_interval_ms = 1'000;  // a partial batch waits at most this long
+  std::uint32_t max_queue = 20'000;         // spans waiting; beyond, new ones are dropped (counted)
+  std::uint32_t timeout_ms = 2'000;         // per request
+  bool operator==(const TracingConfig&) const = default;
+};
+
 // Where log lines go, and in what form (the same event names in both).
 struct LogConfig {
   std::string format = "text";  // text (event=... key=value) or json (one object a line)
@@ -280,6 +292,7 @@ struct Config {
   ShutdownConfig shutdown;
   LogConfig log;
   std::vector<WebhookConfig> webhooks;
+  TracingConfig tracing;
 
   bool operator==(const Config&) const = default;
 };

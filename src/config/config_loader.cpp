@@ -600,6 +600,26 @@ Config read_config(const YAML::Node& root, std::string_view source) {
     s.finish();
   }
   {
+    const YAML::Node node = top.child("tracing");
+    Section s(node, "tracing", source);
+    TracingConfig& t = config.tracing;
+    s.string("otlp_endpoint", t.otlp_endpoint);
+    s.number("sample_ratio", t.sample_ratio, 0, 1);
+    s.string("service_name", t.service_name);
+    s.integer("batch_size", t.batch_size, 1, 100'000);
+    s.integer("flush_interval_ms", t.flush_interval_ms, 10, 600'000);
+    s.integer("max_queue", t.max_queue, 1, 10'000'000);
+    s.integer("timeout_ms", t.timeout_ms, 1, 600'000);
+    if (!t.otlp_endpoint.empty() && !t.otlp_endpoint.starts_with("http://")) {
+      throw Failure{std::string(source) + ":" +
+                    std::to_string(node["otlp_endpoint"].Mark().line + 1) + ": " +
+                    "key 'tracing.otlp_endpoint': expected http://host[:port]/path (https is not "
+                    "supported yet), got '" +
+                    t.otlp_endpoint + "'"};
+    }
+    s.finish();
+  }
+  {
     Section s(top.child("shutdown"), "shutdown", source);
     s.integer("timeout_s", config.shutdown.timeout_s, 0, 3600);
     s.string("server_reference", config.shutdown.server_reference);

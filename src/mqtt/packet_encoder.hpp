@@ -41,6 +41,7 @@ struct PublishHead {
   std::span<const std::uint32_t> subscription_identifiers;
   std::uint16_t topic_alias = 0;  // 0: none
   std::optional<std::uint32_t> message_expiry_interval;
+  std::string_view traceparent;   // set: a "traceparent" User Property of this delivery's own
   std::size_t payload_bytes = 0;  // counted in the Remaining Length, not written
 };
 

@@ -5,10 +5,11 @@ namespace sluice::net {
 namespace {
 
 // Only what every subscriber gets alike: no topic alias, no subscription
-// identifiers, no Message Expiry Interval (it counts down).
+// identifiers, no Message Expiry Interval (it counts down), no traceparent
+// (each delivery span has its own).
 bool shared_form(const mqtt::PublishHead& head) {
   return head.topic_alias == 0 && head.subscription_identifiers.empty() &&
-         !head.message_expiry_interval;
+         !head.message_expiry_interval && head.traceparent.empty();
 }
 
 }  // namespace

@@ -1,12 +1,14 @@
 // The admin server's pure parts: tokens, percent-decoding, the Prometheus
-// text format.
+// text format, the OTLP/JSON export body.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "admin/http_server.hpp"
+#include "admin/otlp_exporter.hpp"
 #include "admin/prometheus_text.hpp"
 #include "admin/tokens.hpp"
 
@@ -82,6 +84,39 @@ TEST(PrometheusText, EscapesLabelValuesAndHelp) {
   EXPECT_EQ(out.take(),
             "# HELP x_total a \\\\ help\\nline\n# TYPE x_total counter\n"
             "x_total{group=\"a\\\"b\\\\c\\nd\",queue=\"q\"} 3\nx_total 1.5\n");
+}
+
+TEST(OtlpExporter, TheBodyIsOtlpJsonWithHexIdsAndDecimalTimes) {
+  broker::Span root;
+  root.trace_id.fill(0xab);
+  root.span_id.fill(0x01);
+  root.name = "sluice.receive";
+  root.kind = broker::SpanKind::kServer;
+  root.start_ns = 1'700'000'000'000'000'001;
+  root.end_ns = 1'700'000'000'000'000'002;
+  root.attributes = {{"messaging.destination.name", "a/b"}};
+  broker::Span child = root;
+  child.span_id.fill(0x02);
+  child.parent = root.span_id;
+  child.failed = true;
+  const auto body = nlohmann::json::parse(OtlpExporter::body({root, child}, "svc", "1.2"));
+  const auto& resource = body["resourceSpans"][0];
+  EXPECT_EQ(resource["resource"]["attributes"][0],
+            nlohmann::json::parse(R"({"key":"service.name","value":{"stringValue":"svc"}})"));
+  const auto& spans = resource["scopeSpans"][0]["spans"];
+  ASSERT_EQ(spans.size(), 2u);
+  std::string ab;
+  for (int i = 0; i < 16; ++i)
+    ab += "ab";
+  EXPECT_EQ(spans[0]["traceId"], ab);
+  EXPECT_EQ(spans[0]["spanId"], "0101010101010101");
+  EXPECT_FALSE(spans[0].contains("parentSpanId"));
+  EXPECT_EQ(spans[0]["kind"], 2);
+  EXPECT_EQ(spans[0]["startTimeUnixNano"], "1700000000000000001");
+  EXPECT_EQ(spans[0]["status"], nlohmann::json::object());
+  EXPECT_EQ(spans[1]["parentSpanId"], "0101010101010101");
+  EXPECT_EQ(spans[1]["status"]["code"], 2);
+  EXPECT_EQ(spans[0]["attributes"][0]["value"]["stringValue"], "a/b");
 }
 
 }  // namespace

@@ -11,7 +11,8 @@ namespace {
 Config parse_ok(std::string_view yaml) {
   auto result = parse_config(yaml, "test.yaml");
   if (auto* error = std::get_if<ConfigError>(&result)) ADD_FAILURE() << error->message;
-  return std::holds_alternative<Config>(result) ? std::get<Config>(result) : Config{};
+  if (auto* config = std::get_if<Config>(&result)) return std::move(*config);
+  return Config{};
 }
 
 std::string parse_error(std::string_view yaml) {
@@ -81,6 +82,22 @@ TEST(ConfigLoader, ErrorsNameFileLineKeyAndWhatIsAllowed) {
   EXPECT_NE(parse_error("limits: [1\n").find("not valid YAML"), std::string::npos);
   EXPECT_EQ(parse_error("limits: 5\n"),
             "test.yaml:1: 'limits': expected a mapping of keys to values");
+}
+
+TEST(ConfigLoader, TracingIsReadAndItsErrorsNameTheKey) {
+  const Config config = parse_ok(
+      "tracing:\n  otlp_endpoint: http://127.0.0.1:4318/v1/traces\n  sample_ratio: 0.25\n"
+      "  batch_size: 100\n");
+  EXPECT_EQ(config.tracing.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+  EXPECT_DOUBLE_EQ(config.tracing.sample_ratio, 0.25);
+  EXPECT_EQ(config.tracing.batch_size, 100u);
+  EXPECT_TRUE(parse_ok("workers: 1\n").tracing.otlp_endpoint.empty());  // off unless named
+  EXPECT_NE(parse_error("tracing:\n  sample_ratio: 1.5\n")
+                .find("test.yaml:2: key 'tracing.sample_ratio'"),
+            std::string::npos);
+  EXPECT_EQ(parse_error("tracing:\n  otlp_endpoint: https://collector/v1/traces\n"),
+            "test.yaml:2: key 'tracing.otlp_endpoint': expected http://host[:port]/path (https is "
+            "not supported yet), got 'https://collector/v1/traces'");
 }
 
 TEST(ConfigLoader, QueuesTakeTheDefaultsAndOverrideWhatTheyName) {

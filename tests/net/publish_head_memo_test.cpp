@@ -85,6 +85,14 @@ TEST(PublishHeadMemo, EveryOtherFormIsEncodedAsItIs) {
   auto expiring = plain;
   expiring.message_expiry_interval = 30;
   sequence.push_back({expiring, message});
+  // Each delivery span has its own traceparent: two in a row differ.
+  auto traced = plain;
+  traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  sequence.push_back({traced, message});
+  sequence.push_back({traced, message});
+  auto traced_again = plain;
+  traced_again.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+  sequence.push_back({traced_again, message});
   sequence.push_back({head_of(*other, mqtt::QoS::kAtMostOnce, 0), other});
   sequence.push_back({plain, message});
   for (const auto& [head, of] : sequence) {
