@@ -18,12 +18,15 @@ struct HttpPoster::State {
   std::string target;
   asio::io_context io;
   std::optional<beast::tcp_stream> stream;
-  asio::steady_timer closer{io};
 
-  // Runs the I/O started on `io` to its end: each step has a deadline.
-  void run_io() {
+  asio::steady_timer closer{io};  // armed by close_at
+
+  // Runs `io` until the step started on it is done (each step has a
+  // deadline). Not io.run(): an armed closer would hold that until it fired.
+  void run_io(const bool& done) {
     io.restart();
-    io.run();
+    while (!done && io.run_one() != 0) {
+    }
   }
 
   void drop_connection() {
@@ -44,8 +47,12 @@ struct HttpPoster::State {
       if (ec || found.empty()) return false;
       stream.emplace(io);
       stream->expires_at(deadline());
-      stream->async_connect(found, [&ec](beast::error_code e, const tcp::endpoint&) { ec = e; });
-      run_io();
+      bool connected = false;
+      stream->async_connect(found, [&](beast::error_code e, const tcp::endpoint&) {
+        ec = e;
+        connected = true;
+      });
+      run_io(connected);
       if (ec) {
         drop_connection();
         return false;
@@ -62,16 +69,23 @@ struct HttpPoster::State {
     request.keep_alive(true);
     request.prepare_payload();
     stream->expires_at(deadline());
-    http::async_write(*stream, request, [&ec](beast::error_code e, std::size_t) { ec = e; });
-    run_io();
+    bool written = false;
+    http::async_write(*stream, request, [&](beast::error_code e, std::size_t) {
+      ec = e;
+      written = true;
+    });
+    run_io(written);
     http::response_parser<http::string_body> response;
     response.body_limit(64 * 1024);  // what a receiver says back is not read beyond this
     if (!ec) {
       beast::flat_buffer buffer;
+      bool read = false;
       stream->expires_at(deadline());
-      http::async_read(*stream, buffer, response,
-                       [&ec](beast::error_code e, std::size_t) { ec = e; });
-      run_io();
+      http::async_read(*stream, buffer, response, [&](beast::error_code e, std::size_t) {
+        ec = e;
+        read = true;
+      });
+      run_io(read);
     }
     answered = response.is_header_done();
     const bool ok = !ec && response.is_done() && response.get().result_int() / 100 == 2;
@@ -116,11 +130,15 @@ bool HttpPoster::post(const std::string& body, const Headers& headers, const Dea
 }
 
 void HttpPoster::close_at(std::chrono::steady_clock::time_point when) {
+  // A step under way then ends (later ones ask `deadline`, which a stop
+  // shortens too). Only the socket is closed: the step sees the error and
+  // lets the connection go itself.
   State* s = state_.get();
   asio::post(s->io, [s, when] {
     s->closer.expires_at(when);
     s->closer.async_wait([s](beast::error_code e) {
-      if (!e) s->drop_connection();
+      beast::error_code ignored;
+      if (!e && s->stream) s->stream->socket().close(ignored);
     });
   });
 }

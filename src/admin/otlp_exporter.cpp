@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -15,12 +16,13 @@ namespace sluice::admin {
 
 struct OtlpExporter::State {
   config::TracingConfig config;
+  std::atomic<double> sample_ratio{0};  // config.sample_ratio, or a reload's
   std::string version;
   std::unique_ptr<HttpPoster> poster;
 
   mutable std::mutex mutex;
   std::condition_variable wake;
-  std::vector<broker::Span> buffer;
+  std::deque<broker::Span> buffer;
   bool stopping = false;
   std::chrono::steady_clock::time_point give_up_at;  // once stopping
 
@@ -75,13 +77,13 @@ std::unique_ptr<OtlpExporter> OtlpExporter::create(const config::TracingConfig& 
   exporter->state_ = std::make_unique<State>();
   State& s = *exporter->state_;
   s.config = config;
+  s.sample_ratio.store(config.sample_ratio, std::memory_order_relaxed);
   s.version = std::move(version);
   s.poster = HttpPoster::create(config.otlp_endpoint, error);
   if (!s.poster) {
     error = "tracing.otlp_endpoint: " + error;
     return nullptr;
   }
-  s.buffer.reserve(config.batch_size);
   s.sender = std::thread([state = &s] { state->run(); });
   return exporter;
 }
@@ -91,7 +93,11 @@ OtlpExporter::~OtlpExporter() {
 }
 
 double OtlpExporter::sample_ratio() const {
-  return state_->config.sample_ratio;
+  return state_->sample_ratio.load(std::memory_order_relaxed);
+}
+
+void OtlpExporter::set_sample_ratio(double ratio) {
+  state_->sample_ratio.store(ratio, std::memory_order_relaxed);
 }
 
 void OtlpExporter::record(broker::Span&& span) {
@@ -118,6 +124,7 @@ void OtlpExporter::stop(std::chrono::milliseconds grace) {
     s.give_up_at = std::chrono::steady_clock::now() + grace;
   }
   s.wake.notify_all();
+  if (!s.poster) return;             // create() failed: no sender either
   s.poster->close_at(s.give_up_at);  // a request under way ends with the grace
   if (s.sender.joinable()) s.sender.join();
 }

@@ -26,6 +26,8 @@ class OtlpExporter final : public broker::SpanSink {
   OtlpExporter& operator=(const OtlpExporter&) = delete;
 
   double sample_ratio() const override;
+  // From a reload; from any thread.
+  void set_sample_ratio(double ratio);
   void record(broker::Span&& span) override;
 
   // Sends what it holds for up to `grace`, then stops; the rest is dropped

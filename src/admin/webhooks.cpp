@@ -52,7 +52,6 @@ struct Webhooks::Endpoint {
       std::call_once(once, [this] {
         id = new_id();
         body = Webhooks::body(event, id, timestamp_ms);
-        event = {};  // what is left of it is no longer needed
       });
       return body;
     }
@@ -65,11 +64,19 @@ struct Webhooks::Endpoint {
   // Whether the queue is full, readable without the lock: a worker asks it
   // before building a body that would only be dropped (a receiver that is
   // down keeps it full, and must not cost every publish a body).
-  alignas(64) std::atomic<bool> full{false};  // a line the sender seldom writes
+  // A cache line of its own, written only when it changes: every publish
+  // reads it, and the sender's counters must not take the line away.
+  struct alignas(64) Flag {
+    std::atomic<bool> value{false};
+    bool load(std::memory_order order) const { return value.load(order); }
+  };
+  Flag full;
 
   void note_fill() {  // under the lock
-    full.store(queue.size() >= config.max_queue || queued_bytes + 1024 > config.max_queue_bytes,
-               std::memory_order_relaxed);
+    const bool now =
+        queue.size() >= config.max_queue || queued_bytes + 1024 > config.max_queue_bytes;
+    if (full.value.load(std::memory_order_relaxed) != now)
+      full.value.store(now, std::memory_order_relaxed);
   }
   bool stopping = false;
   std::chrono::steady_clock::time_point give_up_at;  // once stopping
@@ -145,10 +152,14 @@ struct Webhooks::Endpoint {
       }
       if (attempt == config.max_attempts) break;
       std::unique_lock lock(mutex);
-      // Waits out the backoff, unless stopping makes it pointless.
+      // Waits out the backoff, but not past a stop's grace.
       const auto until = std::chrono::steady_clock::now() + backoff;
-      wake.wait_until(lock, until,
-                      [&] { return stopping && std::chrono::steady_clock::now() >= give_up_at; });
+      while (true) {
+        const auto limit = stopping ? std::min(until, give_up_at) : until;
+        if (std::chrono::steady_clock::now() >= limit) break;
+        const bool was_stopping = stopping;
+        wake.wait_until(lock, limit, [&] { return stopping != was_stopping; });
+      }
       if (stopping && std::chrono::steady_clock::now() >= give_up_at) break;
       backoff = std::min(backoff * 2, std::chrono::milliseconds(10'000));
     }
@@ -239,9 +250,11 @@ void Webhooks::emit(broker::Event&& event) {
   for (auto& endpoint : endpoints_) {
     if (!endpoint->events[kind]) continue;
     if (event.kind == broker::EventKind::kMessagePublished) {
+      // Once handed over, the event is the one in `made` (read only from then on).
+      const std::string& topic = made ? made->event.topic : event.topic;
       bool match = false;
       for (const std::string& filter : endpoint->topics)
-        match = match || mqtt::topic_matches(filter, event.topic);
+        match = match || mqtt::topic_matches(filter, topic);
       if (!match) continue;
     }
     if (endpoint->full.load(std::memory_order_relaxed)) {

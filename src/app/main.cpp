@@ -496,6 +496,7 @@ int run(const Config& config, const Options& options) {
   sluice::app::Reloader reloader(
       [&options](std::string& error) { return make_config(options, error); }, config, broker,
       auth.get(), server, admin_api);
+  reloader.set_tracer(tracer.get());
   if (from_file) admin_api.set_reload([&reloader] { return reloader.reload(); });
   if (const auto error = admin_server.start(config.admin.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
@@ -535,8 +536,14 @@ int run(const Config& config, const Options& options) {
   drain(broker, stop_signals, std::chrono::seconds(config.shutdown.timeout_s));
   server.stop();
   // The last events (the clients' disconnections) get a moment to go out.
-  if (webhooks) webhooks->stop(std::chrono::seconds(2));
-  if (tracer) tracer->stop(std::chrono::seconds(2));
+  // One grace for both, not one after the other.
+  const auto grace_ends = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  const auto grace_left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::max(
+        grace_ends - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration{}));
+  };
+  if (webhooks) webhooks->stop(grace_left());
+  if (tracer) tracer->stop(grace_left());
   admin_server.stop();
   if (auth) auth->stop();
   committer.reset();

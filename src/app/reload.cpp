@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "admin/otlp_exporter.hpp"
 #include "admin/shard_query.hpp"
 #include "auth/authenticator.hpp"
 #include "broker/broker.hpp"
@@ -69,6 +70,8 @@ admin::ReloadOutcome Reloader::reload() {
   if (listeners_reloadable) probe.listeners = running_.listeners;
   const bool auth_reloadable = auth_ != nullptr && auth_->same_setup(next.auth);
   if (auth_reloadable) probe.auth = running_.auth;
+  // Of tracing, the sample ratio changes at run time (where a tracer runs).
+  if (tracer_ != nullptr) probe.tracing.sample_ratio = running_.tracing.sample_ratio;
   const auto differs = [&](const char* name, bool changed) {
     if (changed) outcome.needs_restart.emplace_back(name);
   };
@@ -144,6 +147,11 @@ admin::ReloadOutcome Reloader::reload() {
   }
   running_.admin.tokens = next.admin.tokens;
   running_.admin.token_file = next.admin.token_file;
+  if (tracer_ != nullptr && next.tracing.sample_ratio != running_.tracing.sample_ratio) {
+    tracer_->set_sample_ratio(next.tracing.sample_ratio);
+    outcome.applied.emplace_back("tracing.sample_ratio");
+    running_.tracing.sample_ratio = next.tracing.sample_ratio;
+  }
   if (next.log_level != running_.log_level) {
     spdlog::set_level(spdlog::level::from_str(next.log_level));
     outcome.applied.emplace_back("log_level");

@@ -47,6 +47,8 @@ class Reloader {
   // Whether a TLS listener's certificate, key or CA file changed on disk
   // since it was last loaded.
   bool tls_files_changed();
+  // The exporter whose sample ratio a reload may change; nullptr: none.
+  void set_tracer(admin::OtlpExporter* tracer) { tracer_ = tracer; }
 
  private:
   admin::ReloadOutcome finish(admin::ReloadOutcome outcome, const char* trigger);
@@ -60,6 +62,7 @@ class Reloader {
   auth::Authenticator* auth_;
   net::Server& server_;
   admin::AdminApi& admin_;
+  admin::OtlpExporter* tracer_ = nullptr;
   // What a file looked like when it was loaded: a change of either is a change.
   struct FileMark {
     std::filesystem::file_time_type mtime{};

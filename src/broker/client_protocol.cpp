@@ -488,7 +488,7 @@ QueueGateway::Outcome ClientProtocol::offer_to_queue(mqtt::Publish& publish,
       });
 }
 
-bool ClientProtocol::route_publish(HeldPublish& publish) {
+bool ClientProtocol::route_publish(HeldPublish& publish, bool retry) {
   bool refused = false;
   const MessageTrace* trace = publish.message->trace.get();
   const std::uint64_t route_start = trace != nullptr ? unix_nanos_now() : 0;
@@ -517,7 +517,9 @@ bool ClientProtocol::route_publish(HeldPublish& publish) {
                                std::move(stored));
       },
       /*may_refuse=*/true);
-  if (trace != nullptr) {
+  // A held publish is tried again at every turn of its worker: its failed
+  // tries are one span, the first, not one each.
+  if (trace != nullptr && (!retry || !refused)) {
     Span span = child_span(*trace, "sluice.route", SpanKind::kInternal, route_start);
     span.end_ns = unix_nanos_now();
     span.failed = refused;
@@ -543,7 +545,7 @@ bool ClientProtocol::retry_held_publish(Clock::time_point now) {
     }
     still_full = outcome.full;
   } else {
-    still_full = !route_publish(held);
+    still_full = !route_publish(held, /*retry=*/true);
   }
   if (still_full) {
     if (now - held.since <= std::chrono::seconds(shard_.config().limits.queue_full_timeout_s))

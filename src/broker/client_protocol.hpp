@@ -150,7 +150,7 @@ class ClientProtocol {
     std::optional<std::uint64_t> queue_ack;
   };
   // Routes it and acknowledges (once stored); false when it was refused.
-  bool route_publish(HeldPublish& publish);
+  bool route_publish(HeldPublish& publish, bool retry = false);
   // A PUBLISH to $queue/...: appended by the queue layer, acknowledged once durable.
   void publish_to_queue(mqtt::Publish&& publish, store::WriteBatch&& inbound);
   // Hands it to the queue layer, whose acknowledgement completes `ack`.

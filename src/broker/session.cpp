@@ -369,8 +369,10 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   std::string traceparent;
   std::optional<Span> span;
   if (message.trace && shard_.broker().tracer() != nullptr) {
-    span =
-        child_span(*message.trace, "sluice.deliver", SpanKind::kProducer, message.trace->routed_ns);
+    // A copy with RETAIN set may be a retained message sent on a SUBSCRIBE
+    // long after it was routed: its span covers its write only.
+    span = child_span(*message.trace, "sluice.deliver", SpanKind::kProducer,
+                      delivery.retain ? unix_nanos_now() : message.trace->routed_ns);
     if (mqtt::is_v5(version_)) {
       traceparent = format_traceparent({span->trace_id, span->span_id, true});
       head.traceparent = traceparent;

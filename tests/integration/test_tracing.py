@@ -179,8 +179,9 @@ def test_sampling_starts_new_traces_and_an_unsampled_parent_is_left_alone(make_b
         publisher.publish("sampled/not", b"2", qos=1, properties=props(
             PacketTypes.PUBLISH, UserProperty=[("traceparent", unsampled)]))
         assert user(subscriber.receive(), "traceparent") == [unsampled]
-        # A marker published after it is exported after it (one worker path,
-        # one exporter queue): once the marker's spans are in, the other's would be.
+        # A marker published after it: the publisher's worker handles its
+        # publishes in order and records a publish's spans before its copies
+        # go out, so once the marker's spans are in, the other's would be.
         publisher.publish("sampled/marker", b"3", qos=1)
         (marker,) = user(subscriber.receive(), "traceparent")
         wait_until(lambda: len(collector.of_trace(marker.split("-")[1])) == 3, timeout=15,
@@ -220,8 +221,60 @@ def test_a_collector_that_is_down_costs_dropped_spans_only(make_broker):
     subscriber.disconnect(), publisher.disconnect()
 
 
+def test_a_reload_changes_the_sample_ratio(make_broker, tmp_path):
+    collector = Collector()
+    try:
+        endpoint = f"http://127.0.0.1:{collector.port}/v1/traces"
+        config = tmp_path / "sluice.yaml"
+        config.write_text(tracing_config(endpoint, ratio=0.0))
+        broker = make_broker(None, args=["--config", str(config)])
+        subscriber = Client(broker.port)
+        subscriber.subscribe("ratio/#", qos=1)
+        publisher = Client(broker.port)
+        publisher.publish("ratio/a", b"1", qos=1)
+        assert user(subscriber.receive(), "traceparent") == []
+        config.write_text(tracing_config(endpoint, ratio=1.0) + "sys_interval_s: 3\n")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{broker.admin_port}/api/v1/config/reload", method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=20) as response:
+            outcome = json.loads(response.read())
+        assert outcome["applied"] == ["tracing.sample_ratio"], outcome
+        assert outcome["needs_restart"] == ["sys_interval_s"], outcome
+        publisher.publish("ratio/b", b"2", qos=1)
+        (carried,) = user(subscriber.receive(), "traceparent")
+        wait_until(lambda: len(collector.of_trace(carried.split("-")[1])) == 3, timeout=15,
+                   what="the spans of a publish the new ratio picked")
+        subscriber.disconnect(), publisher.disconnect()
+    finally:
+        collector.close()
+
+
+def test_spans_still_buffered_at_shutdown_reach_the_collector(tmp_path):
+    from sluice_process import SluiceProcess
+    collector = Collector()
+    try:
+        # Nothing is sent on its own for a minute: only the stop's drain sends it.
+        broker = SluiceProcess(config_yaml=tracing_config(
+            f"http://127.0.0.1:{collector.port}/v1/traces", ratio=1.0).replace(
+                "flush_interval_ms: 50", "flush_interval_ms: 60000")).start()
+        subscriber = Client(broker.port)
+        subscriber.subscribe("late/#", qos=1)
+        publisher = Client(broker.port)
+        publisher.publish("late/x", b"1", qos=1)
+        (carried,) = user(subscriber.receive(), "traceparent")
+        subscriber.disconnect(), publisher.disconnect()
+        assert collector.of_trace(carried.split("-")[1]) == []
+        assert broker.stop() == 0, broker.output()
+        assert len(collector.of_trace(carried.split("-")[1])) == 3
+    finally:
+        collector.close()
+
+
 def test_a_bad_endpoint_stops_start_up_naming_the_key(make_broker):
     from sluice_process import SluiceProcess
     process = SluiceProcess(config_yaml=tracing_config("https://127.0.0.1:4318/v1/traces"))
     assert process.proc.wait(timeout=30) != 0
     process.wait_for_line(r"tracing\.otlp_endpoint.*https is not supported")
+    hostless = SluiceProcess(config_yaml=tracing_config("http://:4318/v1/traces"))
+    assert hostless.proc.wait(timeout=30) == 1  # an error, not a crash
+    hostless.wait_for_line(r"event=start_failed.*tracing\.otlp_endpoint: no host")

@@ -179,3 +179,30 @@ def test_a_receiver_that_never_answers_costs_mqtt_nothing():
         # What was queued got its 2 s, then the request under way was cut off.
         assert time.monotonic() - started < 15
         silent.close()
+
+
+def test_each_endpoint_gets_the_messages_its_own_topics_match():
+    first, second = Receiver(), Receiver()
+    broker = SluiceProcess(config_yaml=(
+        "listeners:\n  - {host: 127.0.0.1, port: 0}\n"
+        "webhooks:\n"
+        f"  - {{name: a, url: 'http://127.0.0.1:{first.port}/', events: [message.published], "
+        "topics: ['both/#', 'a/#']}\n"
+        f"  - {{name: b, url: 'http://127.0.0.1:{second.port}/', events: [message.published], "
+        "topics: ['both/#', 'b/#']}\n")).start()
+    try:
+        publisher = Client(broker.port)
+        for topic in ("a/1", "b/1", "both/1", "neither/1"):
+            publisher.publish(topic, b"x", qos=1)
+        publisher.disconnect()
+        # The second endpoint matches the same event the first one took.
+        wait_until(lambda: len(first.events()) == 2 and len(second.events()) == 2, timeout=15,
+                   what="two events at each endpoint")
+        assert sorted(e["topic"] for e in first.events()) == ["a/1", "both/1"]
+        assert sorted(e["topic"] for e in second.events()) == ["b/1", "both/1"]
+        shared = [e for e in first.events() + second.events() if e["topic"] == "both/1"]
+        assert shared[0]["id"] == shared[1]["id"]  # one event, one body for both
+    finally:
+        assert broker.stop() == 0, broker.output()
+        first.close()
+        second.close()
