@@ -197,6 +197,7 @@ struct AdminApi::Impl {
   std::function<ReloadOutcome()> reload;
   const Webhooks* webhooks = nullptr;
   const OtlpExporter* tracer = nullptr;
+  std::function<std::vector<broker::ListenerConnections>()> listener_connections;
 
   void off_workers(std::function<void()> task) {
     if (executor)
@@ -276,7 +277,9 @@ struct AdminApi::Impl {
           off_workers([this, all, respond]() mutable {
             HttpResponse response;
             response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-            response.body = render_metrics(broker, queues, counters, all, webhooks, tracer);
+            MetricsSources sources{webhooks, tracer, {}};
+            if (listener_connections) sources.listeners = listener_connections();
+            response.body = render_metrics(broker, queues, counters, all, sources);
             respond(std::move(response));
           });
         });
@@ -931,6 +934,11 @@ void AdminApi::handle(HttpRequest&& request, Respond respond) {
     spdlog::error("event=admin_request_failed error=\"{}\"", failure.what());
     respond(error(500, "internal_error", "the request failed; the log says why"));
   }
+}
+
+void AdminApi::set_listener_connections(
+    std::function<std::vector<broker::ListenerConnections>()> read) {
+  impl_->listener_connections = std::move(read);
 }
 
 void AdminApi::set_tracer(const OtlpExporter* tracer) {

@@ -13,6 +13,7 @@
 
 #include "admin/http_server.hpp"
 #include "admin/tokens.hpp"
+#include "broker/stats.hpp"
 
 namespace sluice::broker {
 class Broker;
@@ -58,6 +59,8 @@ class AdminApi final : public HttpHandler {
   // For /metrics; set before the server starts.
   void set_webhooks(const Webhooks* webhooks);
   void set_tracer(const OtlpExporter* tracer);
+  // Each MQTT listener's connections, read at scrape time from any thread.
+  void set_listener_connections(std::function<std::vector<broker::ListenerConnections>()> read);
   // POST /api/v1/config/reload calls it (on the admin thread); until set,
   // the endpoint answers that there is nothing to reload.
   void set_reload(std::function<ReloadOutcome()> reload);

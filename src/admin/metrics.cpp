@@ -312,9 +312,25 @@ static void trace_metrics(PrometheusText& out, const OtlpExporter& tracer) {
              static_cast<double>(stats.queued));
 }
 
+static void listener_metrics(PrometheusText& out,
+                             const std::vector<broker::ListenerConnections>& listeners) {
+  out.family("sluice_listener_connections", "gauge",
+             "Open TCP connections, by listener (a CONNECT not yet read included).");
+  for (const auto& l : listeners) {
+    out.sample("sluice_listener_connections", l.open,
+               {{"listener", l.listener}, {"transport", l.transport}});
+  }
+  out.family("sluice_listener_connections_total", "counter",
+             "TCP connections accepted, by listener.");
+  for (const auto& l : listeners) {
+    out.sample("sluice_listener_connections_total", l.accepted,
+               {{"listener", l.listener}, {"transport", l.transport}});
+  }
+}
+
 std::string render_metrics(broker::Broker& broker, const queue::QueueService* queues,
                            const AdminCounters& admin, const SessionTotals& sessions,
-                           const Webhooks* webhooks, const OtlpExporter* tracer) {
+                           const MetricsSources& sources) {
   PrometheusText out;
   broker_metrics(out, broker);
   out.single("sluice_inflight_messages", "gauge",
@@ -326,8 +342,9 @@ std::string render_metrics(broker::Broker& broker, const queue::QueueService* qu
   if (queues != nullptr) queue_metrics(out, *queues);
   process_metrics(out);
   admin_metrics(out, admin);
-  if (webhooks != nullptr) webhook_metrics(out, *webhooks);
-  if (tracer != nullptr) trace_metrics(out, *tracer);
+  if (!sources.listeners.empty()) listener_metrics(out, sources.listeners);
+  if (sources.webhooks != nullptr) webhook_metrics(out, *sources.webhooks);
+  if (sources.tracer != nullptr) trace_metrics(out, *sources.tracer);
   return out.take();
 }
 

@@ -7,6 +7,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "broker/stats.hpp"
 
 namespace sluice::broker {
 class Broker;
@@ -28,10 +31,16 @@ struct SessionTotals {
 class Webhooks;
 class OtlpExporter;
 
-// `webhooks` and `tracer` may be nullptr (none configured).
+// What is counted outside the broker, where there is any.
+struct MetricsSources {
+  const Webhooks* webhooks = nullptr;  // none configured
+  const OtlpExporter* tracer = nullptr;
+  std::vector<broker::ListenerConnections> listeners;
+};
+
 std::string render_metrics(broker::Broker& broker, const queue::QueueService* queues,
                            const AdminCounters& admin, const SessionTotals& sessions,
-                           const Webhooks* webhooks, const OtlpExporter* tracer);
+                           const MetricsSources& sources);
 
 // What /proc says of this process.
 struct ProcessStats {

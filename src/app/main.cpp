@@ -471,6 +471,7 @@ int run(const Config& config, const Options& options) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
     return 1;
   }
+  admin_api.set_listener_connections([&server] { return server.listener_connections(); });
   const auto ports = server.bound_ports();
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {
     const auto& listener = config.listeners[i];

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "store/histogram.hpp"
 
@@ -49,6 +50,15 @@ struct ShardStats {
   static void add(Counter&, std::uint64_t = 1) {}
   static void sub(Counter&, std::uint64_t = 1) {}
 #endif
+};
+
+// TCP connections by listener, open and accepted (net::Server counts them:
+// the net layer sees a connection before the broker does, and after).
+struct ListenerConnections {
+  std::string listener;   // host:port as bound
+  std::string transport;  // tcp, tls, ws, wss
+  std::uint64_t accepted = 0;
+  std::uint64_t open = 0;
 };
 
 }  // namespace sluice::broker

@@ -47,6 +47,7 @@ Connection::Connection(Worker& worker, Socket socket, std::unique_ptr<TlsStream>
 Connection::~Connection() {
   // The protocol goes first: ending it may still queue packets on this connection.
   protocol_.reset();
+  if (listener_count_) listener_count_->open.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Connection::start() {
@@ -324,7 +325,7 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
   if (fd < 0) return;
   worker_.peer(shard).post_moved_connection(
       fd, ipv6, std::move(connect), std::move(rest), layers_ ? std::move(layers_->tls) : nullptr,
-      layers_ ? std::move(layers_->ws) : nullptr, rate_limits_);
+      layers_ ? std::move(layers_->ws) : nullptr, rate_limits_, listener_count_);
 }
 
 void Connection::send(const mqtt::Packet& packet) {

@@ -8,6 +8,7 @@
 // with the bytes it had read after CONNECT.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <memory>
@@ -30,8 +31,21 @@ class Worker;
 using Socket =
     boost::asio::basic_stream_socket<boost::asio::ip::tcp, boost::asio::io_context::executor_type>;
 
+// A listener's connections: accepted counted by its acceptor, open ones
+// by each connection for as long as it lives (on any worker).
+struct ListenerCount {
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> open{0};
+};
+
 class Connection : public std::enable_shared_from_this<Connection>, public broker::ClientLink {
  public:
+  // Counts this connection among `count`'s open ones until it is destroyed.
+  void count_in(std::shared_ptr<ListenerCount> count) {
+    count->open.fetch_add(1, std::memory_order_relaxed);
+    listener_count_ = std::move(count);
+  }
+
   // `tls` is set for a listener with transport: tls (its handshake is done
   // first, unless the connection moved here after it).
   // `ws` is set for ws and wss listeners: WebSocket framing over the stream.
@@ -130,6 +144,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
   WebSocketSession* ws() const { return layers_ ? layers_->ws.get() : nullptr; }
   mqtt::FrameDecoder decoder_;
   std::optional<broker::ClientProtocol> protocol_;
+  std::shared_ptr<ListenerCount> listener_count_;  // set by count_in
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::kV3_1_1;
   // Lent by the worker while there is something to write, and given back
   // once everything is written: an idle connection holds no output buffers.

@@ -39,6 +39,9 @@ struct Server::Impl : broker::Mailbox {
     const config::RateLimitConfig* rate_limits = nullptr;  // its own, or the global ones
     // Connection rate per source address (forgotten once their buckets refill).
     std::map<asio::ip::address, auth::TokenBucket> per_address;
+    std::string name;       // host:port as bound
+    std::string transport;  // as configured
+    std::shared_ptr<ListenerCount> count = std::make_shared<ListenerCount>();
     explicit Listener(asio::io_context& context) : acceptor(context), retry(context) {}
   };
 
@@ -90,9 +93,11 @@ struct Server::Impl : broker::Mailbox {
       if (error == asio::error::operation_aborted || not_accepting.load()) return;
       if (!error) {
         const bool over_rate = over_connection_rate(listener, socket);
+        listener.count->accepted.fetch_add(1, std::memory_order_relaxed);
         asio::post(target.context(),
                    [&target, over_rate, tls = listener.tls, websocket = listener.websocket,
-                    rate_limits = listener.rate_limits, socket = std::move(socket)]() mutable {
+                    rate_limits = listener.rate_limits, count = listener.count,
+                    socket = std::move(socket)]() mutable {
                      std::unique_ptr<TlsStream> stream;
                      if (tls) stream = std::make_unique<TlsStream>(tls, socket.native_handle());
                      std::unique_ptr<WebSocketSession> framing;
@@ -101,6 +106,7 @@ struct Server::Impl : broker::Mailbox {
                      auto connection = std::make_shared<Connection>(
                          target, std::move(socket), std::move(stream), std::move(framing));
                      connection->set_rate_limits(rate_limits);
+                     connection->count_in(std::move(count));
                      // Refused only once its CONNECT is read, so that it is told why.
                      if (over_rate) connection->refuse_over_connection_rate();
                      if (target.add(connection)) connection->start();
@@ -162,6 +168,10 @@ std::optional<std::string> Server::start(const std::vector<config::ListenerConfi
       return "cannot listen on " + listener.host + ":" + std::to_string(listener.port) + ": " +
              error.message();
     }
+    const bool v6 = listener.host.find(':') != std::string::npos;
+    entry->name = (v6 ? "[" + listener.host + "]" : listener.host) + ":" +
+                  std::to_string(acceptor.local_endpoint().port());
+    entry->transport = listener.transport;
     impl_->listeners.push_back(std::move(entry));
   }
   for (auto& listener : impl_->listeners)
@@ -177,6 +187,16 @@ std::vector<std::uint16_t> Server::bound_ports() const {
     ports.push_back(listener->acceptor.local_endpoint().port());
   }
   return ports;
+}
+
+std::vector<broker::ListenerConnections> Server::listener_connections() const {
+  std::vector<broker::ListenerConnections> out;
+  for (const auto& listener : impl_->listeners) {
+    out.push_back({listener->name, listener->transport,
+                   listener->count->accepted.load(std::memory_order_relaxed),
+                   listener->count->open.load(std::memory_order_relaxed)});
+  }
+  return out;
 }
 
 std::optional<std::string> Server::prepare_tls(const std::vector<config::ListenerConfig>& listeners,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "broker/broker.hpp"
+#include "broker/stats.hpp"
 #include "config/config.hpp"
 
 namespace sluice::net {
@@ -47,6 +48,8 @@ class Server {
 
   // The ports the listeners got (useful when port 0 was asked for).
   std::vector<std::uint16_t> bound_ports() const;
+  // Each listener's connections; from any thread.
+  std::vector<broker::ListenerConnections> listener_connections() const;
 
   Worker& worker(std::uint32_t index);
 

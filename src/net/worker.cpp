@@ -132,9 +132,11 @@ void Worker::drain_inbox() {
 void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
                                    std::vector<std::uint8_t> unread, std::unique_ptr<TlsStream> tls,
                                    std::unique_ptr<WebSocketSession> ws,
-                                   const config::RateLimitConfig* rate_limits) {
+                                   const config::RateLimitConfig* rate_limits,
+                                   std::shared_ptr<ListenerCount> count) {
   asio::post(context_, [this, fd, ipv6, connect = std::move(connect), unread = std::move(unread),
-                        tls = std::move(tls), ws = std::move(ws), rate_limits]() mutable {
+                        tls = std::move(tls), ws = std::move(ws), rate_limits,
+                        count = std::move(count)]() mutable {
     boost::system::error_code error;
     Socket socket(context_);
     socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
@@ -146,6 +148,7 @@ void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
     auto connection =
         std::make_shared<Connection>(*this, std::move(socket), std::move(tls), std::move(ws));
     connection->set_rate_limits(rate_limits);
+    if (count) connection->count_in(std::move(count));
     // A stopping worker takes no connection: dropping it closes the socket.
     if (add(connection)) connection->start_moved(std::move(connect), std::move(unread));
   });

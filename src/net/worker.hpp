@@ -19,6 +19,7 @@
 namespace sluice::net {
 
 class Connection;
+struct ListenerCount;
 class TlsStream;
 class WebSocketSession;
 class Server;
@@ -62,7 +63,8 @@ class Worker {
   void post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
                              std::vector<std::uint8_t> unread, std::unique_ptr<TlsStream> tls,
                              std::unique_ptr<WebSocketSession> ws,
-                             const config::RateLimitConfig* rate_limits);
+                             const config::RateLimitConfig* rate_limits,
+                             std::shared_ptr<ListenerCount> count);
   void post_shutdown();
   // Runs `task` on this worker's thread, then flushes what it queued.
   void post_task(std::function<void()> task);

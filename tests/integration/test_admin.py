@@ -75,6 +75,35 @@ def test_metrics_pass_promtool_and_count_what_happened(broker):
         assert family in text
 
 
+def test_connections_are_counted_by_listener(make_broker):
+    broker = make_broker("listeners:\n  - {host: 127.0.0.1, port: 0}\n"
+                         "  - {host: 127.0.0.1, port: 0}\n")
+    ports = [int(p) for p in re.findall(r"event=listening address=127\.0\.0\.1:(\d+)",
+                                        broker.output())]
+    assert len(ports) == 2
+
+    def counts():
+        _, _, text = call(broker.admin_port, "/metrics")
+        found = {}
+        for name, port, value in re.findall(
+                rb'^(sluice_listener_connections(?:_total)?)\{listener="127\.0\.0\.1:(\d+)",'
+                rb'transport="tcp"\} (\d+)$', text, re.M):
+            found[(name.decode(), int(port))] = int(value)
+        return found
+
+    clients = [Client(ports[0]), Client(ports[0]), Client(ports[1])]
+    assert counts() == {("sluice_listener_connections", ports[0]): 2,
+                        ("sluice_listener_connections", ports[1]): 1,
+                        ("sluice_listener_connections_total", ports[0]): 2,
+                        ("sluice_listener_connections_total", ports[1]): 1}
+    for client in clients:
+        client.disconnect()
+    wait_until(lambda: counts()[("sluice_listener_connections", ports[0])] == 0 and
+               counts()[("sluice_listener_connections", ports[1])] == 0,
+               timeout=10, what="the connections to close")
+    assert counts()[("sluice_listener_connections_total", ports[0])] == 2
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -78,14 +78,14 @@ TEST(Worker, AStoppingWorkerTakesNoMovedConnection) {
   // after its goodbye it lingers until its client closes.
   const auto [kept_client, kept_server] = tcp_pair();
   worker.post_moved_connection(kept_server, false, connect_for(broker, 1), {}, nullptr, nullptr,
-                               nullptr);
+                               nullptr, nullptr);
   bool closed = false;
   ASSERT_FALSE(read_until_closed(kept_client, std::chrono::seconds(5), closed).empty());
 
   worker.post_shutdown();
   const auto [late_client, late_server] = tcp_pair();
   worker.post_moved_connection(late_server, false, connect_for(broker, 1), {}, nullptr, nullptr,
-                               nullptr);
+                               nullptr, nullptr);
   // The late one is closed without a CONNACK: it was never started.
   const std::string answer = read_until_closed(late_client, std::chrono::seconds(5), closed);
   EXPECT_TRUE(closed);
