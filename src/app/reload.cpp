@@ -33,6 +33,7 @@ bool only_tls_differs(const std::vector<config::ListenerConfig>& running,
     // use_identity_as_username changes who may connect, which start-up
     // checks (a listener off loopback needs some authentication).
     config::ListenerConfig probe = loaded[i];
+    probe.rate_limits = running[i].rate_limits;  // set_rate_limits takes them
     probe.tls.cert_file = running[i].tls.cert_file;
     probe.tls.key_file = running[i].tls.key_file;
     probe.tls.ca_file = running[i].tls.ca_file;
@@ -70,6 +71,7 @@ admin::ReloadOutcome Reloader::reload() {
   if (listeners_reloadable) probe.listeners = running_.listeners;
   const bool auth_reloadable = auth_ != nullptr && auth_->same_setup(next.auth);
   if (auth_reloadable) probe.auth = running_.auth;
+  if (listeners_reloadable) probe.rate_limits = running_.rate_limits;
   // Of tracing, the sample ratio changes at run time (where a tracer runs).
   if (tracer_ != nullptr) probe.tracing.sample_ratio = running_.tracing.sample_ratio;
   const auto differs = [&](const char* name, bool changed) {
@@ -137,6 +139,13 @@ admin::ReloadOutcome Reloader::reload() {
     const bool any_tls = std::any_of(tls.begin(), tls.end(), [](const auto& t) { return t; });
     server_.commit_tls(std::move(tls));
     if (any_tls) outcome.applied.emplace_back("tls certificates");
+    if (!(next.rate_limits == running_.rate_limits) ||
+        !std::equal(next.listeners.begin(), next.listeners.end(), running_.listeners.begin(),
+                    [](const auto& a, const auto& b) { return a.rate_limits == b.rate_limits; })) {
+      server_.set_rate_limits(next.listeners, next.rate_limits);
+      outcome.applied.emplace_back("rate_limits");
+      running_.rate_limits = next.rate_limits;
+    }
     running_.listeners = next.listeners;
     remember_tls_files();
   }

@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "auth/token_bucket.hpp"
@@ -33,12 +34,15 @@ constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 struct Server::Impl : broker::Mailbox {
   struct Listener {
     tcp::acceptor acceptor;
-    asio::steady_timer retry;                              // after a failed accept
-    std::shared_ptr<TlsContext> tls;                       // for tls and wss
-    const config::WebSocketConfig* websocket = nullptr;    // for ws and wss
-    const config::RateLimitConfig* rate_limits = nullptr;  // its own, or the global ones
-    // Connection rate per source address (forgotten once their buckets refill).
+    asio::steady_timer retry;                            // after a failed accept
+    std::shared_ptr<TlsContext> tls;                     // for tls and wss
+    const config::WebSocketConfig* websocket = nullptr;  // for ws and wss
+    // Its own, or the global ones; a reload swaps them (set_rate_limits).
+    std::atomic<const config::RateLimitConfig*> rate_limits{nullptr};
+    // Connection rate per source address (forgotten once their buckets
+    // refill, or when the limits change), for `per_address_limits`.
     std::map<asio::ip::address, auth::TokenBucket> per_address;
+    const config::RateLimitConfig* per_address_limits = nullptr;
     std::string name;       // host:port as bound
     std::string transport;  // as configured
     std::shared_ptr<ListenerCount> count = std::make_shared<ListenerCount>();
@@ -51,6 +55,10 @@ struct Server::Impl : broker::Mailbox {
   std::uint32_t next_worker = 0;
   std::atomic<bool> stopped{false};
   std::atomic<bool> not_accepting{false};
+  // Every set of rate limits a reload made, kept for the server's life:
+  // connections hold them by pointer, and reloads are few.
+  std::mutex rate_limits_mutex;
+  std::vector<std::unique_ptr<const config::RateLimitConfig>> rate_limit_versions;
   static constexpr std::size_t kMaxTrackedAddresses = 10'000;
 
   explicit Impl(broker::Broker& b) : broker(b) {}
@@ -66,8 +74,12 @@ struct Server::Impl : broker::Mailbox {
   // Whether a new connection from `socket`'s address is over
   // rate_limits.connections_per_s_per_ip. Runs on the acceptors' thread only.
   bool over_connection_rate(Listener& listener, const Socket& socket) {
-    const config::RateLimitConfig& limits = *listener.rate_limits;
+    const config::RateLimitConfig& limits = *listener.rate_limits.load();
     auto& per_address = listener.per_address;
+    if (listener.per_address_limits != &limits) {  // buckets of the old rates
+      per_address.clear();
+      listener.per_address_limits = &limits;
+    }
     if (limits.connections_per_s_per_ip <= 0) return false;
     boost::system::error_code error;
     const auto peer = socket.remote_endpoint(error);
@@ -96,7 +108,7 @@ struct Server::Impl : broker::Mailbox {
         listener.count->accepted.fetch_add(1, std::memory_order_relaxed);
         asio::post(target.context(),
                    [&target, over_rate, tls = listener.tls, websocket = listener.websocket,
-                    rate_limits = listener.rate_limits, count = listener.count,
+                    rate_limits = listener.rate_limits.load(), count = listener.count,
                     socket = std::move(socket)]() mutable {
                      std::unique_ptr<TlsStream> stream;
                      if (tls) stream = std::make_unique<TlsStream>(tls, socket.native_handle());
@@ -187,6 +199,17 @@ std::vector<std::uint16_t> Server::bound_ports() const {
     ports.push_back(listener->acceptor.local_endpoint().port());
   }
   return ports;
+}
+
+void Server::set_rate_limits(const std::vector<config::ListenerConfig>& listeners,
+                             const config::RateLimitConfig& global) {
+  std::lock_guard lock(impl_->rate_limits_mutex);
+  for (std::size_t i = 0; i < impl_->listeners.size() && i < listeners.size(); ++i) {
+    auto limits = std::make_unique<const config::RateLimitConfig>(
+        listeners[i].rate_limits ? *listeners[i].rate_limits : global);
+    impl_->listeners[i]->rate_limits.store(limits.get());
+    impl_->rate_limit_versions.push_back(std::move(limits));
+  }
 }
 
 std::vector<broker::ListenerConnections> Server::listener_connections() const {

@@ -46,6 +46,12 @@ class Server {
                                          PreparedTls& out) const;
   void commit_tls(PreparedTls prepared);
 
+  // Rate limits from a reload (`listeners` as the server was started with,
+  // in order, each with its own limits or `global`): new connections get
+  // them; connected clients keep the buckets they were given at CONNECT.
+  void set_rate_limits(const std::vector<config::ListenerConfig>& listeners,
+                       const config::RateLimitConfig& global);
+
   // The ports the listeners got (useful when port 0 was asked for).
   std::vector<std::uint16_t> bound_ports() const;
   // Each listener's connections; from any thread.

@@ -5,6 +5,8 @@ reported as needing a restart; an invalid file changes nothing; TLS files
 changed on disk are picked up on their own."""
 
 import json
+import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -134,3 +136,37 @@ def test_a_tls_certificate_changed_on_disk_is_used_for_new_handshakes(tmp_path):
     before.close()
     after.close()
     assert broker.stop() == 0, broker.output()
+
+
+def test_a_reload_gives_new_connections_new_rate_limits(tmp_path):
+    from test_rate_limits import puback_reasons
+    listeners = "listeners:\n  - {host: 127.0.0.1, port: 0}\n  - {host: 127.0.0.1, port: 0}\n"
+    broker = SluiceProcess(config_yaml=listeners).start()
+    config = pathlib.Path(broker.config_path)  # what a reload reads again
+    try:
+        before = rawmqtt.connected(broker.port, unique("before"))
+        # A burst of 3 at one a second: of 10 sent at once, at most a few more
+        # go through. The second listener gets limits of its own.
+        config.write_text("rate_limits: {publishes_per_s: 1, publish_burst: 3}\n"
+                          "listeners:\n  - {host: 127.0.0.1, port: 0}\n"
+                          "  - {host: 127.0.0.1, port: 0, rate_limits: {publishes_per_s: 1000}}\n")
+        status, body = post(broker.admin_port, "/api/v1/config/reload")
+        assert status == 200 and body["applied"] == ["rate_limits"], body
+        assert body["needs_restart"] == [], body
+        after = rawmqtt.connected(broker.port, unique("after"))
+        other_port = int(re.findall(r"event=listening address=127\.0\.0\.1:(\d+)",
+                                    broker.output())[1])
+        other = rawmqtt.connected(other_port, unique("other"))
+        for client in (before, after, other):
+            for i in range(10):
+                client.send(rawmqtt.publish("limits/x", b"x", qos=1, packet_id=i + 1))
+        accepted = (0x00, 0x10)  # 0x10: no subscribers, accepted all the same
+        # Its buckets are from its CONNECT, before the reload.
+        assert all(r in accepted for r in puback_reasons(before, 10))
+        reasons = puback_reasons(after, 10)
+        assert all(r in accepted for r in reasons[:3]) and reasons.count(0x96) >= 5, reasons
+        assert all(r in accepted for r in puback_reasons(other, 10))
+        for client in (before, after, other):
+            client.close()
+    finally:
+        assert broker.stop() == 0, broker.output()
