@@ -34,6 +34,7 @@ bool only_tls_differs(const std::vector<config::ListenerConfig>& running,
     // checks (a listener off loopback needs some authentication).
     config::ListenerConfig probe = loaded[i];
     probe.rate_limits = running[i].rate_limits;  // set_rate_limits takes them
+    probe.websocket = running[i].websocket;      // and set_websocket these
     probe.tls.cert_file = running[i].tls.cert_file;
     probe.tls.key_file = running[i].tls.key_file;
     probe.tls.ca_file = running[i].tls.ca_file;
@@ -145,6 +146,11 @@ admin::ReloadOutcome Reloader::reload() {
       server_.set_rate_limits(next.listeners, next.rate_limits);
       outcome.applied.emplace_back("rate_limits");
       running_.rate_limits = next.rate_limits;
+    }
+    if (!std::equal(next.listeners.begin(), next.listeners.end(), running_.listeners.begin(),
+                    [](const auto& a, const auto& b) { return a.websocket == b.websocket; })) {
+      server_.set_websocket(next.listeners);
+      outcome.applied.emplace_back("websocket");
     }
     running_.listeners = next.listeners;
     remember_tls_files();

@@ -34,9 +34,10 @@ constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 struct Server::Impl : broker::Mailbox {
   struct Listener {
     tcp::acceptor acceptor;
-    asio::steady_timer retry;                            // after a failed accept
-    std::shared_ptr<TlsContext> tls;                     // for tls and wss
-    const config::WebSocketConfig* websocket = nullptr;  // for ws and wss
+    asio::steady_timer retry;         // after a failed accept
+    std::shared_ptr<TlsContext> tls;  // for tls and wss
+    // For ws and wss; a reload swaps it (set_websocket).
+    std::atomic<const config::WebSocketConfig*> websocket{nullptr};
     // Its own, or the global ones; a reload swaps them (set_rate_limits).
     std::atomic<const config::RateLimitConfig*> rate_limits{nullptr};
     // Connection rate per source address (forgotten once their buckets
@@ -55,10 +56,11 @@ struct Server::Impl : broker::Mailbox {
   std::uint32_t next_worker = 0;
   std::atomic<bool> stopped{false};
   std::atomic<bool> not_accepting{false};
-  // Every set of rate limits a reload made, kept for the server's life:
-  // connections hold them by pointer, and reloads are few.
-  std::mutex rate_limits_mutex;
+  // Every set of rate limits and WebSocket settings a reload made, kept for
+  // the server's life: connections hold them by pointer, and reloads are few.
+  std::mutex reloaded_mutex;
   std::vector<std::unique_ptr<const config::RateLimitConfig>> rate_limit_versions;
+  std::vector<std::unique_ptr<const config::WebSocketConfig>> websocket_versions;
   static constexpr std::size_t kMaxTrackedAddresses = 10'000;
 
   explicit Impl(broker::Broker& b) : broker(b) {}
@@ -107,7 +109,7 @@ struct Server::Impl : broker::Mailbox {
         const bool over_rate = over_connection_rate(listener, socket);
         listener.count->accepted.fetch_add(1, std::memory_order_relaxed);
         asio::post(target.context(),
-                   [&target, over_rate, tls = listener.tls, websocket = listener.websocket,
+                   [&target, over_rate, tls = listener.tls, websocket = listener.websocket.load(),
                     rate_limits = listener.rate_limits.load(), count = listener.count,
                     socket = std::move(socket)]() mutable {
                      std::unique_ptr<TlsStream> stream;
@@ -203,12 +205,22 @@ std::vector<std::uint16_t> Server::bound_ports() const {
 
 void Server::set_rate_limits(const std::vector<config::ListenerConfig>& listeners,
                              const config::RateLimitConfig& global) {
-  std::lock_guard lock(impl_->rate_limits_mutex);
+  std::lock_guard lock(impl_->reloaded_mutex);
   for (std::size_t i = 0; i < impl_->listeners.size() && i < listeners.size(); ++i) {
     auto limits = std::make_unique<const config::RateLimitConfig>(
         listeners[i].rate_limits ? *listeners[i].rate_limits : global);
     impl_->listeners[i]->rate_limits.store(limits.get());
     impl_->rate_limit_versions.push_back(std::move(limits));
+  }
+}
+
+void Server::set_websocket(const std::vector<config::ListenerConfig>& listeners) {
+  std::lock_guard lock(impl_->reloaded_mutex);
+  for (std::size_t i = 0; i < impl_->listeners.size() && i < listeners.size(); ++i) {
+    if (impl_->listeners[i]->websocket.load() == nullptr) continue;  // not ws or wss
+    auto settings = std::make_unique<const config::WebSocketConfig>(listeners[i].websocket);
+    impl_->listeners[i]->websocket.store(settings.get());
+    impl_->websocket_versions.push_back(std::move(settings));
   }
 }
 

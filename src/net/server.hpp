@@ -51,6 +51,9 @@ class Server {
   // them; connected clients keep the buckets they were given at CONNECT.
   void set_rate_limits(const std::vector<config::ListenerConfig>& listeners,
                        const config::RateLimitConfig& global);
+  // WebSocket settings (allowed origins, path) from a reload, the same way:
+  // new connections' upgrades are checked against them.
+  void set_websocket(const std::vector<config::ListenerConfig>& listeners);
 
   // The ports the listeners got (useful when port 0 was asked for).
   std::vector<std::uint16_t> bound_ports() const;

@@ -170,3 +170,28 @@ def test_a_reload_gives_new_connections_new_rate_limits(tmp_path):
             client.close()
     finally:
         assert broker.stop() == 0, broker.output()
+
+
+def test_a_reload_gives_new_websocket_upgrades_new_allowed_origins():
+    from test_websocket import frame, read_frames, upgrade
+    ws = ("listeners:\n  - {host: 127.0.0.1, port: 0, transport: ws, "
+          "websocket: {allowed_origins: [%s]}}\n")
+    broker = SluiceProcess(config_yaml=ws % "'https://old.example.com'").start()
+    config = pathlib.Path(broker.config_path)
+    try:
+        assert upgrade(broker.port, "https://new.example.com")[0] == 403
+        kept_status, kept = upgrade(broker.port, "https://old.example.com")
+        assert kept_status == 101
+        config.write_text(ws % "'https://new.example.com'")
+        status, body = post(broker.admin_port, "/api/v1/config/reload")
+        assert status == 200 and body["applied"] == ["websocket"], body
+        assert body["needs_restart"] == [], body
+        assert upgrade(broker.port, "https://new.example.com")[0] == 101
+        assert upgrade(broker.port, "https://old.example.com")[0] == 403
+        # The connection upgraded before goes on: an MQTT CONNECT over it is answered.
+        kept.sendall(frame(bytes([0x10, 0x0C, 0x00, 0x04]) + b"MQTT" +
+                           bytes([0x04, 0x02, 0x00, 0x3C, 0x00, 0x00])))
+        assert read_frames(kept, 4)[:1] == bytes([0x20])  # the CONNACK
+        kept.close()
+    finally:
+        assert broker.stop() == 0, broker.output()
