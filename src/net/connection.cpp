@@ -323,9 +323,10 @@ void Connection::move_to(std::uint32_t shard, mqtt::Connect&& connect) {
   socket_.close(ignored);
   worker_.remove(*this);
   if (fd < 0) return;
+  // The open count moves with it: this object no longer counts itself.
   worker_.peer(shard).post_moved_connection(
       fd, ipv6, std::move(connect), std::move(rest), layers_ ? std::move(layers_->tls) : nullptr,
-      layers_ ? std::move(layers_->ws) : nullptr, rate_limits_, listener_count_);
+      layers_ ? std::move(layers_->ws) : nullptr, rate_limits_, std::move(listener_count_));
 }
 
 void Connection::send(const mqtt::Packet& packet) {

@@ -45,6 +45,9 @@ class Connection : public std::enable_shared_from_this<Connection>, public broke
     count->open.fetch_add(1, std::memory_order_relaxed);
     listener_count_ = std::move(count);
   }
+  // Takes over the count of the connection this one was moved from (it
+  // counted itself and handed it on): not counted twice.
+  void adopt_count(std::shared_ptr<ListenerCount> count) { listener_count_ = std::move(count); }
 
   // `tls` is set for a listener with transport: tls (its handshake is done
   // first, unless the connection moved here after it).

@@ -51,16 +51,17 @@ struct Server::Impl : broker::Mailbox {
   };
 
   broker::Broker& broker;
+  // Every set of rate limits and WebSocket settings a reload made, kept for
+  // the server's life: connections hold them by pointer, and reloads are few.
+  // Declared before the workers: destroyed after their connections.
+  std::mutex reloaded_mutex;
+  std::vector<std::unique_ptr<const config::RateLimitConfig>> rate_limit_versions;
+  std::vector<std::unique_ptr<const config::WebSocketConfig>> websocket_versions;
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::unique_ptr<Listener>> listeners;
   std::uint32_t next_worker = 0;
   std::atomic<bool> stopped{false};
   std::atomic<bool> not_accepting{false};
-  // Every set of rate limits and WebSocket settings a reload made, kept for
-  // the server's life: connections hold them by pointer, and reloads are few.
-  std::mutex reloaded_mutex;
-  std::vector<std::unique_ptr<const config::RateLimitConfig>> rate_limit_versions;
-  std::vector<std::unique_ptr<const config::WebSocketConfig>> websocket_versions;
   static constexpr std::size_t kMaxTrackedAddresses = 10'000;
 
   explicit Impl(broker::Broker& b) : broker(b) {}
@@ -75,8 +76,8 @@ struct Server::Impl : broker::Mailbox {
 
   // Whether a new connection from `socket`'s address is over
   // rate_limits.connections_per_s_per_ip. Runs on the acceptors' thread only.
-  bool over_connection_rate(Listener& listener, const Socket& socket) {
-    const config::RateLimitConfig& limits = *listener.rate_limits.load();
+  bool over_connection_rate(Listener& listener, const config::RateLimitConfig& limits,
+                            const Socket& socket) {
     auto& per_address = listener.per_address;
     if (listener.per_address_limits != &limits) {  // buckets of the old rates
       per_address.clear();
@@ -106,12 +107,13 @@ struct Server::Impl : broker::Mailbox {
       // Closed for a drain: what the kernel accepted meanwhile is closed too.
       if (error == asio::error::operation_aborted || not_accepting.load()) return;
       if (!error) {
-        const bool over_rate = over_connection_rate(listener, socket);
+        // Read once: a reload meanwhile must not judge with one and give another.
+        const config::RateLimitConfig* rate_limits = listener.rate_limits.load();
+        const bool over_rate = over_connection_rate(listener, *rate_limits, socket);
         listener.count->accepted.fetch_add(1, std::memory_order_relaxed);
         asio::post(target.context(),
                    [&target, over_rate, tls = listener.tls, websocket = listener.websocket.load(),
-                    rate_limits = listener.rate_limits.load(), count = listener.count,
-                    socket = std::move(socket)]() mutable {
+                    rate_limits, count = listener.count, socket = std::move(socket)]() mutable {
                      std::unique_ptr<TlsStream> stream;
                      if (tls) stream = std::make_unique<TlsStream>(tls, socket.native_handle());
                      std::unique_ptr<WebSocketSession> framing;

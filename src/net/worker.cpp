@@ -142,13 +142,14 @@ void Worker::post_moved_connection(int fd, bool ipv6, mqtt::Connect&& connect,
     socket.assign(ipv6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, error);
     if (error) {
       ::close(fd);
+      if (count) count->open.fetch_sub(1, std::memory_order_relaxed);  // it ends here
       return;
     }
     if (tls) tls->rebind(fd);
     auto connection =
         std::make_shared<Connection>(*this, std::move(socket), std::move(tls), std::move(ws));
     connection->set_rate_limits(rate_limits);
-    if (count) connection->count_in(std::move(count));
+    if (count) connection->adopt_count(std::move(count));
     // A stopping worker takes no connection: dropping it closes the socket.
     if (add(connection)) connection->start_moved(std::move(connect), std::move(unread));
   });

@@ -92,10 +92,11 @@ def test_connections_are_counted_by_listener(make_broker):
         return found
 
     clients = [Client(ports[0]), Client(ports[0]), Client(ports[1])]
-    assert counts() == {("sluice_listener_connections", ports[0]): 2,
+    wait_until(lambda: counts() == {("sluice_listener_connections", ports[0]): 2,
                         ("sluice_listener_connections", ports[1]): 1,
                         ("sluice_listener_connections_total", ports[0]): 2,
-                        ("sluice_listener_connections_total", ports[1]): 1}
+                        ("sluice_listener_connections_total", ports[1]): 1},
+               timeout=10, what="two connections on one listener and one on the other")
     for client in clients:
         client.disconnect()
     wait_until(lambda: counts()[("sluice_listener_connections", ports[0])] == 0 and
