@@ -37,11 +37,7 @@ std::string sha256_hex(std::string_view text) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int size = 0;
   EVP_Digest(text.data(), text.size(), digest.data(), &size, EVP_sha256(), nullptr);
-  return to_hex(digest.data(), size);
-}
-
-std::string to_hex(const unsigned char* bytes, std::size_t size) {
-  return auth::to_hex({bytes, size});
+  return auth::to_hex({digest.data(), size});
 }
 
 std::string make_secret() {

@@ -42,9 +42,6 @@ class TokenTable {
   std::vector<Token> tokens_;
 };
 
-// Lowercase hex of `size` bytes (digests, ids).
-std::string to_hex(const unsigned char* bytes, std::size_t size);
-
 // Lowercase hex SHA-256 of `text`.
 std::string sha256_hex(std::string_view text);
 

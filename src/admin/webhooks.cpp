@@ -23,7 +23,7 @@ namespace {
 std::string new_id() {
   unsigned char random[16];
   if (RAND_bytes(random, sizeof random) != 1) return "0";
-  return to_hex(random, sizeof random);
+  return auth::to_hex(random);
 }
 
 void add(std::atomic<std::uint64_t>& counter) {
@@ -41,7 +41,6 @@ struct Webhooks::Endpoint {
   // sender to need it, off the workers (a body costs more than the publish
   // it describes), once for every endpoint.
   struct Made {
-    broker::EventKind kind{};
     broker::Event event;
     std::int64_t timestamp_ms = 0;
     std::size_t bytes = 0;  // what it holds, for max_queue_bytes
@@ -165,7 +164,7 @@ struct Webhooks::Endpoint {
     }
     add(failed);
     spdlog::warn("event=webhook_failed webhook=\"{}\" event_name={} id={} attempts={}", config.name,
-                 broker::event_name(item->kind), item->id, config.max_attempts);
+                 broker::event_name(item->event.kind), item->id, config.max_attempts);
   }
 
   // When the current step must end: its timeout, or sooner once stopping.
@@ -178,7 +177,7 @@ struct Webhooks::Endpoint {
 
   bool post(const Queued& item) {
     const std::string& body = item->text();
-    HttpPoster::Headers headers = {{"X-Sluice-Event", broker::event_name(item->kind)},
+    HttpPoster::Headers headers = {{"X-Sluice-Event", broker::event_name(item->event.kind)},
                                    {"X-Sluice-Delivery", item->id}};
     if (!config.secret.empty())
       headers.emplace_back("X-Sluice-Signature", Webhooks::signature(config.secret, body));
@@ -263,7 +262,6 @@ void Webhooks::emit(broker::Event&& event) {
     }
     if (!made) {
       made = std::make_shared<Endpoint::Made>();
-      made->kind = event.kind;
       made->timestamp_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
@@ -344,7 +342,7 @@ std::string Webhooks::signature(std::string_view secret, std::string_view body) 
   unsigned int size = 0;
   HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
        reinterpret_cast<const unsigned char*>(body.data()), body.size(), digest, &size);
-  return "sha256=" + to_hex(digest, size);
+  return "sha256=" + auth::to_hex({digest, size});
 }
 
 }  // namespace sluice::admin

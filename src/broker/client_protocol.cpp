@@ -399,7 +399,6 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
     trace->receive.end_ns = unix_nanos_now();
     shard_.broker().tracer()->record(std::move(trace->receive));
   };
-  if (trace) trace->message->routed_ns = unix_nanos_now();
   HeldPublish routing{make_message(std::move(publish), session_->id(), session_->client_hash(),
                                    trace ? trace->message : nullptr),
                       qos,

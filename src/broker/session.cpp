@@ -376,11 +376,11 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
     if (mqtt::is_v5(version_)) {
       traceparent = format_traceparent({span->trace_id, span->span_id, true});
       head.traceparent = traceparent;
+      if (const std::size_t size = mqtt::publish_wire_size(head, version_);
+          size == 0 || size > limits_.maximum_packet_size) {
+        head.traceparent = {};  // the trace gives way to the message
+      }
     }
-  }
-  if (const std::size_t size = mqtt::publish_wire_size(head, version_);
-      !traceparent.empty() && (size == 0 || size > limits_.maximum_packet_size)) {
-    head.traceparent = {};  // the trace gives way to the message
   }
   link_->send_publish(head, delivery.message);
   if (span) {

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "auth/base64.hpp"
+#include "mqtt/packet_encoder.hpp"
 
 namespace sluice::broker {
 namespace {
@@ -95,7 +96,7 @@ std::optional<PublishTrace> start_publish_trace(SpanSink& sink, mqtt::Properties
   std::optional<TraceContext> parent;
   bool carried = false;
   for (const mqtt::UserProperty& property : properties.user_properties) {
-    if (property.name != kTraceparent) continue;
+    if (property.name != mqtt::kTraceparent) continue;
     carried = true;
     if (!parent) parent = parse_traceparent(property.value);
   }
@@ -106,8 +107,9 @@ std::optional<PublishTrace> start_publish_trace(SpanSink& sink, mqtt::Properties
       return std::nullopt;
   }
   if (carried) {
-    std::erase_if(properties.user_properties,
-                  [](const mqtt::UserProperty& property) { return property.name == kTraceparent; });
+    std::erase_if(properties.user_properties, [](const mqtt::UserProperty& property) {
+      return property.name == mqtt::kTraceparent;
+    });
   }
   PublishTrace trace;
   Span& receive = trace.receive;

@@ -35,7 +35,6 @@ struct TraceContext {
 // ids are invalid too); a later version is read as 00, as W3C asks.
 std::optional<TraceContext> parse_traceparent(std::string_view text);
 std::string format_traceparent(const TraceContext& context);  // always 55 characters
-inline constexpr std::string_view kTraceparent = "traceparent";
 
 // Fresh, random, never all zero. Per thread, so workers share nothing.
 TraceId new_trace_id();
@@ -68,7 +67,7 @@ class SpanSink {
 
 // What a traced message carries, shared by every copy: its trace, the span
 // of its receive (the parent of everything the broker did with it), and
-// when it was handed to routing (where each delivery span starts).
+// when it arrived, just before routing (where each delivery span starts).
 struct MessageTrace {
   TraceId trace_id{};
   SpanId receive_span{};
@@ -78,7 +77,7 @@ struct MessageTrace {
 // A receive span under way, on the publisher's worker.
 struct PublishTrace {
   Span receive;
-  std::shared_ptr<MessageTrace> message;  // routed_ns set when routing starts
+  std::shared_ptr<const MessageTrace> message;
 };
 
 // Whether this publish is traced: a sampled traceparent among `properties`

@@ -213,16 +213,13 @@ bool encode(const T& p, ProtocolVersion version, std::vector<std::uint8_t>& out)
 
 // ---- PUBLISH heads ---------------------------------------------------------
 
-constexpr std::string_view kTraceparentName = "traceparent";
-
 std::size_t per_delivery_properties_size(const PublishHead& head) {
   std::size_t size = 0;
   for (std::uint32_t id : head.subscription_identifiers)
     size += 1 + varint_size(id);
   if (head.topic_alias != 0) size += 3;
   if (head.message_expiry_interval) size += 5;
-  if (!head.traceparent.empty())
-    size += 1 + 2 + kTraceparentName.size() + 2 + head.traceparent.size();
+  if (!head.traceparent.empty()) size += 1 + 2 + kTraceparent.size() + 2 + head.traceparent.size();
   return size;
 }
 
@@ -247,7 +244,7 @@ void write_head_body(W& w, const PublishHead& head, ProtocolVersion version) {
                          out.raw(head.shared_properties);
                          if (!head.traceparent.empty()) {
                            out.u8(static_cast<std::uint8_t>(PropertyId::kUserProperty));
-                           out.string(kTraceparentName);
+                           out.string(kTraceparent);
                            out.string(head.traceparent);
                          }
                        });

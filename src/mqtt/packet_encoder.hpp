@@ -29,6 +29,9 @@ bool encode_packet(const Packet& packet, ProtocolVersion version, std::vector<st
 // The size `encode_packet` would append (0 when it would fail).
 std::size_t encoded_size(const Packet& packet, ProtocolVersion version);
 
+// The W3C trace context's name, as a User Property (broker/trace.hpp).
+inline constexpr std::string_view kTraceparent = "traceparent";
+
 struct PublishHead {
   std::string_view topic;  // may be empty on MQTT 5 when topic_alias is set
   QoS qos = QoS::kAtMostOnce;
@@ -41,7 +44,7 @@ struct PublishHead {
   std::span<const std::uint32_t> subscription_identifiers;
   std::uint16_t topic_alias = 0;  // 0: none
   std::optional<std::uint32_t> message_expiry_interval;
-  std::string_view traceparent;   // set: a "traceparent" User Property of this delivery's own
+  std::string_view traceparent;   // set: a kTraceparent User Property of this delivery's own
   std::size_t payload_bytes = 0;  // counted in the Remaining Length, not written
 };
 
