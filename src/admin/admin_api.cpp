@@ -17,11 +17,13 @@
 #include "admin/config_json.hpp"
 #include "admin/metrics.hpp"
 #include "admin/openapi.hpp"
+#include "admin/queue_body.hpp"
 #include "admin/shard_query.hpp"
 #include "auth/base64.hpp"
 #include "broker/broker.hpp"
 #include "broker/client_protocol.hpp"
 #include "broker/shard.hpp"
+#include "config/config_loader.hpp"
 #include "mqtt/topic.hpp"
 #include "mqtt/utf8.hpp"
 #include "queue/queue_service.hpp"
@@ -175,6 +177,8 @@ json queue_json(const queue::QueueStats& q) {
     counters[name] = value;
   return {{"name", q.name},
           {"kind", q.stream ? "stream" : "queue"},
+          {"origin", q.origin},
+          {"options", queue_options_json(q.options)},
           {"partitions", q.partitions},
           {"depth", q.depth},
           {"bytes", q.bytes ? json(*q.bytes) : json(nullptr)},
@@ -462,6 +466,103 @@ struct AdminApi::Impl {
     if (queues != nullptr) return true;
     respond(error(404, "not_found", "no queue of that name"));
     return false;
+  }
+
+  // POST /api/v1/queues, PATCH and DELETE /api/v1/queues/{name}: the
+  // catalogue (queue_catalog.cpp). The body has a queue's keys (queue_body.hpp).
+  using Catalog = queue::QueueService::CatalogResult;
+  // Runs `start` on worker 0's thread (as on_worker); `done` gets the
+  // result once the change is durable.
+  void catalog_change(std::function<void(broker::Shard&, queue::QueueService::CatalogDone)> start,
+                      queue::QueueService::CatalogDone done) {
+    broker.mailbox()->post_task(0, [this, start = std::move(start), done = std::move(done)] {
+      start(broker.shard(0), done);
+    });
+  }
+
+  static HttpResponse catalog_answer(const Catalog& result, unsigned done_status) {
+    switch (result.kind) {
+      case Catalog::Kind::kDone:
+        break;
+      case Catalog::Kind::kNotFound:
+        return error(404, "not_found", result.message);
+      case Catalog::Kind::kConflict:
+        return error(409, "conflict", result.message);
+      case Catalog::Kind::kInvalid:
+        return error(400, "bad_body", result.message);
+      case Catalog::Kind::kStoreFailed:
+        return error(503, "store_failed", result.message);
+    }
+    const config::QueueConfig& c = result.config;
+    json body = {{"name", c.name},
+                 {"kind", c.kind == config::QueueKind::kStream ? "stream" : "queue"},
+                 {"options", queue_options_json(c.options)}};
+    if (done_status == 200 && result.removed != 0) body["removed"] = result.removed;
+    return json_response(done_status, body);
+  }
+
+  void create_queue(const HttpRequest& request, const Params&, Respond& respond) {
+    if (!need_queues(respond)) return;
+    std::string why;
+    const auto text = queue_body_yaml(request.body, why);
+    if (!text) return respond(error(400, "bad_body", why));
+    auto parsed = config::parse_queue(*text, broker.config().queue_defaults, "body");
+    if (const auto* failed = std::get_if<config::ConfigError>(&parsed))
+      return respond(error(400, "bad_body", failed->message));
+    catalog_change(
+        [this, declared = std::get<config::QueueConfig>(std::move(parsed))](
+            broker::Shard& shard, queue::QueueService::CatalogDone done) {
+          queues->create_queue(shard, declared, std::move(done));
+        },
+        [respond](Catalog&& result) mutable { respond(catalog_answer(result, 201)); });
+  }
+
+  void update_queue(const HttpRequest& request, const Params& params, Respond& respond) {
+    if (!need_queues(respond)) return;
+    // GET's answer sent back as it is names the queue and its kind: they
+    // are not changes.
+    json body = json::parse(request.body, nullptr, false);
+    std::string kind;
+    if (body.is_object()) {
+      if (body.contains("name") && body["name"] == params[0]) body.erase("name");
+      if (body.contains("kind") && body["kind"].is_string()) {
+        kind = body["kind"].get<std::string>();
+        body.erase("kind");
+      }
+    }
+    std::string why;
+    const auto text = queue_body_yaml(body.is_discarded() ? request.body : body.dump(), why);
+    if (!text) return respond(error(400, "bad_body", why));
+    const std::string name = params[0];
+    catalog_change(
+        [this, name, kind, text = *text](broker::Shard& shard,
+                                         queue::QueueService::CatalogDone done) {
+          queues->update_queue(
+              shard, name,
+              [&](bool stream, config::QueueOptions& options) -> std::optional<std::string> {
+                if (!kind.empty() && kind != (stream ? "stream" : "queue"))
+                  return "kind: cannot change (delete the queue and create it again)";
+                if (const auto failed = config::parse_queue_options(text, options, "body"))
+                  return failed->message;
+                return std::nullopt;
+              },
+              std::move(done));
+        },
+        [respond](Catalog&& result) mutable { respond(catalog_answer(result, 200)); });
+  }
+
+  void delete_queue(const HttpRequest&, const Params& params, Respond& respond) {
+    if (!need_queues(respond)) return;
+    const std::string name = params[0];
+    catalog_change(
+        [this, name](broker::Shard& shard, queue::QueueService::CatalogDone done) {
+          queues->delete_queue(shard, name, std::move(done));
+        },
+        [respond](Catalog&& result) mutable {
+          if (result.kind != Catalog::Kind::kDone) return respond(catalog_answer(result, 200));
+          respond(
+              json_response(200, {{"deleted", result.config.name}, {"removed", result.removed}}));
+        });
   }
 
   void purge_queue(const HttpRequest&, const Params& params, Respond& respond) {
@@ -902,7 +1003,10 @@ AdminApi::AdminApi(broker::Broker& broker, queue::QueueService* queues, TokenTab
       {"GET", {"api", "v1", "clients", "{}"}, viewer, &I::client},
       {"DELETE", {"api", "v1", "clients", "{}"}, operator_, &I::disconnect_client},
       {"GET", {"api", "v1", "queues"}, viewer, &I::queue_list},
+      {"POST", {"api", "v1", "queues"}, Role::kAdmin, &I::create_queue},
       {"GET", {"api", "v1", "queues", "{}"}, viewer, &I::queue_detail},
+      {"PATCH", {"api", "v1", "queues", "{}"}, Role::kAdmin, &I::update_queue},
+      {"DELETE", {"api", "v1", "queues", "{}"}, Role::kAdmin, &I::delete_queue},
       {"GET", {"api", "v1", "queues", "{}", "messages"}, viewer, &I::peek_queue},
       {"POST", {"api", "v1", "queues", "{}", "purge"}, operator_, &I::purge_queue},
       {"POST", {"api", "v1", "queues", "{}", "redrive"}, operator_, &I::redrive_queue},

@@ -26,7 +26,9 @@ json rate_json(const config::RateLimitConfig& r) {
           {"subscription_burst", r.subscription_burst}};
 }
 
-json queue_options_json(const config::QueueOptions& o) {
+}  // namespace
+
+nlohmann::json queue_options_json(const config::QueueOptions& o) {
   return {{"partitions", o.partitions},
           {"lease_timeout_ms", o.lease_timeout_ms},
           {"redelivery_backoff_ms", o.redelivery_backoff_ms},
@@ -49,8 +51,6 @@ json queue_options_json(const config::QueueOptions& o) {
           {"min_compaction_lag_ms", o.min_compaction_lag_ms},
           {"delete_retention_ms", o.delete_retention_ms}};
 }
-
-}  // namespace
 
 std::string config_json(const config::Config& c) {
   json listeners = json::array();

@@ -3,6 +3,7 @@
 // secrets redacted.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "config/config.hpp"
@@ -10,5 +11,8 @@
 namespace sluice::admin {
 
 std::string config_json(const config::Config& config);
+
+// A queue's options as config_json shows them (the queue API's answers too).
+nlohmann::json queue_options_json(const config::QueueOptions& options);
 
 }  // namespace sluice::admin

@@ -114,6 +114,39 @@ std::string openapi_document(const std::string& version) {
       operation("getQueue", "One queue or stream.", "viewer",
                 json::array({path_parameter("name", "The queue's name.")}),
                 {{"200", ok_json("The queue.")}, {"404", error_response("No such queue.")}});
+  paths["/api/v1/queues"]["post"] = with_body(
+      operation("createQueue",
+                "Create a queue or stream; it keeps its options across restarts. Not for one the "
+                "configuration file declares.",
+                "admin", json::array(),
+                {{"201", ok_json("The queue: name, kind, options.")},
+                 {"400", error_response("A bad body (the loader's message names the key).")},
+                 {"409", error_response("A queue of that name exists.")},
+                 {"503", error_response("The store could not write it.")}}),
+      "The keys of a queues: entry in the configuration file (capture aside), or those GET "
+      "shows (lease_timeout_ms: 30000).",
+      {{"name", "walked"}, {"kind", "queue"}, {"max_deliveries", 3}, {"lease_timeout", "1m"}},
+      true);
+  paths["/api/v1/queues/{name}"]["patch"] = with_body(
+      operation("updateQueue",
+                "Change a queue's options (not partitions, ordering, kind, or a byte limit it was "
+                "made without).",
+                "admin", json::array({path_parameter("name", "The queue's name.")}),
+                {{"200", ok_json("The queue: name, kind, options.")},
+                 {"400", error_response("A bad body, or an option that cannot change.")},
+                 {"404", error_response("No such queue.")},
+                 {"409", error_response("The configuration file declares it.")},
+                 {"503", error_response("The store could not write it.")}}),
+      "The options to change, with the keys of createQueue.", {{"max_deliveries", 5}}, true);
+  paths["/api/v1/queues/{name}"]["delete"] = operation(
+      "deleteQueue", "Delete a queue and every message it holds.", "admin",
+      json::array({path_parameter("name", "The queue's name.")}),
+      {{"200", ok_json("Deleted, with how many messages it held.")},
+       {"404", error_response("No such queue.")},
+       {"409",
+        error_response("Declared by the configuration file, another queue's dead-letter queue, or "
+                       "with consumers.")},
+       {"503", error_response("The store could not write it.")}});
   json subscription_filters = page_parameters();
   subscription_filters.push_back(query("client_id", "One client's only.", {{"type", "string"}}));
   subscription_filters.push_back(query("filter", "Exactly this filter.", {{"type", "string"}}));

@@ -401,46 +401,53 @@ bool valid_queue_name(std::string_view name) {
   return true;
 }
 
-std::vector<QueueConfig> read_queues(const YAML::Node& node, const QueueOptions& defaults,
-                                     std::string_view source) {
+// One queue declaration: an entry of `queues:`, or the body of the admin
+// API's create (where `capture` is not allowed: filters are fixed at start).
+QueueConfig read_queue(const YAML::Node& node, const std::string& path,
+                       const QueueOptions& defaults, std::string_view source, bool allow_capture) {
   const auto at = [&](const YAML::Node& where) {
     return std::string(source) + ":" + std::to_string(where.Mark().line + 1) + ": ";
   };
+  QueueConfig queue;
+  queue.options = defaults;
+  Section s(node, path, source);
+  s.string("name", queue.name);
+  std::string kind = "queue";
+  s.choice("kind", kind, {"queue", "stream"});
+  queue.kind = kind == "stream" ? QueueKind::kStream : QueueKind::kQueue;
+  if (allow_capture) s.strings("capture", queue.capture);
+  read_queue_options(s, queue.options);
+  if (queue.kind == QueueKind::kQueue && queue.options.cleanup != "delete" && node["cleanup"]) {
+    s.fail(node["cleanup"], "cleanup",
+           "delete on a work queue (compaction is for streams: kind: stream)");
+  }
+  s.finish();
+  if (!valid_queue_name(queue.name)) {
+    throw Failure{at(node) + "key '" + s.child_path("name") +
+                  "': expected 1 to 200 of A-Z a-z 0-9 _ . -, got '" + queue.name + "'"};
+  }
+  const std::string& dlq = queue.options.dead_letter;
+  if (!dlq.empty() && dlq != "none" && !valid_queue_name(dlq)) {
+    throw Failure{at(node) + "key '" + s.child_path("dead_letter") +
+                  "': expected none or a queue name (A-Z a-z 0-9 _ . -), got '" + dlq + "'"};
+  }
+  return queue;
+}
+
+std::vector<QueueConfig> read_queues(const YAML::Node& node, const QueueOptions& defaults,
+                                     std::string_view source) {
   if (!node.IsSequence()) {
-    throw Failure{at(node) + "key 'queues': expected a list of {name, ...}"};
+    throw Failure{std::string(source) + ":" + std::to_string(node.Mark().line + 1) +
+                  ": key 'queues': expected a list of {name, ...}"};
   }
   std::vector<QueueConfig> queues;
   std::set<std::string> names;
   for (std::size_t i = 0; i < node.size(); ++i) {
-    QueueConfig queue;
-    queue.options = defaults;
     const std::string path = "queues[" + std::to_string(i) + "]";
-    Section s(node[i], path, source);
-    s.string("name", queue.name);
-    std::string kind = "queue";
-    s.choice("kind", kind, {"queue", "stream"});
-    queue.kind = kind == "stream" ? QueueKind::kStream : QueueKind::kQueue;
-    s.strings("capture", queue.capture);
-    read_queue_options(s, queue.options);
-    if (queue.kind == QueueKind::kQueue && queue.options.cleanup != "delete" &&
-        node[i]["cleanup"]) {
-      s.fail(node[i]["cleanup"], "cleanup",
-             "delete on a work queue (compaction is for streams: kind: stream)");
-    }
-    s.finish();
-    if (!valid_queue_name(queue.name)) {
-      throw Failure{at(node[i]) + "key '" + path +
-                    ".name': expected 1 to 200 of A-Z a-z 0-9 _ . -, got '" + queue.name + "'"};
-    }
+    QueueConfig queue = read_queue(node[i], path, defaults, source, /*allow_capture=*/true);
     if (!names.insert(queue.name).second) {
-      throw Failure{at(node[i]) + "key '" + path + ".name': queue '" + queue.name +
-                    "' is declared twice"};
-    }
-    const std::string& dlq = queue.options.dead_letter;
-    if (!dlq.empty() && dlq != "none" && !valid_queue_name(dlq)) {
-      throw Failure{at(node[i]) + "key '" + path +
-                    ".dead_letter': expected none or a queue name (A-Z a-z 0-9 _ . -), got '" +
-                    dlq + "'"};
+      throw Failure{std::string(source) + ":" + std::to_string(node[i].Mark().line + 1) +
+                    ": key '" + path + ".name': queue '" + queue.name + "' is declared twice"};
     }
     queues.push_back(std::move(queue));
   }
@@ -667,6 +674,74 @@ LoadResult parse_config(std::string_view yaml, std::string_view source) {
     return ConfigError{std::string(source) + ":" + std::to_string(e.mark.line + 1) +
                        ": not valid YAML: " + e.msg};
   }
+}
+
+QueueResult parse_queue(std::string_view text, const QueueOptions& defaults,
+                        std::string_view source) {
+  try {
+    const YAML::Node root = YAML::Load(std::string(text));
+    return read_queue(root, "", defaults, source, /*allow_capture=*/false);
+  } catch (const Failure& failure) {
+    return ConfigError{failure.message};
+  } catch (const YAML::Exception& e) {
+    return ConfigError{std::string(source) + ":" + std::to_string(e.mark.line + 1) +
+                       ": not valid YAML or JSON: " + e.msg};
+  }
+}
+
+std::optional<ConfigError> parse_queue_options(std::string_view text, QueueOptions& options,
+                                               std::string_view source) {
+  try {
+    const YAML::Node root = YAML::Load(std::string(text));
+    for (const char* fixed : {"name", "kind", "capture"}) {
+      if (root.IsMap() && root[fixed]) {
+        return ConfigError{std::string(source) + ":" + std::to_string(root[fixed].Mark().line + 1) +
+                           ": key '" + fixed +
+                           "': cannot change (delete the queue and create it again)"};
+      }
+    }
+    QueueOptions changed = options;
+    Section s(root, "", source);
+    read_queue_options(s, changed);
+    s.finish();
+    const std::string& dlq = changed.dead_letter;
+    if (!dlq.empty() && dlq != "none" && !valid_queue_name(dlq)) {
+      return ConfigError{std::string(source) +
+                         ": key 'dead_letter': expected none or a queue name, got '" + dlq + "'"};
+    }
+    options = std::move(changed);
+    return std::nullopt;
+  } catch (const Failure& failure) {
+    return ConfigError{failure.message};
+  } catch (const YAML::Exception& e) {
+    return ConfigError{std::string(source) + ":" + std::to_string(e.mark.line + 1) +
+                       ": not valid YAML or JSON: " + e.msg};
+  }
+}
+
+std::string queue_options_yaml(const QueueOptions& o) {
+  const auto ms = [](std::uint64_t value) { return std::to_string(value) + "ms"; };
+  const auto quoted = [](const std::string& text) { return "\"" + text + "\""; };
+  std::string backoff;
+  for (const std::uint32_t step : o.redelivery_backoff_ms)
+    backoff += (backoff.empty() ? "" : ", ") + ms(step);
+  const auto flag = [](bool value) { return value ? "true" : "false"; };
+  return "{partitions: " + std::to_string(o.partitions) +
+         ", lease_timeout: " + ms(o.lease_timeout_ms) + ", redelivery_backoff: [" + backoff +
+         "], max_deliveries: " + std::to_string(o.max_deliveries) +
+         ", dead_letter: " + quoted(o.dead_letter) + ", prefetch: " + std::to_string(o.prefetch) +
+         ", allow_at_most_once: " + flag(o.allow_at_most_once) +
+         ", key_level: " + std::to_string(o.key_level) + ", ordering: " + quoted(o.ordering) +
+         ", dedup_window: " + ms(o.dedup_window_ms) +
+         ", retention: {max_age: " + ms(o.retention_max_age_ms) +
+         ", max_messages: " + std::to_string(o.retention_max_messages) +
+         ", max_bytes: " + std::to_string(o.retention_max_bytes) +
+         ", respect_pending: " + flag(o.respect_pending) +
+         "}, max_depth: " + std::to_string(o.max_depth) +
+         ", max_depth_bytes: " + std::to_string(o.max_depth_bytes) +
+         ", overflow: " + quoted(o.overflow) + ", cleanup: " + quoted(o.cleanup) +
+         ", min_compaction_lag: " + ms(o.min_compaction_lag_ms) +
+         ", delete_retention: " + ms(o.delete_retention_ms) + "}";
 }
 
 LoadResult load_config_file(const std::string& path) {

@@ -201,6 +201,13 @@ std::string dedup_prefix(std::string_view queue) {
   return name_key('D', queue);
 }
 
+std::vector<std::string> every_prefix(std::string_view queue) {
+  std::vector<std::string> prefixes;
+  for (const char kind : {'Q', 'L', 'S', 'G', 'F', 'A', 'C', 'D'})
+    prefixes.push_back(name_key(kind, queue));
+  return prefixes;
+}
+
 std::string queues_prefix() {
   return "Q";
 }

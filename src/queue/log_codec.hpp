@@ -65,6 +65,10 @@ std::string groups_prefix(std::string_view queue);
 std::string settled_prefix(std::string_view queue, std::string_view group, std::uint32_t partition);
 std::string failures_prefix(std::string_view queue, std::string_view group,
                             std::uint32_t partition);
+// The prefix of each kind of key the queue has (its record, log, starts,
+// groups, floors, settlements, failures, msg-ids): deleting the ranges
+// they start deletes the queue.
+std::vector<std::string> every_prefix(std::string_view queue);
 // The first key after every key that starts with `prefix`.
 std::string prefix_end(std::string prefix);
 

@@ -1,18 +1,51 @@
 // Reading the queues back at start, and what the queues tell about themselves.
 #include <algorithm>
 
+#include "config/config_loader.hpp"
 #include "mqtt/topic.hpp"
 #include "queue/address.hpp"
 #include "queue/queue_service.hpp"
 
 namespace sluice::queue {
 
-std::string queue_record(const config::QueueConfig& config) {
+// A Q record: the partition count (4 bytes), flags (1: dead_letter none,
+// 2: a stream, 4: options follow), then either the dead-letter queue's
+// name to the end (no options), or its length (4 bytes), the name, and the
+// options as queue_options_yaml wrote them.
+namespace {
+constexpr char kNoDeadLetters = 1, kStream = 2, kWithOptions = 4;
+}
+
+std::string queue_record(const config::QueueConfig& config, bool with_options) {
   std::string value = encode_u32(config.options.partitions);
-  value.push_back(static_cast<char>((config.options.dead_letter == "none" ? 1 : 0) |
-                                    (config.kind == config::QueueKind::kStream ? 2 : 0)));
-  if (config.options.dead_letter != "none") value += config.options.dead_letter;
-  return value;
+  const bool none = config.options.dead_letter == "none";
+  value.push_back(static_cast<char>((none ? kNoDeadLetters : 0) |
+                                    (config.kind == config::QueueKind::kStream ? kStream : 0) |
+                                    (with_options ? kWithOptions : 0)));
+  const std::string dead_letter = none ? "" : config.options.dead_letter;
+  if (!with_options) return value + dead_letter;
+  value += encode_u32(static_cast<std::uint32_t>(dead_letter.size())) + dead_letter;
+  return value + config::queue_options_yaml(config.options);
+}
+
+std::optional<StoredQueue> decode_queue_record(std::string_view value) {
+  if (value.size() < 4) return std::nullopt;
+  StoredQueue stored;
+  stored.partitions = decode_u32(value.substr(0, 4));
+  const char flags = value.size() > 4 ? value[4] : 0;  // the first records had none
+  stored.no_dead_letters = (flags & kNoDeadLetters) != 0;
+  stored.stream = (flags & kStream) != 0;
+  std::string_view rest = value.substr(std::min<std::size_t>(5, value.size()));
+  if ((flags & kWithOptions) == 0) {
+    stored.dead_letter = std::string(rest);
+    return stored;
+  }
+  if (rest.size() < 4) return std::nullopt;
+  const std::uint32_t length = decode_u32(rest.substr(0, 4));
+  if (rest.size() - 4 < length) return std::nullopt;
+  stored.dead_letter = std::string(rest.substr(4, length));
+  stored.options = std::string(rest.substr(4 + length));
+  return stored;
 }
 
 std::optional<std::string> QueueService::read_key(const std::string& key) {
@@ -29,26 +62,24 @@ std::optional<std::string> QueueService::read_key(const std::string& key) {
 store::Status QueueService::recover() {
   std::lock_guard lock(mutex_);
   const config::Config& config = broker_.config();
-  struct Stored {
-    std::uint32_t partitions = 0;
-    bool no_dead_letters = false;
-    bool stream = false;
-    std::string dead_letter;  // a name other than <name>.dlq
-  };
-  std::map<std::string, Stored> stored;
+  std::map<std::string, StoredQueue> stored;
   if (store_ != nullptr) {
     const std::string prefix = keys::queues_prefix();
+    std::string damaged;
     const store::Status status =
         store_->scan(store::Space::kQueues, prefix, keys::prefix_end(prefix),
                      [&](std::string_view key, std::string_view value) {
-                       Stored& queue = stored[std::string(keys::last_name(key, prefix.size()))];
-                       queue.partitions = decode_u32(value.substr(0, 4));
-                       queue.no_dead_letters = value.size() > 4 && (value[4] & 1) != 0;
-                       queue.stream = value.size() > 4 && (value[4] & 2) != 0;
-                       if (value.size() > 5) queue.dead_letter = std::string(value.substr(5));
-                       return true;
+                       const std::string name(keys::last_name(key, prefix.size()));
+                       if (auto queue = decode_queue_record(value)) {
+                         stored[name] = std::move(*queue);
+                         return true;
+                       }
+                       damaged = name;
+                       return false;
                      });
     if (!status.ok) return status;
+    if (!damaged.empty())
+      return store::Status::error("queue '" + damaged + "': its record in the store is damaged");
   }
   for (std::size_t i = 0; i < config.queues.size(); ++i) {
     const config::QueueConfig& queue = config.queues[i];
@@ -76,9 +107,16 @@ store::Status QueueService::recover() {
                              queue.stream ? config::QueueKind::kStream : config::QueueKind::kQueue,
                              config.queue_defaults,
                              {}};
+    // One made or changed through the admin API keeps the options it had.
+    if (queue.options) {
+      if (const auto failed = config::parse_queue_options(*queue.options, kept.options,
+                                                          "queue '" + name + "' in the store")) {
+        return store::Status::error(failed->message);
+      }
+    }
     kept.options.dead_letter = queue.no_dead_letters ? "none" : queue.dead_letter;
     kept.options.partitions = queue.partitions;  // as it was: keys stay on their partitions
-    declare(kept, queue.partitions);
+    declare(kept, queue.partitions).options_in_record = queue.options.has_value();
   }
   link_dead_letters();
   for (std::size_t i = 0; i < config.queues.size(); ++i) {
@@ -107,10 +145,11 @@ store::Status QueueService::recover() {
                          found->second.partitions != queue->config.options.partitions ||
                          found->second.no_dead_letters != (dead_letter == "none") ||
                          found->second.stream != queue->stream ||
-                         (dead_letter != "none" && found->second.dead_letter != dead_letter);
+                         (dead_letter != "none" && found->second.dead_letter != dead_letter) ||
+                         found->second.options.has_value() != queue->options_in_record;
     if (changed) {
       declared.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(name),
-                                          queue_record(queue->config)});
+                                          queue_record(queue->config, queue->options_in_record)});
     }
   }
   if (store_ != nullptr && !declared.empty()) return store_->write(declared, true);
@@ -223,6 +262,8 @@ std::vector<QueueStats> QueueService::stats() const {
     stats.name = name;
     stats.stream = queue->stream;
     stats.partitions = static_cast<std::uint32_t>(queue->partitions.size());
+    stats.options = queue->config.options;
+    stats.origin = declared_in_file(name) ? "file" : queue->options_in_record ? "api" : "auto";
     if (queue->counts_bytes) stats.bytes = 0;
     for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
       const Partition& log = queue->partitions[p];

@@ -121,12 +121,14 @@ Queue* QueueService::find_or_create(Work& work, std::string_view name, bool stre
   Queue& queue = declare(declared, 0);
   link_dead_letters();
   // Remembered, with its dead-letter queue (which may be new too).
-  for (const Queue* made : {&queue, queue.dead_letter}) {
-    if (made == nullptr) continue;
-    work.batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(made->config.name),
-                                          queue_record(made->config)});
-  }
+  for (const Queue* made : {&queue, queue.dead_letter})
+    if (made != nullptr) record(*made, work.batch);
   return &queue;
+}
+
+void QueueService::record(const Queue& queue, store::WriteBatch& batch) {
+  batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(queue.config.name),
+                                   queue_record(queue.config, queue.options_in_record)});
 }
 
 Queue& QueueService::declare(const config::QueueConfig& config, std::uint32_t stored_partitions) {
@@ -250,7 +252,7 @@ void QueueService::confirm(Queue& queue, std::uint32_t partition, std::uint64_t 
 void QueueService::dispatch_soon(Queue& queue) {
   // Once per loop turn (poll) for everything that became deliverable in
   // it: one lease pass and one post per consumer shard, not one per message.
-  if (queue.dispatch_soon) return;
+  if (queue.dispatch_soon || queue.deleted) return;
   queue.dispatch_soon = true;
   to_dispatch_.push_back(&queue);
   dispatch_pending_.store(true, std::memory_order_relaxed);
@@ -1060,6 +1062,7 @@ void QueueService::expire_leases(Work& work) {
 
 void QueueService::write_floors(Work& work) {
   for (const DirtyFloor& dirty : dirty_floors_) {
+    if (dirty.queue->deleted) continue;
     GroupPartition& state = dirty.group->partitions[dirty.partition];
     state.floor_dirty = false;
     state.written_floor = state.floor;

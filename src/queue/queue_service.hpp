@@ -37,6 +37,11 @@ struct QueueStats {
   std::string name;
   bool stream = false;
   std::uint32_t partitions = 0;
+  config::QueueOptions options;
+  // Who declared it: "file" (the configuration file), "api" (made or
+  // changed through the admin API), "auto" (auto-created, or a dead-letter
+  // queue nobody declared).
+  const char* origin = "auto";
   std::uint64_t depth = 0;              // messages the log holds
   std::optional<std::uint64_t> bytes;   // for a queue with a byte limit
   std::int64_t oldest_age_ms = 0;       // of its oldest message; 0 when empty
@@ -52,8 +57,18 @@ struct QueueStats {
   std::vector<GroupStats> groups;
 };
 
-// The value of a queue's Q record (log_codec.hpp).
-std::string queue_record(const config::QueueConfig& config);
+// The value of a queue's Q record (log_codec.hpp); with its options for a
+// queue made or changed through the admin API (Queue::options_in_record).
+std::string queue_record(const config::QueueConfig& config, bool with_options = false);
+struct StoredQueue {
+  std::uint32_t partitions = 0;
+  bool no_dead_letters = false;
+  bool stream = false;
+  std::string dead_letter;             // a name other than <name>.dlq
+  std::optional<std::string> options;  // queue_options_yaml's text
+};
+// nullopt for a record that is not one.
+std::optional<StoredQueue> decode_queue_record(std::string_view value);
 
 class QueueService final : public broker::QueueGateway, public broker::DeliveryListener {
  public:
@@ -110,6 +125,34 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                                                  std::optional<std::uint32_t> partition,
                                                  std::optional<std::uint64_t> from,
                                                  std::size_t most);
+  // ---- the catalogue: queues made, changed and deleted while the broker
+  // runs (queue_catalog.cpp). Each is remembered in the store with its
+  // options, which it keeps across restarts. A queue the configuration file
+  // declares is the file's: it is changed there (and the broker restarted).
+  struct CatalogResult {
+    enum class Kind { kDone, kNotFound, kConflict, kInvalid, kStoreFailed } kind = Kind::kDone;
+    std::string message;         // why, when not done
+    config::QueueConfig config;  // the queue as it is now (done)
+    std::uint64_t removed = 0;   // delete: the messages it held
+  };
+  // Each answers through `done`, on `shard`'s thread, once the change is
+  // durable (at once when it is refused).
+  using CatalogDone = std::function<void(CatalogResult&&)>;
+  // Declares `config` (and its dead-letter queue, when there is none of
+  // that name); refused when the name is taken.
+  void create_queue(broker::Shard& shard, const config::QueueConfig& config, CatalogDone done);
+  // `change` edits a copy of the queue's options (and says why not, if it
+  // cannot), under the lock; it is told whether the queue is a stream.
+  // What is fixed once a queue holds messages (partitions, ordering, and
+  // turning byte limits on) is refused.
+  using OptionsChange =
+      std::function<std::optional<std::string>(bool stream, config::QueueOptions&)>;
+  void update_queue(broker::Shard& shard, std::string_view name, const OptionsChange& change,
+                    CatalogDone done);
+  // Deletes the queue and everything it holds; refused while it has
+  // consumers (online or not) or is another queue's dead-letter queue.
+  void delete_queue(broker::Shard& shard, std::string_view name, CatalogDone done);
+
   enum class SeekOutcome { kMoved, kNoQueue, kNoGroup, kNoPartition };
   // Moves group `group` of queue `name` to `to` (as a stream-offset places a
   // new group) on `partition`, or on every partition when nullopt: what it
@@ -167,6 +210,16 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // Why an address of the other kind does not reach `queue`.
   static std::string misused_kind(const Queue& queue);
   Queue& declare(const config::QueueConfig& config, std::uint32_t stored_partitions);
+  // Puts the queue's Q record in `batch`.
+  static void record(const Queue& queue, store::WriteBatch& batch);
+  // Whether the configuration file declares `name` (the admin API leaves it be).
+  bool declared_in_file(std::string_view name) const;
+  // Hands `result` to `done` once the work's writes are durable (at once
+  // for a refusal, which wrote nothing).
+  void answer_when_durable(Work& work, CatalogResult result, CatalogDone done);
+  CatalogResult create(Work& work, const config::QueueConfig& config);
+  CatalogResult update(Work& work, std::string_view name, const OptionsChange& change);
+  CatalogResult remove(Work& work, std::string_view name);
   // Reads where the queue's partitions start and end, and its groups' state.
   store::Status load(Queue& queue);
   std::optional<std::string> read_key(const std::string& key);
@@ -329,6 +382,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   store::Store* const store_;
   mutable std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Queue>, std::less<>> queues_;
+  // Deleted queues (Queue::deleted), kept for what may still point at them.
+  std::vector<std::unique_ptr<Queue>> deleted_;
   std::unordered_map<const broker::Message*, LeaseRef> leases_;
   std::uint64_t next_consumer_id_ = 1;
   std::size_t anonymous_readers_ = 0;  // ephemeral groups over every stream

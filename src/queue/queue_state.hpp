@@ -204,6 +204,13 @@ struct Queue {
   std::unordered_map<std::string, Clock::time_point> seen_ids;
   std::deque<std::pair<Clock::time_point, std::string>> seen_order;
   QueueCounters counters;
+  // Made or changed through the admin API: its Q record holds its options,
+  // which it keeps across restarts (others take queue_defaults or their
+  // declaration in the file at each start).
+  bool options_in_record = false;
+  // Deleted through the admin API: kept in memory (a write in flight may
+  // still confirm into it) but out of every list, and never written again.
+  bool deleted = false;
 };
 
 }  // namespace sluice::queue

@@ -96,6 +96,7 @@ void QueueService::compact(broker::Shard& shard) {
     for (CompactionJob& job : jobs) {
       Partition& log = job.queue->partitions[job.partition];
       log.compacting = false;
+      if (job.queue->deleted) continue;  // its keys are gone, and its name may be another's
       if (job.failed) {
         log.compaction_kept = std::move(job.previous);  // as it was: tried again later
         continue;

@@ -182,5 +182,63 @@ TEST(ListenAddress, ParsesHostAndPort) {
   EXPECT_FALSE(parse_listen_address(":1883"));
 }
 
+TEST(ConfigLoader, QueueOptionsWrittenAsTextReadBackTheSame) {
+  // Every option away from its default, so that a key the writer forgets shows.
+  QueueOptions options;
+  options.partitions = 3;
+  options.lease_timeout_ms = 1234;
+  options.redelivery_backoff_ms = {0, 7, 90'000};
+  options.max_deliveries = 9;
+  options.dead_letter = "elsewhere";
+  options.prefetch = 11;
+  options.allow_at_most_once = true;
+  options.ordering = "key";
+  options.dedup_window_ms = 0;
+  options.retention_max_age_ms = 4'000'000'000u;
+  options.retention_max_messages = 5;
+  options.retention_max_bytes = 1ull << 40;
+  options.respect_pending = false;
+  options.max_depth = 6;
+  options.max_depth_bytes = 7;
+  options.overflow = "dead_letter";
+  options.key_level = 2;
+  options.cleanup = "compact,delete";
+  options.min_compaction_lag_ms = 8;
+  options.delete_retention_ms = 9;
+  QueueOptions read;
+  ASSERT_FALSE(parse_queue_options(queue_options_yaml(options), read, "record"));
+  EXPECT_EQ(read, options);
+}
+
+TEST(ConfigLoader, AQueueOfTheAdminApiIsReadWithTheFilesRules) {
+  QueueOptions defaults;
+  defaults.max_deliveries = 4;
+  auto made = parse_queue(R"({"name": "jobs", "kind": "stream", "prefetch": 5})", defaults, "body");
+  ASSERT_TRUE(std::holds_alternative<QueueConfig>(made));
+  const QueueConfig& queue = std::get<QueueConfig>(made);
+  EXPECT_EQ(queue.kind, QueueKind::kStream);
+  EXPECT_EQ(queue.options.prefetch, 5u);
+  EXPECT_EQ(queue.options.max_deliveries, 4u);  // from the defaults
+  const auto error_of = [&](std::string_view text) {
+    auto result = parse_queue(text, defaults, "body");
+    return std::holds_alternative<ConfigError>(result) ? std::get<ConfigError>(result).message
+                                                       : std::string("(none)");
+  };
+  EXPECT_EQ(error_of(R"({"name": "jobs", "capture": ["a/#"]})"), "body:1: unknown key 'capture'");
+  EXPECT_NE(error_of(R"({"name": "a b"})").find("key 'name'"), std::string::npos);
+  EXPECT_NE(error_of(R"({"name": "q", "cleanup": "compact"})").find("work queue"),
+            std::string::npos);
+
+  // An update changes what it names and nothing else; an error changes nothing.
+  QueueOptions options = defaults;
+  EXPECT_FALSE(parse_queue_options(R"({"max_deliveries": 8})", options, "body"));
+  EXPECT_EQ(options.max_deliveries, 8u);
+  EXPECT_EQ(options.prefetch, defaults.prefetch);
+  const auto failed = parse_queue_options(R"({"prefetch": 2, "kind": "queue"})", options, "body");
+  ASSERT_TRUE(failed);
+  EXPECT_NE(failed->message.find("key 'kind': cannot change"), std::string::npos);
+  EXPECT_EQ(options.prefetch, defaults.prefetch);
+}
+
 }  // namespace
 }  // namespace sluice::config

@@ -124,8 +124,9 @@ class SluiceProcess:
                        "runtime error:"):
             if report in self.output():
                 raise AssertionError(f"sluice reported {report!r}:\n{self.output()}")
-        if self.config_path:
+        if self.config_path:  # once: a test may stop a broker its fixture stops too
             os.unlink(self.config_path)
+            self.config_path = None
         return status
 
 

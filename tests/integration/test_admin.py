@@ -285,7 +285,10 @@ def test_every_operation_in_the_openapi_document_answers_as_documented(make_brok
                          for method, op in item.items()),
                         key=lambda o: (o[2]["operationId"] == "shutdown", o[1] == "delete"))
     for path, method, operation in operations:
-        url = re.sub(r"\{(\w+)\}", lambda m: urllib.parse.quote(values[m.group(1)], safe=""),
+        # The queue createQueue made is the one to change and delete.
+        named = dict(values, name="walked") if operation["operationId"] in (
+            "updateQueue", "deleteQueue") else values
+        url = re.sub(r"\{(\w+)\}", lambda m: urllib.parse.quote(named[m.group(1)], safe=""),
                      path)
         body = None
         if "requestBody" in operation:

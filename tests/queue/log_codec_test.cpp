@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "config/config_loader.hpp"
+#include "queue/queue_service.hpp"
+
 namespace sluice::queue {
 namespace {
 
@@ -59,6 +62,54 @@ TEST(QueueLogCodec, APrefixEndIsAboveEveryKeyWithThePrefix) {
   const std::string end = keys::prefix_end(prefix);
   EXPECT_LT(keys::settled("q", "g", 255, ~0ull), end);
   EXPECT_LE(end, keys::settled("q", "g", 256, 0));
+}
+
+TEST(QueueLogCodec, QueueRecordsOfEachFormReadBack) {
+  config::QueueConfig queue{"jobs", config::QueueKind::kStream, {}, {}};
+  queue.options.partitions = 4;
+  queue.options.dead_letter = "failed";
+  queue.options.max_deliveries = 2;
+  // Without options: the form written before the admin API could make queues.
+  auto plain = decode_queue_record(queue_record(queue, false));
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->partitions, 4u);
+  EXPECT_TRUE(plain->stream);
+  EXPECT_FALSE(plain->no_dead_letters);
+  EXPECT_EQ(plain->dead_letter, "failed");
+  EXPECT_FALSE(plain->options);
+  auto full = decode_queue_record(queue_record(queue, true));
+  ASSERT_TRUE(full);
+  EXPECT_EQ(full->dead_letter, "failed");
+  ASSERT_TRUE(full->options);
+  config::QueueOptions read;
+  ASSERT_FALSE(config::parse_queue_options(*full->options, read, "record"));
+  EXPECT_EQ(read, queue.options);
+  // The first records held the partition count alone.
+  auto oldest = decode_queue_record(encode_u32(2));
+  ASSERT_TRUE(oldest);
+  EXPECT_EQ(oldest->partitions, 2u);
+  EXPECT_FALSE(oldest->stream);
+  // A damaged one is refused, not half read.
+  std::string cut = queue_record(queue, true).substr(0, 7);
+  EXPECT_FALSE(decode_queue_record(cut));
+  EXPECT_FALSE(decode_queue_record("ab"));
+}
+
+TEST(QueueLogCodec, EveryKeyOfAQueueIsUnderOneOfItsPrefixes) {
+  const auto prefixes = keys::every_prefix("q");
+  const auto covered = [&](const std::string& key) {
+    for (const std::string& prefix : prefixes)
+      if (key.starts_with(prefix)) return true;
+    return false;
+  };
+  for (const std::string& key :
+       {keys::queue("q"), keys::entry("q", 1, 2), keys::log_start("q", 0), keys::group("q", "g"),
+        keys::floor("q", "g", 0), keys::settled("q", "g", 0, 5), keys::failures("q", "g", 0, 5),
+        keys::dedup("q", "id")})
+    EXPECT_TRUE(covered(key)) << key;
+  // And nothing of a queue whose name starts the same.
+  for (const std::string& key : {keys::queue("q2"), keys::entry("q.dlq", 0, 0)})
+    EXPECT_FALSE(covered(key)) << key;
 }
 
 }  // namespace
