@@ -199,8 +199,10 @@ struct AdminApi::Impl {
   AdminCounters counters;
   std::function<void(std::function<void()>)> executor;
   std::function<ReloadOutcome()> reload;
-  const Webhooks* webhooks = nullptr;
-  const OtlpExporter* tracer = nullptr;
+  std::function<config::Config()> config_source;
+  // Replaced by a reload (from another thread); a replaced one lives on.
+  std::atomic<const Webhooks*> webhooks{nullptr};
+  std::atomic<const OtlpExporter*> tracer{nullptr};
   std::function<std::vector<broker::ListenerConnections>()> listener_connections;
 
   void off_workers(std::function<void()> task) {
@@ -281,7 +283,7 @@ struct AdminApi::Impl {
           off_workers([this, all, respond]() mutable {
             HttpResponse response;
             response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-            MetricsSources sources{webhooks, tracer, {}};
+            MetricsSources sources{webhooks.load(), tracer.load(), {}};
             if (listener_connections) sources.listeners = listener_connections();
             response.body = render_metrics(broker, queues, counters, all, sources);
             respond(std::move(response));
@@ -861,7 +863,7 @@ struct AdminApi::Impl {
 
   void config_get(const HttpRequest&, const Params&, Respond& respond) {
     HttpResponse response;
-    response.body = config_json(broker.config());
+    response.body = config_json(config_source ? config_source() : broker.config());
     respond(std::move(response));
   }
 
@@ -1043,6 +1045,10 @@ void AdminApi::handle(HttpRequest&& request, Respond respond) {
 void AdminApi::set_listener_connections(
     std::function<std::vector<broker::ListenerConnections>()> read) {
   impl_->listener_connections = std::move(read);
+}
+
+void AdminApi::set_config_source(std::function<config::Config()> source) {
+  impl_->config_source = std::move(source);
 }
 
 void AdminApi::set_tracer(const OtlpExporter* tracer) {

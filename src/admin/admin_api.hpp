@@ -14,6 +14,7 @@
 #include "admin/http_server.hpp"
 #include "admin/tokens.hpp"
 #include "broker/stats.hpp"
+#include "config/config.hpp"
 
 namespace sluice::broker {
 class Broker;
@@ -56,7 +57,8 @@ class AdminApi final : public HttpHandler {
   // thread); until set, it runs where it is.
   void set_executor(std::function<void(std::function<void()>)> post);
 
-  // For /metrics; set before the server starts.
+  // For /metrics; from any thread (a reload replaces them; the replaced
+  // ones must outlive this).
   void set_webhooks(const Webhooks* webhooks);
   void set_tracer(const OtlpExporter* tracer);
   // Each MQTT listener's connections, read at scrape time from any thread.
@@ -64,6 +66,9 @@ class AdminApi final : public HttpHandler {
   // POST /api/v1/config/reload calls it (on the admin thread); until set,
   // the endpoint answers that there is nothing to reload.
   void set_reload(std::function<ReloadOutcome()> reload);
+  // What GET /api/v1/config shows (the configuration in force, reloads
+  // included); until set, the one the broker started with.
+  void set_config_source(std::function<config::Config()> source);
   // New tokens, from a reload; from any thread.
   void set_tokens(TokenTable tokens);
   AdminCounters& counters();

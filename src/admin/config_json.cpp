@@ -53,6 +53,23 @@ nlohmann::json queue_options_json(const config::QueueOptions& o) {
 }
 
 std::string config_json(const config::Config& c) {
+  json webhooks = json::array();
+  for (const auto& w : c.webhooks) {
+    // Header values often carry credentials: their names only.
+    json headers = json::object();
+    for (const auto& [name, value] : w.headers)
+      headers[name] = "<redacted>";
+    webhooks.push_back({{"name", w.name},
+                        {"url", w.url},
+                        {"events", w.events},
+                        {"topics", w.topics},
+                        {"headers", headers},
+                        {"secret", w.secret.empty() ? "" : "<redacted>"},
+                        {"timeout_ms", w.timeout_ms},
+                        {"max_queue", w.max_queue},
+                        {"max_queue_bytes", w.max_queue_bytes},
+                        {"max_attempts", w.max_attempts}});
+  }
   json listeners = json::array();
   for (const auto& l : c.listeners) {
     json listener = {
@@ -142,6 +159,7 @@ std::string config_json(const config::Config& c) {
         {"file", c.log.file},
         {"max_file_bytes", c.log.max_file_bytes},
         {"max_files", c.log.max_files}}},
+      {"webhooks", webhooks},
       {"tracing",
        {{"otlp_endpoint", c.tracing.otlp_endpoint},
         {"sample_ratio", c.tracing.sample_ratio},

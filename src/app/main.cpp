@@ -14,11 +14,10 @@
 
 #include "admin/admin_api.hpp"
 #include "admin/http_server.hpp"
-#include "admin/otlp_exporter.hpp"
 #include "admin/shard_query.hpp"
 #include "admin/tokens.hpp"
-#include "admin/webhooks.hpp"
 #include "app/logging.hpp"
+#include "app/observers.hpp"
 #include "app/reload.hpp"
 #include "app/version.hpp"
 #include "auth/authenticator.hpp"
@@ -436,33 +435,14 @@ int run(const Config& config, const Options& options) {
     return 1;
   // Before the server: its workers may still hold the admin server's
   // requests when they stop, so the admin server is destroyed after them.
-  // Before the server too: workers emit events into it until they stop.
-  std::unique_ptr<sluice::admin::Webhooks> webhooks;
-  if (!config.webhooks.empty()) {
-    std::string error;
-    webhooks = sluice::admin::Webhooks::create(config.webhooks, error);
-    if (!webhooks) {
-      spdlog::error("event=start_failed error=\"{}\"", error);
-      return 1;
-    }
-    broker.set_events(webhooks.get());
-    spdlog::info("event=webhooks endpoints={}", config.webhooks.size());
-  }
-  std::unique_ptr<sluice::admin::OtlpExporter> tracer;
-  if (!config.tracing.otlp_endpoint.empty()) {
-    std::string error;
-    tracer = sluice::admin::OtlpExporter::create(config.tracing, sluice::app::kVersion, error);
-    if (!tracer) {
-      spdlog::error("event=start_failed error=\"{}\"", error);
-      return 1;
-    }
-    broker.set_tracer(tracer.get());
-    spdlog::info("event=tracing endpoint=\"{}\" sample_ratio={}", config.tracing.otlp_endpoint,
-                 config.tracing.sample_ratio);
-  }
   sluice::admin::AdminApi admin_api(broker, &queues, std::move(*admin_tokens));
-  admin_api.set_webhooks(webhooks.get());
-  admin_api.set_tracer(tracer.get());
+  // Before the server too: workers emit events and spans into them until
+  // they stop.
+  sluice::app::Observers observers(broker, admin_api, sluice::app::kVersion);
+  if (const auto failed = observers.start(config)) {
+    spdlog::error("event=start_failed error=\"{}\"", *failed);
+    return 1;
+  }
   sluice::admin::HttpServer admin_server(admin_api);
   admin_api.set_executor(
       [&admin_server](std::function<void()> task) { admin_server.post(std::move(task)); });
@@ -497,7 +477,8 @@ int run(const Config& config, const Options& options) {
   sluice::app::Reloader reloader(
       [&options](std::string& error) { return make_config(options, error); }, config, broker,
       auth.get(), server, admin_api);
-  reloader.set_tracer(tracer.get());
+  reloader.set_observers(&observers);
+  admin_api.set_config_source([&reloader] { return reloader.running(); });
   if (from_file) admin_api.set_reload([&reloader] { return reloader.reload(); });
   if (const auto error = admin_server.start(config.admin.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
@@ -536,15 +517,9 @@ int run(const Config& config, const Options& options) {
   server.stop_accepting();
   drain(broker, stop_signals, std::chrono::seconds(config.shutdown.timeout_s));
   server.stop();
-  // The last events (the clients' disconnections) get a moment to go out.
-  // One grace for both, not one after the other.
-  const auto grace_ends = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  const auto grace_left = [&] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::max(
-        grace_ends - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration{}));
-  };
-  if (webhooks) webhooks->stop(grace_left());
-  if (tracer) tracer->stop(grace_left());
+  // The last events (the clients' disconnections) and spans get a moment
+  // to go out: one grace for both, not one after the other.
+  observers.stop(std::chrono::seconds(2));
   admin_server.stop();
   if (auth) auth->stop();
   committer.reset();

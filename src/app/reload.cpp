@@ -73,8 +73,11 @@ admin::ReloadOutcome Reloader::reload() {
   const bool auth_reloadable = auth_ != nullptr && auth_->same_setup(next.auth);
   if (auth_reloadable) probe.auth = running_.auth;
   if (listeners_reloadable) probe.rate_limits = running_.rate_limits;
-  // Of tracing, the sample ratio changes at run time (where a tracer runs).
-  if (tracer_ != nullptr) probe.tracing.sample_ratio = running_.tracing.sample_ratio;
+  // Webhooks and tracing are made again (observers.hpp).
+  if (observers_ != nullptr) {
+    probe.webhooks = running_.webhooks;
+    probe.tracing = running_.tracing;
+  }
   const auto differs = [&](const char* name, bool changed) {
     if (changed) outcome.needs_restart.emplace_back(name);
   };
@@ -128,6 +131,14 @@ admin::ReloadOutcome Reloader::reload() {
     outcome.needs_restart.clear();
     return finish(std::move(outcome), "reload");
   }
+  Observers::Prepared observed;
+  if (observers_ != nullptr) {
+    if (const auto failed = observers_->prepare(running_, next, observed)) {
+      outcome.error = *failed;
+      outcome.needs_restart.clear();
+      return finish(std::move(outcome), "reload");
+    }
+  }
 
   // Then all of it is put in place.
   if (files) {
@@ -162,10 +173,16 @@ admin::ReloadOutcome Reloader::reload() {
   }
   running_.admin.tokens = next.admin.tokens;
   running_.admin.token_file = next.admin.token_file;
-  if (tracer_ != nullptr && next.tracing.sample_ratio != running_.tracing.sample_ratio) {
-    tracer_->set_sample_ratio(next.tracing.sample_ratio);
-    outcome.applied.emplace_back("tracing.sample_ratio");
-    running_.tracing.sample_ratio = next.tracing.sample_ratio;
+  if (observers_ != nullptr) {
+    const bool ratio_only =
+        !observed.tracing_changed && next.tracing.sample_ratio != running_.tracing.sample_ratio;
+    observers_->commit(std::move(observed), outcome.applied);
+    if (ratio_only && observers_->tracer() != nullptr) {
+      observers_->tracer()->set_sample_ratio(next.tracing.sample_ratio);
+      outcome.applied.emplace_back("tracing.sample_ratio");
+    }
+    running_.webhooks = next.webhooks;
+    running_.tracing = next.tracing;
   }
   if (next.log_level != running_.log_level) {
     spdlog::set_level(spdlog::level::from_str(next.log_level));
@@ -174,6 +191,11 @@ admin::ReloadOutcome Reloader::reload() {
   }
   outcome.ok = true;
   return finish(std::move(outcome), "reload");
+}
+
+config::Config Reloader::running() const {
+  std::lock_guard lock(mutex_);
+  return running_;
 }
 
 admin::ReloadOutcome Reloader::reload_tls() {

@@ -2,7 +2,8 @@
 // read the configuration file again and apply, all or nothing, what can
 // change while the broker runs: the log level, the password, ACL and SCRAM
 // files' contents (connected clients get their new ACL at once), the TLS
-// listeners' certificates and keys, and the admin tokens. Whatever else
+// listeners' certificates and keys, the admin tokens, rate limits,
+// WebSocket settings, webhooks and tracing. Whatever else
 // changed is reported as needing a restart and left as it was. TLS files
 // that change on disk are reloaded on their own (tls_files_changed).
 #pragma once
@@ -16,6 +17,7 @@
 #include <string>
 
 #include "admin/admin_api.hpp"
+#include "app/observers.hpp"
 #include "config/config.hpp"
 
 namespace sluice::auth {
@@ -47,22 +49,24 @@ class Reloader {
   // Whether a TLS listener's certificate, key or CA file changed on disk
   // since it was last loaded.
   bool tls_files_changed();
-  // The exporter whose sample ratio a reload may change; nullptr: none.
-  void set_tracer(admin::OtlpExporter* tracer) { tracer_ = tracer; }
+  // The webhooks and tracing a reload may replace; nullptr: none (tests).
+  void set_observers(Observers* observers) { observers_ = observers; }
+  // The configuration in force, reloaded parts included (GET /api/v1/config).
+  config::Config running() const;
 
  private:
   admin::ReloadOutcome finish(admin::ReloadOutcome outcome, const char* trigger);
   void remember_tls_files();
   void reissue_acls();
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   const Load load_;
   config::Config running_;  // what is in force, reloaded parts included
   broker::Broker& broker_;
   auth::Authenticator* auth_;
   net::Server& server_;
   admin::AdminApi& admin_;
-  admin::OtlpExporter* tracer_ = nullptr;
+  Observers* observers_ = nullptr;
   // What a file looked like when it was loaded: a change of either is a change.
   struct FileMark {
     std::filesystem::file_time_type mtime{};

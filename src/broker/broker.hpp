@@ -86,17 +86,30 @@ class Broker {
   void set_journal(store::Journal* journal) { journal_ = journal; }
   store::Journal* journal() const { return journal_; }
 
-  // Where events go for webhooks; nullptr (the default): nowhere. Set
-  // before the workers start.
-  void set_events(EventSink* sink) { events_ = sink; }
+  // Where events go for webhooks; nullptr (the default): nowhere. A reload
+  // may put another sink in place while the workers run: each use loads
+  // the pointer once, and a replaced sink lives on until the workers have
+  // stopped (app/observers.hpp keeps it).
+  void set_events(EventSink* sink) { events_.store(sink, std::memory_order_release); }
   // Whether anything takes events of `kind`: a load and a test, for hot paths.
-  bool wants(EventKind kind) const { return events_ != nullptr && events_->wants(kind); }
-  EventSink* events() const { return events_; }
+  bool wants(EventKind kind) const {
+    const EventSink* sink = events_.load(std::memory_order_acquire);
+    return sink != nullptr && sink->wants(kind);
+  }
+  // For message.published: whether any endpoint's topic filters match.
+  bool wants_message(std::string_view topic) const {
+    const EventSink* sink = events_.load(std::memory_order_acquire);
+    return sink != nullptr && sink->wants_message(topic);
+  }
+  void emit(Event&& event) const {
+    if (EventSink* sink = events_.load(std::memory_order_acquire)) sink->emit(std::move(event));
+  }
 
   // Where spans of traced messages go (broker/trace.hpp); nullptr (the
-  // default): no tracing. Set before the workers start.
-  void set_tracer(SpanSink* sink) { tracer_ = sink; }
-  SpanSink* tracer() const { return tracer_; }
+  // default): no tracing. Replaced as the events' sink is; a traced
+  // message's spans all go to the sink that started it (MessageTrace::sink).
+  void set_tracer(SpanSink* sink) { tracer_.store(sink, std::memory_order_release); }
+  SpanSink* tracer() const { return tracer_.load(std::memory_order_acquire); }
 
   // Who may connect and what they may do; nullptr: anyone, anything.
   void set_auth(const auth::Authenticator* auth) { auth_ = auth; }
@@ -126,8 +139,8 @@ class Broker {
   std::array<TargetSink*, 3> sinks_{};  // by TargetKind (kSession's stays nullptr)
   store::Journal* journal_ = nullptr;
   const auth::Authenticator* auth_ = nullptr;
-  EventSink* events_ = nullptr;
-  SpanSink* tracer_ = nullptr;
+  std::atomic<EventSink*> events_{nullptr};
+  std::atomic<SpanSink*> tracer_{nullptr};
   std::atomic<std::uint64_t> next_session_id_{0};
   std::atomic<std::uint64_t> next_message_id_{1};
   std::atomic<std::uint32_t> connections_{0};

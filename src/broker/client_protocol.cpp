@@ -41,7 +41,7 @@ Event ClientProtocol::event(EventKind kind, std::string_view client_id) const {
 }
 
 void ClientProtocol::emit(Event&& e) const {
-  if (EventSink* sink = shard_.broker().events()) sink->emit(std::move(e));
+  shard_.broker().emit(std::move(e));
 }
 
 void ClientProtocol::send_ack(mqtt::Packet&& packet) {
@@ -373,7 +373,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   // Built before routing takes the message, told once routing took it.
   std::optional<Event> published;
   if (shard_.broker().wants(EventKind::kMessagePublished) &&
-      shard_.broker().events()->wants_message(publish.topic)) {
+      shard_.broker().wants_message(publish.topic)) {
     // Asked of the socket once, not per publish.
     if (rare().address.empty()) rare_->address = link_.peer_address();
     published = event(EventKind::kMessagePublished, client_id());
@@ -397,7 +397,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   const auto end_receive = [&] {
     if (!trace) return;
     trace->receive.end_ns = unix_nanos_now();
-    shard_.broker().tracer()->record(std::move(trace->receive));
+    trace->message->sink->record(std::move(trace->receive));
   };
   HeldPublish routing{make_message(std::move(publish), session_->id(), session_->client_hash(),
                                    trace ? trace->message : nullptr),
@@ -507,8 +507,7 @@ bool ClientProtocol::route_publish(HeldPublish& publish, bool retry) {
         if (batch.empty()) return acknowledge_publish(publish.qos, publish.packet_id, reason);
         std::function<void(bool)> stored = std::move(routed.captured);
         if (publish.message->trace) {
-          stored = trace_store_commit(*shard_.broker().tracer(), publish.message->trace,
-                                      std::move(stored));
+          stored = trace_store_commit(publish.message->trace, std::move(stored));
         }
         // The acknowledgement is a promise: it waits until the batch is stored.
         write_then_acknowledge(std::move(batch),
@@ -523,7 +522,7 @@ bool ClientProtocol::route_publish(HeldPublish& publish, bool retry) {
     span.end_ns = unix_nanos_now();
     span.failed = refused;
     span.attributes = {{"sluice.receivers", std::to_string(receivers)}};
-    shard_.broker().tracer()->record(std::move(span));
+    trace->sink->record(std::move(span));
   }
   return !refused;
 }

@@ -158,7 +158,7 @@ void Session::note_drop(ShardStats::Counter& counter, const char* reason,
   if (delivery.message) e.topic = delivery.message->topic;
   e.qos = static_cast<int>(delivery.qos);
   e.reason = reason;
-  broker.events()->emit(std::move(e));
+  broker.emit(std::move(e));
 }
 
 void Session::drop(const Delivery& delivery) {
@@ -368,7 +368,7 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   }
   std::string traceparent;
   std::optional<Span> span;
-  if (message.trace && shard_.broker().tracer() != nullptr) {
+  if (message.trace) {
     // A copy with RETAIN set may be a retained message sent on a SUBSCRIBE
     // long after it was routed: its span covers its write only.
     span = child_span(*message.trace, "sluice.deliver", SpanKind::kProducer,
@@ -388,7 +388,7 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
     span->attributes = {{"messaging.client.id", client_id()},
                         {"messaging.mqtt.qos", std::to_string(static_cast<int>(head.qos))},
                         {"sluice.dup", dup ? "true" : "false"}};
-    shard_.broker().tracer()->record(std::move(*span));
+    message.trace->sink->record(std::move(*span));
   }
   ShardStats::add(shard_.stats().messages_sent);
   ShardStats::add(shard_.stats().messages_sent_by_qos[std::min(static_cast<int>(head.qos), 2)]);

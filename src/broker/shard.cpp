@@ -314,7 +314,7 @@ void Shard::tick(Clock::time_point now) {
       Event e;
       e.kind = EventKind::kSessionExpired;
       e.client_id = session->client_id();
-      broker_.events()->emit(std::move(e));
+      broker_.emit(std::move(e));
     }
     publish_will(*session);  // a will still pending goes out when the session ends
     end_session(*session);

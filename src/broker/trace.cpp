@@ -124,6 +124,7 @@ std::optional<PublishTrace> start_publish_trace(SpanSink& sink, mqtt::Properties
                         {"messaging.client.id", std::string(client_id)},
                         {"messaging.mqtt.qos", std::to_string(qos)}};
   auto message = std::make_shared<MessageTrace>();
+  message->sink = &sink;
   message->trace_id = receive.trace_id;
   message->receive_span = receive.span_id;
   message->routed_ns = receive.start_ns;
@@ -143,17 +144,16 @@ Span child_span(const MessageTrace& trace, const char* name, SpanKind kind,
   return span;
 }
 
-std::function<void(bool)> trace_store_commit(SpanSink& sink,
-                                             std::shared_ptr<const MessageTrace> trace,
+std::function<void(bool)> trace_store_commit(std::shared_ptr<const MessageTrace> trace,
                                              std::function<void(bool)> then) {
-  return [&sink, trace = std::move(trace), then = std::move(then),
-          start = unix_nanos_now()](bool durable) {
-    Span span = child_span(*trace, "sluice.store_commit", SpanKind::kInternal, start);
-    span.end_ns = unix_nanos_now();
-    span.failed = !durable;
-    sink.record(std::move(span));
-    if (then) then(durable);
-  };
+  return
+      [trace = std::move(trace), then = std::move(then), start = unix_nanos_now()](bool durable) {
+        Span span = child_span(*trace, "sluice.store_commit", SpanKind::kInternal, start);
+        span.end_ns = unix_nanos_now();
+        span.failed = !durable;
+        trace->sink->record(std::move(span));
+        if (then) then(durable);
+      };
 }
 
 }  // namespace sluice::broker

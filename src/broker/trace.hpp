@@ -66,9 +66,12 @@ class SpanSink {
 };
 
 // What a traced message carries, shared by every copy: its trace, the span
-// of its receive (the parent of everything the broker did with it), and
-// when it arrived, just before routing (where each delivery span starts).
+// of its receive (the parent of everything the broker did with it), when
+// it arrived, just before routing (where each delivery span starts), and
+// the sink that started it, which takes all of its spans (a reload may put
+// another in the broker meanwhile; sinks outlive the workers).
 struct MessageTrace {
+  SpanSink* sink = nullptr;
   TraceId trace_id{};
   SpanId receive_span{};
   std::uint64_t routed_ns = 0;
@@ -94,8 +97,7 @@ Span child_span(const MessageTrace& trace, const char* name, SpanKind kind, std:
 
 // Wraps `then` (called once the publish's store write is durable, or
 // failed) so that it also records the store commit span, from now.
-std::function<void(bool)> trace_store_commit(SpanSink& sink,
-                                             std::shared_ptr<const MessageTrace> trace,
+std::function<void(bool)> trace_store_commit(std::shared_ptr<const MessageTrace> trace,
                                              std::function<void(bool)> then);
 
 }  // namespace sluice::broker

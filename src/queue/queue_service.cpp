@@ -806,7 +806,7 @@ void QueueService::dead_letter(Work& work, Queue& queue, Group& group, std::uint
     e.group = group.name;
     e.message_id = message_id(partition, offset);
     e.reason = reason;
-    broker_.events()->emit(std::move(e));
+    broker_.emit(std::move(e));
   }
 }
 

@@ -278,3 +278,47 @@ def test_a_bad_endpoint_stops_start_up_naming_the_key(make_broker):
     hostless = SluiceProcess(config_yaml=tracing_config("http://:4318/v1/traces"))
     assert hostless.proc.wait(timeout=30) == 1  # an error, not a crash
     hostless.wait_for_line(r"event=start_failed.*tracing\.otlp_endpoint: no host")
+
+
+def test_a_reload_turns_tracing_on_moves_it_and_turns_it_off(make_broker, tmp_path):
+    first, second = Collector(), Collector()
+    try:
+        config = tmp_path / "sluice.yaml"
+        config.write_text("listeners:\n  - {host: 127.0.0.1, port: 0}\n")
+        broker = make_broker(None, args=["--config", str(config)])
+        subscriber = Client(broker.port)
+        subscriber.subscribe("moved/#", qos=1)
+        publisher = Client(broker.port)
+
+        def reload_to(collector):
+            config.write_text(tracing_config(
+                f"http://127.0.0.1:{collector.port}/v1/traces", ratio=1.0) if collector else
+                "listeners:\n  - {host: 127.0.0.1, port: 0}\n")
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{broker.admin_port}/api/v1/config/reload", method="POST",
+                data=b"")
+            with urllib.request.urlopen(request, timeout=20) as response:
+                outcome = json.loads(response.read())
+            assert outcome["applied"] == ["tracing"] and outcome["needs_restart"] == [], outcome
+
+        def traced_to(collector, payload):
+            publisher.publish("moved/x", payload, qos=1)
+            (carried,) = user(subscriber.receive(), "traceparent")
+            trace_id = carried.split("-")[1]
+            wait_until(lambda: len(collector.of_trace(trace_id)) == 3, timeout=15,
+                       what="the spans of a publish after the reload")
+            return trace_id
+
+        publisher.publish("moved/x", b"untraced", qos=1)
+        assert user(subscriber.receive(), "traceparent") == []
+        reload_to(first)
+        on_first = traced_to(first, b"1")
+        reload_to(second)
+        on_second = traced_to(second, b"2")
+        assert first.of_trace(on_second) == [] and second.of_trace(on_first) == []
+        reload_to(None)
+        publisher.publish("moved/x", b"off again", qos=1)
+        assert user(subscriber.receive(), "traceparent") == []
+        subscriber.disconnect(), publisher.disconnect()
+    finally:
+        first.close(), second.close()

@@ -206,3 +206,56 @@ def test_each_endpoint_gets_the_messages_its_own_topics_match():
         assert broker.stop() == 0, broker.output()
         first.close()
         second.close()
+
+
+def test_a_reload_moves_webhooks_to_another_endpoint_and_off(tmp_path):
+    first, second = Receiver(), Receiver()
+    config = tmp_path / "sluice.yaml"
+
+    def write(receiver):
+        hooks = ("webhooks:\n"
+                 f"  - {{url: 'http://127.0.0.1:{receiver.port}/e', events: [client.connected]}}\n"
+                 if receiver else "")
+        config.write_text("listeners:\n  - {host: 127.0.0.1, port: 0}\n" + hooks)
+
+    def connected(receiver, client_id):
+        return any(e.get("client_id") == client_id for e in receiver.events())
+
+    def reload():
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{broker.admin_port}/api/v1/config/reload", method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return json.loads(response.read())
+
+    write(first)
+    broker = SluiceProcess(args=["--config", str(config)]).start()
+    try:
+        before = Client(broker.port, client_id=unique("before"))
+        wait_until(lambda: connected(first, before.client_id), timeout=10,
+                   what="the first endpoint to hear of the first client")
+        write(second)
+        outcome = reload()
+        assert outcome["applied"] == ["webhooks"] and outcome["needs_restart"] == [], outcome
+        with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/api/v1/config") as r:
+            shown = json.loads(r.read())["webhooks"]
+        assert [hook["url"] for hook in shown] == [f"http://127.0.0.1:{second.port}/e"]
+        after = Client(broker.port, client_id=unique("after"))
+        wait_until(lambda: connected(second, after.client_id), timeout=10,
+                   what="the new endpoint to hear of a client connected after the reload")
+        assert not connected(first, after.client_id)
+        assert not connected(second, before.client_id)
+
+        write(None)
+        assert reload()["applied"] == ["webhooks"]
+        last = Client(broker.port, client_id=unique("last"))
+        # The broker knows the client; no endpoint hears of it (nothing is emitted).
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{broker.admin_port}/api/v1/clients/{last.client_id}") as r:
+            assert json.loads(r.read())["connected"] is True
+        with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics") as r:
+            assert "sluice_webhook_events_total{" not in r.read().decode()
+        before.disconnect(), after.disconnect(), last.disconnect()
+        assert not connected(second, last.client_id) and not connected(first, last.client_id)
+    finally:
+        assert broker.stop() == 0, broker.output()
+        first.close(), second.close()
