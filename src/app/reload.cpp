@@ -73,6 +73,8 @@ admin::ReloadOutcome Reloader::reload() {
   const bool auth_reloadable = auth_ != nullptr && auth_->same_setup(next.auth);
   if (auth_reloadable) probe.auth = running_.auth;
   if (listeners_reloadable) probe.rate_limits = running_.rate_limits;
+  // Of the limits, those read where they are used.
+  config::copy_run_time_limits(running_.limits, probe.limits);
   // Webhooks and tracing are made again (observers.hpp).
   if (observers_ != nullptr) {
     probe.webhooks = running_.webhooks;
@@ -84,7 +86,23 @@ admin::ReloadOutcome Reloader::reload() {
   differs("listeners", !(probe.listeners == running_.listeners));
   differs("workers", probe.workers != running_.workers);
   differs("sys_interval_s", probe.sys_interval_s != running_.sys_interval_s);
-  differs("limits", !(probe.limits == running_.limits));
+  // Named one by one: which of them waits for the restart.
+  const config::LimitsConfig& was = running_.limits;
+  const config::LimitsConfig& asked = probe.limits;
+  differs("limits.max_packet_bytes", asked.max_packet_bytes != was.max_packet_bytes);
+  differs("limits.receive_maximum", asked.receive_maximum != was.receive_maximum);
+  differs("limits.max_inflight_messages", asked.max_inflight_messages != was.max_inflight_messages);
+  differs("limits.queue_full_policy", asked.queue_full_policy != was.queue_full_policy);
+  differs("limits.max_retained_messages", asked.max_retained_messages != was.max_retained_messages);
+  differs("limits.topic_alias_maximum", asked.topic_alias_maximum != was.topic_alias_maximum);
+  config::LimitsConfig named = was;  // whatever the list above forgets still shows
+  named.max_packet_bytes = asked.max_packet_bytes;
+  named.receive_maximum = asked.receive_maximum;
+  named.max_inflight_messages = asked.max_inflight_messages;
+  named.queue_full_policy = asked.queue_full_policy;
+  named.max_retained_messages = asked.max_retained_messages;
+  named.topic_alias_maximum = asked.topic_alias_maximum;
+  differs("limits", !(named == asked));
   differs("sessions", !(probe.sessions == running_.sessions));
   differs("mqtt", !(probe.mqtt == running_.mqtt));
   differs("storage", !(probe.storage == running_.storage));
@@ -184,6 +202,13 @@ admin::ReloadOutcome Reloader::reload() {
     running_.webhooks = next.webhooks;
     running_.tracing = next.tracing;
   }
+  config::LimitsConfig limits = running_.limits;
+  config::copy_run_time_limits(next.limits, limits);
+  if (!(limits == running_.limits)) {
+    set_limits(limits);
+    outcome.applied.emplace_back("limits");
+    running_.limits = limits;
+  }
   if (next.log_level != running_.log_level) {
     spdlog::set_level(spdlog::level::from_str(next.log_level));
     outcome.applied.emplace_back("log_level");
@@ -245,6 +270,13 @@ void Reloader::remember_tls_files() {
       tls_files_[*path] = mark_of(*path);
     }
   }
+}
+
+void Reloader::set_limits(const config::LimitsConfig& limits) {
+  // Each worker takes them on its own thread, between its other work.
+  for (std::uint32_t i = 0; i < broker_.shard_count(); ++i)
+    broker_.mailbox()->post_task(
+        i, [&broker = broker_, i, limits] { broker.shard(i).set_limits(limits); });
 }
 
 void Reloader::reissue_acls() {

@@ -58,6 +58,7 @@ class Reloader {
   admin::ReloadOutcome finish(admin::ReloadOutcome outcome, const char* trigger);
   void remember_tls_files();
   void reissue_acls();
+  void set_limits(const config::LimitsConfig& limits);
 
   mutable std::mutex mutex_;
   const Load load_;

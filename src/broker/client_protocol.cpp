@@ -339,7 +339,7 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
       return disconnect_with(ReasonCode::kReceiveMaximumExceeded);  // §3.3.4
     }
   }
-  if (mqtt::topic_levels(publish.topic) > config.limits.max_topic_levels) {
+  if (mqtt::topic_levels(publish.topic) > shard_.limits().max_topic_levels) {
     session_->release_inbound_qos2(publish.packet_id);
     if (!mqtt::is_v5(version_)) return disconnect_with(ReasonCode::kTopicNameInvalid);
     return acknowledge_publish(publish.qos, publish.packet_id, ReasonCode::kTopicNameInvalid);
@@ -546,8 +546,7 @@ bool ClientProtocol::retry_held_publish(Clock::time_point now) {
     still_full = !route_publish(held, /*retry=*/true);
   }
   if (still_full) {
-    if (now - held.since <= std::chrono::seconds(shard_.config().limits.queue_full_timeout_s))
-      return true;
+    if (now - held.since <= std::chrono::seconds(shard_.limits().queue_full_timeout_s)) return true;
     // A resend after reconnecting must be routed, not taken for a duplicate.
     if (held.qos == QoS::kExactlyOnce) session_->release_inbound_qos2(held.packet_id);
     rare_->held_publish.reset();
@@ -566,7 +565,7 @@ bool ClientProtocol::retry_held_publish(Clock::time_point now) {
   }
   if (closing_ || session_ == nullptr) return false;
   if (held_publish() == nullptr) rare_->waiting.reset();
-  if (!rare_->waiting || rare_->waiting->bytes <= shard_.config().limits.max_write_buffer_bytes) {
+  if (!rare_->waiting || rare_->waiting->bytes <= shard_.limits().max_write_buffer_bytes) {
     link_.release_input();  // if it was held: the waiting ones are below the bound again
   }
   trim_rare();
@@ -587,7 +586,7 @@ void ClientProtocol::wait_behind_held(mqtt::Publish&& publish) {
   if (!waiting) waiting = std::make_unique<WaitingPublishes>();
   waiting->bytes += waiting_cost(publish);
   waiting->publishes.push_back(std::move(publish));
-  if (waiting->bytes > shard_.config().limits.max_write_buffer_bytes) link_.hold_input();
+  if (waiting->bytes > shard_.limits().max_write_buffer_bytes) link_.hold_input();
 }
 
 void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,
@@ -654,9 +653,9 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
       refusal = ReasonCode::kQuotaExceeded;
     } else if (mqtt::has_wildcard(matched_filter) && !config.mqtt.wildcard_subscriptions) {
       refusal = ReasonCode::kWildcardSubscriptionsNotSupported;
-    } else if (mqtt::topic_levels(matched_filter) > config.limits.max_topic_levels) {
+    } else if (mqtt::topic_levels(matched_filter) > shard_.limits().max_topic_levels) {
       refusal = ReasonCode::kTopicFilterInvalid;
-    } else if (session_->subscriptions().size() >= config.limits.max_subscriptions_per_client &&
+    } else if (session_->subscriptions().size() >= shard_.limits().max_subscriptions_per_client &&
                !session_->subscriptions().contains(subscription.filter)) {
       refusal = ReasonCode::kQuotaExceeded;
     }

@@ -88,7 +88,7 @@ void ClientProtocol::on_connect(mqtt::Connect&& connect) {
     rare().connecting = std::make_unique<std::pair<std::string, std::string>>(
         connect.client_id, connect.username.value_or(""));
   }
-  if (shard_.broker().connections().fetch_add(1) >= shard_.config().limits.max_connections) {
+  if (shard_.broker().connections().fetch_add(1) >= shard_.limits().max_connections) {
     shard_.broker().connections().fetch_sub(1);
     return refuse_connect(version_, ReasonCode::kServerBusy, "too many connections");
   }
@@ -263,7 +263,7 @@ void ClientProtocol::admit(std::unique_ptr<PendingConnect> pending) {
     if (mqtt::is_sys_topic(connect.will->topic)) {
       return refuse_connect(version_, ReasonCode::kNotAuthorized, "$SYS belongs to the broker");
     }
-    if (mqtt::topic_levels(connect.will->topic) > config.limits.max_topic_levels) {
+    if (mqtt::topic_levels(connect.will->topic) > shard_.limits().max_topic_levels) {
       return refuse_connect(version_, ReasonCode::kTopicNameInvalid,
                             "will topic has too many levels");
     }
@@ -273,7 +273,7 @@ void ClientProtocol::admit(std::unique_ptr<PendingConnect> pending) {
                                         : (connect.clean_start ? 0 : kNeverExpires);
   connect_expiry_s_ = std::min(asked_expiry, config.sessions.max_session_expiry_s);
   keep_alive_s_ = connect.keep_alive_s;
-  const std::uint16_t cap = config.limits.max_keepalive_s;
+  const std::uint16_t cap = shard_.limits().max_keepalive_s;
   if (v5 && cap != 0 && (keep_alive_s_ == 0 || keep_alive_s_ > cap)) keep_alive_s_ = cap;
   claim(std::move(pending));
 }

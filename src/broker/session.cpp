@@ -214,7 +214,7 @@ void Session::deliver(Delivery&& delivery) {
     return enqueue(std::move(delivery));
   }
   if (delivery.qos == mqtt::QoS::kAtMostOnce) {
-    if (link_->unsent_bytes() > shard_.config().limits.max_write_buffer_bytes) {
+    if (link_->unsent_bytes() > shard_.limits().max_write_buffer_bytes) {
       note_drop(shard_.stats().dropped_slow_client, "slow_client", delivery);
       return drop(delivery);
     }
@@ -229,7 +229,7 @@ void Session::deliver(Delivery&& delivery) {
 }
 
 void Session::enqueue(Delivery&& delivery) {
-  const config::LimitsConfig& limits = shard_.config().limits;
+  const config::LimitsConfig& limits = shard_.limits();
   if (limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish) {
     // Every queued message holds a place: reserved by its publisher, or
     // taken here (a will, a retained message, a shared hand-on).
@@ -260,7 +260,7 @@ bool Session::can_send_now() const {
   const std::size_t window =
       std::min<std::size_t>(limits_.receive_maximum, shard_.config().limits.max_inflight_messages);
   return online() && inflight_.size() < window &&
-         link_->unsent_bytes() <= shard_.config().limits.max_write_buffer_bytes;
+         link_->unsent_bytes() <= shard_.limits().max_write_buffer_bytes;
 }
 
 std::uint16_t Session::next_packet_id() {

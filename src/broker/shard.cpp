@@ -19,7 +19,10 @@ constexpr auto kPurgeInterval = std::chrono::seconds(60);
 }  // namespace
 
 Shard::Shard(Broker& broker, std::uint32_t index)
-    : broker_(broker), index_(index), outbox_(broker.shard_count()) {}
+    : broker_(broker),
+      index_(index),
+      limits_(broker.config().limits),
+      outbox_(broker.shard_count()) {}
 
 Shard::~Shard() = default;
 
@@ -32,7 +35,7 @@ Session* Shard::create_session(const std::string& client_id) {
   // Callers look first; a second session under one id would leave the
   // first's entries pointing at nothing.
   if (Session* existing = find_session(client_id)) return existing;
-  if (broker_.sessions().fetch_add(1) >= broker_.config().limits.max_sessions) {
+  if (broker_.sessions().fetch_add(1) >= limits_.max_sessions) {
     broker_.sessions().fetch_sub(1);
     return nullptr;
   }
@@ -187,7 +190,7 @@ bool Shard::reserves(const Target& target) {
 }
 
 bool Shard::reserve_places() {
-  const std::uint32_t most = broker_.config().limits.max_queued_messages;
+  const std::uint32_t most = limits_.max_queued_messages;
   for (std::size_t i = 0; i < targets_.size(); ++i) {
     if (!reserves(targets_[i]) || targets_[i].session->try_reserve(most)) continue;
     for (std::size_t j = 0; j < i; ++j)  // all or none

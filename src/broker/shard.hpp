@@ -32,6 +32,10 @@ class Shard {
 
   Broker& broker() { return broker_; }
   const config::Config& config() const { return broker_.config(); }
+  // The limits in force: the configuration's, and what reloads changed
+  // of them since (config::copy_run_time_limits), on this shard's thread.
+  const config::LimitsConfig& limits() const { return limits_; }
+  void set_limits(const config::LimitsConfig& limits) { limits_ = limits; }
   std::uint32_t index() const { return index_; }
   ShardStats& stats() { return stats_; }
 
@@ -173,6 +177,7 @@ class Shard {
   Broker& broker_;
   const std::uint32_t index_;
   ShardStats stats_;
+  config::LimitsConfig limits_;
   // Keyed by a view of the session's own client id: one copy of it per session.
   std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::uint64_t, Session*> sessions_by_id_;

@@ -84,6 +84,24 @@ struct LimitsConfig {
   bool operator==(const LimitsConfig&) const = default;
 };
 
+// The limits a reload may change, copied from `from` into `to`: each is read
+// where it is used (a new connection, session or subscription, a publish, a
+// write), and none is announced to clients. The others are announced in
+// CONNACK (receive_maximum, max_packet_bytes, topic_alias_maximum) or shape
+// state made at start (max_inflight_messages, queue_full_policy,
+// max_retained_messages): they need a restart.
+inline void copy_run_time_limits(const LimitsConfig& from, LimitsConfig& to) {
+  to.max_connections = from.max_connections;
+  to.max_sessions = from.max_sessions;
+  to.max_subscriptions_per_client = from.max_subscriptions_per_client;
+  to.max_queued_messages = from.max_queued_messages;
+  to.queue_full_timeout_s = from.queue_full_timeout_s;
+  to.max_topic_levels = from.max_topic_levels;
+  to.max_write_buffer_bytes = from.max_write_buffer_bytes;
+  to.max_keepalive_s = from.max_keepalive_s;
+  to.connect_timeout_s = from.connect_timeout_s;
+}
+
 struct SessionConfig {
   std::uint32_t max_session_expiry_s = 0xFFFFFFFF;  // cap on what clients ask; 0xFFFFFFFF never
   bool queue_qos0_offline = false;  // keep QoS 0 messages for offline persistent sessions

@@ -183,7 +183,7 @@ void Connection::on_readable() {
   }
   // A client that sends but does not read (its PUBACKs, PINGRESPs... pile up)
   // is not read from until it catches up: back-pressure instead of memory.
-  if (unsent_bytes() > worker_.broker().config().limits.max_write_buffer_bytes) {
+  if (unsent_bytes() > worker_.shard().limits().max_write_buffer_bytes) {
     reading_paused_ = true;
     return;
   }
@@ -454,8 +454,7 @@ void Connection::on_written(const error_code& error, std::size_t bytes) {
     worker_.return_output(std::move(output_));
   }
   worker_.schedule_flush();
-  if (reading_paused_ &&
-      unsent_bytes() <= worker_.broker().config().limits.max_write_buffer_bytes) {
+  if (reading_paused_ && unsent_bytes() <= worker_.shard().limits().max_write_buffer_bytes) {
     reading_paused_ = false;
     if (tls()) {
       asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_readable(); });
@@ -519,7 +518,7 @@ void Connection::check_deadlines(broker::Clock::time_point now) {
   if (!protocol_ || !protocol_->connected()) {
     // Also bounds the TLS handshake, the WebSocket upgrade and an AUTH
     // exchange that never ends.
-    const auto timeout = std::chrono::seconds(worker_.broker().config().limits.connect_timeout_s);
+    const auto timeout = std::chrono::seconds(worker_.shard().limits().connect_timeout_s);
     if (now - connected_at_ > timeout) terminate();
     return;
   }

@@ -74,11 +74,12 @@ def test_the_reload_endpoint_applies_what_it_can_and_reports_the_rest(tmp_path):
     broker = SluiceProcess(args=["--config", str(config)], log_level=None).start()
     client = Client(broker.port)
     config.write_text("listeners:\n  - {host: 127.0.0.1, port: 0}\nlog_level: debug\n"
-                      "sys_interval_s: 3\nlimits:\n  max_connections: 5\n")
+                      "sys_interval_s: 3\nlimits:\n  max_connections: 5\n"
+                      "  receive_maximum: 10\n")
     status, body = post(broker.admin_port, "/api/v1/config/reload")
     assert status == 200, body
-    assert "log_level" in body["applied"]
-    assert body["needs_restart"] == ["sys_interval_s", "limits"]
+    assert body["applied"] == ["limits", "log_level"], body
+    assert body["needs_restart"] == ["sys_interval_s", "limits.receive_maximum"]
     with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/api/v1/log-level") as r:
         assert json.loads(r.read()) == {"level": "debug"}
 
@@ -195,3 +196,30 @@ def test_a_reload_gives_new_websocket_upgrades_new_allowed_origins():
         kept.close()
     finally:
         assert broker.stop() == 0, broker.output()
+
+
+def test_a_reload_changes_the_limits_read_where_they_are_used(tmp_path):
+    config = tmp_path / "sluice.yaml"
+    base = "listeners:\n  - {host: 127.0.0.1, port: 0}\n"
+    config.write_text(base + "limits:\n  max_connections: 100\n  max_topic_levels: 8\n")
+    broker = SluiceProcess(args=["--config", str(config)]).start()
+    first, second = Client(broker.port), Client(broker.port)
+    first.subscribe("a/b/c/d/e", qos=1)  # five levels: allowed
+    config.write_text(base + "limits:\n  max_connections: 2\n  max_topic_levels: 4\n"
+                      "  topic_alias_maximum: 3\n")
+    status, body = post(broker.admin_port, "/api/v1/config/reload")
+    assert status == 200, body
+    assert body["applied"] == ["limits"], body
+    assert body["needs_restart"] == ["limits.topic_alias_maximum"], body
+    # A connected client's next subscribe is held to the new limit...
+    assert first.subscribe("a/b/c/d/e/f", qos=1)[0].value >= 0x80
+    assert first.subscribe("a/b/c", qos=1)[0].value == 1
+    # ...and a third connection is one too many now.
+    third = Client(broker.port, connect=False)
+    assert third.connect(expect_success=False).connack_rc != 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/api/v1/config") as r:
+        shown = json.loads(r.read())["limits"]
+    assert (shown["max_connections"], shown["max_topic_levels"]) == (2, 4)
+    assert shown["topic_alias_maximum"] == 64  # left as it was until a restart
+    first.disconnect(), second.disconnect()
+    assert broker.stop() == 0, broker.output()
