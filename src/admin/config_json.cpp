@@ -26,6 +26,19 @@ json rate_json(const config::RateLimitConfig& r) {
           {"subscription_burst", r.subscription_burst}};
 }
 
+// A URL without what may be a credential in it: user and password, query.
+std::string shown_url(const std::string& url) {
+  std::string shown = url;
+  const std::size_t scheme = shown.find("://");
+  const std::size_t host = scheme == std::string::npos ? 0 : scheme + 3;
+  const std::size_t path = shown.find('/', host);
+  const std::size_t at = shown.rfind('@', path == std::string::npos ? shown.size() : path);
+  if (at != std::string::npos && at >= host) shown.replace(host, at - host, "<redacted>");
+  if (const std::size_t query = shown.find('?'); query != std::string::npos)
+    shown.replace(query + 1, std::string::npos, "<redacted>");
+  return shown;
+}
+
 }  // namespace
 
 nlohmann::json queue_options_json(const config::QueueOptions& o) {
@@ -60,7 +73,7 @@ std::string config_json(const config::Config& c) {
     for (const auto& [name, value] : w.headers)
       headers[name] = "<redacted>";
     webhooks.push_back({{"name", w.name},
-                        {"url", w.url},
+                        {"url", shown_url(w.url)},
                         {"events", w.events},
                         {"topics", w.topics},
                         {"headers", headers},
@@ -161,7 +174,7 @@ std::string config_json(const config::Config& c) {
         {"max_files", c.log.max_files}}},
       {"webhooks", webhooks},
       {"tracing",
-       {{"otlp_endpoint", c.tracing.otlp_endpoint},
+       {{"otlp_endpoint", shown_url(c.tracing.otlp_endpoint)},
         {"sample_ratio", c.tracing.sample_ratio},
         {"service_name", c.tracing.service_name},
         {"batch_size", c.tracing.batch_size},

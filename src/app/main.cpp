@@ -514,6 +514,7 @@ int run(const Config& config, const Options& options) {
   // and what the server's own teardown still writes finds no journal rather
   // than a destroyed one.
   admin_api.set_draining();  // /ready answers 503 from now on
+  reloader.close();          // nothing is put in place while it all stops
   server.stop_accepting();
   drain(broker, stop_signals, std::chrono::seconds(config.shutdown.timeout_s));
   server.stop();

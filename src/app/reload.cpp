@@ -54,11 +54,16 @@ Reloader::Reloader(Load load, config::Config running, broker::Broker& broker,
       server_(server),
       admin_(admin) {
   remember_tls_files();
+  shown_ = std::make_shared<const config::Config>(running_);
 }
 
 admin::ReloadOutcome Reloader::reload() {
   std::lock_guard lock(mutex_);
   admin::ReloadOutcome outcome;
+  if (closed_) {
+    outcome.error = "the broker is stopping";
+    return finish(std::move(outcome), "reload");
+  }
   std::optional<config::Config> loaded = load_(outcome.error);
   if (!loaded) return finish(std::move(outcome), "reload");
   const config::Config next = std::move(*loaded);
@@ -219,8 +224,13 @@ admin::ReloadOutcome Reloader::reload() {
 }
 
 config::Config Reloader::running() const {
+  std::lock_guard lock(shown_mutex_);
+  return *shown_;
+}
+
+void Reloader::close() {
   std::lock_guard lock(mutex_);
-  return running_;
+  closed_ = true;
 }
 
 admin::ReloadOutcome Reloader::reload_tls() {
@@ -295,6 +305,11 @@ void Reloader::reissue_acls() {
 }
 
 admin::ReloadOutcome Reloader::finish(admin::ReloadOutcome outcome, const char* trigger) {
+  if (outcome.ok) {
+    auto shown = std::make_shared<const config::Config>(running_);
+    std::lock_guard lock(shown_mutex_);
+    shown_ = std::move(shown);
+  }
   if (outcome.ok) {
     ++admin_.counters().reloads;
     spdlog::info("event=config_reloaded trigger={} applied=\"{}\" needs_restart=\"{}\"", trigger,

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -43,6 +44,9 @@ class Reloader {
 
   // From any thread, one at a time.
   admin::ReloadOutcome reload();
+  // From the start of shutdown: a reload from then on fails (the
+  // observers are stopping, the workers too).
+  void close();
   // The TLS listeners' files again, as they are named now (their files
   // changed on disk).
   admin::ReloadOutcome reload_tls();
@@ -51,7 +55,9 @@ class Reloader {
   bool tls_files_changed();
   // The webhooks and tracing a reload may replace; nullptr: none (tests).
   void set_observers(Observers* observers) { observers_ = observers; }
-  // The configuration in force, reloaded parts included (GET /api/v1/config).
+  // The configuration in force, reloaded parts included (GET /api/v1/config):
+  // a copy made when a reload ends, so a reload reading its files never
+  // holds up the admin server.
   config::Config running() const;
 
  private:
@@ -60,7 +66,8 @@ class Reloader {
   void reissue_acls();
   void set_limits(const config::LimitsConfig& limits);
 
-  mutable std::mutex mutex_;
+  std::mutex mutex_;
+  bool closed_ = false;
   const Load load_;
   config::Config running_;  // what is in force, reloaded parts included
   broker::Broker& broker_;
@@ -68,6 +75,8 @@ class Reloader {
   net::Server& server_;
   admin::AdminApi& admin_;
   Observers* observers_ = nullptr;
+  mutable std::mutex shown_mutex_;
+  std::shared_ptr<const config::Config> shown_;  // running_, as the last reload left it
   // What a file looked like when it was loaded: a change of either is a change.
   struct FileMark {
     std::filesystem::file_time_type mtime{};

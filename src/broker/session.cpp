@@ -368,7 +368,8 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
   }
   std::string traceparent;
   std::optional<Span> span;
-  if (message.trace) {
+  // Tracing turned off by a reload ends the spans of traces under way too.
+  if (message.trace && shard_.broker().tracer() != nullptr) {
     // A copy with RETAIN set may be a retained message sent on a SUBSCRIBE
     // long after it was routed: its span covers its write only.
     span = child_span(*message.trace, "sluice.deliver", SpanKind::kProducer,

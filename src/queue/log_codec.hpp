@@ -5,8 +5,13 @@
 //
 //   Q <queue>                           -> the queue exists: partitions (u32), then
 //                                          1 byte of flags (1: it keeps no dead letters,
-//                                          2: it is a stream), then its dead-letter
-//                                          queue's name if not the default
+//                                          2: it is a stream, 4: options follow), then its
+//                                          dead-letter queue's name if not the default;
+//                                          with flag 4 that name's length (u32) first, and
+//                                          after it the queue's options as text (made or
+//                                          changed through the admin API). A binary older
+//                                          than flag 4 misreads such a record: no downgrade
+//                                          past it with queues made by the API
 //   L <queue> <partition> <offset>      -> a log entry (LogEntry)
 //   S <queue> <partition>               -> where the log starts (u64), written when
 //                                          retention cuts it: offsets below are never

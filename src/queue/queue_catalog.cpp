@@ -27,9 +27,12 @@ void QueueService::answer_when_durable(Work& work, CatalogResult result, Catalog
   submit(work, std::exchange(work.batch, store::WriteBatch()),
          [done = std::move(done), result = std::move(result)](bool durable) mutable {
            if (!durable) {
+             // Memory has the change, the store may not: a restart shows
+             // what the store has (a deleted queue may come back).
              result = {Kind::kStoreFailed,
                        "the store could not write the change: it is in force until the broker "
-                       "restarts, and may not be after",
+                       "restarts, and may not be after (restart before making a queue of this "
+                       "name again)",
                        {},
                        0};
            }
@@ -88,9 +91,12 @@ QueueService::CatalogResult QueueService::update(Work& work, std::string_view na
   std::string refused;
   if (next.partitions != now.partitions) {
     // Keys would move to other partitions under messages still held.
-    refused = "partitions: fixed while the broker runs (the configuration file can raise it)";
+    refused = "partitions: fixed once the queue exists (delete it and create it again)";
   } else if (next.ordering != now.ordering) {
     refused = "ordering: fixed once the queue exists (delete it and create it again)";
+  } else if (next.key_level != now.key_level) {
+    // Keys pick partitions, key order and what compaction keeps.
+    refused = "key_level: fixed once the queue exists (delete it and create it again)";
   } else if (!queue->counts_bytes && (next.retention_max_bytes != 0 || next.max_depth_bytes != 0)) {
     // Partition::bytes was never kept for it: the limit would count from zero.
     refused =
@@ -159,9 +165,19 @@ QueueService::CatalogResult QueueService::remove(Work& work, std::string_view na
     work.batch.add(
         store::WriteBatch::EraseRange{store::Space::kQueues, std::move(prefix), std::move(end)});
   }
-  // Nothing points at it any more, except writes still in flight, which
-  // confirm into the kept object and go no further.
+  // Nothing points at it any more, except writes still in flight, whose
+  // confirmations find it deleted and go no further: only the shell is
+  // kept (its name, its partitions' bounds), not what it held.
   queue->deleted = true;
+  for (Partition& log : queue->partitions) {
+    log.window.clear();
+    log.window.shrink_to_fit();
+    log.window_bytes = 0;
+    log.compaction_kept = {};
+  }
+  queue->groups.clear();
+  queue->seen_ids = {};
+  queue->seen_order = {};
   std::erase(to_dispatch_, queue);
   std::erase_if(dirty_floors_, [&](const DirtyFloor& dirty) { return dirty.queue == queue; });
   std::erase_if(leases_, [&](const auto& lease) { return lease.second.queue == queue; });

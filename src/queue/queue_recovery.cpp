@@ -1,4 +1,6 @@
 // Reading the queues back at start, and what the queues tell about themselves.
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 #include "config/config_loader.hpp"
@@ -74,12 +76,22 @@ store::Status QueueService::recover() {
                          stored[name] = std::move(*queue);
                          return true;
                        }
-                       damaged = name;
-                       return false;
+                       if (!config.storage.recover) {
+                         damaged = name;
+                         return false;
+                       }
+                       // Left out, with its messages in the store, for someone to look at.
+                       spdlog::error(
+                           "event=queue_record_damaged queue=\"{}\" note=\"storage.recover: "
+                           "started without it\"",
+                           name);
+                       return true;
                      });
     if (!status.ok) return status;
     if (!damaged.empty())
-      return store::Status::error("queue '" + damaged + "': its record in the store is damaged");
+      return store::Status::error("queue '" + damaged +
+                                  "': its record in the store is damaged (storage.recover "
+                                  "starts without it)");
   }
   for (std::size_t i = 0; i < config.queues.size(); ++i) {
     const config::QueueConfig& queue = config.queues[i];

@@ -230,6 +230,7 @@ std::pair<std::uint32_t, std::uint64_t> QueueService::append(Queue& queue,
 
 void QueueService::confirm(Queue& queue, std::uint32_t partition, std::uint64_t offset,
                            bool durable) {
+  if (queue.deleted) return;  // its window is gone with it
   Partition& log = queue.partitions[partition];
   if (offset < log.window_start) return;
   Partition::Slot& slot = log.window[offset - log.window_start];

@@ -71,6 +71,7 @@ def test_what_cannot_change_is_refused_and_says_why(make_broker):
     refused("/api/v1/queues", {"name": "x", "surprise": 1}, "POST", 400, "surprise")
     refused(f"/api/v1/queues/{name}", {"partitions": 4}, "PATCH", 400, "partitions")
     refused(f"/api/v1/queues/{name}", {"ordering": "key"}, "PATCH", 400, "ordering")
+    refused(f"/api/v1/queues/{name}", {"key_level": 2}, "PATCH", 400, "key_level")
     refused(f"/api/v1/queues/{name}", {"kind": "stream"}, "PATCH", 400, "kind")
     refused(f"/api/v1/queues/{name}", {"max_depth_bytes": 1000}, "PATCH", 400, "byte limit")
     refused(f"/api/v1/queues/{name}", {"prefetch": "lots"}, "PATCH", 400, "prefetch")
