@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <utility>
+
 #include "admin/admin_api.hpp"
 #include "admin/otlp_exporter.hpp"
 #include "admin/webhooks.hpp"
@@ -67,19 +69,15 @@ std::optional<std::string> Observers::prepare(const config::Config& running,
 }
 
 void Observers::commit(Prepared&& prepared, std::vector<std::string>& applied) {
-  auto old_webhooks = std::move(webhooks_);
-  auto old_tracer = std::move(tracer_);
+  std::unique_ptr<admin::Webhooks> old_webhooks;
+  std::unique_ptr<admin::OtlpExporter> old_tracer;
   if (prepared.webhooks_changed) {
-    webhooks_ = std::move(prepared.webhooks);
+    old_webhooks = std::exchange(webhooks_, std::move(prepared.webhooks));
     applied.emplace_back("webhooks");
-  } else {
-    webhooks_ = std::move(old_webhooks);
   }
   if (prepared.tracing_changed) {
-    tracer_ = std::move(prepared.tracer);
+    old_tracer = std::exchange(tracer_, std::move(prepared.tracer));
     applied.emplace_back("tracing");
-  } else {
-    tracer_ = std::move(old_tracer);
   }
   put_in_place();
   if (old_webhooks) retire(std::move(old_webhooks));

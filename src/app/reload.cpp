@@ -91,23 +91,21 @@ admin::ReloadOutcome Reloader::reload() {
   differs("listeners", !(probe.listeners == running_.listeners));
   differs("workers", probe.workers != running_.workers);
   differs("sys_interval_s", probe.sys_interval_s != running_.sys_interval_s);
-  // Named one by one: which of them waits for the restart.
-  const config::LimitsConfig& was = running_.limits;
-  const config::LimitsConfig& asked = probe.limits;
-  differs("limits.max_packet_bytes", asked.max_packet_bytes != was.max_packet_bytes);
-  differs("limits.receive_maximum", asked.receive_maximum != was.receive_maximum);
-  differs("limits.max_inflight_messages", asked.max_inflight_messages != was.max_inflight_messages);
-  differs("limits.queue_full_policy", asked.queue_full_policy != was.queue_full_policy);
-  differs("limits.max_retained_messages", asked.max_retained_messages != was.max_retained_messages);
-  differs("limits.topic_alias_maximum", asked.topic_alias_maximum != was.topic_alias_maximum);
-  config::LimitsConfig named = was;  // whatever the list above forgets still shows
-  named.max_packet_bytes = asked.max_packet_bytes;
-  named.receive_maximum = asked.receive_maximum;
-  named.max_inflight_messages = asked.max_inflight_messages;
-  named.queue_full_policy = asked.queue_full_policy;
-  named.max_retained_messages = asked.max_retained_messages;
-  named.topic_alias_maximum = asked.topic_alias_maximum;
-  differs("limits", !(named == asked));
+  // Named one by one: which of them waits for the restart. Whatever the
+  // list forgets still shows, as "limits".
+  config::LimitsConfig unnamed = probe.limits;
+  const auto limit = [&](const char* name, auto member) {
+    differs(name, probe.limits.*member != running_.limits.*member);
+    unnamed.*member = running_.limits.*member;
+  };
+  using L = config::LimitsConfig;
+  limit("limits.max_packet_bytes", &L::max_packet_bytes);
+  limit("limits.receive_maximum", &L::receive_maximum);
+  limit("limits.max_inflight_messages", &L::max_inflight_messages);
+  limit("limits.queue_full_policy", &L::queue_full_policy);
+  limit("limits.max_retained_messages", &L::max_retained_messages);
+  limit("limits.topic_alias_maximum", &L::topic_alias_maximum);
+  differs("limits", !(unnamed == running_.limits));
   differs("sessions", !(probe.sessions == running_.sessions));
   differs("mqtt", !(probe.mqtt == running_.mqtt));
   differs("storage", !(probe.storage == running_.storage));
