@@ -235,8 +235,8 @@ struct AdminApi::Impl {
     s.at = broker::Clock::now();
     for (std::uint32_t i = 0; i < broker.shard_count(); ++i) {
       const broker::ShardStats& stats = broker.shard(i).stats();
-      s.received += stats.messages_received.load(std::memory_order_relaxed);
-      s.sent += stats.messages_sent.load(std::memory_order_relaxed);
+      s.received += stats.messages_received();
+      s.sent += stats.messages_sent();
     }
     return s;
   }

@@ -316,7 +316,6 @@ void ClientProtocol::on_publish(mqtt::Publish&& publish) {
   if (closing_ || session_ == nullptr) return;
   if (held_publish() != nullptr) return wait_behind_held(std::move(publish));
   const config::Config& config = shard_.config();
-  ShardStats::add(shard_.stats().messages_received);
   ShardStats::add(
       shard_.stats().messages_received_by_qos[std::min(static_cast<int>(publish.qos), 2)]);
   if (!resolve_topic_alias(publish)) return;

@@ -391,7 +391,6 @@ bool Session::write_publish(const Delivery& delivery, std::uint16_t packet_id, b
                         {"sluice.dup", dup ? "true" : "false"}};
     message.trace->sink->record(std::move(*span));
   }
-  ShardStats::add(shard_.stats().messages_sent);
   ShardStats::add(shard_.stats().messages_sent_by_qos[std::min(static_cast<int>(head.qos), 2)]);
   return true;
 }

@@ -352,8 +352,8 @@ void Shard::publish_sys_topics(Clock::time_point now) {
   auto read = [](const ShardStats::Counter& c) { return c.load(std::memory_order_relaxed); };
   for (std::uint32_t i = 0; i < broker_.shard_count(); ++i) {
     const ShardStats& s = broker_.shard(i).stats();
-    received += read(s.messages_received);
-    sent += read(s.messages_sent);
+    received += s.messages_received();
+    sent += s.messages_sent();
     bytes_in += read(s.bytes_received);
     bytes_out += read(s.bytes_sent);
     clients += read(s.clients_connected);

@@ -13,8 +13,6 @@ namespace sluice::broker {
 
 struct ShardStats {
   using Counter = std::atomic<std::uint64_t>;
-  Counter messages_received{0};  // PUBLISH packets from clients
-  Counter messages_sent{0};      // PUBLISH packets to clients
   Counter bytes_received{0};
   Counter bytes_sent{0};
   Counter clients_connected{0};       // a gauge: connected clients on this shard
@@ -29,6 +27,8 @@ struct ShardStats {
   Counter rejected_connections{0};    // over rate_limits.connections_per_s_per_ip
   Counter rejected_publishes{0};      // over rate_limits.publishes_per_s
   Counter rejected_subscriptions{0};  // over rate_limits.subscriptions_per_s
+  // PUBLISH packets from and to clients, by QoS. The totals are their sums,
+  // taken when read: one counter fewer per message each way.
   Counter messages_received_by_qos[3] = {0, 0, 0};
   Counter messages_sent_by_qos[3] = {0, 0, 0};
   Counter connections_by_protocol[3] = {0, 0, 0};  // CONNACKs sent: 3.1, 3.1.1, 5.0
@@ -36,6 +36,9 @@ struct ShardStats {
   Counter authz_denied{0};                         // publishes and subscriptions the ACL refused
   // How late the worker's one-second tick ran: how long its loop was busy.
   store::Histogram loop_lag_seconds{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1};
+
+  std::uint64_t messages_received() const { return sum(messages_received_by_qos); }
+  std::uint64_t messages_sent() const { return sum(messages_sent_by_qos); }
 
 #ifndef SLUICE_METRICS_OFF
   static void add(Counter& counter, std::uint64_t n = 1) {
@@ -50,6 +53,14 @@ struct ShardStats {
   static void add(Counter&, std::uint64_t = 1) {}
   static void sub(Counter&, std::uint64_t = 1) {}
 #endif
+
+ private:
+  static std::uint64_t sum(const Counter (&by_qos)[3]) {
+    std::uint64_t total = 0;
+    for (const Counter& counter : by_qos)
+      total += counter.load(std::memory_order_relaxed);
+    return total;
+  }
 };
 
 // TCP connections by listener, open and accepted (net::Server counts them:
