@@ -204,6 +204,21 @@ struct AdminApi::Impl {
   std::atomic<const Webhooks*> webhooks{nullptr};
   std::atomic<const OtlpExporter*> tracer{nullptr};
   std::function<std::vector<broker::ListenerConnections>()> listener_connections;
+  std::function<broker::ClusterView()> cluster_view;
+
+  broker::ClusterView cluster() const {
+    if (cluster_view) return cluster_view();
+    broker::ClusterView single;
+    single.node_id = "local";
+    single.joined = true;
+    broker::ClusterNodeView self;
+    self.id = "local";
+    self.version = broker.version();
+    self.this_node = true;
+    self.up = true;
+    single.nodes.push_back(std::move(self));
+    return single;
+  }
 
   void off_workers(std::function<void()> task) {
     if (executor)
@@ -283,8 +298,9 @@ struct AdminApi::Impl {
           off_workers([this, all, respond]() mutable {
             HttpResponse response;
             response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-            MetricsSources sources{webhooks.load(), tracer.load(), {}};
+            MetricsSources sources{webhooks.load(), tracer.load(), {}, std::nullopt};
             if (listener_connections) sources.listeners = listener_connections();
+            if (cluster_view) sources.cluster = cluster_view();
             response.body = render_metrics(broker, queues, counters, all, sources);
             respond(std::move(response));
           });
@@ -874,15 +890,37 @@ struct AdminApi::Impl {
   }
 
   void cluster_nodes(const HttpRequest&, const Params&, Respond& respond) {
-    respond(json_response(200, {{"data", json::array({{{"id", "local"},
-                                                       {"status", "up"},
-                                                       {"version", broker.version()},
-                                                       {"this_node", true}}})},
-                                {"next_cursor", nullptr}}));
+    json nodes = json::array();
+    for (const broker::ClusterNodeView& node : cluster().nodes) {
+      nodes.push_back({{"id", node.id},
+                       {"status", node.up ? "up" : "down"},
+                       {"version", node.version},
+                       {"advertise", node.advertise},
+                       {"this_node", node.this_node},
+                       {"routes", node.routes},
+                       {"forwarded", node.forwarded},
+                       {"forward_failures", node.forward_failures},
+                       {"forward_queued", node.queued}});
+    }
+    respond(json_response(200, {{"data", std::move(nodes)}, {"next_cursor", nullptr}}));
   }
 
   void cluster_status(const HttpRequest&, const Params&, Respond& respond) {
-    respond(json_response(200, {{"enabled", false}, {"nodes", 1}, {"healthy", true}}));
+    const broker::ClusterView view = cluster();
+    std::size_t up = 0;
+    for (const broker::ClusterNodeView& node : view.nodes)
+      up += node.up ? 1 : 0;
+    respond(json_response(200, {{"enabled", view.enabled},
+                                {"node_id", view.node_id},
+                                {"joined", view.joined},
+                                {"lease_id", view.lease_id},
+                                {"lease_ttl_s", view.lease_ttl_s},
+                                {"lease_losses", view.lease_losses},
+                                {"nodes", view.nodes.size()},
+                                {"nodes_up", up},
+                                {"local_routes", view.local_routes},
+                                {"received", view.received},
+                                {"healthy", view.joined && up == view.nodes.size()}}));
   }
 
   static bool page_limit(const HttpRequest& request, std::size_t& limit, Respond& respond) {
@@ -1040,6 +1078,10 @@ void AdminApi::handle(HttpRequest&& request, Respond respond) {
     spdlog::error("event=admin_request_failed error=\"{}\"", failure.what());
     respond(error(500, "internal_error", "the request failed; the log says why"));
   }
+}
+
+void AdminApi::set_cluster_view(std::function<broker::ClusterView()> view) {
+  impl_->cluster_view = std::move(view);
 }
 
 void AdminApi::set_listener_connections(

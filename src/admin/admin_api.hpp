@@ -13,6 +13,7 @@
 
 #include "admin/http_server.hpp"
 #include "admin/tokens.hpp"
+#include "broker/cluster_view.hpp"
 #include "broker/stats.hpp"
 #include "config/config.hpp"
 
@@ -63,6 +64,9 @@ class AdminApi final : public HttpHandler {
   void set_tracer(const OtlpExporter* tracer);
   // Each MQTT listener's connections, read at scrape time from any thread.
   void set_listener_connections(std::function<std::vector<broker::ListenerConnections>()> read);
+  // What the cluster shows (cluster/nodes, cluster/status, metrics), from
+  // any thread; until set, this node alone.
+  void set_cluster_view(std::function<broker::ClusterView()> view);
   // POST /api/v1/config/reload calls it (on the admin thread); until set,
   // the endpoint answers that there is nothing to reload.
   void set_reload(std::function<ReloadOutcome()> reload);

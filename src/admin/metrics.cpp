@@ -328,6 +328,32 @@ static void listener_metrics(PrometheusText& out,
   }
 }
 
+void cluster_metrics(PrometheusText& out, const broker::ClusterView& cluster) {
+  out.single("sluice_cluster_joined", "gauge", "1 while this node holds its membership lease.",
+             cluster.joined ? 1.0 : 0.0);
+  out.single("sluice_cluster_lease_losses_total", "counter",
+             "Times this node lost its membership lease.",
+             static_cast<double>(cluster.lease_losses));
+  out.single("sluice_cluster_routes", "gauge", "Filters this node announced to the others.",
+             static_cast<double>(cluster.local_routes));
+  out.single("sluice_cluster_received_messages_total", "counter",
+             "Messages other nodes forwarded to this one.", static_cast<double>(cluster.received));
+  out.family("sluice_cluster_node_up", "gauge", "1 while the node's membership key is in etcd.");
+  for (const auto& node : cluster.nodes)
+    out.sample("sluice_cluster_node_up", node.up ? 1.0 : 0.0, {{"node", node.id}});
+  out.family("sluice_cluster_forwarded_messages_total", "counter",
+             "Messages forwarded to another node and confirmed by it.");
+  for (const auto& node : cluster.nodes)
+    if (!node.this_node)
+      out.sample("sluice_cluster_forwarded_messages_total", node.forwarded, {{"node", node.id}});
+  out.family("sluice_cluster_forward_failures_total", "counter",
+             "Messages forwarded to another node that it did not confirm.");
+  for (const auto& node : cluster.nodes)
+    if (!node.this_node)
+      out.sample("sluice_cluster_forward_failures_total", node.forward_failures,
+                 {{"node", node.id}});
+}
+
 std::string render_metrics(broker::Broker& broker, const queue::QueueService* queues,
                            const AdminCounters& admin, const SessionTotals& sessions,
                            const MetricsSources& sources) {
@@ -345,6 +371,7 @@ std::string render_metrics(broker::Broker& broker, const queue::QueueService* qu
   if (!sources.listeners.empty()) listener_metrics(out, sources.listeners);
   if (sources.webhooks != nullptr) webhook_metrics(out, *sources.webhooks);
   if (sources.tracer != nullptr) trace_metrics(out, *sources.tracer);
+  if (sources.cluster) cluster_metrics(out, *sources.cluster);
   return out.take();
 }
 

@@ -6,9 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "broker/cluster_view.hpp"
 #include "broker/stats.hpp"
 
 namespace sluice::broker {
@@ -36,6 +38,7 @@ struct MetricsSources {
   const Webhooks* webhooks = nullptr;  // none configured
   const OtlpExporter* tracer = nullptr;
   std::vector<broker::ListenerConnections> listeners;
+  std::optional<broker::ClusterView> cluster;  // set when the cluster is enabled
 };
 
 std::string render_metrics(broker::Broker& broker, const queue::QueueService* queues,

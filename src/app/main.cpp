@@ -23,6 +23,7 @@
 #include "auth/authenticator.hpp"
 #include "broker/broker.hpp"
 #include "broker/persistence.hpp"
+#include "cluster/cluster.hpp"
 #include "config/config_loader.hpp"
 #include "config/listen_address.hpp"
 #include "net/server.hpp"
@@ -420,6 +421,13 @@ int run(const Config& config, const Options& options) {
   if (!admin_tokens) return 1;
   sluice::broker::Broker broker(config, config.workers, sluice::app::kVersion);
   if (auth) broker.set_auth(auth.get());
+  // Before the stored sessions come back, so that their filters are
+  // announced too; it outlives the workers, which forward through it.
+  std::optional<sluice::cluster::Cluster> cluster;
+  if (config.cluster.enabled) {
+    cluster.emplace(broker, config, sluice::app::kVersion);
+    cluster->attach();
+  }
   std::unique_ptr<sluice::store::Store> store;
   std::unique_ptr<sluice::store::Committer> committer;
   std::vector<sluice::store::SubscriptionRecord> queue_subscriptions;
@@ -446,6 +454,14 @@ int run(const Config& config, const Options& options) {
   sluice::admin::HttpServer admin_server(admin_api);
   admin_api.set_executor(
       [&admin_server](std::function<void()> task) { admin_server.post(std::move(task)); });
+  if (cluster) {
+    admin_api.set_cluster_view([&cluster] { return cluster->view(); });
+    // Before the listeners: a node takes clients once it knows the others' filters.
+    if (const auto failed = cluster->start()) {
+      spdlog::error("event=start_failed error=\"{}\"", *failed);
+      return 1;
+    }
+  }
   sluice::net::Server server(broker);
   if (const auto error = server.start(config.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
@@ -517,7 +533,9 @@ int run(const Config& config, const Options& options) {
   reloader.close();          // nothing is put in place while it all stops
   server.stop_accepting();
   drain(broker, stop_signals, std::chrono::seconds(config.shutdown.timeout_s));
+  if (cluster) cluster->leave();  // the others stop forwarding here
   server.stop();
+  if (cluster) cluster->stop();
   // The last events (the clients' disconnections) and spans get a moment
   // to go out: one grace for both, not one after the other.
   observers.stop(std::chrono::seconds(2));

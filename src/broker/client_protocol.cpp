@@ -503,10 +503,16 @@ bool ClientProtocol::route_publish(HeldPublish& publish, bool retry) {
         const ReasonCode reason = routed.receivers == 0 && !routed.captured && mqtt::is_v5(version_)
                                       ? ReasonCode::kNoMatchingSubscribers
                                       : ReasonCode::kSuccess;
-        if (batch.empty()) return acknowledge_publish(publish.qos, publish.packet_id, reason);
+        if (batch.empty() && !routed.remote)
+          return acknowledge_publish(publish.qos, publish.packet_id, reason);
         std::function<void(bool)> stored = std::move(routed.captured);
         if (publish.message->trace) {
           stored = trace_store_commit(publish.message->trace, std::move(stored));
+        }
+        if (routed.remote) {
+          return acknowledge_after_nodes(std::move(batch),
+                                         *publish_ack(publish.qos, publish.packet_id, reason),
+                                         std::move(stored), std::move(routed.remote));
         }
         // The acknowledgement is a promise: it waits until the batch is stored.
         write_then_acknowledge(std::move(batch),
@@ -586,6 +592,24 @@ void ClientProtocol::wait_behind_held(mqtt::Publish&& publish) {
   waiting->bytes += waiting_cost(publish);
   waiting->publishes.push_back(std::move(publish));
   if (waiting->bytes > shard_.limits().max_write_buffer_bytes) link_.hold_input();
+}
+
+void ClientProtocol::acknowledge_after_nodes(store::WriteBatch&& batch, mqtt::Packet&& ack,
+                                             std::function<void(bool durable)> also,
+                                             std::shared_ptr<RemoteAcks> remote) {
+  const std::uint64_t id = deferred_acks().defer(std::move(ack));
+  remote->when_done([weak = std::weak_ptr<AckQueue>(acks_), id](bool all_ok) {
+    if (const auto acks = weak.lock()) acks->complete(id, all_ok);
+  });
+  remote->expect();  // this node's own write
+  if (batch.empty()) {
+    if (also) also(true);
+    return remote->answer(true);
+  }
+  shard_.write_then(std::move(batch), [remote, also = std::move(also)](bool durable) {
+    if (also) also(durable);
+    remote->answer(durable);
+  });
 }
 
 void ClientProtocol::write_then_acknowledge(store::WriteBatch&& batch,

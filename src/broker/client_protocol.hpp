@@ -19,6 +19,7 @@
 #include "broker/events.hpp"
 #include "broker/on_demand.hpp"
 #include "broker/queue_gateway.hpp"
+#include "broker/remote_acks.hpp"
 #include "broker/session.hpp"
 #include "mqtt/decode_error.hpp"
 #include "mqtt/packets.hpp"
@@ -186,6 +187,11 @@ class ClientProtocol {
                                           mqtt::ReasonCode reason) const;
   // Hands `batch` to the store; `ack`, if any, goes once it is durable.
   // `also`, if set, runs too once the batch is durable (queues' captured appends).
+  // The same when a QoS 1/2 message also went to other nodes: `ack` goes
+  // once the batch is stored and every node confirmed (remote_acks.hpp).
+  void acknowledge_after_nodes(store::WriteBatch&& batch, mqtt::Packet&& ack,
+                               std::function<void(bool durable)> also,
+                               std::shared_ptr<RemoteAcks> remote);
   void write_then_acknowledge(store::WriteBatch&& batch, std::optional<mqtt::Packet> ack,
                               std::function<void(bool durable)> also = nullptr);
   void send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,

@@ -43,6 +43,9 @@ struct Message {
   mqtt::Bytes payload;
   mqtt::QoS qos = mqtt::QoS::kAtMostOnce;  // as published
   bool retain = false;                     // as published
+  // Published on another node of the cluster, which forwarded it here: it is
+  // matched against this node's sessions only, never sent on to a node again.
+  bool forwarded = false;
   // The MQTT 5 properties as published, encoded once for all deliveries,
   // less those that belong to one hop (Topic Alias, Subscription Identifiers)
   // or change on the way (Message Expiry Interval, kept as `expires_at`).

@@ -149,14 +149,34 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
   const bool reserving =
       may_refuse && message->qos != mqtt::QoS::kAtMostOnce &&
       broker_.config().limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish;
-  if (reserving && !reserve_places()) return {0, true, nullptr};
+  if (reserving && !reserve_places()) return {0, true, nullptr, nullptr};
   Routed routed;
   if (QueueGateway* queues = broker_.queues();
       queues != nullptr && !mqtt::is_sys_topic(message->topic))
     routed.captured = queues->capture(*this, *message, batch);
   std::uint64_t store_id = 0;
   std::uint32_t holders = 0;
+  std::size_t receivers = 0;
   for (Target& target : targets_) {
+    if (target.ref.kind == TargetKind::kNode) {
+      // Another node has subscribers: it matches the message again there. A
+      // message that came from a node goes to no node again.
+      if (message->forwarded) continue;
+      Delivery forward;
+      forward.message = message;
+      forward.qos = message->qos;
+      forward.retain = message->retain;
+      if (message->qos != mqtt::QoS::kAtMostOnce) {
+        // The publisher's acknowledgement waits for that node's (remote_acks.hpp).
+        if (!routed.remote) routed.remote = std::make_shared<RemoteAcks>();
+        routed.remote->expect();
+        forward.listener = routed.remote.get();
+      }
+      routed_.push_back({target.ref, std::move(forward)});
+      ++receivers;
+      continue;
+    }
+    ++receivers;
     Delivery delivery;
     delivery.message = message;
     delivery.qos = std::min(message->qos, target.max_qos);
@@ -178,7 +198,7 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
     message->store_refs.set(holders);
     batch.add(store::WriteBatch::PutMessage{store_id, to_record(*message)});
   }
-  routed.receivers = targets_.size();
+  routed.receivers = receivers;
   return routed;
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "broker/broker.hpp"
+#include "broker/remote_acks.hpp"
 #include "broker/session.hpp"
 #include "broker/stats.hpp"
 #include "store/write_batch.hpp"
@@ -82,6 +83,9 @@ class Shard {
     // Set when queues captured the message (their appends are in the
     // batch): the caller runs it once the batch is durable (write_then).
     std::function<void(bool durable)> captured;
+    // Set when a QoS 1/2 message went to other nodes of the cluster: the
+    // publisher's acknowledgement waits for them too (remote_acks.hpp).
+    std::shared_ptr<RemoteAcks> remote;
   };
 
   // The same for a client's PUBLISH, whose acknowledgement may have to wait

@@ -47,6 +47,9 @@ struct SubscriptionIndex::Node {
   std::unique_ptr<Node> hash;
   std::vector<Member> entries;
   std::vector<std::unique_ptr<SharedGroup>> groups;
+  // Entries of this node's own sessions (not other nodes' routes), for the
+  // filter observer: it hears when this goes from 0 to 1 and back.
+  std::uint32_t local_entries = 0;
 
   const Node* child(std::string_view level) const {
     if (level == "+") return plus.get();
@@ -232,6 +235,8 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
     }
     node->entries.push_back({entry, std::move(session)});
     ++size_;
+    if (entry.ref.kind == TargetKind::kSession && node->local_entries++ == 0 && observer_)
+      observer_->on_filter(filter, true);
     return true;
   }
 
@@ -274,6 +279,8 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, TargetRef ref) {
   bool removed = false;
   if (!shared) {
     removed = std::erase_if(node->entries, [&](const Member& m) { return m.entry.ref == ref; }) > 0;
+    if (removed && ref.kind == TargetKind::kSession && --node->local_entries == 0 && observer_)
+      observer_->on_filter(filter, false);
   } else {
     for (auto it = node->groups.begin(); it != node->groups.end(); ++it) {
       if ((*it)->name != shared->group) continue;

@@ -48,6 +48,16 @@ struct Target {
   std::shared_ptr<const SessionTag> session;
 };
 
+// Told when an ordinary (not $share) filter gains its first subscriber among
+// this node's sessions, or loses its last: the cluster announces the filters
+// a node has, not its subscriptions (cluster/route_announcer.hpp). Called
+// under the index's exclusive lock, so it must only take note.
+class FilterObserver {
+ public:
+  virtual ~FilterObserver() = default;
+  virtual void on_filter(std::string_view filter, bool present) = 0;
+};
+
 class SubscriptionIndex {
  public:
   struct Entry {
@@ -102,6 +112,9 @@ class SubscriptionIndex {
   // before the index is used.
   void set_targets_carry_sessions(bool carry) { carry_sessions_ = carry; }
 
+  // Set before any subscription is made, or not at all.
+  void set_filter_observer(FilterObserver* observer) { observer_ = observer; }
+
  private:
   struct Member;
   struct Node;
@@ -127,6 +140,7 @@ class SubscriptionIndex {
   std::unique_ptr<Node> root_;
   std::size_t size_ = 0;
   bool carry_sessions_ = false;
+  FilterObserver* observer_ = nullptr;
 };
 
 }  // namespace sluice::broker

@@ -290,6 +290,52 @@ struct AdminConfig {
   bool operator==(const AdminConfig&) const = default;
 };
 
+// The cluster (docs/cluster.md): membership and ownership in etcd, gRPC
+// between nodes. Off by default: a single node needs none of it.
+struct ClusterEtcdConfig {
+  // client URLs of an existing etcd cluster (http://host:port or host:port)
+  std::vector<std::string> endpoints;
+  // Start a local etcd member as a child process (Debian's etcd-server), data
+  // in <storage.dir>/etcd, and stop it on shutdown.
+  bool managed = false;
+  std::string name;                              // the managed member's name; empty: the node_id
+  std::string client_listen = "127.0.0.1:2379";  // the managed member's client address
+  std::string peer_listen = "127.0.0.1:2380";    // and its peer address
+  // The managed members, "name=http://host:peer_port,..." (etcd's
+  // --initial-cluster); empty: this member alone.
+  std::string initial_cluster;
+  std::string cluster_token = "sluice";  // etcd's --initial-cluster-token
+  std::string binary = "etcd";           // the etcd program, found on PATH
+  std::string cert_file;                 // client TLS to etcd: this node's certificate and key,
+  std::string key_file;                  //   and the CA that etcd's certificate chains to
+  std::string ca_file;                   //   (all empty: plain text, loopback only)
+  std::uint32_t dial_timeout_ms = 5000;
+  bool operator==(const ClusterEtcdConfig&) const = default;
+};
+
+struct ClusterConfig {
+  bool enabled = false;
+  std::string node_id;                    // unique in the cluster: [A-Za-z0-9_.-]{1,64}
+  std::string listen = "127.0.0.1:7946";  // this node's gRPC server
+  std::string advertise;                  // what other nodes dial; empty: `listen`
+  // Mutual TLS between nodes: this node's certificate and key, and the CA
+  // every node's certificate must chain to.
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;
+  bool insecure = false;  // gRPC between nodes in clear text (a warning is logged)
+  // The membership lease: a node that cannot renew it for this long is taken
+  // for dead by the others, and stops taking connections itself.
+  std::uint32_t lease_ttl_s = 5;
+  std::uint32_t session_takeover_timeout_ms = 5000;
+  // Publishes to another node wait this long at most to be sent with others.
+  std::uint32_t forward_delay_us = 200;
+  std::uint32_t forward_batch = 512;        // messages per forward call at most
+  std::uint32_t forward_timeout_ms = 5000;  // a forward not confirmed by then failed
+  ClusterEtcdConfig etcd;
+  bool operator==(const ClusterConfig&) const = default;
+};
+
 struct Config {
   std::vector<ListenerConfig> listeners = {ListenerConfig{}};
   std::uint32_t workers = 0;          // worker threads; 0: one per core
@@ -311,6 +357,7 @@ struct Config {
   LogConfig log;
   std::vector<WebhookConfig> webhooks;
   TracingConfig tracing;
+  ClusterConfig cluster;
 
   bool operator==(const Config&) const = default;
 };

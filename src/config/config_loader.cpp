@@ -7,12 +7,15 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <limits>
 #include <optional>
 #include <set>
 #include <sstream>
+
+#include "config/listen_address.hpp"
 
 namespace sluice::config {
 namespace {
@@ -573,6 +576,94 @@ std::vector<WebhookConfig> read_webhooks(const YAML::Node& node, std::string_vie
   return hooks;
 }
 
+bool is_node_id(const std::string& id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+void read_cluster(const YAML::Node& node, ClusterConfig& c, const StorageConfig& storage,
+                  std::string_view source) {
+  Section s(node, "cluster", source);
+  const auto fail = [&](const char* key, const std::string& what) {
+    const YAML::Node at = node && node.IsMap() && node[key] ? node[key] : node;
+    const int line = at ? at.Mark().line + 1 : 1;
+    throw Failure{std::string(source) + ":" + std::to_string(line) + ": key 'cluster." + key +
+                  "': " + what};
+  };
+  s.boolean("enabled", c.enabled);
+  s.string("node_id", c.node_id);
+  s.string("listen", c.listen);
+  s.string("advertise", c.advertise);
+  s.string("cert_file", c.cert_file);
+  s.string("key_file", c.key_file);
+  s.string("ca_file", c.ca_file);
+  s.boolean("insecure", c.insecure);
+  s.integer("lease_ttl_s", c.lease_ttl_s, 2, 3600);
+  s.integer("session_takeover_timeout_ms", c.session_takeover_timeout_ms, 0, 600'000);
+  s.integer("forward_delay_us", c.forward_delay_us, 0, 1'000'000);
+  s.integer("forward_batch", c.forward_batch, 1, 100'000);
+  s.integer("forward_timeout_ms", c.forward_timeout_ms, 100, 600'000);
+  const YAML::Node etcd_node = s.child("etcd");
+  {
+    Section e(etcd_node, "cluster.etcd", source);
+    ClusterEtcdConfig& etcd = c.etcd;
+    e.strings("endpoints", etcd.endpoints);
+    e.boolean("managed", etcd.managed);
+    e.string("name", etcd.name);
+    e.string("client_listen", etcd.client_listen);
+    e.string("peer_listen", etcd.peer_listen);
+    e.string("initial_cluster", etcd.initial_cluster);
+    e.string("cluster_token", etcd.cluster_token);
+    e.string("binary", etcd.binary);
+    e.string("cert_file", etcd.cert_file);
+    e.string("key_file", etcd.key_file);
+    e.string("ca_file", etcd.ca_file);
+    e.integer("dial_timeout_ms", etcd.dial_timeout_ms, 100, 600'000);
+    e.finish();
+  }
+  s.finish();
+  if (!c.enabled) return;
+  if (!is_node_id(c.node_id))
+    fail("node_id", "expected 1 to 64 of A-Z a-z 0-9 _ . -, got '" + c.node_id + "'");
+  if (!parse_listen_address(c.listen)) fail("listen", "expected HOST:PORT, got '" + c.listen + "'");
+  if (c.advertise.empty()) c.advertise = c.listen;
+  if (!parse_listen_address(c.advertise))
+    fail("advertise", "expected HOST:PORT, got '" + c.advertise + "'");
+  const bool tls = !c.cert_file.empty() || !c.key_file.empty() || !c.ca_file.empty();
+  if (tls && (c.cert_file.empty() || c.key_file.empty() || c.ca_file.empty()))
+    fail("cert_file", "mutual TLS between nodes needs cert_file, key_file and ca_file");
+  if (!tls && !c.insecure)
+    fail("insecure",
+         "nodes talk over mutual TLS (cert_file, key_file, ca_file); set insecure: true to "
+         "allow clear text");
+  ClusterEtcdConfig& etcd = c.etcd;
+  if (etcd.endpoints.empty() && !etcd.managed)
+    fail("etcd", "expected endpoints (an etcd cluster's client URLs) or managed: true");
+  if (etcd.managed) {
+    if (storage.dir.empty())
+      fail("etcd", "managed: true keeps the etcd member's data under storage.dir, which is empty");
+    if (etcd.name.empty()) etcd.name = c.node_id;
+    if (!parse_listen_address(etcd.client_listen))
+      fail("etcd", "client_listen: expected HOST:PORT, got '" + etcd.client_listen + "'");
+    if (!parse_listen_address(etcd.peer_listen))
+      fail("etcd", "peer_listen: expected HOST:PORT, got '" + etcd.peer_listen + "'");
+    if (etcd.endpoints.empty()) etcd.endpoints = {etcd.client_listen};
+  }
+  const bool etcd_tls = !etcd.cert_file.empty() || !etcd.key_file.empty() || !etcd.ca_file.empty();
+  if (etcd_tls && etcd.ca_file.empty())
+    fail("etcd", "TLS to etcd needs ca_file (and cert_file and key_file for client certificates)");
+  for (std::string& endpoint : etcd.endpoints) {
+    std::string_view address = endpoint;
+    for (const std::string_view scheme : {"http://", "https://"}) {
+      if (address.starts_with(scheme)) address.remove_prefix(scheme.size());
+    }
+    if (!parse_listen_address(address))
+      fail("etcd", "endpoints: expected HOST:PORT or http(s)://HOST:PORT, got '" + endpoint + "'");
+    endpoint = std::string(address);
+  }
+}
+
 Config read_config(const YAML::Node& root, std::string_view source) {
   Config config;
   Section top(root, "", source);
@@ -626,6 +717,7 @@ Config read_config(const YAML::Node& root, std::string_view source) {
     }
     s.finish();
   }
+  read_cluster(top.child("cluster"), config.cluster, config.storage, source);
   {
     Section s(top.child("shutdown"), "shutdown", source);
     s.integer("timeout_s", config.shutdown.timeout_s, 0, 3600);

@@ -1,0 +1,36 @@
+// What the cluster shows the admin API (cluster/nodes, cluster/status,
+// metrics): plain values, so that the admin layer needs nothing of gRPC or
+// etcd. A single node shows enabled = false and itself.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sluice::broker {
+
+struct ClusterNodeView {
+  std::string id;
+  std::string advertise;  // its gRPC address
+  std::string version;
+  bool this_node = false;
+  bool up = false;                     // its membership key is in etcd (its lease alive)
+  std::uint64_t routes = 0;            // filters it announced
+  std::uint64_t forwarded = 0;         // messages this node forwarded to it
+  std::uint64_t forward_failures = 0;  // messages it did not confirm (unreachable, refused)
+  std::uint64_t queued = 0;            // waiting to be sent to it
+};
+
+struct ClusterView {
+  bool enabled = false;
+  std::string node_id;
+  bool joined = false;  // this node holds its membership lease
+  std::int64_t lease_id = 0;
+  std::uint32_t lease_ttl_s = 0;
+  std::uint64_t local_routes = 0;      // filters this node announced
+  std::uint64_t received = 0;          // messages other nodes forwarded here
+  std::uint64_t lease_losses = 0;      // times the membership lease was lost
+  std::vector<ClusterNodeView> nodes;  // every node, this one included
+};
+
+}  // namespace sluice::broker

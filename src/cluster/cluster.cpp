@@ -1,0 +1,461 @@
+#include "cluster/cluster.hpp"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "broker/broker.hpp"
+#include "cluster/etcd_client.hpp"
+#include "cluster/forwarder.hpp"
+#include "cluster/keys.hpp"
+#include "cluster/managed_etcd.hpp"
+#include "cluster/peer_service.hpp"
+#include "cluster/route_announcer.hpp"
+
+namespace sluice::cluster {
+
+namespace {
+
+using json = nlohmann::json;
+
+bool read_file(const std::string& path, std::string& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream text;
+  text << in.rdbuf();
+  out = text.str();
+  return true;
+}
+
+// Mutual TLS between nodes, or clear text under cluster.insecure.
+struct Credentials {
+  std::shared_ptr<grpc::ServerCredentials> server;
+  std::shared_ptr<grpc::ChannelCredentials> channel;
+};
+
+std::optional<std::string> make_credentials(const config::ClusterConfig& c, Credentials& out) {
+  if (c.cert_file.empty()) {
+    spdlog::warn(
+        "event=cluster_insecure note=\"cluster.insecure: nodes talk in clear text, and any "
+        "process that reaches cluster.listen can publish into this node\"");
+    out.server = grpc::InsecureServerCredentials();
+    out.channel = grpc::InsecureChannelCredentials();
+    return std::nullopt;
+  }
+  std::string ca, cert, key;
+  if (!read_file(c.ca_file, ca)) return "cannot read cluster.ca_file " + c.ca_file;
+  if (!read_file(c.cert_file, cert)) return "cannot read cluster.cert_file " + c.cert_file;
+  if (!read_file(c.key_file, key)) return "cannot read cluster.key_file " + c.key_file;
+  grpc::SslServerCredentialsOptions server(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  server.pem_root_certs = ca;
+  server.pem_key_cert_pairs.push_back({key, cert});
+  out.server = grpc::SslServerCredentials(server);
+  grpc::SslCredentialsOptions channel;
+  channel.pem_root_certs = ca;
+  channel.pem_private_key = key;
+  channel.pem_cert_chain = cert;
+  out.channel = grpc::SslCredentials(channel);
+  return std::nullopt;
+}
+
+}  // namespace
+
+struct Cluster::Impl {
+  Impl(broker::Broker& b, const config::Config& config, std::string v)
+      : broker(b),
+        cluster(config.cluster),
+        storage_dir(config.storage.dir),
+        version(std::move(v)),
+        announcer(config.cluster.node_id) {}
+
+  broker::Broker& broker;
+  const config::ClusterConfig cluster;
+  const std::string storage_dir;
+  const std::string version;
+  std::unique_ptr<ManagedEtcd> managed;
+  std::unique_ptr<EtcdClient> etcd;
+  RouteAnnouncer announcer;
+  std::unique_ptr<Forwarder> forwarder;
+  std::unique_ptr<PeerService> service;
+
+  struct Node {
+    std::uint16_t number = 0;
+    std::string advertise;
+    std::string version;
+    bool up = false;
+    std::set<std::string> routes;  // filters in the index under this node's number
+  };
+  mutable std::mutex mutex;
+  std::condition_variable changed;
+  std::map<std::string, Node> nodes;  // the others, by id; numbers are never reused
+  std::uint16_t next_number = 1;
+  bool nodes_known = false;
+  bool routes_known = false;
+  bool joined = false;
+  bool stopping = false;
+  bool lease_lost = false;
+  bool left = false;
+  std::int64_t lease = 0;
+  std::uint64_t lease_losses = 0;
+  std::thread relet_thread;
+
+  std::string node_value() const {
+    return json{{"advertise", cluster.advertise}, {"version", version}}.dump();
+  }
+
+  Node& node_locked(const std::string& id) {
+    Node& node = nodes[id];
+    if (node.number == 0) node.number = next_number++;
+    return node;
+  }
+
+  // ---- other nodes' membership ----
+  void node_up(const std::string& id, const std::string& value) {
+    std::string advertise, node_version;
+    try {
+      const json parsed = json::parse(value);
+      advertise = parsed.value("advertise", "");
+      node_version = parsed.value("version", "");
+    } catch (const json::exception&) {
+    }
+    if (advertise.empty()) {
+      spdlog::warn("event=cluster_node_unreadable node={} value=\"{}\"", id, value);
+      return;
+    }
+    std::uint16_t number;
+    bool changed_address;
+    {
+      std::lock_guard lock(mutex);
+      Node& node = node_locked(id);
+      changed_address = !node.up || node.advertise != advertise;
+      node.up = true;
+      node.advertise = advertise;
+      node.version = node_version;
+      number = node.number;
+    }
+    if (!changed_address) return;
+    forwarder->add(number, id, advertise);
+    spdlog::info("event=cluster_node_up node={} address={} version={}", id, advertise,
+                 node_version);
+  }
+
+  void node_down(const std::string& id) {
+    std::uint16_t number;
+    std::set<std::string> routes;
+    {
+      std::lock_guard lock(mutex);
+      const auto it = nodes.find(id);
+      if (it == nodes.end() || !it->second.up) return;
+      it->second.up = false;
+      number = it->second.number;
+      routes.swap(it->second.routes);
+    }
+    // Its routes went with its lease; the index may not have heard yet.
+    for (const std::string& filter : routes)
+      broker.index().unsubscribe(filter, node_ref(number));
+    forwarder->remove(number);
+    spdlog::warn("event=cluster_node_down node={}", id);
+  }
+
+  void nodes_snapshot(const EtcdClient::Range& range) {
+    std::set<std::string> present;
+    for (const KeyValue& kv : range.kvs) {
+      const auto id = keys::parse_node(kv.key);
+      if (!id || *id == cluster.node_id) continue;
+      present.insert(*id);
+      node_up(*id, kv.value);
+    }
+    std::vector<std::string> gone;
+    {
+      std::lock_guard lock(mutex);
+      for (const auto& [id, node] : nodes)
+        if (node.up && !present.contains(id)) gone.push_back(id);
+    }
+    for (const std::string& id : gone)
+      node_down(id);
+    std::lock_guard lock(mutex);
+    nodes_known = true;
+    changed.notify_all();
+  }
+
+  void nodes_changed(const std::vector<WatchEvent>& events) {
+    for (const WatchEvent& event : events) {
+      const auto id = keys::parse_node(event.kv.key);
+      if (!id || *id == cluster.node_id) continue;
+      if (event.deleted) {
+        node_down(*id);
+      } else {
+        node_up(*id, event.kv.value);
+      }
+    }
+  }
+
+  // ---- other nodes' filters ----
+  static broker::TargetRef node_ref(std::uint16_t number) {
+    return {0, 0, number, broker::TargetKind::kNode};
+  }
+
+  void route_added(const std::string& id, const std::string& filter) {
+    std::uint16_t number;
+    {
+      std::lock_guard lock(mutex);
+      Node& node = node_locked(id);
+      if (!node.routes.insert(filter).second) return;
+      number = node.number;
+    }
+    broker::SubscriptionIndex::Entry entry;
+    entry.ref = node_ref(number);
+    // The other node applies its subscribers' QoS and options itself.
+    entry.options.max_qos = mqtt::QoS::kExactlyOnce;
+    entry.options.retain_as_published = true;
+    broker.index().subscribe(filter, entry, nullptr);
+  }
+
+  void route_removed(const std::string& id, const std::string& filter) {
+    std::uint16_t number;
+    {
+      std::lock_guard lock(mutex);
+      const auto it = nodes.find(id);
+      if (it == nodes.end() || it->second.routes.erase(filter) == 0) return;
+      number = it->second.number;
+    }
+    broker.index().unsubscribe(filter, node_ref(number));
+  }
+
+  void routes_snapshot(const EtcdClient::Range& range) {
+    std::map<std::string, std::set<std::string>> present;
+    for (const KeyValue& kv : range.kvs) {
+      const auto route = keys::parse_route(kv.key);
+      if (!route || route->first == cluster.node_id) continue;
+      present[route->first].insert(route->second);
+      route_added(route->first, route->second);
+    }
+    std::vector<std::pair<std::string, std::string>> gone;
+    {
+      std::lock_guard lock(mutex);
+      for (const auto& [id, node] : nodes)
+        for (const std::string& filter : node.routes)
+          if (!present[id].contains(filter)) gone.emplace_back(id, filter);
+    }
+    for (const auto& [id, filter] : gone)
+      route_removed(id, filter);
+    std::lock_guard lock(mutex);
+    routes_known = true;
+    changed.notify_all();
+  }
+
+  void routes_changed(const std::vector<WatchEvent>& events) {
+    for (const WatchEvent& event : events) {
+      const auto route = keys::parse_route(event.kv.key);
+      if (!route || route->first == cluster.node_id) continue;
+      if (event.deleted) {
+        route_removed(route->first, route->second);
+      } else {
+        route_added(route->first, route->second);
+      }
+    }
+  }
+
+  // ---- this node's membership ----
+  EtcdResult join() {
+    std::int64_t granted = 0;
+    EtcdResult result = etcd->grant_lease(cluster.lease_ttl_s, granted);
+    if (!result.ok) return result;
+    result = etcd->put(keys::node(cluster.node_id), node_value(), granted);
+    if (!result.ok) return result;
+    {
+      std::lock_guard lock(mutex);
+      lease = granted;
+      joined = true;
+      lease_lost = false;
+    }
+    etcd->keep_alive(granted, std::chrono::seconds(cluster.lease_ttl_s), [this] {
+      {
+        std::lock_guard lock(mutex);
+        joined = false;
+        lease_lost = true;
+        ++lease_losses;
+      }
+      changed.notify_all();
+    });
+    return result;
+  }
+
+  // Takes a new lease whenever the old one is lost, and puts this node's
+  // keys back under it: they are this node's alone, so writing them again
+  // cannot overwrite anyone else's.
+  void relet() {
+    std::unique_lock lock(mutex);
+    while (true) {
+      changed.wait(lock, [this] { return stopping || lease_lost; });
+      if (stopping) return;
+      spdlog::error(
+          "event=cluster_lease_lost node={} note=\"etcd unreachable for the lease's ttl: other "
+          "nodes take this one for dead until it joins again\"",
+          cluster.node_id);
+      lock.unlock();
+      EtcdResult result = join();
+      while (!result.ok) {
+        spdlog::warn("event=cluster_join_failed error=\"{}\"", result.error);
+        lock.lock();
+        if (changed.wait_for(lock, std::chrono::seconds(1), [this] { return stopping; })) return;
+        lock.unlock();
+        result = join();
+      }
+      std::int64_t granted;
+      {
+        std::lock_guard guard(mutex);
+        granted = lease;
+      }
+      announcer.relet(granted);
+      spdlog::info("event=cluster_joined node={} lease={}", cluster.node_id, granted);
+      lock.lock();
+    }
+  }
+};
+
+Cluster::Cluster(broker::Broker& broker, const config::Config& config, std::string version)
+    : impl_(std::make_unique<Impl>(broker, config, std::move(version))) {}
+
+Cluster::~Cluster() {
+  stop();
+}
+
+void Cluster::attach() {
+  impl_->broker.index().set_filter_observer(&impl_->announcer);
+}
+
+std::optional<std::string> Cluster::start() {
+  Impl& c = *impl_;
+  const config::ClusterConfig& cluster = c.cluster;
+  if (cluster.etcd.managed) {
+    c.managed = std::make_unique<ManagedEtcd>(cluster.etcd, c.storage_dir);
+    if (auto failed = c.managed->start()) return failed;
+  }
+  EtcdClient::Options options;
+  options.endpoints = cluster.etcd.endpoints;
+  options.ca_file = cluster.etcd.ca_file;
+  options.cert_file = cluster.etcd.cert_file;
+  options.key_file = cluster.etcd.key_file;
+  options.timeout = std::chrono::milliseconds(cluster.etcd.dial_timeout_ms);
+  c.etcd = std::make_unique<EtcdClient>(options);
+  if (!c.etcd->setup_error().empty()) return c.etcd->setup_error();
+
+  Credentials credentials;
+  if (auto failed = make_credentials(cluster, credentials)) return failed;
+  c.forwarder = std::make_unique<Forwarder>(c.broker, cluster, credentials.channel);
+  c.broker.set_sink(broker::TargetKind::kNode, c.forwarder.get());
+  c.service = std::make_unique<PeerService>(c.broker, cluster);
+  if (auto failed = c.service->start(credentials.server)) return failed;
+
+  // etcd may still be electing a leader (a managed member waits for its
+  // peers to start): keep trying for a minute.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  EtcdResult joined = c.join();
+  while (!joined.ok && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    joined = c.join();
+  }
+  if (!joined.ok) return "cannot join the cluster through etcd: " + joined.error;
+  std::int64_t lease;
+  {
+    std::lock_guard lock(c.mutex);
+    lease = c.lease;
+  }
+  c.announcer.start(*c.etcd, lease);
+  c.relet_thread = std::thread([&c] { c.relet(); });
+  c.etcd->watch_prefix(
+      keys::kNodes, [&c](const EtcdClient::Range& range) { c.nodes_snapshot(range); },
+      [&c](const std::vector<WatchEvent>& events, std::int64_t) { c.nodes_changed(events); });
+  c.etcd->watch_prefix(
+      keys::kRoutes, [&c](const EtcdClient::Range& range) { c.routes_snapshot(range); },
+      [&c](const std::vector<WatchEvent>& events, std::int64_t) { c.routes_changed(events); });
+  std::unique_lock lock(c.mutex);
+  if (!c.changed.wait_for(lock, std::chrono::seconds(30),
+                          [&c] { return c.nodes_known && c.routes_known; }))
+    return std::string("etcd did not list the cluster's nodes and routes within 30 s");
+  spdlog::info("event=cluster_joined node={} lease={} nodes={} advertise={}", cluster.node_id,
+               lease, c.nodes.size() + 1, cluster.advertise);
+  return std::nullopt;
+}
+
+void Cluster::leave() {
+  Impl& c = *impl_;
+  if (!c.etcd) return;
+  std::int64_t lease;
+  {
+    std::lock_guard lock(c.mutex);
+    if (c.left) return;
+    c.left = true;
+    c.stopping = true;
+    lease = c.joined ? c.lease : 0;
+    c.joined = false;
+  }
+  c.changed.notify_all();
+  if (c.relet_thread.joinable()) c.relet_thread.join();
+  c.announcer.stop();
+  c.etcd->stop_keepalive();
+  // Revoking the lease deletes this node's keys at once: the others stop
+  // forwarding here without waiting for it to run out.
+  if (lease != 0) {
+    if (const EtcdResult result = c.etcd->revoke_lease(lease); !result.ok)
+      spdlog::warn("event=cluster_leave_failed error=\"{}\"", result.error);
+  }
+  spdlog::info("event=cluster_left node={}", c.cluster.node_id);
+}
+
+void Cluster::stop() {
+  Impl& c = *impl_;
+  leave();
+  if (c.etcd) c.etcd->cancel_watches();
+  if (c.service) c.service->stop();
+  if (c.forwarder) c.forwarder->stop();
+  c.etcd.reset();
+  if (c.managed) c.managed->stop();
+}
+
+broker::ClusterView Cluster::view() const {
+  const Impl& c = *impl_;
+  broker::ClusterView view;
+  view.enabled = true;
+  view.node_id = c.cluster.node_id;
+  view.lease_ttl_s = c.cluster.lease_ttl_s;
+  view.local_routes = c.announcer.announced();
+  view.received = c.service ? c.service->received() : 0;
+  {
+    std::lock_guard lock(c.mutex);
+    view.joined = c.joined;
+    view.lease_id = c.lease;
+    view.lease_losses = c.lease_losses;
+    broker::ClusterNodeView self;
+    self.id = c.cluster.node_id;
+    self.advertise = c.cluster.advertise;
+    self.version = c.version;
+    self.this_node = true;
+    self.up = c.joined;
+    self.routes = view.local_routes;
+    view.nodes.push_back(std::move(self));
+    for (const auto& [id, node] : c.nodes) {
+      broker::ClusterNodeView other;
+      other.id = id;
+      other.advertise = node.advertise;
+      other.version = node.version;
+      other.up = node.up;
+      other.routes = node.routes.size();
+      view.nodes.push_back(std::move(other));
+    }
+  }
+  if (c.forwarder) c.forwarder->describe(view);
+  return view;
+}
+
+}  // namespace sluice::cluster

@@ -1,0 +1,242 @@
+#include "cluster/forwarder.hpp"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "broker/session.hpp"
+#include "peer.grpc.pb.h"
+
+namespace sluice::cluster {
+
+namespace {
+
+struct Outgoing {
+  std::uint32_t shard;  // the publisher's worker, where settling happens
+  broker::Delivery delivery;
+};
+
+}  // namespace
+
+// One other node: what is queued for it, and the thread that sends it.
+class PeerLink {
+ public:
+  PeerLink(broker::Broker& broker, const config::ClusterConfig& config, std::string node_id,
+           const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials)
+      : broker_(broker),
+        config_(config),
+        node_id_(std::move(node_id)),
+        stub_(Peer::NewStub(grpc::CreateChannel(address, credentials))) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~PeerLink() { stop(); }
+
+  void enqueue(std::uint32_t shard, broker::Delivery&& delivery) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!stopping_) {
+        queue_.push_back({shard, std::move(delivery)});
+        if (queue_.size() == 1) wake_.notify_one();
+        return;
+      }
+    }
+    fail({{shard, std::move(delivery)}});
+  }
+
+  // Fails what is queued and stops the thread.
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    std::deque<Outgoing> left;
+    {
+      std::lock_guard lock(mutex_);
+      left.swap(queue_);
+    }
+    fail(std::vector<Outgoing>(std::make_move_iterator(left.begin()),
+                               std::make_move_iterator(left.end())));
+  }
+
+  const std::string& node_id() const { return node_id_; }
+  std::uint64_t forwarded() const { return forwarded_.load(std::memory_order_relaxed); }
+  std::uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
+  std::uint64_t queued() const {
+    std::lock_guard lock(mutex_);
+    return queue_.size();
+  }
+
+ private:
+  using Peer = sluice::cluster::Peer;
+
+  void run() {
+    std::unique_lock lock(mutex_);
+    while (true) {
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      std::vector<Outgoing> batch;
+      const std::size_t take = std::min<std::size_t>(queue_.size(), config_.forward_batch);
+      batch.reserve(take);
+      for (std::size_t i = 0; i < take; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      lock.unlock();
+      send(std::move(batch));
+      lock.lock();
+    }
+  }
+
+  void send(std::vector<Outgoing>&& batch) {
+    ForwardRequest request;
+    request.set_from_node(config_.node_id);
+    const auto now = broker::Clock::now();
+    for (const Outgoing& out : batch) {
+      const broker::Message& message = *out.delivery.message;
+      ForwardedMessage* m = request.add_messages();
+      m->set_topic(message.topic);
+      m->set_payload(message.payload.data(), message.payload.size());
+      m->set_qos(static_cast<std::uint32_t>(message.qos));
+      m->set_retain(message.retain);
+      m->set_properties(message.encoded_properties.data(), message.encoded_properties.size());
+      if (message.expires_at) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(*message.expires_at - now);
+        m->set_expiry_ms(static_cast<std::uint64_t>(std::max<std::int64_t>(left.count(), 1)));
+      }
+      m->set_publisher_hash(message.origin_client_hash);
+    }
+    ForwardReply reply;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(config_.forward_timeout_ms));
+    const grpc::Status status = stub_->Forward(&context, request, &reply);
+    if (!status.ok() || reply.reasons_size() != static_cast<int>(batch.size())) {
+      spdlog::warn("event=forward_failed node={} messages={} error=\"{}\"", node_id_, batch.size(),
+                   status.ok() ? "short reply" : status.error_message());
+      return fail(std::move(batch));
+    }
+    std::vector<mqtt::ReasonCode> reasons;
+    reasons.reserve(batch.size());
+    std::uint64_t refused = 0;
+    for (const std::uint32_t reason : reply.reasons()) {
+      reasons.push_back(static_cast<mqtt::ReasonCode>(reason));
+      if (reason >= 0x80) ++refused;
+    }
+    forwarded_.fetch_add(batch.size() - refused, std::memory_order_relaxed);
+    failures_.fetch_add(refused, std::memory_order_relaxed);
+    settle(std::move(batch), std::move(reasons));
+  }
+
+  void fail(std::vector<Outgoing>&& batch) {
+    if (batch.empty()) return;
+    failures_.fetch_add(batch.size(), std::memory_order_relaxed);
+    std::vector<mqtt::ReasonCode> reasons(batch.size(), mqtt::ReasonCode::kUnspecifiedError);
+    settle(std::move(batch), std::move(reasons));
+  }
+
+  // Tells each waiting publisher's worker how its deliveries ended: one task
+  // per worker, not one per message.
+  void settle(std::vector<Outgoing>&& batch, std::vector<mqtt::ReasonCode>&& reasons) {
+    broker::Mailbox* mailbox = broker_.mailbox();
+    std::vector<std::vector<std::pair<broker::Delivery, mqtt::ReasonCode>>> by_shard(
+        broker_.shard_count());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].delivery.listener == nullptr) continue;  // QoS 0: nobody waits
+      by_shard[batch[i].shard].emplace_back(std::move(batch[i].delivery), reasons[i]);
+    }
+    for (std::uint32_t shard = 0; shard < by_shard.size(); ++shard) {
+      if (by_shard[shard].empty()) continue;
+      auto settled = std::make_shared<std::vector<std::pair<broker::Delivery, mqtt::ReasonCode>>>(
+          std::move(by_shard[shard]));
+      mailbox->post_task(shard, [settled] {
+        for (const auto& [delivery, reason] : *settled)
+          broker::Session::settle(delivery, reason);
+      });
+    }
+  }
+
+  broker::Broker& broker_;
+  const config::ClusterConfig& config_;
+  const std::string node_id_;
+  std::unique_ptr<Peer::Stub> stub_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Outgoing> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+  std::atomic<std::uint64_t> forwarded_{0};
+  std::atomic<std::uint64_t> failures_{0};
+};
+
+Forwarder::Forwarder(broker::Broker& broker, const config::ClusterConfig& config,
+                     std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : broker_(broker), config_(config), credentials_(std::move(credentials)) {}
+
+Forwarder::~Forwarder() {
+  stop();
+}
+
+void Forwarder::deliver(std::uint32_t shard, const broker::TargetRef& to,
+                        broker::Delivery&& delivery) {
+  std::shared_ptr<PeerLink> link;
+  {
+    std::shared_lock lock(mutex_);
+    if (to.node < links_.size()) link = links_[to.node];
+  }
+  if (link) return link->enqueue(shard, std::move(delivery));
+  // The node left between matching and now.
+  unroutable_.fetch_add(1, std::memory_order_relaxed);
+  broker::Session::settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
+}
+
+void Forwarder::add(std::uint16_t number, const std::string& node_id, const std::string& address) {
+  auto link = std::make_shared<PeerLink>(broker_, config_, node_id, address, credentials_);
+  std::shared_ptr<PeerLink> old;
+  {
+    std::unique_lock lock(mutex_);
+    if (links_.size() <= number) links_.resize(number + 1u);
+    old = std::exchange(links_[number], std::move(link));
+  }
+  if (old) old->stop();
+}
+
+void Forwarder::remove(std::uint16_t number) {
+  std::shared_ptr<PeerLink> old;
+  {
+    std::unique_lock lock(mutex_);
+    if (number < links_.size()) old = std::exchange(links_[number], nullptr);
+  }
+  if (old) old->stop();
+}
+
+void Forwarder::stop() {
+  std::vector<std::shared_ptr<PeerLink>> links;
+  {
+    std::unique_lock lock(mutex_);
+    links.swap(links_);
+  }
+  for (auto& link : links)
+    if (link) link->stop();
+}
+
+void Forwarder::describe(broker::ClusterView& view) const {
+  std::shared_lock lock(mutex_);
+  for (const auto& link : links_) {
+    if (!link) continue;
+    for (broker::ClusterNodeView& node : view.nodes) {
+      if (node.id != link->node_id()) continue;
+      node.forwarded = link->forwarded();
+      node.forward_failures = link->failures();
+      node.queued = link->queued();
+    }
+  }
+}
+
+}  // namespace sluice::cluster

@@ -1,0 +1,36 @@
+// The gRPC server of this node (proto/peer.proto): publishes other nodes
+// forwarded here are routed to this node's sessions, on one worker per
+// sending node (so each node's messages keep their order), and answered
+// once routed and stored where they had to be.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "broker/broker.hpp"
+#include "config/config.hpp"
+
+namespace grpc {
+class ServerCredentials;
+}
+
+namespace sluice::cluster {
+
+class PeerService {
+ public:
+  PeerService(broker::Broker& broker, const config::ClusterConfig& config);
+  ~PeerService();
+
+  // Binds config.listen; an error when it cannot.
+  std::optional<std::string> start(std::shared_ptr<grpc::ServerCredentials> credentials);
+  void stop();
+  std::uint64_t received() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string listen_;
+};
+
+}  // namespace sluice::cluster

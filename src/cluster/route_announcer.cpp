@@ -1,0 +1,87 @@
+#include "cluster/route_announcer.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <vector>
+
+#include "cluster/keys.hpp"
+
+namespace sluice::cluster {
+
+void RouteAnnouncer::on_filter(std::string_view filter, bool present) {
+  {
+    std::lock_guard lock(mutex_);
+    if (present) {
+      present_.emplace(filter);
+    } else if (const auto it = present_.find(filter); it != present_.end()) {
+      present_.erase(it);
+    }
+    dirty_.emplace(filter);
+  }
+  wake_.notify_one();
+}
+
+void RouteAnnouncer::start(EtcdClient& etcd, std::int64_t lease) {
+  std::lock_guard lock(mutex_);
+  etcd_ = &etcd;
+  lease_ = lease;
+  dirty_.insert(present_.begin(), present_.end());
+  thread_ = std::thread([this] { run(); });
+}
+
+void RouteAnnouncer::relet(std::int64_t lease) {
+  {
+    std::lock_guard lock(mutex_);
+    lease_ = lease;
+    dirty_.insert(present_.begin(), present_.end());
+  }
+  wake_.notify_one();
+}
+
+void RouteAnnouncer::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::uint64_t RouteAnnouncer::announced() const {
+  std::lock_guard lock(mutex_);
+  return present_.size();
+}
+
+void RouteAnnouncer::run() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    wake_.wait(lock, [this] { return stopping_ || !dirty_.empty(); });
+    if (stopping_) return;
+    // A batch at a time, the lock released while etcd answers.
+    std::vector<std::pair<std::string, bool>> changes;
+    for (auto it = dirty_.begin(); it != dirty_.end() && changes.size() < 256;) {
+      changes.emplace_back(*it, present_.contains(*it));
+      it = dirty_.erase(it);
+    }
+    const std::int64_t lease = lease_;
+    lock.unlock();
+    std::vector<std::string> failed;
+    for (const auto& [filter, present] : changes) {
+      const std::string key = keys::route(node_id_, filter);
+      const EtcdResult result = present ? etcd_->put(key, "", lease) : etcd_->erase(key);
+      if (!result.ok) {
+        spdlog::warn("event=route_announce_failed filter=\"{}\" error=\"{}\"", filter,
+                     result.error);
+        failed.push_back(filter);
+      }
+    }
+    lock.lock();
+    if (!failed.empty()) {
+      dirty_.insert(failed.begin(), failed.end());
+      // Not again at once: etcd is down or slow.
+      wake_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; });
+    }
+  }
+}
+
+}  // namespace sluice::cluster

@@ -1,0 +1,49 @@
+// Announces the filters this node's sessions subscribe to, one etcd key per
+// filter (not per subscription) under the node's lease, so that other nodes
+// forward matching publishes here. The subscription index tells it when a
+// filter gains its first local subscriber or loses its last; a thread of its
+// own brings etcd in line, so workers never wait for etcd.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "broker/subscription_index.hpp"
+#include "cluster/etcd_client.hpp"
+
+namespace sluice::cluster {
+
+class RouteAnnouncer final : public broker::FilterObserver {
+ public:
+  RouteAnnouncer(std::string node_id) : node_id_(std::move(node_id)) {}
+  ~RouteAnnouncer() override { stop(); }
+
+  // From the index, under its lock: only takes note.
+  void on_filter(std::string_view filter, bool present) override;
+
+  // Starts writing under `lease`: every filter present now, then each change.
+  void start(EtcdClient& etcd, std::int64_t lease);
+  // A new lease after the old one was lost: everything is written again.
+  void relet(std::int64_t lease);
+  void stop();
+  std::uint64_t announced() const;
+
+ private:
+  void run();
+
+  const std::string node_id_;
+  EtcdClient* etcd_ = nullptr;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::set<std::string, std::less<>> present_;  // what etcd should hold
+  std::set<std::string, std::less<>> dirty_;    // filters whose key may differ from present_
+  std::int64_t lease_ = 0;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace sluice::cluster

@@ -1,0 +1,208 @@
+"""The cluster (docs/cluster.md): three nodes started by scripts/cluster, each
+with its own etcd member on loopback, driven by paho and mosquitto clients
+connected to different nodes."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from conftest import props, unique, wait_until
+from paho.mqtt.packettypes import PacketTypes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "scripts", "cluster")
+SLUICE_BIN = os.path.abspath(os.environ.get("SLUICE_BIN", "build/asan/src/app/sluice"))
+SANITIZER_REPORT = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                    "WARNING: ThreadSanitizer")
+
+
+def free_base_port():
+    """A base port whose five ranges of scripts/cluster (+1.., +101.., ...) are all free."""
+    for _ in range(50):
+        base = random.randrange(20000, 40000, 10)
+        ports = [base + offset + i for offset in (0, 100, 200, 300, 400) for i in (1, 2, 3)]
+        sockets = []
+        try:
+            for port in ports:
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                sockets.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free range of ports")
+
+
+class Cluster:
+    def __init__(self, count=3, extra_args=()):
+        self.dir = tempfile.mkdtemp(prefix="sluice-cluster-")
+        self.base = free_base_port()
+        env = dict(os.environ, SLUICE_BIN=SLUICE_BIN)
+        out = subprocess.run([SCRIPT, "start", str(count), str(self.base), self.dir,
+                              *extra_args], env=env, capture_output=True, text=True,
+                             timeout=150)
+        self.nodes = {}
+        for line in out.stdout.splitlines():
+            _, i, _, pid, _, mqtt, _, admin = line.split()
+            self.nodes[int(i)] = {"pid": int(pid), "mqtt": int(mqtt), "admin": int(admin)}
+        if out.returncode != 0 or len(self.nodes) != count:
+            self.stop()
+            raise AssertionError(f"scripts/cluster start failed: {out.stdout}{out.stderr}"
+                                 + self.logs())
+
+    def mqtt(self, i):
+        return self.nodes[i]["mqtt"]
+
+    def api(self, i, path):
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.nodes[i]['admin']}/api/v1/{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+    def log(self, i):
+        try:
+            with open(os.path.join(self.dir, f"node-{i}", "sluice.log")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def logs(self):
+        return "".join(f"\n--- node {i} ---\n{self.log(i)[-4000:]}" for i in (1, 2, 3))
+
+    def kill(self, i):
+        os.kill(self.nodes[i]["pid"], signal.SIGKILL)
+
+    def stop(self):
+        subprocess.run([SCRIPT, "stop", self.dir], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster()
+    yield c
+    c.stop()
+    for i in c.nodes:
+        log = c.log(i)
+        assert not any(report in log for report in SANITIZER_REPORT), c.log(i)
+
+
+def wait_for_route(publisher, subscriber, topic):
+    """Publishes probes until the subscriber gets one: the subscriber's node
+    has announced its filter and the publisher's node has heard of it."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        publisher.publish(topic, b"probe", qos=0)
+        try:
+            message = subscriber.receive(timeout=0.2)
+            if message.payload == b"probe":
+                while True:  # and the probes still on their way
+                    try:
+                        subscriber.receive(timeout=0.3)
+                    except Exception:
+                        return
+        except Exception:
+            pass
+    raise AssertionError(f"no route to the subscriber of {topic} after 15 s")
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_publish_on_one_node_reaches_a_subscriber_on_another(cluster, clients, qos):
+    topic = unique("cross") + "/t"
+    subscriber = clients(cluster.mqtt(2))
+    subscriber.subscribe(topic.rsplit("/", 1)[0] + "/#", qos=qos)
+    publisher = clients(cluster.mqtt(1))
+    wait_for_route(publisher, subscriber, topic)
+    for n in range(50):
+        publisher.publish(topic, f"m{n}".encode(), qos=qos)  # waits for PUBACK/PUBCOMP
+    received = subscriber.receive_n(50)
+    assert [m.payload for m in received] == [f"m{n}".encode() for n in range(50)]  # in order
+    assert {m.qos for m in received} == {qos}
+
+
+def test_properties_cross_nodes(cluster, clients):
+    topic = unique("props") + "/x"
+    subscriber = clients(cluster.mqtt(3))
+    subscriber.subscribe(topic, qos=1, options=None)
+    publisher = clients(cluster.mqtt(1))
+    wait_for_route(publisher, subscriber, topic)
+    properties = props(PacketTypes.PUBLISH, ContentType="text/plain", ResponseTopic="reply/here",
+                       CorrelationData=b"\x01\x02", UserProperty=[("k", "v")],
+                       MessageExpiryInterval=60)
+    publisher.publish(topic, b"with properties", qos=1, properties=properties)
+    message = subscriber.receive()
+    assert message.payload == b"with properties"
+    assert message.properties.ContentType == "text/plain"
+    assert message.properties.ResponseTopic == "reply/here"
+    assert message.properties.CorrelationData == b"\x01\x02"
+    assert message.properties.UserProperty == [("k", "v")]
+    assert 55 <= message.properties.MessageExpiryInterval <= 60
+
+
+def test_mosquitto_clients_across_three_nodes(cluster):
+    topic = unique("mosq") + "/a"
+    subscriber = subprocess.Popen(
+        ["mosquitto_sub", "-p", str(cluster.mqtt(3)), "-t", topic, "-q", "1", "-C", "1",
+         "-W", "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        # Until mosquitto_sub's filter reached node 1: publish again until it exits.
+        deadline = time.monotonic() + 20
+        while subscriber.poll() is None and time.monotonic() < deadline:
+            subprocess.run(["mosquitto_pub", "-p", str(cluster.mqtt(1)), "-t", topic, "-q", "1",
+                            "-m", "from node 1"], check=True, timeout=10)
+            time.sleep(0.2)
+        out, _ = subscriber.communicate(timeout=10)
+        assert out.strip() == "from node 1"
+    finally:
+        if subscriber.poll() is None:
+            subscriber.kill()
+
+
+def test_offline_persistent_session_gets_what_other_nodes_published(cluster, clients):
+    topic = unique("offline") + "/q"
+    client_id = unique("persistent")
+    subscriber = clients(cluster.mqtt(2), client_id=client_id, version=4, clean=False)
+    subscriber.subscribe(topic, qos=1)
+    publisher = clients(cluster.mqtt(1))
+    wait_for_route(publisher, subscriber, topic)
+    subscriber.disconnect()
+    for n in range(20):
+        publisher.publish(topic, f"while away {n}".encode(), qos=1)
+    back = clients(cluster.mqtt(2), client_id=client_id, version=4, clean=False)
+    received = [m.payload for m in back.receive_n(20)]
+    assert received == [f"while away {n}".encode() for n in range(20)]
+
+
+def test_cluster_api_lists_every_node(cluster):
+    nodes = cluster.api(1, "cluster/nodes")["data"]
+    assert sorted(n["id"] for n in nodes) == ["n1", "n2", "n3"]
+    assert all(n["status"] == "up" for n in nodes), nodes
+    assert [n["this_node"] for n in nodes if n["id"] == "n1"] == [True]
+    status = cluster.api(2, "cluster/status")
+    assert status["enabled"] and status["joined"] and status["nodes_up"] == 3, status
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.nodes[1]['admin']}/metrics") as r:
+        text = r.read().decode()
+    assert 'sluice_cluster_node_up{node="n2"} 1' in text
+
+
+def test_a_killed_node_is_seen_down_and_the_rest_go_on(cluster, clients):
+    # Last in this module: it takes node 3 away.
+    cluster.kill(3)
+    wait_until(lambda: [n["status"] for n in cluster.api(1, "cluster/nodes")["data"]
+                        if n["id"] == "n3"] == ["down"], timeout=20, what="node 3 seen down")
+    topic = unique("after") + "/k"
+    subscriber = clients(cluster.mqtt(2))
+    subscriber.subscribe(topic, qos=1)
+    publisher = clients(cluster.mqtt(1))
+    wait_for_route(publisher, subscriber, topic)
+    publisher.publish(topic, b"still here", qos=1)
+    assert subscriber.receive().payload == b"still here"
