@@ -15,7 +15,8 @@
 // --duration S, --rate MSG/S (total), --inflight N (QoS 1/2 window per
 // publisher), --window N (QoS 0 end-to-end window per publisher), --threads T,
 // --broker-pid PID (broker CPU seconds and resident memory from /proc),
-// --tls-ca FILE (connect with TLS), --persistent (subscribers and consumers
+// --tls-ca FILE (connect with TLS), --subscriber-port P (subscribers connect
+// to another node of a cluster), --persistent (subscribers and consumers
 // keep their sessions, so a durable broker stores what it queues for them).
 // Prints a live progress line on a terminal and one `RESULT key=value ...`
 // line per run on stdout.
@@ -51,7 +52,8 @@ struct Options {
   double rate = 0;  // total messages/s over all publishers
   std::uint32_t threads = 1;
   int broker_pid = 0;
-  double settle_s = 2;  // conns: idle this long before the broker's memory is read
+  double settle_s = 2;  // conns: idle this long before the broker's memory is read; and
+                        // across a cluster, time for the routes to reach the publishers' node
 };
 
 // utime + stime of a process, in seconds.
@@ -255,6 +257,10 @@ int run(Options& o) {
     return 0;
   }
 
+  // Across a cluster, a subscription reaches the publishers' node through
+  // etcd: what is published before then has no route there yet.
+  if (o.settings.subscriber_port != 0)
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.settle_s));
   const double cpu_before = o.broker_pid ? cpu_seconds(o.broker_pid) : 0;
   const std::uint64_t start = monotonic_ns();
   shared.run_started_ns = start;
@@ -328,6 +334,8 @@ int main(int argc, char** argv) {
   app.add_option("scenario", o.scenario, "fanin, fanout, p2p, latency, conns or queue")->required();
   app.add_option("--host", o.settings.host, "broker address (IPv4)");
   app.add_option("--port", o.settings.port, "broker port");
+  app.add_option("--subscriber-port", o.settings.subscriber_port,
+                 "subscribers connect to this port instead (another node of a cluster)");
   app.add_option("--qos", o.settings.qos, "0, 1 or 2")->check(CLI::Range(0, 2));
   app.add_option("--mqtt", o.settings.version, "protocol level: 4 (3.1.1) or 5")
       ->check(CLI::IsMember({4, 5}));
@@ -360,7 +368,9 @@ int main(int argc, char** argv) {
                "Start 0, Session Expiry Interval 0xFFFFFFFF)");
   app.add_option("--broker-pid", o.broker_pid, "the broker's PID, for its CPU time and memory");
   app.add_option("--settle", o.settle_s,
-                 "conns: seconds the connections stay idle before the broker's memory is read");
+                 "conns: seconds the connections stay idle before the broker's memory is read; "
+                 "with --subscriber-port: seconds the subscriptions get to reach the "
+                 "publishers' node");
   CLI11_PARSE(app, argc, argv);
   return run(o);
 }

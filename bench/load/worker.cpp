@@ -123,7 +123,10 @@ void Worker::open(Connection& c) {
   setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   sockaddr_in address{};
   address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<std::uint16_t>(settings_.port));
+  const bool subscriber = !c.spec.subscribe_filter.empty();
+  const int port =
+      subscriber && settings_.subscriber_port != 0 ? settings_.subscriber_port : settings_.port;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
   inet_pton(AF_INET, settings_.host.c_str(), &address.sin_addr);
   const int result = connect(c.fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
   if (result < 0 && errno != EINPROGRESS) return fail(c);

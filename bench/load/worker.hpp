@@ -35,6 +35,9 @@ struct Settings {
   // delivers, instead of how it sheds what it cannot.
   std::uint32_t window = 1000;
   std::uint64_t deliveries_per_message = 1;
+  // Set: subscribers connect here, publishers to `port` (another node of a
+  // cluster, so that every message crosses between nodes).
+  int subscriber_port = 0;
   std::string tls_ca;  // set: connect with TLS, verifying the broker against this CA file
   // Subscribers and consumers keep their session (clean session 0): what a
   // durable broker stores QoS 1 messages for, so the run measures its disk

@@ -151,8 +151,10 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
       broker_.config().limits.queue_full_policy == config::QueueFullPolicy::kRefusePublish;
   if (reserving && !reserve_places()) return {0, true, nullptr, nullptr};
   Routed routed;
+  const bool sys_topic = mqtt::is_sys_topic(message->topic);
+  // A forwarded message was offered to the queues on the node it was published on.
   if (QueueGateway* queues = broker_.queues();
-      queues != nullptr && !mqtt::is_sys_topic(message->topic))
+      queues != nullptr && !sys_topic && !message->forwarded)
     routed.captured = queues->capture(*this, *message, batch);
   std::uint64_t store_id = 0;
   std::uint32_t holders = 0;
@@ -160,8 +162,9 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
   for (Target& target : targets_) {
     if (target.ref.kind == TargetKind::kNode) {
       // Another node has subscribers: it matches the message again there. A
-      // message that came from a node goes to no node again.
-      if (message->forwarded) continue;
+      // message that came from a node goes to no node again, and each node's
+      // $SYS topics are its own.
+      if (message->forwarded || sys_topic) continue;
       Delivery forward;
       forward.message = message;
       forward.qos = message->qos;

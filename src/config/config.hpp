@@ -328,8 +328,6 @@ struct ClusterConfig {
   // for dead by the others, and stops taking connections itself.
   std::uint32_t lease_ttl_s = 5;
   std::uint32_t session_takeover_timeout_ms = 5000;
-  // Publishes to another node wait this long at most to be sent with others.
-  std::uint32_t forward_delay_us = 200;
   std::uint32_t forward_batch = 512;        // messages per forward call at most
   std::uint32_t forward_timeout_ms = 5000;  // a forward not confirmed by then failed
   ClusterEtcdConfig etcd;

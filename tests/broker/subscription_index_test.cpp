@@ -379,5 +379,50 @@ TEST(SubscriptionIndexCache, ChurnOnAnotherThreadNeverStalesAnAnswer) {
   writer.join();
 }
 
+// What the cluster announces: a filter once, while this node's sessions
+// have it; other nodes' routes and $share groups are not announced.
+TEST(SubscriptionIndex, TellsTheObserverWhenAFilterComesAndGoes) {
+  struct Recorder final : FilterObserver {
+    std::vector<std::pair<std::string, bool>> seen;
+    void on_filter(std::string_view filter, bool present) override {
+      seen.emplace_back(std::string(filter), present);
+    }
+  } recorder;
+  SubscriptionIndex index;
+  index.set_filter_observer(&recorder);
+  index.subscribe("a/#", entry(1), online());
+  index.subscribe("a/#", entry(2), online());
+  index.subscribe("a/#", entry(2, QoS::kAtLeastOnce), online());  // replaces: no news
+  index.subscribe("$share/g/b", entry(3), online());
+  const TargetRef node{0, 0, 7, TargetKind::kNode};
+  index.subscribe("c", {node, mqtt::SubscriptionOptions{QoS::kExactlyOnce}, 0}, nullptr);
+  EXPECT_EQ(recorder.seen, (std::vector<std::pair<std::string, bool>>{{"a/#", true}}));
+  index.unsubscribe("a/#", TargetRef::session(0, 1));
+  EXPECT_EQ(recorder.seen.size(), 1u);  // session 2 still has it
+  index.unsubscribe("a/#", TargetRef::session(0, 2));
+  index.unsubscribe("c", node);
+  index.unsubscribe("a/#", TargetRef::session(0, 2));  // already gone: no news
+  EXPECT_EQ(recorder.seen,
+            (std::vector<std::pair<std::string, bool>>{{"a/#", true}, {"a/#", false}}));
+}
+
+// A node with several matching filters gets the message once.
+TEST(SubscriptionIndex, ANodeMatchingTwiceIsOneTarget) {
+  SubscriptionIndex index;
+  const TargetRef node{0, 0, 3, TargetKind::kNode};
+  index.subscribe("x/#", {node, mqtt::SubscriptionOptions{QoS::kExactlyOnce}, 0}, nullptr);
+  index.subscribe("x/+", {node, mqtt::SubscriptionOptions{QoS::kExactlyOnce}, 0}, nullptr);
+  index.subscribe("x/y", entry(1), online());
+  std::vector<Target> targets;
+  Message m = message("x/y");
+  m.qos = QoS::kAtLeastOnce;
+  index.match(m, Strategy::kRoundRobin, targets);
+  ASSERT_EQ(targets.size(), 2u);
+  const auto to_node = std::count_if(targets.begin(), targets.end(), [&](const Target& t) {
+    return t.ref == node && t.max_qos == QoS::kExactlyOnce && !t.stored_session;
+  });
+  EXPECT_EQ(to_node, 1);
+}
+
 }  // namespace
 }  // namespace sluice::broker

@@ -240,5 +240,60 @@ TEST(ConfigLoader, AQueueOfTheAdminApiIsReadWithTheFilesRules) {
   EXPECT_EQ(options.prefetch, defaults.prefetch);
 }
 
+TEST(ConfigLoader, ClusterIsReadAndChecked) {
+  const Config config = parse_ok(
+      "storage: {dir: /tmp/x}\n"
+      "cluster:\n"
+      "  enabled: true\n"
+      "  node_id: n1\n"
+      "  listen: 127.0.0.1:7001\n"
+      "  insecure: true\n"
+      "  etcd: {managed: true, client_listen: 127.0.0.1:7101, peer_listen: 127.0.0.1:7201}\n");
+  EXPECT_TRUE(config.cluster.enabled);
+  EXPECT_EQ(config.cluster.advertise, "127.0.0.1:7001");  // defaults to listen
+  EXPECT_EQ(config.cluster.etcd.name, "n1");              // defaults to node_id
+  EXPECT_EQ(config.cluster.etcd.endpoints, std::vector<std::string>{"127.0.0.1:7101"});
+
+  const Config external = parse_ok(
+      "cluster: {enabled: true, node_id: a, insecure: true,"
+      " etcd: {endpoints: ['http://10.0.0.1:2379', '10.0.0.2:2379']}}\n");
+  EXPECT_EQ(external.cluster.etcd.endpoints,
+            (std::vector<std::string>{"10.0.0.1:2379", "10.0.0.2:2379"}));
+
+  // Off, nothing is asked for.
+  EXPECT_FALSE(parse_ok("cluster: {enabled: false}\n").cluster.enabled);
+
+  EXPECT_EQ(parse_error("cluster:\n  enabled: true\n  insecure: true\n"
+                        "  etcd: {endpoints: [127.0.0.1:2379]}\n"),
+            "test.yaml:2: key 'cluster.node_id': expected 1 to 64 of A-Z a-z 0-9 _ . -, got ''");
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: 'a/b', insecure: true,"
+                        " etcd: {endpoints: [x:1]}}\n")
+                .find("key 'cluster.node_id'"),
+            std::string::npos);
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, etcd: {endpoints: [x:1]}}\n")
+                .find("key 'cluster.insecure': nodes talk over mutual TLS"),
+            std::string::npos);
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, cert_file: c.pem, "
+                        "etcd: {endpoints: [x:1]}}\n")
+                .find("needs cert_file, key_file and ca_file"),
+            std::string::npos);
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, insecure: true}\n")
+                .find("key 'cluster.etcd': expected endpoints"),
+            std::string::npos);
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, insecure: true, "
+                        "etcd: {managed: true}}\n")
+                .find("under storage.dir, which is empty"),
+            std::string::npos);
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, insecure: true, listen: nope, "
+                        "etcd: {endpoints: [x:1]}}\n")
+                .find("key 'cluster.listen': expected HOST:PORT, got 'nope'"),
+            std::string::npos);
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, insecure: true, "
+                        "etcd: {endpoints: ['http://']}}\n")
+                .find("endpoints: expected HOST:PORT"),
+            std::string::npos);
+  EXPECT_NE(parse_error("cluster: {enabled: true, bogus: 1}\n").find("bogus"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace sluice::config
