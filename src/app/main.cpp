@@ -454,6 +454,10 @@ int run(const Config& config, const Options& options) {
   sluice::admin::HttpServer admin_server(admin_api);
   admin_api.set_executor(
       [&admin_server](std::function<void()> task) { admin_server.post(std::move(task)); });
+  // Made before the cluster starts: it is the workers' mailbox, which
+  // publishes forwarded from other nodes are posted to (they wait there
+  // until the workers run).
+  sluice::net::Server server(broker);
   if (cluster) {
     admin_api.set_cluster_view([&cluster] { return cluster->view(); });
     // Before the listeners: a node takes clients once it knows the others' filters.
@@ -462,7 +466,6 @@ int run(const Config& config, const Options& options) {
       return 1;
     }
   }
-  sluice::net::Server server(broker);
   if (const auto error = server.start(config.listeners)) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
     return 1;

@@ -91,6 +91,7 @@ admin::ReloadOutcome Reloader::reload() {
   differs("listeners", !(probe.listeners == running_.listeners));
   differs("workers", probe.workers != running_.workers);
   differs("sys_interval_s", probe.sys_interval_s != running_.sys_interval_s);
+  differs("cluster", !(probe.cluster == running_.cluster));
   // Named one by one: which of them waits for the restart. Whatever the
   // list forgets still shows, as "limits".
   config::LimitsConfig unnamed = probe.limits;

@@ -510,8 +510,7 @@ bool ClientProtocol::route_publish(HeldPublish& publish, bool retry) {
           stored = trace_store_commit(publish.message->trace, std::move(stored));
         }
         if (routed.remote) {
-          return acknowledge_after_nodes(std::move(batch),
-                                         *publish_ack(publish.qos, publish.packet_id, reason),
+          return acknowledge_after_nodes(std::move(batch), publish.qos, publish.packet_id, reason,
                                          std::move(stored), std::move(routed.remote));
         }
         // The acknowledgement is a promise: it waits until the batch is stored.
@@ -594,11 +593,25 @@ void ClientProtocol::wait_behind_held(mqtt::Publish&& publish) {
   if (waiting->bytes > shard_.limits().max_write_buffer_bytes) link_.hold_input();
 }
 
-void ClientProtocol::acknowledge_after_nodes(store::WriteBatch&& batch, mqtt::Packet&& ack,
+void ClientProtocol::acknowledge_after_nodes(store::WriteBatch&& batch, QoS qos,
+                                             std::uint16_t packet_id, ReasonCode reason,
                                              std::function<void(bool durable)> also,
                                              std::shared_ptr<RemoteAcks> remote) {
-  const std::uint64_t id = deferred_acks().defer(std::move(ack));
-  remote->when_done([weak = std::weak_ptr<AckQueue>(acks_), id](bool all_ok) {
+  const std::uint64_t id = deferred_acks().defer(*publish_ack(qos, packet_id, reason));
+  remote->when_done([weak = std::weak_ptr<AckQueue>(acks_), id, qos, packet_id, shard = &shard_,
+                     session_id = session_->id()](bool all_ok) {
+    if (!all_ok && qos == QoS::kExactlyOnce) {
+      // Not promised, so not received: the client sends it again (3.x) or
+      // may reuse the id (5.0, after a failed PUBREC), and neither must be
+      // taken for a duplicate of this one, in memory or after a restart.
+      Session* session = shard->find_session_by_id(session_id);
+      if (session != nullptr && session->release_inbound_qos2(packet_id) && session->stored() &&
+          shard->has_store()) {
+        shard->write_then(std::move(store::WriteBatch().add(
+                              store::WriteBatch::DeleteInbound{session->client_id(), packet_id})),
+                          nullptr);
+      }
+    }
     if (const auto acks = weak.lock()) acks->complete(id, all_ok);
   });
   remote->expect();  // this node's own write

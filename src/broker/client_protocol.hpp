@@ -185,13 +185,15 @@ class ClientProtocol {
   // The PUBACK or PUBREC for `publish` (none for QoS 0).
   std::optional<mqtt::Packet> publish_ack(mqtt::QoS qos, std::uint16_t packet_id,
                                           mqtt::ReasonCode reason) const;
+  // The acknowledgement of a QoS 1/2 message that also went to other nodes:
+  // it goes once `batch` is stored and every node confirmed
+  // (remote_acks.hpp); if any did not, it says so, and a QoS 2 packet id is
+  // released so that the message sent again is not taken for a duplicate.
+  void acknowledge_after_nodes(store::WriteBatch&& batch, mqtt::QoS qos, std::uint16_t packet_id,
+                               mqtt::ReasonCode reason, std::function<void(bool durable)> also,
+                               std::shared_ptr<RemoteAcks> remote);
   // Hands `batch` to the store; `ack`, if any, goes once it is durable.
   // `also`, if set, runs too once the batch is durable (queues' captured appends).
-  // The same when a QoS 1/2 message also went to other nodes: `ack` goes
-  // once the batch is stored and every node confirmed (remote_acks.hpp).
-  void acknowledge_after_nodes(store::WriteBatch&& batch, mqtt::Packet&& ack,
-                               std::function<void(bool durable)> also,
-                               std::shared_ptr<RemoteAcks> remote);
   void write_then_acknowledge(store::WriteBatch&& batch, std::optional<mqtt::Packet> ack,
                               std::function<void(bool durable)> also = nullptr);
   void send_retained(const std::string& filter, const mqtt::SubscriptionOptions& options,

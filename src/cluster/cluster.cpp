@@ -19,6 +19,8 @@
 #include "cluster/managed_etcd.hpp"
 #include "cluster/peer_service.hpp"
 #include "cluster/route_announcer.hpp"
+#include "mqtt/topic.hpp"
+#include "mqtt/utf8.hpp"
 
 namespace sluice::cluster {
 
@@ -148,20 +150,18 @@ struct Cluster::Impl {
                  node_version);
   }
 
+  // Its routes are left to their own DELETE events, which its lease's end
+  // brings as it brought this one: the two watches are separate streams, and
+  // a node that lost its lease and came back may have put them again already.
   void node_down(const std::string& id) {
     std::uint16_t number;
-    std::set<std::string> routes;
     {
       std::lock_guard lock(mutex);
       const auto it = nodes.find(id);
       if (it == nodes.end() || !it->second.up) return;
       it->second.up = false;
       number = it->second.number;
-      routes.swap(it->second.routes);
     }
-    // Its routes went with its lease; the index may not have heard yet.
-    for (const std::string& filter : routes)
-      broker.index().unsubscribe(filter, node_ref(number));
     forwarder->remove(number);
     spdlog::warn("event=cluster_node_down node={}", id);
   }
@@ -204,16 +204,20 @@ struct Cluster::Impl {
     return {0, 0, number, broker::TargetKind::kNode};
   }
 
+  // The index changes under `mutex`, so that what `routes` says and what
+  // the index holds never differ (the index's observer never takes `mutex`).
   void route_added(const std::string& id, const std::string& filter) {
-    std::uint16_t number;
-    {
-      std::lock_guard lock(mutex);
-      Node& node = node_locked(id);
-      if (!node.routes.insert(filter).second) return;
-      number = node.number;
+    // Only ordinary filters are announced; anything else is not a route.
+    if (!mqtt::check_topic_filter(filter).ok() || mqtt::parse_shared_filter(filter) ||
+        mqtt::check_utf8(filter) != mqtt::Utf8Check::kValid) {
+      spdlog::warn("event=cluster_route_ignored node={} filter=\"{}\"", id, filter);
+      return;
     }
+    std::lock_guard lock(mutex);
+    Node& node = node_locked(id);
+    if (!node.routes.insert(filter).second) return;
     broker::SubscriptionIndex::Entry entry;
-    entry.ref = node_ref(number);
+    entry.ref = node_ref(node.number);
     // The other node applies its subscribers' QoS and options itself.
     entry.options.max_qos = mqtt::QoS::kExactlyOnce;
     entry.options.retain_as_published = true;
@@ -221,14 +225,10 @@ struct Cluster::Impl {
   }
 
   void route_removed(const std::string& id, const std::string& filter) {
-    std::uint16_t number;
-    {
-      std::lock_guard lock(mutex);
-      const auto it = nodes.find(id);
-      if (it == nodes.end() || it->second.routes.erase(filter) == 0) return;
-      number = it->second.number;
-    }
-    broker.index().unsubscribe(filter, node_ref(number));
+    std::lock_guard lock(mutex);
+    const auto it = nodes.find(id);
+    if (it == nodes.end() || it->second.routes.erase(filter) == 0) return;
+    broker.index().unsubscribe(filter, node_ref(it->second.number));
   }
 
   void routes_snapshot(const EtcdClient::Range& range) {
@@ -266,11 +266,26 @@ struct Cluster::Impl {
   }
 
   // ---- this node's membership ----
-  EtcdResult join() {
+  // `exclusive`: the node key is created only if no other process holds it
+  // (start-up; `taken` says so). Rejoining after a lost lease puts it again.
+  EtcdResult join(bool exclusive = false, bool* taken = nullptr) {
     std::int64_t granted = 0;
     EtcdResult result = etcd->grant_lease(cluster.lease_ttl_s, granted);
     if (!result.ok) return result;
-    result = etcd->put(keys::node(cluster.node_id), node_value(), granted);
+    if (exclusive) {
+      bool won = false;
+      std::optional<KeyValue> holder;
+      result =
+          etcd->compare_and_put(keys::node(cluster.node_id), 0, node_value(), granted, won, holder);
+      if (result.ok && !won) {
+        etcd->revoke_lease(granted);
+        if (taken != nullptr) *taken = true;
+        return EtcdResult::failed("node id " + cluster.node_id + " is held by " +
+                                  (holder ? holder->value : std::string("another node")));
+      }
+    } else {
+      result = etcd->put(keys::node(cluster.node_id), node_value(), granted);
+    }
     if (!result.ok) return result;
     {
       std::lock_guard lock(mutex);
@@ -359,13 +374,24 @@ std::optional<std::string> Cluster::start() {
 
   // etcd may still be electing a leader (a managed member waits for its
   // peers to start): keep trying for a minute.
+  // The node key may still be there from this node's previous run (killed
+  // within its lease): wait for that lease to run out. Held for longer than
+  // a lease, it is another process's: two nodes with one id would take each
+  // other's messages, so this one does not start.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  EtcdResult joined = c.join();
-  while (!joined.ok && std::chrono::steady_clock::now() < deadline) {
+  std::optional<std::chrono::steady_clock::time_point> taken_since;
+  EtcdResult joined;
+  while (true) {
+    bool taken = false;
+    joined = c.join(/*exclusive=*/true, &taken);
+    if (joined.ok) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (taken && !taken_since) taken_since = now;
+    if (taken && now - *taken_since > std::chrono::seconds(cluster.lease_ttl_s + 2))
+      return "another node has cluster.node_id " + cluster.node_id + ": " + joined.error;
+    if (now >= deadline) return "cannot join the cluster through etcd: " + joined.error;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
-    joined = c.join();
   }
-  if (!joined.ok) return "cannot join the cluster through etcd: " + joined.error;
   std::int64_t lease;
   {
     std::lock_guard lock(c.mutex);

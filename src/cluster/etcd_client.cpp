@@ -47,8 +47,8 @@ bool is_ipv4_endpoint(const std::string& endpoint) {
                      [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
 }
 
-// gRPC's "ipv4:a:p,b:q" target spreads calls over every member and moves on
-// from one that is down; a host name resolves through DNS (the first only).
+// gRPC's "ipv4:a:p,b:q" target knows every member and moves on to the next
+// when one is down; a host name resolves through DNS (the first only).
 std::string channel_target(const std::vector<std::string>& endpoints) {
   if (std::all_of(endpoints.begin(), endpoints.end(), is_ipv4_endpoint)) {
     std::string target = "ipv4:";
@@ -121,6 +121,9 @@ EtcdClient::EtcdClient(const Options& options) : impl_(std::make_unique<Impl>())
   arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2'000);
+  // A listing of many routes is one answer (etcd's own limit is 1.5 MiB per
+  // request, not per answer).
+  arguments.SetMaxReceiveMessageSize(256 << 20);
   impl_->channel =
       grpc::CreateCustomChannel(channel_target(options.endpoints), credentials, arguments);
   impl_->kv = pb::KV::NewStub(impl_->channel);
@@ -275,7 +278,10 @@ void EtcdClient::keep_alive(std::int64_t lease_id, std::chrono::seconds ttl,
     const auto period = std::chrono::duration_cast<std::chrono::milliseconds>(ttl) / 3;
     auto renewed = std::chrono::steady_clock::now();
     const auto stopping = [&impl] { return impl.stopping_keepalive; };
-    while (impl.pause(period, stopping)) {
+    // After a failed renewal, try again soon: waiting a whole period would
+    // leave one more try before the lease runs out.
+    auto wait = period;
+    while (impl.pause(wait, stopping)) {
       // One short stream per renewal, with a deadline: a Read on a stream
       // to a partitioned etcd would otherwise block past the lease's end.
       grpc::ClientContext context;
@@ -291,8 +297,11 @@ void EtcdClient::keep_alive(std::int64_t lease_id, std::chrono::seconds ttl,
       const auto now = std::chrono::steady_clock::now();
       if (answered) {
         renewed = now;
+        wait = period;
       } else if (now - renewed >= ttl) {
         return lost();  // it may have expired by now: nothing under it can be trusted
+      } else {
+        wait = std::min(period, std::chrono::milliseconds(200));
       }
     }
   });
@@ -333,6 +342,9 @@ int EtcdClient::watch_prefix(const std::string& prefix, Snapshot snapshot, Event
         if (impl.stopping_watches) return;
         impl.open_watches.push_back(&context);
       }
+      // Without a leader (this member cut off from the others' majority),
+      // etcd ends the watch rather than keep it silently stale.
+      context.AddMetadata("hasleader", "true");
       auto stream = impl.watch->Watch(&context);
       pb::WatchRequest request;
       pb::WatchCreateRequest* create = request.mutable_create_request();
@@ -350,9 +362,11 @@ int EtcdClient::watch_prefix(const std::string& prefix, Snapshot snapshot, Event
           }
           if (response.canceled()) break;
           if (response.events_size() == 0) {
-            // Created, or a progress notification: everything up to the
-            // header's revision has been seen.
-            next = std::max(next, response.header().revision() + 1);
+            // A progress notification says everything up to the header's
+            // revision was sent. The answer to the create does not: its
+            // header is the current revision, and the events from `next`
+            // up to it are still to come.
+            if (!response.created()) next = std::max(next, response.header().revision() + 1);
             continue;
           }
           std::vector<WatchEvent> batch;

@@ -18,7 +18,29 @@ namespace {
 struct Outgoing {
   std::uint32_t shard;  // the publisher's worker, where settling happens
   broker::Delivery delivery;
+  broker::Clock::time_point queued_at;
 };
+
+// What one link holds at most before it refuses more: a node that is alive
+// but does not keep up costs its publishers failures, not this node's memory.
+constexpr std::size_t kMostQueued = 100'000;
+// What one Forward call carries at most (a single larger message goes alone).
+constexpr std::size_t kMostBatchBytes = 4u << 20;
+
+std::size_t forwarded_size(const broker::Message& message) {
+  return message.topic.size() + message.payload.size() + message.encoded_properties.size() + 32;
+}
+
+grpc::ChannelArguments channel_arguments() {
+  grpc::ChannelArguments arguments;
+  // A node back after a blip is dialled again within a second, not after
+  // gRPC's default backoff of up to two minutes.
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1'000);
+  arguments.SetMaxSendMessageSize(-1);
+  arguments.SetMaxReceiveMessageSize(-1);
+  return arguments;
+}
 
 }  // namespace
 
@@ -30,7 +52,7 @@ class PeerLink {
       : broker_(broker),
         config_(config),
         node_id_(std::move(node_id)),
-        stub_(Peer::NewStub(grpc::CreateChannel(address, credentials))) {
+        stub_(Peer::NewStub(grpc::CreateCustomChannel(address, credentials, channel_arguments()))) {
     thread_ = std::thread([this] { run(); });
   }
   ~PeerLink() { stop(); }
@@ -38,13 +60,15 @@ class PeerLink {
   void enqueue(std::uint32_t shard, broker::Delivery&& delivery) {
     {
       std::lock_guard lock(mutex_);
-      if (!stopping_) {
-        queue_.push_back({shard, std::move(delivery)});
+      if (!stopping_ && queue_.size() < kMostQueued) {
+        queue_.push_back({shard, std::move(delivery), broker::Clock::now()});
         if (queue_.size() == 1) wake_.notify_one();
         return;
       }
     }
-    fail({{shard, std::move(delivery)}});
+    std::vector<Outgoing> refused;
+    refused.push_back({shard, std::move(delivery), {}});
+    fail(std::move(refused));
   }
 
   // Fails what is queued and stops the thread.
@@ -52,6 +76,7 @@ class PeerLink {
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
+      if (in_flight_ != nullptr) in_flight_->TryCancel();  // not wait for its deadline
     }
     wake_.notify_all();
     if (thread_.joinable()) thread_.join();
@@ -80,15 +105,28 @@ class PeerLink {
     while (true) {
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       if (stopping_) return;
-      std::vector<Outgoing> batch;
-      const std::size_t take = std::min<std::size_t>(queue_.size(), config_.forward_batch);
-      batch.reserve(take);
-      for (std::size_t i = 0; i < take; ++i) {
-        batch.push_back(std::move(queue_.front()));
+      // What waited longer than forward_timeout_ms has failed already, as
+      // far as its publisher is concerned: it is not sent late.
+      const auto too_old =
+          broker::Clock::now() - std::chrono::milliseconds(config_.forward_timeout_ms);
+      std::vector<Outgoing> expired, batch;
+      std::size_t bytes = 0;
+      while (!queue_.empty() && batch.size() < config_.forward_batch) {
+        Outgoing& next = queue_.front();
+        if (next.queued_at < too_old) {
+          expired.push_back(std::move(next));
+          queue_.pop_front();
+          continue;
+        }
+        const std::size_t size = forwarded_size(*next.delivery.message);
+        if (!batch.empty() && bytes + size > kMostBatchBytes) break;
+        bytes += size;
+        batch.push_back(std::move(next));
         queue_.pop_front();
       }
       lock.unlock();
-      send(std::move(batch));
+      fail(std::move(expired));
+      if (!batch.empty()) send(std::move(batch));
       lock.lock();
     }
   }
@@ -116,7 +154,16 @@ class PeerLink {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(config_.forward_timeout_ms));
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return fail(std::move(batch));
+      in_flight_ = &context;
+    }
     const grpc::Status status = stub_->Forward(&context, request, &reply);
+    {
+      std::lock_guard lock(mutex_);
+      in_flight_ = nullptr;
+    }
     if (!status.ok() || reply.reasons_size() != static_cast<int>(batch.size())) {
       spdlog::warn("event=forward_failed node={} messages={} error=\"{}\"", node_id_, batch.size(),
                    status.ok() ? "short reply" : status.error_message());
@@ -126,7 +173,10 @@ class PeerLink {
     reasons.reserve(batch.size());
     std::uint64_t refused = 0;
     for (const std::uint32_t reason : reply.reasons()) {
-      reasons.push_back(static_cast<mqtt::ReasonCode>(reason));
+      // Anything but an MQTT reason code is taken for a failure.
+      reasons.push_back(reason < 0x80    ? mqtt::ReasonCode::kSuccess
+                        : reason <= 0xFF ? static_cast<mqtt::ReasonCode>(reason)
+                                         : mqtt::ReasonCode::kUnspecifiedError);
       if (reason >= 0x80) ++refused;
     }
     forwarded_.fetch_add(batch.size() - refused, std::memory_order_relaxed);
@@ -170,6 +220,7 @@ class PeerLink {
   std::condition_variable wake_;
   std::deque<Outgoing> queue_;
   bool stopping_ = false;
+  grpc::ClientContext* in_flight_ = nullptr;  // the call under way, for stop()
   std::thread thread_;
   std::atomic<std::uint64_t> forwarded_{0};
   std::atomic<std::uint64_t> failures_{0};

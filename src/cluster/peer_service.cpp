@@ -3,26 +3,74 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <future>
+#include <limits>
 
 #include "broker/shard.hpp"
+#include "mqtt/byte_reader.hpp"
+#include "mqtt/byte_writer.hpp"
+#include "mqtt/packet_encoder.hpp"
+#include "mqtt/property.hpp"
+#include "mqtt/topic.hpp"
+#include "mqtt/utf8.hpp"
 #include "peer.grpc.pb.h"
 
 namespace sluice::cluster {
 
 namespace {
 
-broker::MessagePtr to_message(const ForwardedMessage& m, broker::Clock::time_point now) {
+constexpr std::uint32_t kRouted = 0;
+
+std::uint32_t code(mqtt::ReasonCode reason) {
+  return static_cast<std::uint32_t>(reason);
+}
+
+// A peer is another Sluice, but what it sends is checked as a client's
+// PUBLISH would be: the topic (a name, valid UTF-8, within max_topic_levels,
+// not $SYS), the QoS, and the properties, read with the codec's own rules
+// and written again (so a per-hop property, or bytes that are not
+// properties, never reach a subscriber). nullptr, and `reason`, when refused.
+broker::MessagePtr to_message(const ForwardedMessage& m, broker::Clock::time_point now,
+                              const config::Config& config, std::uint32_t& reason) {
+  const std::string& topic = m.topic();
+  if (!mqtt::check_topic_name(topic).ok() || mqtt::check_utf8(topic) != mqtt::Utf8Check::kValid ||
+      mqtt::is_sys_topic(topic) || mqtt::topic_levels(topic) > config.limits.max_topic_levels) {
+    reason = code(mqtt::ReasonCode::kTopicNameInvalid);
+    return nullptr;
+  }
+  if (m.qos() > 2) {
+    reason = code(mqtt::ReasonCode::kMalformedPacket);
+    return nullptr;
+  }
   auto message = std::make_shared<broker::Message>();
-  message->topic = m.topic();
+  if (!m.properties().empty()) {
+    std::vector<std::uint8_t> block;
+    mqtt::ByteWriter writer(block);
+    writer.varint(static_cast<std::uint32_t>(m.properties().size()));
+    block.insert(block.end(), m.properties().begin(), m.properties().end());
+    mqtt::ByteReader reader(block);
+    mqtt::Properties properties;
+    mqtt::read_properties(reader, mqtt::PropertyContext::kPublish, properties);
+    if (!reader.ok() || !reader.at_end() || properties.topic_alias ||
+        !properties.subscription_identifiers.empty() || properties.message_expiry_interval) {
+      reason = code(mqtt::ReasonCode::kMalformedPacket);
+      return nullptr;
+    }
+    mqtt::encode_shared_properties(properties, message->encoded_properties);
+  }
+  message->topic = topic;
   message->payload.assign(m.payload().begin(), m.payload().end());
-  message->qos = static_cast<mqtt::QoS>(std::min<std::uint32_t>(m.qos(), 2));
+  message->qos = static_cast<mqtt::QoS>(m.qos());
   message->retain = m.retain();
   message->forwarded = true;
-  message->encoded_properties.assign(m.properties().begin(), m.properties().end());
-  if (m.expiry_ms() != 0) message->expires_at = now + std::chrono::milliseconds(m.expiry_ms());
+  if (m.expiry_ms() != 0) {
+    // At most what a Message Expiry Interval can say.
+    const auto left = std::min<std::uint64_t>(m.expiry_ms(), 0xFFFF'FFFFull * 1000);
+    message->expires_at = now + std::chrono::milliseconds(left);
+  }
   message->origin_client_hash = m.publisher_hash();
   return message;
 }
@@ -35,6 +83,8 @@ struct Answers {
   std::promise<void> done;
 };
 
+using Indexed = std::vector<std::pair<std::size_t, broker::MessagePtr>>;
+
 class PeerHandler final : public Peer::Service {
  public:
   PeerHandler(broker::Broker& broker, const config::ClusterConfig& config)
@@ -42,58 +92,75 @@ class PeerHandler final : public Peer::Service {
 
   grpc::Status Forward(grpc::ServerContext* context, const ForwardRequest* request,
                        ForwardReply* reply) override {
-    const int count = request->messages_size();
+    const auto count = static_cast<std::size_t>(request->messages_size());
     if (count == 0) return grpc::Status::OK;
+    broker::Mailbox* mailbox = broker_.mailbox();
+    if (mailbox == nullptr || stopping_.load())
+      return {grpc::StatusCode::UNAVAILABLE, "this node is not taking messages"};
     auto answers = std::make_shared<Answers>();
-    answers->reasons.assign(static_cast<std::size_t>(count), 0);
-    answers->left = static_cast<std::size_t>(count);
+    answers->reasons.assign(count, kRouted);
     std::future<void> done = answers->done.get_future();
-    const std::uint32_t shard = static_cast<std::uint32_t>(
-        std::hash<std::string>{}(request->from_node()) % broker_.shard_count());
+    // One worker per sending node: its messages are routed in the order sent.
+    const auto shard = static_cast<std::uint32_t>(std::hash<std::string>{}(request->from_node()) %
+                                                  broker_.shard_count());
     const auto now = broker::Clock::now();
-    auto messages = std::make_shared<std::vector<broker::MessagePtr>>();
-    messages->reserve(static_cast<std::size_t>(count));
-    for (const ForwardedMessage& m : request->messages())
-      messages->push_back(to_message(m, now));
-    broker_.mailbox()->post_task(shard, [this, shard, messages, answers] {
+    auto messages = std::make_shared<Indexed>();
+    messages->reserve(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      auto message = to_message(request->messages(static_cast<int>(i)), now, broker_.config(),
+                                answers->reasons[i]);
+      if (message) messages->emplace_back(i, std::move(message));
+    }
+    if (messages->empty()) return answer(*answers, reply);
+    answers->left = messages->size();
+    mailbox->post_task(shard, [this, shard, messages, answers] {
       route(broker_.shard(shard), *messages, answers);
     });
-    received_.fetch_add(static_cast<std::uint64_t>(count), std::memory_order_relaxed);
+    received_.fetch_add(messages->size(), std::memory_order_relaxed);
+    // Waits for the worker, but not past the caller's deadline, nor once the
+    // caller gave up or this node is stopping (its workers may be gone).
     const auto deadline =
         std::min(context->deadline(), std::chrono::system_clock::now() +
                                           std::chrono::milliseconds(config_.forward_timeout_ms));
-    if (done.wait_until(deadline) != std::future_status::ready)
-      return {grpc::StatusCode::DEADLINE_EXCEEDED, "not routed in time"};
-    for (const std::uint32_t reason : answers->reasons)
+    while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+      if (context->IsCancelled() || stopping_.load() ||
+          std::chrono::system_clock::now() >= deadline)
+        return {grpc::StatusCode::DEADLINE_EXCEEDED, "not routed in time"};
+    }
+    return answer(*answers, reply);
+  }
+
+  void stop() { stopping_.store(true); }
+  std::uint64_t received() const { return received_.load(std::memory_order_relaxed); }
+
+ private:
+  static grpc::Status answer(const Answers& answers, ForwardReply* reply) {
+    for (const std::uint32_t reason : answers.reasons)
       reply->add_reasons(reason);
     return grpc::Status::OK;
   }
 
-  std::uint64_t received() const { return received_.load(std::memory_order_relaxed); }
-
- private:
   // On the worker's thread; the answers come on it too (write_then).
-  static void route(broker::Shard& shard, const std::vector<broker::MessagePtr>& messages,
+  static void route(broker::Shard& shard, const Indexed& messages,
                     const std::shared_ptr<Answers>& answers) {
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-      const auto answer = [answers, i](std::uint32_t reason) {
+    for (const auto& [i, message] : messages) {
+      const auto answer = [answers, i = i](std::uint32_t reason) {
         answers->reasons[i] = reason;
         if (--answers->left == 0) answers->done.set_value();
       };
       shard.publish(
-          messages[i], {},
+          message, {},
           [&](broker::Shard::Routed routed, store::WriteBatch&& batch) {
-            if (routed.refused)
-              return answer(static_cast<std::uint32_t>(mqtt::ReasonCode::kQuotaExceeded));
+            if (routed.refused) return answer(code(mqtt::ReasonCode::kQuotaExceeded));
             if (batch.empty()) {
               if (routed.captured) routed.captured(true);
-              return answer(0);
+              return answer(kRouted);
             }
-            shard.write_then(std::move(batch), [answer, captured = std::move(routed.captured)](
-                                                   bool durable) {
-              if (captured) captured(durable);
-              answer(durable ? 0 : static_cast<std::uint32_t>(mqtt::ReasonCode::kUnspecifiedError));
-            });
+            shard.write_then(
+                std::move(batch), [answer, captured = std::move(routed.captured)](bool durable) {
+                  if (captured) captured(durable);
+                  answer(durable ? kRouted : code(mqtt::ReasonCode::kUnspecifiedError));
+                });
           },
           /*may_refuse=*/true);
     }
@@ -102,6 +169,7 @@ class PeerHandler final : public Peer::Service {
   broker::Broker& broker_;
   const config::ClusterConfig& config_;
   std::atomic<std::uint64_t> received_{0};
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace
@@ -114,9 +182,9 @@ struct PeerService::Impl {
 };
 
 PeerService::PeerService(broker::Broker& broker, const config::ClusterConfig& config)
-    : impl_(std::make_unique<Impl>(broker, config)) {
-  listen_ = config.listen;
-}
+    : impl_(std::make_unique<Impl>(broker, config)),
+      listen_(config.listen),
+      max_packet_bytes_(broker.config().limits.max_packet_bytes) {}
 
 PeerService::~PeerService() {
   stop();
@@ -125,6 +193,14 @@ PeerService::~PeerService() {
 std::optional<std::string> PeerService::start(
     std::shared_ptr<grpc::ServerCredentials> credentials) {
   grpc::ServerBuilder builder;
+  // Two processes on one cluster.listen would share its connections and
+  // take each other's messages: the second must fail to start instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // A batch of forwarded messages: forwarder.cpp keeps it under
+  // Forwarder::kMostBatchBytes, or sends one larger message alone.
+  const std::uint64_t most = std::max<std::uint64_t>(max_packet_bytes_ + (1u << 20), 64u << 20);
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<std::uint64_t>(most, std::numeric_limits<int>::max())));
   int port = 0;
   builder.AddListeningPort(listen_, std::move(credentials), &port);
   builder.RegisterService(&impl_->handler);
@@ -136,6 +212,7 @@ std::optional<std::string> PeerService::start(
 }
 
 void PeerService::stop() {
+  impl_->handler.stop();
   if (!impl_->server) return;
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   impl_->server.reset();

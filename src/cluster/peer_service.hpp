@@ -4,6 +4,7 @@
 // once routed and stored where they had to be.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +32,7 @@ class PeerService {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::string listen_;
+  std::uint64_t max_packet_bytes_;
 };
 
 }  // namespace sluice::cluster

@@ -627,8 +627,13 @@ void read_cluster(const YAML::Node& node, ClusterConfig& c, const StorageConfig&
     fail("node_id", "expected 1 to 64 of A-Z a-z 0-9 _ . -, got '" + c.node_id + "'");
   if (!parse_listen_address(c.listen)) fail("listen", "expected HOST:PORT, got '" + c.listen + "'");
   if (c.advertise.empty()) c.advertise = c.listen;
-  if (!parse_listen_address(c.advertise))
-    fail("advertise", "expected HOST:PORT, got '" + c.advertise + "'");
+  const auto advertised = parse_listen_address(c.advertise);
+  if (!advertised || advertised->port == 0 || advertised->host == "0.0.0.0" ||
+      advertised->host == "::" || advertised->host.empty()) {
+    fail(c.advertise == c.listen ? "listen" : "advertise",
+         "expected the HOST:PORT other nodes dial (not a wildcard host or port 0), got '" +
+             c.advertise + "'" + (c.advertise == c.listen ? "; set advertise" : ""));
+  }
   const bool tls = !c.cert_file.empty() || !c.key_file.empty() || !c.ca_file.empty();
   if (tls && (c.cert_file.empty() || c.key_file.empty() || c.ca_file.empty()))
     fail("cert_file", "mutual TLS between nodes needs cert_file, key_file and ca_file");

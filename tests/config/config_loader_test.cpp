@@ -292,6 +292,14 @@ TEST(ConfigLoader, ClusterIsReadAndChecked) {
                         "etcd: {endpoints: ['http://']}}\n")
                 .find("endpoints: expected HOST:PORT"),
             std::string::npos);
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, insecure: true, "
+                        "listen: '0.0.0.0:7000', etcd: {endpoints: [x:1]}}\n")
+                .find("key 'cluster.listen': expected the HOST:PORT other nodes dial"),
+            std::string::npos);
+  EXPECT_EQ(parse_ok("cluster: {enabled: true, node_id: a, insecure: true, listen: "
+                     "'0.0.0.0:7000', advertise: '10.0.0.5:7000', etcd: {endpoints: [x:1]}}\n")
+                .cluster.advertise,
+            "10.0.0.5:7000");
   EXPECT_NE(parse_error("cluster: {enabled: true, bogus: 1}\n").find("bogus"), std::string::npos);
 }
 

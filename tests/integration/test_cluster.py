@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 
+import rawmqtt
 from conftest import props, unique, wait_until
 from paho.mqtt.packettypes import PacketTypes
 
@@ -122,8 +123,11 @@ def test_publish_on_one_node_reaches_a_subscriber_on_another(cluster, clients, q
     subscriber.subscribe(topic.rsplit("/", 1)[0] + "/#", qos=qos)
     publisher = clients(cluster.mqtt(1))
     wait_for_route(publisher, subscriber, topic)
-    for n in range(50):
-        publisher.publish(topic, f"m{n}".encode(), qos=qos)  # waits for PUBACK/PUBCOMP
+    # All in flight at once, so that reordering on the way would show.
+    sent = [publisher.publish(topic, f"m{n}".encode(), qos=qos, wait=False) for n in range(50)]
+    if qos > 0:
+        wait_until(lambda: all(publisher.is_published(info.mid) for info in sent),
+                   what="every PUBACK/PUBCOMP")
     received = subscriber.receive_n(50)
     assert [m.payload for m in received] == [f"m{n}".encode() for n in range(50)]  # in order
     assert {m.qos for m in received} == {qos}
@@ -194,11 +198,48 @@ def test_cluster_api_lists_every_node(cluster):
     assert 'sluice_cluster_node_up{node="n2"} 1' in text
 
 
+def node_status(cluster, asking, node_id):
+    return [n["status"] for n in cluster.api(asking, "cluster/nodes")["data"]
+            if n["id"] == node_id]
+
+
+def test_an_unconfirmed_forward_fails_the_puback_and_the_node_rejoins(cluster, clients):
+    """Node 2 stops answering (SIGSTOP) with a subscriber of node 1's topic:
+    node 1 cannot promise the message, so a 5.0 publisher gets 0x83, not a
+    PUBACK for a message nobody took. Continued, node 2 finds its lease
+    lost, joins again, and its subscriber is reached again."""
+    topic = unique("stalled") + "/s"
+    subscriber = clients(cluster.mqtt(2))
+    subscriber.subscribe(topic, qos=1)
+    probe = clients(cluster.mqtt(1))
+    wait_for_route(probe, subscriber, topic)
+    publisher = rawmqtt.connected(cluster.mqtt(1), unique("raw-publisher"))
+    os.kill(cluster.nodes[2]["pid"], signal.SIGSTOP)
+    try:
+        publisher.send(rawmqtt.publish(topic, b"unconfirmed", qos=1, packet_id=7))
+        ack = publisher.receive_type(rawmqtt.PUBACK, timeout=30)
+        assert ack.packet_id == 7
+        assert ack.body[2] == 0x83, ack
+        # Continued only once its lease ran out, so that it has lost it.
+        wait_until(lambda: node_status(cluster, 1, "n2") == ["down"], timeout=30,
+                   what="node 2 seen down")
+    finally:
+        os.kill(cluster.nodes[2]["pid"], signal.SIGCONT)
+        publisher.close()
+    wait_until(lambda: "event=cluster_lease_lost" in cluster.log(2), timeout=30,
+               what="node 2 noticing its lease was lost")
+    wait_until(lambda: node_status(cluster, 1, "n2") == ["up"], timeout=30,
+               what="node 2 up again")
+    wait_for_route(probe, subscriber, topic)
+    probe.publish(topic, b"after rejoining", qos=1)
+    assert subscriber.receive().payload == b"after rejoining"
+
+
 def test_a_killed_node_is_seen_down_and_the_rest_go_on(cluster, clients):
     # Last in this module: it takes node 3 away.
     cluster.kill(3)
-    wait_until(lambda: [n["status"] for n in cluster.api(1, "cluster/nodes")["data"]
-                        if n["id"] == "n3"] == ["down"], timeout=20, what="node 3 seen down")
+    wait_until(lambda: node_status(cluster, 1, "n3") == ["down"], timeout=20,
+               what="node 3 seen down")
     topic = unique("after") + "/k"
     subscriber = clients(cluster.mqtt(2))
     subscriber.subscribe(topic, qos=1)
