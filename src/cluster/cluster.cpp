@@ -4,16 +4,15 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "broker/broker.hpp"
 #include "cluster/etcd_client.hpp"
+#include "cluster/file_text.hpp"
 #include "cluster/forwarder.hpp"
 #include "cluster/keys.hpp"
 #include "cluster/managed_etcd.hpp"
@@ -27,15 +26,6 @@ namespace sluice::cluster {
 namespace {
 
 using json = nlohmann::json;
-
-bool read_file(const std::string& path, std::string& out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream text;
-  text << in.rdbuf();
-  out = text.str();
-  return true;
-}
 
 // Mutual TLS between nodes, or clear text under cluster.insecure.
 struct Credentials {
@@ -53,9 +43,9 @@ std::optional<std::string> make_credentials(const config::ClusterConfig& c, Cred
     return std::nullopt;
   }
   std::string ca, cert, key;
-  if (!read_file(c.ca_file, ca)) return "cannot read cluster.ca_file " + c.ca_file;
-  if (!read_file(c.cert_file, cert)) return "cannot read cluster.cert_file " + c.cert_file;
-  if (!read_file(c.key_file, key)) return "cannot read cluster.key_file " + c.key_file;
+  if (!read_file_text(c.ca_file, ca)) return "cannot read cluster.ca_file " + c.ca_file;
+  if (!read_file_text(c.cert_file, cert)) return "cannot read cluster.cert_file " + c.cert_file;
+  if (!read_file_text(c.key_file, key)) return "cannot read cluster.key_file " + c.key_file;
   grpc::SslServerCredentialsOptions server(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   server.pem_root_certs = ca;

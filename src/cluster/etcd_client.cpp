@@ -5,11 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
+#include "cluster/file_text.hpp"
 #include "etcd.grpc.pb.h"
 
 namespace sluice::cluster {
@@ -30,15 +29,6 @@ std::string prefix_end(const std::string& prefix) {
 }
 
 namespace {
-
-bool read_file(const std::string& path, std::string& out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream text;
-  text << in.rdbuf();
-  out = text.str();
-  return true;
-}
 
 bool is_ipv4_endpoint(const std::string& endpoint) {
   const auto colon = endpoint.rfind(':');
@@ -103,10 +93,11 @@ EtcdClient::EtcdClient(const Options& options) : impl_(std::make_unique<Impl>())
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   if (!options.ca_file.empty()) {
     grpc::SslCredentialsOptions ssl;
-    if (!read_file(options.ca_file, ssl.pem_root_certs)) {
+    if (!read_file_text(options.ca_file, ssl.pem_root_certs)) {
       setup_error_ = "cannot read cluster.etcd.ca_file " + options.ca_file;
-    } else if (!options.cert_file.empty() && (!read_file(options.cert_file, ssl.pem_cert_chain) ||
-                                              !read_file(options.key_file, ssl.pem_private_key))) {
+    } else if (!options.cert_file.empty() &&
+               (!read_file_text(options.cert_file, ssl.pem_cert_chain) ||
+                !read_file_text(options.key_file, ssl.pem_private_key))) {
       setup_error_ = "cannot read cluster.etcd.cert_file or key_file";
     }
     credentials = grpc::SslCredentials(ssl);
