@@ -458,6 +458,14 @@ int run(const Config& config, const Options& options) {
   // publishes forwarded from other nodes are posted to (they wait there
   // until the workers run).
   sluice::net::Server server(broker);
+  // Whatever way main leaves from here, the cluster stops before the server
+  // (the mailbox its gRPC server posts to) is destroyed.
+  struct StopCluster {
+    std::optional<sluice::cluster::Cluster>& cluster;
+    ~StopCluster() {
+      if (cluster) cluster->stop();
+    }
+  } stop_cluster{cluster};
   if (cluster) {
     admin_api.set_cluster_view([&cluster] { return cluster->view(); });
     // Before the listeners: a node takes clients once it knows the others' filters.
@@ -470,6 +478,8 @@ int run(const Config& config, const Options& options) {
     spdlog::error("event=start_failed error=\"{}\"", *error);
     return 1;
   }
+  // The workers run: what other nodes forward can be routed from now on.
+  if (cluster) cluster->accept_forwards();
   admin_api.set_listener_connections([&server] { return server.listener_connections(); });
   const auto ports = server.bound_ports();
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {

@@ -598,12 +598,17 @@ void ClientProtocol::acknowledge_after_nodes(store::WriteBatch&& batch, QoS qos,
                                              std::function<void(bool durable)> also,
                                              std::shared_ptr<RemoteAcks> remote) {
   const std::uint64_t id = deferred_acks().defer(*publish_ack(qos, packet_id, reason));
-  remote->when_done([weak = std::weak_ptr<AckQueue>(acks_), id, qos, packet_id, shard = &shard_,
+  remote->when_done([weak = std::weak_ptr<AckQueue>(acks_), id, qos, packet_id,
+                     v5 = mqtt::is_v5(version_), shard = &shard_,
                      session_id = session_->id()](bool all_ok) {
-    if (!all_ok && qos == QoS::kExactlyOnce) {
-      // Not promised, so not received: the client sends it again (3.x) or
-      // may reuse the id (5.0, after a failed PUBREC), and neither must be
-      // taken for a duplicate of this one, in memory or after a restart.
+    const auto acks = weak.lock();
+    if (!all_ok && qos == QoS::kExactlyOnce && v5 && acks) {
+      // A 5.0 client told 0x83 may reuse the id for a new message, which must
+      // not be taken for a resend of this one, in memory or after a restart.
+      // Only while this connection lasts: the id cannot have been completed
+      // and reused meanwhile, since its PUBREC is still waiting here. (3.x
+      // is disconnected and sends the same message again under the same id:
+      // kept, so the nodes that had it do not get it twice.)
       Session* session = shard->find_session_by_id(session_id);
       if (session != nullptr && session->release_inbound_qos2(packet_id) && session->stored() &&
           shard->has_store()) {
@@ -612,7 +617,7 @@ void ClientProtocol::acknowledge_after_nodes(store::WriteBatch&& batch, QoS qos,
                           nullptr);
       }
     }
-    if (const auto acks = weak.lock()) acks->complete(id, all_ok);
+    if (acks) acks->complete(id, all_ok);
   });
   remote->expect();  // this node's own write
   if (batch.empty()) {

@@ -276,7 +276,12 @@ struct Cluster::Impl {
     } else {
       result = etcd->put(keys::node(cluster.node_id), node_value(), granted);
     }
-    if (!result.ok) return result;
+    if (!result.ok) {
+      // Revoked so that a write that did happen (its answer lost) goes with
+      // it, rather than leave this node's key held by a lease nobody renews.
+      etcd->revoke_lease(granted);
+      return result;
+    }
     {
       std::lock_guard lock(mutex);
       lease = granted;
@@ -368,7 +373,12 @@ std::optional<std::string> Cluster::start() {
   // within its lease): wait for that lease to run out. Held for longer than
   // a lease, it is another process's: two nodes with one id would take each
   // other's messages, so this one does not start.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  // etcd lets a lease live past its TTL when its leader changes (a cluster
+  // starting up), so "held longer than a lease" means two TTLs and more.
+  const auto held_too_long = std::chrono::seconds(2 * cluster.lease_ttl_s + 5);
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::max<std::chrono::seconds>(std::chrono::seconds(60),
+                                                       held_too_long + std::chrono::seconds(5));
   std::optional<std::chrono::steady_clock::time_point> taken_since;
   EtcdResult joined;
   while (true) {
@@ -377,7 +387,7 @@ std::optional<std::string> Cluster::start() {
     if (joined.ok) break;
     const auto now = std::chrono::steady_clock::now();
     if (taken && !taken_since) taken_since = now;
-    if (taken && now - *taken_since > std::chrono::seconds(cluster.lease_ttl_s + 2))
+    if (taken && now - *taken_since > held_too_long)
       return "another node has cluster.node_id " + cluster.node_id + ": " + joined.error;
     if (now >= deadline) return "cannot join the cluster through etcd: " + joined.error;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
@@ -402,6 +412,10 @@ std::optional<std::string> Cluster::start() {
   spdlog::info("event=cluster_joined node={} lease={} nodes={} advertise={}", cluster.node_id,
                lease, c.nodes.size() + 1, cluster.advertise);
   return std::nullopt;
+}
+
+void Cluster::accept_forwards() {
+  if (impl_->service) impl_->service->accept();
 }
 
 void Cluster::leave() {

@@ -35,6 +35,9 @@ class Cluster {
   // membership lease, announces this node and its filters, learns the
   // others', and serves gRPC. An error stops start-up.
   std::optional<std::string> start();
+  // The workers run: forwards from other nodes are taken from now on (until
+  // then they are refused, and fail on their senders' side).
+  void accept_forwards();
   // Takes this node's keys out of etcd (the others stop forwarding to it).
   void leave();
   void stop();

@@ -80,9 +80,10 @@ std::optional<std::string> ManagedEtcd::spawn() {
     if (::getppid() != parent) ::_exit(1);  // the parent died already
     ::dup2(log, STDOUT_FILENO);
     ::dup2(log, STDERR_FILENO);
-    // Nothing else of sluice's: a client socket held open by etcd would
-    // never see the end sluice gave it.
-    ::close_range(3, ~0U, 0);
+    // Nothing else of sluice's survives the exec: a client socket held open
+    // by etcd would never see the end sluice gave it. (Marked, not closed:
+    // the pipe that reports a failed exec must stay open until then.)
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     ::setpgid(0, 0);  // a terminal's Ctrl-C goes to sluice, which stops it in turn
     sigset_t none;
     sigemptyset(&none);

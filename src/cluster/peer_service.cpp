@@ -9,6 +9,7 @@
 #include <future>
 #include <limits>
 
+#include "broker/queue_gateway.hpp"
 #include "broker/shard.hpp"
 #include "mqtt/byte_reader.hpp"
 #include "mqtt/byte_writer.hpp"
@@ -36,8 +37,11 @@ std::uint32_t code(mqtt::ReasonCode reason) {
 broker::MessagePtr to_message(const ForwardedMessage& m, broker::Clock::time_point now,
                               const config::Config& config, std::uint32_t& reason) {
   const std::string& topic = m.topic();
-  if (!mqtt::check_topic_name(topic).ok() || mqtt::check_utf8(topic) != mqtt::Utf8Check::kValid ||
-      mqtt::is_sys_topic(topic) || mqtt::topic_levels(topic) > config.limits.max_topic_levels) {
+  // Queue addresses ($queue/, $stream/) are not forwarded this way either.
+  if (topic.size() > 0xFFFF || !mqtt::check_topic_name(topic).ok() ||
+      mqtt::check_utf8(topic) != mqtt::Utf8Check::kValid || mqtt::is_sys_topic(topic) ||
+      broker::QueueGateway::addresses(topic) ||
+      mqtt::topic_levels(topic) > config.limits.max_topic_levels) {
     reason = code(mqtt::ReasonCode::kTopicNameInvalid);
     return nullptr;
   }
@@ -55,8 +59,14 @@ broker::MessagePtr to_message(const ForwardedMessage& m, broker::Clock::time_poi
     mqtt::Properties properties;
     mqtt::read_properties(reader, mqtt::PropertyContext::kPublish, properties);
     if (!reader.ok() || !reader.at_end() || properties.topic_alias ||
-        !properties.subscription_identifiers.empty() || properties.message_expiry_interval) {
+        !properties.subscription_identifiers.empty() || properties.message_expiry_interval ||
+        (properties.response_topic && mqtt::has_wildcard(*properties.response_topic))) {
       reason = code(mqtt::ReasonCode::kMalformedPacket);
+      return nullptr;
+    }
+    if (properties.payload_format_indicator == 1 &&
+        mqtt::check_utf8(m.payload()) != mqtt::Utf8Check::kValid) {
+      reason = code(mqtt::ReasonCode::kPayloadFormatInvalid);
       return nullptr;
     }
     mqtt::encode_shared_properties(properties, message->encoded_properties);
@@ -81,6 +91,9 @@ struct Answers {
   std::vector<std::uint32_t> reasons;
   std::size_t left = 0;
   std::promise<void> done;
+  // The call gave up (timed out, cancelled, stopping): its sender counts the
+  // messages as failed, so what is not routed yet must not be routed late.
+  std::atomic<bool> abandoned{false};
 };
 
 using Indexed = std::vector<std::pair<std::size_t, broker::MessagePtr>>;
@@ -95,7 +108,7 @@ class PeerHandler final : public Peer::Service {
     const auto count = static_cast<std::size_t>(request->messages_size());
     if (count == 0) return grpc::Status::OK;
     broker::Mailbox* mailbox = broker_.mailbox();
-    if (mailbox == nullptr || stopping_.load())
+    if (mailbox == nullptr || !accepting_.load() || stopping_.load())
       return {grpc::StatusCode::UNAVAILABLE, "this node is not taking messages"};
     auto answers = std::make_shared<Answers>();
     answers->reasons.assign(count, kRouted);
@@ -124,12 +137,15 @@ class PeerHandler final : public Peer::Service {
                                           std::chrono::milliseconds(config_.forward_timeout_ms));
     while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
       if (context->IsCancelled() || stopping_.load() ||
-          std::chrono::system_clock::now() >= deadline)
+          std::chrono::system_clock::now() >= deadline) {
+        answers->abandoned.store(true);
         return {grpc::StatusCode::DEADLINE_EXCEEDED, "not routed in time"};
+      }
     }
     return answer(*answers, reply);
   }
 
+  void accept() { accepting_.store(true); }
   void stop() { stopping_.store(true); }
   std::uint64_t received() const { return received_.load(std::memory_order_relaxed); }
 
@@ -143,6 +159,7 @@ class PeerHandler final : public Peer::Service {
   // On the worker's thread; the answers come on it too (write_then).
   static void route(broker::Shard& shard, const Indexed& messages,
                     const std::shared_ptr<Answers>& answers) {
+    if (answers->abandoned.load()) return;
     for (const auto& [i, message] : messages) {
       const auto answer = [answers, i = i](std::uint32_t reason) {
         answers->reasons[i] = reason;
@@ -169,6 +186,7 @@ class PeerHandler final : public Peer::Service {
   broker::Broker& broker_;
   const config::ClusterConfig& config_;
   std::atomic<std::uint64_t> received_{0};
+  std::atomic<bool> accepting_{false};
   std::atomic<bool> stopping_{false};
 };
 
@@ -209,6 +227,10 @@ std::optional<std::string> PeerService::start(
     return "cannot listen on cluster.listen " + listen_ + " (in use, or not an address here)";
   spdlog::info("event=cluster_listening address={}", listen_);
   return std::nullopt;
+}
+
+void PeerService::accept() {
+  impl_->handler.accept();
 }
 
 void PeerService::stop() {

@@ -25,6 +25,8 @@ class PeerService {
 
   // Binds config.listen; an error when it cannot.
   std::optional<std::string> start(std::shared_ptr<grpc::ServerCredentials> credentials);
+  // Forwards are refused (UNAVAILABLE) until the workers run.
+  void accept();
   void stop();
   std::uint64_t received() const;
 
