@@ -49,6 +49,10 @@ class TargetSink {
  public:
   virtual ~TargetSink() = default;
   virtual void deliver(std::uint32_t shard, const TargetRef& to, Delivery&& delivery) = 0;
+  // Every target of this kind there is, for what goes to all of them
+  // whoever subscribes (the cluster: every other node, for retained
+  // messages). From any worker thread.
+  virtual void all_targets(std::vector<TargetRef>&) const {}
 };
 
 class Broker {

@@ -197,6 +197,29 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
     }
     routed_.push_back({target.ref, std::move(delivery)});
   }
+  // A retained message is every node's: each keeps it for its own future
+  // subscribers, so it goes to the nodes that have no subscriber for it too.
+  if (!message->forwarded && !sys_topic && retains(*message)) {
+    if (const TargetSink* nodes = broker_.sink(TargetKind::kNode)) {
+      std::vector<TargetRef> all;
+      nodes->all_targets(all);
+      for (const TargetRef& node : all) {
+        const bool routed_there = std::any_of(
+            routed_.begin(), routed_.end(), [&](const RemoteDelivery& d) { return d.to == node; });
+        if (routed_there) continue;
+        Delivery forward;
+        forward.message = message;
+        forward.qos = message->qos;
+        forward.retain = true;
+        if (message->qos != mqtt::QoS::kAtMostOnce) {
+          if (!routed.remote) routed.remote = std::make_shared<RemoteAcks>();
+          routed.remote->expect();
+          forward.listener = routed.remote.get();
+        }
+        routed_.push_back({node, std::move(forward)});
+      }
+    }
+  }
   if (holders != 0) {
     message->store_refs.set(holders);
     batch.add(store::WriteBatch::PutMessage{store_id, to_record(*message)});

@@ -247,6 +247,14 @@ void Forwarder::deliver(std::uint32_t shard, const broker::TargetRef& to,
   broker::Session::settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
 }
 
+void Forwarder::all_targets(std::vector<broker::TargetRef>& out) const {
+  std::shared_lock lock(mutex_);
+  for (std::size_t number = 0; number < links_.size(); ++number) {
+    if (links_[number])
+      out.push_back({0, 0, static_cast<std::uint16_t>(number), broker::TargetKind::kNode});
+  }
+}
+
 void Forwarder::add(std::uint16_t number, const std::string& node_id, const std::string& address) {
   auto link = std::make_shared<PeerLink>(broker_, config_, node_id, address, credentials_);
   std::shared_ptr<PeerLink> old;

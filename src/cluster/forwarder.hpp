@@ -36,6 +36,8 @@ class Forwarder final : public broker::TargetSink {
   // On a worker thread.
   void deliver(std::uint32_t shard, const broker::TargetRef& to,
                broker::Delivery&& delivery) override;
+  // Every node there is a link to.
+  void all_targets(std::vector<broker::TargetRef>& out) const override;
 
   // The node numbered `number` (TargetRef::node) is at `address`; replaces
   // any link it had. A node that is gone: remove, which fails what its link

@@ -186,6 +186,24 @@ def test_offline_persistent_session_gets_what_other_nodes_published(cluster, cli
     assert received == [f"while away {n}".encode() for n in range(20)]
 
 
+def test_a_retained_message_is_every_nodes(cluster, clients):
+    """Retained on node 1 with no subscriber anywhere: its PUBACK waits until
+    every node stored it, so a subscriber that comes to node 3 afterwards
+    gets it; cleared on node 2, it is gone from node 3 too."""
+    topic = unique("retained") + "/r"
+    publisher = clients(cluster.mqtt(1))
+    publisher.publish(topic, b"kept everywhere", qos=1, retain=True)
+    late = clients(cluster.mqtt(3))
+    late.subscribe(topic, qos=1)
+    message = late.receive()
+    assert (message.payload, message.retain) == (b"kept everywhere", True)
+    clearer = clients(cluster.mqtt(2))
+    clearer.publish(topic, b"", qos=1, retain=True)
+    later = clients(cluster.mqtt(3))
+    later.subscribe(topic, qos=1)
+    later.expect_nothing(within=1.0)
+
+
 def test_cluster_api_lists_every_node(cluster):
     nodes = cluster.api(1, "cluster/nodes")["data"]
     assert sorted(n["id"] for n in nodes) == ["n1", "n2", "n3"]
