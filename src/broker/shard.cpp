@@ -159,23 +159,26 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
   std::uint64_t store_id = 0;
   std::uint32_t holders = 0;
   std::size_t receivers = 0;
+  // The message as it goes to another node, which routes it again there.
+  const auto forward_to = [&](TargetRef node) {
+    Delivery forward;
+    forward.message = message;
+    forward.qos = message->qos;
+    forward.retain = message->retain;
+    if (message->qos != mqtt::QoS::kAtMostOnce) {
+      // The publisher's acknowledgement waits for that node's (remote_acks.hpp).
+      if (!routed.remote) routed.remote = std::make_shared<RemoteAcks>();
+      routed.remote->expect();
+      forward.listener = routed.remote.get();
+    }
+    routed_.push_back({node, std::move(forward)});
+  };
   for (Target& target : targets_) {
     if (target.ref.kind == TargetKind::kNode) {
-      // Another node has subscribers: it matches the message again there. A
-      // message that came from a node goes to no node again, and each node's
-      // $SYS topics are its own.
+      // Another node has subscribers. A message that came from a node goes
+      // to no node again, and each node's $SYS topics are its own.
       if (message->forwarded || sys_topic) continue;
-      Delivery forward;
-      forward.message = message;
-      forward.qos = message->qos;
-      forward.retain = message->retain;
-      if (message->qos != mqtt::QoS::kAtMostOnce) {
-        // The publisher's acknowledgement waits for that node's (remote_acks.hpp).
-        if (!routed.remote) routed.remote = std::make_shared<RemoteAcks>();
-        routed.remote->expect();
-        forward.listener = routed.remote.get();
-      }
-      routed_.push_back({target.ref, std::move(forward)});
+      forward_to(target.ref);
       ++receivers;
       continue;
     }
@@ -206,17 +209,7 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
       for (const TargetRef& node : all) {
         const bool routed_there = std::any_of(
             routed_.begin(), routed_.end(), [&](const RemoteDelivery& d) { return d.to == node; });
-        if (routed_there) continue;
-        Delivery forward;
-        forward.message = message;
-        forward.qos = message->qos;
-        forward.retain = true;
-        if (message->qos != mqtt::QoS::kAtMostOnce) {
-          if (!routed.remote) routed.remote = std::make_shared<RemoteAcks>();
-          routed.remote->expect();
-          forward.listener = routed.remote.get();
-        }
-        routed_.push_back({node, std::move(forward)});
+        if (!routed_there) forward_to(node);
       }
     }
   }
