@@ -147,16 +147,6 @@ EtcdResult EtcdClient::erase(const std::string& key) {
   return from_status(impl_->kv->DeleteRange(&context, request, &response), "delete");
 }
 
-EtcdResult EtcdClient::erase_prefix(const std::string& prefix) {
-  pb::DeleteRangeRequest request;
-  request.set_key(prefix);
-  request.set_range_end(prefix_end(prefix));
-  pb::DeleteRangeResponse response;
-  grpc::ClientContext context;
-  impl_->set_deadline(context);
-  return from_status(impl_->kv->DeleteRange(&context, request, &response), "delete");
-}
-
 EtcdResult EtcdClient::get_prefix(const std::string& prefix, Range& out) {
   pb::RangeRequest request;
   request.set_key(prefix);
@@ -170,21 +160,6 @@ EtcdResult EtcdClient::get_prefix(const std::string& prefix, Range& out) {
   for (const pb::KeyValue& kv : response.kvs())
     out.kvs.push_back(from_pb(kv));
   out.revision = response.header().revision();
-  return result;
-}
-
-EtcdResult EtcdClient::get(const std::string& key, std::optional<KeyValue>& out,
-                           std::int64_t* revision) {
-  pb::RangeRequest request;
-  request.set_key(key);
-  pb::RangeResponse response;
-  grpc::ClientContext context;
-  impl_->set_deadline(context);
-  EtcdResult result = from_status(impl_->kv->Range(&context, request, &response), "range");
-  if (!result.ok) return result;
-  out.reset();
-  if (response.kvs_size() > 0) out = from_pb(response.kvs(0));
-  if (revision != nullptr) *revision = response.header().revision();
   return result;
 }
 
@@ -214,23 +189,6 @@ EtcdResult EtcdClient::compare_and_put(const std::string& key, std::int64_t expe
     if (op.has_response_range() && op.response_range().kvs_size() > 0)
       current = from_pb(op.response_range().kvs(0));
   }
-  return result;
-}
-
-EtcdResult EtcdClient::compare_and_erase(const std::string& key, std::int64_t expected_mod_revision,
-                                         bool& won) {
-  pb::TxnRequest request;
-  pb::Compare* compare = request.add_compare();
-  compare->set_key(key);
-  compare->set_target(pb::Compare::MOD);
-  compare->set_result(pb::Compare::EQUAL);
-  compare->set_mod_revision(expected_mod_revision);
-  request.add_success()->mutable_request_delete_range()->set_key(key);
-  pb::TxnResponse response;
-  grpc::ClientContext context;
-  impl_->set_deadline(context);
-  EtcdResult result = from_status(impl_->kv->Txn(&context, request, &response), "txn");
-  if (result.ok) won = response.succeeded();
   return result;
 }
 
@@ -307,7 +265,7 @@ void EtcdClient::stop_keepalive() {
   if (impl_->keepalive_thread.joinable()) impl_->keepalive_thread.join();
 }
 
-int EtcdClient::watch_prefix(const std::string& prefix, Snapshot snapshot, Events events) {
+void EtcdClient::watch_prefix(const std::string& prefix, Snapshot snapshot, Events events) {
   std::lock_guard lock(impl_->mutex);
   impl_->stopping_watches = false;
   impl_->watch_threads.emplace_back([this, prefix, snapshot = std::move(snapshot),
@@ -379,7 +337,6 @@ int EtcdClient::watch_prefix(const std::string& prefix, Snapshot snapshot, Event
       backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
     }
   });
-  return static_cast<int>(impl_->watch_threads.size());
 }
 
 void EtcdClient::cancel_watches() {

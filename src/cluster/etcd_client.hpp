@@ -53,15 +53,12 @@ class EtcdClient {
 
   EtcdResult put(const std::string& key, const std::string& value, std::int64_t lease = 0);
   EtcdResult erase(const std::string& key);
-  EtcdResult erase_prefix(const std::string& prefix);
 
   struct Range {
     std::vector<KeyValue> kvs;
     std::int64_t revision = 0;  // the store's revision the answer was read at
   };
   EtcdResult get_prefix(const std::string& prefix, Range& out);
-  EtcdResult get(const std::string& key, std::optional<KeyValue>& out,
-                 std::int64_t* revision = nullptr);
 
   // Puts `key` = `value` (under `lease`) only if the key's mod revision is
   // `expected_mod_revision` (0: only if the key does not exist). `won` tells
@@ -70,9 +67,6 @@ class EtcdClient {
   EtcdResult compare_and_put(const std::string& key, std::int64_t expected_mod_revision,
                              const std::string& value, std::int64_t lease, bool& won,
                              std::optional<KeyValue>& current);
-  // Deletes `key` only if its mod revision is `expected_mod_revision`.
-  EtcdResult compare_and_erase(const std::string& key, std::int64_t expected_mod_revision,
-                               bool& won);
 
   EtcdResult grant_lease(std::int64_t ttl_s, std::int64_t& lease_id);
   EtcdResult revoke_lease(std::int64_t lease_id);
@@ -90,10 +84,10 @@ class EtcdClient {
   // broken stream the watch resumes from the revision after the last one it
   // delivered, so nothing is missed or repeated; when etcd compacted that
   // revision away, `snapshot` gets the whole prefix again. Both run on the
-  // watch's thread. Returns a handle for cancel_watch.
+  // watch's thread.
   using Snapshot = std::function<void(const Range& range)>;
   using Events = std::function<void(const std::vector<WatchEvent>& events, std::int64_t revision)>;
-  int watch_prefix(const std::string& prefix, Snapshot snapshot, Events events);
+  void watch_prefix(const std::string& prefix, Snapshot snapshot, Events events);
   void cancel_watches();
 
  private:

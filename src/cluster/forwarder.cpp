@@ -243,7 +243,6 @@ void Forwarder::deliver(std::uint32_t shard, const broker::TargetRef& to,
   }
   if (link) return link->enqueue(shard, std::move(delivery));
   // The node left between matching and now.
-  unroutable_.fetch_add(1, std::memory_order_relaxed);
   broker::Session::settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
 }
 

@@ -8,7 +8,6 @@
 // are settled on that publisher's worker (broker/remote_acks.hpp).
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
@@ -55,7 +54,6 @@ class Forwarder final : public broker::TargetSink {
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
   mutable std::shared_mutex mutex_;
   std::vector<std::shared_ptr<PeerLink>> links_;  // by node number
-  std::atomic<std::uint64_t> unroutable_{0};
 };
 
 }  // namespace sluice::cluster

@@ -116,13 +116,21 @@ def wait_for_route(publisher, subscriber, topic):
     raise AssertionError(f"no route to the subscriber of {topic} after 15 s")
 
 
+def routed_pair(cluster, clients, publisher_node, subscriber_node, topic, qos=1, filter=None):
+    """A subscriber to `filter` (default `topic`) on one node and a publisher on
+    another, returned once the subscription's route reached the publisher's node."""
+    subscriber = clients(cluster.mqtt(subscriber_node))
+    subscriber.subscribe(filter or topic, qos=qos)
+    publisher = clients(cluster.mqtt(publisher_node))
+    wait_for_route(publisher, subscriber, topic)
+    return publisher, subscriber
+
+
 @pytest.mark.parametrize("qos", [0, 1, 2])
 def test_publish_on_one_node_reaches_a_subscriber_on_another(cluster, clients, qos):
     topic = unique("cross") + "/t"
-    subscriber = clients(cluster.mqtt(2))
-    subscriber.subscribe(topic.rsplit("/", 1)[0] + "/#", qos=qos)
-    publisher = clients(cluster.mqtt(1))
-    wait_for_route(publisher, subscriber, topic)
+    publisher, subscriber = routed_pair(cluster, clients, 1, 2, topic, qos=qos,
+                                        filter=topic.rsplit("/", 1)[0] + "/#")
     # All in flight at once, so that reordering on the way would show.
     sent = [publisher.publish(topic, f"m{n}".encode(), qos=qos, wait=False) for n in range(50)]
     if qos > 0:
@@ -135,10 +143,7 @@ def test_publish_on_one_node_reaches_a_subscriber_on_another(cluster, clients, q
 
 def test_properties_cross_nodes(cluster, clients):
     topic = unique("props") + "/x"
-    subscriber = clients(cluster.mqtt(3))
-    subscriber.subscribe(topic, qos=1, options=None)
-    publisher = clients(cluster.mqtt(1))
-    wait_for_route(publisher, subscriber, topic)
+    publisher, subscriber = routed_pair(cluster, clients, 1, 3, topic, qos=1)
     properties = props(PacketTypes.PUBLISH, ContentType="text/plain", ResponseTopic="reply/here",
                        CorrelationData=b"\x01\x02", UserProperty=[("k", "v")],
                        MessageExpiryInterval=60)
@@ -259,9 +264,6 @@ def test_a_killed_node_is_seen_down_and_the_rest_go_on(cluster, clients):
     wait_until(lambda: node_status(cluster, 1, "n3") == ["down"], timeout=20,
                what="node 3 seen down")
     topic = unique("after") + "/k"
-    subscriber = clients(cluster.mqtt(2))
-    subscriber.subscribe(topic, qos=1)
-    publisher = clients(cluster.mqtt(1))
-    wait_for_route(publisher, subscriber, topic)
+    publisher, subscriber = routed_pair(cluster, clients, 1, 2, topic, qos=1)
     publisher.publish(topic, b"still here", qos=1)
     assert subscriber.receive().payload == b"still here"

@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 from conftest import unique
-from test_cluster import Cluster, wait_for_route
+from test_cluster import Cluster, routed_pair
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -64,10 +64,7 @@ def make_foreign_certificate(directory):
 
 def test_publishes_cross_nodes_over_mutual_tls(cluster, clients):
     topic = unique("tls") + "/t"
-    subscriber = clients(cluster.mqtt(2))
-    subscriber.subscribe(topic, qos=1)
-    publisher = clients(cluster.mqtt(1))
-    wait_for_route(publisher, subscriber, topic)
+    publisher, subscriber = routed_pair(cluster, clients, 1, 2, topic, qos=1)
     publisher.publish(topic, b"over mTLS", qos=1)
     assert subscriber.receive().payload == b"over mTLS"
     assert "event=cluster_insecure" not in cluster.log(1)
