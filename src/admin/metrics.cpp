@@ -334,6 +334,15 @@ void cluster_metrics(PrometheusText& out, const broker::ClusterView& cluster) {
   out.single("sluice_cluster_lease_losses_total", "counter",
              "Times this node lost its membership lease.",
              static_cast<double>(cluster.lease_losses));
+  out.single("sluice_cluster_sessions_owned", "gauge",
+             "Session keys this node holds in etcd (the sessions it owns).",
+             static_cast<double>(cluster.sessions_owned));
+  out.single("sluice_cluster_session_takeovers_total", "counter",
+             "Sessions other nodes handed over to this one.",
+             static_cast<double>(cluster.takeovers));
+  out.single("sluice_cluster_ownership_conflicts_total", "counter",
+             "Claims of a session that found its key changed by another node first.",
+             static_cast<double>(cluster.ownership_conflicts));
   out.single("sluice_cluster_routes", "gauge", "Filters this node announced to the others.",
              static_cast<double>(cluster.local_routes));
   out.single("sluice_cluster_received_messages_total", "counter",

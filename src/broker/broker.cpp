@@ -2,6 +2,7 @@
 #include "broker/broker.hpp"
 
 #include <functional>
+#include <random>
 
 #include "broker/shard.hpp"
 
@@ -12,6 +13,7 @@ Broker::Broker(config::Config config, std::uint32_t shard_count, std::string ver
       version_(std::move(version)),
       shard_count_(shard_count),
       retained_(config_.limits.max_retained_messages),
+      cluster_id_prefix_((static_cast<std::uint64_t>(std::random_device{}()) & 0xFF'FFFF) << 40),
       started_at_(Clock::now()) {
   index_.set_targets_carry_sessions(config_.limits.queue_full_policy ==
                                     config::QueueFullPolicy::kRefusePublish);

@@ -31,6 +31,7 @@ namespace sluice::broker {
 
 class Shard;
 class QueueGateway;
+class SessionDirectory;
 
 // How a shard hands deliveries to another shard's thread (net::Worker
 // implements it with its inbox).
@@ -80,6 +81,11 @@ class Broker {
   // The durable queues ($queue/...); nullptr: publishes and subscriptions to
   // queue addresses are refused as for an unknown queue.
   void set_queues(QueueGateway* queues) { queues_ = queues; }
+
+  // Who owns which session in a cluster; nullptr (a single node): this one.
+  // Set before the workers start.
+  void set_session_directory(SessionDirectory* directory) { sessions_directory_ = directory; }
+  SessionDirectory* session_directory() const { return sessions_directory_; }
   QueueGateway* queues() const { return queues_; }
 
   void set_mailbox(Mailbox* mailbox) { mailbox_ = mailbox; }
@@ -124,6 +130,12 @@ class Broker {
   // stored queue reads back in the order it was filled.
   std::uint64_t new_message_id() { return next_message_id_.fetch_add(1); }
   void set_next_message_id(std::uint64_t id) { next_message_id_.store(id); }
+  // An id for a publish that leaves this node (Message::cluster_id): a
+  // random prefix per process, then a count, so no two nodes give the same.
+  std::uint64_t new_cluster_id() {
+    return cluster_id_prefix_ |
+           ((next_cluster_id_.fetch_add(1, std::memory_order_relaxed) + 1) & 0xFF'FFFF'FFFFull);
+  }
   std::atomic<std::uint32_t>& connections() { return connections_; }
   std::atomic<std::uint32_t>& sessions() { return sessions_; }
   // Writes the store had acknowledged and lost, found by a recovery at start.
@@ -140,6 +152,7 @@ class Broker {
   std::vector<std::unique_ptr<Shard>> shards_;
   Mailbox* mailbox_ = nullptr;
   QueueGateway* queues_ = nullptr;
+  SessionDirectory* sessions_directory_ = nullptr;
   std::array<TargetSink*, 3> sinks_{};  // by TargetKind (kSession's stays nullptr)
   store::Journal* journal_ = nullptr;
   const auth::Authenticator* auth_ = nullptr;
@@ -147,6 +160,8 @@ class Broker {
   std::atomic<SpanSink*> tracer_{nullptr};
   std::atomic<std::uint64_t> next_session_id_{0};
   std::atomic<std::uint64_t> next_message_id_{1};
+  const std::uint64_t cluster_id_prefix_;
+  std::atomic<std::uint64_t> next_cluster_id_{0};
   std::atomic<std::uint32_t> connections_{0};
   std::atomic<std::uint32_t> sessions_{0};
   std::uint64_t store_lost_writes_ = 0;

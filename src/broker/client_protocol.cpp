@@ -188,6 +188,10 @@ void ClientProtocol::on_administrative_disconnect() {
   disconnect_with(ReasonCode::kAdministrativeAction, "disconnected by an operator");
 }
 
+void ClientProtocol::on_cluster_unavailable() {
+  disconnect_with(ReasonCode::kServerBusy, "this node lost its place in the cluster");
+}
+
 void ClientProtocol::on_writable() {
   if (session_ != nullptr) session_->pump();
 }

@@ -21,6 +21,7 @@
 #include "broker/queue_gateway.hpp"
 #include "broker/remote_acks.hpp"
 #include "broker/session.hpp"
+#include "broker/session_directory.hpp"
 #include "mqtt/decode_error.hpp"
 #include "mqtt/packets.hpp"
 #include "store/write_batch.hpp"
@@ -67,6 +68,9 @@ class ClientProtocol {
   // An operator disconnects the client (admin API): DISCONNECT 0x98 on MQTT
   // 5, then close; its will goes out, as for any end it did not ask for.
   void on_administrative_disconnect();
+  // This node lost its place in the cluster (its etcd lease) and can no
+  // longer prove it owns the session: DISCONNECT 0x89 on MQTT 5, then close.
+  void on_cluster_unavailable();
   // The net layer refuses this connection (its address connects too often):
   // CONNACK 0x9F (3.x: 3, server unavailable), then close.
   void refuse_over_connection_rate(mqtt::ProtocolVersion version);
@@ -104,6 +108,7 @@ class ClientProtocol {
     mqtt::Connect connect;
     bool assigned = false;                    // its client id was made up here
     std::optional<std::string> server_final;  // SCRAM's proof, for the CONNACK
+    bool owned_in_cluster = false;            // the session directory made this node its owner
   };
   // Refuses the CONNECT with `reason` (nearest 3.x return code on 3.x).
   void refuse_connect(mqtt::ProtocolVersion version, mqtt::ReasonCode reason,
@@ -119,6 +124,10 @@ class ClientProtocol {
   // 3. The session: resumed, taken over or made, if it belongs to this
   //    identity. A stored session's record is written before step 4.
   void claim(std::unique_ptr<PendingConnect> pending);
+  //    In a cluster, first made this node's, handed over by the node that
+  //    held it if another did (broker/session_directory.hpp).
+  void claim_in_cluster(SessionDirectory& directory, std::unique_ptr<PendingConnect> pending);
+  void on_cluster_claim(SessionDirectory::Outcome&& outcome);
   void on_session_stored(bool durable, bool session_present);
   // 4. CONNACK, then the session is attached: in-flight messages are resent
   //    and queued ones follow; packets the client sent after CONNECT are read.

@@ -280,7 +280,44 @@ void ClientProtocol::admit(std::unique_ptr<PendingConnect> pending) {
 
 // ---- 3. claim ------------------------------------------------------------------------
 
+void ClientProtocol::claim_in_cluster(SessionDirectory& directory,
+                                      std::unique_ptr<PendingConnect> pending) {
+  SessionDirectory::Request request;
+  request.shard = shard_.index();
+  request.client_id = pending->connect.client_id;
+  if (identity_) request.identity = *identity_;
+  request.clean_start = pending->connect.clean_start;
+  request.stored = connect_expiry_s_ != 0 && shard_.has_store();
+  rare().pending_connect = std::move(pending);
+  link_.hold_input();
+  std::string client_id = request.client_id;
+  directory.claim(std::move(request), [weak = weak_self(), &shard = shard_,
+                                       client_id = std::move(client_id),
+                                       expiry_s = connect_expiry_s_](auto&& outcome) {
+    if (const auto self = weak.lock()) return (*self)->on_cluster_claim(std::move(outcome));
+    // The client left meanwhile: a session handed over here waits for it
+    // offline, its expiry counting from now.
+    Session* session = shard.find_session(client_id);
+    if (session != nullptr && session->owner() == nullptr && !session->offline_since()) {
+      session->set_expiry_s(expiry_s);
+      shard.session_went_offline(*session, Clock::now());
+    }
+  });
+}
+
+void ClientProtocol::on_cluster_claim(SessionDirectory::Outcome&& outcome) {
+  std::unique_ptr<PendingConnect> pending = take_pending_connect();
+  if (closing_ || !pending) return;
+  if (!outcome.owned) return refuse_connect(version_, outcome.refusal, outcome.reason.c_str());
+  pending->owned_in_cluster = true;
+  claim(std::move(pending));
+}
+
 void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
+  if (SessionDirectory* directory = shard_.broker().session_directory();
+      directory != nullptr && !pending->owned_in_cluster) {
+    return claim_in_cluster(*directory, std::move(pending));
+  }
   mqtt::Connect& connect = pending->connect;
   Session* session = shard_.find_session(connect.client_id);
   const Clock::time_point now = Clock::now();

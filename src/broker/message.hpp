@@ -53,6 +53,11 @@ struct Message {
   std::optional<Clock::time_point> expires_at;  // from Message Expiry Interval
   std::uint64_t origin_session = 0;             // the publisher's session, for No Local
   std::uint64_t origin_client_hash = 0;         // for the hash_client_id shared strategy
+  // One id for every copy of this publish in the cluster (0: never left its
+  // node). The node that forwards it first sets it, on the publishing
+  // worker before any other thread sees the message; a session handed over
+  // between nodes drops the copies it was sent both ways by it.
+  mutable std::uint64_t cluster_id = 0;
   StoreRefs store_refs;                         // only for a message in the store
   // Set for a traced message (broker/trace.hpp); not stored: a message read
   // back after a restart is delivered without a trace.

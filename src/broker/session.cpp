@@ -2,6 +2,7 @@
 #include "broker/session.hpp"
 
 #include <algorithm>
+#include <unordered_set>
 #include <vector>
 
 #include "broker/client_protocol.hpp"
@@ -124,6 +125,56 @@ void Session::release_stored(store::WriteBatch& batch) {
   inflight_.for_each(
       [&](std::uint16_t, const Inflight& entry) { release_stored_message(entry.delivery, batch); });
   queue_.for_each([&](const Delivery& delivery) { release_stored_message(delivery, batch); });
+}
+
+void Session::give_up_outbound(store::WriteBatch& batch) {
+  release_stored(batch);
+  inflight_.erase_if([&](std::uint16_t, Inflight& entry) {
+    if (entry.held) --held_publishes_;
+    return true;
+  });
+  queue_.erase_if([&](Delivery& delivery) {
+    give_back(delivery);
+    return true;
+  });
+}
+
+void Session::adopt_outbound(std::vector<Arriving>&& arriving, store::WriteBatch& batch) {
+  std::unordered_set<std::uint64_t> handed;
+  for (const Arriving& a : arriving)
+    if (a.delivery.message && a.delivery.message->cluster_id != 0)
+      handed.insert(a.delivery.message->cluster_id);
+  // What came here directly while the session moved goes after what it
+  // held, unless it is one of those.
+  std::vector<Delivery> direct;
+  queue_.erase_if([&](Delivery& delivery) {
+    const std::uint64_t id = delivery.message->cluster_id;
+    if (id != 0 && handed.contains(id)) {
+      give_back(delivery);
+      forget(delivery);
+    } else {
+      direct.push_back(std::move(delivery));
+    }
+    return true;
+  });
+  Broker& broker = shard_.broker();
+  for (Arriving& a : arriving) {
+    Delivery& delivery = a.delivery;
+    if (stored() && delivery.qos != mqtt::QoS::kAtMostOnce) {
+      delivery.store_id = broker.new_message_id();
+      if (delivery.message) {
+        batch.add(store::WriteBatch::PutMessage{delivery.store_id, to_record(*delivery.message)});
+        delivery.message->store_refs.set(1);
+      }
+      batch.add(store::WriteBatch::PutOutbound{
+          outbound_record(client_id(), delivery, a.packet_id, a.stage)});
+    }
+    const std::uint64_t store_id = delivery.store_id;
+    if (!restore_outbound(std::move(delivery), a.packet_id, a.stage) && store_id != 0)
+      batch.add(store::WriteBatch::DeleteOutbound{client_id(), store_id});
+  }
+  for (Delivery& delivery : direct)
+    queue_.push_back(std::move(delivery));
 }
 
 bool Session::restore_outbound(Delivery&& delivery, std::uint16_t packet_id, Stage stage) {

@@ -10,6 +10,7 @@
 // QoS 0 to a client that is not keeping up is dropped and counted.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -18,6 +19,8 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "auth/acl_file.hpp"
 #include "broker/client_link.hpp"
@@ -197,6 +200,46 @@ class Session {
   // the client may still come back.
   void hand_on_shared(bool session_ends);
 
+  // ---- moving to another node of the cluster (broker/session_handover.hpp) ----
+  // Another node is taking it: deliveries still arrive here (queued: it is
+  // offline) until that node has it and takes them too.
+  bool handing_over() const { return handing_over_; }
+  void set_handing_over(bool handing_over) { handing_over_ = handing_over; }
+  // Every outbound delivery: in flight, in the order sent, then queued.
+  template <class Visit>
+  void for_each_outbound(Visit&& visit) const {
+    std::vector<std::pair<std::uint64_t, std::uint16_t>> order;
+    inflight_.for_each([&](std::uint16_t packet_id, const Inflight& entry) {
+      order.emplace_back(entry.sequence, packet_id);
+    });
+    std::sort(order.begin(), order.end());
+    for (const auto& [sequence, packet_id] : order) {
+      const Inflight& entry = *inflight_.find(packet_id);
+      visit(entry.delivery, packet_id, entry.stage);
+    }
+    queue_.for_each([&](const Delivery& delivery) { visit(delivery, 0, Stage::kQueued); });
+  }
+  template <class Visit>
+  void for_each_inbound_qos2(Visit&& visit) const {
+    if (const auto* pending = inbound_qos2_.find())
+      for (const std::uint16_t packet_id : *pending)
+        visit(packet_id);
+  }
+  // Empties it of every delivery (they went with the session: none is
+  // handed on to a shared group here), letting go of stored messages in
+  // `batch`.
+  void give_up_outbound(store::WriteBatch& batch);
+  // Takes the deliveries of the session as another node held it, in their
+  // order and with their packet ids, before what was queued here since; a
+  // publish that came both ways (the same Message::cluster_id) is kept
+  // once. A stored session's records of them are added to `batch`.
+  struct Arriving {
+    Delivery delivery;  // without a message for a QoS 2 past its PUBREC
+    std::uint16_t packet_id = 0;
+    store::OutboundRecord::Stage stage = store::OutboundRecord::Stage::kQueued;
+  };
+  void adopt_outbound(std::vector<Arriving>&& arriving, store::WriteBatch& batch);
+
  private:
   using Stage = store::OutboundRecord::Stage;
   struct Inflight {
@@ -268,6 +311,7 @@ class Session {
   std::uint32_t held_publishes_ = 0;  // QoS 2 PUBLISHes waiting for their stage write
   std::uint32_t dropped_ = 0;
   bool has_queue_subscriptions_ = false;
+  bool handing_over_ = false;
   DeliveryQueue queue_;
 
   OnDemand<std::unordered_set<std::uint16_t>> inbound_qos2_;

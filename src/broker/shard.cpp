@@ -7,6 +7,7 @@
 #include "broker/client_protocol.hpp"
 #include "broker/persistence.hpp"
 #include "broker/queue_gateway.hpp"
+#include "broker/session_directory.hpp"
 #include "mqtt/topic.hpp"
 #include "store/journal.hpp"
 
@@ -75,6 +76,8 @@ void Shard::end_session(Session& session) {
   offline_.erase(&session);
   sessions_by_id_.erase(session.id());
   broker_.sessions().fetch_sub(1);  // live sessions are counted, not sessions ever made
+  if (SessionDirectory* directory = broker_.session_directory())
+    directory->ended(session.client_id());
   // By position: the key is a view of the client id that the erase destroys.
   if (const auto it = sessions_.find(session.client_id()); it != sessions_.end())
     sessions_.erase(it);
@@ -161,6 +164,8 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
   std::size_t receivers = 0;
   // The message as it goes to another node, which routes it again there.
   const auto forward_to = [&](TargetRef node) {
+    // Before the message reaches any other thread (the retained store shares it).
+    if (message->cluster_id == 0) message->cluster_id = broker_.new_cluster_id();
     Delivery forward;
     forward.message = message;
     forward.qos = message->qos;

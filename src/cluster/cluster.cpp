@@ -18,6 +18,7 @@
 #include "cluster/managed_etcd.hpp"
 #include "cluster/peer_service.hpp"
 #include "cluster/route_announcer.hpp"
+#include "cluster/session_owner.hpp"
 #include "mqtt/topic.hpp"
 #include "mqtt/utf8.hpp"
 
@@ -78,6 +79,7 @@ struct Cluster::Impl {
   RouteAnnouncer announcer;
   std::unique_ptr<Forwarder> forwarder;
   std::unique_ptr<PeerService> service;
+  std::unique_ptr<SessionOwner> owner;
 
   struct Node {
     std::uint16_t number = 0;
@@ -289,6 +291,9 @@ struct Cluster::Impl {
       lease_lost = false;
     }
     etcd->keep_alive(granted, std::chrono::seconds(cluster.lease_ttl_s), [this] {
+      // Before anyone else can take them: this node can no longer prove it
+      // owns its sessions.
+      if (owner) owner->lease_lost();
       {
         std::lock_guard lock(mutex);
         joined = false;
@@ -327,6 +332,7 @@ struct Cluster::Impl {
         granted = lease;
       }
       announcer.relet(granted);
+      if (owner) owner->reclaim(/*workers_running=*/true);
       spdlog::info("event=cluster_joined node={} lease={}", cluster.node_id, granted);
       lock.lock();
     }
@@ -398,6 +404,20 @@ std::optional<std::string> Cluster::start() {
     lease = c.lease;
   }
   c.announcer.start(*c.etcd, lease);
+  SessionOwner::Membership membership;
+  membership.address_of = [&c](const std::string& id) -> std::optional<std::string> {
+    std::lock_guard lock(c.mutex);
+    const auto it = c.nodes.find(id);
+    if (it == c.nodes.end() || !it->second.up) return std::nullopt;
+    return it->second.advertise;
+  };
+  membership.lease = [&c]() -> std::int64_t {
+    std::lock_guard lock(c.mutex);
+    return c.joined ? c.lease : 0;
+  };
+  c.owner = std::make_unique<SessionOwner>(c.broker, c.cluster, *c.etcd, c.announcer,
+                                           credentials.channel, std::move(membership));
+  c.broker.set_session_directory(c.owner.get());
   c.relet_thread = std::thread([&c] { c.relet(); });
   c.etcd->watch_prefix(
       keys::kNodes, [&c](const EtcdClient::Range& range) { c.nodes_snapshot(range); },
@@ -405,10 +425,17 @@ std::optional<std::string> Cluster::start() {
   c.etcd->watch_prefix(
       keys::kRoutes, [&c](const EtcdClient::Range& range) { c.routes_snapshot(range); },
       [&c](const std::vector<WatchEvent>& events, std::int64_t) { c.routes_changed(events); });
-  std::unique_lock lock(c.mutex);
-  if (!c.changed.wait_for(lock, std::chrono::seconds(30),
-                          [&c] { return c.nodes_known && c.routes_known; }))
-    return std::string("etcd did not list the cluster's nodes and routes within 30 s");
+  c.owner->start();
+  {
+    std::unique_lock lock(c.mutex);
+    if (!c.changed.wait_for(lock, std::chrono::seconds(30),
+                            [&c] { return c.nodes_known && c.routes_known; }))
+      return std::string("etcd did not list the cluster's nodes and routes within 30 s");
+  }
+  // Stored sessions restored from this node's store are its own again, or
+  // end if another node took them while this one was away.
+  c.owner->reclaim(/*workers_running=*/false);
+  std::lock_guard lock(c.mutex);
   spdlog::info("event=cluster_joined node={} lease={} nodes={} advertise={}", cluster.node_id,
                lease, c.nodes.size() + 1, cluster.advertise);
   return std::nullopt;
@@ -432,6 +459,7 @@ void Cluster::leave() {
   }
   c.changed.notify_all();
   if (c.relet_thread.joinable()) c.relet_thread.join();
+  if (c.owner) c.owner->stop();
   c.announcer.stop();
   c.etcd->stop_keepalive();
   // Revoking the lease deletes this node's keys at once: the others stop
@@ -447,6 +475,10 @@ void Cluster::stop() {
   Impl& c = *impl_;
   leave();
   if (c.etcd) c.etcd->cancel_watches();
+  if (c.owner) {
+    c.owner->stop();
+    c.broker.set_session_directory(nullptr);
+  }
   if (c.service) c.service->stop();
   if (c.forwarder) c.forwarder->stop();
   c.etcd.reset();
@@ -461,6 +493,11 @@ broker::ClusterView Cluster::view() const {
   view.lease_ttl_s = c.cluster.lease_ttl_s;
   view.local_routes = c.announcer.announced();
   view.received = c.service ? c.service->received() : 0;
+  if (c.owner) {
+    view.sessions_owned = c.owner->owned();
+    view.takeovers = c.owner->takeovers();
+    view.ownership_conflicts = c.owner->conflicts();
+  }
   {
     std::lock_guard lock(c.mutex);
     view.joined = c.joined;

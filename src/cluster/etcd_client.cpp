@@ -192,6 +192,23 @@ EtcdResult EtcdClient::compare_and_put(const std::string& key, std::int64_t expe
   return result;
 }
 
+EtcdResult EtcdClient::compare_and_erase(const std::string& key, std::int64_t expected_mod_revision,
+                                         bool& won) {
+  pb::TxnRequest request;
+  pb::Compare* compare = request.add_compare();
+  compare->set_key(key);
+  compare->set_target(pb::Compare::MOD);
+  compare->set_result(pb::Compare::EQUAL);
+  compare->set_mod_revision(expected_mod_revision);
+  request.add_success()->mutable_request_delete_range()->set_key(key);
+  pb::TxnResponse response;
+  grpc::ClientContext context;
+  impl_->set_deadline(context);
+  EtcdResult result = from_status(impl_->kv->Txn(&context, request, &response), "txn");
+  if (result.ok) won = response.succeeded();
+  return result;
+}
+
 EtcdResult EtcdClient::grant_lease(std::int64_t ttl_s, std::int64_t& lease_id) {
   pb::LeaseGrantRequest request;
   request.set_ttl(ttl_s);
@@ -233,8 +250,11 @@ void EtcdClient::keep_alive(std::int64_t lease_id, std::chrono::seconds ttl,
     while (impl.pause(wait, stopping)) {
       // One short stream per renewal, with a deadline: a Read on a stream
       // to a partitioned etcd would otherwise block past the lease's end.
+      const auto sent = std::chrono::steady_clock::now();
       grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + period);
+      // Short enough that a renewal stuck until its deadline still leaves
+      // time to find the lease lost before it runs out.
+      context.set_deadline(std::chrono::system_clock::now() + period / 2);
       auto stream = impl.lease->LeaseKeepAlive(&context);
       pb::LeaseKeepAliveRequest request;
       request.set_id(lease_id);
@@ -245,9 +265,9 @@ void EtcdClient::keep_alive(std::int64_t lease_id, std::chrono::seconds ttl,
       if (answered && response.ttl() <= 0) return lost();  // etcd says it is gone
       const auto now = std::chrono::steady_clock::now();
       if (answered) {
-        renewed = now;
+        renewed = sent;
         wait = period;
-      } else if (now - renewed >= ttl) {
+      } else if (now - renewed >= ttl * 3 / 4) {
         return lost();  // it may have expired by now: nothing under it can be trusted
       } else {
         wait = std::min(period, std::chrono::milliseconds(200));

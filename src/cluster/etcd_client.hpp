@@ -67,14 +67,20 @@ class EtcdClient {
   EtcdResult compare_and_put(const std::string& key, std::int64_t expected_mod_revision,
                              const std::string& value, std::int64_t lease, bool& won,
                              std::optional<KeyValue>& current);
+  // Deletes `key` only if its mod revision is `expected_mod_revision`.
+  EtcdResult compare_and_erase(const std::string& key, std::int64_t expected_mod_revision,
+                               bool& won);
 
   EtcdResult grant_lease(std::int64_t ttl_s, std::int64_t& lease_id);
   EtcdResult revoke_lease(std::int64_t lease_id);
 
   // Keeps `lease_id` alive from a thread of its own, renewing every third of
   // `ttl`. `lost` runs (on that thread, once) when etcd says the lease is gone
-  // or no renewal succeeded for a whole `ttl`: from then on, whatever was
-  // held under the lease must be taken as lost. Stopped by stop_keepalive or
+  // or no renewal succeeded for three quarters of `ttl` (counted from when
+  // the last renewal that etcd answered was sent, so the lease is still alive
+  // then and this node can let go of what it holds before anyone else may
+  // take it): from then on, whatever was held under the lease must be taken
+  // as lost. Stopped by stop_keepalive or
   // the destructor.
   void keep_alive(std::int64_t lease_id, std::chrono::seconds ttl, std::function<void()> lost);
   void stop_keepalive();

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "broker/session.hpp"
+#include "cluster/message_codec.hpp"
 #include "peer.grpc.pb.h"
 
 namespace sluice::cluster {
@@ -138,17 +139,7 @@ class PeerLink {
     for (const Outgoing& out : batch) {
       const broker::Message& message = *out.delivery.message;
       ForwardedMessage* m = request.add_messages();
-      m->set_topic(message.topic);
-      m->set_payload(message.payload.data(), message.payload.size());
-      m->set_qos(static_cast<std::uint32_t>(message.qos));
-      m->set_retain(message.retain);
-      m->set_properties(message.encoded_properties.data(), message.encoded_properties.size());
-      if (message.expires_at) {
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(*message.expires_at - now);
-        m->set_expiry_ms(static_cast<std::uint64_t>(std::max<std::int64_t>(left.count(), 1)));
-      }
-      m->set_publisher_hash(message.origin_client_hash);
+      to_forwarded(message, now, *m);
     }
     ForwardReply reply;
     grpc::ClientContext context;

@@ -2,9 +2,12 @@
 //
 //   /sluice/nodes/<node_id>            JSON {advertise, version}: under the node's lease
 //   /sluice/routes/<node_id>/<filter>  empty: under the node's lease
+//   /sluice/sessions/<client_id>       the owning node's id: under its lease
 //
 // A node's keys share its lease, so a node that dies takes them with it
-// when the lease runs out, and nobody else ever writes them.
+// when the lease runs out. Nobody else ever writes a node's or its routes'
+// keys; a session's key changes hands only by a transaction that compares
+// its revision (session_owner.hpp).
 #pragma once
 
 #include <optional>
@@ -16,6 +19,7 @@ namespace sluice::cluster::keys {
 
 inline const std::string kNodes = "/sluice/nodes/";
 inline const std::string kRoutes = "/sluice/routes/";
+inline const std::string kSessions = "/sluice/sessions/";
 
 inline std::string node(std::string_view id) {
   return kNodes + std::string(id);
@@ -34,6 +38,14 @@ inline std::optional<std::pair<std::string, std::string>> parse_route(std::strin
   const auto slash = key.find('/');  // node ids have none; filters may
   if (slash == std::string_view::npos || slash == 0) return std::nullopt;
   return std::pair{std::string(key.substr(0, slash)), std::string(key.substr(slash + 1))};
+}
+
+inline std::string session(std::string_view client_id) {
+  return kSessions + std::string(client_id);
+}
+inline std::optional<std::string> parse_session(std::string_view key) {
+  if (!key.starts_with(kSessions)) return std::nullopt;
+  return std::string(key.substr(kSessions.size()));
 }
 
 inline std::optional<std::string> parse_node(std::string_view key) {

@@ -9,14 +9,10 @@
 #include <future>
 #include <limits>
 
-#include "broker/queue_gateway.hpp"
+#include "broker/session_handover.hpp"
 #include "broker/shard.hpp"
-#include "mqtt/byte_reader.hpp"
-#include "mqtt/byte_writer.hpp"
-#include "mqtt/packet_encoder.hpp"
-#include "mqtt/property.hpp"
-#include "mqtt/topic.hpp"
-#include "mqtt/utf8.hpp"
+#include "cluster/handover_codec.hpp"
+#include "cluster/message_codec.hpp"
 #include "peer.grpc.pb.h"
 
 namespace sluice::cluster {
@@ -27,62 +23,6 @@ constexpr std::uint32_t kRouted = 0;
 
 std::uint32_t code(mqtt::ReasonCode reason) {
   return static_cast<std::uint32_t>(reason);
-}
-
-// A peer is another Sluice, but what it sends is checked as a client's
-// PUBLISH would be: the topic (a name, valid UTF-8, within max_topic_levels,
-// not $SYS), the QoS, and the properties, read with the codec's own rules
-// and written again (so a per-hop property, or bytes that are not
-// properties, never reach a subscriber). nullptr, and `reason`, when refused.
-broker::MessagePtr to_message(const ForwardedMessage& m, broker::Clock::time_point now,
-                              const config::Config& config, std::uint32_t& reason) {
-  const std::string& topic = m.topic();
-  // Queue addresses ($queue/, $stream/) are not forwarded this way either.
-  if (topic.size() > 0xFFFF || !mqtt::check_topic_name(topic).ok() ||
-      mqtt::check_utf8(topic) != mqtt::Utf8Check::kValid || mqtt::is_sys_topic(topic) ||
-      broker::QueueGateway::addresses(topic) ||
-      mqtt::topic_levels(topic) > config.limits.max_topic_levels) {
-    reason = code(mqtt::ReasonCode::kTopicNameInvalid);
-    return nullptr;
-  }
-  if (m.qos() > 2) {
-    reason = code(mqtt::ReasonCode::kMalformedPacket);
-    return nullptr;
-  }
-  auto message = std::make_shared<broker::Message>();
-  if (!m.properties().empty()) {
-    std::vector<std::uint8_t> block;
-    mqtt::ByteWriter writer(block);
-    writer.varint(static_cast<std::uint32_t>(m.properties().size()));
-    block.insert(block.end(), m.properties().begin(), m.properties().end());
-    mqtt::ByteReader reader(block);
-    mqtt::Properties properties;
-    mqtt::read_properties(reader, mqtt::PropertyContext::kPublish, properties);
-    if (!reader.ok() || !reader.at_end() || properties.topic_alias ||
-        !properties.subscription_identifiers.empty() || properties.message_expiry_interval ||
-        (properties.response_topic && mqtt::has_wildcard(*properties.response_topic))) {
-      reason = code(mqtt::ReasonCode::kMalformedPacket);
-      return nullptr;
-    }
-    if (properties.payload_format_indicator == 1 &&
-        mqtt::check_utf8(m.payload()) != mqtt::Utf8Check::kValid) {
-      reason = code(mqtt::ReasonCode::kPayloadFormatInvalid);
-      return nullptr;
-    }
-    mqtt::encode_shared_properties(properties, message->encoded_properties);
-  }
-  message->topic = topic;
-  message->payload.assign(m.payload().begin(), m.payload().end());
-  message->qos = static_cast<mqtt::QoS>(m.qos());
-  message->retain = m.retain();
-  message->forwarded = true;
-  if (m.expiry_ms() != 0) {
-    // At most what a Message Expiry Interval can say.
-    const auto left = std::min<std::uint64_t>(m.expiry_ms(), 0xFFFF'FFFFull * 1000);
-    message->expires_at = now + std::chrono::milliseconds(left);
-  }
-  message->origin_client_hash = m.publisher_hash();
-  return message;
 }
 
 // What one Forward call waits for: an answer per message, given on the
@@ -120,8 +60,8 @@ class PeerHandler final : public Peer::Service {
     auto messages = std::make_shared<Indexed>();
     messages->reserve(count);
     for (std::size_t i = 0; i < count; ++i) {
-      auto message = to_message(request->messages(static_cast<int>(i)), now, broker_.config(),
-                                answers->reasons[i]);
+      auto message = from_forwarded(request->messages(static_cast<int>(i)), now, broker_.config(),
+                                    answers->reasons[i]);
       if (message) messages->emplace_back(i, std::move(message));
     }
     if (messages->empty()) return answer(*answers, reply);
@@ -145,11 +85,97 @@ class PeerHandler final : public Peer::Service {
     return answer(*answers, reply);
   }
 
+  // ---- session takeover (docs/cluster.md) ----
+
+  grpc::Status TakeSession(grpc::ServerContext* context, const TakeSessionRequest* request,
+                           TakeSessionReply* reply) override {
+    struct Taken {
+      broker::TakeOutcome outcome = broker::TakeOutcome::kNotHere;
+      std::vector<broker::HandedSubscription> subscriptions;
+    };
+    auto taken = std::make_shared<Taken>();
+    const std::string client_id = request->client_id();
+    std::optional<std::string> identity;
+    if (request->has_identity()) identity = request->identity();
+    const bool clean_start = request->clean_start();
+    const grpc::Status status =
+        on_shard(context, client_id, [taken, client_id, identity, clean_start](broker::Shard& shard) {
+          taken->outcome = broker::take_session(shard, client_id, identity ? &*identity : nullptr,
+                                                clean_start, taken->subscriptions);
+        });
+    if (!status.ok()) return status;
+    switch (taken->outcome) {
+      case broker::TakeOutcome::kNotHere:
+        reply->set_outcome(TakeSessionReply::NOT_HERE);
+        break;
+      case broker::TakeOutcome::kRefused:
+        reply->set_outcome(TakeSessionReply::REFUSED);
+        break;
+      case broker::TakeOutcome::kTaken:
+        reply->set_outcome(TakeSessionReply::TAKEN);
+        put_subscriptions(taken->subscriptions, *reply->mutable_subscriptions());
+        break;
+    }
+    spdlog::info("event=session_take client_id=\"{}\" by={} outcome={}", client_id,
+                 request->from_node(), static_cast<int>(reply->outcome()));
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ReleaseSession(grpc::ServerContext* context, const ReleaseSessionRequest* request,
+                              ReleaseSessionReply* reply) override {
+    struct Released {
+      bool found = false;
+      broker::HandedSession session;
+    };
+    auto released = std::make_shared<Released>();
+    const std::string client_id = request->client_id();
+    const grpc::Status status = on_shard(context, client_id, [released, client_id](broker::Shard& shard) {
+      released->found = broker::release_session(shard, client_id, released->session);
+    });
+    if (!status.ok()) return status;
+    if (released->found) put_session(released->session, broker::Clock::now(), *reply);
+    spdlog::info("event=session_released client_id=\"{}\" to={} found={} messages={}", client_id,
+                 request->from_node(), released->found, released->session.outbound.size());
+    return grpc::Status::OK;
+  }
+
   void accept() { accepting_.store(true); }
   void stop() { stopping_.store(true); }
   std::uint64_t received() const { return received_.load(std::memory_order_relaxed); }
 
  private:
+  // Runs `task` on the worker of `client_id` and waits for it, as Forward
+  // waits; a task the caller gave up on before it ran does not run.
+  template <class Task>
+  grpc::Status on_shard(grpc::ServerContext* context, const std::string& client_id, Task&& task) {
+    broker::Mailbox* mailbox = broker_.mailbox();
+    if (mailbox == nullptr || !accepting_.load() || stopping_.load())
+      return {grpc::StatusCode::UNAVAILABLE, "this node is not taking sessions"};
+    struct Call {
+      std::promise<void> done;
+      std::atomic<bool> abandoned{false};
+    };
+    auto call = std::make_shared<Call>();
+    std::future<void> done = call->done.get_future();
+    const std::uint32_t shard = broker_.shard_for_client(client_id);
+    mailbox->post_task(shard, [this, shard, call, task = std::forward<Task>(task)]() mutable {
+      if (call->abandoned.load()) return;
+      task(broker_.shard(shard));
+      call->done.set_value();
+    });
+    const auto deadline =
+        std::min(context->deadline(), std::chrono::system_clock::now() +
+                                          std::chrono::milliseconds(config_.forward_timeout_ms));
+    while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+      if (context->IsCancelled() || stopping_.load() ||
+          std::chrono::system_clock::now() >= deadline) {
+        call->abandoned.store(true);
+        return {grpc::StatusCode::DEADLINE_EXCEEDED, "the session's worker did not answer in time"};
+      }
+    }
+    return grpc::Status::OK;
+  }
+
   static grpc::Status answer(const Answers& answers, ForwardReply* reply) {
     for (const std::uint32_t reason : answers.reasons)
       reply->add_reasons(reason);

@@ -44,6 +44,7 @@ void RouteAnnouncer::stop() {
     stopping_ = true;
   }
   wake_.notify_all();
+  written_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -52,9 +53,16 @@ std::uint64_t RouteAnnouncer::announced() const {
   return present_.size();
 }
 
+bool RouteAnnouncer::wait_written(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return written_.wait_for(lock, timeout,
+                           [this] { return stopping_ || (dirty_.empty() && !writing_); });
+}
+
 void RouteAnnouncer::run() {
   std::unique_lock lock(mutex_);
   while (true) {
+    if (dirty_.empty()) written_.notify_all();
     wake_.wait(lock, [this] { return stopping_ || !dirty_.empty(); });
     if (stopping_) return;
     // A batch at a time, the lock released while etcd answers.
@@ -64,6 +72,7 @@ void RouteAnnouncer::run() {
       it = dirty_.erase(it);
     }
     const std::int64_t lease = lease_;
+    writing_ = true;
     lock.unlock();
     std::vector<std::string> failed;
     for (const auto& [filter, present] : changes) {
@@ -76,6 +85,7 @@ void RouteAnnouncer::run() {
       }
     }
     lock.lock();
+    writing_ = false;
     if (!failed.empty()) {
       dirty_.insert(failed.begin(), failed.end());
       // Not again at once: etcd is down or slow.

@@ -5,6 +5,7 @@
 // own brings etcd in line, so workers never wait for etcd.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -31,6 +32,10 @@ class RouteAnnouncer final : public broker::FilterObserver {
   void relet(std::int64_t lease);
   void stop();
   std::uint64_t announced() const;
+  // Waits until what the index told it so far is in etcd (a session taken
+  // over from another node is announced here before that node lets go of
+  // it, so publishers never see neither node). False after `timeout`.
+  bool wait_written(std::chrono::milliseconds timeout);
 
  private:
   void run();
@@ -42,6 +47,8 @@ class RouteAnnouncer final : public broker::FilterObserver {
   std::set<std::string, std::less<>> present_;  // what etcd should hold
   std::set<std::string, std::less<>> dirty_;    // filters whose key may differ from present_
   std::int64_t lease_ = 0;
+  bool writing_ = false;  // a batch is out, the lock released
+  std::condition_variable written_;
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -1,0 +1,463 @@
+#include "cluster/session_owner.hpp"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/client_protocol.hpp"
+#include "broker/session_handover.hpp"
+#include "broker/shard.hpp"
+#include "cluster/etcd_client.hpp"
+#include "cluster/handover_codec.hpp"
+#include "cluster/keys.hpp"
+#include "cluster/route_announcer.hpp"
+#include "peer.grpc.pb.h"
+
+namespace sluice::cluster {
+
+namespace {
+
+using Outcome = broker::SessionDirectory::Outcome;
+using mqtt::ReasonCode;
+
+constexpr std::size_t kPoolThreads = 4;
+constexpr int kClaimAttempts = 4;
+// How long a task on a worker may take before the pool gives up on it (the
+// workers are stopping, or stuck).
+constexpr auto kWorkerDeadline = std::chrono::seconds(5);
+
+Outcome refused(ReasonCode reason, std::string why) {
+  Outcome outcome;
+  outcome.refusal = reason;
+  outcome.reason = std::move(why);
+  return outcome;
+}
+
+Outcome owned_here() {
+  Outcome outcome;
+  outcome.owned = true;
+  return outcome;
+}
+
+}  // namespace
+
+struct SessionOwner::Impl {
+  Impl(broker::Broker& b, const config::ClusterConfig& c, EtcdClient& e, RouteAnnouncer& a,
+       std::shared_ptr<grpc::ChannelCredentials> credentials, Membership m)
+      : broker(b),
+        config(c),
+        etcd(e),
+        announcer(a),
+        channel_credentials(std::move(credentials)),
+        membership(std::move(m)) {}
+
+  broker::Broker& broker;
+  const config::ClusterConfig& config;
+  EtcdClient& etcd;
+  RouteAnnouncer& announcer;
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials;
+  Membership membership;
+
+  std::atomic<bool> accepting{false};
+  std::atomic<std::uint64_t> takeovers{0};
+  std::atomic<std::uint64_t> conflicts{0};
+
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<std::function<void()>> tasks;
+  bool stopping = false;
+  std::vector<std::thread> pool;
+  // The revision of each key this node wrote last: what its own later
+  // writes compare against.
+  std::unordered_map<std::string, std::int64_t> owned;
+  std::map<std::string, std::unique_ptr<Peer::Stub>> stubs;  // by address
+
+  // ---- the pool ----
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard lock(mutex);
+      if (stopping) return;
+      tasks.push_back(std::move(task));
+    }
+    wake.notify_one();
+  }
+
+  void run_pool() {
+    std::unique_lock lock(mutex);
+    while (true) {
+      wake.wait(lock, [this] { return stopping || !tasks.empty(); });
+      if (stopping) return;
+      std::function<void()> task = std::move(tasks.front());
+      tasks.pop_front();
+      lock.unlock();
+      task();
+      lock.lock();
+    }
+  }
+
+  bool is_stopping() {
+    std::lock_guard lock(mutex);
+    return stopping;
+  }
+
+  // Runs `task(shard)` on the worker of `shard` and waits for it; false
+  // when it did not start in time (then it never will). A task that
+  // started is waited for whatever the time: it may use the caller's stack.
+  template <class Task>
+  bool on_worker(std::uint32_t shard, Task&& task) {
+    broker::Mailbox* mailbox = broker.mailbox();
+    if (mailbox == nullptr) return false;
+    enum State : int { kWaiting, kRunning, kAbandoned };
+    struct Call {
+      std::promise<void> done;
+      std::atomic<int> state{kWaiting};
+    };
+    auto call = std::make_shared<Call>();
+    std::future<void> done = call->done.get_future();
+    mailbox->post_task(shard, [this, shard, call, &task] {
+      int waiting = kWaiting;
+      if (!call->state.compare_exchange_strong(waiting, kRunning)) return;
+      task(broker.shard(shard));
+      call->done.set_value();
+    });
+    const auto deadline = std::chrono::steady_clock::now() + kWorkerDeadline;
+    while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+      if (is_stopping() || std::chrono::steady_clock::now() >= deadline) {
+        int waiting = kWaiting;
+        if (call->state.compare_exchange_strong(waiting, kAbandoned)) return false;
+        done.wait();  // it is running: it ends soon
+        return true;
+      }
+    }
+    return true;
+  }
+
+  void finish(std::uint32_t shard, std::function<void(Outcome)> done, Outcome outcome) {
+    if (broker::Mailbox* mailbox = broker.mailbox())
+      mailbox->post_task(shard, [done = std::move(done), outcome = std::move(outcome)]() mutable {
+        done(std::move(outcome));
+      });
+  }
+
+  // ---- etcd ----
+  void note_owned(const std::string& client_id, std::int64_t revision) {
+    std::lock_guard lock(mutex);
+    owned[client_id] = revision;
+  }
+
+  // Puts this node's id in the key if it still is at `revision` (0: absent).
+  // `current` is what the key holds afterwards.
+  EtcdResult write_owner(const std::string& client_id, std::int64_t revision, bool& won,
+                         std::optional<KeyValue>& current) {
+    const std::int64_t lease = membership.lease();
+    if (lease == 0) return EtcdResult::failed("this node holds no lease");
+    const EtcdResult result =
+        etcd.compare_and_put(keys::session(client_id), revision, config.node_id, lease, won, current);
+    if (result.ok && won && current) note_owned(client_id, current->mod_revision);
+    if (result.ok && !won) conflicts.fetch_add(1, std::memory_order_relaxed);
+    return result;
+  }
+
+  // ---- the other node ----
+  Peer::Stub& stub(const std::string& address) {
+    std::lock_guard lock(mutex);
+    auto& stub = stubs[address];
+    if (!stub) stub = Peer::NewStub(grpc::CreateChannel(address, channel_credentials));
+    return *stub;
+  }
+
+  void set_deadline(grpc::ClientContext& context) const {
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(config.session_takeover_timeout_ms));
+  }
+
+  // ---- a claim ----
+  Outcome run_claim(const Request& request) {
+    if (!accepting.load())
+      return refused(ReasonCode::kServerUnavailable, "this node is not in the cluster now");
+    const std::string& client_id = request.client_id;
+    for (int attempt = 0; attempt < kClaimAttempts; ++attempt) {
+      bool won = false;
+      std::optional<KeyValue> current;
+      EtcdResult result = write_owner(client_id, 0, won, current);
+      if (!result.ok) return refused(ReasonCode::kServerUnavailable, "etcd: " + result.error);
+      if (won) return owned_here();
+      if (!current) continue;  // deleted meanwhile
+      const std::string holder = current->value;
+      const std::int64_t revision = current->mod_revision;
+      std::optional<std::string> address;
+      if (holder != config.node_id) address = membership.address_of(holder);
+      bool prepared = false;
+      if (holder == config.node_id) {
+        // Ours already: written again, so that a deletion in flight for
+        // an earlier session of this id (compared to the old revision) fails.
+      } else if (!address) {
+        spdlog::warn(
+            "event=session_owner_gone client_id=\"{}\" node={} note=\"its node left the cluster: "
+            "a session it held only in its own store starts afresh here\"",
+            client_id, holder);
+      } else {
+        TakeSessionRequest take;
+        take.set_client_id(client_id);
+        take.set_from_node(config.node_id);
+        take.set_has_identity(request.identity.has_value());
+        if (request.identity) take.set_identity(*request.identity);
+        take.set_clean_start(request.clean_start);
+        TakeSessionReply reply;
+        grpc::ClientContext context;
+        set_deadline(context);
+        const grpc::Status status = stub(*address).TakeSession(&context, take, &reply);
+        if (!status.ok()) {
+          spdlog::warn(
+              "event=session_takeover_unanswered client_id=\"{}\" node={} error=\"{}\" "
+              "note=\"a session it held only in its own store starts afresh here\"",
+              client_id, holder, status.error_message());
+        } else if (reply.outcome() == TakeSessionReply::REFUSED) {
+          return refused(ReasonCode::kNotAuthorized,
+                         "the client id's session belongs to another user");
+        } else if (reply.outcome() == TakeSessionReply::TAKEN) {
+          std::size_t skipped = 0;
+          auto subscriptions = take_subscriptions(reply.subscriptions(), skipped);
+          bool made = false;
+          const bool ran = on_worker(request.shard, [&](broker::Shard& shard) {
+            made = broker::prepare_arrival(shard, client_id, subscriptions, request.stored);
+          });
+          if (!ran) return refused(ReasonCode::kServerUnavailable, "this node is stopping");
+          if (!made) return refused(ReasonCode::kQuotaExceeded, "too many sessions");
+          prepared = true;
+          // The old node lets go of its subscriptions only after this node's
+          // are in etcd: publishers see one node or both, never neither.
+          if (!announcer.wait_written(std::chrono::milliseconds(config.session_takeover_timeout_ms)))
+            spdlog::warn("event=session_routes_slow client_id=\"{}\"", client_id);
+        }
+      }
+      result = write_owner(client_id, revision, won, current);
+      if (!result.ok || !won) {
+        if (prepared)
+          on_worker(request.shard, [&](broker::Shard& shard) {
+            broker::abandon_arrival(shard, client_id);
+          });
+        if (!result.ok) return refused(ReasonCode::kServerUnavailable, "etcd: " + result.error);
+        continue;  // another node claimed it first: try again
+      }
+      if (prepared) return complete(request, *address, holder);
+      return owned_here();
+    }
+    return refused(ReasonCode::kServerBusy, "the client id is being claimed on another node");
+  }
+
+  // This node owns the session now: the old one hands over what it held.
+  Outcome complete(const Request& request, const std::string& address, const std::string& holder) {
+    const std::string& client_id = request.client_id;
+    ReleaseSessionRequest release;
+    release.set_client_id(client_id);
+    release.set_from_node(config.node_id);
+    ReleaseSessionReply reply;
+    grpc::ClientContext context;
+    set_deadline(context);
+    const grpc::Status status = stub(address).ReleaseSession(&context, release, &reply);
+    if (!status.ok()) {
+      spdlog::warn(
+          "event=session_release_failed client_id=\"{}\" node={} error=\"{}\" note=\"the session "
+          "goes on with its subscriptions; what it had queued there is not here\"",
+          client_id, holder, status.error_message());
+    }
+    std::size_t skipped = 0;
+    broker::HandedSession handed =
+        take_session(reply, broker::Clock::now(), broker.config(), skipped);
+    if (skipped != 0)
+      spdlog::warn("event=session_handover_skipped client_id=\"{}\" node={} items={}", client_id,
+                   holder, skipped);
+    const std::size_t messages = handed.outbound.size();
+    auto stored = std::make_shared<std::promise<bool>>();
+    std::future<bool> durable = stored->get_future();
+    const bool ran = on_worker(request.shard, [&](broker::Shard& shard) {
+      broker::complete_arrival(shard, client_id, std::move(handed),
+                               [stored](bool ok) { stored->set_value(ok); });
+    });
+    if (!ran || durable.wait_for(kWorkerDeadline) != std::future_status::ready || !durable.get())
+      return refused(ReasonCode::kUnspecifiedError, "the session could not be stored");
+    takeovers.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("event=session_taken_over client_id=\"{}\" from={} messages={}", client_id,
+                 holder, messages);
+    return owned_here();
+  }
+
+  // ---- the keys of others ----
+  void owner_changed(const std::string& client_id, const std::string& holder) {
+    if (holder == config.node_id) return;
+    {
+      std::lock_guard lock(mutex);
+      if (owned.erase(client_id) == 0) return;
+    }
+    spdlog::info("event=session_owned_elsewhere client_id=\"{}\" node={}", client_id, holder);
+    if (broker::Mailbox* mailbox = broker.mailbox()) {
+      const std::uint32_t shard = broker.shard_for_client(client_id);
+      mailbox->post_task(shard, [this, shard, client_id] {
+        broker::dispossess(broker.shard(shard), client_id);
+      });
+    }
+  }
+};
+
+SessionOwner::SessionOwner(broker::Broker& broker, const config::ClusterConfig& config,
+                           EtcdClient& etcd, RouteAnnouncer& announcer,
+                           std::shared_ptr<grpc::ChannelCredentials> credentials,
+                           Membership membership)
+    : impl_(std::make_unique<Impl>(broker, config, etcd, announcer, std::move(credentials),
+                                   std::move(membership))) {}
+
+SessionOwner::~SessionOwner() {
+  stop();
+}
+
+void SessionOwner::start() {
+  Impl& o = *impl_;
+  for (std::size_t i = 0; i < kPoolThreads; ++i)
+    o.pool.emplace_back([&o] { o.run_pool(); });
+  o.etcd.watch_prefix(
+      keys::kSessions,
+      [&o](const EtcdClient::Range& range) {
+        for (const KeyValue& kv : range.kvs)
+          if (const auto id = keys::parse_session(kv.key)) o.owner_changed(*id, kv.value);
+      },
+      [&o](const std::vector<WatchEvent>& events, std::int64_t) {
+        for (const WatchEvent& event : events) {
+          if (event.deleted) continue;
+          if (const auto id = keys::parse_session(event.kv.key)) o.owner_changed(*id, event.kv.value);
+        }
+      });
+}
+
+void SessionOwner::reclaim(bool workers_running) {
+  Impl& o = *impl_;
+  std::vector<std::pair<std::uint32_t, std::string>> held;
+  for (std::uint32_t shard = 0; shard < o.broker.shard_count(); ++shard) {
+    std::vector<std::string> ids;
+    const auto list = [&ids](broker::Shard& s) { ids = broker::session_ids(s); };
+    if (workers_running) {
+      if (!o.on_worker(shard, list)) continue;
+    } else {
+      list(o.broker.shard(shard));
+    }
+    for (std::string& id : ids)
+      held.emplace_back(shard, std::move(id));
+  }
+  std::size_t kept = 0, lost = 0;
+  for (const auto& [shard, client_id] : held) {
+    bool won = false;
+    std::optional<KeyValue> current;
+    EtcdResult result = o.write_owner(client_id, 0, won, current);
+    if (result.ok && !won && current && current->value == o.config.node_id)
+      result = o.write_owner(client_id, current->mod_revision, won, current);
+    if (!result.ok) {
+      spdlog::warn("event=session_reclaim_failed client_id=\"{}\" error=\"{}\"", client_id,
+                   result.error);
+      continue;
+    }
+    if (won) {
+      ++kept;
+      continue;
+    }
+    ++lost;
+    spdlog::warn("event=session_owned_elsewhere client_id=\"{}\" node={}", client_id,
+                 current ? current->value : std::string("?"));
+    const auto end = [&client_id](broker::Shard& s) { broker::dispossess(s, client_id); };
+    if (workers_running) {
+      o.on_worker(shard, end);
+    } else {
+      end(o.broker.shard(shard));
+    }
+  }
+  if (!held.empty())
+    spdlog::info("event=sessions_reclaimed kept={} owned_elsewhere={}", kept, lost);
+  o.accepting.store(true);
+}
+
+void SessionOwner::lease_lost() {
+  Impl& o = *impl_;
+  o.accepting.store(false);
+  {
+    std::lock_guard lock(o.mutex);
+    o.owned.clear();
+  }
+  broker::Mailbox* mailbox = o.broker.mailbox();
+  if (mailbox == nullptr) return;
+  for (std::uint32_t shard = 0; shard < o.broker.shard_count(); ++shard) {
+    mailbox->post_task(shard, [&o, shard] {
+      broker::Shard& s = o.broker.shard(shard);
+      for (const std::string& id : broker::session_ids(s)) {
+        broker::Session* session = s.find_session(id);
+        if (session != nullptr && session->owner() != nullptr)
+          session->owner()->on_cluster_unavailable();
+      }
+    });
+  }
+}
+
+void SessionOwner::stop() {
+  Impl& o = *impl_;
+  {
+    std::lock_guard lock(o.mutex);
+    o.stopping = true;
+  }
+  o.wake.notify_all();
+  for (std::thread& thread : o.pool)
+    if (thread.joinable()) thread.join();
+  o.pool.clear();
+}
+
+void SessionOwner::claim(Request request, std::function<void(Outcome)> done) {
+  Impl& o = *impl_;
+  o.post([&o, request = std::move(request), done = std::move(done)]() mutable {
+    Outcome outcome = o.run_claim(request);
+    o.finish(request.shard, std::move(done), std::move(outcome));
+  });
+}
+
+void SessionOwner::ended(const std::string& client_id) {
+  Impl& o = *impl_;
+  o.post([&o, client_id] {
+    std::int64_t revision;
+    {
+      std::lock_guard lock(o.mutex);
+      const auto it = o.owned.find(client_id);
+      if (it == o.owned.end()) return;
+      revision = it->second;
+    }
+    // A new session of this id may have been made since: it keeps the key.
+    bool present = true;
+    const std::uint32_t shard = o.broker.shard_for_client(client_id);
+    if (!o.on_worker(shard, [&](broker::Shard& s) { present = s.find_session(client_id) != nullptr; }) ||
+        present)
+      return;
+    bool won = false;
+    if (!o.etcd.compare_and_erase(keys::session(client_id), revision, won).ok || !won) return;
+    std::lock_guard lock(o.mutex);
+    if (const auto it = o.owned.find(client_id); it != o.owned.end() && it->second == revision)
+      o.owned.erase(it);
+  });
+}
+
+std::uint64_t SessionOwner::takeovers() const {
+  return impl_->takeovers.load(std::memory_order_relaxed);
+}
+
+std::uint64_t SessionOwner::conflicts() const {
+  return impl_->conflicts.load(std::memory_order_relaxed);
+}
+
+std::uint64_t SessionOwner::owned() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->owned.size();
+}
+
+}  // namespace sluice::cluster

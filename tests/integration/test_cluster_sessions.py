@@ -1,0 +1,238 @@
+"""Session ownership across the cluster (docs/cluster.md, "Session ownership"):
+a session follows its client from node to node with what it had in flight
+and queued; two connections racing for one client id end with one owner; a
+dead owner's sessions start afresh elsewhere; a node that loses its etcd
+lease closes its connections and refuses new ones until it has one again."""
+
+import os
+import signal
+import struct
+import subprocess
+import threading
+import time
+import urllib.error
+
+import pytest
+
+import rawmqtt
+from conftest import props, unique, wait_until
+from paho.mqtt.packettypes import PacketTypes
+from test_cluster import SANITIZER_REPORT, Cluster
+
+SESSION_EXPIRY = bytes([0x11]) + struct.pack("!I", 300)
+
+
+def receive_maximum(n):
+    return bytes([0x21]) + struct.pack("!H", n)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster()
+    yield c
+    c.stop()
+    for i in c.nodes:
+        log = c.log(i)
+        assert not any(report in log for report in SANITIZER_REPORT), c.log(i)
+
+
+def raw_subscriber(cluster, node, client_id, topic, qos, window=65535):
+    client = rawmqtt.connected(cluster.mqtt(node), client_id, clean=False,
+                               properties=SESSION_EXPIRY + receive_maximum(window))
+    client.send(rawmqtt.subscribe(1, [(topic, qos)]))
+    client.receive_type(rawmqtt.SUBACK)
+    return client
+
+
+def wait_for_raw_route(publisher, subscriber, topic):
+    """QoS 0 probes until the raw subscriber gets one (its node's filter
+    reached the publisher's node)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        publisher.publish(topic, b"probe", qos=0)
+        try:
+            packet = subscriber.receive_type(rawmqtt.PUBLISH, timeout=0.2)
+            if rawmqtt.parse_publish(packet)[6] == b"probe":
+                try:  # and the probes still on their way
+                    while True:
+                        subscriber.receive_type(rawmqtt.PUBLISH, timeout=0.3)
+                except Exception:
+                    return
+        except Exception:
+            pass
+    raise AssertionError(f"no route to the subscriber of {topic} after 15 s")
+
+
+def has_session(cluster, node, client_id):
+    try:
+        cluster.api(node, f"clients/{client_id}")
+        return True
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
+
+
+def metric(cluster, node, name):
+    status = cluster.api(node, "cluster/status")
+    return status[name]
+
+
+def test_a_session_moves_with_its_in_flight_and_queued_messages(cluster, clients):
+    """The old connection holds two messages unacknowledged (a window of 2:
+    the rest queue); the client comes back on another node and gets all of
+    them, in order, the unacknowledged ones again with their packet ids'
+    DUP, and later publishes reach it there."""
+    topic = unique("move") + "/t"
+    client_id = unique("mover")
+    old = raw_subscriber(cluster, 1, client_id, topic, qos=2, window=2)
+    publisher = clients(cluster.mqtt(3))
+    wait_for_raw_route(publisher, old, topic)
+    for n in range(6):
+        publisher.publish(topic, f"m{n}".encode(), qos=1 + n % 2)
+    first = [rawmqtt.parse_publish(old.receive_type(rawmqtt.PUBLISH)) for _ in range(2)]
+    assert [p[6] for p in first] == [b"m0", b"m1"]  # in flight, never acknowledged
+    takeovers = metric(cluster, 2, "takeovers")
+
+    new = clients(cluster.mqtt(2), client_id=client_id, clean=False,
+                  properties=props(PacketTypes.CONNECT, SessionExpiryInterval=300))
+    assert new.session_present
+    seen = old.closed_by_broker()
+    assert any(p.type == rawmqtt.DISCONNECT and rawmqtt.disconnect_reason(p) == 0x8E
+               for p in seen), seen
+    received = {m.payload: m for m in new.receive_n(6)}
+    # paho hands a QoS 2 message over at PUBREL, so it is the QoS 1 ones
+    # whose order shows.
+    assert sorted(received) == [f"m{n}".encode() for n in range(6)]
+    assert [received[f"m{n}".encode()].qos for n in range(6)] == [1 + n % 2 for n in range(6)]
+    assert received[b"m0"].dup and received[b"m1"].dup
+    assert not any(received[f"m{n}".encode()].dup for n in range(2, 6))
+    new.expect_nothing(within=0.5)  # each once
+    assert metric(cluster, 2, "takeovers") == takeovers + 1
+
+    publisher.publish(topic, b"after the move", qos=1)
+    assert new.receive().payload == b"after the move"
+
+
+def test_clean_start_on_another_node_ends_the_old_session(cluster, clients):
+    topic = unique("clean") + "/t"
+    client_id = unique("cleaner")
+    old = raw_subscriber(cluster, 1, client_id, topic, qos=1)
+    publisher = clients(cluster.mqtt(3))
+    wait_for_raw_route(publisher, old, topic)
+
+    new = clients(cluster.mqtt(2), client_id=client_id, clean=True)
+    assert not new.session_present
+    seen = old.closed_by_broker()
+    assert any(p.type == rawmqtt.DISCONNECT and rawmqtt.disconnect_reason(p) == 0x8E
+               for p in seen), seen
+    # Node 1 holds no session of that id any more.
+    wait_until(lambda: not has_session(cluster, 1, client_id),
+               what="the old session to end on node 1")
+
+
+def test_two_connections_racing_for_one_id_end_with_one_owner(cluster):
+    for round_ in range(5):
+        client_id = unique("race")
+        opened = [None, None]
+
+        def connect(slot, node):
+            client = rawmqtt.RawClient(cluster.mqtt(node))
+            client.send(rawmqtt.connect(client_id, clean=False, properties=SESSION_EXPIRY))
+            opened[slot] = client
+
+        threads = [threading.Thread(target=connect, args=(0, 1)),
+                   threading.Thread(target=connect, args=(1, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        # Each ends CONNACKed, refused, or closed (taken over while its own
+        # claim was still being stored); a CONNACKed one may be taken over
+        # (DISCONNECT 0x8E) once the other node holds the key.
+        open_ = []
+        for client in opened:
+            try:
+                if rawmqtt.connack_reason(client.receive(timeout=10))[1] == 0:
+                    open_.append(client)
+            except ConnectionError:
+                pass
+
+        def still_open():
+            for client in list(open_):
+                try:
+                    packet = client.receive(timeout=0.05)
+                    if packet.type == rawmqtt.DISCONNECT:
+                        open_.remove(client)
+                except TimeoutError:
+                    pass
+                except (ConnectionError, OSError):
+                    open_.remove(client)
+            return len(open_)
+        wait_until(lambda: still_open() <= 1, what=f"round {round_}: one owner of {client_id}")
+        time.sleep(0.5)  # and no other verdict still on its way
+        assert still_open() == 1, f"round {round_}: no owner of {client_id} left"
+        survivor = open_[0]
+        survivor.send(rawmqtt.packet(0xC0, b""))
+        assert survivor.receive().type == 13  # PINGRESP: it is served
+        for client in opened:
+            client.close()
+
+
+def etcd_pid(node_pid):
+    out = subprocess.run(["pgrep", "-P", str(node_pid), "etcd"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 1, out
+    return pids[0]
+
+
+def test_a_node_that_loses_its_lease_closes_its_connections_until_it_has_one(cluster, clients):
+    """Node 2's etcd member is stopped: node 2 cannot renew its lease, closes
+    its clients (0x89) and refuses CONNECT (0x88) before the lease can run
+    out; once its member runs again it rejoins and takes clients again."""
+    client_id = unique("leased")
+    victim = rawmqtt.connected(cluster.mqtt(2), client_id, clean=False, properties=SESSION_EXPIRY)
+    member = etcd_pid(cluster.nodes[2]["pid"])
+    os.kill(member, signal.SIGSTOP)
+    try:
+        seen = victim.closed_by_broker(timeout=15)
+        assert any(p.type == rawmqtt.DISCONNECT and rawmqtt.disconnect_reason(p) == 0x89
+                   for p in seen), seen
+        refused = rawmqtt.RawClient(cluster.mqtt(2))
+        refused.send(rawmqtt.connect(unique("refused")))
+        assert rawmqtt.connack_reason(refused.receive())[1] == 0x88
+        refused.close()
+    finally:
+        os.kill(member, signal.SIGCONT)
+
+    def takes_clients():
+        client = rawmqtt.RawClient(cluster.mqtt(2))
+        try:
+            client.send(rawmqtt.connect(unique("back")))
+            return rawmqtt.connack_reason(client.receive())[1] == 0
+        except Exception:
+            return False
+        finally:
+            client.close()
+    wait_until(takes_clients, timeout=30, what="node 2 to take clients again")
+    # Its offline session was claimed back: the client resumes it there.
+    back = rawmqtt.connected(cluster.mqtt(2), client_id, clean=False, properties=SESSION_EXPIRY)
+    assert back.session_present
+    back.close()
+
+
+def test_a_dead_owners_session_starts_afresh_on_another_node(cluster, clients):
+    """Node 3 is killed with a session it held: another node waits no longer
+    than session_takeover_timeout_ms and starts the session afresh, saying
+    so in its log. (Last: it kills a node.)"""
+    client_id = unique("orphan")
+    holder = rawmqtt.connected(cluster.mqtt(3), client_id, clean=False, properties=SESSION_EXPIRY)
+    holder.close()
+    cluster.kill(3)
+    started = time.monotonic()
+    client = rawmqtt.connected(cluster.mqtt(1), client_id, clean=False, properties=SESSION_EXPIRY)
+    assert not client.session_present
+    assert time.monotonic() - started < 15
+    log = cluster.log(1)
+    assert "session_takeover_unanswered" in log or "session_owner_gone" in log, log[-3000:]
+    client.close()
