@@ -230,7 +230,8 @@ def test_an_unconfirmed_forward_fails_the_puback_and_the_node_rejoins(cluster, c
     """Node 2 stops answering (SIGSTOP) with a subscriber of node 1's topic:
     node 1 cannot promise the message, so a 5.0 publisher gets 0x83, not a
     PUBACK for a message nobody took. Continued, node 2 finds its lease
-    lost, joins again, and its subscriber is reached again."""
+    lost and closes its clients (0x89: it can no longer prove it owns their
+    sessions), joins again, and a subscriber there is reached again."""
     topic = unique("stalled") + "/s"
     subscriber = clients(cluster.mqtt(2))
     subscriber.subscribe(topic, qos=1)
@@ -253,9 +254,13 @@ def test_an_unconfirmed_forward_fails_the_puback_and_the_node_rejoins(cluster, c
                what="node 2 noticing its lease was lost")
     wait_until(lambda: node_status(cluster, 1, "n2") == ["up"], timeout=30,
                what="node 2 up again")
-    wait_for_route(probe, subscriber, topic)
+    reason, _ = subscriber.disconnects.get(timeout=30)
+    assert reason == 0x89, reason
+    again = clients(cluster.mqtt(2))
+    again.subscribe(topic, qos=1)
+    wait_for_route(probe, again, topic)
     probe.publish(topic, b"after rejoining", qos=1)
-    assert subscriber.receive().payload == b"after rejoining"
+    assert again.receive().payload == b"after rejoining"
 
 
 def test_a_killed_node_is_seen_down_and_the_rest_go_on(cluster, clients):
