@@ -163,6 +163,20 @@ EtcdResult EtcdClient::get_prefix(const std::string& prefix, Range& out) {
   return result;
 }
 
+EtcdResult EtcdClient::get_local(const std::string& key, std::optional<KeyValue>& out) {
+  pb::RangeRequest request;
+  request.set_key(key);
+  request.set_serializable(true);
+  pb::RangeResponse response;
+  grpc::ClientContext context;
+  impl_->set_deadline(context);
+  EtcdResult result = from_status(impl_->kv->Range(&context, request, &response), "range");
+  if (!result.ok) return result;
+  out.reset();
+  if (response.kvs_size() > 0) out = from_pb(response.kvs(0));
+  return result;
+}
+
 EtcdResult EtcdClient::compare_and_put(const std::string& key, std::int64_t expected_mod_revision,
                                        const std::string& value, std::int64_t lease, bool& won,
                                        std::optional<KeyValue>& current) {

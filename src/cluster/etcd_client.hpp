@@ -60,6 +60,11 @@ class EtcdClient {
   };
   EtcdResult get_prefix(const std::string& prefix, Range& out);
 
+  // `key` as the member this client talks to has it (a serializable read:
+  // no round of the cluster's consensus, possibly a little behind). nullopt
+  // in `out` when absent.
+  EtcdResult get_local(const std::string& key, std::optional<KeyValue>& out);
+
   // Puts `key` = `value` (under `lease`) only if the key's mod revision is
   // `expected_mod_revision` (0: only if the key does not exist). `won` tells
   // whether it did; `current` is what the key holds afterwards (the winner's

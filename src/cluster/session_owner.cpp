@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -79,6 +80,7 @@ struct SessionOwner::Impl {
   // writes compare against.
   std::unordered_map<std::string, std::int64_t> owned;
   std::map<std::string, std::unique_ptr<Peer::Stub>> stubs;  // by address
+  std::array<std::mutex, 64> stripes;  // serial()
 
   // ---- the pool ----
   void post(std::function<void()> task) {
@@ -180,64 +182,54 @@ struct SessionOwner::Impl {
   }
 
   // ---- a claim ----
+  // Claims and ends of one client id on this node run one at a time: an
+  // end that finds no session deletes the key, a claim that finds it ours
+  // keeps it, and the two never interleave.
+  std::mutex& serial(const std::string& client_id) {
+    return stripes[std::hash<std::string>{}(client_id) % stripes.size()];
+  }
+
   Outcome run_claim(const Request& request) {
     if (!accepting.load())
       return refused(ReasonCode::kServerUnavailable, "this node is not in the cluster now");
     const std::string& client_id = request.client_id;
+    std::lock_guard one_at_a_time(serial(client_id));
+    {
+      // Ours, and no node has said otherwise (the watch would have): no
+      // round trip to etcd for a client coming back to the same node.
+      std::lock_guard lock(mutex);
+      if (owned.contains(client_id)) return owned_here();
+    }
+    // The local member's view first: it saves a failed transaction when
+    // another node holds the key; if it is behind, the transaction says so.
+    std::optional<KeyValue> current;
+    EtcdResult result = etcd.get_local(keys::session(client_id), current);
+    if (!result.ok) return refused(ReasonCode::kServerUnavailable, "etcd: " + result.error);
     for (int attempt = 0; attempt < kClaimAttempts; ++attempt) {
       bool won = false;
-      std::optional<KeyValue> current;
-      EtcdResult result = write_owner(client_id, 0, won, current);
-      if (!result.ok) return refused(ReasonCode::kServerUnavailable, "etcd: " + result.error);
-      if (won) return owned_here();
-      if (!current) continue;  // deleted meanwhile
+      if (!current) {
+        result = write_owner(client_id, 0, won, current);
+        if (!result.ok) return refused(ReasonCode::kServerUnavailable, "etcd: " + result.error);
+        if (won) return owned_here();
+        if (!current) continue;  // deleted meanwhile
+      }
       const std::string holder = current->value;
       const std::int64_t revision = current->mod_revision;
       std::optional<std::string> address;
       if (holder != config.node_id) address = membership.address_of(holder);
       bool prepared = false;
       if (holder == config.node_id) {
-        // Ours already: written again, so that a deletion in flight for
-        // an earlier session of this id (compared to the old revision) fails.
+        // Ours in etcd though not noted here (its earlier session was
+        // ending): written again, so that this node knows its revision.
       } else if (!address) {
         spdlog::warn(
             "event=session_owner_gone client_id=\"{}\" node={} note=\"its node left the cluster: "
             "a session it held only in its own store starts afresh here\"",
             client_id, holder);
       } else {
-        TakeSessionRequest take;
-        take.set_client_id(client_id);
-        take.set_from_node(config.node_id);
-        take.set_has_identity(request.identity.has_value());
-        if (request.identity) take.set_identity(*request.identity);
-        take.set_clean_start(request.clean_start);
-        TakeSessionReply reply;
-        grpc::ClientContext context;
-        set_deadline(context);
-        const grpc::Status status = stub(*address).TakeSession(&context, take, &reply);
-        if (!status.ok()) {
-          spdlog::warn(
-              "event=session_takeover_unanswered client_id=\"{}\" node={} error=\"{}\" "
-              "note=\"a session it held only in its own store starts afresh here\"",
-              client_id, holder, status.error_message());
-        } else if (reply.outcome() == TakeSessionReply::REFUSED) {
-          return refused(ReasonCode::kNotAuthorized,
-                         "the client id's session belongs to another user");
-        } else if (reply.outcome() == TakeSessionReply::TAKEN) {
-          std::size_t skipped = 0;
-          auto subscriptions = take_subscriptions(reply.subscriptions(), skipped);
-          bool made = false;
-          const bool ran = on_worker(request.shard, [&](broker::Shard& shard) {
-            made = broker::prepare_arrival(shard, client_id, subscriptions, request.stored);
-          });
-          if (!ran) return refused(ReasonCode::kServerUnavailable, "this node is stopping");
-          if (!made) return refused(ReasonCode::kQuotaExceeded, "too many sessions");
-          prepared = true;
-          // The old node lets go of its subscriptions only after this node's
-          // are in etcd: publishers see one node or both, never neither.
-          if (!announcer.wait_written(std::chrono::milliseconds(config.session_takeover_timeout_ms)))
-            spdlog::warn("event=session_routes_slow client_id=\"{}\"", client_id);
-        }
+        const auto taken = take_from(request, holder, *address);
+        if (taken.refusal) return *taken.refusal;
+        prepared = taken.prepared;
       }
       result = write_owner(client_id, revision, won, current);
       if (!result.ok || !won) {
@@ -246,12 +238,65 @@ struct SessionOwner::Impl {
             broker::abandon_arrival(shard, client_id);
           });
         if (!result.ok) return refused(ReasonCode::kServerUnavailable, "etcd: " + result.error);
-        continue;  // another node claimed it first: try again
+        continue;  // another node claimed it first: try again with what it wrote
       }
       if (prepared) return complete(request, *address, holder);
       return owned_here();
     }
     return refused(ReasonCode::kServerBusy, "the client id is being claimed on another node");
+  }
+
+  // Asks the holder to close its connection and name the session's
+  // subscriptions, which this node takes up (prepare_arrival). Not
+  // prepared when the holder has no such session or did not answer.
+  struct Taken {
+    bool prepared = false;
+    std::optional<Outcome> refusal;
+  };
+  Taken take_from(const Request& request, const std::string& holder, const std::string& address) {
+    const std::string& client_id = request.client_id;
+    TakeSessionRequest take;
+    take.set_client_id(client_id);
+    take.set_from_node(config.node_id);
+    take.set_has_identity(request.identity.has_value());
+    if (request.identity) take.set_identity(*request.identity);
+    take.set_clean_start(request.clean_start);
+    TakeSessionReply reply;
+    grpc::ClientContext context;
+    set_deadline(context);
+    const grpc::Status status = stub(address).TakeSession(&context, take, &reply);
+    Taken taken;
+    if (!status.ok()) {
+      spdlog::warn(
+          "event=session_takeover_unanswered client_id=\"{}\" node={} error=\"{}\" "
+          "note=\"a session it held only in its own store starts afresh here\"",
+          client_id, holder, status.error_message());
+      return taken;
+    }
+    if (reply.outcome() == TakeSessionReply::REFUSED) {
+      taken.refusal =
+          refused(ReasonCode::kNotAuthorized, "the client id's session belongs to another user");
+      return taken;
+    }
+    if (reply.outcome() != TakeSessionReply::TAKEN) return taken;
+    std::size_t skipped = 0;
+    auto subscriptions = take_subscriptions(reply.subscriptions(), skipped);
+    bool made = false;
+    const bool ran = on_worker(request.shard, [&](broker::Shard& shard) {
+      made = broker::prepare_arrival(shard, client_id, subscriptions, request.stored);
+    });
+    if (!ran) {
+      taken.refusal = refused(ReasonCode::kServerUnavailable, "this node is stopping");
+    } else if (!made) {
+      taken.refusal = refused(ReasonCode::kQuotaExceeded, "too many sessions");
+    } else {
+      taken.prepared = true;
+      // The old node lets go of its subscriptions only after this node's
+      // are in etcd: publishers see one node or both, never neither.
+      if (!announcer.wait_written(std::chrono::milliseconds(config.session_takeover_timeout_ms)))
+        spdlog::warn("event=session_routes_slow client_id=\"{}\"", client_id);
+    }
+    return taken;
   }
 
   // This node owns the session now: the old one hands over what it held.
@@ -426,6 +471,7 @@ void SessionOwner::claim(Request request, std::function<void(Outcome)> done) {
 void SessionOwner::ended(const std::string& client_id) {
   Impl& o = *impl_;
   o.post([&o, client_id] {
+    std::lock_guard one_at_a_time(o.serial(client_id));
     std::int64_t revision;
     {
       std::lock_guard lock(o.mutex);
