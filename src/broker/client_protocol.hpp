@@ -127,7 +127,9 @@ class ClientProtocol {
   //    In a cluster, first made this node's, handed over by the node that
   //    held it if another did (broker/session_directory.hpp).
   void claim_in_cluster(SessionDirectory& directory, std::unique_ptr<PendingConnect> pending);
-  void on_cluster_claim(SessionDirectory::Outcome&& outcome);
+  // True when the CONNECT goes on with the session; false when it was
+  // refused (or the connection is closing).
+  bool on_cluster_claim(SessionDirectory::Outcome&& outcome);
   void on_session_stored(bool durable, bool session_present);
   // 4. CONNACK, then the session is attached: in-flight messages are resent
   //    and queued ones follow; packets the client sent after CONNECT are read.

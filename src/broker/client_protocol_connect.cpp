@@ -294,23 +294,33 @@ void ClientProtocol::claim_in_cluster(SessionDirectory& directory,
   directory.claim(std::move(request), [weak = weak_self(), &shard = shard_,
                                        client_id = std::move(client_id),
                                        expiry_s = connect_expiry_s_](auto&& outcome) {
-    if (const auto self = weak.lock()) return (*self)->on_cluster_claim(std::move(outcome));
-    // The client left meanwhile: a session handed over here waits for it
-    // offline, its expiry counting from now.
-    Session* session = shard.find_session(client_id);
-    if (session != nullptr && session->owner() == nullptr && !session->offline_since()) {
-      session->set_expiry_s(expiry_s);
-      shard.session_went_offline(*session, Clock::now());
+    if (const auto self = weak.lock()) {
+      if ((*self)->on_cluster_claim(std::move(outcome))) return;
     }
+    // Nobody takes the session up now: one handed over here waits for its
+    // client offline, its expiry counting from now (or ends, without one).
+    Session* session = shard.find_session(client_id);
+    if (session == nullptr || session->owner() != nullptr || session->offline_since()) return;
+    if (expiry_s == 0) return shard.end_session(*session);
+    session->set_expiry_s(expiry_s);
+    shard.session_went_offline(*session, Clock::now());
   });
 }
 
-void ClientProtocol::on_cluster_claim(SessionDirectory::Outcome&& outcome) {
+bool ClientProtocol::on_cluster_claim(SessionDirectory::Outcome&& outcome) {
   std::unique_ptr<PendingConnect> pending = take_pending_connect();
-  if (closing_ || !pending) return;
-  if (!outcome.owned) return refuse_connect(version_, outcome.refusal, outcome.reason.c_str());
+  if (closing_ || !pending) return false;
+  const SessionDirectory* directory = shard_.broker().session_directory();
+  if (outcome.owned && (directory == nullptr || !directory->serving())) {
+    outcome = {false, ReasonCode::kServerUnavailable, "this node is not in the cluster now"};
+  }
+  if (!outcome.owned) {
+    refuse_connect(version_, outcome.refusal, outcome.reason.c_str());
+    return false;
+  }
   pending->owned_in_cluster = true;
   claim(std::move(pending));
+  return true;
 }
 
 void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
@@ -356,6 +366,7 @@ void ClientProtocol::claim(std::unique_ptr<PendingConnect> pending) {
   if (session == nullptr)
     return refuse_connect(version_, ReasonCode::kQuotaExceeded, "too many sessions");
   session->take_will();  // a delayed will is not sent once the client is back [MQTT-3.1.3-9]
+  session->set_handing_over(false);  // a takeover that never finished: it is this node's again
   shard_.session_came_online(*session);
   session->set_expiry_s(connect_expiry_s_);
   session->set_will(std::move(connect.will));

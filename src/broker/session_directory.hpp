@@ -40,6 +40,9 @@ class SessionDirectory {
   virtual void claim(Request request, std::function<void(Outcome)> done) = 0;
   // The session ended here (on its shard's thread): its ownership goes.
   virtual void ended(const std::string& client_id) = 0;
+  // Whether this node may serve sessions now (it holds its lease): a claim
+  // that completes after the lease was lost is refused all the same.
+  virtual bool serving() const = 0;
 };
 
 }  // namespace sluice::broker

@@ -102,6 +102,11 @@ bool release_session(Shard& shard, const std::string& client_id, HandedSession& 
 void dispossess(Shard& shard, const std::string& client_id) {
   Session* session = shard.find_session(client_id);
   if (session == nullptr) return;
+  if (ClientProtocol* owner = session->owner()) {
+    owner->on_taken_over();
+    session = shard.find_session(client_id);
+    if (session == nullptr) return;
+  }
   if (session->handing_over()) {
     // Its release is on its way; should it never come (the new owner died
     // or gave up waiting), the session does not outlive a short grace here.
@@ -109,15 +114,12 @@ void dispossess(Shard& shard, const std::string& client_id) {
     session->set_expiry_s(std::min(session->expiry_s(), kHandoverGraceS));
     return;
   }
-  if (ClientProtocol* owner = session->owner()) {
-    owner->on_taken_over();
-    session = shard.find_session(client_id);
-    if (session == nullptr) return;
-  }
+  // The other node started it afresh: it ends here, as a session taken
+  // over with Clean Start does on one node (its will goes out).
   store::WriteBatch batch;
   session->give_up_outbound(batch);
   if (!batch.empty()) shard.write_then(std::move(batch), nullptr);
-  session->take_will();
+  shard.publish_will(*session);
   shard.end_session(*session);
 }
 

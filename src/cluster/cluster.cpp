@@ -3,7 +3,9 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -93,6 +95,7 @@ struct Cluster::Impl {
   std::map<std::string, Node> nodes;  // the others, by id; numbers are never reused
   std::uint16_t next_number = 1;
   bool nodes_known = false;
+  std::int64_t routes_revision = 0;  // of the routes watch: what the index reflects
   bool routes_known = false;
   bool joined = false;
   bool stopping = false;
@@ -242,10 +245,11 @@ struct Cluster::Impl {
       route_removed(id, filter);
     std::lock_guard lock(mutex);
     routes_known = true;
+    routes_revision = std::max(routes_revision, range.revision);
     changed.notify_all();
   }
 
-  void routes_changed(const std::vector<WatchEvent>& events) {
+  void routes_changed(const std::vector<WatchEvent>& events, std::int64_t revision) {
     for (const WatchEvent& event : events) {
       const auto route = keys::parse_route(event.kv.key);
       if (!route || route->first == cluster.node_id) continue;
@@ -255,6 +259,37 @@ struct Cluster::Impl {
         route_added(route->first, route->second);
       }
     }
+    std::lock_guard lock(mutex);
+    routes_revision = std::max(routes_revision, revision);
+    changed.notify_all();
+  }
+
+  // A session moves from node `from` to another node, whose routes for it
+  // are in etcd at `revision`: returns once this node routes by them and
+  // what it had already sent `from` was answered, so that the session's old
+  // copy is let go of only when nothing is still on its way to it. False at
+  // `deadline`.
+  bool barrier(std::int64_t revision, const std::string& from,
+               std::chrono::steady_clock::time_point deadline) {
+    std::uint16_t number = 0;
+    {
+      std::unique_lock lock(mutex);
+      if (!changed.wait_until(lock, deadline,
+                              [&] { return stopping || routes_revision >= revision; }))
+        return false;
+      if (const auto it = nodes.find(from); it != nodes.end()) number = it->second.number;
+    }
+    // A publish matched just before the index changed is on its worker's
+    // way to the link: one task through every worker lets those finish.
+    if (broker::Mailbox* mailbox = broker.mailbox()) {
+      for (std::uint32_t shard = 0; shard < broker.shard_count(); ++shard) {
+        auto passed = std::make_shared<std::promise<void>>();
+        std::future<void> done = passed->get_future();
+        mailbox->post_task(shard, [passed] { passed->set_value(); });
+        if (done.wait_until(deadline) != std::future_status::ready) return false;
+      }
+    }
+    return number == 0 || forwarder->drain(number, deadline);
   }
 
   // ---- this node's membership ----
@@ -371,7 +406,34 @@ std::optional<std::string> Cluster::start() {
   c.forwarder = std::make_unique<Forwarder>(c.broker, cluster, credentials.channel);
   c.broker.set_sink(broker::TargetKind::kNode, c.forwarder.get());
   c.service = std::make_unique<PeerService>(c.broker, cluster);
+  c.service->set_barrier([&c](std::int64_t revision, const std::string& holder,
+                              std::chrono::steady_clock::time_point deadline) {
+    return c.barrier(revision, holder, deadline);
+  });
   if (auto failed = c.service->start(credentials.server)) return failed;
+
+  // Before the lease is taken: losing it tells the owner.
+  SessionOwner::Membership membership;
+  membership.address_of = [&c](const std::string& id) -> std::optional<std::string> {
+    std::lock_guard lock(c.mutex);
+    const auto it = c.nodes.find(id);
+    if (it == c.nodes.end() || !it->second.up) return std::nullopt;
+    return it->second.advertise;
+  };
+  membership.lease = [&c]() -> std::int64_t {
+    std::lock_guard lock(c.mutex);
+    return c.joined ? c.lease : 0;
+  };
+  membership.others = [&c] {
+    std::vector<std::pair<std::string, std::string>> up;
+    std::lock_guard lock(c.mutex);
+    for (const auto& [id, node] : c.nodes)
+      if (node.up) up.emplace_back(id, node.advertise);
+    return up;
+  };
+  c.owner = std::make_unique<SessionOwner>(c.broker, c.cluster, *c.etcd, c.announcer,
+                                           credentials.channel, std::move(membership));
+  c.broker.set_session_directory(c.owner.get());
 
   // etcd may still be electing a leader (a managed member waits for its
   // peers to start): keep trying for a minute.
@@ -404,27 +466,15 @@ std::optional<std::string> Cluster::start() {
     lease = c.lease;
   }
   c.announcer.start(*c.etcd, lease);
-  SessionOwner::Membership membership;
-  membership.address_of = [&c](const std::string& id) -> std::optional<std::string> {
-    std::lock_guard lock(c.mutex);
-    const auto it = c.nodes.find(id);
-    if (it == c.nodes.end() || !it->second.up) return std::nullopt;
-    return it->second.advertise;
-  };
-  membership.lease = [&c]() -> std::int64_t {
-    std::lock_guard lock(c.mutex);
-    return c.joined ? c.lease : 0;
-  };
-  c.owner = std::make_unique<SessionOwner>(c.broker, c.cluster, *c.etcd, c.announcer,
-                                           credentials.channel, std::move(membership));
-  c.broker.set_session_directory(c.owner.get());
   c.relet_thread = std::thread([&c] { c.relet(); });
   c.etcd->watch_prefix(
       keys::kNodes, [&c](const EtcdClient::Range& range) { c.nodes_snapshot(range); },
       [&c](const std::vector<WatchEvent>& events, std::int64_t) { c.nodes_changed(events); });
   c.etcd->watch_prefix(
       keys::kRoutes, [&c](const EtcdClient::Range& range) { c.routes_snapshot(range); },
-      [&c](const std::vector<WatchEvent>& events, std::int64_t) { c.routes_changed(events); });
+      [&c](const std::vector<WatchEvent>& events, std::int64_t revision) {
+        c.routes_changed(events, revision);
+      });
   c.owner->start();
   {
     std::unique_lock lock(c.mutex);

@@ -127,7 +127,8 @@ EtcdClient::~EtcdClient() {
   cancel_watches();
 }
 
-EtcdResult EtcdClient::put(const std::string& key, const std::string& value, std::int64_t lease) {
+EtcdResult EtcdClient::put(const std::string& key, const std::string& value, std::int64_t lease,
+                           std::int64_t* revision) {
   pb::PutRequest request;
   request.set_key(key);
   request.set_value(value);
@@ -135,16 +136,20 @@ EtcdResult EtcdClient::put(const std::string& key, const std::string& value, std
   pb::PutResponse response;
   grpc::ClientContext context;
   impl_->set_deadline(context);
-  return from_status(impl_->kv->Put(&context, request, &response), "put");
+  EtcdResult result = from_status(impl_->kv->Put(&context, request, &response), "put");
+  if (result.ok && revision != nullptr) *revision = response.header().revision();
+  return result;
 }
 
-EtcdResult EtcdClient::erase(const std::string& key) {
+EtcdResult EtcdClient::erase(const std::string& key, std::int64_t* revision) {
   pb::DeleteRangeRequest request;
   request.set_key(key);
   pb::DeleteRangeResponse response;
   grpc::ClientContext context;
   impl_->set_deadline(context);
-  return from_status(impl_->kv->DeleteRange(&context, request, &response), "delete");
+  EtcdResult result = from_status(impl_->kv->DeleteRange(&context, request, &response), "delete");
+  if (result.ok && revision != nullptr) *revision = response.header().revision();
+  return result;
 }
 
 EtcdResult EtcdClient::get_prefix(const std::string& prefix, Range& out) {

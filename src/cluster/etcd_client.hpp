@@ -51,8 +51,10 @@ class EtcdClient {
   // Whether the client could be made (TLS files readable): if not, why.
   const std::string& setup_error() const { return setup_error_; }
 
-  EtcdResult put(const std::string& key, const std::string& value, std::int64_t lease = 0);
-  EtcdResult erase(const std::string& key);
+  // `revision`, if given, gets the store's revision after the write.
+  EtcdResult put(const std::string& key, const std::string& value, std::int64_t lease = 0,
+                 std::int64_t* revision = nullptr);
+  EtcdResult erase(const std::string& key, std::int64_t* revision = nullptr);
 
   struct Range {
     std::vector<KeyValue> kvs;

@@ -10,6 +10,7 @@
 
 #include "broker/session.hpp"
 #include "cluster/message_codec.hpp"
+#include "cluster/peer_channel.hpp"
 #include "peer.grpc.pb.h"
 
 namespace sluice::cluster {
@@ -32,17 +33,6 @@ std::size_t forwarded_size(const broker::Message& message) {
   return message.topic.size() + message.payload.size() + message.encoded_properties.size() + 32;
 }
 
-grpc::ChannelArguments channel_arguments() {
-  grpc::ChannelArguments arguments;
-  // A node back after a blip is dialled again within a second, not after
-  // gRPC's default backoff of up to two minutes.
-  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1'000);
-  arguments.SetMaxSendMessageSize(-1);
-  arguments.SetMaxReceiveMessageSize(-1);
-  return arguments;
-}
-
 }  // namespace
 
 // One other node: what is queued for it, and the thread that sends it.
@@ -53,7 +43,7 @@ class PeerLink {
       : broker_(broker),
         config_(config),
         node_id_(std::move(node_id)),
-        stub_(Peer::NewStub(grpc::CreateCustomChannel(address, credentials, channel_arguments()))) {
+        stub_(Peer::NewStub(peer_channel(address, credentials))) {
     thread_ = std::thread([this] { run(); });
   }
   ~PeerLink() { stop(); }
@@ -63,6 +53,7 @@ class PeerLink {
       std::lock_guard lock(mutex_);
       if (!stopping_ && queue_.size() < kMostQueued) {
         queue_.push_back({shard, std::move(delivery), broker::Clock::now()});
+        ++enqueued_;
         if (queue_.size() == 1) wake_.notify_one();
         return;
       }
@@ -80,6 +71,7 @@ class PeerLink {
       if (in_flight_ != nullptr) in_flight_->TryCancel();  // not wait for its deadline
     }
     wake_.notify_all();
+    drained_.notify_all();
     if (thread_.joinable()) thread_.join();
     std::deque<Outgoing> left;
     {
@@ -88,6 +80,15 @@ class PeerLink {
     }
     fail(std::vector<Outgoing>(std::make_move_iterator(left.begin()),
                                std::make_move_iterator(left.end())));
+  }
+
+  // Waits until every message queued so far was answered (or failed);
+  // false at `deadline`.
+  bool drain(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    const std::uint64_t target = enqueued_;
+    return drained_.wait_until(lock, deadline,
+                               [&] { return stopping_ || finished_ >= target; });
   }
 
   const std::string& node_id() const { return node_id_; }
@@ -125,10 +126,13 @@ class PeerLink {
         batch.push_back(std::move(next));
         queue_.pop_front();
       }
+      const std::size_t taken = expired.size() + batch.size();
       lock.unlock();
       fail(std::move(expired));
       if (!batch.empty()) send(std::move(batch));
       lock.lock();
+      finished_ += taken;
+      drained_.notify_all();
     }
   }
 
@@ -210,6 +214,9 @@ class PeerLink {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Outgoing> queue_;
+  std::uint64_t enqueued_ = 0;  // ever queued
+  std::uint64_t finished_ = 0;  // ever answered or failed (drain)
+  std::condition_variable drained_;
   bool stopping_ = false;
   grpc::ClientContext* in_flight_ = nullptr;  // the call under way, for stop()
   std::thread thread_;
@@ -254,6 +261,15 @@ void Forwarder::add(std::uint16_t number, const std::string& node_id, const std:
     old = std::exchange(links_[number], std::move(link));
   }
   if (old) old->stop();
+}
+
+bool Forwarder::drain(std::uint16_t number, std::chrono::steady_clock::time_point deadline) {
+  std::shared_ptr<PeerLink> link;
+  {
+    std::shared_lock lock(mutex_);
+    if (number < links_.size()) link = links_[number];
+  }
+  return !link || link->drain(deadline);
 }
 
 void Forwarder::remove(std::uint16_t number) {

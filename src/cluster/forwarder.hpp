@@ -8,6 +8,7 @@
 // are settled on that publisher's worker (broker/remote_acks.hpp).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
@@ -43,6 +44,10 @@ class Forwarder final : public broker::TargetSink {
   // still holds.
   void add(std::uint16_t number, const std::string& node_id, const std::string& address);
   void remove(std::uint16_t number);
+  // Waits until what was queued for node `number` so far has been answered
+  // (a session handed over from it: see Cluster's barrier); false at
+  // `deadline`.
+  bool drain(std::uint16_t number, std::chrono::steady_clock::time_point deadline);
   void stop();
 
   // Adds what the links counted to the nodes of `view` (matched by id).

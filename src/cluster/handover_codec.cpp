@@ -1,5 +1,7 @@
 #include "cluster/handover_codec.hpp"
 
+#include <algorithm>
+
 #include "cluster/message_codec.hpp"
 #include "mqtt/topic.hpp"
 #include "mqtt/utf8.hpp"
@@ -69,8 +71,16 @@ broker::HandedSession take_session(const ReleaseSessionReply& in, broker::Clock:
   out.subscriptions = take_subscriptions(in.subscriptions(), skipped);
   for (const HandedMessage& m : in.outbound()) {
     const bool released = m.stage() == static_cast<std::uint32_t>(Stage::kAwaitingPubcomp);
-    if (m.qos() > 2 || m.stage() > kMostStage || m.packet_id() > 0xFFFF ||
-        (m.stage() != 0) != (m.packet_id() != 0)) {
+    // The stage must be one the QoS has (PUBACK for 1, PUBREC and PUBCOMP
+    // for 2), and a Subscription Identifier 1 to 268,435,455.
+    const auto stage = static_cast<Stage>(m.stage());
+    const bool stage_fits = stage == Stage::kQueued ||
+                            (stage == Stage::kAwaitingPuback ? m.qos() == 1 : m.qos() == 2);
+    const bool identifiers_valid =
+        std::all_of(m.identifiers().begin(), m.identifiers().end(),
+                    [](std::uint32_t id) { return id >= 1 && id <= 268'435'455; });
+    if (m.qos() > 2 || m.stage() > kMostStage || m.packet_id() > 0xFFFF || !stage_fits ||
+        !identifiers_valid || (m.stage() != 0) != (m.packet_id() != 0)) {
       ++skipped;
       continue;
     }

@@ -139,6 +139,22 @@ class PeerHandler final : public Peer::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Barrier(grpc::ServerContext* context, const BarrierRequest* request,
+                       BarrierReply*) override {
+    if (!barrier_ || !accepting_.load() || stopping_.load())
+      return {grpc::StatusCode::UNAVAILABLE, "this node is not taking sessions"};
+    const auto left = context->deadline() - std::chrono::system_clock::now();
+    const auto deadline =
+        std::chrono::steady_clock::now() +
+        std::min<std::chrono::system_clock::duration>(
+            left, std::chrono::milliseconds(config_.session_takeover_timeout_ms));
+    if (!barrier_(request->revision(), request->holder(), deadline))
+      return {grpc::StatusCode::DEADLINE_EXCEEDED, "routes or forwards not settled in time"};
+    return grpc::Status::OK;
+  }
+
+  void set_barrier(PeerService::Barrier barrier) { barrier_ = std::move(barrier); }
+
   void accept() { accepting_.store(true); }
   void stop() { stopping_.store(true); }
   std::uint64_t received() const { return received_.load(std::memory_order_relaxed); }
@@ -151,15 +167,19 @@ class PeerHandler final : public Peer::Service {
     broker::Mailbox* mailbox = broker_.mailbox();
     if (mailbox == nullptr || !accepting_.load() || stopping_.load())
       return {grpc::StatusCode::UNAVAILABLE, "this node is not taking sessions"};
+    // A task that started is waited for: what it did (a session closed,
+    // released) must reach the caller.
+    enum State : int { kWaiting, kRunning, kAbandoned };
     struct Call {
       std::promise<void> done;
-      std::atomic<bool> abandoned{false};
+      std::atomic<int> state{kWaiting};
     };
     auto call = std::make_shared<Call>();
     std::future<void> done = call->done.get_future();
     const std::uint32_t shard = broker_.shard_for_client(client_id);
     mailbox->post_task(shard, [this, shard, call, task = std::forward<Task>(task)]() mutable {
-      if (call->abandoned.load()) return;
+      int waiting = kWaiting;
+      if (!call->state.compare_exchange_strong(waiting, kRunning)) return;
       task(broker_.shard(shard));
       call->done.set_value();
     });
@@ -169,8 +189,12 @@ class PeerHandler final : public Peer::Service {
     while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
       if (context->IsCancelled() || stopping_.load() ||
           std::chrono::system_clock::now() >= deadline) {
-        call->abandoned.store(true);
-        return {grpc::StatusCode::DEADLINE_EXCEEDED, "the session's worker did not answer in time"};
+        int waiting = kWaiting;
+        if (call->state.compare_exchange_strong(waiting, kAbandoned))
+          return {grpc::StatusCode::DEADLINE_EXCEEDED,
+                  "the session's worker did not answer in time"};
+        done.wait();  // it is running: it ends soon
+        break;
       }
     }
     return grpc::Status::OK;
@@ -212,6 +236,7 @@ class PeerHandler final : public Peer::Service {
   broker::Broker& broker_;
   const config::ClusterConfig& config_;
   std::atomic<std::uint64_t> received_{0};
+  PeerService::Barrier barrier_;  // set before the server starts
   std::atomic<bool> accepting_{false};
   std::atomic<bool> stopping_{false};
 };
@@ -253,6 +278,10 @@ std::optional<std::string> PeerService::start(
     return "cannot listen on cluster.listen " + listen_ + " (in use, or not an address here)";
   spdlog::info("event=cluster_listening address={}", listen_);
   return std::nullopt;
+}
+
+void PeerService::set_barrier(Barrier barrier) {
+  impl_->handler.set_barrier(std::move(barrier));
 }
 
 void PeerService::accept() {

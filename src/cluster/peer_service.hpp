@@ -4,7 +4,9 @@
 // once routed and stored where they had to be.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +25,10 @@ class PeerService {
   PeerService(broker::Broker& broker, const config::ClusterConfig& config);
   ~PeerService();
 
+  // What a Barrier call waits for (Cluster's barrier); set before start.
+  using Barrier = std::function<bool(std::int64_t revision, const std::string& holder,
+                                     std::chrono::steady_clock::time_point deadline)>;
+  void set_barrier(Barrier barrier);
   // Binds config.listen; an error when it cannot.
   std::optional<std::string> start(std::shared_ptr<grpc::ServerCredentials> credentials);
   // Forwards are refused (UNAVAILABLE) until the workers run.

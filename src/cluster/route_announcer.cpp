@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "cluster/keys.hpp"
@@ -53,10 +54,12 @@ std::uint64_t RouteAnnouncer::announced() const {
   return present_.size();
 }
 
-bool RouteAnnouncer::wait_written(std::chrono::milliseconds timeout) {
+std::optional<std::int64_t> RouteAnnouncer::wait_written(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  return written_.wait_for(lock, timeout,
-                           [this] { return stopping_ || (dirty_.empty() && !writing_); });
+  if (!written_.wait_for(lock, timeout,
+                         [this] { return stopping_ || (dirty_.empty() && !writing_); }))
+    return std::nullopt;
+  return written_revision_;
 }
 
 void RouteAnnouncer::run() {
@@ -75,9 +78,11 @@ void RouteAnnouncer::run() {
     writing_ = true;
     lock.unlock();
     std::vector<std::string> failed;
+    std::int64_t revision = 0;
     for (const auto& [filter, present] : changes) {
       const std::string key = keys::route(node_id_, filter);
-      const EtcdResult result = present ? etcd_->put(key, "", lease) : etcd_->erase(key);
+      const EtcdResult result =
+          present ? etcd_->put(key, "", lease, &revision) : etcd_->erase(key, &revision);
       if (!result.ok) {
         spdlog::warn("event=route_announce_failed filter=\"{}\" error=\"{}\"", filter,
                      result.error);
@@ -86,6 +91,7 @@ void RouteAnnouncer::run() {
     }
     lock.lock();
     writing_ = false;
+    written_revision_ = std::max(written_revision_, revision);
     if (!failed.empty()) {
       dirty_.insert(failed.begin(), failed.end());
       // Not again at once: etcd is down or slow.

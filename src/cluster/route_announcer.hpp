@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -34,8 +35,9 @@ class RouteAnnouncer final : public broker::FilterObserver {
   std::uint64_t announced() const;
   // Waits until what the index told it so far is in etcd (a session taken
   // over from another node is announced here before that node lets go of
-  // it, so publishers never see neither node). False after `timeout`.
-  bool wait_written(std::chrono::milliseconds timeout);
+  // it, so publishers never see neither node), and gives the etcd revision
+  // of the last route it wrote (0 for none); nullopt after `timeout`.
+  std::optional<std::int64_t> wait_written(std::chrono::milliseconds timeout);
 
  private:
   void run();
@@ -48,6 +50,7 @@ class RouteAnnouncer final : public broker::FilterObserver {
   std::set<std::string, std::less<>> dirty_;    // filters whose key may differ from present_
   std::int64_t lease_ = 0;
   bool writing_ = false;  // a batch is out, the lock released
+  std::int64_t written_revision_ = 0;
   std::condition_variable written_;
   bool stopping_ = false;
   std::thread thread_;

@@ -19,6 +19,7 @@
 #include "cluster/etcd_client.hpp"
 #include "cluster/handover_codec.hpp"
 #include "cluster/keys.hpp"
+#include "cluster/peer_channel.hpp"
 #include "cluster/route_announcer.hpp"
 #include "peer.grpc.pb.h"
 
@@ -172,13 +173,17 @@ struct SessionOwner::Impl {
   Peer::Stub& stub(const std::string& address) {
     std::lock_guard lock(mutex);
     auto& stub = stubs[address];
-    if (!stub) stub = Peer::NewStub(grpc::CreateChannel(address, channel_credentials));
+    if (!stub) stub = Peer::NewStub(peer_channel(address, channel_credentials));
     return *stub;
   }
 
+  // The whole takeover timeout, waiting for a connection if there is none
+  // yet (a node redialled after a blip): only a node that stays silent that
+  // long is taken for dead.
   void set_deadline(grpc::ClientContext& context) const {
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(config.session_takeover_timeout_ms));
+    context.set_wait_for_ready(true);
   }
 
   // ---- a claim ----
@@ -218,6 +223,7 @@ struct SessionOwner::Impl {
       std::optional<std::string> address;
       if (holder != config.node_id) address = membership.address_of(holder);
       bool prepared = false;
+      std::int64_t routes_revision = 0;
       if (holder == config.node_id) {
         // Ours in etcd though not noted here (its earlier session was
         // ending): written again, so that this node knows its revision.
@@ -230,6 +236,7 @@ struct SessionOwner::Impl {
         const auto taken = take_from(request, holder, *address);
         if (taken.refusal) return *taken.refusal;
         prepared = taken.prepared;
+        routes_revision = taken.routes_revision;
       }
       result = write_owner(client_id, revision, won, current);
       if (!result.ok || !won) {
@@ -240,7 +247,10 @@ struct SessionOwner::Impl {
         if (!result.ok) return refused(ReasonCode::kServerUnavailable, "etcd: " + result.error);
         continue;  // another node claimed it first: try again with what it wrote
       }
-      if (prepared) return complete(request, *address, holder);
+      if (prepared) {
+        settle_routes(routes_revision, holder);
+        return complete(request, *address, holder);
+      }
       return owned_here();
     }
     return refused(ReasonCode::kServerBusy, "the client id is being claimed on another node");
@@ -251,6 +261,7 @@ struct SessionOwner::Impl {
   // prepared when the holder has no such session or did not answer.
   struct Taken {
     bool prepared = false;
+    std::int64_t routes_revision = 0;  // where this node's routes for it are in etcd
     std::optional<Outcome> refusal;
   };
   Taken take_from(const Request& request, const std::string& holder, const std::string& address) {
@@ -293,10 +304,31 @@ struct SessionOwner::Impl {
       taken.prepared = true;
       // The old node lets go of its subscriptions only after this node's
       // are in etcd: publishers see one node or both, never neither.
-      if (!announcer.wait_written(std::chrono::milliseconds(config.session_takeover_timeout_ms)))
-        spdlog::warn("event=session_routes_slow client_id=\"{}\"", client_id);
+      const auto written =
+          announcer.wait_written(std::chrono::milliseconds(config.session_takeover_timeout_ms));
+      if (!written) spdlog::warn("event=session_routes_slow client_id=\"{}\"", client_id);
+      taken.routes_revision = written.value_or(0);
     }
     return taken;
+  }
+
+  // Every node routes by this node's routes for the session, and what they
+  // had sent the old holder has arrived there, before it lets go: then no
+  // message for the session is still on its way to the old copy. A node
+  // that does not answer in time is logged and not waited for.
+  void settle_routes(std::int64_t revision, const std::string& holder) {
+    for (const auto& [id, address] : membership.others()) {
+      BarrierRequest barrier;
+      barrier.set_revision(revision);
+      barrier.set_holder(holder);
+      BarrierReply reply;
+      grpc::ClientContext context;
+      set_deadline(context);
+      const grpc::Status status = stub(address).Barrier(&context, barrier, &reply);
+      if (!status.ok())
+        spdlog::warn("event=session_barrier_failed node={} error=\"{}\"", id,
+                     status.error_message());
+    }
   }
 
   // This node owns the session now: the old one hands over what it held.
@@ -337,11 +369,16 @@ struct SessionOwner::Impl {
   }
 
   // ---- the keys of others ----
-  void owner_changed(const std::string& client_id, const std::string& holder) {
+  // `revision`: the key's, as the watch saw it. An event older than this
+  // node's own last write (a watch catching up) changes nothing.
+  void owner_changed(const std::string& client_id, const std::string& holder,
+                     std::int64_t revision) {
     if (holder == config.node_id) return;
     {
       std::lock_guard lock(mutex);
-      if (owned.erase(client_id) == 0) return;
+      const auto it = owned.find(client_id);
+      if (it == owned.end() || it->second >= revision) return;
+      owned.erase(it);
     }
     spdlog::info("event=session_owned_elsewhere client_id=\"{}\" node={}", client_id, holder);
     if (broker::Mailbox* mailbox = broker.mailbox()) {
@@ -372,12 +409,13 @@ void SessionOwner::start() {
       keys::kSessions,
       [&o](const EtcdClient::Range& range) {
         for (const KeyValue& kv : range.kvs)
-          if (const auto id = keys::parse_session(kv.key)) o.owner_changed(*id, kv.value);
+          if (const auto id = keys::parse_session(kv.key)) o.owner_changed(*id, kv.value, kv.mod_revision);
       },
       [&o](const std::vector<WatchEvent>& events, std::int64_t) {
         for (const WatchEvent& event : events) {
           if (event.deleted) continue;
-          if (const auto id = keys::parse_session(event.kv.key)) o.owner_changed(*id, event.kv.value);
+          if (const auto id = keys::parse_session(event.kv.key))
+            o.owner_changed(*id, event.kv.value, event.kv.mod_revision);
         }
       });
 }
@@ -424,7 +462,8 @@ void SessionOwner::reclaim(bool workers_running) {
   }
   if (!held.empty())
     spdlog::info("event=sessions_reclaimed kept={} owned_elsewhere={}", kept, lost);
-  o.accepting.store(true);
+  // Not if the lease was lost again meanwhile: the next reclaim says when.
+  if (o.membership.lease() != 0) o.accepting.store(true);
 }
 
 void SessionOwner::lease_lost() {
@@ -458,6 +497,10 @@ void SessionOwner::stop() {
   for (std::thread& thread : o.pool)
     if (thread.joinable()) thread.join();
   o.pool.clear();
+}
+
+bool SessionOwner::serving() const {
+  return impl_->accepting.load();
 }
 
 void SessionOwner::claim(Request request, std::function<void(Outcome)> done) {

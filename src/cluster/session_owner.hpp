@@ -19,6 +19,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "broker/broker.hpp"
 #include "broker/session_directory.hpp"
@@ -41,6 +43,8 @@ class SessionOwner final : public broker::SessionDirectory {
     std::function<std::optional<std::string>(const std::string& id)> address_of;
     // This node's lease; 0 while it has none.
     std::function<std::int64_t()> lease;
+    // The other members: (id, gRPC address) of each.
+    std::function<std::vector<std::pair<std::string, std::string>>()> others;
   };
   SessionOwner(broker::Broker& broker, const config::ClusterConfig& config, EtcdClient& etcd,
                RouteAnnouncer& announcer, std::shared_ptr<grpc::ChannelCredentials> credentials,
@@ -63,6 +67,7 @@ class SessionOwner final : public broker::SessionDirectory {
 
   void claim(Request request, std::function<void(Outcome)> done) override;
   void ended(const std::string& client_id) override;
+  bool serving() const override;
 
   std::uint64_t takeovers() const;  // sessions handed over to this node
   std::uint64_t conflicts() const;  // claims that lost a race for a key

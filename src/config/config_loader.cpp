@@ -600,7 +600,7 @@ void read_cluster(const YAML::Node& node, ClusterConfig& c, const StorageConfig&
   s.string("ca_file", c.ca_file);
   s.boolean("insecure", c.insecure);
   s.integer("lease_ttl_s", c.lease_ttl_s, 2, 3600);
-  s.integer("session_takeover_timeout_ms", c.session_takeover_timeout_ms, 0, 600'000);
+  s.integer("session_takeover_timeout_ms", c.session_takeover_timeout_ms, 100, 600'000);
   s.integer("forward_batch", c.forward_batch, 1, 100'000);
   s.integer("forward_timeout_ms", c.forward_timeout_ms, 100, 600'000);
   const YAML::Node etcd_node = s.child("etcd");
