@@ -19,6 +19,7 @@
 #include "cluster/keys.hpp"
 #include "cluster/managed_etcd.hpp"
 #include "cluster/peer_service.hpp"
+#include "cluster/retained_catch_up.hpp"
 #include "cluster/route_announcer.hpp"
 #include "cluster/session_owner.hpp"
 #include "mqtt/topic.hpp"
@@ -292,6 +293,15 @@ struct Cluster::Impl {
     return number == 0 || forwarder->drain(number, deadline);
   }
 
+  // The other members, (id, gRPC address).
+  std::vector<std::pair<std::string, std::string>> other_members() {
+    std::vector<std::pair<std::string, std::string>> up;
+    std::lock_guard lock(mutex);
+    for (const auto& [id, node] : nodes)
+      if (node.up) up.emplace_back(id, node.advertise);
+    return up;
+  }
+
   // ---- this node's membership ----
   // `exclusive`: the node key is created only if no other process holds it
   // (start-up; `taken` says so). Rejoining after a lost lease puts it again.
@@ -424,13 +434,7 @@ std::optional<std::string> Cluster::start() {
     std::lock_guard lock(c.mutex);
     return c.joined ? c.lease : 0;
   };
-  membership.others = [&c] {
-    std::vector<std::pair<std::string, std::string>> up;
-    std::lock_guard lock(c.mutex);
-    for (const auto& [id, node] : c.nodes)
-      if (node.up) up.emplace_back(id, node.advertise);
-    return up;
-  };
+  membership.others = [&c] { return c.other_members(); };
   c.owner = std::make_unique<SessionOwner>(c.broker, c.cluster, *c.etcd, c.announcer,
                                            credentials.channel, std::move(membership));
   c.broker.set_session_directory(c.owner.get());
@@ -481,6 +485,18 @@ std::optional<std::string> Cluster::start() {
     if (!c.changed.wait_for(lock, std::chrono::seconds(30),
                             [&c] { return c.nodes_known && c.routes_known; }))
       return std::string("etcd did not list the cluster's nodes and routes within 30 s");
+  }
+  // Retained messages as the others hold them, before any client comes.
+  const auto others = c.other_members();
+  const RetainedCatchUp caught = catch_up_retained(
+      c.broker, cluster.node_id, others, credentials.channel,
+      std::chrono::milliseconds(cluster.session_takeover_timeout_ms) + std::chrono::seconds(10));
+  if (caught.done) {
+    spdlog::info("event=retained_caught_up from={} set={} deleted={}", caught.from, caught.set,
+                 caught.deleted);
+  } else if (!others.empty()) {
+    spdlog::warn("event=retained_not_caught_up note=\"no other node answered: this node keeps "
+                 "the retained messages it had\"");
   }
   // Stored sessions restored from this node's store are its own again, or
   // end if another node took them while this one was away.

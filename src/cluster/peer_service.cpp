@@ -153,6 +153,25 @@ class PeerHandler final : public Peer::Service {
     return grpc::Status::OK;
   }
 
+  // Every retained message this node holds, one at a time: from its
+  // retained store, whatever its workers do (they may not run yet).
+  grpc::Status Retained(grpc::ServerContext* context, const RetainedRequest* request,
+                        grpc::ServerWriter<ForwardedMessage>* writer) override {
+    if (stopping_.load()) return {grpc::StatusCode::UNAVAILABLE, "this node is stopping"};
+    std::vector<broker::MessagePtr> messages;
+    const auto now = broker::Clock::now();
+    broker_.retained().for_each_match(
+        "#", now, [&](const broker::MessagePtr& message) { messages.push_back(message); });
+    for (const broker::MessagePtr& message : messages) {
+      if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "cancelled"};
+      ForwardedMessage m;
+      to_forwarded(*message, now, m);
+      if (!writer->Write(m)) break;
+    }
+    spdlog::info("event=retained_sent to={} messages={}", request->from_node(), messages.size());
+    return grpc::Status::OK;
+  }
+
   void set_barrier(PeerService::Barrier barrier) { barrier_ = std::move(barrier); }
 
   void accept() { accepting_.store(true); }

@@ -17,7 +17,7 @@ import pytest
 import rawmqtt
 from conftest import props, unique, wait_until
 from paho.mqtt.packettypes import PacketTypes
-from test_cluster import SANITIZER_REPORT, Cluster, wait_for_route
+from test_cluster import SANITIZER_REPORT, SLUICE_BIN, Cluster, wait_for_route
 
 SESSION_EXPIRY = bytes([0x11]) + struct.pack("!I", 300)
 
@@ -283,6 +283,55 @@ def test_a_node_that_loses_its_lease_closes_its_connections_until_it_has_one(clu
     back = rawmqtt.connected(cluster.mqtt(2), client_id, clean=False, properties=SESSION_EXPIRY)
     assert back.session_present
     back.close()
+
+
+def restart(cluster, i):
+    """Starts node i again with its own configuration and state (after it stopped)."""
+    node_dir = os.path.join(cluster.dir, f"node-{i}")
+    log = open(os.path.join(node_dir, "sluice.log"), "ab")
+    process = subprocess.Popen([SLUICE_BIN, "--config",
+                                os.path.join(node_dir, "sluice.yaml")], stdout=log, stderr=log,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    cluster.nodes[i]["pid"] = process.pid
+    with open(os.path.join(node_dir, "pid"), "w") as f:
+        f.write(f"{process.pid}\n")
+
+    def ready():
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{cluster.nodes[i]['admin']}/ready", timeout=2) as r:
+                return r.status == 200
+        except Exception:
+            return False
+    wait_until(ready, timeout=90, what=f"node {i} ready again")
+    return process
+
+
+def test_a_restarted_node_catches_up_on_retained_messages(cluster, clients):
+    """Node 3 stops; meanwhile a message is retained on node 1 and another,
+    which node 3 also holds, is cleared. Back, node 3 reads node 1's or 2's
+    retained messages before it is ready: a subscriber there gets the new
+    one and not the cleared one."""
+    kept, cleared = unique("caught") + "/new", unique("caught") + "/old"
+    publisher = clients(cluster.mqtt(1))
+    publisher.publish(cleared, b"to be cleared", qos=1, retain=True)  # every node stores it
+    pid = cluster.nodes[3]["pid"]
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+               open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=30,
+               what="node 3 to stop")
+    wait_until(lambda: [n["status"] for n in cluster.api(1, "cluster/nodes")["data"]
+                        if n["id"] == "n3"] == ["down"], what="node 3 seen gone")
+    publisher.publish(kept, b"retained while node 3 was away", qos=1, retain=True)
+    publisher.publish(cleared, b"", qos=1, retain=True)
+    restart(cluster, 3)
+    assert "event=retained_caught_up" in cluster.log(3)
+    subscriber = clients(cluster.mqtt(3))
+    subscriber.subscribe(kept, qos=1)
+    message = subscriber.receive()
+    assert message.payload == b"retained while node 3 was away" and message.retain
+    subscriber.subscribe(cleared, qos=1)
+    subscriber.expect_nothing(within=0.5)
 
 
 def test_a_silent_owners_session_starts_afresh_after_the_takeover_timeout(cluster, clients):
