@@ -58,6 +58,10 @@ struct Message {
   // worker before any other thread sees the message; a session handed over
   // between nodes drops the copies it was sent both ways by it.
   mutable std::uint64_t cluster_id = 0;
+  // A forwarded message for one `$share/<group>/<filter>` only: the node it
+  // was published on picked this node among the group's members, and one
+  // member here gets it (nullptr: routed to this node's subscribers).
+  std::shared_ptr<const std::string> for_shared_group;
   StoreRefs store_refs;                         // only for a message in the store
   // Set for a traced message (broker/trace.hpp); not stored: a message read
   // back after a restart is delivered without a trace.

@@ -147,7 +147,16 @@ void Shard::delete_retained(const std::string& topic, std::function<void(Retaine
 Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, bool may_refuse) {
   const bool storing = has_store();
   targets_.clear();
-  broker_.index().match(*message, broker_.config().sessions.shared_subscription_strategy, targets_);
+  const config::SharedStrategy strategy = broker_.config().sessions.shared_subscription_strategy;
+  if (message->for_shared_group) {
+    // Another node picked this one for a shared group: one member here gets it.
+    if (auto member = broker_.index().pick_shared(*message->for_shared_group, *message, strategy,
+                                                  TargetRef{0, ~0u, 0, TargetKind::kSession},
+                                                  false, /*local_only=*/true))
+      targets_.push_back(std::move(*member));
+  } else {
+    broker_.index().match(*message, strategy, targets_, broker_.config().cluster.shared_prefer_local);
+  }
   routed_.clear();
   const bool reserving =
       may_refuse && message->qos != mqtt::QoS::kAtMostOnce &&
@@ -163,13 +172,14 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
   std::uint32_t holders = 0;
   std::size_t receivers = 0;
   // The message as it goes to another node, which routes it again there.
-  const auto forward_to = [&](TargetRef node) {
+  const auto forward_to = [&](TargetRef node, std::shared_ptr<const std::string> shared_filter) {
     // Before the message reaches any other thread (the retained store shares it).
     if (message->cluster_id == 0) message->cluster_id = broker_.new_cluster_id();
     Delivery forward;
     forward.message = message;
     forward.qos = message->qos;
     forward.retain = message->retain;
+    forward.shared_filter = std::move(shared_filter);  // that node delivers to one member
     if (message->qos != mqtt::QoS::kAtMostOnce) {
       // The publisher's acknowledgement waits for that node's (remote_acks.hpp).
       if (!routed.remote) routed.remote = std::make_shared<RemoteAcks>();
@@ -183,7 +193,7 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
       // Another node has subscribers. A message that came from a node goes
       // to no node again, and each node's $SYS topics are its own.
       if (message->forwarded || sys_topic) continue;
-      forward_to(target.ref);
+      forward_to(target.ref, std::move(target.shared_filter));
       ++receivers;
       continue;
     }
@@ -212,9 +222,11 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
       std::vector<TargetRef> all;
       nodes->all_targets(all);
       for (const TargetRef& node : all) {
-        const bool routed_there = std::any_of(
-            routed_.begin(), routed_.end(), [&](const RemoteDelivery& d) { return d.to == node; });
-        if (!routed_there) forward_to(node);
+        const bool routed_there =
+            std::any_of(routed_.begin(), routed_.end(), [&](const RemoteDelivery& d) {
+              return d.to == node && !d.delivery.shared_filter;
+            });
+        if (!routed_there) forward_to(node, nullptr);
       }
     }
   }

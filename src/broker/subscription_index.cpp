@@ -34,11 +34,14 @@ struct SubscriptionIndex::SharedGroup {
   std::string name;
   std::shared_ptr<const std::string> full_filter;
   std::vector<Member> members;
+  std::uint32_t local_members = 0;  // this node's sessions (others are other nodes)
   mutable std::atomic<std::uint32_t> cursor{0};
 
   // The member to send to, or nullptr when `exclude` is the only member.
+  // `local_only`: this node's sessions only (not another node); otherwise,
+  // with `prefer_local`, an online session here before any other node.
   const Member* pick(config::SharedStrategy strategy, const Message& message, TargetRef exclude,
-                     bool online_only) const;
+                     bool online_only, bool local_only = false, bool prefer_local = false) const;
 };
 
 struct SubscriptionIndex::Node {
@@ -85,10 +88,13 @@ struct SubscriptionIndex::Node {
 };
 
 const SubscriptionIndex::Member* SubscriptionIndex::SharedGroup::pick(
-    config::SharedStrategy strategy, const Message& message, TargetRef exclude,
-    bool online_only) const {
+    config::SharedStrategy strategy, const Message& message, TargetRef exclude, bool online_only,
+    bool local_only, bool prefer_local) const {
   const std::size_t n = members.size();
   if (n == 0) return nullptr;
+  if (prefer_local && !local_only && local_members != 0 && local_members != n) {
+    if (const Member* local = pick(strategy, message, exclude, true, true)) return local;
+  }
   std::size_t start = 0;
   switch (strategy) {
     case config::SharedStrategy::kRoundRobin:
@@ -111,7 +117,10 @@ const SubscriptionIndex::Member* SubscriptionIndex::SharedGroup::pick(
     const std::size_t index = (start + i) % n;
     const Member& member = members[index];
     if (member.entry.ref == exclude) continue;
-    if (member.session->online.load(std::memory_order_relaxed)) {
+    const bool here = member.entry.ref.kind == TargetKind::kSession;
+    if (local_only && !here) continue;
+    // Another node is a member while it has one there: it picks among its own.
+    if (!here || member.session->online.load(std::memory_order_relaxed)) {
       if (strategy == config::SharedStrategy::kSticky && i != 0) {
         cursor.store(static_cast<std::uint32_t>(index), std::memory_order_relaxed);
       }
@@ -257,6 +266,9 @@ bool SubscriptionIndex::subscribe(std::string_view filter, const Entry& entry,
   }
   (*group_it)->members.push_back({entry, std::move(session)});
   ++size_;
+  // The cluster announces a group's filter while this node has a member.
+  if (entry.ref.kind == TargetKind::kSession && (*group_it)->local_members++ == 0 && observer_)
+    observer_->on_filter(filter, true);
   return true;
 }
 
@@ -286,6 +298,8 @@ bool SubscriptionIndex::unsubscribe(std::string_view filter, TargetRef ref) {
       if ((*it)->name != shared->group) continue;
       removed =
           std::erase_if((*it)->members, [&](const auto& m) { return m.entry.ref == ref; }) > 0;
+      if (removed && ref.kind == TargetKind::kSession && --(*it)->local_members == 0 && observer_)
+        observer_->on_filter(filter, false);
       if ((*it)->members.empty()) node->groups.erase(it);
       break;
     }
@@ -391,7 +405,7 @@ bool SubscriptionIndex::unchanged_for(std::string_view topic, std::uint64_t sinc
 }
 
 void SubscriptionIndex::match(const Message& message, config::SharedStrategy strategy,
-                              std::vector<Target>& out) const {
+                              std::vector<Target>& out, bool prefer_local) const {
   const std::size_t first = out.size();
   // Read without the lock: a writer moves it before it changes the trie, so
   // while it is the slot's, nothing changed since the slot was checked.
@@ -463,9 +477,13 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
     // Walked every time: let go of the session tags, and of a large list.
     std::vector<Member>().swap(slot.members);
   }
+  // A forwarded message's groups were picked on the node it was published
+  // on (the member there may be this node: Message::for_shared_group).
+  if (message.forwarded) groups.clear();
   for (const SharedGroup* group : groups) {
-    const Member* member =
-        group->pick(strategy, message, TargetRef{0, ~0u, 0, TargetKind::kSession}, false);
+    const Member* member = group->pick(strategy, message,
+                                       TargetRef{0, ~0u, 0, TargetKind::kSession}, false,
+                                       false, prefer_local);
     if (member == nullptr) continue;
     Target target = target_of(member->entry, member->session, message, carry_sessions_);
     target.shared_filter = group->full_filter;
@@ -476,7 +494,8 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
 std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_filter,
                                                      const Message& message,
                                                      config::SharedStrategy strategy,
-                                                     TargetRef exclude, bool online_only) const {
+                                                     TargetRef exclude, bool online_only,
+                                                     bool local_only) const {
   const auto shared = mqtt::parse_shared_filter(shared_filter);
   if (!shared) return std::nullopt;
   std::shared_lock lock(mutex_);
@@ -487,7 +506,7 @@ std::optional<Target> SubscriptionIndex::pick_shared(std::string_view shared_fil
   if (node == nullptr) return std::nullopt;
   for (const auto& group : node->groups) {
     if (group->name != shared->group) continue;
-    const Member* member = group->pick(strategy, message, exclude, online_only);
+    const Member* member = group->pick(strategy, message, exclude, online_only, local_only);
     if (member == nullptr) return std::nullopt;
     Target target = target_of(member->entry, member->session, message, carry_sessions_);
     target.shared_filter = group->full_filter;

@@ -48,10 +48,11 @@ struct Target {
   std::shared_ptr<const SessionTag> session;
 };
 
-// Told when an ordinary (not $share) filter gains its first subscriber among
-// this node's sessions, or loses its last: the cluster announces the filters
-// a node has, not its subscriptions (cluster/route_announcer.hpp). Called
-// under the index's exclusive lock, so it must only take note.
+// Told when a filter gains its first subscriber among this node's sessions,
+// or loses its last (for a `$share/<group>/<filter>`: the group its first or
+// last member here): the cluster announces the filters a node has, not its
+// subscriptions (cluster/route_announcer.hpp). Called under the index's
+// exclusive lock, so it must only take note.
 class FilterObserver {
  public:
   virtual ~FilterObserver() = default;
@@ -83,16 +84,20 @@ class SubscriptionIndex {
 
   // Appends the targets of `message` to `out`: non-shared ones merged per
   // subscriber [MQTT-3.3.4-2] (highest QoS, all identifiers), then one per
-  // shared group. No Local subscriptions of the publisher are left out.
+  // shared group (none for a forwarded message: its node picked). No Local
+  // subscriptions of the publisher are left out. A group's member may be
+  // another node (its routes); with `prefer_local`, an online member here
+  // goes first.
   void match(const Message& message, config::SharedStrategy strategy,
-             std::vector<Target>& out) const;
+             std::vector<Target>& out, bool prefer_local = false) const;
 
   // Picks a member of the shared group `shared_filter` other than `exclude`
   // (only an online one if `online_only`), for a message whose first receiver
-  // went away without acknowledging it.
+  // went away without acknowledging it, or (`local_only`: among this node's
+  // sessions) for one another node picked this node for.
   std::optional<Target> pick_shared(std::string_view shared_filter, const Message& message,
                                     config::SharedStrategy strategy, TargetRef exclude,
-                                    bool online_only) const;
+                                    bool online_only, bool local_only = false) const;
 
   std::size_t size() const;
 

@@ -203,8 +203,10 @@ struct Cluster::Impl {
   // The index changes under `mutex`, so that what `routes` says and what
   // the index holds never differ (the index's observer never takes `mutex`).
   void route_added(const std::string& id, const std::string& filter) {
-    // Only ordinary filters are announced; anything else is not a route.
-    if (!mqtt::check_topic_filter(filter).ok() || mqtt::parse_shared_filter(filter) ||
+    // Filters and `$share/<group>/<filter>`s (the node is then a member of
+    // the group: it picks among its own members); anything else is not a
+    // route.
+    if (!mqtt::check_topic_filter(filter).ok() ||
         mqtt::check_utf8(filter) != mqtt::Utf8Check::kValid) {
       spdlog::warn("event=cluster_route_ignored node={} filter=\"{}\"", id, filter);
       return;

@@ -144,6 +144,7 @@ class PeerLink {
       const broker::Message& message = *out.delivery.message;
       ForwardedMessage* m = request.add_messages();
       to_forwarded(message, now, *m);
+      if (out.delivery.shared_filter) m->set_shared_filter(*out.delivery.shared_filter);
     }
     ForwardReply reply;
     grpc::ClientContext context;

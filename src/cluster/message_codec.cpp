@@ -85,6 +85,15 @@ broker::MessagePtr from_forwarded(const ForwardedMessage& m, broker::Clock::time
   }
   message->origin_client_hash = m.publisher_hash();
   message->cluster_id = m.cluster_id();
+  if (!m.shared_filter().empty()) {
+    const std::string& filter = m.shared_filter();
+    if (filter.size() > 0xFFFF || mqtt::check_utf8(filter) != mqtt::Utf8Check::kValid ||
+        !mqtt::check_topic_filter(filter).ok() || !mqtt::parse_shared_filter(filter)) {
+      reason = code(mqtt::ReasonCode::kTopicFilterInvalid);
+      return nullptr;
+    }
+    message->for_shared_group = std::make_shared<const std::string>(filter);
+  }
   return message;
 }
 

@@ -238,6 +238,10 @@ class PeerHandler final : public Peer::Service {
           message, {},
           [&](broker::Shard::Routed routed, store::WriteBatch&& batch) {
             if (routed.refused) return answer(code(mqtt::ReasonCode::kQuotaExceeded));
+            // Picked for a shared group whose last member here just left:
+            // the publisher is told, and its node picks again next time.
+            if (message->for_shared_group && routed.receivers == 0)
+              return answer(code(mqtt::ReasonCode::kUnspecifiedError));
             if (batch.empty()) {
               if (routed.captured) routed.captured(true);
               return answer(kRouted);

@@ -330,6 +330,9 @@ struct ClusterConfig {
   std::uint32_t session_takeover_timeout_ms = 5000;
   std::uint32_t forward_batch = 512;        // messages per forward call at most
   std::uint32_t forward_timeout_ms = 5000;  // a forward not confirmed by then failed
+  // A $share group with members on several nodes: an online member on the
+  // publisher's node first (false: the strategy picks among all of them).
+  bool shared_prefer_local = false;
   ClusterEtcdConfig etcd;
   bool operator==(const ClusterConfig&) const = default;
 };

@@ -603,6 +603,7 @@ void read_cluster(const YAML::Node& node, ClusterConfig& c, const StorageConfig&
   s.integer("session_takeover_timeout_ms", c.session_takeover_timeout_ms, 100, 600'000);
   s.integer("forward_batch", c.forward_batch, 1, 100'000);
   s.integer("forward_timeout_ms", c.forward_timeout_ms, 100, 600'000);
+  s.boolean("shared_prefer_local", c.shared_prefer_local);
   const YAML::Node etcd_node = s.child("etcd");
   {
     Section e(etcd_node, "cluster.etcd", source);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -396,14 +397,68 @@ TEST(SubscriptionIndex, TellsTheObserverWhenAFilterComesAndGoes) {
   index.subscribe("$share/g/b", entry(3), online());
   const TargetRef node{0, 0, 7, TargetKind::kNode};
   index.subscribe("c", {node, mqtt::SubscriptionOptions{QoS::kExactlyOnce}, 0}, nullptr);
-  EXPECT_EQ(recorder.seen, (std::vector<std::pair<std::string, bool>>{{"a/#", true}}));
+  index.subscribe("$share/g/b", {node, mqtt::SubscriptionOptions{QoS::kExactlyOnce}, 0}, nullptr);
+  index.subscribe("$share/g/b", entry(4), online());  // the group's second member here: no news
+  using Seen = std::vector<std::pair<std::string, bool>>;
+  EXPECT_EQ(recorder.seen, (Seen{{"a/#", true}, {"$share/g/b", true}}));
   index.unsubscribe("a/#", TargetRef::session(0, 1));
-  EXPECT_EQ(recorder.seen.size(), 1u);  // session 2 still has it
+  EXPECT_EQ(recorder.seen.size(), 2u);  // session 2 still has it
   index.unsubscribe("a/#", TargetRef::session(0, 2));
   index.unsubscribe("c", node);
   index.unsubscribe("a/#", TargetRef::session(0, 2));  // already gone: no news
-  EXPECT_EQ(recorder.seen,
-            (std::vector<std::pair<std::string, bool>>{{"a/#", true}, {"a/#", false}}));
+  index.unsubscribe("$share/g/b", TargetRef::session(0, 3));
+  index.unsubscribe("$share/g/b", TargetRef::session(0, 4));  // the last member here
+  EXPECT_EQ(recorder.seen, (Seen{{"a/#", true},
+                                 {"$share/g/b", true},
+                                 {"a/#", false},
+                                 {"$share/g/b", false}}));
+}
+
+// Another node in a shared group is a member like a session (its own
+// members are its business); a forwarded message's group was picked on the
+// node it came from, so it matches no group here.
+TEST(SubscriptionIndex, AnotherNodeIsAMemberOfASharedGroup) {
+  SubscriptionIndex index;
+  const TargetRef node{0, 0, 5, TargetKind::kNode};
+  index.subscribe("$share/g/t", {node, mqtt::SubscriptionOptions{QoS::kExactlyOnce}, 0}, nullptr);
+  index.subscribe("$share/g/t", entry(1), online(false));
+  std::vector<Target> targets;
+  index.match(message("t"), Strategy::kRoundRobin, targets);
+  ASSERT_EQ(targets.size(), 1u);
+  EXPECT_EQ(targets[0].ref, node);  // online, where the session here is not
+  ASSERT_TRUE(targets[0].shared_filter);
+  EXPECT_EQ(*targets[0].shared_filter, "$share/g/t");
+
+  Message forwarded = message("t");
+  forwarded.forwarded = true;
+  targets.clear();
+  index.match(forwarded, Strategy::kRoundRobin, targets);
+  EXPECT_TRUE(targets.empty());
+  // For the node that picked this one: a session here, never a node.
+  const auto here = index.pick_shared("$share/g/t", forwarded, Strategy::kRoundRobin,
+                                      TargetRef{0, ~0u, 0, TargetKind::kSession}, false, true);
+  ASSERT_TRUE(here);
+  EXPECT_EQ(here->ref, TargetRef::session(0, 1));
+}
+
+// With prefer_local, an online member on this node is picked before another
+// node; without, the strategy goes round all of them.
+TEST(SubscriptionIndex, APreferredLocalMemberGoesFirst) {
+  SubscriptionIndex index;
+  const TargetRef node{0, 0, 5, TargetKind::kNode};
+  index.subscribe("$share/g/t", {node, mqtt::SubscriptionOptions{QoS::kExactlyOnce}, 0}, nullptr);
+  index.subscribe("$share/g/t", entry(1), online());
+  std::map<bool, int> to_node;
+  for (const bool prefer_local : {true, false}) {
+    for (int i = 0; i < 10; ++i) {
+      std::vector<Target> targets;
+      index.match(message("t"), Strategy::kRoundRobin, targets, prefer_local);
+      ASSERT_EQ(targets.size(), 1u);
+      to_node[prefer_local] += targets[0].ref == node ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(to_node[true], 0);
+  EXPECT_EQ(to_node[false], 5);
 }
 
 // A node with several matching filters gets the message once.

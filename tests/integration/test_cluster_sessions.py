@@ -73,6 +73,12 @@ def has_session(cluster, node, client_id):
         raise
 
 
+def iter_payloads(client):
+    """The payloads a paho client has received and nobody took yet."""
+    while not client.messages.empty():
+        yield client.messages.get().payload
+
+
 def metric(cluster, node, name):
     status = cluster.api(node, "cluster/status")
     return status[name]
@@ -176,6 +182,61 @@ def test_a_will_published_on_one_node_reaches_a_subscriber_on_another(cluster, c
     dying.close()  # no DISCONNECT: the will goes out
     message = subscriber.receive()
     assert message.payload == b"it died" and message.topic == topic
+
+
+def test_a_shared_group_across_nodes_gets_each_message_once(cluster, clients):
+    """Members of one $share group on nodes 1 and 2, a publisher on node 3:
+    each message reaches one member, both members get some (round robin
+    over the nodes), and when node 2's member leaves, node 1's gets the rest."""
+    topic = unique("shared") + "/work"
+    group = f"$share/{unique('g')}/{topic}"
+    first = clients(cluster.mqtt(1))
+    first.subscribe(group, qos=1)
+    second = clients(cluster.mqtt(2))
+    second.subscribe(group, qos=1)
+    publisher = clients(cluster.mqtt(3))
+
+    def both_reached():
+        publisher.publish(topic, b"probe", qos=0)
+        time.sleep(0.05)
+        return not first.messages.empty() and not second.messages.empty()
+    wait_until(both_reached, timeout=15, what="the group's routes from both nodes")
+
+    for n in range(40):
+        publisher.publish(topic, f"m{n}".encode(), qos=1)
+
+    got = {1: [], 2: []}
+
+    def all_there():
+        for i, member in ((1, first), (2, second)):
+            while not member.messages.empty():
+                payload = member.messages.get().payload
+                if payload != b"probe":  # late probes are not counted
+                    got[i].append(payload)
+        return len(got[1]) + len(got[2]) >= 40
+    wait_until(all_there, what="40 messages across the group")
+    first.expect_nothing(within=0.5)
+    second.expect_nothing(within=0.1)
+    assert sorted(got[1] + got[2]) == sorted(f"m{n}".encode() for n in range(40))
+    assert got[1] and got[2], got
+
+    second.unsubscribe(group)
+    # Once node 3 no longer names node 2 a member, everything goes to node 1.
+    def only_first():
+        publisher.publish(topic, b"probe2", qos=1)
+        time.sleep(0.05)
+        if not second.messages.empty():
+            second.messages.get()
+            return False
+        return not first.messages.empty()
+    wait_until(only_first, timeout=15, what="node 2 to leave the group")
+    for n in range(10):
+        publisher.publish(topic, f"after{n}".encode(), qos=1)
+    after = []
+    wait_until(lambda: (after.extend(m for m in iter_payloads(first) if m.startswith(b"after"))
+                        or len(after) >= 10), what="10 messages to node 1's member")
+    assert after == [f"after{n}".encode() for n in range(10)]
+    second.expect_nothing(within=0.3)
 
 
 def test_clean_start_on_another_node_ends_the_old_session(cluster, clients):
