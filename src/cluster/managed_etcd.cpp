@@ -59,6 +59,10 @@ std::optional<std::string> ManagedEtcd::spawn() {
       "--initial-cluster=" + initial,
       "--initial-cluster-token=" + config_.cluster_token,
       std::string("--initial-cluster-state=") + (existing ? "existing" : "new"),
+      // A member back from a partition asks before it calls an election:
+      // without this its higher term deposes a healthy leader, and the
+      // election can outlast the other nodes' lease renewals.
+      "--pre-vote=true",
       "--logger=zap",
       "--log-outputs=stderr"};
   std::vector<char*> argv;

@@ -108,11 +108,11 @@ SUBACK, UNSUBACK, PINGRESP, DISCONNECT = 9, 11, 13, 14
 
 
 class RawClient:
-    def __init__(self, port, tls=None):
+    def __init__(self, port, tls=None, host="127.0.0.1"):
         """`tls`: an ssl.SSLContext to speak through (a TLS listener)."""
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S)
+        self.sock = socket.create_connection((host, port), timeout=DEADLINE_S)
         if tls is not None:
-            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
+            self.sock = tls.wrap_socket(self.sock, server_hostname=host)
         self.buffer = b""
 
     def send(self, data):
