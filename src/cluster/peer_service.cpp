@@ -13,6 +13,7 @@
 #include "broker/shard.hpp"
 #include "cluster/handover_codec.hpp"
 #include "cluster/message_codec.hpp"
+#include "cluster/on_worker.hpp"
 #include "peer.grpc.pb.h"
 
 namespace sluice::cluster {
@@ -180,42 +181,20 @@ class PeerHandler final : public Peer::Service {
 
  private:
   // Runs `task` on the worker of `client_id` and waits for it, as Forward
-  // waits; a task the caller gave up on before it ran does not run.
+  // waits (cluster/on_worker.hpp).
   template <class Task>
   grpc::Status on_shard(grpc::ServerContext* context, const std::string& client_id, Task&& task) {
-    broker::Mailbox* mailbox = broker_.mailbox();
-    if (mailbox == nullptr || !accepting_.load() || stopping_.load())
+    if (!accepting_.load() || stopping_.load())
       return {grpc::StatusCode::UNAVAILABLE, "this node is not taking sessions"};
-    // A task that started is waited for: what it did (a session closed,
-    // released) must reach the caller.
-    enum State : int { kWaiting, kRunning, kAbandoned };
-    struct Call {
-      std::promise<void> done;
-      std::atomic<int> state{kWaiting};
-    };
-    auto call = std::make_shared<Call>();
-    std::future<void> done = call->done.get_future();
-    const std::uint32_t shard = broker_.shard_for_client(client_id);
-    mailbox->post_task(shard, [this, shard, call, task = std::forward<Task>(task)]() mutable {
-      int waiting = kWaiting;
-      if (!call->state.compare_exchange_strong(waiting, kRunning)) return;
-      task(broker_.shard(shard));
-      call->done.set_value();
-    });
-    const auto deadline =
-        std::min(context->deadline(), std::chrono::system_clock::now() +
-                                          std::chrono::milliseconds(config_.forward_timeout_ms));
-    while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
-      if (context->IsCancelled() || stopping_.load() ||
-          std::chrono::system_clock::now() >= deadline) {
-        int waiting = kWaiting;
-        if (call->state.compare_exchange_strong(waiting, kAbandoned))
-          return {grpc::StatusCode::DEADLINE_EXCEEDED,
-                  "the session's worker did not answer in time"};
-        done.wait();  // it is running: it ends soon
-        break;
-      }
-    }
+    const auto left = context->deadline() - std::chrono::system_clock::now();
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::min<std::chrono::system_clock::duration>(
+                              left, std::chrono::milliseconds(config_.forward_timeout_ms));
+    const bool ran =
+        run_on_worker(broker_, broker_.shard_for_client(client_id), task, deadline,
+                      [&] { return context->IsCancelled() || stopping_.load(); });
+    if (!ran)
+      return {grpc::StatusCode::DEADLINE_EXCEEDED, "the session's worker did not answer in time"};
     return grpc::Status::OK;
   }
 

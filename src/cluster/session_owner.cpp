@@ -19,6 +19,7 @@
 #include "cluster/etcd_client.hpp"
 #include "cluster/handover_codec.hpp"
 #include "cluster/keys.hpp"
+#include "cluster/on_worker.hpp"
 #include "cluster/peer_channel.hpp"
 #include "cluster/route_announcer.hpp"
 #include "peer.grpc.pb.h"
@@ -111,36 +112,12 @@ struct SessionOwner::Impl {
     return stopping;
   }
 
-  // Runs `task(shard)` on the worker of `shard` and waits for it; false
-  // when it did not start in time (then it never will). A task that
-  // started is waited for whatever the time: it may use the caller's stack.
+  // Runs `task(shard)` on the worker of `shard` and waits for it
+  // (cluster/on_worker.hpp); false when it did not start in time.
   template <class Task>
   bool on_worker(std::uint32_t shard, Task&& task) {
-    broker::Mailbox* mailbox = broker.mailbox();
-    if (mailbox == nullptr) return false;
-    enum State : int { kWaiting, kRunning, kAbandoned };
-    struct Call {
-      std::promise<void> done;
-      std::atomic<int> state{kWaiting};
-    };
-    auto call = std::make_shared<Call>();
-    std::future<void> done = call->done.get_future();
-    mailbox->post_task(shard, [this, shard, call, &task] {
-      int waiting = kWaiting;
-      if (!call->state.compare_exchange_strong(waiting, kRunning)) return;
-      task(broker.shard(shard));
-      call->done.set_value();
-    });
-    const auto deadline = std::chrono::steady_clock::now() + kWorkerDeadline;
-    while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
-      if (is_stopping() || std::chrono::steady_clock::now() >= deadline) {
-        int waiting = kWaiting;
-        if (call->state.compare_exchange_strong(waiting, kAbandoned)) return false;
-        done.wait();  // it is running: it ends soon
-        return true;
-      }
-    }
-    return true;
+    return run_on_worker(broker, shard, task, std::chrono::steady_clock::now() + kWorkerDeadline,
+                         [this] { return is_stopping(); });
   }
 
   void finish(std::uint32_t shard, std::function<void(Outcome)> done, Outcome outcome) {

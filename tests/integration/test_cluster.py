@@ -87,14 +87,18 @@ class Cluster:
         subprocess.run([SCRIPT, "stop", self.dir], capture_output=True, timeout=60)
 
 
+def assert_no_sanitizer_report(log):
+    assert not any(report in log for report in SANITIZER_REPORT), log[-5000:]
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    """Three nodes for the module's tests (other modules import this fixture)."""
     c = Cluster()
     yield c
     c.stop()
     for i in c.nodes:
-        log = c.log(i)
-        assert not any(report in log for report in SANITIZER_REPORT), c.log(i)
+        assert_no_sanitizer_report(c.log(i))
 
 
 def wait_for_route(publisher, subscriber, topic):

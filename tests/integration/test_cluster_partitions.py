@@ -27,7 +27,7 @@ import pytest
 
 import rawmqtt
 from conftest import unique, wait_until
-from test_cluster import SANITIZER_REPORT, SLUICE_BIN
+from test_cluster import SLUICE_BIN, assert_no_sanitizer_report
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
                                 reason="needs root and iproute2 for network namespaces")
@@ -180,8 +180,7 @@ def cluster():
     yield c
     c.stop()
     for i in c.namespaces:
-        log = c.log(i)
-        assert not any(report in log for report in SANITIZER_REPORT), log[-5000:]
+        assert_no_sanitizer_report(c.log(i))
     shutil.rmtree(c.dir, ignore_errors=True)
 
 

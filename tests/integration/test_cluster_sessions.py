@@ -12,28 +12,16 @@ import threading
 import time
 import urllib.error
 
-import pytest
-
 import rawmqtt
 from conftest import props, unique, wait_until
 from paho.mqtt.packettypes import PacketTypes
-from test_cluster import SANITIZER_REPORT, SLUICE_BIN, Cluster, wait_for_route
+from test_cluster import SLUICE_BIN, cluster, wait_for_route  # noqa: F401 (a fixture)
 
 SESSION_EXPIRY = bytes([0x11]) + struct.pack("!I", 300)
 
 
 def receive_maximum(n):
     return bytes([0x21]) + struct.pack("!H", n)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = Cluster()
-    yield c
-    c.stop()
-    for i in c.nodes:
-        log = c.log(i)
-        assert not any(report in log for report in SANITIZER_REPORT), c.log(i)
 
 
 def raw_subscriber(cluster, node, client_id, topic, qos, window=65535):
