@@ -114,12 +114,12 @@ void dispossess(Shard& shard, const std::string& client_id) {
     session->set_expiry_s(std::min(session->expiry_s(), kHandoverGraceS));
     return;
   }
-  // The other node started it afresh: it ends here, as a session taken
-  // over with Clean Start does on one node (its will goes out).
+  // The other node started it afresh (this one did not answer, or lost
+  // its lease): its client is there now, so no will goes out from here.
   store::WriteBatch batch;
   session->give_up_outbound(batch);
   if (!batch.empty()) shard.write_then(std::move(batch), nullptr);
-  shard.publish_will(*session);
+  session->take_will();
   shard.end_session(*session);
 }
 

@@ -291,9 +291,12 @@ void Shard::deliver_batch(std::vector<RemoteDelivery>&& batch) {
 
 std::optional<TargetRef> Shard::reroute_shared(Delivery& delivery, TargetRef exclude,
                                                bool online_only, store::WriteBatch& batch) {
+  // A member on this node: a message moved to another node would travel
+  // untracked, and be lost if that node could not take it.
   const auto target = broker_.index().pick_shared(
       *delivery.shared_filter, *delivery.message,
-      broker_.config().sessions.shared_subscription_strategy, exclude, online_only);
+      broker_.config().sessions.shared_subscription_strategy, exclude, online_only,
+      /*local_only=*/true);
   if (!target) return std::nullopt;
   delivery.qos = std::min(delivery.message->qos, target->max_qos);
   delivery.identifiers = target->identifiers;

@@ -252,8 +252,12 @@ struct Cluster::Impl {
     changed.notify_all();
   }
 
-  void routes_changed(const std::vector<WatchEvent>& events, std::int64_t revision) {
+  void routes_changed(const std::vector<WatchEvent>& events, std::int64_t) {
+    // What the index reflects: the events applied (a response's header may
+    // be ahead of them while a watch catches up).
+    std::int64_t revision = 0;
     for (const WatchEvent& event : events) {
+      revision = std::max(revision, event.kv.mod_revision);
       const auto route = keys::parse_route(event.kv.key);
       if (!route || route->first == cluster.node_id) continue;
       if (event.deleted) {
@@ -437,9 +441,14 @@ std::optional<std::string> Cluster::start() {
     return c.joined ? c.lease : 0;
   };
   membership.others = [&c] { return c.other_members(); };
+  membership.barrier = [&c](std::int64_t revision, const std::string& holder,
+                            std::chrono::steady_clock::time_point deadline) {
+    return c.barrier(revision, holder, deadline);
+  };
   c.owner = std::make_unique<SessionOwner>(c.broker, c.cluster, *c.etcd, c.announcer,
                                            credentials.channel, std::move(membership));
   c.broker.set_session_directory(c.owner.get());
+  c.service->set_session_taken([&c](const std::string& client_id) { c.owner->forget(client_id); });
 
   // etcd may still be electing a leader (a managed member waits for its
   // peers to start): keep trying for a minute.

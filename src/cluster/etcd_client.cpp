@@ -148,7 +148,9 @@ EtcdResult EtcdClient::erase(const std::string& key, std::int64_t* revision) {
   grpc::ClientContext context;
   impl_->set_deadline(context);
   EtcdResult result = from_status(impl_->kv->DeleteRange(&context, request, &response), "delete");
-  if (result.ok && revision != nullptr) *revision = response.header().revision();
+  // Nothing deleted, nothing to wait for: the header's revision is then
+  // another key's write, which no watch of this prefix will see.
+  if (result.ok && revision != nullptr) *revision = response.deleted() > 0 ? response.header().revision() : 0;
   return result;
 }
 
@@ -273,7 +275,7 @@ void EtcdClient::keep_alive(std::int64_t lease_id, std::chrono::seconds ttl,
       grpc::ClientContext context;
       // Short enough that a renewal stuck until its deadline still leaves
       // time to find the lease lost before it runs out.
-      context.set_deadline(std::chrono::system_clock::now() + period / 2);
+      context.set_deadline(std::chrono::system_clock::now() + period * 3 / 8);
       auto stream = impl.lease->LeaseKeepAlive(&context);
       pb::LeaseKeepAliveRequest request;
       request.set_id(lease_id);
@@ -286,7 +288,7 @@ void EtcdClient::keep_alive(std::int64_t lease_id, std::chrono::seconds ttl,
       if (answered) {
         renewed = sent;
         wait = period;
-      } else if (now - renewed >= ttl * 3 / 4) {
+      } else if (now - renewed >= ttl * 2 / 3) {
         return lost();  // it may have expired by now: nothing under it can be trusted
       } else {
         wait = std::min(period, std::chrono::milliseconds(200));

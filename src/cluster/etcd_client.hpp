@@ -51,7 +51,8 @@ class EtcdClient {
   // Whether the client could be made (TLS files readable): if not, why.
   const std::string& setup_error() const { return setup_error_; }
 
-  // `revision`, if given, gets the store's revision after the write.
+  // `revision`, if given, gets the store's revision after the write (0 for
+  // an erase that found nothing).
   EtcdResult put(const std::string& key, const std::string& value, std::int64_t lease = 0,
                  std::int64_t* revision = nullptr);
   EtcdResult erase(const std::string& key, std::int64_t* revision = nullptr);
@@ -83,7 +84,7 @@ class EtcdClient {
 
   // Keeps `lease_id` alive from a thread of its own, renewing every third of
   // `ttl`. `lost` runs (on that thread, once) when etcd says the lease is gone
-  // or no renewal succeeded for three quarters of `ttl` (counted from when
+  // or no renewal succeeded for two thirds of `ttl` (counted from when
   // the last renewal that etcd answered was sent, so the lease is still alive
   // then and this node can let go of what it holds before anyone else may
   // take it): from then on, whatever was held under the lease must be taken

@@ -87,8 +87,11 @@ broker::MessagePtr from_forwarded(const ForwardedMessage& m, broker::Clock::time
   message->cluster_id = m.cluster_id();
   if (!m.shared_filter().empty()) {
     const std::string& filter = m.shared_filter();
-    if (filter.size() > 0xFFFF || mqtt::check_utf8(filter) != mqtt::Utf8Check::kValid ||
-        !mqtt::check_topic_filter(filter).ok() || !mqtt::parse_shared_filter(filter)) {
+    const bool valid = filter.size() <= 0xFFFF &&
+                       mqtt::check_utf8(filter) == mqtt::Utf8Check::kValid &&
+                       mqtt::check_topic_filter(filter).ok();
+    const auto shared = valid ? mqtt::parse_shared_filter(filter) : std::nullopt;
+    if (!shared || !mqtt::topic_matches(shared->filter, topic)) {
       reason = code(mqtt::ReasonCode::kTopicFilterInvalid);
       return nullptr;
     }

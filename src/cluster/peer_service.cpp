@@ -113,6 +113,7 @@ class PeerHandler final : public Peer::Service {
         reply->set_outcome(TakeSessionReply::REFUSED);
         break;
       case broker::TakeOutcome::kTaken:
+        if (session_taken_) session_taken_(client_id);
         reply->set_outcome(TakeSessionReply::TAKEN);
         put_subscriptions(taken->subscriptions, *reply->mutable_subscriptions());
         break;
@@ -154,11 +155,13 @@ class PeerHandler final : public Peer::Service {
     return grpc::Status::OK;
   }
 
-  // Every retained message this node holds, one at a time: from its
-  // retained store, whatever its workers do (they may not run yet).
+  // Every retained message this node holds, one at a time, from its
+  // retained store.
   grpc::Status Retained(grpc::ServerContext* context, const RetainedRequest* request,
                         grpc::ServerWriter<ForwardedMessage>* writer) override {
-    if (stopping_.load()) return {grpc::StatusCode::UNAVAILABLE, "this node is stopping"};
+    // Not before this node caught up itself and runs: its set may be stale.
+    if (!accepting_.load() || stopping_.load())
+      return {grpc::StatusCode::UNAVAILABLE, "this node is not serving yet"};
     std::vector<broker::MessagePtr> messages;
     const auto now = broker::Clock::now();
     broker_.retained().for_each_match(
@@ -174,6 +177,9 @@ class PeerHandler final : public Peer::Service {
   }
 
   void set_barrier(PeerService::Barrier barrier) { barrier_ = std::move(barrier); }
+  void set_session_taken(std::function<void(const std::string&)> taken) {
+    session_taken_ = std::move(taken);
+  }
 
   void accept() { accepting_.store(true); }
   void stop() { stopping_.store(true); }
@@ -239,6 +245,7 @@ class PeerHandler final : public Peer::Service {
   const config::ClusterConfig& config_;
   std::atomic<std::uint64_t> received_{0};
   PeerService::Barrier barrier_;  // set before the server starts
+  std::function<void(const std::string&)> session_taken_;  // the same
   std::atomic<bool> accepting_{false};
   std::atomic<bool> stopping_{false};
 };
@@ -284,6 +291,10 @@ std::optional<std::string> PeerService::start(
 
 void PeerService::set_barrier(Barrier barrier) {
   impl_->handler.set_barrier(std::move(barrier));
+}
+
+void PeerService::set_session_taken(std::function<void(const std::string&)> taken) {
+  impl_->handler.set_session_taken(std::move(taken));
 }
 
 void PeerService::accept() {

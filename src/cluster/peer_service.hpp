@@ -29,6 +29,8 @@ class PeerService {
   using Barrier = std::function<bool(std::int64_t revision, const std::string& holder,
                                      std::chrono::steady_clock::time_point deadline)>;
   void set_barrier(Barrier barrier);
+  // Told when a session was handed to another node here (TakeSession).
+  void set_session_taken(std::function<void(const std::string& client_id)> taken);
   // Binds config.listen; an error when it cannot.
   std::optional<std::string> start(std::shared_ptr<grpc::ServerCredentials> credentials);
   // Forwards are refused (UNAVAILABLE) until the workers run.

@@ -6,10 +6,14 @@
 #include <vector>
 
 #include "cluster/keys.hpp"
+#include "mqtt/topic.hpp"
 
 namespace sluice::cluster {
 
 void RouteAnnouncer::on_filter(std::string_view filter, bool present) {
+  // $SYS and other $ topics never cross nodes: a filter for them is no route.
+  const auto shared = mqtt::parse_shared_filter(filter);
+  if ((shared ? shared->filter : filter).starts_with('$')) return;
   {
     std::lock_guard lock(mutex_);
     if (present) {

@@ -293,19 +293,30 @@ struct SessionOwner::Impl {
   // had sent the old holder has arrived there, before it lets go: then no
   // message for the session is still on its way to the old copy. A node
   // that does not answer in time is logged and not waited for.
+  // All at once, this node's own part included.
   void settle_routes(std::int64_t revision, const std::string& holder) {
+    const auto timeout = std::chrono::milliseconds(config.session_takeover_timeout_ms);
+    std::vector<std::future<void>> waits;
     for (const auto& [id, address] : membership.others()) {
-      BarrierRequest barrier;
-      barrier.set_revision(revision);
-      barrier.set_holder(holder);
-      BarrierReply reply;
-      grpc::ClientContext context;
-      set_deadline(context);
-      const grpc::Status status = stub(address).Barrier(&context, barrier, &reply);
-      if (!status.ok())
-        spdlog::warn("event=session_barrier_failed node={} error=\"{}\"", id,
-                     status.error_message());
+      waits.push_back(std::async(std::launch::async, [this, revision, holder, id = id,
+                                                      address = address] {
+        BarrierRequest barrier;
+        barrier.set_revision(revision);
+        barrier.set_holder(holder);
+        BarrierReply reply;
+        grpc::ClientContext context;
+        set_deadline(context);
+        const grpc::Status status = stub(address).Barrier(&context, barrier, &reply);
+        if (!status.ok())
+          spdlog::warn("event=session_barrier_failed node={} error=\"{}\"", id,
+                       status.error_message());
+      }));
     }
+    if (!membership.barrier(revision, holder, std::chrono::steady_clock::now() + timeout))
+      spdlog::warn("event=session_barrier_failed node={} error=\"not settled in time\"",
+                   config.node_id);
+    for (std::future<void>& wait : waits)
+      wait.wait();
   }
 
   // This node owns the session now: the old one hands over what it held.
@@ -378,6 +389,11 @@ SessionOwner::~SessionOwner() {
   stop();
 }
 
+void SessionOwner::forget(const std::string& client_id) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->owned.erase(client_id);
+}
+
 void SessionOwner::start() {
   Impl& o = *impl_;
   for (std::size_t i = 0; i < kPoolThreads; ++i)
@@ -385,8 +401,19 @@ void SessionOwner::start() {
   o.etcd.watch_prefix(
       keys::kSessions,
       [&o](const EtcdClient::Range& range) {
-        for (const KeyValue& kv : range.kvs)
-          if (const auto id = keys::parse_session(kv.key)) o.owner_changed(*id, kv.value, kv.mod_revision);
+        std::unordered_map<std::string, std::int64_t> present;
+        for (const KeyValue& kv : range.kvs) {
+          const auto id = keys::parse_session(kv.key);
+          if (!id) continue;
+          present.emplace(*id, kv.mod_revision);
+          o.owner_changed(*id, kv.value, kv.mod_revision);
+        }
+        // A key gone while the watch was away (a compaction made it read
+        // everything again): this node owns nothing there any more.
+        std::lock_guard lock(o.mutex);
+        std::erase_if(o.owned, [&](const auto& entry) {
+          return !present.contains(entry.first) && entry.second < range.revision;
+        });
       },
       [&o](const std::vector<WatchEvent>& events, std::int64_t) {
         for (const WatchEvent& event : events) {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -45,6 +46,11 @@ class SessionOwner final : public broker::SessionDirectory {
     std::function<std::int64_t()> lease;
     // The other members: (id, gRPC address) of each.
     std::function<std::vector<std::pair<std::string, std::string>>()> others;
+    // This node's side of a takeover's barrier (Cluster's barrier): its own
+    // publishes matched to the old holder are on their way to it too.
+    std::function<bool(std::int64_t revision, const std::string& holder,
+                       std::chrono::steady_clock::time_point deadline)>
+        barrier;
   };
   SessionOwner(broker::Broker& broker, const config::ClusterConfig& config, EtcdClient& etcd,
                RouteAnnouncer& announcer, std::shared_ptr<grpc::ChannelCredentials> credentials,
@@ -52,6 +58,10 @@ class SessionOwner final : public broker::SessionDirectory {
   ~SessionOwner() override;
   SessionOwner(const SessionOwner&) = delete;
   SessionOwner& operator=(const SessionOwner&) = delete;
+
+  // The session was handed over to another node (TakeSession answered
+  // here): a client coming back here must claim it through etcd again.
+  void forget(const std::string& client_id);
 
   // Starts the pool and the watch of the session keys.
   void start();

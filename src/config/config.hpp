@@ -327,7 +327,8 @@ struct ClusterConfig {
   // The membership lease: a node that cannot renew it for this long is taken
   // for dead by the others, and stops taking connections itself.
   std::uint32_t lease_ttl_s = 5;
-  std::uint32_t session_takeover_timeout_ms = 5000;
+  // At least lease_ttl_s * 1000 + 2000 (config_loader says why).
+  std::uint32_t session_takeover_timeout_ms = 7000;
   std::uint32_t forward_batch = 512;        // messages per forward call at most
   std::uint32_t forward_timeout_ms = 5000;  // a forward not confirmed by then failed
   // A $share group with members on several nodes: an online member on the

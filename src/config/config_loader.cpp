@@ -626,6 +626,16 @@ void read_cluster(const YAML::Node& node, ClusterConfig& c, const StorageConfig&
   if (!c.enabled) return;
   if (!is_node_id(c.node_id))
     fail("node_id", "expected 1 to 64 of A-Z a-z 0-9 _ . -, got '" + c.node_id + "'");
+  // A node that does not answer a takeover may be cut off and still serving
+  // until it finds its lease lost (two thirds of the lease, plus an etcd
+  // election when its member was the leader): the session is taken from it
+  // only after that.
+  if (c.session_takeover_timeout_ms < c.lease_ttl_s * 1000 + 2000)
+    fail("session_takeover_timeout_ms",
+         "expected at least lease_ttl_s * 1000 + 2000 (" +
+             std::to_string(c.lease_ttl_s * 1000 + 2000) +
+             "): a node cut off may serve its sessions that long before it lets go, got " +
+             std::to_string(c.session_takeover_timeout_ms));
   if (!parse_listen_address(c.listen)) fail("listen", "expected HOST:PORT, got '" + c.listen + "'");
   if (c.advertise.empty()) c.advertise = c.listen;
   const auto advertised = parse_listen_address(c.advertise);

@@ -280,6 +280,12 @@ TEST(ConfigLoader, ClusterIsReadAndChecked) {
   EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, insecure: true}\n")
                 .find("key 'cluster.etcd': expected endpoints"),
             std::string::npos);
+  // A silent node is waited for until it must have let go of its sessions.
+  EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, insecure: true, lease_ttl_s: 10, "
+                        "session_takeover_timeout_ms: 7000, etcd: {endpoints: [x:1]}}\n")
+                .find("key 'cluster.session_takeover_timeout_ms': expected at least "
+                      "lease_ttl_s * 1000 + 2000 (12000)"),
+            std::string::npos);
   EXPECT_NE(parse_error("cluster: {enabled: true, node_id: a, insecure: true, "
                         "etcd: {managed: true}}\n")
                 .find("under storage.dir, which is empty"),

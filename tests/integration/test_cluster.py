@@ -225,6 +225,21 @@ def test_cluster_api_lists_every_node(cluster):
     assert 'sluice_cluster_node_up{node="n2"} 1' in text
 
 
+def takes_clients(cluster, i):
+    """Whether node i answers a CONNECT with success (it holds its lease and
+    has claimed its sessions back)."""
+    client = None
+    try:
+        client = rawmqtt.RawClient(cluster.mqtt(i))
+        client.send(rawmqtt.connect(unique("probe")))
+        return rawmqtt.connack_reason(client.receive(timeout=2))[1] == 0
+    except Exception:
+        return False
+    finally:
+        if client is not None:
+            client.close()
+
+
 def node_status(cluster, asking, node_id):
     return [n["status"] for n in cluster.api(asking, "cluster/nodes")["data"]
             if n["id"] == node_id]
@@ -260,6 +275,7 @@ def test_an_unconfirmed_forward_fails_the_puback_and_the_node_rejoins(cluster, c
                what="node 2 up again")
     reason, _ = subscriber.disconnects.get(timeout=30)
     assert reason == 0x89, reason
+    wait_until(lambda: takes_clients(cluster, 2), what="node 2 to take clients again")
     again = clients(cluster.mqtt(2))
     again.subscribe(topic, qos=1)
     wait_for_route(probe, again, topic)

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
 TOKEN = "partition-test-token"
 SESSION_EXPIRY = bytes([0x11]) + struct.pack("!I", 300)
 LEASE_TTL_S = 3
-TAKEOVER_TIMEOUT_MS = 2000
+TAKEOVER_TIMEOUT_MS = 5000
 
 
 def ip(*args, check=True):

@@ -109,11 +109,13 @@ def test_a_session_moves_with_its_in_flight_and_queued_messages(cluster, clients
 
 
 def test_a_session_moving_during_traffic_loses_nothing_and_repeats_nothing(cluster, clients):
-    """A publisher on node 3 sends QoS 1 messages without pause while the
-    subscriber's session moves from node 1 to node 2: every message the
-    publisher was acknowledged reaches the client (on one connection or the
-    other), and the new connection gets none twice (the copies that came
-    both ways during the move are dropped by their cluster id)."""
+    """Publishers on node 3 and on node 2 (the new owner: its own publishes
+    to the old owner must have arrived before that lets go) send QoS 1
+    messages without pause while the subscriber's session moves from node 1
+    to node 2: every message acknowledged reaches the client (on one
+    connection or the other), and the new connection gets none twice (the
+    copies that came both ways during the move are dropped by their cluster
+    id)."""
     topic = unique("traffic") + "/t"
     client_id = unique("commuter")
     expiry = props(PacketTypes.CONNECT, SessionExpiryInterval=300)
@@ -122,28 +124,31 @@ def test_a_session_moving_during_traffic_loses_nothing_and_repeats_nothing(clust
     # after a second by default): two clients would pass it to and fro.
     old.paho.reconnect_delay_set(min_delay=120, max_delay=120)
     old.subscribe(topic, qos=1)
-    publisher = clients(cluster.mqtt(3))
-    wait_for_route(publisher, old, topic)
-    count = 300
-    done = threading.Event()
+    publishers = {3: clients(cluster.mqtt(3)), 2: clients(cluster.mqtt(2))}
+    for publisher in publishers.values():
+        wait_for_route(publisher, old, topic)
+    count = 150
+    done = []
 
-    def publish():
+    def publish(node):
         for n in range(count):
-            publisher.publish(topic, f"m{n}".encode(), qos=1)
-        done.set()
-    sender = threading.Thread(target=publish)
-    sender.start()
+            publishers[node].publish(topic, f"n{node}m{n}".encode(), qos=1)
+        done.append(node)
+    senders = [threading.Thread(target=publish, args=(node,)) for node in publishers]
+    for sender in senders:
+        sender.start()
     wait_until(lambda: old.messages.qsize() >= 50, what="traffic to the old connection")
     new = clients(cluster.mqtt(2), client_id=client_id, clean=False, properties=expiry)
     assert new.session_present
-    sender.join(timeout=60)
-    assert done.is_set()
+    for sender in senders:
+        sender.join(timeout=60)
+    assert sorted(done) == [2, 3]
     got_old = set()
     while not old.messages.empty():
         got_old.add(old.messages.get().payload)
     # What the old connection had but never acknowledged comes again (DUP).
     got_new = []
-    everything = {f"m{n}".encode() for n in range(count)}
+    everything = {f"n{node}m{n}".encode() for node in publishers for n in range(count)}
 
     def all_there():
         while not new.messages.empty():
@@ -152,7 +157,7 @@ def test_a_session_moving_during_traffic_loses_nothing_and_repeats_nothing(clust
     try:
         wait_until(all_there, timeout=30, what="every acknowledged message")
     except AssertionError:
-        missing = sorted(everything - got_old - set(got_new), key=lambda p: int(p[1:]))
+        missing = sorted(everything - got_old - set(got_new))
         raise AssertionError(f"never delivered: {missing}; old got {len(got_old)}, new "
                              f"{len(got_new)}" + cluster.logs())
     new.expect_nothing(within=1.0)
@@ -209,15 +214,24 @@ def test_a_shared_group_across_nodes_gets_each_message_once(cluster, clients):
     assert got[1] and got[2], got
 
     second.unsubscribe(group)
-    # Once node 3 no longer names node 2 a member, everything goes to node 1.
-    def only_first():
+    # Once node 3 no longer names node 2 a member (a pick of it fails the
+    # publish meanwhile: node 2 has no member left), everything goes to
+    # node 1: ten probes in a row reach it.
+    in_a_row = [0]
+
+    def reached_first():
         publisher.publish(topic, b"probe2", qos=1)
-        time.sleep(0.05)
-        if not second.messages.empty():
-            second.messages.get()
-            return False
-        return not first.messages.empty()
-    wait_until(only_first, timeout=15, what="node 2 to leave the group")
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            if any(m == b"probe2" for m in iter_payloads(first)):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def only_first():
+        in_a_row[0] = in_a_row[0] + 1 if reached_first() else 0
+        return in_a_row[0] >= 10
+    wait_until(only_first, timeout=30, what="node 2 to leave the group")
     for n in range(10):
         publisher.publish(topic, f"after{n}".encode(), qos=1)
     after = []
@@ -373,8 +387,9 @@ def test_a_restarted_node_catches_up_on_retained_messages(cluster, clients):
                         if n["id"] == "n3"] == ["down"], what="node 3 seen gone")
     publisher.publish(kept, b"retained while node 3 was away", qos=1, retain=True)
     publisher.publish(cleared, b"", qos=1, retain=True)
+    caught_before = cluster.log(3).count("event=retained_caught_up")
     restart(cluster, 3)
-    assert "event=retained_caught_up" in cluster.log(3)
+    assert cluster.log(3).count("event=retained_caught_up") == caught_before + 1
     subscriber = clients(cluster.mqtt(3))
     subscriber.subscribe(kept, qos=1)
     message = subscriber.receive()
@@ -385,7 +400,7 @@ def test_a_restarted_node_catches_up_on_retained_messages(cluster, clients):
 
 def test_a_silent_owners_session_starts_afresh_after_the_takeover_timeout(cluster, clients):
     """Node 3 stops answering (SIGSTOP) with a session it held: node 1 waits
-    no longer than session_takeover_timeout_ms (5 s by default) and starts
+    no longer than session_takeover_timeout_ms (7 s by default) and starts
     the session afresh, saying so in its log. (Last: it kills node 3.)"""
     client_id = unique("orphan")
     holder = rawmqtt.connected(cluster.mqtt(3), client_id, clean=False, properties=SESSION_EXPIRY)
@@ -397,7 +412,7 @@ def test_a_silent_owners_session_starts_afresh_after_the_takeover_timeout(cluste
                                    properties=SESSION_EXPIRY)
         waited = time.monotonic() - started
         assert not client.session_present
-        assert waited < 5 + 2, waited
+        assert waited < 7 + 3, waited
         log = cluster.log(1)
         assert "session_takeover_unanswered" in log or "session_owner_gone" in log, log[-3000:]
         client.close()
