@@ -71,8 +71,9 @@ struct EtcdClient::Impl {
   // Whatever the threads below wait on; `stopping` ends them.
   std::mutex mutex;
   std::condition_variable wake;
-  bool stopping_keepalive = false;
-  bool stopping_watches = false;
+  // Read by the threads outside the lock too (between calls): atomic.
+  std::atomic<bool> stopping_keepalive{false};
+  std::atomic<bool> stopping_watches{false};
   std::thread keepalive_thread;
   std::vector<std::thread> watch_threads;
   std::vector<grpc::ClientContext*> open_watches;  // to cancel a blocked Read
@@ -264,7 +265,7 @@ void EtcdClient::keep_alive(std::int64_t lease_id, std::chrono::seconds ttl,
     Impl& impl = *impl_;
     const auto period = std::chrono::duration_cast<std::chrono::milliseconds>(ttl) / 3;
     auto renewed = std::chrono::steady_clock::now();
-    const auto stopping = [&impl] { return impl.stopping_keepalive; };
+    const auto stopping = [&impl] { return impl.stopping_keepalive.load(); };
     // After a failed renewal, try again soon: waiting a whole period would
     // leave one more try before the lease runs out.
     auto wait = period;
@@ -312,7 +313,7 @@ void EtcdClient::watch_prefix(const std::string& prefix, Snapshot snapshot, Even
   impl_->watch_threads.emplace_back([this, prefix, snapshot = std::move(snapshot),
                                      events = std::move(events)] {
     Impl& impl = *impl_;
-    const auto stopping = [&impl] { return impl.stopping_watches; };
+    const auto stopping = [&impl] { return impl.stopping_watches.load(); };
     std::int64_t next = 0;  // 0: list the prefix first
     std::chrono::milliseconds backoff{100};
     while (!stopping()) {
