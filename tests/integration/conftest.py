@@ -210,10 +210,33 @@ def props(packet_type, **values):
     return p
 
 
+class ClusterNode:
+    """Node 1 of a three-node cluster (scripts/cluster), standing in for the
+    module's broker when SLUICE_TEST_CLUSTER is set: the pub/sub tests then
+    run against a node of a running cluster (docs/cluster.md, "Tests")."""
+
+    def __init__(self):
+        from test_cluster import Cluster  # the cluster tests' own helper
+        self.cluster = Cluster()
+        self.port = self.cluster.mqtt(1)
+        self.admin_port = self.cluster.nodes[1]["admin"]
+
+    def output(self):
+        return self.cluster.log(1)
+
+    def stop(self):
+        self.cluster.stop()
+        from test_cluster import assert_no_sanitizer_report
+        for i in self.cluster.nodes:
+            assert_no_sanitizer_report(self.cluster.log(i))
+        return 0
+
+
 @pytest.fixture(scope="module")
 def broker():
-    """One broker for a test module, with the default configuration."""
-    process = SluiceProcess().start()
+    """One broker for a test module, with the default configuration (or a
+    node of a three-node cluster, with SLUICE_TEST_CLUSTER=1)."""
+    process = ClusterNode() if os.environ.get("SLUICE_TEST_CLUSTER") else SluiceProcess().start()
     yield process
     assert process.stop() == 0, process.output()
 
