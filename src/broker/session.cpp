@@ -175,6 +175,10 @@ void Session::adopt_outbound(std::vector<Arriving>&& arriving, store::WriteBatch
   }
   for (Delivery& delivery : direct)
     queue_.push_back(std::move(delivery));
+  if (!handed.empty()) {
+    const auto grace = std::chrono::milliseconds(2 * shard_.config().cluster.forward_timeout_ms);
+    handed_ = std::make_unique<Handed>(Handed{std::move(handed), Clock::now() + grace});
+  }
 }
 
 bool Session::restore_outbound(Delivery&& delivery, std::uint16_t packet_id, Stage stage) {
@@ -244,6 +248,17 @@ void Session::drop_expired(Clock::time_point now) {
 }
 
 void Session::deliver(Delivery&& delivery) {
+  if (handed_) {
+    // A publish the session brought from its old node, now also arriving
+    // here the other way: it has it already.
+    if (Clock::now() > handed_->until) {
+      handed_.reset();
+    } else if (delivery.message->cluster_id != 0 &&
+               handed_->cluster_ids.contains(delivery.message->cluster_id)) {
+      give_back(delivery);
+      return forget(delivery);
+    }
+  }
   // A place reserved in the queue (refuse_publish) is kept if the delivery
   // is queued, and given back on every other way.
   if (delivery.message->expired_now()) {

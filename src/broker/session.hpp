@@ -238,6 +238,9 @@ class Session {
     std::uint16_t packet_id = 0;
     store::OutboundRecord::Stage stage = store::OutboundRecord::Stage::kQueued;
   };
+  // The publishes it took so are remembered for a while (twice
+  // cluster.forward_timeout_ms): a copy of one still on its way here from
+  // another node is dropped when it comes.
   void adopt_outbound(std::vector<Arriving>&& arriving, store::WriteBatch& batch);
 
  private:
@@ -312,6 +315,11 @@ class Session {
   std::uint32_t dropped_ = 0;
   bool has_queue_subscriptions_ = false;
   bool handing_over_ = false;
+  struct Handed {
+    std::unordered_set<std::uint64_t> cluster_ids;
+    Clock::time_point until;
+  };
+  std::unique_ptr<Handed> handed_;  // after adopt_outbound, for a while
   DeliveryQueue queue_;
 
   OnDemand<std::unordered_set<std::uint16_t>> inbound_qos2_;
