@@ -291,20 +291,20 @@ void ClientProtocol::claim_in_cluster(SessionDirectory& directory,
   rare().pending_connect = std::move(pending);
   link_.hold_input();
   std::string client_id = request.client_id;
-  directory.claim(std::move(request), [weak = weak_self(), &shard = shard_,
-                                       client_id = std::move(client_id),
-                                       expiry_s = connect_expiry_s_](auto&& outcome) {
-    if (const auto self = weak.lock()) {
-      if ((*self)->on_cluster_claim(std::move(outcome))) return;
-    }
-    // Nobody takes the session up now: one handed over here waits for its
-    // client offline, its expiry counting from now (or ends, without one).
-    Session* session = shard.find_session(client_id);
-    if (session == nullptr || session->owner() != nullptr || session->offline_since()) return;
-    if (expiry_s == 0) return shard.end_session(*session);
-    session->set_expiry_s(expiry_s);
-    shard.session_went_offline(*session, Clock::now());
-  });
+  directory.claim(
+      std::move(request), [weak = weak_self(), &shard = shard_, client_id = std::move(client_id),
+                           expiry_s = connect_expiry_s_](auto&& outcome) {
+        if (const auto self = weak.lock()) {
+          if ((*self)->on_cluster_claim(std::move(outcome))) return;
+        }
+        // Nobody takes the session up now: one handed over here waits for its
+        // client offline, its expiry counting from now (or ends, without one).
+        Session* session = shard.find_session(client_id);
+        if (session == nullptr || session->owner() != nullptr || session->offline_since()) return;
+        if (expiry_s == 0) return shard.end_session(*session);
+        session->set_expiry_s(expiry_s);
+        shard.session_went_offline(*session, Clock::now());
+      });
 }
 
 bool ClientProtocol::on_cluster_claim(SessionDirectory::Outcome&& outcome) {

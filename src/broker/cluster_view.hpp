@@ -27,13 +27,13 @@ struct ClusterView {
   bool joined = false;  // this node holds its membership lease
   std::int64_t lease_id = 0;
   std::uint32_t lease_ttl_s = 0;
-  std::uint64_t local_routes = 0;      // filters this node announced
-  std::uint64_t received = 0;          // messages other nodes forwarded here
-  std::uint64_t lease_losses = 0;      // times the membership lease was lost
-  std::uint64_t sessions_owned = 0;    // session keys this node holds in etcd
-  std::uint64_t takeovers = 0;         // sessions other nodes handed over to this one
+  std::uint64_t local_routes = 0;         // filters this node announced
+  std::uint64_t received = 0;             // messages other nodes forwarded here
+  std::uint64_t lease_losses = 0;         // times the membership lease was lost
+  std::uint64_t sessions_owned = 0;       // session keys this node holds in etcd
+  std::uint64_t takeovers = 0;            // sessions other nodes handed over to this one
   std::uint64_t ownership_conflicts = 0;  // claims of a session key another node changed first
-  std::vector<ClusterNodeView> nodes;  // every node, this one included
+  std::vector<ClusterNodeView> nodes;     // every node, this one included
 };
 
 }  // namespace sluice::broker

@@ -19,9 +19,7 @@ template <class T>
 class InflightTable {
  public:
   T* find(std::uint16_t id) { return contains(id) ? &*table_->slots[id - 1] : nullptr; }
-  const T* find(std::uint16_t id) const {
-    return contains(id) ? &*table_->slots[id - 1] : nullptr;
-  }
+  const T* find(std::uint16_t id) const { return contains(id) ? &*table_->slots[id - 1] : nullptr; }
   bool contains(std::uint16_t id) const {
     return table_ && id != 0 && id <= table_->slots.size() && table_->slots[id - 1].has_value();
   }

@@ -62,7 +62,7 @@ struct Message {
   // was published on picked this node among the group's members, and one
   // member here gets it (nullptr: routed to this node's subscribers).
   std::shared_ptr<const std::string> for_shared_group;
-  StoreRefs store_refs;                         // only for a message in the store
+  StoreRefs store_refs;  // only for a message in the store
   // Set for a traced message (broker/trace.hpp); not stored: a message read
   // back after a restart is delivered without a trace.
   std::shared_ptr<const MessageTrace> trace;

@@ -33,10 +33,10 @@ void subscribe(Shard& shard, Session& session, const HandedSubscription& subscri
                store::WriteBatch& batch) {
   if (session.subscriptions().contains(subscription.filter)) return;
   const mqtt::SubscriptionOptions options = options_from_byte(subscription.options);
-  shard.broker().index().subscribe(subscription.filter,
-                                   {session.ref(), options, subscription.identifier},
-                                   session.tag());
-  session.subscriptions()[subscription.filter] = SubscriptionRecord{options, subscription.identifier};
+  shard.broker().index().subscribe(
+      subscription.filter, {session.ref(), options, subscription.identifier}, session.tag());
+  session.subscriptions()[subscription.filter] =
+      SubscriptionRecord{options, subscription.identifier};
   if (session.stored()) {
     store::SubscriptionRecord record;
     record.client_id = session.client_id();

@@ -151,11 +151,12 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
   if (message->for_shared_group) {
     // Another node picked this one for a shared group: one member here gets it.
     if (auto member = broker_.index().pick_shared(*message->for_shared_group, *message, strategy,
-                                                  TargetRef{0, ~0u, 0, TargetKind::kSession},
-                                                  false, /*local_only=*/true))
+                                                  TargetRef{0, ~0u, 0, TargetKind::kSession}, false,
+                                                  /*local_only=*/true))
       targets_.push_back(std::move(*member));
   } else {
-    broker_.index().match(*message, strategy, targets_, broker_.config().cluster.shared_prefer_local);
+    broker_.index().match(*message, strategy, targets_,
+                          broker_.config().cluster.shared_prefer_local);
   }
   routed_.clear();
   const bool reserving =
@@ -222,10 +223,9 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
       std::vector<TargetRef> all;
       nodes->all_targets(all);
       for (const TargetRef& node : all) {
-        const bool routed_there =
-            std::any_of(routed_.begin(), routed_.end(), [&](const RemoteDelivery& d) {
-              return d.to == node && !d.delivery.shared_filter;
-            });
+        const bool routed_there = std::any_of(
+            routed_.begin(), routed_.end(),
+            [&](const RemoteDelivery& d) { return d.to == node && !d.delivery.shared_filter; });
         if (!routed_there) forward_to(node, nullptr);
       }
     }

@@ -481,9 +481,8 @@ void SubscriptionIndex::match(const Message& message, config::SharedStrategy str
   // on (the member there may be this node: Message::for_shared_group).
   if (message.forwarded) groups.clear();
   for (const SharedGroup* group : groups) {
-    const Member* member = group->pick(strategy, message,
-                                       TargetRef{0, ~0u, 0, TargetKind::kSession}, false,
-                                       false, prefer_local);
+    const Member* member = group->pick(
+        strategy, message, TargetRef{0, ~0u, 0, TargetKind::kSession}, false, false, prefer_local);
     if (member == nullptr) continue;
     Target target = target_of(member->entry, member->session, message, carry_sessions_);
     target.shared_filter = group->full_filter;

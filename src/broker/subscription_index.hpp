@@ -88,8 +88,8 @@ class SubscriptionIndex {
   // subscriptions of the publisher are left out. A group's member may be
   // another node (its routes); with `prefer_local`, an online member here
   // goes first.
-  void match(const Message& message, config::SharedStrategy strategy,
-             std::vector<Target>& out, bool prefer_local = false) const;
+  void match(const Message& message, config::SharedStrategy strategy, std::vector<Target>& out,
+             bool prefer_local = false) const;
 
   // Picks a member of the shared group `shared_filter` other than `exclude`
   // (only an online one if `online_only`), for a message whose first receiver

@@ -506,8 +506,9 @@ std::optional<std::string> Cluster::start() {
     spdlog::info("event=retained_caught_up from={} set={} deleted={}", caught.from, caught.set,
                  caught.deleted);
   } else if (!others.empty()) {
-    spdlog::warn("event=retained_not_caught_up note=\"no other node answered: this node keeps "
-                 "the retained messages it had\"");
+    spdlog::warn(
+        "event=retained_not_caught_up note=\"no other node answered: this node keeps "
+        "the retained messages it had\"");
   }
   // Stored sessions restored from this node's store are its own again, or
   // end if another node took them while this one was away.

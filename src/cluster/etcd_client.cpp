@@ -151,7 +151,8 @@ EtcdResult EtcdClient::erase(const std::string& key, std::int64_t* revision) {
   EtcdResult result = from_status(impl_->kv->DeleteRange(&context, request, &response), "delete");
   // Nothing deleted, nothing to wait for: the header's revision is then
   // another key's write, which no watch of this prefix will see.
-  if (result.ok && revision != nullptr) *revision = response.deleted() > 0 ? response.header().revision() : 0;
+  if (result.ok && revision != nullptr)
+    *revision = response.deleted() > 0 ? response.header().revision() : 0;
   return result;
 }
 

@@ -87,8 +87,7 @@ class PeerLink {
   bool drain(std::chrono::steady_clock::time_point deadline) {
     std::unique_lock lock(mutex_);
     const std::uint64_t target = enqueued_;
-    return drained_.wait_until(lock, deadline,
-                               [&] { return stopping_ || finished_ >= target; });
+    return drained_.wait_until(lock, deadline, [&] { return stopping_ || finished_ >= target; });
   }
 
   const std::string& node_id() const { return node_id_; }

@@ -33,11 +33,10 @@ std::vector<broker::HandedSubscription> take_subscriptions(
   for (const HandedSubscription& s : in) {
     const std::string& filter = s.filter();
     // The options byte as a SUBSCRIBE's: reserved bits and QoS 3 refused.
-    const bool valid = filter.size() <= 0xFFFF &&
-                       mqtt::check_utf8(filter) == mqtt::Utf8Check::kValid &&
-                       mqtt::check_topic_filter(filter).ok() && s.options() <= 0x3F &&
-                       (s.options() & 0x03) != 0x03 && (s.options() >> 4) != 0x03 &&
-                       s.identifier() <= 268'435'455;
+    const bool valid =
+        filter.size() <= 0xFFFF && mqtt::check_utf8(filter) == mqtt::Utf8Check::kValid &&
+        mqtt::check_topic_filter(filter).ok() && s.options() <= 0x3F &&
+        (s.options() & 0x03) != 0x03 && (s.options() >> 4) != 0x03 && s.identifier() <= 268'435'455;
     if (!valid) {
       ++skipped;
       continue;
@@ -74,8 +73,8 @@ broker::HandedSession take_session(const ReleaseSessionReply& in, broker::Clock:
     // The stage must be one the QoS has (PUBACK for 1, PUBREC and PUBCOMP
     // for 2), and a Subscription Identifier 1 to 268,435,455.
     const auto stage = static_cast<Stage>(m.stage());
-    const bool stage_fits = stage == Stage::kQueued ||
-                            (stage == Stage::kAwaitingPuback ? m.qos() == 1 : m.qos() == 2);
+    const bool stage_fits =
+        stage == Stage::kQueued || (stage == Stage::kAwaitingPuback ? m.qos() == 1 : m.qos() == 2);
     const bool identifiers_valid =
         std::all_of(m.identifiers().begin(), m.identifiers().end(),
                     [](std::uint32_t id) { return id >= 1 && id <= 268'435'455; });

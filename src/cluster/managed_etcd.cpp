@@ -49,22 +49,15 @@ std::optional<std::string> ManagedEtcd::spawn() {
       config_.initial_cluster.empty() ? config_.name + "=" + peer : config_.initial_cluster;
   const bool existing = std::filesystem::exists(data_dir_ + "/member");
   std::vector<std::string> arguments = {
-      config_.binary,
-      "--name=" + config_.name,
-      "--data-dir=" + data_dir_,
-      "--listen-client-urls=" + client,
-      "--advertise-client-urls=" + client,
-      "--listen-peer-urls=" + peer,
-      "--initial-advertise-peer-urls=" + peer,
-      "--initial-cluster=" + initial,
-      "--initial-cluster-token=" + config_.cluster_token,
+      config_.binary, "--name=" + config_.name, "--data-dir=" + data_dir_,
+      "--listen-client-urls=" + client, "--advertise-client-urls=" + client,
+      "--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
+      "--initial-cluster=" + initial, "--initial-cluster-token=" + config_.cluster_token,
       std::string("--initial-cluster-state=") + (existing ? "existing" : "new"),
       // A member back from a partition asks before it calls an election:
       // without this its higher term deposes a healthy leader, and the
       // election can outlast the other nodes' lease renewals.
-      "--pre-vote=true",
-      "--logger=zap",
-      "--log-outputs=stderr"};
+      "--pre-vote=true", "--logger=zap", "--log-outputs=stderr"};
   std::vector<char*> argv;
   for (std::string& argument : arguments)
     argv.push_back(argument.data());

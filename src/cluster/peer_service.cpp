@@ -99,8 +99,8 @@ class PeerHandler final : public Peer::Service {
     std::optional<std::string> identity;
     if (request->has_identity()) identity = request->identity();
     const bool clean_start = request->clean_start();
-    const grpc::Status status =
-        on_shard(context, client_id, [taken, client_id, identity, clean_start](broker::Shard& shard) {
+    const grpc::Status status = on_shard(
+        context, client_id, [taken, client_id, identity, clean_start](broker::Shard& shard) {
           taken->outcome = broker::take_session(shard, client_id, identity ? &*identity : nullptr,
                                                 clean_start, taken->subscriptions);
         });
@@ -131,9 +131,10 @@ class PeerHandler final : public Peer::Service {
     };
     auto released = std::make_shared<Released>();
     const std::string client_id = request->client_id();
-    const grpc::Status status = on_shard(context, client_id, [released, client_id](broker::Shard& shard) {
-      released->found = broker::release_session(shard, client_id, released->session);
-    });
+    const grpc::Status status =
+        on_shard(context, client_id, [released, client_id](broker::Shard& shard) {
+          released->found = broker::release_session(shard, client_id, released->session);
+        });
     if (!status.ok()) return status;
     if (released->found) put_session(released->session, broker::Clock::now(), *reply);
     spdlog::info("event=session_released client_id=\"{}\" to={} found={} messages={}", client_id,
@@ -146,10 +147,9 @@ class PeerHandler final : public Peer::Service {
     if (!barrier_ || !accepting_.load() || stopping_.load())
       return {grpc::StatusCode::UNAVAILABLE, "this node is not taking sessions"};
     const auto left = context->deadline() - std::chrono::system_clock::now();
-    const auto deadline =
-        std::chrono::steady_clock::now() +
-        std::min<std::chrono::system_clock::duration>(
-            left, std::chrono::milliseconds(config_.session_takeover_timeout_ms));
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::min<std::chrono::system_clock::duration>(
+                              left, std::chrono::milliseconds(config_.session_takeover_timeout_ms));
     if (!barrier_(request->revision(), request->holder(), deadline))
       return {grpc::StatusCode::DEADLINE_EXCEEDED, "routes or forwards not settled in time"};
     return grpc::Status::OK;
@@ -196,9 +196,8 @@ class PeerHandler final : public Peer::Service {
     const auto deadline = std::chrono::steady_clock::now() +
                           std::min<std::chrono::system_clock::duration>(
                               left, std::chrono::milliseconds(config_.forward_timeout_ms));
-    const bool ran =
-        run_on_worker(broker_, broker_.shard_for_client(client_id), task, deadline,
-                      [&] { return context->IsCancelled() || stopping_.load(); });
+    const bool ran = run_on_worker(broker_, broker_.shard_for_client(client_id), task, deadline,
+                                   [&] { return context->IsCancelled() || stopping_.load(); });
     if (!ran)
       return {grpc::StatusCode::DEADLINE_EXCEEDED, "the session's worker did not answer in time"};
     return grpc::Status::OK;
@@ -244,7 +243,7 @@ class PeerHandler final : public Peer::Service {
   broker::Broker& broker_;
   const config::ClusterConfig& config_;
   std::atomic<std::uint64_t> received_{0};
-  PeerService::Barrier barrier_;  // set before the server starts
+  PeerService::Barrier barrier_;                           // set before the server starts
   std::function<void(const std::string&)> session_taken_;  // the same
   std::atomic<bool> accepting_{false};
   std::atomic<bool> stopping_{false};

@@ -43,8 +43,8 @@ bool read_retained(const std::string& node_id, const std::string& address,
 }
 
 bool same(const broker::Message& a, const broker::Message& b) {
-  return a.payload == b.payload && a.qos == b.qos &&
-         a.encoded_properties == b.encoded_properties && a.expires_at.has_value() == b.expires_at.has_value();
+  return a.payload == b.payload && a.qos == b.qos && a.encoded_properties == b.encoded_properties &&
+         a.expires_at.has_value() == b.expires_at.has_value();
 }
 
 }  // namespace
@@ -65,10 +65,9 @@ RetainedCatchUp catch_up_retained(broker::Broker& broker, const std::string& nod
   }
   if (!result.done) return result;
   std::unordered_map<std::string, broker::MessagePtr> ours;
-  broker.retained().for_each_match("#", broker::Clock::now(),
-                                   [&](const broker::MessagePtr& message) {
-                                     ours.emplace(message->topic, message);
-                                   });
+  broker.retained().for_each_match(
+      "#", broker::Clock::now(),
+      [&](const broker::MessagePtr& message) { ours.emplace(message->topic, message); });
   store::WriteBatch batch;
   const bool storing = broker.journal() != nullptr;
   broker.retained().locked([&](broker::RetainedStore::Writer& retained) {
@@ -97,11 +96,13 @@ RetainedCatchUp catch_up_retained(broker::Broker& broker, const std::string& nod
   if (!batch.empty()) {
     auto written = std::make_shared<std::promise<bool>>();
     std::future<bool> done = written->get_future();
-    broker.journal()->submit(std::move(batch),
-                             [written](const store::Status& status) { written->set_value(status.ok); });
+    broker.journal()->submit(std::move(batch), [written](const store::Status& status) {
+      written->set_value(status.ok);
+    });
     if (done.wait_for(timeout) != std::future_status::ready || !done.get())
-      spdlog::warn("event=retained_catch_up_not_stored note=\"kept in memory; the store write "
-                   "failed or is slow\"");
+      spdlog::warn(
+          "event=retained_catch_up_not_stored note=\"kept in memory; the store write "
+          "failed or is slow\"");
   }
   return result;
 }

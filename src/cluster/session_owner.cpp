@@ -82,7 +82,7 @@ struct SessionOwner::Impl {
   // writes compare against.
   std::unordered_map<std::string, std::int64_t> owned;
   std::map<std::string, std::unique_ptr<Peer::Stub>> stubs;  // by address
-  std::array<std::mutex, 64> stripes;  // serial()
+  std::array<std::mutex, 64> stripes;                        // serial()
 
   // ---- the pool ----
   void post(std::function<void()> task) {
@@ -139,8 +139,8 @@ struct SessionOwner::Impl {
                          std::optional<KeyValue>& current) {
     const std::int64_t lease = membership.lease();
     if (lease == 0) return EtcdResult::failed("this node holds no lease");
-    const EtcdResult result =
-        etcd.compare_and_put(keys::session(client_id), revision, config.node_id, lease, won, current);
+    const EtcdResult result = etcd.compare_and_put(keys::session(client_id), revision,
+                                                   config.node_id, lease, won, current);
     if (result.ok && won && current) note_owned(client_id, current->mod_revision);
     if (result.ok && !won) conflicts.fetch_add(1, std::memory_order_relaxed);
     return result;
@@ -218,9 +218,8 @@ struct SessionOwner::Impl {
       result = write_owner(client_id, revision, won, current);
       if (!result.ok || !won) {
         if (prepared)
-          on_worker(request.shard, [&](broker::Shard& shard) {
-            broker::abandon_arrival(shard, client_id);
-          });
+          on_worker(request.shard,
+                    [&](broker::Shard& shard) { broker::abandon_arrival(shard, client_id); });
         if (!result.ok) return refused(ReasonCode::kServerUnavailable, "etcd: " + result.error);
         continue;  // another node claimed it first: try again with what it wrote
       }
@@ -298,19 +297,19 @@ struct SessionOwner::Impl {
     const auto timeout = std::chrono::milliseconds(config.session_takeover_timeout_ms);
     std::vector<std::future<void>> waits;
     for (const auto& [id, address] : membership.others()) {
-      waits.push_back(std::async(std::launch::async, [this, revision, holder, id = id,
-                                                      address = address] {
-        BarrierRequest barrier;
-        barrier.set_revision(revision);
-        barrier.set_holder(holder);
-        BarrierReply reply;
-        grpc::ClientContext context;
-        set_deadline(context);
-        const grpc::Status status = stub(address).Barrier(&context, barrier, &reply);
-        if (!status.ok())
-          spdlog::warn("event=session_barrier_failed node={} error=\"{}\"", id,
-                       status.error_message());
-      }));
+      waits.push_back(
+          std::async(std::launch::async, [this, revision, holder, id = id, address = address] {
+            BarrierRequest barrier;
+            barrier.set_revision(revision);
+            barrier.set_holder(holder);
+            BarrierReply reply;
+            grpc::ClientContext context;
+            set_deadline(context);
+            const grpc::Status status = stub(address).Barrier(&context, barrier, &reply);
+            if (!status.ok())
+              spdlog::warn("event=session_barrier_failed node={} error=\"{}\"", id,
+                           status.error_message());
+          }));
     }
     if (!membership.barrier(revision, holder, std::chrono::steady_clock::now() + timeout))
       spdlog::warn("event=session_barrier_failed node={} error=\"not settled in time\"",
@@ -351,8 +350,8 @@ struct SessionOwner::Impl {
     if (!ran || durable.wait_for(kWorkerDeadline) != std::future_status::ready || !durable.get())
       return refused(ReasonCode::kUnspecifiedError, "the session could not be stored");
     takeovers.fetch_add(1, std::memory_order_relaxed);
-    spdlog::info("event=session_taken_over client_id=\"{}\" from={} messages={}", client_id,
-                 holder, messages);
+    spdlog::info("event=session_taken_over client_id=\"{}\" from={} messages={}", client_id, holder,
+                 messages);
     return owned_here();
   }
 
@@ -371,9 +370,8 @@ struct SessionOwner::Impl {
     spdlog::info("event=session_owned_elsewhere client_id=\"{}\" node={}", client_id, holder);
     if (broker::Mailbox* mailbox = broker.mailbox()) {
       const std::uint32_t shard = broker.shard_for_client(client_id);
-      mailbox->post_task(shard, [this, shard, client_id] {
-        broker::dispossess(broker.shard(shard), client_id);
-      });
+      mailbox->post_task(
+          shard, [this, shard, client_id] { broker::dispossess(broker.shard(shard), client_id); });
     }
   }
 };
@@ -529,7 +527,8 @@ void SessionOwner::ended(const std::string& client_id) {
     // A new session of this id may have been made since: it keeps the key.
     bool present = true;
     const std::uint32_t shard = o.broker.shard_for_client(client_id);
-    if (!o.on_worker(shard, [&](broker::Shard& s) { present = s.find_session(client_id) != nullptr; }) ||
+    if (!o.on_worker(shard,
+                     [&](broker::Shard& s) { present = s.find_session(client_id) != nullptr; }) ||
         present)
       return;
     bool won = false;

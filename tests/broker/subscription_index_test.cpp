@@ -408,10 +408,8 @@ TEST(SubscriptionIndex, TellsTheObserverWhenAFilterComesAndGoes) {
   index.unsubscribe("a/#", TargetRef::session(0, 2));  // already gone: no news
   index.unsubscribe("$share/g/b", TargetRef::session(0, 3));
   index.unsubscribe("$share/g/b", TargetRef::session(0, 4));  // the last member here
-  EXPECT_EQ(recorder.seen, (Seen{{"a/#", true},
-                                 {"$share/g/b", true},
-                                 {"a/#", false},
-                                 {"$share/g/b", false}}));
+  EXPECT_EQ(recorder.seen,
+            (Seen{{"a/#", true}, {"$share/g/b", true}, {"a/#", false}, {"$share/g/b", false}}));
 }
 
 // Another node in a shared group is a member like a session (its own
