@@ -910,6 +910,9 @@ struct AdminApi::Impl {
     std::size_t up = 0;
     for (const broker::ClusterNodeView& node : view.nodes)
       up += node.up ? 1 : 0;
+    json queue_homes = json::object();
+    for (const auto& [queue, home] : view.queue_homes)
+      queue_homes[queue] = home;
     respond(json_response(200, {{"enabled", view.enabled},
                                 {"node_id", view.node_id},
                                 {"joined", view.joined},
@@ -923,6 +926,7 @@ struct AdminApi::Impl {
                                 {"nodes_up", up},
                                 {"local_routes", view.local_routes},
                                 {"received", view.received},
+                                {"queue_homes", std::move(queue_homes)},
                                 {"healthy", view.joined && up == view.nodes.size()}}));
   }
 

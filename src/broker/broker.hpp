@@ -31,6 +31,7 @@ namespace sluice::broker {
 
 class Shard;
 class QueueGateway;
+class QueuePlacement;
 class SessionDirectory;
 
 // How a shard hands deliveries to another shard's thread (net::Worker
@@ -87,6 +88,10 @@ class Broker {
   void set_session_directory(SessionDirectory* directory) { sessions_directory_ = directory; }
   SessionDirectory* session_directory() const { return sessions_directory_; }
   QueueGateway* queues() const { return queues_; }
+  // Which node is each queue's home in a cluster; nullptr (a single node):
+  // this one. Set before the workers start.
+  void set_queue_placement(QueuePlacement* placement) { queue_placement_ = placement; }
+  QueuePlacement* queue_placement() const { return queue_placement_; }
 
   void set_mailbox(Mailbox* mailbox) { mailbox_ = mailbox; }
   Mailbox* mailbox() const { return mailbox_; }
@@ -153,6 +158,7 @@ class Broker {
   Mailbox* mailbox_ = nullptr;
   QueueGateway* queues_ = nullptr;
   SessionDirectory* sessions_directory_ = nullptr;
+  QueuePlacement* queue_placement_ = nullptr;
   std::array<TargetSink*, 3> sinks_{};  // by TargetKind (kSession's stays nullptr)
   store::Journal* journal_ = nullptr;
   const auth::Authenticator* auth_ = nullptr;

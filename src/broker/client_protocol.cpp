@@ -712,11 +712,15 @@ void ClientProtocol::on_subscribe(mqtt::Subscribe&& subscribe) {
     options.max_qos = std::min(options.max_qos, static_cast<QoS>(config.mqtt.max_qos));
     if (!v5) options = mqtt::SubscriptionOptions{options.max_qos};
     if (QueueGateway::addresses(matched_filter)) {
+      std::string refusal_reason;
       const ReasonCode granted =
           subscribe_to_queue(subscription.filter, matched_filter, shared ? shared->group : "",
-                             subscribe.properties, options, batch);
+                             subscribe.properties, options, batch, refusal_reason);
       suback.reasons.push_back(v5 || !mqtt::is_error(granted) ? granted
                                                               : ReasonCode::kUnspecifiedError);
+      // One Reason String for the SUBACK: the first refusal that has one.
+      if (v5 && !refusal_reason.empty() && !suback.properties.reason_string)
+        suback.properties.reason_string = std::move(refusal_reason);
       if (!mqtt::is_error(granted) && shard_.broker().wants(EventKind::kSubscriptionCreated)) {
         Event e = event(EventKind::kSubscriptionCreated, client_id());
         e.topic = subscription.filter;
@@ -771,7 +775,8 @@ ReasonCode ClientProtocol::subscribe_to_queue(const std::string& filter, std::st
                                               std::string_view share_group,
                                               const mqtt::Properties& properties,
                                               mqtt::SubscriptionOptions options,
-                                              store::WriteBatch& batch) {
+                                              store::WriteBatch& batch,
+                                              std::string& refusal_reason) {
   QueueGateway* queues = shard_.broker().queues();
   if (queues == nullptr) return ReasonCode::kTopicFilterInvalid;
   // "$queue/<name>" takes every message of the queue, delivered on that one
@@ -791,6 +796,7 @@ ReasonCode ClientProtocol::subscribe_to_queue(const std::string& filter, std::st
   consumer.max_qos = options.max_qos;
   consumer.v5 = mqtt::is_v5(version_);
   consumer.receive_maximum = session_->limits().receive_maximum;
+  consumer.refusal_reason = &refusal_reason;
   const ReasonCode granted = queues->subscribe(shard_, consumer);
   if (mqtt::is_error(granted)) return granted;
   // Kept with the session (so UNSUBSCRIBE and a resumed session find it);

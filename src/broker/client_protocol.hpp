@@ -172,11 +172,12 @@ class ClientProtocol {
   store::WriteBatch inbound_write(const mqtt::Publish& publish) const;
   // A SUBSCRIBE filter naming a queue: the session becomes one of its
   // consumers; a stored session's subscription is added to `batch`.
-  // Returns the SUBACK reason.
+  // Returns the SUBACK reason; a refusal may say why in `refusal_reason`.
   mqtt::ReasonCode subscribe_to_queue(const std::string& filter, std::string_view address,
                                       std::string_view share_group,
                                       const mqtt::Properties& properties,
-                                      mqtt::SubscriptionOptions options, store::WriteBatch& batch);
+                                      mqtt::SubscriptionOptions options, store::WriteBatch& batch,
+                                      std::string& refusal_reason);
   void wait_behind_held(mqtt::Publish&& publish);
   static std::size_t waiting_cost(const mqtt::Publish& publish);
   void on_subscribe(mqtt::Subscribe&& subscribe);

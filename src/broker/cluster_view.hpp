@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sluice::broker {
@@ -34,6 +35,7 @@ struct ClusterView {
   std::uint64_t takeovers = 0;            // sessions other nodes handed over to this one
   std::uint64_t ownership_conflicts = 0;  // claims of a session key another node changed first
   std::vector<ClusterNodeView> nodes;     // every node, this one included
+  std::vector<std::pair<std::string, std::string>> queue_homes;  // (queue, its home node's id)
 };
 
 }  // namespace sluice::broker

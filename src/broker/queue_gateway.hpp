@@ -51,7 +51,9 @@ class QueueGateway {
   // `acknowledge` runs on `shard`'s thread once the append is durable (or
   // failed: 0x83).
   // `from` is the publisher's session: a verb ($ack, ...) settles what
-  // that session's consumers hold. `publish` is taken when accepted; when
+  // that session's consumers hold. A publish another node forwarded to this
+  // one, the queue's home, has none (a default TargetRef, id 0), and may not
+  // be a verb. `publish` is taken when accepted; when
   // refused at once, its topic and payload are left for another try.
   virtual Outcome publish(Shard& shard, TargetRef from, mqtt::Publish& publish,
                           store::WriteBatch&& with, Acknowledge acknowledge) = 0;
@@ -70,6 +72,8 @@ class QueueGateway {
     // offline (until session_online), and stream-seek moves nothing, as the
     // group's committed offsets are where it left off.
     bool restored = false;
+    // Set: takes a Reason String for a refusal, when there is one to give.
+    std::string* refusal_reason = nullptr;
   };
   // Returns the SUBACK reason: the granted QoS, or why not (0x8F unknown
   // queue or misused address, 0x83 a QoS 0 consumer where none is allowed...).
@@ -98,6 +102,16 @@ class QueueGateway {
   // Each loop turn and tick of every worker: leases that expired,
   // redeliveries that are due, housekeeping. Cheap when nothing is due.
   virtual void poll(Shard& shard, Clock::time_point now) = 0;
+
+  // Every queue this node knows, with the filters it captures: in a
+  // cluster, each is claimed as this node's when no other node is its home,
+  // and a home announces its queues' capture filters as routes.
+  struct Known {
+    std::string name;
+    std::vector<std::string> capture;
+    std::string dead_letter;  // its dead-letter queue's name; empty: none
+  };
+  virtual std::vector<Known> known_queues() const = 0;
 
   // Topics and values for $SYS/broker/queues/..., published with the others.
   virtual void sys_topics(std::vector<std::pair<std::string, std::string>>& out) const = 0;

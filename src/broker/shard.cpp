@@ -165,9 +165,12 @@ Shard::Routed Shard::route(const MessagePtr& message, store::WriteBatch& batch, 
   if (reserving && !reserve_places()) return {0, true, nullptr, nullptr};
   Routed routed;
   const bool sys_topic = mqtt::is_sys_topic(message->topic);
-  // A forwarded message was offered to the queues on the node it was published on.
+  // Each queue captures at its home (queue_placement.hpp): the node it was
+  // published on for the queues homed there, the node it was forwarded to
+  // for those homed there. A copy for one shared group's member is not the
+  // node's copy of the message.
   if (QueueGateway* queues = broker_.queues();
-      queues != nullptr && !sys_topic && !message->forwarded)
+      queues != nullptr && !sys_topic && !message->for_shared_group)
     routed.captured = queues->capture(*this, *message, batch);
   std::uint64_t store_id = 0;
   std::uint32_t holders = 0;

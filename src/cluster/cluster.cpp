@@ -19,6 +19,7 @@
 #include "cluster/keys.hpp"
 #include "cluster/managed_etcd.hpp"
 #include "cluster/peer_service.hpp"
+#include "cluster/queue_homes.hpp"
 #include "cluster/retained_catch_up.hpp"
 #include "cluster/route_announcer.hpp"
 #include "cluster/session_owner.hpp"
@@ -83,6 +84,7 @@ struct Cluster::Impl {
   std::unique_ptr<Forwarder> forwarder;
   std::unique_ptr<PeerService> service;
   std::unique_ptr<SessionOwner> owner;
+  std::unique_ptr<QueueHomes> queue_homes;
 
   struct Node {
     std::uint16_t number = 0;
@@ -497,6 +499,20 @@ std::optional<std::string> Cluster::start() {
                             [&c] { return c.nodes_known && c.routes_known; }))
       return std::string("etcd did not list the cluster's nodes and routes within 30 s");
   }
+  // Every queue's home, this node claiming those nobody has, before any
+  // publish to a queue comes; the capture filters of the queues homed here
+  // are routes from then on.
+  c.queue_homes = std::make_unique<QueueHomes>(
+      c.broker, cluster.node_id, *c.etcd, *c.forwarder, c.announcer,
+      [&c](const std::string& id) -> std::uint16_t {
+        std::lock_guard lock(c.mutex);
+        const auto it = c.nodes.find(id);
+        return it != c.nodes.end() && it->second.up ? it->second.number : 0;
+      });
+  if (auto failed = c.queue_homes->start()) return failed;
+  c.broker.set_queue_placement(c.queue_homes.get());
+  if (!c.announcer.wait_written(std::chrono::milliseconds(cluster.etcd.dial_timeout_ms)))
+    spdlog::warn("event=routes_not_written note=\"etcd is slow: some routes are announced late\"");
   // Retained messages as the others hold them, before any client comes.
   const auto others = c.other_members();
   const RetainedCatchUp caught = catch_up_retained(
@@ -557,6 +573,10 @@ void Cluster::stop() {
     c.owner->stop();
     c.broker.set_session_directory(nullptr);
   }
+  if (c.queue_homes) {
+    c.queue_homes->stop();
+    c.broker.set_queue_placement(nullptr);
+  }
   if (c.service) c.service->stop();
   if (c.forwarder) c.forwarder->stop();
   c.etcd.reset();
@@ -598,6 +618,10 @@ broker::ClusterView Cluster::view() const {
       other.routes = node.routes.size();
       view.nodes.push_back(std::move(other));
     }
+  }
+  if (c.queue_homes) {
+    for (auto& [name, home] : c.queue_homes->homes())
+      view.queue_homes.emplace_back(name, home);
   }
   if (c.forwarder) c.forwarder->describe(view);
   return view;

@@ -215,6 +215,27 @@ EtcdResult EtcdClient::compare_and_put(const std::string& key, std::int64_t expe
   return result;
 }
 
+EtcdResult EtcdClient::create_all(const std::vector<std::pair<std::string, std::string>>& entries,
+                                  bool& won) {
+  pb::TxnRequest request;
+  for (const auto& [key, value] : entries) {
+    pb::Compare* compare = request.add_compare();
+    compare->set_key(key);
+    compare->set_target(pb::Compare::MOD);
+    compare->set_result(pb::Compare::EQUAL);
+    compare->set_mod_revision(0);  // absent
+    pb::PutRequest* put = request.add_success()->mutable_request_put();
+    put->set_key(key);
+    put->set_value(value);
+  }
+  pb::TxnResponse response;
+  grpc::ClientContext context;
+  impl_->set_deadline(context);
+  EtcdResult result = from_status(impl_->kv->Txn(&context, request, &response), "txn");
+  if (result.ok) won = response.succeeded();
+  return result;
+}
+
 EtcdResult EtcdClient::compare_and_erase(const std::string& key, std::int64_t expected_mod_revision,
                                          bool& won) {
   pb::TxnRequest request;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sluice::cluster {
@@ -75,6 +76,11 @@ class EtcdClient {
   EtcdResult compare_and_put(const std::string& key, std::int64_t expected_mod_revision,
                              const std::string& value, std::int64_t lease, bool& won,
                              std::optional<KeyValue>& current);
+  // Creates every key of `entries` (key, value), with no lease, only if none
+  // of them exists: all or nothing, `won` tells which. etcd takes at most
+  // 128 operations in one transaction (its --max-txn-ops).
+  EtcdResult create_all(const std::vector<std::pair<std::string, std::string>>& entries,
+                        bool& won);
   // Deletes `key` only if its mod revision is `expected_mod_revision`.
   EtcdResult compare_and_erase(const std::string& key, std::int64_t expected_mod_revision,
                                bool& won);

@@ -21,6 +21,9 @@ struct Outgoing {
   std::uint32_t shard;  // the publisher's worker, where settling happens
   broker::Delivery delivery;
   broker::Clock::time_point queued_at;
+  // Set for a publish to a queue homed on that node: told its answer,
+  // instead of the delivery's listener.
+  broker::QueueGateway::Acknowledge acknowledge = nullptr;
 };
 
 // What one link holds at most before it refuses more: a node that is alive
@@ -48,18 +51,19 @@ class PeerLink {
   }
   ~PeerLink() { stop(); }
 
-  void enqueue(std::uint32_t shard, broker::Delivery&& delivery) {
+  void enqueue(std::uint32_t shard, broker::Delivery&& delivery,
+               broker::QueueGateway::Acknowledge acknowledge = nullptr) {
     {
       std::lock_guard lock(mutex_);
       if (!stopping_ && queue_.size() < kMostQueued) {
-        queue_.push_back({shard, std::move(delivery), broker::Clock::now()});
+        queue_.push_back({shard, std::move(delivery), broker::Clock::now(), std::move(acknowledge)});
         ++enqueued_;
         if (queue_.size() == 1) wake_.notify_one();
         return;
       }
     }
     std::vector<Outgoing> refused;
-    refused.push_back({shard, std::move(delivery), {}});
+    refused.push_back({shard, std::move(delivery), {}, std::move(acknowledge)});
     fail(std::move(refused));
   }
 
@@ -144,6 +148,7 @@ class PeerLink {
       ForwardedMessage* m = request.add_messages();
       to_forwarded(message, now, *m);
       if (out.delivery.shared_filter) m->set_shared_filter(*out.delivery.shared_filter);
+      if (out.acknowledge) m->set_queue(true);
     }
     ForwardReply reply;
     grpc::ClientContext context;
@@ -159,7 +164,8 @@ class PeerLink {
       std::lock_guard lock(mutex_);
       in_flight_ = nullptr;
     }
-    if (!status.ok() || reply.reasons_size() != static_cast<int>(batch.size())) {
+    if (!status.ok() || reply.reasons_size() != static_cast<int>(batch.size()) ||
+        (reply.reason_strings_size() != 0 && reply.reason_strings_size() != reply.reasons_size())) {
       spdlog::warn("event=forward_failed node={} messages={} error=\"{}\"", node_id_, batch.size(),
                    status.ok() ? "short reply" : status.error_message());
       return fail(std::move(batch));
@@ -176,33 +182,48 @@ class PeerLink {
     }
     forwarded_.fetch_add(batch.size() - refused, std::memory_order_relaxed);
     failures_.fetch_add(refused, std::memory_order_relaxed);
-    settle(std::move(batch), std::move(reasons));
+    std::vector<std::string> texts(reply.reason_strings().begin(), reply.reason_strings().end());
+    settle(std::move(batch), std::move(reasons), std::move(texts));
   }
 
   void fail(std::vector<Outgoing>&& batch) {
     if (batch.empty()) return;
     failures_.fetch_add(batch.size(), std::memory_order_relaxed);
     std::vector<mqtt::ReasonCode> reasons(batch.size(), mqtt::ReasonCode::kUnspecifiedError);
-    settle(std::move(batch), std::move(reasons));
+    std::vector<std::string> texts(batch.size(),
+                                   "node " + node_id_ + " did not answer in time, or is gone");
+    settle(std::move(batch), std::move(reasons), std::move(texts));
   }
 
   // Tells each waiting publisher's worker how its deliveries ended: one task
-  // per worker, not one per message.
-  void settle(std::vector<Outgoing>&& batch, std::vector<mqtt::ReasonCode>&& reasons) {
+  // per worker, not one per message. `texts`: the Reason Strings (for queue
+  // publishes), one per message, or none.
+  void settle(std::vector<Outgoing>&& batch, std::vector<mqtt::ReasonCode>&& reasons,
+              std::vector<std::string>&& texts) {
+    struct Settled {
+      Outgoing out;
+      mqtt::ReasonCode reason;
+      std::string text;
+    };
     broker::Mailbox* mailbox = broker_.mailbox();
-    std::vector<std::vector<std::pair<broker::Delivery, mqtt::ReasonCode>>> by_shard(
-        broker_.shard_count());
+    std::vector<std::vector<Settled>> by_shard(broker_.shard_count());
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (batch[i].delivery.listener == nullptr) continue;  // QoS 0: nobody waits
-      by_shard[batch[i].shard].emplace_back(std::move(batch[i].delivery), reasons[i]);
+      // QoS 0: nobody waits.
+      if (batch[i].delivery.listener == nullptr && !batch[i].acknowledge) continue;
+      std::string text = i < texts.size() ? std::move(texts[i]) : std::string();
+      by_shard[batch[i].shard].push_back({std::move(batch[i]), reasons[i], std::move(text)});
     }
     for (std::uint32_t shard = 0; shard < by_shard.size(); ++shard) {
       if (by_shard[shard].empty()) continue;
-      auto settled = std::make_shared<std::vector<std::pair<broker::Delivery, mqtt::ReasonCode>>>(
-          std::move(by_shard[shard]));
+      auto settled = std::make_shared<std::vector<Settled>>(std::move(by_shard[shard]));
       mailbox->post_task(shard, [settled] {
-        for (const auto& [delivery, reason] : *settled)
-          broker::Session::settle(delivery, reason);
+        for (const Settled& each : *settled) {
+          if (each.out.acknowledge) {
+            each.out.acknowledge(each.reason, mqtt::is_error(each.reason) ? each.text : "");
+          } else {
+            broker::Session::settle(each.out.delivery, each.reason);
+          }
+        }
       });
     }
   }
@@ -242,6 +263,20 @@ void Forwarder::deliver(std::uint32_t shard, const broker::TargetRef& to,
   if (link) return link->enqueue(shard, std::move(delivery));
   // The node left between matching and now.
   broker::Session::settle(delivery, mqtt::ReasonCode::kUnspecifiedError);
+}
+
+void Forwarder::to_queue(std::uint16_t number, std::uint32_t shard, broker::MessagePtr message,
+                         broker::QueueGateway::Acknowledge acknowledge) {
+  std::shared_ptr<PeerLink> link;
+  {
+    std::shared_lock lock(mutex_);
+    if (number < links_.size()) link = links_[number];
+  }
+  broker::Delivery delivery;
+  delivery.message = std::move(message);
+  delivery.qos = delivery.message->qos;
+  if (link) return link->enqueue(shard, std::move(delivery), std::move(acknowledge));
+  if (acknowledge) acknowledge(mqtt::ReasonCode::kUnspecifiedError, "the queue's home node is down");
 }
 
 void Forwarder::all_targets(std::vector<broker::TargetRef>& out) const {

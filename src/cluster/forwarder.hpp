@@ -17,6 +17,7 @@
 
 #include "broker/broker.hpp"
 #include "broker/cluster_view.hpp"
+#include "broker/queue_gateway.hpp"
 #include "config/config.hpp"
 
 namespace grpc {
@@ -36,6 +37,10 @@ class Forwarder final : public broker::TargetSink {
   // On a worker thread.
   void deliver(std::uint32_t shard, const broker::TargetRef& to,
                broker::Delivery&& delivery) override;
+  // A publish to a queue homed on node `number`, from worker `shard`,
+  // where `acknowledge` runs with the home's answer (or the failure).
+  void to_queue(std::uint16_t number, std::uint32_t shard, broker::MessagePtr message,
+                broker::QueueGateway::Acknowledge acknowledge);
   // Every node there is a link to.
   void all_targets(std::vector<broker::TargetRef>& out) const override;
 

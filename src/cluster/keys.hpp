@@ -3,6 +3,7 @@
 //   /sluice/nodes/<node_id>            JSON {advertise, version}: under the node's lease
 //   /sluice/routes/<node_id>/<filter>  empty: under the node's lease
 //   /sluice/sessions/<client_id>       the owning node's id: under its lease
+//   /sluice/queues/<name>              the queue's home node id: no lease (queue_homes.hpp)
 //
 // A node's keys share its lease, so a node that dies takes them with it
 // when the lease runs out. Nobody else ever writes a node's or its routes'
@@ -20,6 +21,7 @@ namespace sluice::cluster::keys {
 inline const std::string kNodes = "/sluice/nodes/";
 inline const std::string kRoutes = "/sluice/routes/";
 inline const std::string kSessions = "/sluice/sessions/";
+inline const std::string kQueues = "/sluice/queues/";
 
 inline std::string node(std::string_view id) {
   return kNodes + std::string(id);
@@ -46,6 +48,14 @@ inline std::string session(std::string_view client_id) {
 inline std::optional<std::string> parse_session(std::string_view key) {
   if (!key.starts_with(kSessions)) return std::nullopt;
   return std::string(key.substr(kSessions.size()));
+}
+
+inline std::string queue(std::string_view name) {
+  return kQueues + std::string(name);
+}
+inline std::optional<std::string> parse_queue(std::string_view key) {
+  if (!key.starts_with(kQueues) || key.size() == kQueues.size()) return std::nullopt;
+  return std::string(key.substr(kQueues.size()));
 }
 
 inline std::optional<std::string> parse_node(std::string_view key) {

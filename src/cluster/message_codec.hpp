@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "broker/message.hpp"
 #include "config/config.hpp"
+#include "mqtt/packets.hpp"
 
 namespace sluice::cluster {
 
@@ -23,5 +25,12 @@ void to_forwarded(const broker::Message& message, broker::Clock::time_point now,
 // MQTT reason code), when refused.
 broker::MessagePtr from_forwarded(const ForwardedMessage& m, broker::Clock::time_point now,
                                   const config::Config& config, std::uint32_t& reason);
+
+// A publish to a queue homed here (ForwardedMessage::queue), checked the
+// same way, its topic a queue address: the PUBLISH the queue layer takes,
+// its expiry left in whole seconds. nullopt, and `reason`, when refused.
+std::optional<mqtt::Publish> queue_publish_from_forwarded(const ForwardedMessage& m,
+                                                          const config::Config& config,
+                                                          std::uint32_t& reason);
 
 }  // namespace sluice::cluster

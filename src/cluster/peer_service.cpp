@@ -9,6 +9,7 @@
 #include <future>
 #include <limits>
 
+#include "broker/queue_gateway.hpp"
 #include "broker/session_handover.hpp"
 #include "broker/shard.hpp"
 #include "cluster/handover_codec.hpp"
@@ -30,6 +31,7 @@ std::uint32_t code(mqtt::ReasonCode reason) {
 // worker that routes them.
 struct Answers {
   std::vector<std::uint32_t> reasons;
+  std::vector<std::string> texts;  // Reason Strings: set when a queue publish is refused
   std::size_t left = 0;
   std::promise<void> done;
   // The call gave up (timed out, cancelled, stopping): its sender counts the
@@ -37,7 +39,14 @@ struct Answers {
   std::atomic<bool> abandoned{false};
 };
 
-using Indexed = std::vector<std::pair<std::size_t, broker::MessagePtr>>;
+// One message of a Forward call: for this node's subscribers, or for a
+// queue homed here.
+struct Incoming {
+  std::size_t index;
+  broker::MessagePtr message;
+  std::optional<mqtt::Publish> to_queue;
+};
+using Indexed = std::vector<Incoming>;
 
 class PeerHandler final : public Peer::Service {
  public:
@@ -61,9 +70,14 @@ class PeerHandler final : public Peer::Service {
     auto messages = std::make_shared<Indexed>();
     messages->reserve(count);
     for (std::size_t i = 0; i < count; ++i) {
-      auto message = from_forwarded(request->messages(static_cast<int>(i)), now, broker_.config(),
-                                    answers->reasons[i]);
-      if (message) messages->emplace_back(i, std::move(message));
+      const ForwardedMessage& m = request->messages(static_cast<int>(i));
+      if (m.queue()) {
+        auto publish = queue_publish_from_forwarded(m, broker_.config(), answers->reasons[i]);
+        if (publish) messages->push_back({i, nullptr, std::move(publish)});
+        continue;
+      }
+      auto message = from_forwarded(m, now, broker_.config(), answers->reasons[i]);
+      if (message) messages->push_back({i, std::move(message), std::nullopt});
     }
     if (messages->empty()) return answer(*answers, reply);
     answers->left = messages->size();
@@ -206,18 +220,40 @@ class PeerHandler final : public Peer::Service {
   static grpc::Status answer(const Answers& answers, ForwardReply* reply) {
     for (const std::uint32_t reason : answers.reasons)
       reply->add_reasons(reason);
+    for (const std::string& text : answers.texts)
+      reply->add_reason_strings(text);
     return grpc::Status::OK;
   }
 
+  // A publish to a queue homed here: the queue layer's answer, once durable.
+  template <class Answer>
+  static void publish_to_queue(broker::Shard& shard, mqtt::Publish& publish, const Answer& answer) {
+    broker::QueueGateway* queues = shard.broker().queues();
+    if (queues == nullptr)
+      return answer(code(mqtt::ReasonCode::kTopicNameInvalid), "no queues on this node");
+    const broker::QueueGateway::Outcome outcome = queues->publish(
+        shard, broker::TargetRef{}, publish, {},
+        [answer](mqtt::ReasonCode reason, std::string text) { answer(code(reason), std::move(text)); });
+    if (outcome.reason != mqtt::ReasonCode::kSuccess) answer(code(outcome.reason), outcome.reason_string);
+  }
+
   // On the worker's thread; the answers come on it too (write_then).
-  static void route(broker::Shard& shard, const Indexed& messages,
+  static void route(broker::Shard& shard, Indexed& messages,
                     const std::shared_ptr<Answers>& answers) {
     if (answers->abandoned.load()) return;
-    for (const auto& [i, message] : messages) {
-      const auto answer = [answers, i = i](std::uint32_t reason) {
+    for (auto& [i, message, to_queue] : messages) {
+      const auto answer = [answers, i = i](std::uint32_t reason, std::string text = {}) {
         answers->reasons[i] = reason;
+        if (!text.empty()) {
+          answers->texts.resize(answers->reasons.size());
+          answers->texts[i] = std::move(text);
+        }
         if (--answers->left == 0) answers->done.set_value();
       };
+      if (to_queue) {
+        publish_to_queue(shard, *to_queue, answer);
+        continue;
+      }
       shard.publish(
           message, {},
           [&](broker::Shard::Routed routed, store::WriteBatch&& batch) {

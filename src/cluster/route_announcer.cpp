@@ -26,11 +26,24 @@ void RouteAnnouncer::on_filter(std::string_view filter, bool present) {
   wake_.notify_one();
 }
 
+void RouteAnnouncer::set_pinned(std::set<std::string, std::less<>> filters) {
+  std::erase_if(filters, [](const std::string& filter) { return filter.starts_with('$'); });
+  {
+    std::lock_guard lock(mutex_);
+    if (filters == pinned_) return;
+    dirty_.insert(pinned_.begin(), pinned_.end());
+    dirty_.insert(filters.begin(), filters.end());
+    pinned_ = std::move(filters);
+  }
+  wake_.notify_one();
+}
+
 void RouteAnnouncer::start(EtcdClient& etcd, std::int64_t lease) {
   std::lock_guard lock(mutex_);
   etcd_ = &etcd;
   lease_ = lease;
   dirty_.insert(present_.begin(), present_.end());
+  dirty_.insert(pinned_.begin(), pinned_.end());
   thread_ = std::thread([this] { run(); });
 }
 
@@ -39,6 +52,7 @@ void RouteAnnouncer::relet(std::int64_t lease) {
     std::lock_guard lock(mutex_);
     lease_ = lease;
     dirty_.insert(present_.begin(), present_.end());
+    dirty_.insert(pinned_.begin(), pinned_.end());
   }
   wake_.notify_one();
 }
@@ -55,7 +69,10 @@ void RouteAnnouncer::stop() {
 
 std::uint64_t RouteAnnouncer::announced() const {
   std::lock_guard lock(mutex_);
-  return present_.size();
+  std::uint64_t count = present_.size();
+  for (const std::string& filter : pinned_)
+    if (!present_.contains(filter)) ++count;
+  return count;
 }
 
 std::optional<std::int64_t> RouteAnnouncer::wait_written(std::chrono::milliseconds timeout) {
@@ -75,7 +92,7 @@ void RouteAnnouncer::run() {
     // A batch at a time, the lock released while etcd answers.
     std::vector<std::pair<std::string, bool>> changes;
     for (auto it = dirty_.begin(); it != dirty_.end() && changes.size() < 256;) {
-      changes.emplace_back(*it, present_.contains(*it));
+      changes.emplace_back(*it, wanted(*it));
       it = dirty_.erase(it);
     }
     const std::int64_t lease = lease_;

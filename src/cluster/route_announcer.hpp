@@ -27,6 +27,10 @@ class RouteAnnouncer final : public broker::FilterObserver {
   // From the index, under its lock: only takes note.
   void on_filter(std::string_view filter, bool present) override;
 
+  // Filters announced whatever the index says: the capture filters of the
+  // queues homed here (queue_homes.hpp). Replaces the previous set.
+  void set_pinned(std::set<std::string, std::less<>> filters);
+
   // Starts writing under `lease`: every filter present now, then each change.
   void start(EtcdClient& etcd, std::int64_t lease);
   // A new lease after the old one was lost: everything is written again.
@@ -41,12 +45,17 @@ class RouteAnnouncer final : public broker::FilterObserver {
 
  private:
   void run();
+  bool wanted(const std::string& filter) const {
+    return present_.contains(filter) || pinned_.contains(filter);
+  }
 
   const std::string node_id_;
   EtcdClient* etcd_ = nullptr;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::set<std::string, std::less<>> present_;  // what etcd should hold
+  // What etcd should hold: the index's filters and the pinned ones.
+  std::set<std::string, std::less<>> present_;
+  std::set<std::string, std::less<>> pinned_;
   std::set<std::string, std::less<>> dirty_;    // filters whose key may differ from present_
   std::int64_t lease_ = 0;
   bool writing_ = false;  // a batch is out, the lock released

@@ -5,6 +5,8 @@
 // before the queue's record, nor a delete's erasures after a later create.
 #include <algorithm>
 
+#include "broker/queue_placement.hpp"
+#include "broker/shard.hpp"
 #include "queue/queue_service.hpp"
 
 namespace sluice::queue {
@@ -44,6 +46,13 @@ void QueueService::create_queue(broker::Shard& shard, const config::QueueConfig&
                                 CatalogDone done) {
   run(&shard,
       [&](Work& work) { answer_when_durable(work, create(work, config), std::move(done)); });
+  // In a cluster a queue made here is claimed at once, so that publishes on
+  // the other nodes find their way to it.
+  broker::QueuePlacement* placement = broker_.queue_placement();
+  if (placement != nullptr &&
+      placement->home_of(config.name).kind == broker::QueueHome::Kind::kUnclaimed) {
+    placement->claim(shard.index(), claimed_with(config.name), nullptr);
+  }
 }
 
 QueueService::CatalogResult QueueService::create(Work& work, const config::QueueConfig& config) {

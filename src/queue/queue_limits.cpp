@@ -375,7 +375,7 @@ std::function<void(bool)> QueueService::capture(broker::Shard& shard,
   std::vector<Queue*> into;
   for (const auto& [filter, queue] : captures_) {
     if (mqtt::topic_matches(filter, message.topic) &&
-        std::find(into.begin(), into.end(), queue) == into.end()) {
+        std::find(into.begin(), into.end(), queue) == into.end() && captures_here(*queue)) {
       into.push_back(queue);
     }
   }

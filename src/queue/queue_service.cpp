@@ -10,6 +10,7 @@
 #include <tuple>
 #include <utility>
 
+#include "broker/queue_placement.hpp"
 #include "broker/shard.hpp"
 #include "mqtt/packet_encoder.hpp"
 #include "mqtt/topic.hpp"
@@ -269,12 +270,20 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
             "A-Z a-z 0-9 _ . -"};
   }
   if (!address->verb.empty()) {
+    if (from.id == 0) {
+      return {ReasonCode::kTopicNameInvalid,
+              "a settlement is made on the node of the consumer that holds the message"};
+    }
     // Settlements are not waited for (at-least-once: one lost to a crash
     // means the message comes again): acknowledged at once.
     Outcome outcome = apply_verb(shard, from, *address, publish.properties);
     if (outcome.reason == ReasonCode::kSuccess && acknowledge)
       acknowledge(ReasonCode::kSuccess, {});
     return outcome;
+  }
+  if (auto elsewhere =
+          publish_if_not_home(shard, from, address->name, publish, with, acknowledge)) {
+    return std::move(*elsewhere);
   }
   auto entry = std::make_shared<LogEntry>();
   entry->timestamp_ms = wall_ms();
@@ -1199,6 +1208,10 @@ std::uint32_t QueueService::credit(const Consumer& consumer, const config::Queue
 mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpec& spec) {
   const auto address = parse_address(spec.address);
   if (!address || !address->verb.empty()) return ReasonCode::kTopicFilterInvalid;
+  if (auto elsewhere = consumer_not_home(shard, address->name)) {
+    if (spec.refusal_reason != nullptr) *spec.refusal_reason = std::move(elsewhere->second);
+    return elsewhere->first;
+  }
   const mqtt::Properties& properties = *spec.properties;
   const std::string* named = user_property(properties, "group");
   if (named == nullptr) named = user_property(properties, "consumer-group");

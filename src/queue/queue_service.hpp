@@ -96,6 +96,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                                             store::WriteBatch& batch) override;
   void poll(broker::Shard& shard, Clock::time_point now) override;
   void sys_topics(std::vector<std::pair<std::string, std::string>>& out) const override;
+  std::vector<Known> known_queues() const override;
 
   // ---- DeliveryListener: a consumer's PUBACK (or the delivery's end) ----
   void on_settled(const broker::Delivery& delivery, mqtt::ReasonCode reason) override;
@@ -204,6 +205,24 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void hand_out(Work& work);
 
   Queue* find_queue(std::string_view name);
+
+  // ---- in a cluster (queue_homes.cpp): each queue has one home node ----
+  // A publish to a queue that is not (known to be) homed here, before any
+  // of it is taken: nullopt when it is, and publish goes on. Otherwise the
+  // publish went to its home, or waits for this node to claim it, and what
+  // it returns is publish's answer.
+  std::optional<Outcome> publish_if_not_home(broker::Shard& shard, broker::TargetRef from,
+                                             std::string_view name, mqtt::Publish& publish,
+                                             store::WriteBatch& with, Acknowledge& acknowledge);
+  // A consumer of a queue homed elsewhere or not yet claimed is refused:
+  // why, or nullopt when the queue is served here.
+  std::optional<std::pair<mqtt::ReasonCode, std::string>> consumer_not_home(
+      broker::Shard& shard, std::string_view name);
+  // Whether captures into `queue` happen on this node.
+  bool captures_here(const Queue& queue) const;
+  // The names a claim of queue `name` takes: it and the dead-letter queue
+  // it has (or would have, made now), so that dead letters stay home.
+  std::vector<std::string> claimed_with(std::string_view name);
   // The queue, created with queue_defaults when auto-creation is on (a
   // stream when `stream`).
   Queue* find_or_create(Work& work, std::string_view name, bool stream);

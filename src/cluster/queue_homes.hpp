@@ -1,0 +1,88 @@
+// Which node is each queue's home (docs/cluster.md, "Queues"): the broker's
+// QueuePlacement. The key /sluice/queues/<name> holds the home's node id,
+// with no lease: a queue's log is on its home's disk, so the queue stays
+// there while the home is down (publishes to it on other nodes are refused
+// meanwhile) and is there again when it comes back. A key is only ever
+// created, by a transaction that requires it absent, so two nodes never
+// both take a queue; deleting it by hand (etcdctl) lets the next node that
+// uses the queue claim it afresh.
+//
+// Threading: home_of on any thread, from a map the watch keeps; claims made
+// from workers go to a thread of this class, never a worker's.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "broker/broker.hpp"
+#include "broker/queue_placement.hpp"
+#include "cluster/etcd_client.hpp"
+
+namespace sluice::cluster {
+
+class Forwarder;
+class RouteAnnouncer;
+
+class QueueHomes final : public broker::QueuePlacement {
+ public:
+  // `number_of` gives a node's number among the forwarder's links (0 when
+  // it is not up).
+  QueueHomes(broker::Broker& broker, std::string node_id, EtcdClient& etcd, Forwarder& forwarder,
+             RouteAnnouncer& announcer, std::function<std::uint16_t(const std::string&)> number_of);
+  ~QueueHomes() override;
+
+  // Before clients: claims every queue the queue layer knows that has no
+  // home yet, then follows the homes in etcd. An error stops start-up.
+  std::optional<std::string> start();
+  void stop();
+
+  broker::QueueHome home_of(std::string_view name) const override;
+  void claim(std::uint32_t shard, std::vector<std::string> names,
+             std::function<void(broker::QueueHome)> done) override;
+  void forward(std::uint32_t shard, const broker::QueueHome& home, mqtt::Publish&& publish,
+               broker::QueueGateway::Acknowledge acknowledge) override;
+
+  // Every queue's home, by name.
+  std::map<std::string, std::string> homes() const;
+
+ private:
+  struct Claim {
+    std::uint32_t shard;
+    std::vector<std::string> names;
+    std::function<void(broker::QueueHome)> done;
+  };
+  // Claims `names` in etcd and notes the homes it learns: false when etcd
+  // did not answer.
+  bool claim_now(const std::vector<std::string>& names);
+  void set_home(const std::string& name, const std::string& node_id);
+  // The capture filters of the queues homed here are announced as routes,
+  // so that what they capture on other nodes is forwarded here.
+  void pin_captures();
+  void run();
+
+  broker::Broker& broker_;
+  const std::string node_id_;
+  EtcdClient& etcd_;
+  Forwarder& forwarder_;
+  RouteAnnouncer& announcer_;
+  const std::function<std::uint16_t(const std::string&)> number_of_;
+
+  mutable std::shared_mutex homes_mutex_;
+  std::map<std::string, std::string, std::less<>> homes_;  // queue name -> node id
+
+  std::mutex claims_mutex_;
+  std::condition_variable wake_;
+  std::deque<Claim> claims_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace sluice::cluster
