@@ -11,6 +11,19 @@
 namespace sluice::broker {
 namespace {
 
+// A QoS 2 publish refused after its PUBLISH was taken: its packet id is free
+// again, in memory and in the store, so that the next PUBLISH under it (a
+// new message, or the same one sent again) is routed, not taken for a resend.
+void release_refused_qos2(Shard& shard, std::uint64_t session_id, std::uint16_t packet_id) {
+  Session* session = shard.find_session_by_id(session_id);
+  if (session != nullptr && session->release_inbound_qos2(packet_id) && session->stored() &&
+      shard.has_store()) {
+    shard.write_then(std::move(store::WriteBatch().add(
+                         store::WriteBatch::DeleteInbound{session->client_id(), packet_id})),
+                     nullptr);
+  }
+}
+
 using mqtt::ProtocolVersion;
 using mqtt::QoS;
 using mqtt::ReasonCode;
@@ -484,7 +497,13 @@ QueueGateway::Outcome ClientProtocol::offer_to_queue(mqtt::Publish& publish,
   if (queues == nullptr) return {ReasonCode::kTopicNameInvalid, "no queues on this broker"};
   return queues->publish(
       shard_, session_->ref(), publish, std::move(inbound),
-      [acks = std::weak_ptr<AckQueue>(acks_), ack](ReasonCode reason, std::string text) {
+      [acks = std::weak_ptr<AckQueue>(acks_), ack, shard = &shard_, session_id = session_->id(),
+       qos = publish.qos, packet_id = publish.packet_id](ReasonCode reason, std::string text) {
+        // Refused after the fact (the queue's home in a cluster said no, or
+        // did not answer): nothing was appended, so the same message sent
+        // again under this id, by any client version, must be appended.
+        if (mqtt::is_error(reason) && qos == QoS::kExactlyOnce)
+          release_refused_qos2(*shard, session_id, packet_id);
         if (!ack) return;
         if (const auto alive = acks.lock()) alive->complete(*ack, reason, text);
       });
@@ -613,13 +632,7 @@ void ClientProtocol::acknowledge_after_nodes(store::WriteBatch&& batch, QoS qos,
       // and reused meanwhile, since its PUBREC is still waiting here. (3.x
       // is disconnected and sends the same message again under the same id:
       // kept, so the nodes that had it do not get it twice.)
-      Session* session = shard->find_session_by_id(session_id);
-      if (session != nullptr && session->release_inbound_qos2(packet_id) && session->stored() &&
-          shard->has_store()) {
-        shard->write_then(std::move(store::WriteBatch().add(
-                              store::WriteBatch::DeleteInbound{session->client_id(), packet_id})),
-                          nullptr);
-      }
+      release_refused_qos2(*shard, session_id, packet_id);
     }
     if (acks) acks->complete(id, all_ok);
   });

@@ -216,7 +216,7 @@ EtcdResult EtcdClient::compare_and_put(const std::string& key, std::int64_t expe
 }
 
 EtcdResult EtcdClient::create_all(const std::vector<std::pair<std::string, std::string>>& entries,
-                                  bool& won) {
+                                  bool& won, std::int64_t* revision) {
   pb::TxnRequest request;
   for (const auto& [key, value] : entries) {
     pb::Compare* compare = request.add_compare();
@@ -233,6 +233,7 @@ EtcdResult EtcdClient::create_all(const std::vector<std::pair<std::string, std::
   impl_->set_deadline(context);
   EtcdResult result = from_status(impl_->kv->Txn(&context, request, &response), "txn");
   if (result.ok) won = response.succeeded();
+  if (result.ok && revision != nullptr) *revision = response.header().revision();
   return result;
 }
 

@@ -78,9 +78,10 @@ class EtcdClient {
                              std::optional<KeyValue>& current);
   // Creates every key of `entries` (key, value), with no lease, only if none
   // of them exists: all or nothing, `won` tells which. etcd takes at most
-  // 128 operations in one transaction (its --max-txn-ops).
+  // 128 operations in one transaction (its --max-txn-ops). `revision`, if
+  // given, gets the store's revision after the transaction.
   EtcdResult create_all(const std::vector<std::pair<std::string, std::string>>& entries,
-                        bool& won);
+                        bool& won, std::int64_t* revision = nullptr);
   // Deletes `key` only if its mod revision is `expected_mod_revision`.
   EtcdResult compare_and_erase(const std::string& key, std::int64_t expected_mod_revision,
                                bool& won);

@@ -11,6 +11,7 @@
 #include "broker/session.hpp"
 #include "cluster/message_codec.hpp"
 #include "cluster/peer_channel.hpp"
+#include "mqtt/reason_code.hpp"
 #include "peer.grpc.pb.h"
 
 namespace sluice::cluster {
@@ -219,7 +220,13 @@ class PeerLink {
       mailbox->post_task(shard, [settled] {
         for (const Settled& each : *settled) {
           if (each.out.acknowledge) {
-            each.out.acknowledge(each.reason, mqtt::is_error(each.reason) ? each.text : "");
+            // Only what a PUBACK may say reaches the publisher (the home may
+            // answer 0x81 for what it could not read).
+            const mqtt::ReasonCode reason =
+                mqtt::reason_code_allowed(each.reason, mqtt::PacketType::kPuback)
+                    ? each.reason
+                    : mqtt::ReasonCode::kUnspecifiedError;
+            each.out.acknowledge(reason, mqtt::is_error(reason) ? each.text : "");
           } else {
             broker::Session::settle(each.out.delivery, each.reason);
           }

@@ -40,47 +40,33 @@ std::optional<std::string> QueueHomes::start() {
   EtcdClient::Range range;
   if (const EtcdResult read = etcd_.get_prefix(keys::kQueues, range); !read.ok)
     return "cannot read the queues' homes from etcd: " + read.error;
-  for (const KeyValue& kv : range.kvs)
-    if (const auto name = keys::parse_queue(kv.key)) set_home(*name, kv.value);
+  note_snapshot(range);
   // Each queue with its dead-letter queue, in as few transactions as fit.
-  std::vector<std::string> unclaimed;
+  std::vector<Unit> units;
+  std::set<std::string> taken;
   if (const broker::QueueGateway* queues = broker_.queues()) {
     for (const auto& known : queues->known_queues()) {
+      Unit unit;
       for (const std::string* name : {&known.name, &known.dead_letter}) {
         if (name->empty() || home_of(*name).kind != Kind::kUnclaimed) continue;
-        if (std::find(unclaimed.begin(), unclaimed.end(), *name) == unclaimed.end())
-          unclaimed.push_back(*name);
+        if (taken.insert(*name).second) unit.push_back(*name);
       }
+      if (!unit.empty()) units.push_back(std::move(unit));
     }
   }
-  for (std::size_t from = 0; from < unclaimed.size(); from += kMostPerTransaction) {
-    const auto to = std::min(unclaimed.size(), from + kMostPerTransaction);
-    if (!claim_now({unclaimed.begin() + static_cast<std::ptrdiff_t>(from),
-                    unclaimed.begin() + static_cast<std::ptrdiff_t>(to)}))
-      return std::string("cannot claim this node's queues in etcd");
-  }
+  if (!claim_now(units)) return std::string("cannot claim this node's queues in etcd");
   etcd_.watch_prefix(
       keys::kQueues,
       [this](const EtcdClient::Range& snapshot) {
-        std::map<std::string, std::string, std::less<>> homes;
-        for (const KeyValue& kv : snapshot.kvs)
-          if (const auto name = keys::parse_queue(kv.key)) homes[*name] = kv.value;
-        {
-          std::unique_lock lock(homes_mutex_);
-          homes_.swap(homes);
-        }
+        note_snapshot(snapshot);
         pin_captures();
       },
       [this](const std::vector<WatchEvent>& events, std::int64_t) {
         for (const WatchEvent& event : events) {
           const auto name = keys::parse_queue(event.kv.key);
           if (!name) continue;
-          if (event.deleted) {
-            std::unique_lock lock(homes_mutex_);
-            homes_.erase(*name);
-          } else {
-            set_home(*name, event.kv.value);
-          }
+          note(*name, event.deleted ? std::nullopt : std::optional<std::string>(event.kv.value),
+               event.kv.mod_revision);
         }
         pin_captures();
       });
@@ -102,9 +88,9 @@ void QueueHomes::stop() {
 broker::QueueHome QueueHomes::home_of(std::string_view name) const {
   std::shared_lock lock(homes_mutex_);
   const auto it = homes_.find(name);
-  if (it == homes_.end()) return {Kind::kUnclaimed, {}};
-  if (it->second == node_id_) return {Kind::kHere, {}};
-  return {Kind::kElsewhere, it->second};
+  if (it == homes_.end() || !it->second.node_id) return {Kind::kUnclaimed, {}};
+  if (*it->second.node_id == node_id_) return {Kind::kHere, {}};
+  return {Kind::kElsewhere, *it->second.node_id};
 }
 
 void QueueHomes::claim(std::uint32_t shard, std::vector<std::string> names,
@@ -132,47 +118,118 @@ void QueueHomes::forward(std::uint32_t shard, const broker::QueueHome& home,
 }
 
 std::map<std::string, std::string> QueueHomes::homes() const {
+  std::map<std::string, std::string> out;
   std::shared_lock lock(homes_mutex_);
-  return {homes_.begin(), homes_.end()};
+  for (const auto& [name, home] : homes_)
+    if (home.node_id) out.emplace(name, *home.node_id);
+  return out;
 }
 
-bool QueueHomes::claim_now(const std::vector<std::string>& names) {
-  std::vector<std::pair<std::string, std::string>> entries;
-  for (const std::string& name : names)
-    entries.emplace_back(keys::queue(name), node_id_);
-  bool won = false;
-  if (const EtcdResult result = etcd_.create_all(entries, won); !result.ok) {
-    spdlog::warn("event=queue_claim_failed queues={} error=\"{}\"", names.size(), result.error);
-    return false;
-  }
-  if (won) {
-    for (const std::string& name : names) {
-      set_home(name, node_id_);
-      spdlog::info("event=queue_homed queue=\"{}\" node={}", name, node_id_);
+bool QueueHomes::claim_now(const std::vector<Unit>& units) {
+  // Whole units per transaction, up to kMostPerTransaction keys.
+  for (std::size_t from = 0; from < units.size();) {
+    std::vector<std::pair<std::string, std::string>> entries;
+    std::size_t to = from;
+    while (to < units.size() &&
+           (entries.empty() || entries.size() + units[to].size() <= kMostPerTransaction)) {
+      for (const std::string& name : units[to])
+        entries.emplace_back(keys::queue(name), node_id_);
+      ++to;
     }
-    return true;
-  }
-  // Some were taken first: each alone, this node getting those still free.
-  for (const std::string& name : names) {
-    bool mine = false;
-    std::optional<KeyValue> current;
-    const EtcdResult result = etcd_.compare_and_put(keys::queue(name), 0, node_id_, 0, mine, current);
-    if (!result.ok) {
-      spdlog::warn("event=queue_claim_failed queue=\"{}\" error=\"{}\"", name, result.error);
+    bool won = false;
+    std::int64_t revision = 0;
+    if (const EtcdResult result = etcd_.create_all(entries, won, &revision); !result.ok) {
+      spdlog::warn("event=queue_claim_failed queues={} error=\"{}\"", entries.size(),
+                   result.error);
       return false;
     }
-    if (current) set_home(name, current->value);
-    if (mine) spdlog::info("event=queue_homed queue=\"{}\" node={}", name, node_id_);
+    for (std::size_t unit = from; unit < to; ++unit) {
+      if (!won) {
+        // Some were taken first: unit by unit, this node getting those still free.
+        if (!claim_one_by_one(units[unit])) return false;
+        continue;
+      }
+      for (const std::string& name : units[unit]) {
+        note(name, node_id_, revision);
+        spdlog::info("event=queue_homed queue=\"{}\" node={}", name, node_id_);
+      }
+    }
+    from = to;
   }
   return true;
 }
 
-void QueueHomes::set_home(const std::string& name, const std::string& node_id) {
+bool QueueHomes::claim_one_by_one(const Unit& unit) {
+  bool won = false;
+  std::int64_t revision = 0;
+  if (unit.size() > 1) {
+    std::vector<std::pair<std::string, std::string>> entries;
+    for (const std::string& name : unit)
+      entries.emplace_back(keys::queue(name), node_id_);
+    if (const EtcdResult result = etcd_.create_all(entries, won, &revision); !result.ok) {
+      spdlog::warn("event=queue_claim_failed queue=\"{}\" error=\"{}\"", unit.front(),
+                   result.error);
+      return false;
+    }
+  }
+  for (const std::string& name : unit) {
+    if (won) {
+      note(name, node_id_, revision);
+      spdlog::info("event=queue_homed queue=\"{}\" node={}", name, node_id_);
+      continue;
+    }
+    bool mine = false;
+    std::optional<KeyValue> current;
+    const EtcdResult result =
+        etcd_.compare_and_put(keys::queue(name), 0, node_id_, 0, mine, current);
+    if (!result.ok) {
+      spdlog::warn("event=queue_claim_failed queue=\"{}\" error=\"{}\"", name, result.error);
+      return false;
+    }
+    if (current) note(name, current->value, current->mod_revision);
+    if (mine) spdlog::info("event=queue_homed queue=\"{}\" node={}", name, node_id_);
+  }
+  if (unit.size() > 1 && home_of(unit[0]).node_id != home_of(unit[1]).node_id) {
+    spdlog::warn(
+        "event=queue_split_from_dead_letters queue=\"{}\" dead_letter=\"{}\" note=\"its "
+        "dead-letter queue is homed on another node: its dead letters stay on its own home, "
+        "where that queue's consumers are refused\"",
+        unit[0], unit[1]);
+  }
+  return true;
+}
+
+void QueueHomes::note(const std::string& name, std::optional<std::string> node_id,
+                      std::int64_t revision) {
   std::unique_lock lock(homes_mutex_);
-  homes_[name] = node_id;
+  Home& home = homes_[name];
+  if (revision < home.revision) return;
+  home.node_id = std::move(node_id);
+  home.revision = revision;
+}
+
+void QueueHomes::note_snapshot(const EtcdClient::Range& range) {
+  std::set<std::string, std::less<>> present;
+  for (const KeyValue& kv : range.kvs) {
+    const auto name = keys::parse_queue(kv.key);
+    if (!name) continue;
+    present.insert(*name);
+    note(*name, kv.value, kv.mod_revision);
+  }
+  // What the snapshot lacks was deleted by its revision, unless this node
+  // heard of it later (a claim answered after the snapshot was read).
+  std::unique_lock lock(homes_mutex_);
+  for (auto& [name, home] : homes_) {
+    if (present.contains(name) || home.revision > range.revision) continue;
+    home.node_id.reset();
+    home.revision = range.revision;
+  }
 }
 
 void QueueHomes::pin_captures() {
+  // Called from the watch's thread and the claims' one: the set computed
+  // last is the one written last.
+  std::lock_guard pinning(pin_mutex_);
   std::set<std::string, std::less<>> filters;
   if (const broker::QueueGateway* queues = broker_.queues()) {
     for (const auto& known : queues->known_queues()) {
@@ -191,9 +248,11 @@ void QueueHomes::run() {
     Claim next = std::move(claims_.front());
     claims_.pop_front();
     lock.unlock();
-    // One already claimed (by this node or another) needs no transaction.
-    const bool known = home_of(next.names.front()).kind != Kind::kUnclaimed;
-    if (!known) claim_now(next.names);
+    // What is claimed already (by this node or another) needs no transaction.
+    Unit unclaimed;
+    for (const std::string& name : next.names)
+      if (home_of(name).kind == Kind::kUnclaimed) unclaimed.push_back(name);
+    if (!unclaimed.empty()) claim_now({unclaimed});
     pin_captures();
     if (next.done) {
       broker::Mailbox* mailbox = broker_.mailbox();

@@ -59,10 +59,17 @@ class QueueHomes final : public broker::QueuePlacement {
     std::vector<std::string> names;
     std::function<void(broker::QueueHome)> done;
   };
-  // Claims `names` in etcd and notes the homes it learns: false when etcd
-  // did not answer.
-  bool claim_now(const std::vector<std::string>& names);
-  void set_home(const std::string& name, const std::string& node_id);
+  // Claims the queues of `units` in etcd (a unit: a queue and its
+  // dead-letter queue, claimed together or not at all when it can) and
+  // notes the homes it learns: false when etcd did not answer.
+  using Unit = std::vector<std::string>;
+  bool claim_now(const std::vector<Unit>& units);
+  bool claim_one_by_one(const Unit& unit);
+  // What etcd said of queue `name` at `revision`: its home, or that its key
+  // is gone (nullopt). Older news than the map holds changes nothing, so
+  // the watch and the claims' own answers can come in any order.
+  void note(const std::string& name, std::optional<std::string> node_id, std::int64_t revision);
+  void note_snapshot(const EtcdClient::Range& range);
   // The capture filters of the queues homed here are announced as routes,
   // so that what they capture on other nodes is forwarded here.
   void pin_captures();
@@ -75,8 +82,13 @@ class QueueHomes final : public broker::QueuePlacement {
   RouteAnnouncer& announcer_;
   const std::function<std::uint16_t(const std::string&)> number_of_;
 
+  struct Home {
+    std::optional<std::string> node_id;  // nullopt: the key was deleted
+    std::int64_t revision = 0;           // etcd's, when that was so
+  };
   mutable std::shared_mutex homes_mutex_;
-  std::map<std::string, std::string, std::less<>> homes_;  // queue name -> node id
+  std::map<std::string, Home, std::less<>> homes_;  // by queue name
+  std::mutex pin_mutex_;                            // one pin_captures at a time
 
   std::mutex claims_mutex_;
   std::condition_variable wake_;

@@ -44,12 +44,25 @@ void QueueService::answer_when_durable(Work& work, CatalogResult result, Catalog
 
 void QueueService::create_queue(broker::Shard& shard, const config::QueueConfig& config,
                                 CatalogDone done) {
-  run(&shard,
-      [&](Work& work) { answer_when_durable(work, create(work, config), std::move(done)); });
+  broker::QueuePlacement* placement = broker_.queue_placement();
+  if (placement != nullptr) {
+    if (const broker::QueueHome home = placement->home_of(config.name);
+        home.kind == broker::QueueHome::Kind::kElsewhere) {
+      return done({Kind::kConflict,
+                   "a queue named '" + config.name + "' is homed on node " + home.node_id,
+                   {},
+                   0});
+    }
+  }
+  bool made = false;
+  run(&shard, [&](Work& work) {
+    CatalogResult result = create(work, config);
+    made = result.kind == Kind::kDone;
+    answer_when_durable(work, std::move(result), std::move(done));
+  });
   // In a cluster a queue made here is claimed at once, so that publishes on
   // the other nodes find their way to it.
-  broker::QueuePlacement* placement = broker_.queue_placement();
-  if (placement != nullptr &&
+  if (made && placement != nullptr &&
       placement->home_of(config.name).kind == broker::QueueHome::Kind::kUnclaimed) {
     placement->claim(shard.index(), claimed_with(config.name), nullptr);
   }

@@ -4,6 +4,7 @@
 // home; a queue no node has claimed yet is claimed by the first node that
 // takes a publish or consumer for it. Without a cluster (no placement)
 // every queue is here and none of this runs.
+#include <deque>
 #include <memory>
 
 #include "broker/queue_placement.hpp"
@@ -28,6 +29,9 @@ std::optional<QueueService::Outcome> QueueService::publish_if_not_home(
     store::WriteBatch& with, Acknowledge& acknowledge) {
   broker::QueuePlacement* placement = broker_.queue_placement();
   if (placement == nullptr) return std::nullopt;
+  // Behind earlier publishes of this worker that wait for the queue's claim.
+  if (from.id != 0 && join_claim_wait(shard, from, name, publish, with, acknowledge))
+    return Outcome{};
   const broker::QueueHome home = placement->home_of(name);
   if (home.kind == Kind::kHere) return std::nullopt;
   if (from.id == 0) {
@@ -64,29 +68,55 @@ std::optional<QueueService::Outcome> QueueService::publish_if_not_home(
     known = find_queue(name) != nullptr;
   }
   if (!known && !broker_.config().queues_auto_create) return std::nullopt;
-  struct Waiting {
-    mqtt::Publish publish;
-    store::WriteBatch with;
-    Acknowledge acknowledge;
-  };
-  auto held = std::make_shared<Waiting>(Waiting{std::move(publish), std::move(with), acknowledge});
-  placement->claim(shard.index(), claimed_with(name),
-                   [this, &shard, from, held, queue = std::string(name)](broker::QueueHome now) {
-                     if (now.kind == Kind::kUnclaimed) {
-                       if (held->acknowledge) {
-                         held->acknowledge(ReasonCode::kImplementationSpecificError,
-                                           "queue " + quoted(queue) +
-                                               " could not be claimed in the cluster: etcd did "
-                                               "not answer");
-                       }
-                       return;
-                     }
-                     const Outcome outcome = this->publish(shard, from, held->publish,
-                                                           std::move(held->with), held->acknowledge);
-                     if (outcome.reason != ReasonCode::kSuccess && held->acknowledge)
-                       held->acknowledge(outcome.reason, outcome.reason_string);
-                   });
+  wait_for_claim(shard, from, name, publish, with, acknowledge);
   return Outcome{};
+}
+
+bool QueueService::join_claim_wait(broker::Shard& shard, broker::TargetRef from,
+                                   std::string_view name, mqtt::Publish& publish,
+                                   store::WriteBatch& with, Acknowledge& acknowledge) {
+  std::lock_guard lock(claim_waits_mutex_);
+  const auto it = claim_waits_.find(std::pair{shard.index(), std::string(name)});
+  if (it == claim_waits_.end()) return false;
+  it->second.push_back({from, std::move(publish), std::move(with), std::move(acknowledge)});
+  return true;
+}
+
+void QueueService::wait_for_claim(broker::Shard& shard, broker::TargetRef from,
+                                  std::string_view name, mqtt::Publish& publish,
+                                  store::WriteBatch& with, Acknowledge& acknowledge) {
+  const auto key = std::pair{shard.index(), std::string(name)};
+  {
+    std::lock_guard lock(claim_waits_mutex_);
+    claim_waits_[key].push_back({from, std::move(publish), std::move(with), std::move(acknowledge)});
+  }
+  broker::QueuePlacement* placement = broker_.queue_placement();
+  placement->claim(shard.index(), claimed_with(name), [this, &shard, key](broker::QueueHome now) {
+    std::deque<ClaimWait> waiting;
+    {
+      std::lock_guard lock(claim_waits_mutex_);
+      const auto it = claim_waits_.find(key);
+      if (it == claim_waits_.end()) return;
+      waiting.swap(it->second);
+      claim_waits_.erase(it);
+    }
+    // In the order they came: the first publishes to a new queue keep
+    // their order as later ones do.
+    for (ClaimWait& wait : waiting) {
+      if (now.kind == Kind::kUnclaimed) {
+        if (wait.acknowledge) {
+          wait.acknowledge(ReasonCode::kImplementationSpecificError,
+                           "queue " + quoted(key.second) +
+                               " could not be claimed in the cluster: etcd did not answer");
+        }
+        continue;
+      }
+      const Outcome outcome =
+          this->publish(shard, wait.from, wait.publish, std::move(wait.with), wait.acknowledge);
+      if (outcome.reason != ReasonCode::kSuccess && wait.acknowledge)
+        wait.acknowledge(outcome.reason, outcome.reason_string);
+    }
+  });
 }
 
 std::optional<std::pair<ReasonCode, std::string>> QueueService::consumer_not_home(

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -214,6 +215,14 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   std::optional<Outcome> publish_if_not_home(broker::Shard& shard, broker::TargetRef from,
                                              std::string_view name, mqtt::Publish& publish,
                                              store::WriteBatch& with, Acknowledge& acknowledge);
+  // A publish behind others of worker `shard` that wait for queue `name`'s
+  // claim joins them (true), so that they are appended in order.
+  bool join_claim_wait(broker::Shard& shard, broker::TargetRef from, std::string_view name,
+                       mqtt::Publish& publish, store::WriteBatch& with, Acknowledge& acknowledge);
+  // Holds a publish to an unclaimed queue until this node claimed it (or
+  // another node was first), then publishes it again.
+  void wait_for_claim(broker::Shard& shard, broker::TargetRef from, std::string_view name,
+                      mqtt::Publish& publish, store::WriteBatch& with, Acknowledge& acknowledge);
   // A consumer of a queue homed elsewhere or not yet claimed is refused:
   // why, or nullopt when the queue is served here.
   std::optional<std::pair<mqtt::ReasonCode, std::string>> consumer_not_home(
@@ -415,6 +424,15 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
     std::uint32_t partition;
   };
   std::vector<DirtyFloor> dirty_floors_;
+  // Publishes waiting for their queue's claim in a cluster, by (worker, queue).
+  struct ClaimWait {
+    broker::TargetRef from;
+    mqtt::Publish publish;
+    store::WriteBatch with;
+    Acknowledge acknowledge;
+  };
+  std::mutex claim_waits_mutex_;
+  std::map<std::pair<std::uint32_t, std::string>, std::deque<ClaimWait>> claim_waits_;
   std::atomic<bool> floors_pending_{false};
   std::vector<Queue*> to_dispatch_;
   std::atomic<bool> dispatch_pending_{false};

@@ -59,14 +59,13 @@ def queue_depth(cluster, node, queue):
 def test_every_queue_has_one_home_that_every_node_agrees_on(qcluster):
     """The nodes started at once and each tried to claim the declared queues:
     one transaction won them all, the dead-letter queues with their queues."""
-    wait_until(lambda: all(set(homes(qcluster, i)) >= {"orders", "orders.dlq", "audit",
-                                                       "audit.dlq"} for i in (1, 2, 3)),
+    declared = {"orders", "orders.dlq", "audit", "audit.dlq", "small", "small.dlq"}
+    wait_until(lambda: all(set(homes(qcluster, i)) >= declared for i in (1, 2, 3)),
                what="every node to know the homes")
     seen = [homes(qcluster, i) for i in (1, 2, 3)]
     assert seen[0] == seen[1] == seen[2], seen
     assert seen[0]["orders"] in ("n1", "n2", "n3")
-    assert seen[0]["orders.dlq"] == seen[0]["orders"]
-    assert seen[0]["audit.dlq"] == seen[0]["audit"]
+    assert {seen[0][name] for name in declared} == {seen[0]["orders"]}, seen[0]
 
 
 def test_publishes_on_other_nodes_reach_the_queue_at_its_home(qcluster, clients):
@@ -114,6 +113,27 @@ def test_a_refusal_at_the_home_reaches_the_publisher(qcluster):
     assert queue_depth(qcluster, home, "small") == 1
 
 
+def test_a_refused_qos_2_publish_frees_its_packet_id(qcluster, clients):
+    """A 5.0 client told 0x97 in a PUBREC may use the packet id again for a
+    new message: that one is forwarded and appended, not taken for a resend
+    of the refused one."""
+    home, other = home_and_other(qcluster, "small")
+    assert homes(qcluster, 1)["orders"] == f"n{home}"
+    consumer = clients(qcluster.mqtt(home))
+    assert consumer.subscribe("$queue/orders/q2", qos=1)[0].value == 1
+    raw = rawmqtt.connected(qcluster.mqtt(other), unique("raw-qos2"))
+    raw.send(rawmqtt.publish("$queue/small/x", b"no room", qos=2, packet_id=21))
+    refused = raw.receive_type(rawmqtt.PUBREC)
+    assert refused.packet_id == 21 and refused.body[2] == 0x97, refused
+    raw.send(rawmqtt.publish("$queue/orders/q2", b"same id, new message", qos=2, packet_id=21))
+    taken = raw.receive_type(rawmqtt.PUBREC)
+    assert taken.packet_id == 21 and (len(taken.body) == 2 or taken.body[2] == 0), taken
+    raw.send(rawmqtt.ack("pubrel", 21))
+    raw.receive_type(rawmqtt.PUBCOMP)
+    raw.close()
+    assert consumer.receive().payload == b"same id, new message"
+
+
 def test_a_consumer_on_another_node_is_refused_naming_the_home(qcluster):
     home, other = home_and_other(qcluster)
     raw = rawmqtt.connected(qcluster.mqtt(other), unique("raw-consumer"))
@@ -151,6 +171,7 @@ def test_captured_messages_from_every_node_are_appended_at_the_home(qcluster, cl
                what="five captured messages at the home")
     assert sorted(m.payload for m in got) == [f"captured {n}".encode() for n in range(5)]
     assert all(m.topic == f"$queue/audit/{topic}" for m in got), [m.topic for m in got]
+    consumer.expect_nothing(0.5)  # captured once, at the home only
     assert queue_depth(qcluster, other, "audit") == 0
 
 
@@ -178,8 +199,28 @@ def test_a_queue_made_on_first_use_is_homed_where_it_was_first_used(qcluster, cl
     wait_until(lambda: homes(qcluster, third).get(name) == "n1", what="node 3 to know the home")
     clients(qcluster.mqtt(third)).publish(f"$queue/{name}/a", b"made on first use", qos=1)
     assert consumer.receive().payload == b"made on first use"
-    elsewhere = clients(qcluster.mqtt(second))
-    assert elsewhere.subscribe(f"$queue/{name}/#", qos=1)[0].value == 0x83
+    wait_until(lambda: homes(qcluster, second).get(name) == "n1", what="node 2 to know the home")
+    raw = rawmqtt.connected(qcluster.mqtt(second), unique("raw-elsewhere"))
+    raw.send(rawmqtt.subscribe(1, [(f"$queue/{name}/#", 1)]))
+    suback = raw.receive_type(rawmqtt.SUBACK)
+    raw.close()
+    assert suback.body[-1] == 0x83 and b"homed on node n1" in suback.body, suback
+
+
+def test_the_first_burst_to_a_new_queue_keeps_its_order(qcluster, clients):
+    """Thirty publishes to a queue nobody has claimed, sent without waiting:
+    the first waits for the claim and the others wait behind it, so the
+    queue holds them in the order they were sent."""
+    name = unique("burst").replace("-", "_")
+    publisher = clients(qcluster.mqtt(2))
+    sent = [publisher.publish(f"$queue/{name}/x", str(n).encode(), qos=1, wait=False)
+            for n in range(30)]
+    wait_until(lambda: all(publisher.is_published(info.mid) for info in sent),
+               what="thirty acknowledgements")
+    assert homes(qcluster, 2)[name] == "n2"
+    consumer = clients(qcluster.mqtt(2))
+    consumer.subscribe(f"$queue/{name}/#", qos=1)
+    assert [int(m.payload) for m in consumer.receive_n(30)] == list(range(30))
 
 
 def test_a_home_that_is_down_refuses_publishes_and_keeps_what_it_acknowledged(qcluster):
@@ -209,7 +250,7 @@ def test_a_home_that_is_down_refuses_publishes_and_keeps_what_it_acknowledged(qc
     restart(qcluster, home)
     consumer = rawmqtt.connected(qcluster.mqtt(home), unique("raw-after"))
     consumer.send(rawmqtt.subscribe(1, [("$queue/orders/k", 1)]))
-    consumer.receive_type(rawmqtt.SUBACK)
+    assert consumer.receive_type(rawmqtt.SUBACK).body[-1] == 1
     got = set()
     while len(got) < len(acknowledged):
         packet = consumer.receive_type(rawmqtt.PUBLISH, timeout=20)
