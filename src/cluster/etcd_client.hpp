@@ -80,8 +80,8 @@ class EtcdClient {
   // of them exists: all or nothing, `won` tells which. etcd takes at most
   // 128 operations in one transaction (its --max-txn-ops). `revision`, if
   // given, gets the store's revision after the transaction.
-  EtcdResult create_all(const std::vector<std::pair<std::string, std::string>>& entries,
-                        bool& won, std::int64_t* revision = nullptr);
+  EtcdResult create_all(const std::vector<std::pair<std::string, std::string>>& entries, bool& won,
+                        std::int64_t* revision = nullptr);
   // Deletes `key` only if its mod revision is `expected_mod_revision`.
   EtcdResult compare_and_erase(const std::string& key, std::int64_t expected_mod_revision,
                                bool& won);

@@ -57,7 +57,8 @@ class PeerLink {
     {
       std::lock_guard lock(mutex_);
       if (!stopping_ && queue_.size() < kMostQueued) {
-        queue_.push_back({shard, std::move(delivery), broker::Clock::now(), std::move(acknowledge)});
+        queue_.push_back(
+            {shard, std::move(delivery), broker::Clock::now(), std::move(acknowledge)});
         ++enqueued_;
         if (queue_.size() == 1) wake_.notify_one();
         return;
@@ -283,7 +284,8 @@ void Forwarder::to_queue(std::uint16_t number, std::uint32_t shard, broker::Mess
   delivery.message = std::move(message);
   delivery.qos = delivery.message->qos;
   if (link) return link->enqueue(shard, std::move(delivery), std::move(acknowledge));
-  if (acknowledge) acknowledge(mqtt::ReasonCode::kUnspecifiedError, "the queue's home node is down");
+  if (acknowledge)
+    acknowledge(mqtt::ReasonCode::kUnspecifiedError, "the queue's home node is down");
 }
 
 void Forwarder::all_targets(std::vector<broker::TargetRef>& out) const {

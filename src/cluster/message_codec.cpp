@@ -90,7 +90,8 @@ broker::MessagePtr from_forwarded(const ForwardedMessage& m, broker::Clock::time
   auto message = std::make_shared<broker::Message>();
   mqtt::Properties properties;
   if (!read_forwarded_properties(m, properties, reason)) return nullptr;
-  if (!m.properties().empty()) mqtt::encode_shared_properties(properties, message->encoded_properties);
+  if (!m.properties().empty())
+    mqtt::encode_shared_properties(properties, message->encoded_properties);
   message->topic = topic;
   message->payload.assign(m.payload().begin(), m.payload().end());
   message->qos = static_cast<mqtt::QoS>(m.qos());
@@ -136,7 +137,8 @@ std::optional<mqtt::Publish> queue_publish_from_forwarded(const ForwardedMessage
   publish.qos = static_cast<mqtt::QoS>(m.qos());
   if (m.expiry_ms() != 0) {
     // Whole seconds, rounded up: a message never expires sooner than it would have.
-    const std::uint64_t seconds = std::min<std::uint64_t>((m.expiry_ms() + 999) / 1000, 0xFFFF'FFFFull);
+    const std::uint64_t seconds =
+        std::min<std::uint64_t>((m.expiry_ms() + 999) / 1000, 0xFFFF'FFFFull);
     publish.properties.message_expiry_interval = static_cast<std::uint32_t>(seconds);
   }
   return publish;

@@ -231,10 +231,13 @@ class PeerHandler final : public Peer::Service {
     broker::QueueGateway* queues = shard.broker().queues();
     if (queues == nullptr)
       return answer(code(mqtt::ReasonCode::kTopicNameInvalid), "no queues on this node");
-    const broker::QueueGateway::Outcome outcome = queues->publish(
-        shard, broker::TargetRef{}, publish, {},
-        [answer](mqtt::ReasonCode reason, std::string text) { answer(code(reason), std::move(text)); });
-    if (outcome.reason != mqtt::ReasonCode::kSuccess) answer(code(outcome.reason), outcome.reason_string);
+    const broker::QueueGateway::Outcome outcome =
+        queues->publish(shard, broker::TargetRef{}, publish, {},
+                        [answer](mqtt::ReasonCode reason, std::string text) {
+                          answer(code(reason), std::move(text));
+                        });
+    if (outcome.reason != mqtt::ReasonCode::kSuccess)
+      answer(code(outcome.reason), outcome.reason_string);
   }
 
   // On the worker's thread; the answers come on it too (write_then).

@@ -139,8 +139,7 @@ bool QueueHomes::claim_now(const std::vector<Unit>& units) {
     bool won = false;
     std::int64_t revision = 0;
     if (const EtcdResult result = etcd_.create_all(entries, won, &revision); !result.ok) {
-      spdlog::warn("event=queue_claim_failed queues={} error=\"{}\"", entries.size(),
-                   result.error);
+      spdlog::warn("event=queue_claim_failed queues={} error=\"{}\"", entries.size(), result.error);
       return false;
     }
     for (std::size_t unit = from; unit < to; ++unit) {

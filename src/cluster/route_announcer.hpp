@@ -56,7 +56,7 @@ class RouteAnnouncer final : public broker::FilterObserver {
   // What etcd should hold: the index's filters and the pinned ones.
   std::set<std::string, std::less<>> present_;
   std::set<std::string, std::less<>> pinned_;
-  std::set<std::string, std::less<>> dirty_;    // filters whose key may differ from present_
+  std::set<std::string, std::less<>> dirty_;  // filters whose key may differ from present_
   std::int64_t lease_ = 0;
   bool writing_ = false;  // a batch is out, the lock released
   std::int64_t written_revision_ = 0;

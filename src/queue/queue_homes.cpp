@@ -37,9 +37,10 @@ std::optional<QueueService::Outcome> QueueService::publish_if_not_home(
   if (from.id == 0) {
     // Its sender took this node for the home and this one does not (the key
     // changed meanwhile): not sent on again, which could go round in circles.
-    return Outcome{ReasonCode::kImplementationSpecificError,
-                   "queue " + quoted(name) + " is not homed on the node it was sent to" +
-                       (home.kind == Kind::kElsewhere ? " (its home is " + home.node_id + ")" : "")};
+    return Outcome{
+        ReasonCode::kImplementationSpecificError,
+        "queue " + quoted(name) + " is not homed on the node it was sent to" +
+            (home.kind == Kind::kElsewhere ? " (its home is " + home.node_id + ")" : "")};
   }
   if (home.kind == Kind::kElsewhere) {
     if (with.empty()) {
@@ -88,7 +89,8 @@ void QueueService::wait_for_claim(broker::Shard& shard, broker::TargetRef from,
   const auto key = std::pair{shard.index(), std::string(name)};
   {
     std::lock_guard lock(claim_waits_mutex_);
-    claim_waits_[key].push_back({from, std::move(publish), std::move(with), std::move(acknowledge)});
+    claim_waits_[key].push_back(
+        {from, std::move(publish), std::move(with), std::move(acknowledge)});
   }
   broker::QueuePlacement* placement = broker_.queue_placement();
   placement->claim(shard.index(), claimed_with(name), [this, &shard, key](broker::QueueHome now) {

@@ -225,8 +225,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
                       mqtt::Publish& publish, store::WriteBatch& with, Acknowledge& acknowledge);
   // A consumer of a queue homed elsewhere or not yet claimed is refused:
   // why, or nullopt when the queue is served here.
-  std::optional<std::pair<mqtt::ReasonCode, std::string>> consumer_not_home(
-      broker::Shard& shard, std::string_view name);
+  std::optional<std::pair<mqtt::ReasonCode, std::string>> consumer_not_home(broker::Shard& shard,
+                                                                            std::string_view name);
   // Whether captures into `queue` happen on this node.
   bool captures_here(const Queue& queue) const;
   // The names a claim of queue `name` takes: it and the dead-letter queue
