@@ -14,6 +14,16 @@ namespace {
 
 constexpr std::uint32_t kHandoverGraceS = 30;
 
+// Ends a session whose messages live on elsewhere (another node has it,
+// or it never arrived here): what it held in flight or queued leaves this
+// node's store undelivered.
+void end_without_delivering(Shard& shard, Session& session) {
+  store::WriteBatch batch;
+  session.give_up_outbound(batch);
+  if (!batch.empty()) shard.write_then(std::move(batch), nullptr);
+  shard.end_session(session);
+}
+
 // Whether `filter` ($share/ or not) names a queue or a stream.
 bool queue_filter(const std::string& filter) {
   const auto shared = mqtt::parse_shared_filter(filter);
@@ -91,11 +101,8 @@ bool release_session(Shard& shard, const std::string& client_id, HandedSession& 
       });
   session->for_each_inbound_qos2(
       [&](std::uint16_t packet_id) { out.inbound_qos2.push_back(packet_id); });
-  store::WriteBatch batch;
-  session->give_up_outbound(batch);
-  if (!batch.empty()) shard.write_then(std::move(batch), nullptr);
   session->take_will();  // it lives on elsewhere: no will goes out here
-  shard.end_session(*session);
+  end_without_delivering(shard, *session);
   return true;
 }
 
@@ -116,11 +123,8 @@ void dispossess(Shard& shard, const std::string& client_id) {
   }
   // The other node started it afresh (this one did not answer, or lost
   // its lease): its client is there now, so no will goes out from here.
-  store::WriteBatch batch;
-  session->give_up_outbound(batch);
-  if (!batch.empty()) shard.write_then(std::move(batch), nullptr);
   session->take_will();
-  shard.end_session(*session);
+  end_without_delivering(shard, *session);
 }
 
 std::vector<std::string> session_ids(const Shard& shard) {
@@ -176,10 +180,7 @@ void complete_arrival(Shard& shard, const std::string& client_id, HandedSession&
 void abandon_arrival(Shard& shard, const std::string& client_id) {
   Session* session = shard.find_session(client_id);
   if (session == nullptr || session->owner() != nullptr) return;
-  store::WriteBatch batch;
-  session->give_up_outbound(batch);
-  if (!batch.empty()) shard.write_then(std::move(batch), nullptr);
-  shard.end_session(*session);
+  end_without_delivering(shard, *session);
 }
 
 }  // namespace sluice::broker

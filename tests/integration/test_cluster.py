@@ -46,8 +46,24 @@ def free_base_port():
     raise RuntimeError("no free range of ports")
 
 
-class Cluster:
+class NodeLogs:
+    """The nodes' logs, node-<i>/sluice.log under `dir`, for nodes 1..`count`."""
+
+    def log(self, i):
+        try:
+            with open(os.path.join(self.dir, f"node-{i}", "sluice.log")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def logs(self):
+        return "".join(f"\n--- node {i} ---\n{self.log(i)[-4000:]}"
+                       for i in range(1, self.count + 1))
+
+
+class Cluster(NodeLogs):
     def __init__(self, count=3, extra_args=()):
+        self.count = count
         self.dir = tempfile.mkdtemp(prefix="sluice-cluster-")
         self.base = free_base_port()
         env = dict(os.environ, SLUICE_BIN=SLUICE_BIN)
@@ -70,16 +86,6 @@ class Cluster:
         with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.nodes[i]['admin']}/api/v1/{path}", timeout=5) as r:
             return json.loads(r.read())
-
-    def log(self, i):
-        try:
-            with open(os.path.join(self.dir, f"node-{i}", "sluice.log")) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def logs(self):
-        return "".join(f"\n--- node {i} ---\n{self.log(i)[-4000:]}" for i in (1, 2, 3))
 
     def kill(self, i):
         os.kill(self.nodes[i]["pid"], signal.SIGKILL)

@@ -27,7 +27,7 @@ import pytest
 
 import rawmqtt
 from conftest import unique, wait_until
-from test_cluster import SLUICE_BIN, assert_no_sanitizer_report
+from test_cluster import SLUICE_BIN, NodeLogs, assert_no_sanitizer_report
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
                                 reason="needs root and iproute2 for network namespaces")
@@ -42,7 +42,7 @@ def ip(*args, check=True):
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=20)
 
 
-class NetnsCluster:
+class NetnsCluster(NodeLogs):
     def __init__(self, count=3):
         tag = f"{random.randrange(16**4):04x}"
         self.count = count
@@ -134,16 +134,6 @@ class NetnsCluster:
             return self.api(asking, "cluster/status")["nodes_up"]
         except Exception:
             return 0
-
-    def log(self, i):
-        try:
-            with open(os.path.join(self.dir, f"node-{i}", "sluice.log")) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def logs(self):
-        return "".join(f"\n--- node {i} ---\n{self.log(i)[-3000:]}" for i in self.namespaces)
 
     # ---- faults ----
     def cut(self, i):
