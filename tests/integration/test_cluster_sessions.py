@@ -280,7 +280,9 @@ def test_two_connections_racing_for_one_id_end_with_one_owner(cluster):
         open_ = []
         for client in opened:
             try:
-                if rawmqtt.connack_reason(client.receive(timeout=10))[1] == 0:
+                # A claim waits for etcd, which a loaded machine (the
+                # ThreadSanitizer run) can stall for seconds: 30 s, not 10.
+                if rawmqtt.connack_reason(client.receive(timeout=30))[1] == 0:
                     open_.append(client)
             except ConnectionError:
                 pass
@@ -296,7 +298,8 @@ def test_two_connections_racing_for_one_id_end_with_one_owner(cluster):
                 except (ConnectionError, OSError):
                     open_.remove(client)
             return len(open_)
-        wait_until(lambda: still_open() <= 1, what=f"round {round_}: one owner of {client_id}")
+        wait_until(lambda: still_open() <= 1, timeout=30,
+                   what=f"round {round_}: one owner of {client_id}")
         time.sleep(0.5)  # and no other verdict still on its way
         assert still_open() == 1, f"round {round_}: no owner of {client_id} left"
         survivor = open_[0]
