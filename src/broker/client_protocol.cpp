@@ -499,13 +499,15 @@ QueueGateway::Outcome ClientProtocol::offer_to_queue(mqtt::Publish& publish,
       shard_, session_->ref(), publish, std::move(inbound),
       [acks = std::weak_ptr<AckQueue>(acks_), ack, shard = &shard_, session_id = session_->id(),
        qos = publish.qos, packet_id = publish.packet_id](ReasonCode reason, std::string text) {
+        const auto alive = acks.lock();
         // Refused after the fact (the queue's home in a cluster said no, or
         // did not answer): nothing was appended, so the same message sent
-        // again under this id, by any client version, must be appended.
-        if (mqtt::is_error(reason) && qos == QoS::kExactlyOnce)
+        // again under this id, by any client version, must be appended. Only
+        // while this connection lasts: its PUBREC still waits here, so the
+        // id cannot have been completed and used again meanwhile.
+        if (alive && mqtt::is_error(reason) && qos == QoS::kExactlyOnce)
           release_refused_qos2(*shard, session_id, packet_id);
-        if (!ack) return;
-        if (const auto alive = acks.lock()) alive->complete(*ack, reason, text);
+        if (ack && alive) alive->complete(*ack, reason, text);
       });
 }
 

@@ -76,6 +76,8 @@ std::optional<QueueService::Outcome> QueueService::publish_if_not_home(
 bool QueueService::join_claim_wait(broker::Shard& shard, broker::TargetRef from,
                                    std::string_view name, mqtt::Publish& publish,
                                    store::WriteBatch& with, Acknowledge& acknowledge) {
+  // Most publishes find no wait at all: one load, no lock.
+  if (claim_waits_count_.load(std::memory_order_acquire) == 0) return false;
   std::lock_guard lock(claim_waits_mutex_);
   const auto it = claim_waits_.find(std::pair{shard.index(), std::string(name)});
   if (it == claim_waits_.end()) return false;
@@ -91,6 +93,7 @@ void QueueService::wait_for_claim(broker::Shard& shard, broker::TargetRef from,
     std::lock_guard lock(claim_waits_mutex_);
     claim_waits_[key].push_back(
         {from, std::move(publish), std::move(with), std::move(acknowledge)});
+    claim_waits_count_.store(claim_waits_.size(), std::memory_order_release);
   }
   broker::QueuePlacement* placement = broker_.queue_placement();
   placement->claim(shard.index(), claimed_with(name), [this, &shard, key](broker::QueueHome now) {
@@ -101,6 +104,7 @@ void QueueService::wait_for_claim(broker::Shard& shard, broker::TargetRef from,
       if (it == claim_waits_.end()) return;
       waiting.swap(it->second);
       claim_waits_.erase(it);
+      claim_waits_count_.store(claim_waits_.size(), std::memory_order_release);
     }
     // In the order they came: the first publishes to a new queue keep
     // their order as later ones do.

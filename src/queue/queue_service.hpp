@@ -433,6 +433,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   };
   std::mutex claim_waits_mutex_;
   std::map<std::pair<std::uint32_t, std::string>, std::deque<ClaimWait>> claim_waits_;
+  std::atomic<std::size_t> claim_waits_count_{0};  // claim_waits_.size(), read without the lock
   std::atomic<bool> floors_pending_{false};
   std::vector<Queue*> to_dispatch_;
   std::atomic<bool> dispatch_pending_{false};

@@ -122,6 +122,9 @@ def test_a_refused_qos_2_publish_frees_its_packet_id(qcluster, clients):
     consumer = clients(qcluster.mqtt(home))
     assert consumer.subscribe("$queue/orders/q2", qos=1)[0].value == 1
     raw = rawmqtt.connected(qcluster.mqtt(other), unique("raw-qos2"))
+    # `small` holds one message: full after this one, if it was not already.
+    raw.send(rawmqtt.publish("$queue/small/x", b"filler", qos=1, packet_id=20))
+    assert raw.receive_type(rawmqtt.PUBACK).packet_id == 20
     raw.send(rawmqtt.publish("$queue/small/x", b"no room", qos=2, packet_id=21))
     refused = raw.receive_type(rawmqtt.PUBREC)
     assert refused.packet_id == 21 and refused.body[2] == 0x97, refused
