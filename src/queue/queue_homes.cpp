@@ -63,12 +63,7 @@ std::optional<QueueService::Outcome> QueueService::publish_if_not_home(
   }
   // Unclaimed: a queue this node has, or would make, is claimed first; an
   // unknown one is refused as on a single node.
-  bool known = false;
-  {
-    std::lock_guard lock(mutex_);
-    known = find_queue(name) != nullptr;
-  }
-  if (!known && !broker_.config().queues_auto_create) return std::nullopt;
+  if (!has_or_would_make(name)) return std::nullopt;
   wait_for_claim(shard, from, name, publish, with, acknowledge);
   return Outcome{};
 }
@@ -136,17 +131,18 @@ std::optional<std::pair<ReasonCode, std::string>> QueueService::consumer_not_hom
                      "queue " + quoted(name) + " is homed on node " + home.node_id +
                          ": its consumers connect there"};
   }
-  bool known = false;
-  {
-    std::lock_guard lock(mutex_);
-    known = find_queue(name) != nullptr;
-  }
-  if (!known && !broker_.config().queues_auto_create) return std::nullopt;
+  if (!has_or_would_make(name)) return std::nullopt;
   // The SUBACK cannot wait for etcd: the claim goes ahead, the client tries again.
   placement->claim(shard.index(), claimed_with(name), nullptr);
   return std::pair{ReasonCode::kImplementationSpecificError,
                    "queue " + quoted(name) +
                        " had no home in the cluster: this node claims it now; subscribe again"};
+}
+
+bool QueueService::has_or_would_make(std::string_view name) {
+  if (broker_.config().queues_auto_create) return true;
+  std::lock_guard lock(mutex_);
+  return find_queue(name) != nullptr;
 }
 
 bool QueueService::captures_here(const Queue& queue) const {

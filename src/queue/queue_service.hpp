@@ -227,6 +227,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // why, or nullopt when the queue is served here.
   std::optional<std::pair<mqtt::ReasonCode, std::string>> consumer_not_home(broker::Shard& shard,
                                                                             std::string_view name);
+  // Whether this node holds queue `name`, or would make it on first use.
+  bool has_or_would_make(std::string_view name);
   // Whether captures into `queue` happen on this node.
   bool captures_here(const Queue& queue) const;
   // The names a claim of queue `name` takes: it and the dead-letter queue
