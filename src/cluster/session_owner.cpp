@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <condition_variable>
 #include <deque>
@@ -22,6 +23,7 @@
 #include "cluster/on_worker.hpp"
 #include "cluster/peer_channel.hpp"
 #include "cluster/route_announcer.hpp"
+#include "cluster/test_pause.hpp"
 #include "peer.grpc.pb.h"
 
 namespace sluice::cluster {
@@ -81,6 +83,11 @@ struct SessionOwner::Impl {
   // The revision of each key this node wrote last: what its own later
   // writes compare against.
   std::unordered_map<std::string, std::int64_t> owned;
+  // Keys this node is writing now (how many writes), and the newest
+  // revision another node wrote to each meanwhile: the watch can report
+  // that write before this node's own transaction has returned.
+  std::unordered_map<std::string, int> writing;
+  std::unordered_map<std::string, std::int64_t> overtaken;
   std::map<std::string, std::unique_ptr<Peer::Stub>> stubs;  // by address
   std::array<std::mutex, 64> stripes;                        // serial()
 
@@ -120,17 +127,56 @@ struct SessionOwner::Impl {
                          [this] { return is_stopping(); });
   }
 
-  void finish(std::uint32_t shard, std::function<void(Outcome)> done, Outcome outcome) {
-    if (broker::Mailbox* mailbox = broker.mailbox())
-      mailbox->post_task(shard, [done = std::move(done), outcome = std::move(outcome)]() mutable {
-        done(std::move(outcome));
-      });
+  // Hands the outcome to the connection, on its worker. A session claimed
+  // here exists only once `done` has run; should another node have taken
+  // the key before that (the watch found nothing here to close), the new
+  // session is closed right after it was made.
+  void finish(const Request& request, std::function<void(Outcome)> done, Outcome outcome) {
+    broker::Mailbox* mailbox = broker.mailbox();
+    if (mailbox == nullptr) return;
+    mailbox->post_task(
+        request.shard, [this, shard = request.shard, client_id = request.client_id,
+                        done = std::move(done), outcome = std::move(outcome)]() mutable {
+          const bool owned_by_claim = outcome.owned;
+          done(std::move(outcome));
+          if (owned_by_claim && !still_owned(client_id)) {
+            spdlog::info(
+                "event=session_owned_elsewhere client_id=\"{}\" note=\"taken while it was "
+                "being claimed here\"",
+                client_id);
+            broker::dispossess(broker.shard(shard), client_id);
+          }
+        });
+  }
+
+  // Not when the lease is gone: that closes every connection anyway.
+  bool still_owned(const std::string& client_id) {
+    if (!accepting.load()) return true;
+    std::lock_guard lock(mutex);
+    return owned.contains(client_id);
   }
 
   // ---- etcd ----
-  void note_owned(const std::string& client_id, std::int64_t revision) {
+  void begin_write(const std::string& client_id) {
     std::lock_guard lock(mutex);
+    ++writing[client_id];
+  }
+
+  // Notes the key as this node's at `revision` (when `won`), unless the
+  // watch saw another node write it later while the transaction was out:
+  // false then.
+  bool end_write(const std::string& client_id, bool won, std::int64_t revision) {
+    std::lock_guard lock(mutex);
+    std::int64_t newer_elsewhere = 0;
+    if (const auto it = overtaken.find(client_id); it != overtaken.end())
+      newer_elsewhere = it->second;
+    if (--writing[client_id] == 0) {
+      writing.erase(client_id);
+      overtaken.erase(client_id);
+    }
+    if (!won || newer_elsewhere > revision) return false;
     owned[client_id] = revision;
+    return true;
   }
 
   // Puts this node's id in the key if it still is at `revision` (0: absent).
@@ -139,9 +185,18 @@ struct SessionOwner::Impl {
                          std::optional<KeyValue>& current) {
     const std::int64_t lease = membership.lease();
     if (lease == 0) return EtcdResult::failed("this node holds no lease");
+    begin_write(client_id);
     const EtcdResult result = etcd.compare_and_put(keys::session(client_id), revision,
                                                    config.node_id, lease, won, current);
-    if (result.ok && won && current) note_owned(client_id, current->mod_revision);
+    test_pause("claim_written", config.node_id);
+    const bool noted =
+        end_write(client_id, result.ok && won && current, current ? current->mod_revision : 0);
+    if (result.ok && won && current && !noted) {
+      // Won, and already taken by another node since: lost after all, its
+      // holder unknown here until read again.
+      won = false;
+      current.reset();
+    }
     if (result.ok && !won) conflicts.fetch_add(1, std::memory_order_relaxed);
     return result;
   }
@@ -364,7 +419,14 @@ struct SessionOwner::Impl {
     {
       std::lock_guard lock(mutex);
       const auto it = owned.find(client_id);
-      if (it == owned.end() || it->second >= revision) return;
+      if (it == owned.end()) {
+        if (const auto w = writing.find(client_id); w != writing.end()) {
+          std::int64_t& newest = overtaken[client_id];
+          newest = std::max(newest, revision);
+        }
+        return;
+      }
+      if (it->second >= revision) return;
       owned.erase(it);
     }
     spdlog::info("event=session_owned_elsewhere client_id=\"{}\" node={}", client_id, holder);
@@ -509,7 +571,8 @@ void SessionOwner::claim(Request request, std::function<void(Outcome)> done) {
   Impl& o = *impl_;
   o.post([&o, request = std::move(request), done = std::move(done)]() mutable {
     Outcome outcome = o.run_claim(request);
-    o.finish(request.shard, std::move(done), std::move(outcome));
+    test_pause("claim_decided", o.config.node_id);
+    o.finish(request, std::move(done), std::move(outcome));
   });
 }
 

@@ -62,11 +62,11 @@ class NodeLogs:
 
 
 class Cluster(NodeLogs):
-    def __init__(self, count=3, extra_args=()):
+    def __init__(self, count=3, extra_args=(), env=None):
         self.count = count
         self.dir = tempfile.mkdtemp(prefix="sluice-cluster-")
         self.base = free_base_port()
-        env = dict(os.environ, SLUICE_BIN=SLUICE_BIN)
+        env = dict(os.environ, SLUICE_BIN=SLUICE_BIN, **(env or {}))
         out = subprocess.run([SCRIPT, "start", str(count), str(self.base), self.dir,
                               *extra_args], env=env, capture_output=True, text=True,
                              timeout=150)

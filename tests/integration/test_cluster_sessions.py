@@ -15,7 +15,8 @@ import urllib.error
 import rawmqtt
 from conftest import props, unique, wait_until
 from paho.mqtt.packettypes import PacketTypes
-from test_cluster import SLUICE_BIN, cluster, wait_for_route  # noqa: F401 (a fixture)
+from test_cluster import (SLUICE_BIN, Cluster, assert_no_sanitizer_report, cluster,  # noqa: F401
+                          wait_for_route)
 
 SESSION_EXPIRY = bytes([0x11]) + struct.pack("!I", 300)
 
@@ -258,6 +259,40 @@ def test_clean_start_on_another_node_ends_the_old_session(cluster, clients):
                what="the old session to end on node 1")
 
 
+def one_owner_left(opened, what):
+    """Each of `opened` (raw clients that sent one CONNECT for the same id)
+    ends CONNACKed, refused, or closed (taken over while its own claim was
+    still being stored); a CONNACKed one may be taken over (DISCONNECT 0x8E)
+    once another node holds the key. Exactly one is left, and served."""
+    open_ = []
+    for client in opened:
+        try:
+            # A claim waits for etcd, which a loaded machine (the
+            # ThreadSanitizer run) can stall for seconds: 30 s, not 10.
+            if rawmqtt.connack_reason(client.receive(timeout=30))[1] == 0:
+                open_.append(client)
+        except ConnectionError:
+            pass
+
+    def still_open():
+        for client in list(open_):
+            try:
+                packet = client.receive(timeout=0.05)
+                if packet.type == rawmqtt.DISCONNECT:
+                    open_.remove(client)
+            except TimeoutError:
+                pass
+            except (ConnectionError, OSError):
+                open_.remove(client)
+        return len(open_)
+    wait_until(lambda: still_open() <= 1, timeout=30, what=f"{what}: one owner")
+    time.sleep(0.5)  # and no other verdict still on its way
+    assert still_open() == 1, f"{what}: no owner left"
+    survivor = open_[0]
+    survivor.send(rawmqtt.packet(0xC0, b""))
+    assert survivor.receive().type == 13  # PINGRESP: it is served
+
+
 def test_two_connections_racing_for_one_id_end_with_one_owner(cluster):
     for round_ in range(5):
         client_id = unique("race")
@@ -274,39 +309,43 @@ def test_two_connections_racing_for_one_id_end_with_one_owner(cluster):
             t.start()
         for t in threads:
             t.join(timeout=10)
-        # Each ends CONNACKed, refused, or closed (taken over while its own
-        # claim was still being stored); a CONNACKed one may be taken over
-        # (DISCONNECT 0x8E) once the other node holds the key.
-        open_ = []
-        for client in opened:
-            try:
-                # A claim waits for etcd, which a loaded machine (the
-                # ThreadSanitizer run) can stall for seconds: 30 s, not 10.
-                if rawmqtt.connack_reason(client.receive(timeout=30))[1] == 0:
-                    open_.append(client)
-            except ConnectionError:
-                pass
+        try:
+            one_owner_left(opened, f"round {round_}, {client_id}")
+        finally:
+            for client in opened:
+                client.close()
 
-        def still_open():
-            for client in list(open_):
-                try:
-                    packet = client.receive(timeout=0.05)
-                    if packet.type == rawmqtt.DISCONNECT:
-                        open_.remove(client)
-                except TimeoutError:
-                    pass
-                except (ConnectionError, OSError):
-                    open_.remove(client)
-            return len(open_)
-        wait_until(lambda: still_open() <= 1, timeout=30,
-                   what=f"round {round_}: one owner of {client_id}")
-        time.sleep(0.5)  # and no other verdict still on its way
-        assert still_open() == 1, f"round {round_}: no owner of {client_id} left"
-        survivor = open_[0]
-        survivor.send(rawmqtt.packet(0xC0, b""))
-        assert survivor.receive().type == 13  # PINGRESP: it is served
-        for client in opened:
-            client.close()
+
+def test_a_claim_overtaken_before_its_session_exists_still_ends_with_one_owner():
+    """The two narrow windows of a claim, held open by the test builds'
+    pauses (src/cluster/test_pause.hpp): node 1 has written the key in etcd
+    but not yet noted it as its own, and node 2 has decided its claim but not
+    yet made the session. Node 2 takes the key while node 1 is in the first
+    window (its TakeSession finds no session there), and node 1 takes it back
+    while node 2 is in the second: neither may be left holding a connection
+    the watch had nothing to close for."""
+    pauses = "claim_written@n1:700,claim_decided@n2:700"
+    c = Cluster(count=2, env={"SLUICE_TEST_PAUSE": pauses})
+    try:
+        for round_ in range(2):
+            client_id = unique("overtaken")
+            paused = c.log(1).count("point=claim_written")
+            first = rawmqtt.RawClient(c.mqtt(1))
+            first.send(rawmqtt.connect(client_id, clean=False, properties=SESSION_EXPIRY))
+            wait_until(lambda: c.log(1).count("point=claim_written") > paused,
+                       what="node 1 to write the key and pause")
+            second = rawmqtt.RawClient(c.mqtt(2))
+            second.send(rawmqtt.connect(client_id, clean=False, properties=SESSION_EXPIRY))
+            try:
+                one_owner_left([first, second], f"round {round_}, {client_id}")
+            finally:
+                first.close()
+                second.close()
+        assert "point=claim_decided" in c.log(2), c.logs()
+    finally:
+        c.stop()
+    for i in c.nodes:
+        assert_no_sanitizer_report(c.log(i))
 
 
 def etcd_pid(node_pid):

@@ -1,0 +1,38 @@
+#include "cluster/test_pause.hpp"
+
+#ifdef SLUICE_TEST_HOOKS
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+namespace sluice::cluster {
+
+void test_pause(std::string_view point, std::string_view node_id) {
+  const char* spec = std::getenv("SLUICE_TEST_PAUSE");
+  if (spec == nullptr) return;
+  std::string_view rest(spec);
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    const std::size_t at = item.find('@');
+    const std::size_t colon = item.rfind(':');
+    if (at == std::string_view::npos || colon == std::string_view::npos || colon < at) continue;
+    if (item.substr(0, at) != point || item.substr(at + 1, colon - at - 1) != node_id) continue;
+    unsigned ms = 0;
+    const std::string_view digits = item.substr(colon + 1);
+    if (std::from_chars(digits.data(), digits.data() + digits.size(), ms).ec != std::errc())
+      continue;
+    spdlog::info("event=test_pause point={} ms={}", point, ms);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return;
+  }
+}
+
+}  // namespace sluice::cluster
+
+#endif

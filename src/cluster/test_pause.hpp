@@ -1,0 +1,17 @@
+// A pause a test asks for to widen a race it means to prove closed:
+// SLUICE_TEST_PAUSE="<point>@<node id>:<ms>[,...]" pauses the thread that
+// reaches `point` on that node. Only the sanitizer builds, the ones the
+// tests run, read it; elsewhere it compiles to nothing.
+#pragma once
+
+#include <string_view>
+
+namespace sluice::cluster {
+
+#ifdef SLUICE_TEST_HOOKS
+void test_pause(std::string_view point, std::string_view node_id);
+#else
+inline void test_pause(std::string_view, std::string_view) {}
+#endif
+
+}  // namespace sluice::cluster
