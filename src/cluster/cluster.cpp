@@ -23,6 +23,7 @@
 #include "cluster/retained_catch_up.hpp"
 #include "cluster/route_announcer.hpp"
 #include "cluster/session_owner.hpp"
+#include "cluster/test_pause.hpp"
 #include "mqtt/topic.hpp"
 #include "mqtt/utf8.hpp"
 
@@ -492,6 +493,7 @@ std::optional<std::string> Cluster::start() {
       [&c](const std::vector<WatchEvent>& events, std::int64_t revision) {
         c.routes_changed(events, revision);
       });
+  log_test_pauses();
   c.owner->start();
   {
     std::unique_lock lock(c.mutex);

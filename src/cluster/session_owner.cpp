@@ -88,6 +88,8 @@ struct SessionOwner::Impl {
   // that write before this node's own transaction has returned.
   std::unordered_map<std::string, int> writing;
   std::unordered_map<std::string, std::int64_t> overtaken;
+  // Claims under way, by client id (claim_started).
+  std::unordered_map<std::string, int> claiming;
   std::map<std::string, std::unique_ptr<Peer::Stub>> stubs;  // by address
   std::array<std::mutex, 64> stripes;                        // serial()
 
@@ -127,33 +129,47 @@ struct SessionOwner::Impl {
                          [this] { return is_stopping(); });
   }
 
-  // Hands the outcome to the connection, on its worker. A session claimed
-  // here exists only once `done` has run; should another node have taken
-  // the key before that (the watch found nothing here to close), the new
-  // session is closed right after it was made.
+  // Hands the outcome to the connection, on its worker, where the session
+  // is made. Another node may have taken the key after the claim was
+  // decided and before then: the watch found no session here to close, so
+  // the claim is refused instead (a client may try again). Checked on the
+  // worker, so a takeover noted after the check posts its close behind
+  // this task, and finds the session.
   void finish(const Request& request, std::function<void(Outcome)> done, Outcome outcome) {
     broker::Mailbox* mailbox = broker.mailbox();
-    if (mailbox == nullptr) return;
-    mailbox->post_task(
-        request.shard, [this, shard = request.shard, client_id = request.client_id,
-                        done = std::move(done), outcome = std::move(outcome)]() mutable {
-          const bool owned_by_claim = outcome.owned;
-          done(std::move(outcome));
-          if (owned_by_claim && !still_owned(client_id)) {
-            spdlog::info(
-                "event=session_owned_elsewhere client_id=\"{}\" note=\"taken while it was "
-                "being claimed here\"",
-                client_id);
-            broker::dispossess(broker.shard(shard), client_id);
-          }
-        });
+    if (mailbox == nullptr) return claim_ended(request.client_id);
+    mailbox->post_task(request.shard, [this, client_id = request.client_id, done = std::move(done),
+                                       outcome = std::move(outcome)]() mutable {
+      if (outcome.owned && !still_owned(client_id)) {
+        spdlog::info(
+            "event=session_claim_superseded client_id=\"{}\" note=\"another node took the key "
+            "after this node's claim was decided\"",
+            client_id);
+        outcome = refused(ReasonCode::kServerBusy, "the client id was claimed on another node");
+      }
+      done(std::move(outcome));
+      claim_ended(client_id);
+    });
   }
 
-  // Not when the lease is gone: that closes every connection anyway.
+  // Not when the lease is gone: that closes every connection anyway, and
+  // keeps the sessions for the next reclaim.
   bool still_owned(const std::string& client_id) {
-    if (!accepting.load()) return true;
     std::lock_guard lock(mutex);
-    return owned.contains(client_id);
+    return !accepting.load() || owned.contains(client_id);
+  }
+
+  // A claim from its start to its outcome on the worker: ended() leaves
+  // the key alone meanwhile, since the session it looks for is not made
+  // yet.
+  void claim_started(const std::string& client_id) {
+    std::lock_guard lock(mutex);
+    ++claiming[client_id];
+  }
+
+  void claim_ended(const std::string& client_id) {
+    std::lock_guard lock(mutex);
+    if (--claiming[client_id] == 0) claiming.erase(client_id);
   }
 
   // ---- etcd ----
@@ -188,12 +204,14 @@ struct SessionOwner::Impl {
     begin_write(client_id);
     const EtcdResult result = etcd.compare_and_put(keys::session(client_id), revision,
                                                    config.node_id, lease, won, current);
-    test_pause("claim_written", config.node_id);
+    if (result.ok && won) test_pause("claim_won", config.node_id);
     const bool noted =
         end_write(client_id, result.ok && won && current, current ? current->mod_revision : 0);
     if (result.ok && won && current && !noted) {
       // Won, and already taken by another node since: lost after all, its
       // holder unknown here until read again.
+      spdlog::info("event=session_write_overtaken client_id=\"{}\" revision={}", client_id,
+                   current->mod_revision);
       won = false;
       current.reset();
     }
@@ -569,6 +587,7 @@ bool SessionOwner::serving() const {
 
 void SessionOwner::claim(Request request, std::function<void(Outcome)> done) {
   Impl& o = *impl_;
+  o.claim_started(request.client_id);
   o.post([&o, request = std::move(request), done = std::move(done)]() mutable {
     Outcome outcome = o.run_claim(request);
     test_pause("claim_decided", o.config.node_id);
@@ -584,7 +603,8 @@ void SessionOwner::ended(const std::string& client_id) {
     {
       std::lock_guard lock(o.mutex);
       const auto it = o.owned.find(client_id);
-      if (it == o.owned.end()) return;
+      // A claim under way keeps the key for the session it is making.
+      if (it == o.owned.end() || o.claiming.contains(client_id)) return;
       revision = it->second;
     }
     // A new session of this id may have been made since: it keeps the key.

@@ -25,12 +25,18 @@ void test_pause(std::string_view point, std::string_view node_id) {
     if (item.substr(0, at) != point || item.substr(at + 1, colon - at - 1) != node_id) continue;
     unsigned ms = 0;
     const std::string_view digits = item.substr(colon + 1);
-    if (std::from_chars(digits.data(), digits.data() + digits.size(), ms).ec != std::errc())
-      continue;
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), ms);
+    if (error != std::errc() || end != digits.data() + digits.size()) continue;
     spdlog::info("event=test_pause point={} ms={}", point, ms);
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     return;
   }
+}
+
+void log_test_pauses() {
+  if (const char* spec = std::getenv("SLUICE_TEST_PAUSE"))
+    spdlog::warn("event=test_pause_armed spec=\"{}\" note=\"a test build, pausing where told\"",
+                 spec);
 }
 
 }  // namespace sluice::cluster

@@ -162,6 +162,8 @@ class NetnsCluster(NodeLogs):
         for ns in self.namespaces.values():
             ip("netns", "del", ns, check=False)
         ip("link", "del", self.bridge, check=False)
+        for i in self.namespaces:  # the logs stay, the stores go
+            shutil.rmtree(os.path.join(self.dir, f"node-{i}", "data"), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

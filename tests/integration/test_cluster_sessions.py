@@ -12,6 +12,8 @@ import threading
 import time
 import urllib.error
 
+import pytest
+
 import rawmqtt
 from conftest import props, unique, wait_until
 from paho.mqtt.packettypes import PacketTypes
@@ -318,30 +320,43 @@ def test_two_connections_racing_for_one_id_end_with_one_owner(cluster):
 
 def test_a_claim_overtaken_before_its_session_exists_still_ends_with_one_owner():
     """The two narrow windows of a claim, held open by the test builds'
-    pauses (src/cluster/test_pause.hpp): node 1 has written the key in etcd
-    but not yet noted it as its own, and node 2 has decided its claim but not
-    yet made the session. Node 2 takes the key while node 1 is in the first
-    window (its TakeSession finds no session there), and node 1 takes it back
-    while node 2 is in the second: neither may be left holding a connection
-    the watch had nothing to close for."""
-    pauses = "claim_written@n1:700,claim_decided@n2:700"
+    pauses (src/cluster/test_pause.hpp). Node 1 wins the key and pauses
+    before noting it; node 2's TakeSession finds no session there, takes the
+    key, and pauses after deciding its claim, before its session is made.
+    Node 1 learns its write was overtaken (the first window), claims again and
+    takes the key back from node 2, whose claim then finds the key gone (the
+    second window): one of the two connections is left, never both."""
+    # Node 2 stays paused past node 1's second write, which comes one pause
+    # of node 1 after its first.
+    pauses = "claim_won@n1:1500,claim_decided@n2:3500"
     c = Cluster(count=2, env={"SLUICE_TEST_PAUSE": pauses})
     try:
+        if "event=test_pause_armed" not in c.log(1):
+            pytest.skip("this sluice was built without the test hooks (a sanitizer build has them)")
         for round_ in range(2):
             client_id = unique("overtaken")
-            paused = c.log(1).count("point=claim_written")
-            first = rawmqtt.RawClient(c.mqtt(1))
-            first.send(rawmqtt.connect(client_id, clean=False, properties=SESSION_EXPIRY))
-            wait_until(lambda: c.log(1).count("point=claim_written") > paused,
-                       what="node 1 to write the key and pause")
-            second = rawmqtt.RawClient(c.mqtt(2))
-            second.send(rawmqtt.connect(client_id, clean=False, properties=SESSION_EXPIRY))
+            paused = c.log(1).count("point=claim_won")
+            overtaken = c.log(1).count("event=session_write_overtaken")
+            superseded = c.log(2).count("event=session_claim_superseded")
+            opened = []
             try:
-                one_owner_left([first, second], f"round {round_}, {client_id}")
+                opened.append(rawmqtt.RawClient(c.mqtt(1)))
+                opened[0].send(rawmqtt.connect(client_id, clean=False,
+                                               properties=SESSION_EXPIRY))
+                wait_until(lambda: c.log(1).count("point=claim_won") > paused,
+                           what="node 1 to win the key and pause")
+                opened.append(rawmqtt.RawClient(c.mqtt(2)))
+                opened[1].send(rawmqtt.connect(client_id, clean=False,
+                                               properties=SESSION_EXPIRY))
+                one_owner_left(opened, f"round {round_}, {client_id}")
             finally:
-                first.close()
-                second.close()
-        assert "point=claim_decided" in c.log(2), c.logs()
+                for client in opened:
+                    client.close()
+            # Both windows were open this round, not only the usual takeover.
+            wait_until(lambda: c.log(1).count("event=session_write_overtaken") > overtaken,
+                       what="node 1's write to be overtaken")
+            wait_until(lambda: c.log(2).count("event=session_claim_superseded") > superseded,
+                       what="node 2's decided claim to be superseded")
     finally:
         c.stop()
     for i in c.nodes:
