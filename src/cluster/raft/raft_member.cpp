@@ -1,0 +1,334 @@
+#include "cluster/raft/raft_member.hpp"
+
+#include <uv.h>
+
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <utility>
+
+#include "cluster/raft/group_transport.hpp"
+#include "cluster/raft/libraft.hpp"
+#include "cluster/raft/raft_loop.hpp"
+
+namespace sluice::cluster::raft {
+
+const char* role_name(RaftStatus::Role role) {
+  switch (role) {
+    case RaftStatus::Role::kFollower:
+      return "follower";
+    case RaftStatus::Role::kCandidate:
+      return "candidate";
+    case RaftStatus::Role::kLeader:
+      return "leader";
+    case RaftStatus::Role::kUnavailable:
+      break;
+  }
+  return "unavailable";
+}
+
+namespace {
+
+RaftStatus::Role role_of(int state) {
+  switch (state) {
+    case RAFT_FOLLOWER:
+      return RaftStatus::Role::kFollower;
+    case RAFT_CANDIDATE:
+      return RaftStatus::Role::kCandidate;
+    case RAFT_LEADER:
+      return RaftStatus::Role::kLeader;
+    default:
+      return RaftStatus::Role::kUnavailable;
+  }
+}
+
+std::string_view view(const raft_buffer& buffer) {
+  return {static_cast<const char*>(buffer.base), buffer.len};
+}
+
+// A buffer libraft takes ownership of (it frees it with raft_free).
+raft_buffer raft_copy(std::string_view bytes) {
+  raft_buffer buffer;
+  buffer.len = bytes.size();
+  buffer.base = raft_malloc(bytes.empty() ? 1 : bytes.size());
+  if (buffer.base != nullptr && !bytes.empty())
+    std::memcpy(buffer.base, bytes.data(), bytes.size());
+  return buffer;
+}
+
+// libraft 0.15 sends an entry as it is, but the receiving member sizes
+// its buffer by the entries' lengths and lays them out at 8-byte
+// boundaries (uv_encoding.c): an entry whose length is not a multiple of 8
+// is read past the end of that buffer. So every entry goes in padded to a
+// multiple of 8, with 1 to 8 bytes that each hold the padding's length.
+raft_buffer padded_entry(std::string_view bytes) {
+  const std::size_t padding = 8 - bytes.size() % 8;
+  raft_buffer buffer;
+  buffer.len = bytes.size() + padding;
+  buffer.base = raft_malloc(buffer.len);
+  if (buffer.base == nullptr) return buffer;
+  auto* out = static_cast<char*>(buffer.base);
+  if (!bytes.empty()) std::memcpy(out, bytes.data(), bytes.size());
+  std::memset(out + bytes.size(), static_cast<int>(padding), padding);
+  return buffer;
+}
+
+std::string_view unpadded_entry(const raft_buffer& buffer) {
+  const std::string_view all = view(buffer);
+  if (all.empty()) return all;
+  const auto padding = static_cast<unsigned char>(all.back());
+  if (padding == 0 || padding > 8 || padding > all.size()) return all;  // not one of ours
+  return all.substr(0, all.size() - padding);
+}
+
+struct Proposal {
+  struct raft_apply request {};
+  std::function<void(const Proposed&)> done;
+};
+
+}  // namespace
+
+// Everything libraft holds a pointer to, in one place that does not move.
+// Touched on the loop's thread only, but for `status`, under its mutex.
+struct RaftMember::Core {
+  Core(RaftLoop& l, RaftLinks& links, RaftMemberConfig c, StateMachine& m)
+      : loop(l),
+        config(std::move(c)),
+        machine(m),
+        transport(std::make_unique<GroupTransport>(l, links, config.group)) {}
+
+  RaftLoop& loop;
+  const RaftMemberConfig config;
+  StateMachine& machine;
+  std::unique_ptr<GroupTransport> transport;
+  raft_io io{};
+  raft_fsm fsm{};
+  struct raft raft {};
+  uv_check_t check{};  // refreshes `status` after every turn of the loop
+
+  bool io_open = false;    // raft_uv_init succeeded
+  bool raft_open = false;  // raft_init succeeded
+  bool running = false;    // raft_start succeeded
+  bool closing = false;
+  int closes_pending = 0;
+  std::promise<void> closed;
+
+  mutable std::mutex status_mutex;
+  RaftStatus status;
+
+  // ---- the state machine, as libraft calls it ----
+  static int fsm_apply(raft_fsm* fsm, const raft_buffer* buffer, void** result) {
+    Core& core = *static_cast<Core*>(fsm->data);
+    // libraft counts an entry applied once this returns.
+    core.machine.apply(core.raft.last_applied + 1, unpadded_entry(*buffer));
+    *result = nullptr;
+    return 0;
+  }
+
+  static int fsm_snapshot(raft_fsm* fsm, raft_buffer* buffers[], unsigned* count) {
+    Core& core = *static_cast<Core*>(fsm->data);
+    auto* one = static_cast<raft_buffer*>(raft_malloc(sizeof(raft_buffer)));
+    if (one == nullptr) return RAFT_NOMEM;
+    *one = raft_copy(core.machine.snapshot());
+    if (one->base == nullptr) {
+      raft_free(one);
+      return RAFT_NOMEM;
+    }
+    *buffers = one;
+    *count = 1;
+    return 0;
+  }
+
+  static int fsm_restore(raft_fsm* fsm, raft_buffer* buffer) {
+    Core& core = *static_cast<Core*>(fsm->data);
+    core.machine.restore(view(*buffer));
+    raft_free(buffer->base);
+    return 0;
+  }
+
+  // ---- start ----
+  std::string open() {
+    std::error_code error;
+    std::filesystem::create_directories(config.directory, error);
+    if (error) return "cannot make " + config.directory + ": " + error.message();
+    if (raft_uv_init(&io, loop.uv(), config.directory.c_str(), transport->get()) != 0)
+      return std::string("raft_uv_init: ") + io.errmsg;
+    io_open = true;
+    raft_uv_set_segment_size(&io, config.segment_bytes);
+    // A peer that was down is dialled again soon, not after libraft's 1 s.
+    raft_uv_set_connect_retry_delay(&io, 100);
+    fsm.version = 1;
+    fsm.data = this;
+    fsm.apply = &Core::fsm_apply;
+    fsm.snapshot = &Core::fsm_snapshot;
+    fsm.restore = &Core::fsm_restore;
+    if (raft_init(&raft, &io, &fsm, config.id, config.address.c_str()) != 0)
+      return std::string("raft_init: ") + raft_errmsg(&raft);
+    raft_open = true;
+    raft.data = this;
+    if (!config.voters.empty()) {
+      raft_configuration voters;
+      raft_configuration_init(&voters);
+      for (const auto& [id, address] : config.voters)
+        raft_configuration_add(&voters, id, address.c_str(), RAFT_VOTER);
+      const int bootstrapped = raft_bootstrap(&raft, &voters);
+      raft_configuration_close(&voters);
+      // A directory that holds the group already starts from what it holds.
+      if (bootstrapped != 0 && bootstrapped != RAFT_CANTBOOTSTRAP)
+        return std::string("raft_bootstrap: ") + raft_strerror(bootstrapped);
+    }
+    raft_set_election_timeout(&raft, config.election_timeout_ms);
+    raft_set_heartbeat_timeout(&raft, config.heartbeat_ms);
+    // Pre-vote keeps a member that was cut off from forcing a new election
+    // when it comes back: failovers stay short (docs/raft-research.md, 4).
+    raft_set_pre_vote(&raft, true);
+    raft_set_snapshot_threshold(&raft, config.snapshot_threshold);
+    raft_set_snapshot_trailing(&raft, config.snapshot_trailing);
+    if (raft_start(&raft) != 0) return std::string("raft_start: ") + raft_errmsg(&raft);
+    running = true;
+    uv_check_init(loop.uv(), &check);
+    check.data = this;
+    uv_check_start(&check, [](uv_check_t* handle) { static_cast<Core*>(handle->data)->refresh(); });
+    refresh();
+    return {};
+  }
+
+  void refresh() {
+    raft_id leader = 0;
+    const char* leader_address = nullptr;
+    raft_leader(&raft, &leader, &leader_address);
+    std::lock_guard lock(status_mutex);
+    status.role = role_of(raft_state(&raft));
+    status.leader_id = leader;
+    if (leader_address == nullptr) {
+      status.leader_address.clear();
+    } else if (status.leader_address != leader_address) {
+      status.leader_address = leader_address;
+    }
+    status.term = raft.current_term;
+    status.commit_index = raft.commit_index;
+    status.last_applied = raft.last_applied;
+    status.last_index = raft_last_index(&raft);
+  }
+
+  // ---- propose ----
+  void propose(std::string entry, std::function<void(const Proposed&)> done) {
+    Proposed failed;
+    if (!running || closing) {
+      failed.error = "the member is not running";
+      return done(failed);
+    }
+    raft_buffer buffer = padded_entry(entry);
+    if (buffer.base == nullptr) {
+      failed.error = "out of memory";
+      return done(failed);
+    }
+    auto* proposal = new Proposal;
+    proposal->request.data = proposal;
+    proposal->done = std::move(done);
+    const int rv = raft_apply(&raft, &proposal->request, &buffer, 1, &Core::proposal_done);
+    if (rv == 0) return;
+    // Not taken: the entry is still ours. (Past its first checks, libraft
+    // may have kept the buffer: it is left to it then.)
+    if (rv == RAFT_NOTLEADER) raft_free(buffer.base);
+    failed.not_leader = rv == RAFT_NOTLEADER;
+    failed.error = raft_strerror(rv);
+    const auto callback = std::move(proposal->done);
+    delete proposal;
+    callback(failed);
+  }
+
+  static void proposal_done(struct raft_apply* request, int status, void*) {
+    auto* proposal = static_cast<Proposal*>(request->data);
+    Proposed outcome;
+    outcome.index = request->index;
+    outcome.committed = status == 0;
+    if (status != 0) {
+      outcome.not_leader = status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST;
+      outcome.error = raft_strerror(status);
+    }
+    const auto callback = std::move(proposal->done);
+    delete proposal;
+    callback(outcome);
+  }
+
+  // ---- close ----
+  // On the loop's thread; `closed` is set once libraft and libuv let go.
+  void shut() {
+    if (closing) return;
+    closing = true;
+    if (running) {
+      ++closes_pending;
+      uv_close(reinterpret_cast<uv_handle_t*>(&check),
+               [](uv_handle_t* handle) { static_cast<Core*>(handle->data)->one_closed(); });
+    }
+    if (raft_open) {
+      ++closes_pending;
+      raft_close(&raft, [](struct raft* r) {
+        Core& core = *static_cast<Core*>(r->data);
+        raft_uv_close(&core.io);
+        core.one_closed();
+      });
+    } else if (io_open) {
+      raft_uv_close(&io);
+    }
+    if (closes_pending == 0) finished();
+  }
+
+  void one_closed() {
+    if (--closes_pending == 0) finished();
+  }
+
+  void finished() {
+    transport.reset();  // here, on the loop's thread, where its callbacks run
+    {
+      std::lock_guard lock(status_mutex);
+      status.role = RaftStatus::Role::kUnavailable;
+    }
+    closed.set_value();
+  }
+};
+
+RaftMember::RaftMember(RaftLoop& loop, RaftLinks& links, RaftMemberConfig config,
+                       StateMachine& machine)
+    : loop_(loop), core_(std::make_unique<Core>(loop, links, std::move(config), machine)) {}
+
+RaftMember::~RaftMember() {
+  close();
+}
+
+std::string RaftMember::start() {
+  std::string error;
+  if (!loop_.run([&] { error = core_->open(); })) return "the loop is stopping";
+  if (!error.empty()) close();
+  return error;
+}
+
+void RaftMember::propose(std::string entry, std::function<void(const Proposed&)> done) {
+  Core& core = *core_;
+  auto task = [&core, entry = std::move(entry), done]() mutable {
+    core.propose(std::move(entry), std::move(done));
+  };
+  if (loop_.on_loop_thread()) return task();
+  if (!loop_.post(std::move(task))) {
+    Proposed failed;
+    failed.error = "the loop is stopping";
+    done(failed);
+  }
+}
+
+RaftStatus RaftMember::status() const {
+  std::lock_guard lock(core_->status_mutex);
+  return core_->status;
+}
+
+void RaftMember::close() {
+  if (std::exchange(closed_, true)) return;
+  Core& core = *core_;
+  std::future<void> closed = core.closed.get_future();
+  if (!loop_.post([&core] { core.shut(); })) return;
+  closed.wait();
+}
+
+}  // namespace sluice::cluster::raft
