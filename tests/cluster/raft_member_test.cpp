@@ -3,12 +3,13 @@
 // a temporary directory, real socket pairs between the members.
 #include "cluster/raft/raft_member.hpp"
 
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
-#include <csignal>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -18,10 +19,15 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/peer_raft_links.hpp"
 #include "cluster/raft/local_links.hpp"
 #include "cluster/raft/raft_loop.hpp"
+#include "peer.grpc.pb.h"
 
 namespace sluice::cluster::raft {
+using cluster::Peer;
+using cluster::PeerRaftLinks;
+using cluster::RaftFrame;
 namespace {
 
 using namespace std::chrono_literals;
@@ -46,8 +52,12 @@ class Recorder final : public StateMachine {
     last_index_ = index;
     entries_.emplace_back(entry);
   }
+  // Snapshots that hold nothing at all (restore() then forgets what it had).
+  explicit Recorder(bool empty_snapshots = false) : empty_snapshots_(empty_snapshots) {}
+
   std::string snapshot() override {
     std::lock_guard lock(mutex_);
+    if (empty_snapshots_) return {};
     std::string out = std::to_string(last_index_);
     for (const std::string& entry : entries_)
       out += "\n" + entry;
@@ -55,6 +65,13 @@ class Recorder final : public StateMachine {
   }
   void restore(std::string_view snapshot) override {
     std::lock_guard lock(mutex_);
+    ++restores_;
+    if (empty_snapshots_) {
+      EXPECT_TRUE(snapshot.empty());
+      entries_.clear();
+      last_index_ = 0;
+      return;
+    }
     std::istringstream in{std::string(snapshot)};
     std::string line;
     std::getline(in, line);
@@ -62,7 +79,6 @@ class Recorder final : public StateMachine {
     entries_.clear();
     while (std::getline(in, line))
       entries_.push_back(line);
-    ++restores_;
   }
   std::vector<std::string> entries() const {
     std::lock_guard lock(mutex_);
@@ -78,6 +94,7 @@ class Recorder final : public StateMachine {
   }
 
  private:
+  const bool empty_snapshots_;
   mutable std::mutex mutex_;
   std::vector<std::string> entries_;
   std::uint64_t last_index_ = 0;
@@ -88,12 +105,78 @@ class Recorder final : public StateMachine {
 constexpr int kMembers = 3;
 constexpr std::uint64_t kGroup = 7;
 
-class RaftGroupTest : public ::testing::Test {
+std::string node_name(int i) {
+  return "node-" + std::to_string(i + 1);
+}
+
+// A node's Peer service with only the Raft stream.
+class RaftOnlyPeer final : public Peer::Service {
+ public:
+  explicit RaftOnlyPeer(PeerRaftLinks& links) : links_(links) {}
+  grpc::Status Raft(grpc::ServerContext* context,
+                    grpc::ServerReaderWriter<RaftFrame, RaftFrame>* stream) override {
+    return links_.serve(context, stream);
+  }
+
+ private:
+  PeerRaftLinks& links_;
+};
+
+// Three nodes' PeerRaftLinks, each with its own gRPC server.
+class PeerNodes {
+ public:
+  PeerNodes() {
+    for (int i = 0; i < kMembers; ++i) {
+      links_[i] = std::make_unique<PeerRaftLinks>(
+          node_name(i), [this](const std::string& node) { return channel_to(node); });
+      services_[i] = std::make_unique<RaftOnlyPeer>(*links_[i]);
+      grpc::ServerBuilder builder;
+      builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &ports_[i]);
+      builder.RegisterService(services_[i].get());
+      servers_[i] = builder.BuildAndStart();
+    }
+    for (int i = 0; i < kMembers; ++i)
+      for (int k = 0; k < kMembers; ++k)
+        links_[i]->connect(node_name(k));
+  }
+  ~PeerNodes() {
+    for (auto& links : links_)
+      links->stop();
+    for (auto& server : servers_)
+      server->Shutdown();
+  }
+  bool listening() const {
+    for (int port : ports_)
+      if (port == 0) return false;
+    return true;
+  }
+  raft::RaftLinks& links(int i) { return *links_[i]; }
+  // Ends the streams between node i and the others; they come back.
+  void reset(int i) {
+    for (int k = 0; k < kMembers; ++k)
+      if (k != i) links_[i]->reset(node_name(k));
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_to(const std::string& node) {
+    for (int i = 0; i < kMembers; ++i)
+      if (node == node_name(i))
+        return grpc::CreateChannel("127.0.0.1:" + std::to_string(ports_[i]),
+                                   grpc::InsecureChannelCredentials());
+    return nullptr;
+  }
+
+  std::array<std::unique_ptr<PeerRaftLinks>, kMembers> links_;
+  std::array<std::unique_ptr<RaftOnlyPeer>, kMembers> services_;
+  std::array<std::unique_ptr<grpc::Server>, kMembers> servers_;
+  std::array<int, kMembers> ports_{};
+};
+
+enum class Links { kLocal, kPeer };
+
+class RaftGroupTest : public ::testing::TestWithParam<Links> {
  protected:
   void SetUp() override {
-    // A member writing to a peer that just closed its channel gets EPIPE,
-    // not a signal that ends the process (sluice's main does the same).
-    std::signal(SIGPIPE, SIG_IGN);
     char pattern[] = "/tmp/sluice-raft-test-XXXXXX";
     ASSERT_NE(::mkdtemp(pattern), nullptr);
     directory_ = pattern;
@@ -101,11 +184,28 @@ class RaftGroupTest : public ::testing::Test {
       loops_[i] = std::make_unique<RaftLoop>("raft-" + std::to_string(i));
       loops_[i]->start();
     }
+    if (GetParam() == Links::kPeer) {
+#if defined(__SANITIZE_THREAD__)
+      // Debian's gRPC is not built with ThreadSanitizer: TSan cannot see
+      // its synchronisation and reports hundreds of races inside it. The
+      // streams run under AddressSanitizer; the members' own threading is
+      // checked here over socket pairs.
+      GTEST_SKIP() << "gRPC is not instrumented for ThreadSanitizer";
+#endif
+      peers_ = std::make_unique<PeerNodes>();
+      ASSERT_TRUE(peers_->listening());
+    }
+  }
+
+  raft::RaftLinks& links(int i) {
+    if (peers_) return peers_->links(i);
+    return local_links_;
   }
 
   void TearDown() override {
     for (int i = 0; i < kMembers; ++i)
       members_[i].reset();
+    peers_.reset();
     for (int i = 0; i < kMembers; ++i)
       loops_[i].reset();
     std::filesystem::remove_all(directory_);
@@ -115,10 +215,10 @@ class RaftGroupTest : public ::testing::Test {
     RaftMemberConfig c;
     c.group = kGroup;
     c.id = static_cast<std::uint64_t>(i + 1);
-    c.address = "node-" + std::to_string(i + 1);
+    c.address = node_name(i);
     c.directory = directory_ + "/" + c.address + "/group-7";
     for (int k = 0; k < kMembers; ++k)
-      c.voters.emplace_back(k + 1, "node-" + std::to_string(k + 1));
+      c.voters.emplace_back(k + 1, node_name(k));
     c.snapshot_threshold = snapshot_threshold_;
     c.snapshot_trailing = snapshot_trailing_;
     c.segment_bytes = 1u << 20;
@@ -129,14 +229,14 @@ class RaftGroupTest : public ::testing::Test {
   // comes back from its own log and snapshot, and from the leader.
   void start(int i) {
     members_[i].reset();
-    machines_[i] = std::make_unique<Recorder>();
-    members_[i] = std::make_unique<RaftMember>(*loops_[i], links_, config(i), *machines_[i]);
+    machines_[i] = std::make_unique<Recorder>(empty_snapshots_);
+    members_[i] = std::make_unique<RaftMember>(*loops_[i], links(i), config(i), *machines_[i]);
     ASSERT_EQ(members_[i]->start(), "");
   }
 
   void start_all() {
     for (int i = 0; i < kMembers; ++i)
-      start(i);
+      ASSERT_NO_FATAL_FAILURE(start(i));
   }
 
   void stop(int i) { members_[i].reset(); }
@@ -165,20 +265,31 @@ class RaftGroupTest : public ::testing::Test {
   // Proposes entries "<prefix>-0".. through member `through`, all at once,
   // and waits for every answer.
   std::vector<Proposed> propose(int through, const std::string& prefix, int count) {
-    std::mutex mutex;
-    std::vector<Proposed> answers;
-    for (int n = 0; n < count; ++n) {
-      members_[through]->propose(prefix + "-" + std::to_string(n), [&](const Proposed& p) {
-        std::lock_guard lock(mutex);
-        answers.push_back(p);
+    std::vector<std::string> entries;
+    for (int n = 0; n < count; ++n)
+      entries.push_back(prefix + "-" + std::to_string(n));
+    return propose(through, entries);
+  }
+
+  std::vector<Proposed> propose(int through, const std::vector<std::string>& entries) {
+    // Shared with the callbacks, which may outlive a wait that timed out.
+    struct Answers {
+      std::mutex mutex;
+      std::vector<Proposed> got;
+    };
+    auto answers = std::make_shared<Answers>();
+    for (const std::string& entry : entries) {
+      members_[through]->propose(entry, [answers](const Proposed& p) {
+        std::lock_guard lock(answers->mutex);
+        answers->got.push_back(p);
       });
     }
     EXPECT_TRUE(eventually([&] {
-      std::lock_guard lock(mutex);
-      return answers.size() == static_cast<std::size_t>(count);
+      std::lock_guard lock(answers->mutex);
+      return answers->got.size() == entries.size();
     })) << "proposals unanswered";
-    std::lock_guard lock(mutex);
-    return answers;
+    std::lock_guard lock(answers->mutex);
+    return answers->got;
   }
 
   void expect_all_committed(const std::vector<Proposed>& answers) {
@@ -208,16 +319,18 @@ class RaftGroupTest : public ::testing::Test {
     return out;
   }
 
+  bool empty_snapshots_ = false;
   unsigned snapshot_threshold_ = 1024;
   unsigned snapshot_trailing_ = 128;
   std::string directory_;
-  LocalRaftLinks links_;
+  LocalRaftLinks local_links_;
+  std::unique_ptr<PeerNodes> peers_;
   std::array<std::unique_ptr<RaftLoop>, kMembers> loops_;
   std::array<std::unique_ptr<Recorder>, kMembers> machines_;
   std::array<std::unique_ptr<RaftMember>, kMembers> members_;
 };
 
-TEST_F(RaftGroupTest, ElectsOneLeaderAndAppliesEveryEntryInOneOrderOnEveryMember) {
+TEST_P(RaftGroupTest, ElectsOneLeaderAndAppliesEveryEntryInOneOrderOnEveryMember) {
   start_all();
   const int leading = wait_for_leader();
   ASSERT_GE(leading, 0);
@@ -227,7 +340,7 @@ TEST_F(RaftGroupTest, ElectsOneLeaderAndAppliesEveryEntryInOneOrderOnEveryMember
   expect_converged(entries("a", 300));
 }
 
-TEST_F(RaftGroupTest, AFollowerRefusesAProposalAndNamesTheLeader) {
+TEST_P(RaftGroupTest, AFollowerRefusesAProposalAndNamesTheLeader) {
   start_all();
   const int leading = wait_for_leader();
   ASSERT_GE(leading, 0);
@@ -237,10 +350,10 @@ TEST_F(RaftGroupTest, AFollowerRefusesAProposalAndNamesTheLeader) {
   EXPECT_FALSE(answers[0].committed);
   EXPECT_TRUE(answers[0].not_leader) << answers[0].error;
   EXPECT_EQ(members_[follower]->status().leader_id, static_cast<std::uint64_t>(leading + 1));
-  EXPECT_EQ(members_[follower]->status().leader_address, "node-" + std::to_string(leading + 1));
+  EXPECT_EQ(members_[follower]->status().leader_address, node_name(leading));
 }
 
-TEST_F(RaftGroupTest, WhenTheLeaderStopsAnotherLeadsAndTheReturningMemberCatchesUp) {
+TEST_P(RaftGroupTest, WhenTheLeaderStopsAnotherLeadsAndTheReturningMemberCatchesUp) {
   start_all();
   const int first = wait_for_leader();
   ASSERT_GE(first, 0);
@@ -249,15 +362,19 @@ TEST_F(RaftGroupTest, WhenTheLeaderStopsAnotherLeadsAndTheReturningMemberCatches
   const int second = wait_for_leader();
   ASSERT_GE(second, 0);
   EXPECT_NE(second, first);
+  // Ready once it applied what the old leader left: all 50 here.
+  EXPECT_TRUE(eventually([&] { return members_[second]->status().ready; }));
+  EXPECT_EQ(machines_[second]->entries(), entries("a", 50));
   expect_all_committed(propose(second, "b", 50));
-  start(first);
+  ASSERT_NO_FATAL_FAILURE(start(first));
   auto expected = entries("a", 50);
   const auto more = entries("b", 50);
   expected.insert(expected.end(), more.begin(), more.end());
   expect_converged(expected);
+  EXPECT_EQ(machines_[first]->restores(), 0) << "caught up from its log, not a snapshot";
 }
 
-TEST_F(RaftGroupTest, AMemberTooFarBehindForTheLeadersLogCatchesUpFromASnapshot) {
+TEST_P(RaftGroupTest, AMemberTooFarBehindForTheLeadersLogCatchesUpFromASnapshot) {
   snapshot_threshold_ = 16;
   snapshot_trailing_ = 4;
   start_all();
@@ -276,10 +393,73 @@ TEST_F(RaftGroupTest, AMemberTooFarBehindForTheLeadersLogCatchesUpFromASnapshot)
     const auto more = entries(prefix, 10);
     expected.insert(expected.end(), more.begin(), more.end());
   }
-  start(behind);
+  ASSERT_NO_FATAL_FAILURE(start(behind));
   expect_converged(expected);
   EXPECT_GE(machines_[behind]->restores(), 1);
 }
+
+TEST_P(RaftGroupTest, EntriesOfAnyLengthArriveWhole) {
+  start_all();
+  const int leading = wait_for_leader();
+  ASSERT_GE(leading, 0);
+  // libraft 0.15 misplaces a received entry after one whose length is not
+  // a multiple of 8 (docs/replication.md): lengths around 8 and 16, and none.
+  std::vector<std::string> odd;
+  for (const std::size_t length : {0u, 1u, 7u, 8u, 9u, 15u, 16u, 17u, 0u, 3u, 64u})
+    odd.push_back(std::string(length, static_cast<char>('a' + length % 26)));
+  expect_all_committed(propose(leading, odd));
+  expect_converged(odd);
+}
+
+TEST_P(RaftGroupTest, AnEmptySnapshotReachesAMemberThatWasBehind) {
+  empty_snapshots_ = true;
+  snapshot_threshold_ = 16;
+  snapshot_trailing_ = 4;
+  start_all();
+  const int leading = wait_for_leader();
+  ASSERT_GE(leading, 0);
+  const int behind = (leading + 1) % kMembers;
+  stop(behind);
+  for (int round = 0; round < 20; ++round)
+    expect_all_committed(propose(leading, "e" + std::to_string(round), 10));
+  ASSERT_NO_FATAL_FAILURE(start(behind));
+  EXPECT_TRUE(eventually([&] { return machines_[behind]->restores() >= 1; }));
+  // And it goes on from there: what comes next is applied on it too.
+  expect_all_committed(propose(leading, "after", 10));
+  EXPECT_TRUE(eventually([&] {
+    const auto got = machines_[behind]->entries();
+    return !got.empty() && got.back() == "after-9";
+  }));
+}
+
+TEST_P(RaftGroupTest, StreamsBetweenNodesThatEndAreOpenedAgainAndTheGroupGoesOn) {
+  if (!peers_) GTEST_SKIP() << "only node-to-node streams end";
+  start_all();
+  const int leading = wait_for_leader();
+  ASSERT_GE(leading, 0);
+  expect_all_committed(propose(leading, "r", 50));
+  peers_->reset(leading);
+  // Whoever leads now (the old leader may keep it, or not) commits more.
+  int now_leading = -1;
+  ASSERT_TRUE(eventually([&] {
+    now_leading = leader();
+    if (now_leading < 0) return false;
+    const auto answers = propose(now_leading, "probe", 1);
+    return answers.size() == 1 && answers[0].committed;
+  }));
+  expect_all_committed(propose(now_leading, "t", 50));
+  const auto probes = machines_[now_leading]->entries();
+  std::vector<std::string> expected = probes;
+  expect_converged(expected);
+  EXPECT_EQ(std::count(probes.begin(), probes.end(), "r-49"), 1);
+  EXPECT_EQ(std::count(probes.begin(), probes.end(), "t-49"), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Links, RaftGroupTest, ::testing::Values(Links::kLocal, Links::kPeer),
+                         [](const ::testing::TestParamInfo<Links>& param) {
+                           return param.param == Links::kLocal ? "LocalSocketPairs"
+                                                               : "PeerGrpcStreams";
+                         });
 
 }  // namespace
 }  // namespace sluice::cluster::raft

@@ -44,9 +44,9 @@ int GroupTransport::listen(raft_uv_transport* t, raft_uv_accept_cb accept) {
   self.accept_ = accept;
   self.listening_ = true;
   self.links_.listen(self.group_, self.address_,
-                     [alive = self.alive_, &loop = self.loop_](int fd, std::uint64_t peer_id,
-                                                               const std::string& peer_address) {
-                       const bool posted = loop.post([alive, fd, peer_id, peer_address] {
+                     [alive = self.alive_, gate = self.loop_.gate()](
+                         int fd, std::uint64_t peer_id, const std::string& peer_address) {
+                       const bool posted = gate->post([alive, fd, peer_id, peer_address] {
                          if (alive->transport == nullptr) return close_fd(fd);
                          alive->transport->accepted(fd, peer_id, peer_address);
                        });
@@ -68,8 +68,8 @@ int GroupTransport::connect(raft_uv_transport* t, raft_uv_connect* request, raft
   // Answered on a later turn of the loop, never from inside this call, as
   // raft_uv expects.
   self.links_.open(self.group_, self.id_, self.address_, address,
-                   [alive = self.alive_, &loop = self.loop_, attempt](int fd) {
-                     const bool posted = loop.post([alive, attempt, fd] {
+                   [alive = self.alive_, gate = self.loop_.gate(), attempt](int fd) {
+                     const bool posted = gate->post([alive, attempt, fd] {
                        if (alive->transport == nullptr) return close_fd(fd);
                        alive->transport->connected(attempt, fd);
                      });

@@ -2,7 +2,10 @@
 
 #include <uv.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <future>
 #include <mutex>
@@ -112,6 +115,9 @@ struct RaftMember::Core {
   bool running = false;    // raft_start succeeded
   bool closing = false;
   int closes_pending = 0;
+  struct raft_barrier barrier {};
+  raft_term barrier_term = 0;  // a barrier is out for this term
+  raft_term ready_term = 0;    // the term whose barrier was applied here
   std::promise<void> closed;
 
   mutable std::mutex status_mutex;
@@ -121,16 +127,32 @@ struct RaftMember::Core {
   static int fsm_apply(raft_fsm* fsm, const raft_buffer* buffer, void** result) {
     Core& core = *static_cast<Core*>(fsm->data);
     // libraft counts an entry applied once this returns.
-    core.machine.apply(core.raft.last_applied + 1, unpadded_entry(*buffer));
+    try {
+      core.machine.apply(core.raft.last_applied + 1, unpadded_entry(*buffer));
+    } catch (const std::exception& e) {
+      core.give_up("apply", e.what());
+    }
     *result = nullptr;
     return 0;
   }
 
+  // A snapshot starts with a tag byte. libraft 0.15 never sets the data of
+  // an InstallSnapshot that carries no bytes, and then frees whatever the
+  // pointer held (uv_recv.c): so no snapshot is empty. The tag also says
+  // which format follows.
+  static constexpr char kSnapshotFormat = 1;
+
   static int fsm_snapshot(raft_fsm* fsm, raft_buffer* buffers[], unsigned* count) {
     Core& core = *static_cast<Core*>(fsm->data);
+    std::string tagged(1, kSnapshotFormat);
+    try {
+      tagged += core.machine.snapshot();
+    } catch (const std::exception& e) {
+      return core.give_up("snapshot", e.what());
+    }
     auto* one = static_cast<raft_buffer*>(raft_malloc(sizeof(raft_buffer)));
     if (one == nullptr) return RAFT_NOMEM;
-    *one = raft_copy(core.machine.snapshot());
+    *one = raft_copy(tagged);
     if (one->base == nullptr) {
       raft_free(one);
       return RAFT_NOMEM;
@@ -142,9 +164,24 @@ struct RaftMember::Core {
 
   static int fsm_restore(raft_fsm* fsm, raft_buffer* buffer) {
     Core& core = *static_cast<Core*>(fsm->data);
-    core.machine.restore(view(*buffer));
+    const std::string_view tagged = view(*buffer);
+    if (tagged.empty() || tagged.front() != kSnapshotFormat) return RAFT_MALFORMED;
+    try {
+      core.machine.restore(tagged.substr(1));
+    } catch (const std::exception& e) {
+      return core.give_up("restore", e.what());
+    }
     raft_free(buffer->base);
     return 0;
+  }
+
+  // The state machine failed: the group's state here is unknown from now
+  // on, and carrying on would apply later entries to it as if it were not.
+  [[noreturn]] int give_up(const char* step, const char* what) const {
+    std::fprintf(stderr, "raft group %llu member %llu: %s failed: %s\n",
+                 static_cast<unsigned long long>(config.group),
+                 static_cast<unsigned long long>(config.id), step, what);
+    std::abort();
   }
 
   // ---- start ----
@@ -194,12 +231,30 @@ struct RaftMember::Core {
     return {};
   }
 
+  // A new leader has entries of earlier terms it may not have applied:
+  // libraft 0.15 commits them only with an entry of the leader's own term.
+  // A barrier is that entry; the leader is ready once it is applied.
+  void make_ready_as_leader() {
+    if (raft_state(&raft) != RAFT_LEADER) return;
+    if (ready_term == raft.current_term || barrier_term == raft.current_term) return;
+    barrier_term = raft.current_term;
+    barrier.data = this;
+    if (raft_barrier(&raft, &barrier, [](struct raft_barrier* request, int outcome) {
+          Core& core = *static_cast<Core*>(request->data);
+          if (outcome == 0) core.ready_term = core.barrier_term;
+          core.barrier_term = 0;  // failed: the next turn tries again, if it still leads
+        }) != 0)
+      barrier_term = 0;
+  }
+
   void refresh() {
+    if (!closing) make_ready_as_leader();
     raft_id leader = 0;
     const char* leader_address = nullptr;
     raft_leader(&raft, &leader, &leader_address);
     std::lock_guard lock(status_mutex);
     status.role = role_of(raft_state(&raft));
+    status.ready = status.role == RaftStatus::Role::kLeader && ready_term == raft.current_term;
     status.leader_id = leader;
     if (leader_address == nullptr) {
       status.leader_address.clear();
@@ -229,9 +284,7 @@ struct RaftMember::Core {
     proposal->done = std::move(done);
     const int rv = raft_apply(&raft, &proposal->request, &buffer, 1, &Core::proposal_done);
     if (rv == 0) return;
-    // Not taken: the entry is still ours. (Past its first checks, libraft
-    // may have kept the buffer: it is left to it then.)
-    if (rv == RAFT_NOTLEADER) raft_free(buffer.base);
+    raft_free(buffer.base);  // not taken: libraft hands it back on every failure
     failed.not_leader = rv == RAFT_NOTLEADER;
     failed.error = raft_strerror(rv);
     const auto callback = std::move(proposal->done);
@@ -258,6 +311,7 @@ struct RaftMember::Core {
   void shut() {
     if (closing) return;
     closing = true;
+    ++closes_pending;  // this call's own, so that nothing finishes inside it
     if (running) {
       ++closes_pending;
       uv_close(reinterpret_cast<uv_handle_t*>(&check),
@@ -273,7 +327,7 @@ struct RaftMember::Core {
     } else if (io_open) {
       raft_uv_close(&io);
     }
-    if (closes_pending == 0) finished();
+    one_closed();
   }
 
   void one_closed() {
@@ -299,6 +353,9 @@ RaftMember::~RaftMember() {
 }
 
 std::string RaftMember::start() {
+  if (loop_.on_loop_thread()) return "start() waits for the loop: not on its own thread";
+  if (started_ || closed_) return "a member starts once";
+  started_ = true;
   std::string error;
   if (!loop_.run([&] { error = core_->open(); })) return "the loop is stopping";
   if (!error.empty()) close();
@@ -324,10 +381,20 @@ RaftStatus RaftMember::status() const {
 }
 
 void RaftMember::close() {
-  if (std::exchange(closed_, true)) return;
+  if (std::exchange(closed_, true) || !started_) return;
+  if (loop_.on_loop_thread()) {
+    std::fprintf(stderr, "raft member %llu: close() on its loop's thread would wait forever\n",
+                 static_cast<unsigned long long>(core_->config.id));
+    std::abort();
+  }
   Core& core = *core_;
   std::future<void> closed = core.closed.get_future();
-  if (!loop_.post([&core] { core.shut(); })) return;
+  if (!loop_.post([&core] { core.shut(); })) {
+    // Freeing what libraft still runs on would be worse than stopping.
+    std::fprintf(stderr, "raft member %llu: its loop stopped before the member closed\n",
+                 static_cast<unsigned long long>(core_->config.id));
+    std::abort();
+  }
   closed.wait();
 }
 

@@ -57,6 +57,9 @@ class StateMachine {
 struct RaftStatus {
   enum class Role { kUnavailable, kFollower, kCandidate, kLeader };
   Role role = Role::kUnavailable;
+  // Leads, and has applied every entry of earlier terms: what it answers
+  // from its state machine is current. A new leader is not, for a moment.
+  bool ready = false;
   std::uint64_t leader_id = 0;  // 0: none known
   std::string leader_address;
   std::uint64_t term = 0;
@@ -82,6 +85,7 @@ class RaftMember {
 
   // Opens the member's directory (starting the group there when it is new
   // and `voters` are given) and starts taking part. Empty, or what failed.
+  // Once per member, and not on the loop's thread.
   std::string start();
 
   // Appends `entry` to the group's log through this member, which must be
@@ -94,13 +98,15 @@ class RaftMember {
   RaftStatus status() const;
 
   // Leaves the group's work (the log stays on disk for the next start) and
-  // waits until libraft let go of everything. Not on the loop's thread.
+  // waits until libraft let go of everything. Not on the loop's thread, and
+  // before the loop stops.
   void close();
 
  private:
   struct Core;
   RaftLoop& loop_;
   std::unique_ptr<Core> core_;
+  bool started_ = false;
   bool closed_ = false;
 };
 
