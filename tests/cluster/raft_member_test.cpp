@@ -239,7 +239,9 @@ class RaftGroupTest : public ::testing::TestWithParam<Links> {
       ASSERT_NO_FATAL_FAILURE(start(i));
   }
 
-  void stop(int i) { members_[i].reset(); }
+  void stop(int i) {
+    members_[i].reset();
+  }
 
   // The member every running member names as leader, and that says it
   // leads; -1 while there is none.
@@ -312,6 +314,28 @@ class RaftGroupTest : public ::testing::TestWithParam<Links> {
     }
   }
 
+  // Starts the group with small snapshots, stops a follower before it
+  // applied anything (a snapshot it restores can only come from the
+  // leader), and commits 200 entries in rounds: libraft considers a
+  // snapshot once per batch it applies, so one burst would give one
+  // snapshot, and leave the log whole behind it.
+  void leave_a_member_behind_snapshots(const std::string& prefix, int& leading, int& behind,
+                                       std::vector<std::string>& committed) {
+    snapshot_threshold_ = 16;
+    snapshot_trailing_ = 4;
+    ASSERT_NO_FATAL_FAILURE(start_all());
+    leading = wait_for_leader();
+    ASSERT_GE(leading, 0);
+    behind = (leading + 1) % kMembers;
+    stop(behind);
+    for (int round = 0; round < 20; ++round) {
+      const std::string name = prefix + std::to_string(round);
+      expect_all_committed(propose(leading, name, 10));
+      const auto more = entries(name, 10);
+      committed.insert(committed.end(), more.begin(), more.end());
+    }
+  }
+
   static std::vector<std::string> entries(const std::string& prefix, int count) {
     std::vector<std::string> out;
     for (int n = 0; n < count; ++n)
@@ -375,24 +399,9 @@ TEST_P(RaftGroupTest, WhenTheLeaderStopsAnotherLeadsAndTheReturningMemberCatches
 }
 
 TEST_P(RaftGroupTest, AMemberTooFarBehindForTheLeadersLogCatchesUpFromASnapshot) {
-  snapshot_threshold_ = 16;
-  snapshot_trailing_ = 4;
-  start_all();
-  const int leading = wait_for_leader();
-  ASSERT_GE(leading, 0);
-  const int behind = (leading + 1) % kMembers;
-  // Gone before it applied anything, so a snapshot it restores can only
-  // come from the leader.
-  stop(behind);
-  // In rounds: libraft considers a snapshot once per batch it applies, so
-  // one burst would give one snapshot, and leave the log whole behind it.
+  int leading = -1, behind = -1;
   std::vector<std::string> expected;
-  for (int round = 0; round < 20; ++round) {
-    const std::string prefix = "s" + std::to_string(round);
-    expect_all_committed(propose(leading, prefix, 10));
-    const auto more = entries(prefix, 10);
-    expected.insert(expected.end(), more.begin(), more.end());
-  }
+  ASSERT_NO_FATAL_FAILURE(leave_a_member_behind_snapshots("s", leading, behind, expected));
   ASSERT_NO_FATAL_FAILURE(start(behind));
   expect_converged(expected);
   EXPECT_GE(machines_[behind]->restores(), 1);
@@ -413,15 +422,9 @@ TEST_P(RaftGroupTest, EntriesOfAnyLengthArriveWhole) {
 
 TEST_P(RaftGroupTest, AnEmptySnapshotReachesAMemberThatWasBehind) {
   empty_snapshots_ = true;
-  snapshot_threshold_ = 16;
-  snapshot_trailing_ = 4;
-  start_all();
-  const int leading = wait_for_leader();
-  ASSERT_GE(leading, 0);
-  const int behind = (leading + 1) % kMembers;
-  stop(behind);
-  for (int round = 0; round < 20; ++round)
-    expect_all_committed(propose(leading, "e" + std::to_string(round), 10));
+  int leading = -1, behind = -1;
+  std::vector<std::string> committed;
+  ASSERT_NO_FATAL_FAILURE(leave_a_member_behind_snapshots("e", leading, behind, committed));
   ASSERT_NO_FATAL_FAILURE(start(behind));
   EXPECT_TRUE(eventually([&] { return machines_[behind]->restores() >= 1; }));
   // And it goes on from there: what comes next is applied on it too.
