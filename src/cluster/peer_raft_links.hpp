@@ -7,8 +7,14 @@
 // again once the stream is back).
 //
 // Threads: one pump thread moves bytes from channel sockets into frames
-// (epoll), each stream's reader moves frames into channel sockets; a dialler
-// thread per peer this node dials. Channel state is under one mutex.
+// (epoll); each stream has a writer thread with a queue of its own, so a
+// peer that stops reading holds back its own stream only, and a stream
+// whose write makes no progress for 2 s is ended; each stream's reader
+// moves frames into channel sockets; a dialler thread per peer this node
+// dials. Channel state is under one mutex.
+//
+// Whoever serves the Peer service shuts its server down only after stop()
+// (which waits for every serve() under way to return).
 #pragma once
 
 #include <functional>
@@ -52,8 +58,12 @@ class PeerRaftLinks final : public raft::RaftLinks {
   grpc::Status serve(grpc::ServerContext* context,
                      grpc::ServerReaderWriter<RaftFrame, RaftFrame>* stream);
 
-  // Ends every stream and channel; nothing is called back after it returns.
+  // Ends every stream and channel, and waits for the threads and serve()
+  // calls under way. Links accept nothing afterwards.
   void stop();
+
+  // Streams that came up since the start, both directions (a metric).
+  std::uint64_t streams_opened() const;
 
   void listen(std::uint64_t group, const std::string& address, Accept accept) override;
   void unlisten(std::uint64_t group, const std::string& address) override;

@@ -140,15 +140,22 @@ class PeerNodes {
         links_[i]->connect(node_name(k));
   }
   ~PeerNodes() {
+    // Links first: stop() waits for the streams they serve to end.
     for (auto& links : links_)
       links->stop();
     for (auto& server : servers_)
-      server->Shutdown();
+      if (server) server->Shutdown(std::chrono::system_clock::now() + 5s);
   }
   bool listening() const {
-    for (int port : ports_)
-      if (port == 0) return false;
+    for (int i = 0; i < kMembers; ++i)
+      if (!servers_[i] || ports_[i] == 0) return false;
     return true;
+  }
+  std::uint64_t streams_opened() const {
+    std::uint64_t sum = 0;
+    for (const auto& links : links_)
+      sum += links->streams_opened();
+    return sum;
   }
   raft::RaftLinks& links(int i) { return *links_[i]; }
   // Ends the streams between node i and the others; they come back.
@@ -441,7 +448,10 @@ TEST_P(RaftGroupTest, StreamsBetweenNodesThatEndAreOpenedAgainAndTheGroupGoesOn)
   const int leading = wait_for_leader();
   ASSERT_GE(leading, 0);
   expect_all_committed(propose(leading, "r", 50));
+  const std::uint64_t opened = peers_->streams_opened();
   peers_->reset(leading);
+  // Both of its streams (each counted on both sides) come back.
+  EXPECT_TRUE(eventually([&] { return peers_->streams_opened() >= opened + 4; }));
   // Whoever leads now (the old leader may keep it, or not) commits more.
   int now_leading = -1;
   ASSERT_TRUE(eventually([&] {

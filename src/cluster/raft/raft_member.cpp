@@ -355,9 +355,9 @@ RaftMember::~RaftMember() {
 std::string RaftMember::start() {
   if (loop_.on_loop_thread()) return "start() waits for the loop: not on its own thread";
   if (started_ || closed_) return "a member starts once";
-  started_ = true;
   std::string error;
-  if (!loop_.run([&] { error = core_->open(); })) return "the loop is stopping";
+  if (!loop_.run([&] { error = core_->open(); })) return "the loop is not running";
+  started_ = true;  // libraft holds something now: close() lets go of it
   if (!error.empty()) close();
   return error;
 }
