@@ -1,9 +1,10 @@
 // Raft groups of three members, each member on a loop of its own as on
-// three nodes, joined by LocalRaftLinks: real libraft, real libuv storage in
-// a temporary directory, real socket pairs between the members.
+// three nodes: real libraft, real libuv storage in a temporary directory.
+// Each test runs twice: with the members joined by LocalRaftLinks (socket
+// pairs), and by PeerRaftLinks (one gRPC stream per pair of "nodes", each
+// with a gRPC server of its own on 127.0.0.1: raft_nodes.hpp).
 #include "cluster/raft/raft_member.hpp"
 
-#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -19,15 +20,12 @@
 #include <thread>
 #include <vector>
 
-#include "cluster/peer_raft_links.hpp"
 #include "cluster/raft/local_links.hpp"
 #include "cluster/raft/raft_loop.hpp"
-#include "peer.grpc.pb.h"
+#include "raft_nodes.hpp"
 
 namespace sluice::cluster::raft {
-using cluster::Peer;
-using cluster::PeerRaftLinks;
-using cluster::RaftFrame;
+using cluster::testing_support::node_name;
 namespace {
 
 using namespace std::chrono_literals;
@@ -104,80 +102,7 @@ class Recorder final : public StateMachine {
 
 constexpr int kMembers = 3;
 constexpr std::uint64_t kGroup = 7;
-
-std::string node_name(int i) {
-  return "node-" + std::to_string(i + 1);
-}
-
-// A node's Peer service with only the Raft stream.
-class RaftOnlyPeer final : public Peer::Service {
- public:
-  explicit RaftOnlyPeer(PeerRaftLinks& links) : links_(links) {}
-  grpc::Status Raft(grpc::ServerContext* context,
-                    grpc::ServerReaderWriter<RaftFrame, RaftFrame>* stream) override {
-    return links_.serve(context, stream);
-  }
-
- private:
-  PeerRaftLinks& links_;
-};
-
-// Three nodes' PeerRaftLinks, each with its own gRPC server.
-class PeerNodes {
- public:
-  PeerNodes() {
-    for (int i = 0; i < kMembers; ++i) {
-      links_[i] = std::make_unique<PeerRaftLinks>(
-          node_name(i), [this](const std::string& node) { return channel_to(node); });
-      services_[i] = std::make_unique<RaftOnlyPeer>(*links_[i]);
-      grpc::ServerBuilder builder;
-      builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &ports_[i]);
-      builder.RegisterService(services_[i].get());
-      servers_[i] = builder.BuildAndStart();
-    }
-    for (int i = 0; i < kMembers; ++i)
-      for (int k = 0; k < kMembers; ++k)
-        links_[i]->connect(node_name(k));
-  }
-  ~PeerNodes() {
-    // Links first: stop() waits for the streams they serve to end.
-    for (auto& links : links_)
-      links->stop();
-    for (auto& server : servers_)
-      if (server) server->Shutdown(std::chrono::system_clock::now() + 5s);
-  }
-  bool listening() const {
-    for (int i = 0; i < kMembers; ++i)
-      if (!servers_[i] || ports_[i] == 0) return false;
-    return true;
-  }
-  std::uint64_t streams_opened() const {
-    std::uint64_t sum = 0;
-    for (const auto& links : links_)
-      sum += links->streams_opened();
-    return sum;
-  }
-  raft::RaftLinks& links(int i) { return *links_[i]; }
-  // Ends the streams between node i and the others; they come back.
-  void reset(int i) {
-    for (int k = 0; k < kMembers; ++k)
-      if (k != i) links_[i]->reset(node_name(k));
-  }
-
- private:
-  std::shared_ptr<grpc::Channel> channel_to(const std::string& node) {
-    for (int i = 0; i < kMembers; ++i)
-      if (node == node_name(i))
-        return grpc::CreateChannel("127.0.0.1:" + std::to_string(ports_[i]),
-                                   grpc::InsecureChannelCredentials());
-    return nullptr;
-  }
-
-  std::array<std::unique_ptr<PeerRaftLinks>, kMembers> links_;
-  std::array<std::unique_ptr<RaftOnlyPeer>, kMembers> services_;
-  std::array<std::unique_ptr<grpc::Server>, kMembers> servers_;
-  std::array<int, kMembers> ports_{};
-};
+using PeerNodes = cluster::testing_support::PeerNodes<kMembers>;
 
 enum class Links { kLocal, kPeer };
 
