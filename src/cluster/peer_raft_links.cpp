@@ -15,7 +15,6 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <system_error>
 #include <thread>
@@ -46,8 +45,10 @@ constexpr std::size_t kMaxQueuedBytes = 64u << 20;
 // writer thread of its own: nobody else ever waits for the stream.
 class Link {
  public:
-  Link(std::string node, bool dialled_here, std::function<bool(const RaftFrame&)> write,
-       std::function<void()> cancel)
+  // `write(frame, more)`: `more` says another frame follows at once (gRPC
+  // may hold it back to send both together).
+  using Write = std::function<bool(const RaftFrame&, bool more)>;
+  Link(std::string node, bool dialled_here, Write write, std::function<void()> cancel)
       : node_(std::move(node)),
         dialled_here_(dialled_here),
         next_channel_(dialled_here ? 1 : 2),
@@ -84,9 +85,9 @@ class Link {
   }
 
   // A write under way for longer than `limit`.
-  bool stuck(Clock::time_point now, Clock::duration limit) {
-    std::lock_guard lock(mutex_);
-    return writing_since_ && now - *writing_since_ > limit;
+  bool stuck(Clock::time_point now, Clock::duration limit) const {
+    const auto since = writing_since_.load(std::memory_order_relaxed);
+    return since != Clock::duration::zero() && now.time_since_epoch() - since > limit;
   }
 
   // Ends the stream: what is queued is dropped, a write under way fails.
@@ -112,43 +113,51 @@ class Link {
   }
 
  private:
+  // Takes everything queued at once: one lock and one wake-up for a batch,
+  // whose frames gRPC may send together.
   void run_writer() {
-    std::unique_lock lock(mutex_);
+    std::deque<RaftFrame> batch;
     while (true) {
-      wake_.wait(lock, [this] { return ended_ || !queue_.empty(); });
-      if (ended_) return;
-      RaftFrame frame = std::move(queue_.front());
-      queue_.pop_front();
-      queued_bytes_ -= frame.ByteSizeLong();
-      writing_since_ = Clock::now();
-      lock.unlock();
-      const bool wrote = write_(frame);
-      lock.lock();
-      writing_since_.reset();
-      if (!wrote) {
-        lock.unlock();
-        end();
-        return;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [this] { return ended_ || !queue_.empty(); });
+        if (ended_) return;
+        batch.swap(queue_);
+        queued_bytes_ = 0;
       }
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        writing_since_.store(Clock::now().time_since_epoch(), std::memory_order_relaxed);
+        const bool wrote = write_(batch[i], i + 1 < batch.size());
+        writing_since_.store(Clock::duration::zero(), std::memory_order_relaxed);
+        if (!wrote) return end();
+      }
+      batch.clear();
     }
   }
 
   const std::string node_;
   const bool dialled_here_;
   std::uint64_t next_channel_;
-  std::function<bool(const RaftFrame&)> write_;  // the writer thread's
+  Write write_;  // the writer thread's
 
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<RaftFrame> queue_;
-  std::size_t queued_bytes_ = 0;
+  std::size_t queued_bytes_ = 0;  // in the queue, not in the batch being written
   bool ended_ = false;
-  std::optional<Clock::time_point> writing_since_;
+  // Since when the write under way has waited; zero between writes.
+  std::atomic<Clock::duration> writing_since_{Clock::duration::zero()};
 
   std::mutex cancel_mutex_;  // never held across a write
   std::function<void()> cancel_;
   std::thread writer_;
 };
+
+grpc::WriteOptions write_options(bool more) {
+  grpc::WriteOptions options;
+  if (more) options.set_buffer_hint();
+  return options;
+}
 
 RaftFrame close_frame(std::uint64_t channel) {
   RaftFrame frame;
@@ -503,7 +512,10 @@ struct PeerRaftLinks::Impl {
     hello.set_node(self);
     if (stream->Write(hello)) {
       auto link = std::make_shared<Link>(
-          node, true, [s = stream.get()](const RaftFrame& f) { return s->Write(f); },
+          node, true,
+          [s = stream.get()](const RaftFrame& f, bool more) {
+            return s->Write(f, write_options(more));
+          },
           [&context] { context.TryCancel(); });
       if (link_up(link)) {
         read_frames(link, [&stream](RaftFrame& f) { return stream->Read(&f); });
@@ -550,7 +562,8 @@ grpc::Status PeerRaftLinks::serve(grpc::ServerContext* context,
     status = {grpc::StatusCode::INVALID_ARGUMENT, "a Raft stream starts with the dialler's HELLO"};
   } else {
     auto link = std::make_shared<Link>(
-        hello.node(), false, [stream](const RaftFrame& f) { return stream->Write(f); },
+        hello.node(), false,
+        [stream](const RaftFrame& f, bool more) { return stream->Write(f, write_options(more)); },
         [context] { context->TryCancel(); });
     if (l.link_up(link)) {
       l.read_frames(link, [stream](RaftFrame& f) { return stream->Read(&f); });

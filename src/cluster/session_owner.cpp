@@ -83,11 +83,14 @@ struct SessionOwner::Impl {
   // The revision of each key this node wrote last: what its own later
   // writes compare against.
   std::unordered_map<std::string, std::int64_t> owned;
-  // Keys this node is writing now (how many writes), and the newest
-  // revision another node wrote to each meanwhile: the watch can report
-  // that write before this node's own transaction has returned.
-  std::unordered_map<std::string, int> writing;
-  std::unordered_map<std::string, std::int64_t> overtaken;
+  // Keys this node is writing now: how many writes, and the newest
+  // revision another node wrote meanwhile (the watch can report that write
+  // before this node's own transaction has returned).
+  struct Writing {
+    int writes = 0;
+    std::int64_t newest_elsewhere = 0;
+  };
+  std::unordered_map<std::string, Writing> writing;
   // Claims under way, by client id (claim_started).
   std::unordered_map<std::string, int> claiming;
   std::map<std::string, std::unique_ptr<Peer::Stub>> stubs;  // by address
@@ -175,7 +178,7 @@ struct SessionOwner::Impl {
   // ---- etcd ----
   void begin_write(const std::string& client_id) {
     std::lock_guard lock(mutex);
-    ++writing[client_id];
+    ++writing[client_id].writes;
   }
 
   // Notes the key as this node's at `revision` (when `won`), unless the
@@ -183,13 +186,9 @@ struct SessionOwner::Impl {
   // false then.
   bool end_write(const std::string& client_id, bool won, std::int64_t revision) {
     std::lock_guard lock(mutex);
-    std::int64_t newer_elsewhere = 0;
-    if (const auto it = overtaken.find(client_id); it != overtaken.end())
-      newer_elsewhere = it->second;
-    if (--writing[client_id] == 0) {
-      writing.erase(client_id);
-      overtaken.erase(client_id);
-    }
+    const auto it = writing.find(client_id);
+    const std::int64_t newer_elsewhere = it->second.newest_elsewhere;
+    if (--it->second.writes == 0) writing.erase(it);
     if (!won || newer_elsewhere > revision) return false;
     owned[client_id] = revision;
     return true;
@@ -438,10 +437,8 @@ struct SessionOwner::Impl {
       std::lock_guard lock(mutex);
       const auto it = owned.find(client_id);
       if (it == owned.end()) {
-        if (const auto w = writing.find(client_id); w != writing.end()) {
-          std::int64_t& newest = overtaken[client_id];
-          newest = std::max(newest, revision);
-        }
+        if (const auto w = writing.find(client_id); w != writing.end())
+          w->second.newest_elsewhere = std::max(w->second.newest_elsewhere, revision);
         return;
       }
       if (it->second >= revision) return;

@@ -22,24 +22,15 @@
 
 #include "cluster/raft/local_links.hpp"
 #include "cluster/raft/raft_loop.hpp"
+#include "eventually.hpp"
 #include "raft_nodes.hpp"
 
 namespace sluice::cluster::raft {
 using cluster::testing_support::node_name;
+using sluice::testing_support::eventually;
 namespace {
 
 using namespace std::chrono_literals;
-
-// Waits for `condition` with a deadline; true when it held in time.
-template <class Condition>
-bool eventually(Condition condition, std::chrono::seconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return condition();
-}
 
 // Records what it is given, and says if an index ever went backwards.
 class Recorder final : public StateMachine {

@@ -50,13 +50,18 @@ std::string_view view(const raft_buffer& buffer) {
   return {static_cast<const char*>(buffer.base), buffer.len};
 }
 
-// A buffer libraft takes ownership of (it frees it with raft_free).
-raft_buffer raft_copy(std::string_view bytes) {
+// A buffer libraft takes ownership of (it frees it with raft_free):
+// `head`, `bytes`, then `padding` bytes that each hold the padding's length.
+// base is null when there was no memory.
+raft_buffer raft_bytes(std::string_view head, std::string_view bytes, std::size_t padding) {
   raft_buffer buffer;
-  buffer.len = bytes.size();
-  buffer.base = raft_malloc(bytes.empty() ? 1 : bytes.size());
-  if (buffer.base != nullptr && !bytes.empty())
-    std::memcpy(buffer.base, bytes.data(), bytes.size());
+  buffer.len = head.size() + bytes.size() + padding;
+  buffer.base = raft_malloc(buffer.len == 0 ? 1 : buffer.len);
+  if (buffer.base == nullptr) return buffer;
+  auto* out = static_cast<char*>(buffer.base);
+  if (!head.empty()) std::memcpy(out, head.data(), head.size());
+  if (!bytes.empty()) std::memcpy(out + head.size(), bytes.data(), bytes.size());
+  std::memset(out + head.size() + bytes.size(), static_cast<int>(padding), padding);
   return buffer;
 }
 
@@ -66,15 +71,7 @@ raft_buffer raft_copy(std::string_view bytes) {
 // is read past the end of that buffer. So every entry goes in padded to a
 // multiple of 8, with 1 to 8 bytes that each hold the padding's length.
 raft_buffer padded_entry(std::string_view bytes) {
-  const std::size_t padding = 8 - bytes.size() % 8;
-  raft_buffer buffer;
-  buffer.len = bytes.size() + padding;
-  buffer.base = raft_malloc(buffer.len);
-  if (buffer.base == nullptr) return buffer;
-  auto* out = static_cast<char*>(buffer.base);
-  if (!bytes.empty()) std::memcpy(out, bytes.data(), bytes.size());
-  std::memset(out + bytes.size(), static_cast<int>(padding), padding);
-  return buffer;
+  return raft_bytes({}, bytes, 8 - bytes.size() % 8);
 }
 
 std::string_view unpadded_entry(const raft_buffer& buffer) {
@@ -144,15 +141,15 @@ struct RaftMember::Core {
 
   static int fsm_snapshot(raft_fsm* fsm, raft_buffer* buffers[], unsigned* count) {
     Core& core = *static_cast<Core*>(fsm->data);
-    std::string tagged(1, kSnapshotFormat);
+    std::string snapshot;
     try {
-      tagged += core.machine.snapshot();
+      snapshot = core.machine.snapshot();
     } catch (const std::exception& e) {
       return core.give_up("snapshot", e.what());
     }
     auto* one = static_cast<raft_buffer*>(raft_malloc(sizeof(raft_buffer)));
     if (one == nullptr) return RAFT_NOMEM;
-    *one = raft_copy(tagged);
+    *one = raft_bytes(std::string_view(&kSnapshotFormat, 1), snapshot, 0);
     if (one->base == nullptr) {
       raft_free(one);
       return RAFT_NOMEM;
