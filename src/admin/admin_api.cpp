@@ -913,6 +913,20 @@ struct AdminApi::Impl {
     json queue_homes = json::object();
     for (const auto& [queue, home] : view.queue_homes)
       queue_homes[queue] = home;
+    json replicas = json::array();
+    for (const broker::ReplicaGroupView& group : view.replicas) {
+      replicas.push_back({{"queue", group.queue},
+                          {"members", group.members},
+                          {"leader", group.leader.empty() ? json() : json(group.leader)},
+                          {"member_here", group.member_here},
+                          {"leading_here", group.leading_here},
+                          {"role", group.role.empty() ? json() : json(group.role)},
+                          {"term", group.term},
+                          {"commit_index", group.commit_index},
+                          {"last_applied", group.last_applied},
+                          {"last_index", group.last_index},
+                          {"leaderships", group.leaderships}});
+    }
     respond(json_response(200, {{"enabled", view.enabled},
                                 {"node_id", view.node_id},
                                 {"joined", view.joined},
@@ -927,6 +941,7 @@ struct AdminApi::Impl {
                                 {"local_routes", view.local_routes},
                                 {"received", view.received},
                                 {"queue_homes", std::move(queue_homes)},
+                                {"replicas", std::move(replicas)},
                                 {"healthy", view.joined && up == view.nodes.size()}}));
   }
 

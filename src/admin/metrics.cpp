@@ -328,6 +328,31 @@ static void listener_metrics(PrometheusText& out,
   }
 }
 
+void replica_metrics(PrometheusText& out, const std::vector<broker::ReplicaGroupView>& groups) {
+  const auto each = [&](const char* name, const char* type, const char* help, auto value) {
+    out.family(name, type, help);
+    for (const broker::ReplicaGroupView& group : groups)
+      if (group.member_here)
+        out.sample(name, static_cast<double>(value(group)), {{"queue", group.queue}});
+  };
+  each("sluice_raft_leader", "gauge",
+       "1 while this node leads the queue's Raft group and serves it.",
+       [](const auto& g) { return g.leading_here ? 1 : 0; });
+  each("sluice_raft_term", "gauge",
+       "The queue's Raft group's current term, as this member knows it.",
+       [](const auto& g) { return g.term; });
+  each("sluice_raft_commit_index", "gauge",
+       "The last entry of the group this member knows committed.",
+       [](const auto& g) { return g.commit_index; });
+  each("sluice_raft_applied_index", "gauge", "The last entry this member applied to its store.",
+       [](const auto& g) { return g.last_applied; });
+  each("sluice_raft_last_index", "gauge", "The last entry in this member's log.",
+       [](const auto& g) { return g.last_index; });
+  each("sluice_raft_leaderships_total", "counter",
+       "Times this node began leading the queue's group.",
+       [](const auto& g) { return g.leaderships; });
+}
+
 void cluster_metrics(PrometheusText& out, const broker::ClusterView& cluster) {
   out.single("sluice_cluster_joined", "gauge", "1 while this node holds its membership lease.",
              cluster.joined ? 1.0 : 0.0);
@@ -355,6 +380,7 @@ void cluster_metrics(PrometheusText& out, const broker::ClusterView& cluster) {
   for (const auto& node : cluster.nodes)
     if (!node.this_node)
       out.sample("sluice_cluster_forwarded_messages_total", node.forwarded, {{"node", node.id}});
+  if (!cluster.replicas.empty()) replica_metrics(out, cluster.replicas);
   out.family("sluice_cluster_forward_failures_total", "counter",
              "Messages forwarded to another node that it did not confirm.");
   for (const auto& node : cluster.nodes)

@@ -469,7 +469,7 @@ int run(const Config& config, const Options& options) {
   if (cluster) {
     admin_api.set_cluster_view([&cluster] { return cluster->view(); });
     // Before the listeners: a node takes clients once it knows the others' filters.
-    if (const auto failed = cluster->start()) {
+    if (const auto failed = cluster->start(store.get())) {
       spdlog::error("event=start_failed error=\"{}\"", *failed);
       return 1;
     }

@@ -205,6 +205,10 @@ void ClientProtocol::on_cluster_unavailable() {
   disconnect_with(ReasonCode::kServerBusy, "this node lost its place in the cluster");
 }
 
+void ClientProtocol::on_queue_moved(const std::string& why) {
+  disconnect_with(ReasonCode::kUseAnotherServer, why.c_str());
+}
+
 void ClientProtocol::on_writable() {
   if (session_ != nullptr) session_->pump();
 }

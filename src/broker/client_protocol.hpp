@@ -71,6 +71,10 @@ class ClientProtocol {
   // This node lost its place in the cluster (its etcd lease) and can no
   // longer prove it owns the session: DISCONNECT 0x89 on MQTT 5, then close.
   void on_cluster_unavailable();
+  // A replicated queue this client consumes is no longer served by this
+  // node (its Raft group is led elsewhere now): DISCONNECT 0x9C (use
+  // another server) on MQTT 5 with `why`, then close.
+  void on_queue_moved(const std::string& why);
   // The net layer refuses this connection (its address connects too often):
   // CONNACK 0x9F (3.x: 3, server unavailable), then close.
   void refuse_over_connection_rate(mqtt::ProtocolVersion version);

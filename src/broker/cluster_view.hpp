@@ -22,6 +22,21 @@ struct ClusterNodeView {
   std::uint64_t queued = 0;            // waiting to be sent to it
 };
 
+// One replicated queue's Raft group, as this node sees it (docs/replication.md).
+struct ReplicaGroupView {
+  std::string queue;
+  std::vector<std::string> members;  // node ids; empty: not placed yet
+  std::string leader;                // node id; empty: none known
+  bool member_here = false;
+  bool leading_here = false;  // led here, and served here
+  std::string role;           // this node's in the group, when a member
+  std::uint64_t term = 0;
+  std::uint64_t commit_index = 0;
+  std::uint64_t last_applied = 0;  // applied to this node's store
+  std::uint64_t last_index = 0;    // in this node's log
+  std::uint64_t leaderships = 0;   // times this node began leading it
+};
+
 struct ClusterView {
   bool enabled = false;
   std::string node_id;
@@ -36,6 +51,7 @@ struct ClusterView {
   std::uint64_t ownership_conflicts = 0;  // claims of a session key another node changed first
   std::vector<ClusterNodeView> nodes;     // every node, this one included
   std::vector<std::pair<std::string, std::string>> queue_homes;  // (queue, its home node's id)
+  std::vector<ReplicaGroupView> replicas;
 };
 
 }  // namespace sluice::broker

@@ -115,6 +115,15 @@ class QueueGateway {
 
   // Topics and values for $SYS/broker/queues/..., published with the others.
   virtual void sys_topics(std::vector<std::pair<std::string, std::string>>& out) const = 0;
+
+  // A replicated queue (docs/replication.md) is served only where its
+  // replica group is led. lead: the group is led here now, and everything
+  // it committed is in this node's store: read the queue (with its
+  // dead-letter queue) back from there and serve it. stand_by: not led here
+  // (any more): what was in memory goes, its consumers with it. Any thread
+  // but a worker's (they read the store).
+  virtual void lead(std::string_view name) = 0;
+  virtual void stand_by(std::string_view name) = 0;
 };
 
 }  // namespace sluice::broker

@@ -14,6 +14,7 @@
 
 #include "broker/queue_gateway.hpp"
 #include "mqtt/packets.hpp"
+#include "store/write_batch.hpp"
 
 namespace sluice::broker {
 
@@ -47,6 +48,14 @@ class QueuePlacement {
   // (the home is down or did not answer in time: 0x80, with a Reason String).
   virtual void forward(std::uint32_t shard, const QueueHome& home, mqtt::Publish&& publish,
                        QueueGateway::Acknowledge acknowledge) = 0;
+
+  // A replicated queue's writes (its keys in the store's queue space) go
+  // into its replica group's log, not this node's journal
+  // (docs/replication.md): `done` runs on worker `shard`, true once the
+  // group committed them and this node applied them to its store, false
+  // when they may not have been (this node does not lead the group).
+  virtual void replicate(std::uint32_t shard, std::string_view name, store::WriteBatch&& writes,
+                         std::function<void(bool committed)> done) = 0;
 };
 
 }  // namespace sluice::broker

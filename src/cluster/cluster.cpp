@@ -18,8 +18,11 @@
 #include "cluster/forwarder.hpp"
 #include "cluster/keys.hpp"
 #include "cluster/managed_etcd.hpp"
+#include "cluster/peer_channel.hpp"
+#include "cluster/peer_raft_links.hpp"
 #include "cluster/peer_service.hpp"
 #include "cluster/queue_homes.hpp"
+#include "cluster/queue_replicas.hpp"
 #include "cluster/retained_catch_up.hpp"
 #include "cluster/route_announcer.hpp"
 #include "cluster/session_owner.hpp"
@@ -68,14 +71,16 @@ std::optional<std::string> make_credentials(const config::ClusterConfig& c, Cred
 }  // namespace
 
 struct Cluster::Impl {
-  Impl(broker::Broker& b, const config::Config& config, std::string v)
+  Impl(broker::Broker& b, const config::Config& whole, std::string v)
       : broker(b),
-        cluster(config.cluster),
-        storage_dir(config.storage.dir),
+        config(whole),
+        cluster(whole.cluster),
+        storage_dir(whole.storage.dir),
         version(std::move(v)),
         announcer(config.cluster.node_id) {}
 
   broker::Broker& broker;
+  const config::Config& config;
   const config::ClusterConfig cluster;
   const std::string storage_dir;
   const std::string version;
@@ -86,6 +91,9 @@ struct Cluster::Impl {
   std::unique_ptr<PeerService> service;
   std::unique_ptr<SessionOwner> owner;
   std::unique_ptr<QueueHomes> queue_homes;
+  // Only when some queue is replicated (docs/replication.md).
+  std::unique_ptr<PeerRaftLinks> raft_links;
+  std::unique_ptr<QueueReplicas> replicas;
 
   struct Node {
     std::uint16_t number = 0;
@@ -145,6 +153,7 @@ struct Cluster::Impl {
     }
     if (!changed_address) return;
     forwarder->add(number, id, advertise);
+    if (raft_links) raft_links->connect(id);
     spdlog::info("event=cluster_node_up node={} address={} version={}", id, advertise,
                  node_version);
   }
@@ -162,6 +171,8 @@ struct Cluster::Impl {
       number = it->second.number;
     }
     forwarder->remove(number);
+    // Its Raft channels end now, not when a write to them stalls.
+    if (raft_links) raft_links->reset(id);
     spdlog::warn("event=cluster_node_down node={}", id);
   }
 
@@ -404,7 +415,7 @@ void Cluster::attach() {
   impl_->broker.index().set_filter_observer(&impl_->announcer);
 }
 
-std::optional<std::string> Cluster::start() {
+std::optional<std::string> Cluster::start(store::Store* store) {
   Impl& c = *impl_;
   const config::ClusterConfig& cluster = c.cluster;
   if (cluster.etcd.managed) {
@@ -425,6 +436,27 @@ std::optional<std::string> Cluster::start() {
   c.forwarder = std::make_unique<Forwarder>(c.broker, cluster, credentials.channel);
   c.broker.set_sink(broker::TargetKind::kNode, c.forwarder.get());
   c.service = std::make_unique<PeerService>(c.broker, cluster);
+  const bool replicating =
+      std::any_of(c.config.queues.begin(), c.config.queues.end(),
+                  [](const config::QueueConfig& queue) { return queue.replication.factor > 1; });
+  if (replicating) {
+    // Every group's Raft channels to a node ride one stream, on the channel
+    // (and under the TLS) the node's other calls use.
+    c.raft_links = std::make_unique<PeerRaftLinks>(
+        cluster.node_id,
+        [&c, credentials =
+                 credentials.channel](const std::string& node) -> std::shared_ptr<grpc::Channel> {
+          std::string advertise;
+          {
+            std::lock_guard lock(c.mutex);
+            const auto it = c.nodes.find(node);
+            if (it == c.nodes.end() || !it->second.up) return nullptr;
+            advertise = it->second.advertise;
+          }
+          return peer_channel(advertise, credentials);
+        });
+    c.service->set_raft_links(c.raft_links.get());
+  }
   c.service->set_barrier([&c](std::int64_t revision, const std::string& holder,
                               std::chrono::steady_clock::time_point deadline) {
     return c.barrier(revision, holder, deadline);
@@ -511,6 +543,24 @@ std::optional<std::string> Cluster::start() {
         const auto it = c.nodes.find(id);
         return it != c.nodes.end() && it->second.up ? it->second.number : 0;
       });
+  if (replicating) {
+    if (store == nullptr) return std::string("replicated queues need storage.dir");
+    QueueReplicas::Membership replica_membership;
+    replica_membership.up_nodes = [&c] {
+      std::vector<std::string> up;
+      for (auto& [id, advertise] : c.other_members())
+        up.push_back(id);
+      return up;
+    };
+    replica_membership.lease = [&c]() -> std::int64_t {
+      std::lock_guard lock(c.mutex);
+      return c.joined ? c.lease : 0;
+    };
+    c.replicas = std::make_unique<QueueReplicas>(c.broker, c.config, *c.etcd, *c.raft_links, *store,
+                                                 std::move(replica_membership));
+    c.queue_homes->set_replicas(c.replicas.get());
+    if (auto failed = c.replicas->start()) return failed;
+  }
   if (auto failed = c.queue_homes->start()) return failed;
   c.broker.set_queue_placement(c.queue_homes.get());
   if (!c.announcer.wait_written(std::chrono::milliseconds(cluster.etcd.dial_timeout_ms)))
@@ -575,10 +625,14 @@ void Cluster::stop() {
     c.owner->stop();
     c.broker.set_session_directory(nullptr);
   }
+  // The replicas' members close while their streams still run, then the
+  // links end the streams the server carries, then the server stops.
+  if (c.replicas) c.replicas->stop();
   if (c.queue_homes) {
     c.queue_homes->stop();
     c.broker.set_queue_placement(nullptr);
   }
+  if (c.raft_links) c.raft_links->stop();
   if (c.service) c.service->stop();
   if (c.forwarder) c.forwarder->stop();
   c.etcd.reset();
@@ -625,6 +679,7 @@ broker::ClusterView Cluster::view() const {
     for (auto& [name, home] : c.queue_homes->homes())
       view.queue_homes.emplace_back(name, home);
   }
+  if (c.replicas) view.replicas = c.replicas->describe();
   if (c.forwarder) c.forwarder->describe(view);
   return view;
 }

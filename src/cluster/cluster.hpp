@@ -20,6 +20,9 @@
 namespace sluice::broker {
 class Broker;
 }
+namespace sluice::store {
+class Store;
+}
 
 namespace sluice::cluster {
 
@@ -34,7 +37,9 @@ class Cluster {
   // Joins: starts the managed etcd member if configured, takes the
   // membership lease, announces this node and its filters, learns the
   // others', and serves gRPC. An error stops start-up.
-  std::optional<std::string> start();
+  // `store`: this node's (null without one), where replicated queues'
+  // logs are applied.
+  std::optional<std::string> start(store::Store* store);
   // The workers run: forwards from other nodes are taken from now on (until
   // then they are refused, and fail on their senders' side).
   void accept_forwards();

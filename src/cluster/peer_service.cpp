@@ -15,6 +15,7 @@
 #include "cluster/handover_codec.hpp"
 #include "cluster/message_codec.hpp"
 #include "cluster/on_worker.hpp"
+#include "cluster/peer_raft_links.hpp"
 #include "peer.grpc.pb.h"
 
 namespace sluice::cluster {
@@ -190,6 +191,16 @@ class PeerHandler final : public Peer::Service {
     return grpc::Status::OK;
   }
 
+  // Raft channels between this node and the one that opened the stream
+  // (peer_raft_links.hpp), when this node replicates queues.
+  grpc::Status Raft(grpc::ServerContext* context,
+                    grpc::ServerReaderWriter<RaftFrame, RaftFrame>* stream) override {
+    if (raft_links_ == nullptr)
+      return {grpc::StatusCode::UNAVAILABLE, "this node replicates no queue"};
+    return raft_links_->serve(context, stream);
+  }
+
+  void set_raft_links(PeerRaftLinks* links) { raft_links_ = links; }
   void set_barrier(PeerService::Barrier barrier) { barrier_ = std::move(barrier); }
   void set_session_taken(std::function<void(const std::string&)> taken) {
     session_taken_ = std::move(taken);
@@ -283,6 +294,7 @@ class PeerHandler final : public Peer::Service {
   const config::ClusterConfig& config_;
   std::atomic<std::uint64_t> received_{0};
   PeerService::Barrier barrier_;                           // set before the server starts
+  PeerRaftLinks* raft_links_ = nullptr;                    // the same
   std::function<void(const std::string&)> session_taken_;  // the same
   std::atomic<bool> accepting_{false};
   std::atomic<bool> stopping_{false};
@@ -325,6 +337,10 @@ std::optional<std::string> PeerService::start(
     return "cannot listen on cluster.listen " + listen_ + " (in use, or not an address here)";
   spdlog::info("event=cluster_listening address={}", listen_);
   return std::nullopt;
+}
+
+void PeerService::set_raft_links(PeerRaftLinks* links) {
+  impl_->handler.set_raft_links(links);
 }
 
 void PeerService::set_barrier(Barrier barrier) {

@@ -20,6 +20,8 @@ class ServerCredentials;
 
 namespace sluice::cluster {
 
+class PeerRaftLinks;
+
 class PeerService {
  public:
   PeerService(broker::Broker& broker, const config::ClusterConfig& config);
@@ -29,6 +31,8 @@ class PeerService {
   using Barrier = std::function<bool(std::int64_t revision, const std::string& holder,
                                      std::chrono::steady_clock::time_point deadline)>;
   void set_barrier(Barrier barrier);
+  // Serves Peer.Raft with `links` (null: refused); set before start.
+  void set_raft_links(PeerRaftLinks* links);
   // Told when a session was handed to another node here (TakeSession).
   void set_session_taken(std::function<void(const std::string& client_id)> taken);
   // Binds config.listen; an error when it cannot.

@@ -8,6 +8,7 @@
 #include "broker/queue_gateway.hpp"
 #include "cluster/forwarder.hpp"
 #include "cluster/keys.hpp"
+#include "cluster/queue_replicas.hpp"
 #include "cluster/route_announcer.hpp"
 
 namespace sluice::cluster {
@@ -48,7 +49,10 @@ std::optional<std::string> QueueHomes::start() {
     for (const auto& known : queues->known_queues()) {
       Unit unit;
       for (const std::string* name : {&known.name, &known.dead_letter}) {
-        if (name->empty() || home_of(*name).kind != Kind::kUnclaimed) continue;
+        if (name->empty() || (replicas_ != nullptr && replicas_->covers(*name)) ||
+            home_of(*name).kind != Kind::kUnclaimed) {
+          continue;
+        }
         if (taken.insert(*name).second) unit.push_back(*name);
       }
       if (!unit.empty()) units.push_back(std::move(unit));
@@ -86,6 +90,7 @@ void QueueHomes::stop() {
 }
 
 broker::QueueHome QueueHomes::home_of(std::string_view name) const {
+  if (replicas_ != nullptr && replicas_->covers(name)) return replicas_->home_of(name);
   std::shared_lock lock(homes_mutex_);
   const auto it = homes_.find(name);
   if (it == homes_.end() || !it->second.node_id) return {Kind::kUnclaimed, {}};
@@ -95,6 +100,11 @@ broker::QueueHome QueueHomes::home_of(std::string_view name) const {
 
 void QueueHomes::claim(std::uint32_t shard, std::vector<std::string> names,
                        std::function<void(broker::QueueHome)> done) {
+  if (replicas_ != nullptr && !names.empty() && replicas_->covers(names.front())) {
+    // Not claimed: homed where its group is led, once it is.
+    replicas_->when_led(shard, names.front(), std::move(done));
+    return;
+  }
   {
     std::lock_guard lock(claims_mutex_);
     if (stopping_) return;
@@ -117,11 +127,25 @@ void QueueHomes::forward(std::uint32_t shard, const broker::QueueHome& home,
                       std::move(acknowledge));
 }
 
+void QueueHomes::replicate(std::uint32_t shard, std::string_view name, store::WriteBatch&& writes,
+                           std::function<void(bool committed)> done) {
+  if (replicas_ != nullptr) return replicas_->replicate(shard, name, std::move(writes), done);
+  if (done) done(false);  // not called: only replicated queues' writes come here
+}
+
 std::map<std::string, std::string> QueueHomes::homes() const {
   std::map<std::string, std::string> out;
-  std::shared_lock lock(homes_mutex_);
-  for (const auto& [name, home] : homes_)
-    if (home.node_id) out.emplace(name, *home.node_id);
+  {
+    std::shared_lock lock(homes_mutex_);
+    for (const auto& [name, home] : homes_)
+      if (home.node_id) out.emplace(name, *home.node_id);
+  }
+  if (replicas_ != nullptr) {
+    for (const broker::ReplicaGroupView& view : replicas_->describe()) {
+      if (view.leader.empty()) continue;
+      out[view.queue] = view.leader;
+    }
+  }
   return out;
 }
 

@@ -29,6 +29,7 @@
 namespace sluice::cluster {
 
 class Forwarder;
+class QueueReplicas;
 class RouteAnnouncer;
 
 class QueueHomes final : public broker::QueuePlacement {
@@ -38,6 +39,10 @@ class QueueHomes final : public broker::QueuePlacement {
   QueueHomes(broker::Broker& broker, std::string node_id, EtcdClient& etcd, Forwarder& forwarder,
              RouteAnnouncer& announcer, std::function<std::uint16_t(const std::string&)> number_of);
   ~QueueHomes() override;
+
+  // Replicated queues (queue_replicas.hpp) are homed where their group is
+  // led, not by a key of their own: these answer for them. Before start.
+  void set_replicas(QueueReplicas* replicas) { replicas_ = replicas; }
 
   // Before clients: claims every queue the queue layer knows that has no
   // home yet, then follows the homes in etcd. An error stops start-up.
@@ -49,6 +54,8 @@ class QueueHomes final : public broker::QueuePlacement {
              std::function<void(broker::QueueHome)> done) override;
   void forward(std::uint32_t shard, const broker::QueueHome& home, mqtt::Publish&& publish,
                broker::QueueGateway::Acknowledge acknowledge) override;
+  void replicate(std::uint32_t shard, std::string_view name, store::WriteBatch&& writes,
+                 std::function<void(bool committed)> done) override;
 
   // Every queue's home, by name.
   std::map<std::string, std::string> homes() const;
@@ -81,6 +88,7 @@ class QueueHomes final : public broker::QueuePlacement {
   Forwarder& forwarder_;
   RouteAnnouncer& announcer_;
   const std::function<std::uint16_t(const std::string&)> number_of_;
+  QueueReplicas* replicas_ = nullptr;
 
   struct Home {
     std::optional<std::string> node_id;  // nullopt: the key was deleted

@@ -205,6 +205,19 @@ struct QueueOptions {
 
 enum class QueueKind { kQueue, kStream };
 
+// A queue kept by a Raft group on `factor` nodes of the cluster
+// (docs/replication.md); factor 1: on its home node's disk alone.
+struct QueueReplication {
+  std::uint32_t factor = 1;
+  // sync: a publish is acknowledged once a quorum of the replicas, at least
+  // min_in_sync of them, committed it. (async is not built yet.)
+  std::string mode = "sync";
+  std::uint32_t min_in_sync = 1;
+  int line = 0;  // where it was declared, for errors found later
+
+  bool operator==(const QueueReplication&) const = default;
+};
+
 struct QueueConfig {
   std::string name;  // [A-Za-z0-9_.-]{1,200}
   QueueKind kind = QueueKind::kQueue;
@@ -212,6 +225,8 @@ struct QueueConfig {
   // Topic filters whose ordinary publishes are appended too, in the write
   // their PUBACK waits for (they still reach their subscribers).
   std::vector<std::string> capture;
+  // Only for queues the configuration file declares.
+  QueueReplication replication;
 
   bool operator==(const QueueConfig&) const = default;
 };

@@ -394,6 +394,59 @@ void read_queue_options(Section& s, QueueOptions& o) {
   s.duration_ms("delete_retention", o.delete_retention_ms, 0, 0xFFFFFFFFu);
 }
 
+// A queue's `replication:` (file-declared queues only). What needs the
+// cluster section is checked once it is read (check_replication).
+void read_replication(const YAML::Node& node, const std::string& path, QueueConfig& queue,
+                      std::string_view source) {
+  QueueReplication& r = queue.replication;
+  r.line = node.Mark().line + 1;
+  Section s(node, path, source);
+  s.integer("factor", r.factor, 1, 5);
+  s.choice("mode", r.mode, {"sync", "async"});
+  r.min_in_sync = 0;
+  s.integer("min_in_sync", r.min_in_sync, 1, 5);
+  s.finish();
+  const auto fail = [&](const char* key, const std::string& what) {
+    const YAML::Node at = node.IsMap() && node[key] ? node[key] : node;
+    throw Failure{std::string(source) + ":" + std::to_string(at.Mark().line + 1) + ": key '" +
+                  path + "." + key + "': " + what};
+  };
+  const std::uint32_t quorum = r.factor / 2 + 1;
+  if (r.min_in_sync == 0) r.min_in_sync = quorum;
+  if (r.min_in_sync > quorum) {
+    fail("min_in_sync", "at most " + std::to_string(quorum) + " with factor " +
+                            std::to_string(r.factor) +
+                            " (a write commits on a Raft quorum; waiting for more replicas than "
+                            "that is not built)");
+  }
+  if (r.mode == "async") {
+    fail("mode",
+         "sync (async replication is not built yet: a publish is acknowledged once a "
+         "quorum has it)");
+  }
+  if (r.factor > 1 && !queue.options.dead_letter.empty() && queue.options.dead_letter != "none") {
+    fail("factor", "1 for a queue whose dead letters go to another queue ('" +
+                       queue.options.dead_letter +
+                       "'): a replicated queue keeps them in its own <name>.dlq, or none");
+  }
+  if (r.factor > 1 && !queue.capture.empty())
+    fail("factor", "1 for a queue with capture filters (not replicated yet)");
+}
+
+// Replicated queues need a cluster to replicate in, and a disk for the
+// Raft logs.
+void check_replication(const Config& config, std::string_view source) {
+  for (std::size_t i = 0; i < config.queues.size(); ++i) {
+    const QueueReplication& r = config.queues[i].replication;
+    if (r.factor <= 1) continue;
+    const std::string at = std::string(source) + ":" + std::to_string(r.line) + ": key 'queues[" +
+                           std::to_string(i) + "].replication.factor': ";
+    if (!config.cluster.enabled) throw Failure{at + "1 without a cluster (cluster.enabled: false)"};
+    if (config.storage.dir.empty() || config.storage.engine != "rocksdb")
+      throw Failure{at + "1 without storage.dir (the replicas' Raft logs are kept there)"};
+  }
+}
+
 bool valid_queue_name(std::string_view name) {
   if (name.empty() || name.size() > 200) return false;
   for (const char c : name) {
@@ -420,6 +473,9 @@ QueueConfig read_queue(const YAML::Node& node, const std::string& path,
   queue.kind = kind == "stream" ? QueueKind::kStream : QueueKind::kQueue;
   if (allow_capture) s.strings("capture", queue.capture);
   read_queue_options(s, queue.options);
+  if (YAML::Node replication = allow_capture ? s.child("replication") : YAML::Node()) {
+    read_replication(replication, s.child_path("replication"), queue, source);
+  }
   if (queue.kind == QueueKind::kQueue && queue.options.cleanup != "delete" && node["cleanup"]) {
     s.fail(node["cleanup"], "cleanup",
            "delete on a work queue (compaction is for streams: kind: stream)");
@@ -733,6 +789,7 @@ Config read_config(const YAML::Node& root, std::string_view source) {
     s.finish();
   }
   read_cluster(top.child("cluster"), config.cluster, config.storage, source);
+  check_replication(config, source);
   {
     Section s(top.child("shutdown"), "shutdown", source);
     s.integer("timeout_s", config.shutdown.timeout_s, 0, 3600);

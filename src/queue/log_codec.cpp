@@ -230,6 +230,12 @@ std::uint64_t offset_of(std::string_view key) {
   return key.size() >= 8 ? read_be(key.substr(key.size() - 8)) : 0;
 }
 
+std::string_view queue_of(std::string_view key) {
+  if (key.size() < 2) return {};
+  const std::size_t end = key.find('\0', 1);
+  return end == std::string_view::npos ? std::string_view() : key.substr(1, end - 1);
+}
+
 std::string_view last_name(std::string_view key, std::size_t prefix_size) {
   if (key.size() <= prefix_size) return {};
   key.remove_prefix(prefix_size);

@@ -79,6 +79,8 @@ std::string prefix_end(std::string prefix);
 
 // The offset at the end of a key made by entry, settled or failures.
 std::uint64_t offset_of(std::string_view key);
+// The queue a key of any kind above belongs to (empty when none).
+std::string_view queue_of(std::string_view key);
 // The name at the end of a key made by queue or group.
 std::string_view last_name(std::string_view key, std::size_t prefix_size);
 

@@ -118,6 +118,7 @@ store::Status QueueService::recover() {
     config::QueueConfig kept{name,
                              queue.stream ? config::QueueKind::kStream : config::QueueKind::kQueue,
                              config.queue_defaults,
+                             {},
                              {}};
     // One made or changed through the admin API keeps the options it had.
     if (queue.options) {
@@ -142,6 +143,7 @@ store::Status QueueService::recover() {
       captures_.emplace_back(filter, find_queue(config.queues[i].name));
     }
   }
+  note_replicated_queues();
   store::WriteBatch declared;
   const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                   std::chrono::system_clock::now().time_since_epoch())

@@ -89,9 +89,9 @@ void QueueService::submit(Work& work, store::WriteBatch&& batch, std::function<v
     // What this work changed before goes first: the journal must see the
     // changes in the order memory made them.
     if (&batch != &work.batch && !work.batch.empty()) {
-      work.shard->write_then(std::exchange(work.batch, store::WriteBatch()), nullptr);
+      write(*work.shard, std::exchange(work.batch, store::WriteBatch()), nullptr);
     }
-    work.shard->write_then(std::move(batch), std::move(then));
+    write(*work.shard, std::move(batch), std::move(then));
     return;
   }
   if (then) work.after.push_back([then = std::move(then)] { then(true); });
@@ -117,6 +117,7 @@ Queue* QueueService::find_or_create(Work& work, std::string_view name, bool stre
   config::QueueConfig declared{std::string(name),
                                stream ? config::QueueKind::kStream : config::QueueKind::kQueue,
                                config.queue_defaults,
+                               {},
                                {}};
   if (declared.options.dead_letter.empty() && name.size() + 4 > 200) return nullptr;
   Queue& queue = declare(declared, 0);
@@ -164,7 +165,7 @@ void QueueService::link_dead_letters() {
     if (find_queue(name) != nullptr) continue;
     // An undeclared dead-letter queue: the defaults, with no dead letters of its own.
     config::QueueConfig declared{
-        name, config::QueueKind::kQueue, broker_.config().queue_defaults, {}};
+        name, config::QueueKind::kQueue, broker_.config().queue_defaults, {}, {}};
     declared.options.dead_letter = "none";
     declared.options.partitions = 1;
     declare(declared, 0);
@@ -430,6 +431,7 @@ EntryPtr QueueService::fetch(Queue& queue, std::uint32_t partition, GroupPartiti
 }
 
 void QueueService::dispatch(Work& work, Queue& queue) {
+  if (queue.standby || queue.deleted) return;
   for (auto& [name, group] : queue.groups)
     dispatch(work, queue, *group);
 }
@@ -1141,6 +1143,7 @@ void QueueService::truncate_logs(Work& work) {
   // A work queue's log keeps what some group has not settled; with no group
   // at all, everything (the first consumers will want it).
   for (auto& [name, queue] : queues_) {
+    if (queue->standby) continue;  // its leader decides
     forget_old_message_ids(work, *queue);
     apply_retention(work, *queue);
     if (queue->groups.empty() || queue->stream) continue;

@@ -98,6 +98,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void poll(broker::Shard& shard, Clock::time_point now) override;
   void sys_topics(std::vector<std::pair<std::string, std::string>>& out) const override;
   std::vector<Known> known_queues() const override;
+  void lead(std::string_view name) override;
+  void stand_by(std::string_view name) override;
 
   // ---- DeliveryListener: a consumer's PUBACK (or the delivery's end) ----
   void on_settled(const broker::Delivery& delivery, mqtt::ReasonCode reason) override;
@@ -298,6 +300,17 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // runs on `work`'s shard once it is durable.
   void submit(Work& work, store::WriteBatch&& batch, std::function<void(bool)> then);
 
+  // ---- replicated queues (queue_replicas.cpp) ----
+  // After recover: which queues are replicated, and by which group (the
+  // queue's own name, for it and its dead-letter queue); they stand by.
+  void note_replicated_queues();
+  // Writes `batch`: a replicated queue's part to its group, the rest to the
+  // journal; `then` once all of it is done.
+  void write(broker::Shard& shard, store::WriteBatch&& batch, std::function<void(bool)> then);
+  // Replaces queue `name` (which exists) with what the store holds of it;
+  // `ok` false when the store could not be read.
+  Queue& read_back(const std::string& name, bool& ok);
+
   // The entry at `offset`, or nullptr when there is none (a failed write,
   // or gone from the log). `failed`, if given, is set when the store could
   // not be read: then nothing may be concluded (try again later).
@@ -414,6 +427,8 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   std::map<std::string, std::unique_ptr<Queue>, std::less<>> queues_;
   // Deleted queues (Queue::deleted), kept for what may still point at them.
   std::vector<std::unique_ptr<Queue>> deleted_;
+  // Replicated queues, by name, and their groups: fixed once recover() ran.
+  std::unordered_map<std::string, std::string> replica_group_of_;
   std::unordered_map<const broker::Message*, LeaseRef> leases_;
   std::uint64_t next_consumer_id_ = 1;
   std::size_t anonymous_readers_ = 0;  // ephemeral groups over every stream

@@ -211,6 +211,9 @@ struct Queue {
   // Deleted through the admin API: kept in memory (a write in flight may
   // still confirm into it) but out of every list, and never written again.
   bool deleted = false;
+  // Replicated, and its group is not led here: not served, nothing of it
+  // runs (QueueService::lead reads it back from the store when it is).
+  bool standby = false;
 };
 
 }  // namespace sluice::queue

@@ -56,7 +56,8 @@ void QueueService::compact(broker::Shard& shard) {
   run(&shard, [&](Work& work) {
     now_ms = work.now_ms;
     for (auto& [name, queue] : queues_) {
-      if (!queue->stream || queue->config.options.cleanup.find("compact") == std::string::npos)
+      if (!queue->stream || queue->standby ||
+          queue->config.options.cleanup.find("compact") == std::string::npos)
         continue;
       for (std::uint32_t p = 0; p < queue->partitions.size(); ++p) {
         Partition& log = queue->partitions[p];

@@ -91,6 +91,8 @@ class WriteBatch {
   bool empty() const { return operations_.empty(); }
   std::size_t size() const { return operations_.size(); }
   const std::vector<Operation>& operations() const { return operations_; }
+  // Takes the operations out, leaving the batch empty.
+  std::vector<Operation> take_operations() { return std::exchange(operations_, {}); }
 
  private:
   std::vector<Operation> operations_;

@@ -167,6 +167,44 @@ TEST(ConfigLoader, BadQueuesNameTheKeyAndLine) {
             "drop_oldest, dead_letter, got 'block'");
 }
 
+TEST(ConfigLoader, ReplicationIsReadAndChecked) {
+  const std::string cluster =
+      "storage: {dir: /tmp/x}\n"
+      "cluster: {enabled: true, node_id: a, insecure: true, etcd: {endpoints: [x:1]}}\n";
+  const Config config =
+      parse_ok(cluster + "queues:\n  - {name: jobs, replication: {factor: 3}}\n  - {name: solo}\n");
+  EXPECT_EQ(config.queues[0].replication.factor, 3u);
+  EXPECT_EQ(config.queues[0].replication.mode, "sync");
+  EXPECT_EQ(config.queues[0].replication.min_in_sync, 2u);  // a quorum of three
+  EXPECT_EQ(config.queues[1].replication.factor, 1u);
+
+  EXPECT_EQ(parse_error("queues:\n  - name: jobs\n    replication: {factor: 3}\n"),
+            "test.yaml:3: key 'queues[0].replication.factor': 1 without a cluster "
+            "(cluster.enabled: false)");
+  EXPECT_EQ(parse_error(cluster + "queues:\n  - name: jobs\n    replication: {factor: 6}\n"),
+            "test.yaml:5: key 'queues[0].replication.factor': expected an integer from 1 to 5, "
+            "got '6'");
+  EXPECT_EQ(parse_error(cluster + "queues:\n  - name: jobs\n    replication:\n"
+                                  "      factor: 3\n      min_in_sync: 3\n"),
+            "test.yaml:7: key 'queues[0].replication.min_in_sync': at most 2 with factor 3 (a "
+            "write commits on a Raft quorum; waiting for more replicas than that is not built)");
+  EXPECT_NE(parse_error(cluster + "queues:\n  - {name: jobs, replication: {mode: async}}\n")
+                .find("key 'queues[0].replication.mode': sync (async replication is not built"),
+            std::string::npos);
+  EXPECT_NE(parse_error(cluster + "queues:\n  - {name: jobs, dead_letter: failed, "
+                                  "replication: {factor: 3}}\n")
+                .find("a replicated queue keeps them in its own <name>.dlq"),
+            std::string::npos);
+  EXPECT_NE(parse_error(cluster + "queues:\n  - {name: jobs, capture: [a/#], "
+                                  "replication: {factor: 2}}\n")
+                .find("with capture filters"),
+            std::string::npos);
+  // Not through the admin API: a queue made there is not replicated.
+  auto made = parse_queue(R"({"name": "jobs", "replication": {"factor": 3}})", {}, "body");
+  ASSERT_TRUE(std::holds_alternative<ConfigError>(made));
+  EXPECT_EQ(std::get<ConfigError>(made).message, "body:1: unknown key 'replication'");
+}
+
 TEST(ListenAddress, ParsesHostAndPort) {
   const auto v4 = parse_listen_address("127.0.0.1:1883");
   ASSERT_TRUE(v4);

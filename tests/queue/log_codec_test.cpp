@@ -65,7 +65,7 @@ TEST(QueueLogCodec, APrefixEndIsAboveEveryKeyWithThePrefix) {
 }
 
 TEST(QueueLogCodec, QueueRecordsOfEachFormReadBack) {
-  config::QueueConfig queue{"jobs", config::QueueKind::kStream, {}, {}};
+  config::QueueConfig queue{"jobs", config::QueueKind::kStream, {}, {}, {}};
   queue.options.partitions = 4;
   queue.options.dead_letter = "failed";
   queue.options.max_deliveries = 2;

@@ -21,7 +21,7 @@ using mqtt::ReasonCode;
 
 config::Config queue_config() {
   config::Config config;
-  config::QueueConfig jobs{"jobs", config::QueueKind::kQueue, {}, {}};
+  config::QueueConfig jobs{"jobs", config::QueueKind::kQueue, {}, {}, {}};
   jobs.options.max_deliveries = 1;
   jobs.options.redelivery_backoff_ms = {0};
   config.queues.push_back(jobs);

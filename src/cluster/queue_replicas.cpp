@@ -1,0 +1,426 @@
+#include "cluster/queue_replicas.hpp"
+
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "broker/queue_gateway.hpp"
+#include "cluster/etcd_client.hpp"
+#include "cluster/raft/raft_loop.hpp"
+#include "cluster/raft/raft_member.hpp"
+#include "cluster/replica_log.hpp"
+
+namespace sluice::cluster {
+
+namespace {
+
+using json = nlohmann::json;
+using Kind = broker::QueueHome::Kind;
+
+const std::string kReplicas = "/sluice/replicas/";
+const std::string kLeaders = "/sluice/leaders/";
+
+// The links tell groups apart by a number: the queue's name, hashed
+// (FNV-1a), never 0.
+std::uint64_t group_number(std::string_view name) {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (const char c : name) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash == 0 ? 1 : hash;
+}
+
+std::optional<std::string> read_key(EtcdClient& etcd, const std::string& key) {
+  EtcdClient::Range range;
+  if (!etcd.get_prefix(key, range).ok) return std::nullopt;
+  for (const KeyValue& kv : range.kvs)
+    if (kv.key == key) return kv.value;
+  return std::nullopt;
+}
+
+}  // namespace
+
+struct QueueReplicas::Group {
+  std::string name;
+  std::vector<std::string> queues;  // it and its dead-letter queue
+  config::QueueReplication replication;
+  std::vector<std::string> members;  // empty until placed
+  std::unique_ptr<QueueLogMachine> machine;
+  std::unique_ptr<raft::RaftMember> member;  // when this node is one of them
+  bool leading = false;                      // lead() was called; home here
+  std::string leader;                        // node id; empty: none known
+  std::uint64_t leaderships = 0;
+  std::chrono::steady_clock::time_point next_try{};
+};
+
+QueueReplicas::QueueReplicas(broker::Broker& broker, const config::Config& config, EtcdClient& etcd,
+                             raft::RaftLinks& links, store::Store& store, Membership membership)
+    : broker_(broker),
+      node_id_(config.cluster.node_id),
+      raft_dir_(config.storage.dir + "/raft"),
+      etcd_(etcd),
+      links_(links),
+      store_(store),
+      membership_(std::move(membership)) {
+  for (const config::QueueConfig& queue : config.queues) {
+    if (queue.replication.factor <= 1) continue;
+    auto group = std::make_unique<Group>();
+    group->name = queue.name;
+    group->queues.push_back(queue.name);
+    if (queue.options.dead_letter != "none") group->queues.push_back(queue.name + ".dlq");
+    group->replication = queue.replication;
+    for (const std::string& name : group->queues)
+      group_of_[name] = queue.name;
+    groups_.emplace(queue.name, std::move(group));
+  }
+}
+
+QueueReplicas::~QueueReplicas() {
+  stop();
+}
+
+std::optional<std::string> QueueReplicas::start() {
+  if (groups_.empty()) return std::nullopt;
+  loop_ = std::make_unique<raft::RaftLoop>("raft-queues");
+  loop_->start();
+  EtcdClient::Range placed;
+  if (const EtcdResult read = etcd_.get_prefix(kReplicas, placed); !read.ok)
+    return "cannot read the queues' replicas from etcd: " + read.error;
+  {
+    std::unique_lock lock(mutex_);
+    for (const KeyValue& kv : placed.kvs) {
+      const auto it = groups_.find(std::string_view(kv.key).substr(kReplicas.size()));
+      if (it == groups_.end()) continue;
+      try {
+        it->second->members = json::parse(kv.value).at("members").get<std::vector<std::string>>();
+      } catch (const json::exception& e) {
+        return "the replicas of queue '" + it->first + "' in etcd are unreadable: " + e.what();
+      }
+    }
+    for (auto& [name, group] : groups_) {
+      if (group->members.empty()) continue;
+      if (auto failed = start_member(*group)) return failed;
+    }
+  }
+  thread_ = std::thread([this] { run(); });
+  return std::nullopt;
+}
+
+void QueueReplicas::stop() {
+  {
+    std::lock_guard lock(wake_mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::vector<std::unique_ptr<raft::RaftMember>> members;
+  {
+    std::unique_lock lock(mutex_);
+    for (auto& [name, group] : groups_) {
+      group->leading = false;
+      if (group->member) members.push_back(std::move(group->member));
+    }
+  }
+  for (auto& member : members)
+    member->close();
+  if (loop_) loop_->stop();
+  answer_waiters(/*all=*/true);
+}
+
+bool QueueReplicas::covers(std::string_view name) const {
+  return group_of_.find(name) != group_of_.end();
+}
+
+const QueueReplicas::Group* QueueReplicas::group_of(std::string_view name) const {
+  const auto it = group_of_.find(name);
+  if (it == group_of_.end()) return nullptr;
+  return groups_.find(it->second)->second.get();
+}
+
+broker::QueueHome QueueReplicas::home_of(std::string_view name) const {
+  std::shared_lock lock(mutex_);
+  const Group* group = group_of(name);
+  if (group == nullptr || group->leader.empty()) return {Kind::kUnclaimed, {}};
+  if (group->leader == node_id_) {
+    // Led here, but served only once the queue layer read it back.
+    return group->leading ? broker::QueueHome{Kind::kHere, {}}
+                          : broker::QueueHome{Kind::kUnclaimed, {}};
+  }
+  return {Kind::kElsewhere, group->leader};
+}
+
+void QueueReplicas::when_led(std::uint32_t shard, std::string_view name,
+                             std::function<void(broker::QueueHome)> done,
+                             std::chrono::milliseconds wait) {
+  if (!done) return;
+  {
+    std::unique_lock lock(mutex_);
+    const auto it = group_of_.find(name);
+    if (it != group_of_.end()) {
+      waiters_.push_back(
+          {shard, it->second, std::move(done), std::chrono::steady_clock::now() + wait});
+      return;
+    }
+  }
+  post(shard, [done = std::move(done)] { done({Kind::kUnclaimed, {}}); });
+}
+
+void QueueReplicas::replicate(std::uint32_t shard, std::string_view name,
+                              store::WriteBatch&& writes, std::function<void(bool)> done) {
+  raft::RaftMember* member = nullptr;
+  {
+    std::shared_lock lock(mutex_);
+    const Group* group = group_of(name);
+    if (group != nullptr && group->leading) member = group->member.get();
+  }
+  if (member == nullptr) {
+    if (done) post(shard, [done = std::move(done)] { done(false); });
+    return;
+  }
+  // Proposed in the order the queue layer wrote (it calls under its lock),
+  // so the log has the queue's changes in the order memory made them.
+  member->propose(encode_queue_writes(writes),
+                  [this, shard, done = std::move(done)](const raft::Proposed& proposed) {
+                    if (done) post(shard, [done, ok = proposed.committed] { done(ok); });
+                  });
+}
+
+void QueueReplicas::post(std::uint32_t shard, std::function<void()> task) const {
+  if (broker::Mailbox* mailbox = broker_.mailbox()) mailbox->post_task(shard, std::move(task));
+}
+
+std::optional<std::string> QueueReplicas::start_member(Group& group) {
+  const auto self = std::find(group.members.begin(), group.members.end(), node_id_);
+  if (self == group.members.end()) return std::nullopt;
+  raft::RaftMemberConfig config;
+  config.group = group_number(group.name);
+  config.id = static_cast<std::uint64_t>(self - group.members.begin()) + 1;
+  config.address = node_id_;
+  config.directory = raft_dir_ + "/" + group.name;
+  for (std::size_t i = 0; i < group.members.size(); ++i)
+    config.voters.emplace_back(i + 1, group.members[i]);
+  // Each entry is one change of the queue; a snapshot is the whole queue.
+  config.snapshot_threshold = 8192;
+  config.snapshot_trailing = 1024;
+  group.machine = std::make_unique<QueueLogMachine>(store_, group.queues);
+  group.member = std::make_unique<raft::RaftMember>(*loop_, links_, config, *group.machine);
+  if (std::string failed = group.member->start(); !failed.empty())
+    return "queue '" + group.name + "': its replica could not start: " + failed;
+  spdlog::info("event=queue_replica_started queue=\"{}\" id={} members={}", group.name, config.id,
+               fmt::join(group.members, ","));
+  return std::nullopt;
+}
+
+bool QueueReplicas::place(Group& group) {
+  std::vector<std::string> nodes = membership_.up_nodes();
+  nodes.push_back(node_id_);
+  std::sort(nodes.begin(), nodes.end());
+  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+  const std::string key = kReplicas + group.name;
+  if (nodes.size() < group.replication.factor) {
+    // Perhaps another node placed it already.
+    if (auto value = read_key(etcd_, key)) {
+      try {
+        group.members = json::parse(*value).at("members").get<std::vector<std::string>>();
+        return true;
+      } catch (const json::exception&) {
+      }
+    }
+    return false;
+  }
+  // Round robin over the nodes in order, from where the name falls.
+  const std::size_t first = group_number(group.name) % nodes.size();
+  std::vector<std::string> members;
+  for (std::size_t i = 0; i < group.replication.factor; ++i)
+    members.push_back(nodes[(first + i) % nodes.size()]);
+  bool won = false;
+  const EtcdResult created =
+      etcd_.create_all({{key, json{{"members", members}}.dump()}}, won, nullptr);
+  if (!created.ok) return false;
+  if (won) {
+    group.members = std::move(members);
+    spdlog::info("event=queue_replicas_placed queue=\"{}\" members={}", group.name,
+                 fmt::join(group.members, ","));
+    return true;
+  }
+  const auto value = read_key(etcd_, key);
+  if (!value) return false;
+  try {
+    group.members = json::parse(*value).at("members").get<std::vector<std::string>>();
+  } catch (const json::exception&) {
+    return false;
+  }
+  return true;
+}
+
+void QueueReplicas::follow_roles() {
+  struct Change {
+    std::string group;
+    bool lead;
+  };
+  std::vector<Change> changes;
+  {
+    std::unique_lock lock(mutex_);
+    for (auto& [name, group] : groups_) {
+      if (!group->member) continue;
+      const raft::RaftStatus status = group->member->status();
+      if (!status.leader_address.empty()) {
+        group->leader = status.leader_address;
+      } else if (group->leader == node_id_ && !status.ready) {
+        group->leader.clear();
+      }
+      if (status.ready && !group->leading) changes.push_back({name, true});
+      if (!status.ready && group->leading) {
+        // Not served here from now on: publishes wait or go to the new leader.
+        group->leading = false;
+        changes.push_back({name, false});
+      }
+    }
+  }
+  broker::QueueGateway* queues = broker_.queues();
+  for (const Change& change : changes) {
+    if (!change.lead) {
+      if (queues != nullptr) queues->stand_by(change.group);
+      continue;
+    }
+    // Everything committed is in the store (the member is ready): the
+    // queue layer reads it back, then this node is the queue's home.
+    if (queues != nullptr) queues->lead(change.group);
+    std::int64_t lease = membership_.lease();
+    std::uint64_t term = 0;
+    {
+      std::unique_lock lock(mutex_);
+      Group& group = *groups_.find(change.group)->second;
+      const raft::RaftStatus status = group.member->status();
+      if (!status.ready) {  // lost it meanwhile: the next turn stands by
+        group.leading = true;
+        continue;
+      }
+      group.leading = true;
+      group.leader = node_id_;
+      ++group.leaderships;
+      term = status.term;
+    }
+    spdlog::info("event=queue_replica_leader queue=\"{}\" term={}", change.group, term);
+    if (const EtcdResult put = etcd_.put(kLeaders + change.group,
+                                         json{{"node", node_id_}, {"term", term}}.dump(), lease);
+        !put.ok) {
+      spdlog::warn("event=queue_leader_not_written queue=\"{}\" error=\"{}\"", change.group,
+                   put.error);
+    }
+  }
+}
+
+void QueueReplicas::read_leaders() {
+  // Nodes outside a group learn its leader from etcd.
+  std::vector<std::string> outside;
+  {
+    std::shared_lock lock(mutex_);
+    for (const auto& [name, group] : groups_)
+      if (!group->member && !group->members.empty()) outside.push_back(name);
+  }
+  for (const std::string& name : outside) {
+    std::string leader;
+    if (auto value = read_key(etcd_, kLeaders + name)) {
+      try {
+        leader = json::parse(*value).at("node").get<std::string>();
+      } catch (const json::exception&) {
+      }
+    }
+    std::unique_lock lock(mutex_);
+    groups_.find(name)->second->leader = leader;
+  }
+}
+
+void QueueReplicas::answer_waiters(bool all) {
+  std::vector<std::pair<Waiter, broker::QueueHome>> ready;
+  {
+    std::unique_lock lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      const Group& group = *groups_.find(it->group)->second;
+      broker::QueueHome home{Kind::kUnclaimed, {}};
+      if (!group.leader.empty()) {
+        home = group.leader == node_id_
+                   ? (group.leading ? broker::QueueHome{Kind::kHere, {}} : home)
+                   : broker::QueueHome{Kind::kElsewhere, group.leader};
+      }
+      if (home.kind != Kind::kUnclaimed || all || now >= it->deadline) {
+        ready.emplace_back(std::move(*it), home);
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [waiter, home] : ready)
+    post(waiter.shard, [done = std::move(waiter.done), home = home] { done(home); });
+}
+
+void QueueReplicas::run() {
+  auto next_leaders = std::chrono::steady_clock::now();
+  while (true) {
+    {
+      std::unique_lock lock(wake_mutex_);
+      if (wake_.wait_for(lock, std::chrono::milliseconds(20), [this] { return stopping_; })) return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    // Queues not placed yet: every half second, once enough nodes are up.
+    std::vector<Group*> unplaced;
+    {
+      std::shared_lock lock(mutex_);
+      for (auto& [name, group] : groups_)
+        if (group->members.empty() && now >= group->next_try) unplaced.push_back(group.get());
+    }
+    for (Group* group : unplaced) {
+      Group candidate;
+      candidate.name = group->name;
+      candidate.replication = group->replication;
+      const bool placed = place(candidate);
+      std::unique_lock lock(mutex_);
+      if (!placed) {
+        group->next_try = now + std::chrono::milliseconds(500);
+        continue;
+      }
+      group->members = std::move(candidate.members);
+      if (auto failed = start_member(*group))
+        spdlog::error("event=queue_replica_failed {}", *failed);
+    }
+    follow_roles();
+    if (now >= next_leaders) {
+      read_leaders();
+      next_leaders = now + std::chrono::milliseconds(250);
+    }
+    answer_waiters(/*all=*/false);
+  }
+}
+
+std::vector<broker::ReplicaGroupView> QueueReplicas::describe() const {
+  std::vector<broker::ReplicaGroupView> views;
+  std::shared_lock lock(mutex_);
+  for (const auto& [name, group] : groups_) {
+    broker::ReplicaGroupView view;
+    view.queue = name;
+    view.members = group->members;
+    view.leader = group->leader;
+    view.member_here = group->member != nullptr;
+    view.leading_here = group->leading;
+    view.leaderships = group->leaderships;
+    if (group->member) {
+      const raft::RaftStatus status = group->member->status();
+      view.role = raft::role_name(status.role);
+      view.term = status.term;
+      view.commit_index = status.commit_index;
+      view.last_applied = status.last_applied;
+      view.last_index = status.last_index;
+    }
+    views.push_back(std::move(view));
+  }
+  return views;
+}
+
+}  // namespace sluice::cluster

@@ -1,0 +1,160 @@
+// The queue layer's side of replication (docs/replication.md): a replicated
+// queue's writes go to its replica group's log instead of this node's
+// journal, and the queue is served only on the node that leads the group,
+// from its store as the group's log made it.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+
+#include "broker/client_protocol.hpp"
+#include "broker/queue_placement.hpp"
+#include "broker/session.hpp"
+#include "broker/shard.hpp"
+#include "queue/queue_service.hpp"
+
+namespace sluice::queue {
+
+namespace {
+
+// The store key an operation writes, when it is one of the queue space's.
+const std::string* queue_space_key(const store::WriteBatch::Operation& operation) {
+  if (const auto* put = std::get_if<store::WriteBatch::Put>(&operation))
+    return put->space == store::Space::kQueues ? &put->key : nullptr;
+  if (const auto* erase = std::get_if<store::WriteBatch::Erase>(&operation))
+    return erase->space == store::Space::kQueues ? &erase->key : nullptr;
+  if (const auto* range = std::get_if<store::WriteBatch::EraseRange>(&operation))
+    return range->space == store::Space::kQueues ? &range->from : nullptr;
+  return nullptr;
+}
+
+// `then` once every part of a write is done, told whether all succeeded.
+struct Parts {
+  std::size_t left;
+  bool ok = true;
+  std::function<void(bool)> then;
+  void done(bool part_ok) {
+    ok = ok && part_ok;
+    if (--left == 0 && then) then(ok);
+  }
+};
+
+}  // namespace
+
+void QueueService::note_replicated_queues() {
+  for (const config::QueueConfig& declared : broker_.config().queues) {
+    if (declared.replication.factor <= 1) continue;
+    replica_group_of_[declared.name] = declared.name;
+    // Its dead letters are its own <name>.dlq (the configuration allows no
+    // other), kept by the same group.
+    if (declared.options.dead_letter != "none")
+      replica_group_of_[declared.name + ".dlq"] = declared.name;
+  }
+  for (const auto& [name, group] : replica_group_of_) {
+    if (Queue* queue = find_queue(name)) queue->standby = true;  // until its group is led here
+  }
+}
+
+void QueueService::write(broker::Shard& shard, store::WriteBatch&& batch,
+                         std::function<void(bool)> then) {
+  broker::QueuePlacement* placement = broker_.queue_placement();
+  if (replica_group_of_.empty() || placement == nullptr)
+    return shard.write_then(std::move(batch), std::move(then));
+  std::map<std::string, store::WriteBatch> replicated;  // by group
+  store::WriteBatch local;
+  for (store::WriteBatch::Operation& operation : batch.take_operations()) {
+    const std::string* key = queue_space_key(operation);
+    const auto group = key != nullptr ? replica_group_of_.find(std::string(keys::queue_of(*key)))
+                                      : replica_group_of_.end();
+    if (group == replica_group_of_.end()) {
+      local.add(std::move(operation));
+    } else {
+      replicated[group->second].add(std::move(operation));
+    }
+  }
+  if (replicated.empty()) return shard.write_then(std::move(local), std::move(then));
+  // The session's own changes (a QoS 2 packet id) go to this node's journal
+  // beside the queue's, which go to the group; the PUBACK waits for both.
+  auto parts = std::make_shared<Parts>(
+      Parts{replicated.size() + (local.empty() ? 0 : 1), true, std::move(then)});
+  const auto part_done = [parts](bool ok) { parts->done(ok); };
+  if (!local.empty()) shard.write_then(std::move(local), part_done);
+  for (auto& [group, writes] : replicated)
+    placement->replicate(shard.index(), group, std::move(writes), part_done);
+}
+
+void QueueService::lead(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  std::size_t messages = 0;
+  for (const auto& [queue_name, group] : replica_group_of_) {
+    if (group != name) continue;
+    bool ok = true;
+    Queue& fresh = read_back(queue_name, ok);
+    fresh.standby = !ok;  // not served from a store it could not read
+    for (const Partition& log : fresh.partitions)
+      messages += log.next - log.start;
+    dispatch_soon(fresh);
+  }
+  link_dead_letters();
+  spdlog::info("event=queue_replica_leading queue=\"{}\" messages={}", name, messages);
+}
+
+void QueueService::stand_by(std::string_view name) {
+  std::vector<broker::TargetRef> consumers;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [queue_name, group] : replica_group_of_) {
+      if (group != name) continue;
+      if (const Queue* queue = find_queue(queue_name); queue != nullptr && !queue->standby) {
+        for (const auto& [group_name, its] : queue->groups)
+          for (const auto& consumer : its->consumers)
+            if (consumer->online) consumers.push_back(consumer->session);
+      }
+      bool ok = true;
+      read_back(queue_name, ok).standby = true;
+    }
+    link_dead_letters();
+  }
+  spdlog::warn("event=queue_replica_standing_by queue=\"{}\" consumers_closed={}", name,
+               consumers.size());
+  // Their leases end with the leadership; closed, they learn at their next
+  // SUBSCRIBE where the queue is served now (a Reason String names it).
+  const std::string why = "queue '" + std::string(name) + "' is no longer served by this node";
+  for (const broker::TargetRef& consumer : consumers) {
+    broker_.mailbox()->post_task(consumer.shard, [this, consumer, why] {
+      broker::Session* session = broker_.shard(consumer.shard).find_session_by_id(consumer.id);
+      if (session != nullptr && session->owner() != nullptr) session->owner()->on_queue_moved(why);
+    });
+  }
+}
+
+Queue& QueueService::read_back(const std::string& name, bool& ok) {
+  Queue* old = find_queue(name);
+  config::QueueConfig config = old->config;
+  const auto partitions = static_cast<std::uint32_t>(old->partitions.size());
+  // What still points at the old one (a write in flight, a delivery not yet
+  // settled, a compaction) finds it deleted and goes no further.
+  std::erase_if(leases_, [&](const auto& lease) { return lease.second.queue == old; });
+  old->deleted = true;
+  const QueueCounters counters = old->counters;
+  const bool options_in_record = old->options_in_record;
+  auto it = queues_.find(name);
+  deleted_.push_back(std::move(it->second));
+  queues_.erase(it);
+  Queue& fresh = declare(config, partitions);
+  fresh.counters = counters;
+  fresh.options_in_record = options_in_record;
+  const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+  store::Status status = load(fresh);
+  if (status.ok && store_ != nullptr) status = load_message_ids(fresh, now_ms);
+  ok = status.ok;
+  if (!status.ok) {
+    spdlog::error("event=queue_read_back_failed queue=\"{}\" error=\"{}\"", name, status.message);
+  }
+  return fresh;
+}
+
+}  // namespace sluice::queue
