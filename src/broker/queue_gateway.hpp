@@ -119,10 +119,11 @@ class QueueGateway {
   // A replicated queue (docs/replication.md) is served only where its
   // replica group is led. lead: the group is led here now, and everything
   // it committed is in this node's store: read the queue (with its
-  // dead-letter queue) back from there and serve it. stand_by: not led here
-  // (any more): what was in memory goes, its consumers with it. Any thread
-  // but a worker's (they read the store).
-  virtual void lead(std::string_view name) = 0;
+  // dead-letter queue) back from there and serve it (false: the store could
+  // not be read, and it is not served). stand_by: not led here (any more):
+  // what was in memory goes, and its consumers' connections are closed.
+  // Any thread but a worker's (they read the store).
+  virtual bool lead(std::string_view name) = 0;
   virtual void stand_by(std::string_view name) = 0;
 };
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "broker/queue_gateway.hpp"
@@ -11,6 +12,8 @@
 #include "cluster/raft/raft_loop.hpp"
 #include "cluster/raft/raft_member.hpp"
 #include "cluster/replica_log.hpp"
+#include "queue/log_codec.hpp"
+#include "store/store.hpp"
 
 namespace sluice::cluster {
 
@@ -21,6 +24,9 @@ using Kind = broker::QueueHome::Kind;
 
 const std::string kReplicas = "/sluice/replicas/";
 const std::string kLeaders = "/sluice/leaders/";
+// Entries of one group proposed and not yet committed, at most: what comes
+// meanwhile waits and goes as one entry.
+constexpr unsigned kMostEntriesInFlight = 4;
 
 // The links tell groups apart by a number: the queue's name, hashed
 // (FNV-1a), never 0.
@@ -51,9 +57,16 @@ struct QueueReplicas::Group {
   std::unique_ptr<QueueLogMachine> machine;
   std::unique_ptr<raft::RaftMember> member;  // when this node is one of them
   bool leading = false;                      // lead() was called; home here
+  std::uint64_t leading_term = 0;            // the term it leads in
   std::string leader;                        // node id; empty: none known
   std::uint64_t leaderships = 0;
   std::chrono::steady_clock::time_point next_try{};
+  // Writes waiting to be proposed, with who waits for them (replicate).
+  std::mutex batch_mutex;
+  store::WriteBatch batch;
+  std::vector<std::pair<std::uint32_t, std::function<void(bool)>>> waiting;
+  bool flush_posted = false;
+  unsigned in_flight = 0;
 };
 
 QueueReplicas::QueueReplicas(broker::Broker& broker, const config::Config& config, EtcdClient& etcd,
@@ -100,10 +113,10 @@ std::optional<std::string> QueueReplicas::start() {
         return "the replicas of queue '" + it->first + "' in etcd are unreadable: " + e.what();
       }
     }
-    for (auto& [name, group] : groups_) {
-      if (group->members.empty()) continue;
-      if (auto failed = start_member(*group)) return failed;
-    }
+  }
+  for (auto& [name, group] : groups_) {
+    if (group->members.empty()) continue;
+    if (auto failed = start_member(*group)) return failed;
   }
   thread_ = std::thread([this] { run(); });
   return std::nullopt;
@@ -135,7 +148,7 @@ bool QueueReplicas::covers(std::string_view name) const {
   return group_of_.find(name) != group_of_.end();
 }
 
-const QueueReplicas::Group* QueueReplicas::group_of(std::string_view name) const {
+QueueReplicas::Group* QueueReplicas::group_of(std::string_view name) const {
   const auto it = group_of_.find(name);
   if (it == group_of_.end()) return nullptr;
   return groups_.find(it->second)->second.get();
@@ -171,22 +184,86 @@ void QueueReplicas::when_led(std::uint32_t shard, std::string_view name,
 
 void QueueReplicas::replicate(std::uint32_t shard, std::string_view name,
                               store::WriteBatch&& writes, std::function<void(bool)> done) {
-  raft::RaftMember* member = nullptr;
+  Group* group = nullptr;
   {
     std::shared_lock lock(mutex_);
-    const Group* group = group_of(name);
-    if (group != nullptr && group->leading) member = group->member.get();
+    Group* found = group_of(name);
+    if (found != nullptr && found->leading) group = found;
   }
-  if (member == nullptr) {
+  if (group == nullptr) {
     if (done) post(shard, [done = std::move(done)] { done(false); });
     return;
   }
-  // Proposed in the order the queue layer wrote (it calls under its lock),
-  // so the log has the queue's changes in the order memory made them.
-  member->propose(encode_queue_writes(writes),
-                  [this, shard, done = std::move(done)](const raft::Proposed& proposed) {
-                    if (done) post(shard, [done, ok = proposed.committed] { done(ok); });
-                  });
+  // Whatever comes while the group's earlier entries are on their way
+  // becomes one entry (a group commit): a few entries in flight, each as
+  // large as the load makes it. Taken in the order the queue layer wrote
+  // (it calls under its lock), so the log keeps that order.
+  bool flush_now = false;
+  {
+    std::lock_guard lock(group->batch_mutex);
+    group->batch.append(std::move(writes));
+    group->waiting.emplace_back(shard, std::move(done));
+    if (!group->flush_posted && group->in_flight < kMostEntriesInFlight) {
+      group->flush_posted = true;
+      flush_now = true;
+    }
+  }
+  if (flush_now && !loop_->post([this, group] { flush(*group); })) fail_batch(*group);
+}
+
+void QueueReplicas::flush(Group& group) {
+  // On the loop's thread, where close() cannot run meanwhile: a member
+  // taken here is not closed before its propose() has run.
+  store::WriteBatch writes;
+  std::vector<std::pair<std::uint32_t, std::function<void(bool)>>> waiting;
+  {
+    std::lock_guard lock(group.batch_mutex);
+    group.flush_posted = false;
+    if (group.waiting.empty()) return;
+    writes = std::exchange(group.batch, store::WriteBatch());
+    waiting.swap(group.waiting);
+    ++group.in_flight;
+  }
+  raft::RaftMember* member = nullptr;
+  {
+    std::shared_lock lock(mutex_);
+    if (group.leading) member = group.member.get();
+  }
+  auto answer = [this, &group, waiting = std::move(waiting)](const raft::Proposed& proposed) {
+    for (const auto& [shard, done] : waiting) {
+      if (done) post(shard, [done = done, ok = proposed.committed] { done(ok); });
+    }
+    bool again = false;
+    {
+      std::lock_guard lock(group.batch_mutex);
+      --group.in_flight;
+      if (!group.waiting.empty() && !group.flush_posted) {
+        group.flush_posted = true;
+        again = true;
+      }
+    }
+    if (again && !loop_->post([this, &group] { flush(group); })) fail_batch(group);
+  };
+  if (member == nullptr) {
+    raft::Proposed not_leader;
+    not_leader.not_leader = true;
+    answer(not_leader);
+    return;
+  }
+  member->propose(encode_queue_writes(writes), std::move(answer));
+}
+
+void QueueReplicas::fail_batch(Group& group) {
+  // The loop is stopping: nothing waiting will be proposed.
+  std::vector<std::pair<std::uint32_t, std::function<void(bool)>>> waiting;
+  {
+    std::lock_guard lock(group.batch_mutex);
+    group.batch = store::WriteBatch();
+    waiting.swap(group.waiting);
+    group.flush_posted = false;
+  }
+  for (auto& [shard, done] : waiting)
+    if (done) post(shard, [done = std::move(done)] { done(false); });
 }
 
 void QueueReplicas::post(std::uint32_t shard, std::function<void()> task) const {
@@ -194,6 +271,7 @@ void QueueReplicas::post(std::uint32_t shard, std::function<void()> task) const 
 }
 
 std::optional<std::string> QueueReplicas::start_member(Group& group) {
+  // Called without mutex_: the members are set and never change after.
   const auto self = std::find(group.members.begin(), group.members.end(), node_id_);
   if (self == group.members.end()) return std::nullopt;
   raft::RaftMemberConfig config;
@@ -206,12 +284,54 @@ std::optional<std::string> QueueReplicas::start_member(Group& group) {
   // Each entry is one change of the queue; a snapshot is the whole queue.
   config.snapshot_threshold = 8192;
   config.snapshot_trailing = 1024;
-  group.machine = std::make_unique<QueueLogMachine>(store_, group.queues);
-  group.member = std::make_unique<raft::RaftMember>(*loop_, links_, config, *group.machine);
-  if (std::string failed = group.member->start(); !failed.empty())
+  if (!std::filesystem::exists(config.directory)) {
+    if (auto refused = clear_leftovers(group)) return refused;
+  }
+  auto machine = std::make_unique<QueueLogMachine>(store_, group.queues);
+  auto member = std::make_unique<raft::RaftMember>(*loop_, links_, config, *machine);
+  if (std::string failed = member->start(); !failed.empty())
     return "queue '" + group.name + "': its replica could not start: " + failed;
+  {
+    std::unique_lock lock(mutex_);
+    group.machine = std::move(machine);
+    group.member = std::move(member);
+  }
   spdlog::info("event=queue_replica_started queue=\"{}\" id={} members={}", group.name, config.id,
                fmt::join(group.members, ","));
+  return std::nullopt;
+}
+
+std::optional<std::string> QueueReplicas::clear_leftovers(const Group& group) {
+  // A member whose log is new starts from nothing: whatever this node's
+  // store holds of the queue is from before (a queue homed here before it
+  // was replicated, or a Raft log lost), and entries from the group write
+  // only the keys they name. Messages are not dropped unasked.
+  std::size_t messages = 0;
+  store::WriteBatch clear;
+  for (const std::string& name : group.queues) {
+    for (std::string& prefix : queue::keys::every_prefix(name)) {
+      if (prefix == queue::keys::queue(name)) continue;  // its record, as the file declares it
+      if (prefix.front() == 'L') {
+        store_.scan(store::Space::kQueues, prefix, queue::keys::prefix_end(prefix),
+                    [&](std::string_view, std::string_view) {
+                      ++messages;
+                      return true;
+                    });
+      }
+      std::string end = queue::keys::prefix_end(prefix);
+      clear.add(
+          store::WriteBatch::EraseRange{store::Space::kQueues, std::move(prefix), std::move(end)});
+    }
+  }
+  if (messages > 0) {
+    return "queue '" + group.name + "' holds " + std::to_string(messages) +
+           " message(s) in this node's store from before it was replicated here (making a queue "
+           "that holds messages replicated is not built yet: consume or purge them with "
+           "replication off, or give the replicated queue a new name; if this node lost its "
+           "Raft log, remove the queue's data from its store)";
+  }
+  if (const store::Status status = store_.write(clear, true); !status.ok)
+    return "queue '" + group.name + "': its old state could not be cleared: " + status.message;
   return std::nullopt;
 }
 
@@ -261,6 +381,7 @@ void QueueReplicas::follow_roles() {
   struct Change {
     std::string group;
     bool lead;
+    std::uint64_t term;  // when leading: the term it began in
   };
   std::vector<Change> changes;
   {
@@ -273,11 +394,15 @@ void QueueReplicas::follow_roles() {
       } else if (group->leader == node_id_ && !status.ready) {
         group->leader.clear();
       }
-      if (status.ready && !group->leading) changes.push_back({name, true});
-      if (!status.ready && group->leading) {
+      // A leadership lost and won back between two looks is a new term:
+      // what memory held from the old one is not current (another leader
+      // may have appended meanwhile), so it stands by and leads afresh.
+      if (group->leading && (!status.ready || status.term != group->leading_term)) {
         // Not served here from now on: publishes wait or go to the new leader.
         group->leading = false;
-        changes.push_back({name, false});
+        changes.push_back({name, false, 0});
+      } else if (status.ready && !group->leading) {
+        changes.push_back({name, true, status.term});
       }
     }
   }
@@ -285,34 +410,54 @@ void QueueReplicas::follow_roles() {
   for (const Change& change : changes) {
     if (!change.lead) {
       if (queues != nullptr) queues->stand_by(change.group);
+      forget_leader_key(change.group);
       continue;
     }
     // Everything committed is in the store (the member is ready): the
-    // queue layer reads it back, then this node is the queue's home.
-    if (queues != nullptr) queues->lead(change.group);
-    std::int64_t lease = membership_.lease();
-    std::uint64_t term = 0;
+    // queue layer reads it back, then this node is the queue's home, if it
+    // still leads in the same term.
+    if (queues != nullptr && !queues->lead(change.group)) continue;  // tried again next turn
+    bool still = false;
     {
       std::unique_lock lock(mutex_);
       Group& group = *groups_.find(change.group)->second;
       const raft::RaftStatus status = group.member->status();
-      if (!status.ready) {  // lost it meanwhile: the next turn stands by
+      still = status.ready && status.term == change.term;
+      if (still) {
         group.leading = true;
-        continue;
+        group.leading_term = change.term;
+        group.leader = node_id_;
+        ++group.leaderships;
       }
-      group.leading = true;
-      group.leader = node_id_;
-      ++group.leaderships;
-      term = status.term;
     }
-    spdlog::info("event=queue_replica_leader queue=\"{}\" term={}", change.group, term);
-    if (const EtcdResult put = etcd_.put(kLeaders + change.group,
-                                         json{{"node", node_id_}, {"term", term}}.dump(), lease);
+    if (!still) {  // lost it meanwhile: what lead() began is undone
+      if (queues != nullptr) queues->stand_by(change.group);
+      continue;
+    }
+    spdlog::info("event=queue_replica_leader queue=\"{}\" term={}", change.group, change.term);
+    // For nodes outside the group; under this node's lease (none yet: not
+    // written, they ask again).
+    const std::int64_t lease = membership_.lease();
+    if (lease == 0) continue;
+    if (const EtcdResult put = etcd_.put(
+            kLeaders + change.group, json{{"node", node_id_}, {"term", change.term}}.dump(), lease);
         !put.ok) {
       spdlog::warn("event=queue_leader_not_written queue=\"{}\" error=\"{}\"", change.group,
                    put.error);
     }
   }
+}
+
+void QueueReplicas::forget_leader_key(const std::string& group) {
+  // Only if it still names this node: a new leader may have written it.
+  std::optional<KeyValue> current;
+  if (!etcd_.get_local(kLeaders + group, current).ok || !current) return;
+  try {
+    if (json::parse(current->value).at("node").get<std::string>() != node_id_) return;
+  } catch (const json::exception&) {
+  }
+  bool won = false;
+  etcd_.compare_and_erase(kLeaders + group, current->mod_revision, won);
 }
 
 void QueueReplicas::read_leaders() {
@@ -381,12 +526,14 @@ void QueueReplicas::run() {
       candidate.name = group->name;
       candidate.replication = group->replication;
       const bool placed = place(candidate);
-      std::unique_lock lock(mutex_);
-      if (!placed) {
-        group->next_try = now + std::chrono::milliseconds(500);
-        continue;
+      {
+        std::unique_lock lock(mutex_);
+        if (!placed) {
+          group->next_try = now + std::chrono::milliseconds(500);
+          continue;
+        }
+        group->members = std::move(candidate.members);
       }
-      group->members = std::move(candidate.members);
       if (auto failed = start_member(*group))
         spdlog::error("event=queue_replica_failed {}", *failed);
     }

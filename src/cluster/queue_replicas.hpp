@@ -84,14 +84,22 @@ class QueueReplicas {
     std::function<void(broker::QueueHome)> done;
     std::chrono::steady_clock::time_point deadline;
   };
-  const Group* group_of(std::string_view name) const;
+  // The group that keeps queue `name`; null when none does.
+  Group* group_of(std::string_view name) const;
   bool place(Group& group);  // false while it cannot be placed yet
   std::optional<std::string> start_member(Group& group);
+  // Before a member with a new log starts: refuses when this node's store
+  // holds messages of the group's queues, otherwise clears their old state.
+  std::optional<std::string> clear_leftovers(const Group& group);
   void follow_roles();
+  void forget_leader_key(const std::string& group);
   void read_leaders();
   void answer_waiters(bool all);
   void run();
   void post(std::uint32_t shard, std::function<void()> task) const;
+  // On the loop: proposes what waits in the group's batch as one entry.
+  void flush(Group& group);
+  void fail_batch(Group& group);
 
   broker::Broker& broker_;
   const std::string node_id_;

@@ -213,9 +213,11 @@ struct QueueReplication {
   // min_in_sync of them, committed it. (async is not built yet.)
   std::string mode = "sync";
   std::uint32_t min_in_sync = 1;
-  int line = 0;  // where it was declared, for errors found later
+  int line = 0;  // where it was declared, for errors found later (not compared)
 
-  bool operator==(const QueueReplication&) const = default;
+  bool operator==(const QueueReplication& other) const {
+    return factor == other.factor && mode == other.mode && min_in_sync == other.min_in_sync;
+  }
 };
 
 struct QueueConfig {

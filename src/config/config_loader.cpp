@@ -424,7 +424,9 @@ void read_replication(const YAML::Node& node, const std::string& path, QueueConf
          "sync (async replication is not built yet: a publish is acknowledged once a "
          "quorum has it)");
   }
-  if (r.factor > 1 && !queue.options.dead_letter.empty() && queue.options.dead_letter != "none") {
+  const std::string& dead_letter = queue.options.dead_letter;
+  if (r.factor > 1 && !dead_letter.empty() && dead_letter != "none" &&
+      dead_letter != queue.name + ".dlq") {
     fail("factor", "1 for a queue whose dead letters go to another queue ('" +
                        queue.options.dead_letter +
                        "'): a replicated queue keeps them in its own <name>.dlq, or none");
@@ -436,14 +438,46 @@ void read_replication(const YAML::Node& node, const std::string& path, QueueConf
 // Replicated queues need a cluster to replicate in, and a disk for the
 // Raft logs.
 void check_replication(const Config& config, std::string_view source) {
+  // Every write of a replicated queue's keys goes through its group: no
+  // other queue may move dead letters into it (the move would be two writes
+  // in two logs), nor be declared as its dead-letter queue.
+  std::set<std::string> replicated;
   for (std::size_t i = 0; i < config.queues.size(); ++i) {
-    const QueueReplication& r = config.queues[i].replication;
+    const QueueConfig& queue = config.queues[i];
+    const QueueReplication& r = queue.replication;
     if (r.factor <= 1) continue;
     const std::string at = std::string(source) + ":" + std::to_string(r.line) + ": key 'queues[" +
                            std::to_string(i) + "].replication.factor': ";
     if (!config.cluster.enabled) throw Failure{at + "1 without a cluster (cluster.enabled: false)"};
     if (config.storage.dir.empty() || config.storage.engine != "rocksdb")
       throw Failure{at + "1 without storage.dir (the replicas' Raft logs are kept there)"};
+    replicated.insert(queue.name);
+    replicated.insert(queue.name + ".dlq");
+  }
+  if (replicated.empty()) return;
+  const auto target_of = [](const std::string& name, const QueueOptions& options) {
+    return options.dead_letter.empty() ? name + ".dlq" : options.dead_letter;
+  };
+  for (std::size_t i = 0; i < config.queues.size(); ++i) {
+    const QueueConfig& queue = config.queues[i];
+    if (queue.replication.factor > 1) continue;
+    const std::string at = std::string(source) + ": key 'queues[" + std::to_string(i) + "]";
+    if (replicated.contains(queue.name)) {
+      throw Failure{at + ".name': '" + queue.name +
+                    "' is a replicated queue's dead-letter queue, which that queue declares"};
+    }
+    if (queue.options.dead_letter != "none" &&
+        replicated.contains(target_of(queue.name, queue.options))) {
+      throw Failure{at + ".dead_letter': '" + target_of(queue.name, queue.options) +
+                    "' is kept by a replicated queue's group: dead letters of another queue "
+                    "cannot move into it"};
+    }
+  }
+  const std::string& defaults = config.queue_defaults.dead_letter;
+  if (defaults != "none" && !defaults.empty() && replicated.contains(defaults)) {
+    throw Failure{std::string(source) + ": key 'queue_defaults.dead_letter': '" + defaults +
+                  "' is kept by a replicated queue's group: dead letters of other queues cannot "
+                  "move into it"};
   }
 }
 

@@ -58,9 +58,8 @@ void QueueService::note_replicated_queues() {
 
 void QueueService::write(broker::Shard& shard, store::WriteBatch&& batch,
                          std::function<void(bool)> then) {
+  if (replica_group_of_.empty()) return shard.write_then(std::move(batch), std::move(then));
   broker::QueuePlacement* placement = broker_.queue_placement();
-  if (replica_group_of_.empty() || placement == nullptr)
-    return shard.write_then(std::move(batch), std::move(then));
   std::map<std::string, store::WriteBatch> replicated;  // by group
   store::WriteBatch local;
   for (store::WriteBatch::Operation& operation : batch.take_operations()) {
@@ -74,6 +73,10 @@ void QueueService::write(broker::Shard& shard, store::WriteBatch&& batch,
     }
   }
   if (replicated.empty()) return shard.write_then(std::move(local), std::move(then));
+  if (placement == nullptr) {  // the cluster is not (or no longer) there: nowhere to commit
+    if (then) then(false);
+    return;
+  }
   // The session's own changes (a QoS 2 packet id) go to this node's journal
   // beside the queue's, which go to the group; the PUBACK waits for both.
   auto parts = std::make_shared<Parts>(
@@ -84,20 +87,28 @@ void QueueService::write(broker::Shard& shard, store::WriteBatch&& batch,
     placement->replicate(shard.index(), group, std::move(writes), part_done);
 }
 
-void QueueService::lead(std::string_view name) {
+bool QueueService::lead(std::string_view name) {
   std::lock_guard lock(mutex_);
   std::size_t messages = 0;
+  bool all_read = true;
   for (const auto& [queue_name, group] : replica_group_of_) {
     if (group != name) continue;
     bool ok = true;
-    Queue& fresh = read_back(queue_name, ok);
+    Queue& fresh = read_back(queue_name, /*from_store=*/true, ok);
     fresh.standby = !ok;  // not served from a store it could not read
+    all_read = all_read && ok;
     for (const Partition& log : fresh.partitions)
       messages += log.next - log.start;
     dispatch_soon(fresh);
   }
   link_dead_letters();
+  if (!all_read) {
+    for (const auto& [queue_name, group] : replica_group_of_)
+      if (group == name) find_queue(queue_name)->standby = true;
+    return false;
+  }
   spdlog::info("event=queue_replica_leading queue=\"{}\" messages={}", name, messages);
+  return true;
 }
 
 void QueueService::stand_by(std::string_view name) {
@@ -112,7 +123,7 @@ void QueueService::stand_by(std::string_view name) {
             if (consumer->online) consumers.push_back(consumer->session);
       }
       bool ok = true;
-      read_back(queue_name, ok).standby = true;
+      read_back(queue_name, /*from_store=*/false, ok).standby = true;
     }
     link_dead_letters();
   }
@@ -129,31 +140,60 @@ void QueueService::stand_by(std::string_view name) {
   }
 }
 
-Queue& QueueService::read_back(const std::string& name, bool& ok) {
+Queue& QueueService::read_back(const std::string& name, bool from_store, bool& ok) {
   Queue* old = find_queue(name);
-  config::QueueConfig config = old->config;
   const auto partitions = static_cast<std::uint32_t>(old->partitions.size());
   // What still points at the old one (a write in flight, a delivery not yet
-  // settled, a compaction) finds it deleted and goes no further.
+  // settled, a compaction, a dirty floor) finds it deleted and goes no
+  // further; what it held goes now, but for its consumers, which move.
   std::erase_if(leases_, [&](const auto& lease) { return lease.second.queue == old; });
   old->deleted = true;
-  const QueueCounters counters = old->counters;
-  const bool options_in_record = old->options_in_record;
   auto it = queues_.find(name);
-  deleted_.push_back(std::move(it->second));
+  std::unique_ptr<Queue> shell = std::move(it->second);
   queues_.erase(it);
-  Queue& fresh = declare(config, partitions);
-  fresh.counters = counters;
-  fresh.options_in_record = options_in_record;
-  const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  std::chrono::system_clock::now().time_since_epoch())
-                                  .count();
-  store::Status status = load(fresh);
-  if (status.ok && store_ != nullptr) status = load_message_ids(fresh, now_ms);
-  ok = status.ok;
-  if (!status.ok) {
-    spdlog::error("event=queue_read_back_failed queue=\"{}\" error=\"{}\"", name, status.message);
+  Queue& fresh = declare(old->config, partitions);
+  fresh.counters = old->counters;
+  fresh.options_in_record = old->options_in_record;
+  ok = true;
+  if (from_store) {
+    const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
+    store::Status status = load(fresh);
+    if (status.ok && store_ != nullptr) status = load_message_ids(fresh, now_ms);
+    if (!status.ok) {
+      ok = false;
+      spdlog::error("event=queue_read_back_failed queue=\"{}\" error=\"{}\"", name, status.message);
+    }
   }
+  // Consumers stay subscribed (a persistent session's subscription outlives
+  // a change of leader); what they had leased ends with the old state.
+  for (auto& [group_name, group] : old->groups) {
+    if (group->consumers.empty()) continue;
+    auto found = fresh.groups.find(group_name);
+    if (found == fresh.groups.end()) {
+      auto made = std::make_unique<Group>();
+      made->name = group_name;
+      made->ephemeral = group->ephemeral;
+      made->partitions.resize(partitions);
+      for (GroupPartition& state : made->partitions)
+        state.cursor = state.floor = state.written_floor = 0;
+      found = fresh.groups.emplace(group_name, std::move(made)).first;
+    }
+    for (auto& consumer : group->consumers) {
+      consumer->outstanding = 0;
+      found->second->consumers.push_back(std::move(consumer));
+    }
+  }
+  for (Partition& log : shell->partitions) {  // the bounds stay: a compaction may look
+    log.window.clear();
+    log.window_bytes = 0;
+    log.compaction_kept.clear();
+  }
+  shell->groups.clear();
+  shell->seen_ids.clear();
+  shell->seen_order.clear();
+  deleted_.push_back(std::move(shell));
   return fresh;
 }
 

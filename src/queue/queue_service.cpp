@@ -311,6 +311,11 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
                  "unknown queue '" + std::string(address->name) + "'"};
       return;
     }
+    if (queue->standby) {  // its group stopped being led here since the home was asked
+      outcome = {ReasonCode::kImplementationSpecificError,
+                 "queue '" + std::string(address->name) + "' is not served by this node now"};
+      return;
+    }
     if (queue->stream != address->stream) {
       outcome = {ReasonCode::kTopicNameInvalid, misused_kind(*queue)};
       return;
@@ -326,6 +331,12 @@ QueueService::Outcome QueueService::publish(broker::Shard& shard, broker::Target
       // original included), not stored again.
       ++queue->counters.duplicates;
       batch.append(std::move(with));
+      if (replica_group_of_.contains(queue->config.name)) {
+        // Through the group's log too, behind the original's entry: the
+        // duplicate is acknowledged once the original is committed.
+        batch.add(store::WriteBatch::Put{store::Space::kQueues, keys::queue(queue->config.name),
+                                         queue_record(queue->config, queue->options_in_record)});
+      }
       submit(work, std::move(batch), [acknowledge = std::move(acknowledge)](bool durable) {
         if (!acknowledge) return;
         if (durable) return acknowledge(ReasonCode::kSuccess, {});
@@ -1251,6 +1262,12 @@ mqtt::ReasonCode QueueService::subscribe(broker::Shard& shard, const ConsumerSpe
   run(&shard, [&](Work& work) {
     Queue* queue = find_or_create(work, address->name, address->stream);
     if (queue == nullptr || queue->stream != address->stream) return;
+    // A replicated queue not led here takes only the consumers read back at
+    // start (they are served if this node comes to lead it).
+    if (queue->standby && !spec.restored) {
+      granted = ReasonCode::kImplementationSpecificError;
+      return;
+    }
     if (start && !queue->stream) {  // a work queue has no offsets to start from
       granted = ReasonCode::kImplementationSpecificError;
       return;

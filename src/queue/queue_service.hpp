@@ -98,7 +98,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   void poll(broker::Shard& shard, Clock::time_point now) override;
   void sys_topics(std::vector<std::pair<std::string, std::string>>& out) const override;
   std::vector<Known> known_queues() const override;
-  void lead(std::string_view name) override;
+  bool lead(std::string_view name) override;
   void stand_by(std::string_view name) override;
 
   // ---- DeliveryListener: a consumer's PUBACK (or the delivery's end) ----
@@ -307,9 +307,10 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // Writes `batch`: a replicated queue's part to its group, the rest to the
   // journal; `then` once all of it is done.
   void write(broker::Shard& shard, store::WriteBatch&& batch, std::function<void(bool)> then);
-  // Replaces queue `name` (which exists) with what the store holds of it;
-  // `ok` false when the store could not be read.
-  Queue& read_back(const std::string& name, bool& ok);
+  // Replaces queue `name` (which exists) with a fresh one, read from the
+  // store when `from_store` (`ok` false when it could not be), its
+  // consumers moved over.
+  Queue& read_back(const std::string& name, bool from_store, bool& ok);
 
   // The entry at `offset`, or nullptr when there is none (a failed write,
   // or gone from the log). `failed`, if given, is set when the store could

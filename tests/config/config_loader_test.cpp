@@ -199,6 +199,25 @@ TEST(ConfigLoader, ReplicationIsReadAndChecked) {
                                   "replication: {factor: 2}}\n")
                 .find("with capture filters"),
             std::string::npos);
+  // Its own dead-letter queue may be named; no other queue's dead letters go into its group.
+  EXPECT_EQ(parse_ok(cluster + "queues:\n  - {name: jobs, dead_letter: jobs.dlq, "
+                               "replication: {factor: 3}}\n")
+                .queues[0]
+                .options.dead_letter,
+            "jobs.dlq");
+  EXPECT_NE(
+      parse_error(cluster + "queues:\n  - {name: jobs, replication: {factor: 3}}\n"
+                            "  - {name: other, dead_letter: jobs.dlq}\n")
+          .find("key 'queues[1].dead_letter': 'jobs.dlq' is kept by a replicated queue's group"),
+      std::string::npos);
+  EXPECT_NE(parse_error(cluster + "queues:\n  - {name: jobs, replication: {factor: 3}}\n"
+                                  "  - {name: jobs.dlq}\n")
+                .find("key 'queues[1].name': 'jobs.dlq' is a replicated queue's dead-letter queue"),
+            std::string::npos);
+  EXPECT_NE(parse_error(cluster + "queue_defaults: {dead_letter: jobs.dlq}\n"
+                                  "queues:\n  - {name: jobs, replication: {factor: 3}}\n")
+                .find("key 'queue_defaults.dead_letter': 'jobs.dlq' is kept by a replicated"),
+            std::string::npos);
   // Not through the admin API: a queue made there is not replicated.
   auto made = parse_queue(R"({"name": "jobs", "replication": {"factor": 3}})", {}, "body");
   ASSERT_TRUE(std::holds_alternative<ConfigError>(made));

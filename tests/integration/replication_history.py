@@ -14,17 +14,26 @@ import rawmqtt
 QUEUE = "jobs"
 
 
-def leader_of(cluster, alive):
-    """The node index every live node names as the queue's leader, or None."""
+def leader_of(cluster, alive, queue=QUEUE):
+    """The node every live node names as the queue's leader, once that node
+    serves it (it read the queue back); None until then."""
     seen = set()
     for i in alive:
         try:
-            seen.add(cluster.api(i, "cluster/status")["queue_homes"].get(QUEUE))
+            seen.add(cluster.api(i, "cluster/status")["queue_homes"].get(queue))
         except Exception:
             return None
     if len(seen) != 1 or None in seen:
         return None
-    return int(seen.pop().lstrip("n"))
+    leader = int(seen.pop().lstrip("n"))
+    if leader not in alive:
+        return None
+    try:
+        groups = cluster.api(leader, "cluster/status")["replicas"]
+    except Exception:
+        return None
+    serving = any(g["queue"] == queue and g["leading_here"] for g in groups)
+    return leader if serving else None
 
 
 class History:

@@ -21,6 +21,7 @@ from test_cluster_sessions import restart
 REPLICATED = """
 queues:
   - {name: jobs, partitions: 2, replication: {factor: 3, min_in_sync: 2}}
+  - {name: pairs, replication: {factor: 2}}
 """
 
 
@@ -50,14 +51,11 @@ def rcluster():
     stop_and_check(c)
 
 
-def leader_as_seen_by(cluster, node):
-    return cluster.api(node, "cluster/status")["queue_homes"].get("jobs")
-
-
 def agreed_leader(cluster, nodes):
-    """The leader every node of `nodes` names, or None while they differ."""
-    seen = {leader_as_seen_by(cluster, i) for i in nodes}
-    return seen.pop() if len(seen) == 1 and None not in seen else None
+    """The node id every node of `nodes` names as the leader, once it serves
+    the queue, or None."""
+    leader = leader_of(cluster, nodes)
+    return None if leader is None else f"n{leader}"
 
 
 def node_index(node_id):
@@ -79,18 +77,22 @@ def publish_acknowledged(port, payloads, client_id):
     return reasons
 
 
-def consume(port, count, client_id):
-    """`count` messages of the queue, acknowledged, as (subtopic, payload)."""
+def consume(port, expected, client_id):
+    """Consumes (and acknowledges) until every (subtopic, payload) of
+    `expected` came; returns those of them received, in order (messages of
+    earlier tests that come again are left out)."""
     consumer = rawmqtt.connected(port, client_id)
     consumer.send(rawmqtt.subscribe(1, [("$queue/jobs/#", 1)]))
     suback = consumer.receive_type(rawmqtt.SUBACK)
     assert suback.body[-1] == 1, suback
-    got = []
-    while len(got) < count:
+    wanted, got = set(expected), []
+    while not wanted <= set(got):
         packet = consumer.receive_type(rawmqtt.PUBLISH, timeout=30)
         topic, _, _, _, packet_id, _, payload = rawmqtt.parse_publish(packet)
         consumer.send(rawmqtt.ack("puback", packet_id))
-        got.append((topic.split("/", 2)[2], payload))
+        message = (topic.split("/", 2)[2], payload)
+        if message in wanted:
+            got.append(message)
     consumer.close()
     return got
 
@@ -104,8 +106,43 @@ def test_every_node_names_one_leader_and_publishes_anywhere_reach_it(rcluster):
     for i in (1, 2, 3):
         assert publish_acknowledged(rcluster.mqtt(i), [("warm", f"from {i}".encode())],
                                     unique("warm")) == [0]
-    got = consume(rcluster.mqtt(leader), 3, unique("warm-consumer"))
+    got = consume(rcluster.mqtt(leader), [("warm", f"from {i}".encode()) for i in (1, 2, 3)],
+                  unique("warm-consumer"))
     assert sorted(payload for _, payload in got) == [b"from 1", b"from 2", b"from 3"]
+
+
+def test_a_node_outside_a_group_forwards_to_its_leader(rcluster):
+    """`pairs` is kept by two of the three nodes: the third learns its
+    leader from etcd, forwards publishes there, and refuses its consumers
+    with a Reason String naming the leader."""
+    wait_until(lambda: leader_of(rcluster, (1, 2, 3), "pairs") is not None, timeout=60,
+               what="a leader of pairs")
+    leader = leader_of(rcluster, (1, 2, 3), "pairs")
+    group = next(g for g in rcluster.api(leader, "cluster/status")["replicas"]
+                 if g["queue"] == "pairs")
+    assert len(group["members"]) == 2 and f"n{leader}" in group["members"], group
+    outsider = next(i for i in (1, 2, 3) if f"n{i}" not in group["members"])
+    outside_view = next(g for g in rcluster.api(outsider, "cluster/status")["replicas"]
+                        if g["queue"] == "pairs")
+    assert not outside_view["member_here"] and outside_view["leader"] == f"n{leader}"
+
+    publisher = rawmqtt.connected(rcluster.mqtt(outsider), unique("outside-pub"))
+    publisher.send(rawmqtt.publish("$queue/pairs/x", b"from outside", qos=1, packet_id=1))
+    ack = publisher.receive_type(rawmqtt.PUBACK, timeout=30)
+    assert len(ack.body) == 2 or ack.body[2] == 0, ack
+    publisher.close()
+    refused = rawmqtt.connected(rcluster.mqtt(outsider), unique("outside-sub"))
+    refused.send(rawmqtt.subscribe(1, [("$queue/pairs/#", 1)]))
+    suback = refused.receive_type(rawmqtt.SUBACK)
+    assert suback.body[-1] == 0x83 and f"n{leader}".encode() in suback.body, suback
+    refused.close()
+    consumer = rawmqtt.connected(rcluster.mqtt(leader), unique("pairs-consumer"))
+    consumer.send(rawmqtt.subscribe(1, [("$queue/pairs/#", 1)]))
+    assert consumer.receive_type(rawmqtt.SUBACK).body[-1] == 1
+    packet = consumer.receive_type(rawmqtt.PUBLISH, timeout=30)
+    assert rawmqtt.parse_publish(packet)[6] == b"from outside"
+    consumer.send(rawmqtt.ack("puback", rawmqtt.parse_publish(packet)[4]))
+    consumer.close()
 
 
 def test_acknowledged_messages_outlive_the_leaders_kill_and_a_lost_quorum_refuses(rcluster):
@@ -116,7 +153,7 @@ def test_acknowledged_messages_outlive_the_leaders_kill_and_a_lost_quorum_refuse
                what="a leader")
     leader = node_index(agreed_leader(rcluster, (1, 2, 3)))
     others = [i for i in (1, 2, 3) if i != leader]
-    sent = [(f"k{n % 2}", f"m{n}".encode()) for n in range(100)]
+    sent = [(f"k{n % 2}", f"m{n}".encode()) for n in range(100)]  # two keys
     assert publish_acknowledged(rcluster.mqtt(others[0]), sent, unique("before")) == [0] * 100
 
     rcluster.kill(leader)
@@ -125,7 +162,7 @@ def test_acknowledged_messages_outlive_the_leaders_kill_and_a_lost_quorum_refuse
                what="a new leader")
     print(f"new leader named on both survivors {time.monotonic() - killed_at:.2f} s after kill")
     new_leader = node_index(agreed_leader(rcluster, others))
-    got = consume(rcluster.mqtt(new_leader), 100, unique("after"))
+    got = consume(rcluster.mqtt(new_leader), sent, unique("after"))
     assert sorted(got) == sorted(sent), "every acknowledged message, once"
     for key in ("k0", "k1"):
         assert [p for k, p in got if k == key] == [p for k, p in sent if k == key], key
@@ -134,10 +171,23 @@ def test_acknowledged_messages_outlive_the_leaders_kill_and_a_lost_quorum_refuse
     assert publish_acknowledged(rcluster.mqtt(follower), [("k0", b"two of three")],
                                 unique("quorum")) == [0]
 
+    # One of three: the group has no quorum (nor has etcd, whose members
+    # died with the nodes). The node refuses the publish, or, once it saw its
+    # etcd lease lost, the connection itself (0x88): never takes it unreplicated.
     rcluster.kill(follower)
-    reasons = publish_acknowledged(rcluster.mqtt(new_leader), [("k0", b"alone")],
-                                   unique("alone"))
-    assert reasons[0] in (0x80, 0x83), reasons
+    alone = rawmqtt.RawClient(rcluster.mqtt(new_leader))
+    alone.send(rawmqtt.connect(unique("alone")))
+    _, connected = rawmqtt.connack_reason(alone.receive())
+    if connected == 0:
+        alone.send(rawmqtt.publish("$queue/jobs/k0", b"alone", qos=1, packet_id=1))
+        try:
+            ack = alone.receive_type(rawmqtt.PUBACK, timeout=30)
+            assert len(ack.body) > 2 and ack.body[2] in (0x80, 0x83), ack
+        except ConnectionError:
+            pass  # closed when its lease was found lost (0x89), unacknowledged
+    else:
+        assert connected == 0x88, connected
+    alone.close()
 
 
 def test_leader_kills_under_load_lose_nothing_that_was_acknowledged():
@@ -165,8 +215,13 @@ def test_leader_kills_under_load_lose_nothing_that_was_acknowledged():
             before = acknowledged()
             wait_until(lambda: acknowledged() >= before + 20, timeout=60,
                        what="publishes acknowledged again")
-            leader = leader_of(cluster, alive())
-            assert leader is not None
+            found = {}
+
+            def serving_leader():
+                found["leader"] = leader_of(cluster, alive())
+                return found["leader"] is not None
+            wait_until(serving_leader, timeout=30, what="the serving leader")
+            leader = found["leader"]
             cluster.kill(leader)
             killed_at = time.monotonic()
             state["alive"] = tuple(i for i in alive() if i != leader)
