@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -27,6 +28,23 @@ const std::string kLeaders = "/sluice/leaders/";
 // Entries of one group proposed and not yet committed, at most: what comes
 // meanwhile waits and goes as one entry.
 constexpr unsigned kMostEntriesInFlight = 4;
+// An entry grows to this much, then another begins: a stream frame's
+// channel buffers (peer_raft_links.cpp) hold several.
+constexpr std::size_t kMostEntryBytes = 4u << 20;
+
+std::size_t bytes_of(const store::WriteBatch& writes) {
+  std::size_t bytes = 0;
+  for (const store::WriteBatch::Operation& operation : writes.operations()) {
+    if (const auto* put = std::get_if<store::WriteBatch::Put>(&operation)) {
+      bytes += put->key.size() + put->value.size() + 9;
+    } else if (const auto* erase = std::get_if<store::WriteBatch::Erase>(&operation)) {
+      bytes += erase->key.size() + 5;
+    } else if (const auto* range = std::get_if<store::WriteBatch::EraseRange>(&operation)) {
+      bytes += range->from.size() + range->to.size() + 9;
+    }
+  }
+  return bytes;
+}
 
 // The links tell groups apart by a number: the queue's name, hashed
 // (FNV-1a), never 0.
@@ -55,16 +73,24 @@ struct QueueReplicas::Group {
   config::QueueReplication replication;
   std::vector<std::string> members;  // empty until placed
   std::unique_ptr<QueueLogMachine> machine;
-  std::unique_ptr<raft::RaftMember> member;  // when this node is one of them
-  bool leading = false;                      // lead() was called; home here
-  std::uint64_t leading_term = 0;            // the term it leads in
-  std::string leader;                        // node id; empty: none known
+  std::unique_ptr<raft::RaftMember> member;               // when this node is one of them
+  bool leading = false;                                   // lead() was called; home here
+  std::uint64_t leading_term = 0;                         // the term it leads in
+  bool leader_key_written = false;                        // /sluice/leaders/<queue> names it
+  std::chrono::steady_clock::time_point lead_again_at{};  // after lead() failed
+  std::string leader;                                     // node id; empty: none known
   std::uint64_t leaderships = 0;
   std::chrono::steady_clock::time_point next_try{};
-  // Writes waiting to be proposed, with who waits for them (replicate).
+  // Writes waiting to be proposed, as entries to be, each with who waits
+  // for it and the term whose leader made the writes (replicate).
+  struct Batch {
+    store::WriteBatch writes;
+    std::vector<std::pair<std::uint32_t, std::function<void(bool)>>> waiting;
+    std::size_t bytes = 0;
+    std::uint64_t term = 0;
+  };
   std::mutex batch_mutex;
-  store::WriteBatch batch;
-  std::vector<std::pair<std::uint32_t, std::function<void(bool)>>> waiting;
+  std::deque<Batch> batches;
   bool flush_posted = false;
   unsigned in_flight = 0;
 };
@@ -185,10 +211,14 @@ void QueueReplicas::when_led(std::uint32_t shard, std::string_view name,
 void QueueReplicas::replicate(std::uint32_t shard, std::string_view name,
                               store::WriteBatch&& writes, std::function<void(bool)> done) {
   Group* group = nullptr;
+  std::uint64_t term = 0;
   {
     std::shared_lock lock(mutex_);
     Group* found = group_of(name);
-    if (found != nullptr && found->leading) group = found;
+    if (found != nullptr && found->leading) {
+      group = found;
+      term = found->leading_term;
+    }
   }
   if (group == nullptr) {
     if (done) post(shard, [done = std::move(done)] { done(false); });
@@ -196,40 +226,55 @@ void QueueReplicas::replicate(std::uint32_t shard, std::string_view name,
   }
   // Whatever comes while the group's earlier entries are on their way
   // becomes one entry (a group commit): a few entries in flight, each as
-  // large as the load makes it. Taken in the order the queue layer wrote
-  // (it calls under its lock), so the log keeps that order.
+  // large as the load makes it, up to kMostEntryBytes. Taken in the order
+  // the queue layer wrote (it calls under its lock), so the log keeps that
+  // order. Each entry is proposed only in the term its writes were made in:
+  // a leader that lost and won back its place never proposes what its old
+  // memory decided.
+  const std::size_t bytes = bytes_of(writes);
   bool flush_now = false;
   {
     std::lock_guard lock(group->batch_mutex);
-    group->batch.append(std::move(writes));
-    group->waiting.emplace_back(shard, std::move(done));
+    if (group->batches.empty() || group->batches.back().term != term ||
+        group->batches.back().bytes + bytes > kMostEntryBytes) {
+      group->batches.emplace_back();
+      group->batches.back().term = term;
+    }
+    Group::Batch& batch = group->batches.back();
+    batch.writes.append(std::move(writes));
+    batch.bytes += bytes;
+    batch.waiting.emplace_back(shard, std::move(done));
     if (!group->flush_posted && group->in_flight < kMostEntriesInFlight) {
       group->flush_posted = true;
       flush_now = true;
     }
   }
-  if (flush_now && !loop_->post([this, group] { flush(*group); })) fail_batch(*group);
+  if (flush_now && !loop_->post([this, group] { flush(*group); })) fail_batches(*group);
 }
 
 void QueueReplicas::flush(Group& group) {
   // On the loop's thread, where close() cannot run meanwhile: a member
   // taken here is not closed before its propose() has run.
-  store::WriteBatch writes;
-  std::vector<std::pair<std::uint32_t, std::function<void(bool)>>> waiting;
+  Group::Batch batch;
+  bool more = false;
   {
     std::lock_guard lock(group.batch_mutex);
     group.flush_posted = false;
-    if (group.waiting.empty()) return;
-    writes = std::exchange(group.batch, store::WriteBatch());
-    waiting.swap(group.waiting);
+    if (group.batches.empty()) return;
+    batch = std::move(group.batches.front());
+    group.batches.pop_front();
     ++group.in_flight;
+    // More waiting, and room for it: on the next turn.
+    more = !group.batches.empty() && group.in_flight < kMostEntriesInFlight;
+    if (more) group.flush_posted = true;
   }
+  if (more && !loop_->post([this, &group] { flush(group); })) fail_batches(group);
   raft::RaftMember* member = nullptr;
   {
     std::shared_lock lock(mutex_);
-    if (group.leading) member = group.member.get();
+    member = group.member.get();
   }
-  auto answer = [this, &group, waiting = std::move(waiting)](const raft::Proposed& proposed) {
+  auto answer = [this, &group, waiting = std::move(batch.waiting)](const raft::Proposed& proposed) {
     for (const auto& [shard, done] : waiting) {
       if (done) post(shard, [done = done, ok = proposed.committed] { done(ok); });
     }
@@ -237,12 +282,12 @@ void QueueReplicas::flush(Group& group) {
     {
       std::lock_guard lock(group.batch_mutex);
       --group.in_flight;
-      if (!group.waiting.empty() && !group.flush_posted) {
+      if (!group.batches.empty() && !group.flush_posted) {
         group.flush_posted = true;
         again = true;
       }
     }
-    if (again && !loop_->post([this, &group] { flush(group); })) fail_batch(group);
+    if (again && !loop_->post([this, &group] { flush(group); })) fail_batches(group);
   };
   if (member == nullptr) {
     raft::Proposed not_leader;
@@ -250,20 +295,20 @@ void QueueReplicas::flush(Group& group) {
     answer(not_leader);
     return;
   }
-  member->propose(encode_queue_writes(writes), std::move(answer));
+  member->propose(encode_queue_writes(batch.writes), std::move(answer), batch.term);
 }
 
-void QueueReplicas::fail_batch(Group& group) {
+void QueueReplicas::fail_batches(Group& group) {
   // The loop is stopping: nothing waiting will be proposed.
-  std::vector<std::pair<std::uint32_t, std::function<void(bool)>>> waiting;
+  std::deque<Group::Batch> failed;
   {
     std::lock_guard lock(group.batch_mutex);
-    group.batch = store::WriteBatch();
-    waiting.swap(group.waiting);
+    failed.swap(group.batches);
     group.flush_posted = false;
   }
-  for (auto& [shard, done] : waiting)
-    if (done) post(shard, [done = std::move(done)] { done(false); });
+  for (Group::Batch& batch : failed)
+    for (auto& [shard, done] : batch.waiting)
+      if (done) post(shard, [done = std::move(done)] { done(false); });
 }
 
 void QueueReplicas::post(std::uint32_t shard, std::function<void()> task) const {
@@ -384,6 +429,7 @@ void QueueReplicas::follow_roles() {
     std::uint64_t term;  // when leading: the term it began in
   };
   std::vector<Change> changes;
+  const auto now = std::chrono::steady_clock::now();
   {
     std::unique_lock lock(mutex_);
     for (auto& [name, group] : groups_) {
@@ -401,7 +447,7 @@ void QueueReplicas::follow_roles() {
         // Not served here from now on: publishes wait or go to the new leader.
         group->leading = false;
         changes.push_back({name, false, 0});
-      } else if (status.ready && !group->leading) {
+      } else if (status.ready && !group->leading && now >= group->lead_again_at) {
         changes.push_back({name, true, status.term});
       }
     }
@@ -413,38 +459,55 @@ void QueueReplicas::follow_roles() {
       forget_leader_key(change.group);
       continue;
     }
-    // Everything committed is in the store (the member is ready): the
-    // queue layer reads it back, then this node is the queue's home, if it
-    // still leads in the same term.
-    if (queues != nullptr && !queues->lead(change.group)) continue;  // tried again next turn
-    bool still = false;
+    // Everything committed is in the store (the member is ready). Writes
+    // are taken from now on (none of this queue's can come before lead()
+    // returns: it holds the queue layer's lock), then the queue layer reads
+    // it back and this node is its home.
     {
       std::unique_lock lock(mutex_);
       Group& group = *groups_.find(change.group)->second;
       const raft::RaftStatus status = group.member->status();
-      still = status.ready && status.term == change.term;
-      if (still) {
-        group.leading = true;
-        group.leading_term = change.term;
-        group.leader = node_id_;
-        ++group.leaderships;
-      }
+      if (!status.ready || status.term != change.term) continue;  // the next turn sees
+      group.leading = true;
+      group.leading_term = change.term;
+      group.leader = node_id_;
+      group.leader_key_written = false;
+      ++group.leaderships;
     }
-    if (!still) {  // lost it meanwhile: what lead() began is undone
-      if (queues != nullptr) queues->stand_by(change.group);
+    if (queues != nullptr && !queues->lead(change.group)) {
+      std::unique_lock lock(mutex_);  // its store could not be read: again in a second
+      Group& group = *groups_.find(change.group)->second;
+      group.leading = false;
+      group.lead_again_at = now + std::chrono::seconds(1);
       continue;
     }
     spdlog::info("event=queue_replica_leader queue=\"{}\" term={}", change.group, change.term);
-    // For nodes outside the group; under this node's lease (none yet: not
-    // written, they ask again).
-    const std::int64_t lease = membership_.lease();
-    if (lease == 0) continue;
-    if (const EtcdResult put = etcd_.put(
-            kLeaders + change.group, json{{"node", node_id_}, {"term", change.term}}.dump(), lease);
-        !put.ok) {
-      spdlog::warn("event=queue_leader_not_written queue=\"{}\" error=\"{}\"", change.group,
-                   put.error);
+  }
+  write_leader_keys();
+}
+
+void QueueReplicas::write_leader_keys() {
+  // For nodes outside the groups this node leads: under this node's lease,
+  // so that they forget it with the node; tried each turn until written.
+  const std::int64_t lease = membership_.lease();
+  if (lease == 0) return;
+  std::vector<std::pair<std::string, std::uint64_t>> unwritten;
+  {
+    std::shared_lock lock(mutex_);
+    for (const auto& [name, group] : groups_)
+      if (group->leading && !group->leader_key_written)
+        unwritten.emplace_back(name, group->leading_term);
+  }
+  for (const auto& [name, term] : unwritten) {
+    const EtcdResult put =
+        etcd_.put(kLeaders + name, json{{"node", node_id_}, {"term", term}}.dump(), lease);
+    if (!put.ok) {
+      spdlog::warn("event=queue_leader_not_written queue=\"{}\" error=\"{}\"", name, put.error);
+      continue;
     }
+    std::unique_lock lock(mutex_);
+    Group& group = *groups_.find(name)->second;
+    if (group.leading && group.leading_term == term) group.leader_key_written = true;
   }
 }
 

@@ -93,13 +93,14 @@ class QueueReplicas {
   std::optional<std::string> clear_leftovers(const Group& group);
   void follow_roles();
   void forget_leader_key(const std::string& group);
+  void write_leader_keys();
   void read_leaders();
   void answer_waiters(bool all);
   void run();
   void post(std::uint32_t shard, std::function<void()> task) const;
   // On the loop: proposes what waits in the group's batch as one entry.
   void flush(Group& group);
-  void fail_batch(Group& group);
+  void fail_batches(Group& group);
 
   broker::Broker& broker_;
   const std::string node_id_;

@@ -452,7 +452,7 @@ void check_replication(const Config& config, std::string_view source) {
     if (config.storage.dir.empty() || config.storage.engine != "rocksdb")
       throw Failure{at + "1 without storage.dir (the replicas' Raft logs are kept there)"};
     replicated.insert(queue.name);
-    replicated.insert(queue.name + ".dlq");
+    if (queue.options.dead_letter != "none") replicated.insert(queue.name + ".dlq");
   }
   if (replicated.empty()) return;
   const auto target_of = [](const std::string& name, const QueueOptions& options) {

@@ -78,6 +78,16 @@ QueueService::CatalogResult QueueService::create(Work& work, const config::Queue
             {},
             0};
   }
+  if (const std::string target =
+          config.options.dead_letter.empty() ? config.name + ".dlq" : config.options.dead_letter;
+      config.options.dead_letter != "none" && replica_group_of_.contains(target)) {
+    return {Kind::kInvalid,
+            "dead_letter: '" + target +
+                "' is kept by a replicated queue's group; another queue's dead letters cannot "
+                "move into it",
+            {},
+            0};
+  }
   Queue& queue = declare(config, 0);
   queue.options_in_record = true;
   link_dead_letters();
@@ -128,6 +138,14 @@ QueueService::CatalogResult QueueService::update(Work& work, std::string_view na
     refused = "cleanup: delete on a work queue (compaction is for streams)";
   } else if (next.dead_letter.empty() && queue->config.name.size() + 4 > 200) {
     refused = "dead_letter: '<name>.dlq' would be longer than 200 characters";
+  } else if (replica_group_of_.contains(queue->config.name)) {
+    refused = "replicated queues are changed in the configuration file";
+  } else if (next.dead_letter != "none" &&
+             replica_group_of_.contains(next.dead_letter.empty() ? queue->config.name + ".dlq"
+                                                                 : next.dead_letter)) {
+    refused =
+        "dead_letter: it is kept by a replicated queue's group; another queue's dead letters "
+        "cannot move into it";
   }
   if (!refused.empty()) {
     return {Kind::kInvalid, std::move(refused), {}, 0};

@@ -4,6 +4,7 @@
 // from its store as the group's log made it.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -176,8 +177,16 @@ Queue& QueueService::read_back(const std::string& name, bool from_store, bool& o
       made->name = group_name;
       made->ephemeral = group->ephemeral;
       made->partitions.resize(partitions);
-      for (GroupPartition& state : made->partitions)
-        state.cursor = state.floor = state.written_floor = 0;
+      // Where the log starts now; a stream's reader without a group reads
+      // on from where it was.
+      for (std::uint32_t p = 0; p < partitions; ++p) {
+        GroupPartition& state = made->partitions[p];
+        const Partition& log = fresh.partitions[p];
+        const std::uint64_t was =
+            p < group->partitions.size() ? group->partitions[p].cursor : log.start;
+        state.floor = state.written_floor = state.cursor =
+            group->ephemeral ? std::clamp(was, log.start, log.next) : log.start;
+      }
       found = fresh.groups.emplace(group_name, std::move(made)).first;
     }
     for (auto& consumer : group->consumers) {

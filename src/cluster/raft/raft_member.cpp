@@ -265,10 +265,15 @@ struct RaftMember::Core {
   }
 
   // ---- propose ----
-  void propose(std::string entry, std::function<void(const Proposed&)> done) {
+  void propose(std::string entry, std::uint64_t term, std::function<void(const Proposed&)> done) {
     Proposed failed;
     if (!running || closing) {
       failed.error = "the member is not running";
+      return done(failed);
+    }
+    if (term != 0 && (raft_state(&raft) != RAFT_LEADER || raft.current_term != term)) {
+      failed.not_leader = true;
+      failed.error = "not the leader in term " + std::to_string(term);
       return done(failed);
     }
     raft_buffer buffer = padded_entry(entry);
@@ -359,10 +364,11 @@ std::string RaftMember::start() {
   return error;
 }
 
-void RaftMember::propose(std::string entry, std::function<void(const Proposed&)> done) {
+void RaftMember::propose(std::string entry, std::function<void(const Proposed&)> done,
+                         std::uint64_t term) {
   Core& core = *core_;
-  auto task = [&core, entry = std::move(entry), done]() mutable {
-    core.propose(std::move(entry), std::move(done));
+  auto task = [&core, entry = std::move(entry), term, done]() mutable {
+    core.propose(std::move(entry), term, std::move(done));
   };
   if (loop_.on_loop_thread()) return task();
   if (!loop_.post(std::move(task))) {

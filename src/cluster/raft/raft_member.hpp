@@ -91,8 +91,11 @@ class RaftMember {
   // Appends `entry` to the group's log through this member, which must be
   // the leader; `done` once it is committed and applied here, or failed.
   // A failure after the entry was sent does not mean it was not committed:
-  // whoever reads the log must take an entry twice calmly.
-  void propose(std::string entry, std::function<void(const Proposed&)> done);
+  // whoever reads the log must take an entry twice calmly. With `term`, only
+  // while this member leads in that term (what the entry says was decided
+  // by the leader of that term; not_leader otherwise).
+  void propose(std::string entry, std::function<void(const Proposed&)> done,
+               std::uint64_t term = 0);
 
   // As of the loop's last turn.
   RaftStatus status() const;
