@@ -4,6 +4,8 @@
 // (docs/cluster.md). Shard::route makes one when it forwards such a message
 // and makes itself the forwarded deliveries' listener; the cluster settles
 // each delivery on the publisher's shard thread once its node answered.
+// QueueService::write joins the parts of a write split between this node's
+// journal and a replicated queue's group with it too (answer per part).
 #pragma once
 
 #include <cstdint>

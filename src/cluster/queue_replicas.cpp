@@ -14,6 +14,7 @@
 #include "cluster/raft/raft_member.hpp"
 #include "cluster/replica_log.hpp"
 #include "queue/log_codec.hpp"
+#include "queue/stable_hash.hpp"
 #include "store/store.hpp"
 
 namespace sluice::cluster {
@@ -46,15 +47,28 @@ std::size_t bytes_of(const store::WriteBatch& writes) {
   return bytes;
 }
 
-// The links tell groups apart by a number: the queue's name, hashed
-// (FNV-1a), never 0.
+// The links tell groups apart by a number: the queue's name, hashed, never 0.
 std::uint64_t group_number(std::string_view name) {
-  std::uint64_t hash = 14695981039346656037ull;
-  for (const char c : name) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 1099511628211ull;
-  }
+  const std::uint64_t hash = queue::stable_hash(name);
   return hash == 0 ? 1 : hash;
+}
+
+// A /sluice/replicas/ value's members; nullopt when it is not one.
+std::optional<std::vector<std::string>> members_in(const std::string& value) {
+  try {
+    return json::parse(value).at("members").get<std::vector<std::string>>();
+  } catch (const json::exception&) {
+    return std::nullopt;
+  }
+}
+
+// A /sluice/leaders/ value's node; empty when it is not one.
+std::string leader_in(const std::string& value) {
+  try {
+    return json::parse(value).at("node").get<std::string>();
+  } catch (const json::exception&) {
+    return {};
+  }
 }
 
 std::optional<std::string> read_key(EtcdClient& etcd, const std::string& key) {
@@ -109,7 +123,9 @@ QueueReplicas::QueueReplicas(broker::Broker& broker, const config::Config& confi
     auto group = std::make_unique<Group>();
     group->name = queue.name;
     group->queues.push_back(queue.name);
-    if (queue.options.dead_letter != "none") group->queues.push_back(queue.name + ".dlq");
+    if (std::string dead_letter = config::dead_letter_name(queue.name, queue.options);
+        !dead_letter.empty())
+      group->queues.push_back(std::move(dead_letter));
     group->replication = queue.replication;
     for (const std::string& name : group->queues)
       group_of_[name] = queue.name;
@@ -133,11 +149,9 @@ std::optional<std::string> QueueReplicas::start() {
     for (const KeyValue& kv : placed.kvs) {
       const auto it = groups_.find(std::string_view(kv.key).substr(kReplicas.size()));
       if (it == groups_.end()) continue;
-      try {
-        it->second->members = json::parse(kv.value).at("members").get<std::vector<std::string>>();
-      } catch (const json::exception& e) {
-        return "the replicas of queue '" + it->first + "' in etcd are unreadable: " + e.what();
-      }
+      auto members = members_in(kv.value);
+      if (!members) return "the replicas of queue '" + it->first + "' in etcd are unreadable";
+      it->second->members = std::move(*members);
     }
   }
   for (auto& [name, group] : groups_) {
@@ -183,13 +197,17 @@ QueueReplicas::Group* QueueReplicas::group_of(std::string_view name) const {
 broker::QueueHome QueueReplicas::home_of(std::string_view name) const {
   std::shared_lock lock(mutex_);
   const Group* group = group_of(name);
-  if (group == nullptr || group->leader.empty()) return {Kind::kUnclaimed, {}};
-  if (group->leader == node_id_) {
+  return group == nullptr ? broker::QueueHome{Kind::kUnclaimed, {}} : home_locked(*group);
+}
+
+broker::QueueHome QueueReplicas::home_locked(const Group& group) const {
+  if (group.leader.empty()) return {Kind::kUnclaimed, {}};
+  if (group.leader == node_id_) {
     // Led here, but served only once the queue layer read it back.
-    return group->leading ? broker::QueueHome{Kind::kHere, {}}
-                          : broker::QueueHome{Kind::kUnclaimed, {}};
+    return group.leading ? broker::QueueHome{Kind::kHere, {}}
+                         : broker::QueueHome{Kind::kUnclaimed, {}};
   }
-  return {Kind::kElsewhere, group->leader};
+  return {Kind::kElsewhere, group.leader};
 }
 
 void QueueReplicas::when_led(std::uint32_t shard, std::string_view name,
@@ -380,46 +398,30 @@ std::optional<std::string> QueueReplicas::clear_leftovers(const Group& group) {
   return std::nullopt;
 }
 
-bool QueueReplicas::place(Group& group) {
+std::optional<std::vector<std::string>> QueueReplicas::place(const Group& group) {
+  const std::string key = kReplicas + group.name;
   std::vector<std::string> nodes = membership_.up_nodes();
   nodes.push_back(node_id_);
   std::sort(nodes.begin(), nodes.end());
   nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
-  const std::string key = kReplicas + group.name;
-  if (nodes.size() < group.replication.factor) {
-    // Perhaps another node placed it already.
-    if (auto value = read_key(etcd_, key)) {
-      try {
-        group.members = json::parse(*value).at("members").get<std::vector<std::string>>();
-        return true;
-      } catch (const json::exception&) {
-      }
+  if (nodes.size() >= group.replication.factor) {
+    // Round robin over the nodes in order, from where the name falls.
+    const std::size_t first = group_number(group.name) % nodes.size();
+    std::vector<std::string> members;
+    for (std::size_t i = 0; i < group.replication.factor; ++i)
+      members.push_back(nodes[(first + i) % nodes.size()]);
+    bool won = false;
+    if (!etcd_.create_all({{key, json{{"members", members}}.dump()}}, won, nullptr).ok)
+      return std::nullopt;
+    if (won) {
+      spdlog::info("event=queue_replicas_placed queue=\"{}\" members={}", group.name,
+                   fmt::join(members, ","));
+      return members;
     }
-    return false;
   }
-  // Round robin over the nodes in order, from where the name falls.
-  const std::size_t first = group_number(group.name) % nodes.size();
-  std::vector<std::string> members;
-  for (std::size_t i = 0; i < group.replication.factor; ++i)
-    members.push_back(nodes[(first + i) % nodes.size()]);
-  bool won = false;
-  const EtcdResult created =
-      etcd_.create_all({{key, json{{"members", members}}.dump()}}, won, nullptr);
-  if (!created.ok) return false;
-  if (won) {
-    group.members = std::move(members);
-    spdlog::info("event=queue_replicas_placed queue=\"{}\" members={}", group.name,
-                 fmt::join(group.members, ","));
-    return true;
-  }
+  // Too few nodes up, or another node was first: what etcd has, if anything.
   const auto value = read_key(etcd_, key);
-  if (!value) return false;
-  try {
-    group.members = json::parse(*value).at("members").get<std::vector<std::string>>();
-  } catch (const json::exception&) {
-    return false;
-  }
-  return true;
+  return value ? members_in(*value) : std::nullopt;
 }
 
 void QueueReplicas::follow_roles() {
@@ -515,10 +517,7 @@ void QueueReplicas::forget_leader_key(const std::string& group) {
   // Only if it still names this node: a new leader may have written it.
   std::optional<KeyValue> current;
   if (!etcd_.get_local(kLeaders + group, current).ok || !current) return;
-  try {
-    if (json::parse(current->value).at("node").get<std::string>() != node_id_) return;
-  } catch (const json::exception&) {
-  }
+  if (leader_in(current->value) != node_id_) return;
   bool won = false;
   etcd_.compare_and_erase(kLeaders + group, current->mod_revision, won);
 }
@@ -532,13 +531,8 @@ void QueueReplicas::read_leaders() {
       if (!group->member && !group->members.empty()) outside.push_back(name);
   }
   for (const std::string& name : outside) {
-    std::string leader;
-    if (auto value = read_key(etcd_, kLeaders + name)) {
-      try {
-        leader = json::parse(*value).at("node").get<std::string>();
-      } catch (const json::exception&) {
-      }
-    }
+    const auto value = read_key(etcd_, kLeaders + name);
+    std::string leader = value ? leader_in(*value) : std::string();
     std::unique_lock lock(mutex_);
     groups_.find(name)->second->leader = leader;
   }
@@ -550,13 +544,7 @@ void QueueReplicas::answer_waiters(bool all) {
     std::unique_lock lock(mutex_);
     const auto now = std::chrono::steady_clock::now();
     for (auto it = waiters_.begin(); it != waiters_.end();) {
-      const Group& group = *groups_.find(it->group)->second;
-      broker::QueueHome home{Kind::kUnclaimed, {}};
-      if (!group.leader.empty()) {
-        home = group.leader == node_id_
-                   ? (group.leading ? broker::QueueHome{Kind::kHere, {}} : home)
-                   : broker::QueueHome{Kind::kElsewhere, group.leader};
-      }
+      const broker::QueueHome home = home_locked(*groups_.find(it->group)->second);
       if (home.kind != Kind::kUnclaimed || all || now >= it->deadline) {
         ready.emplace_back(std::move(*it), home);
         it = waiters_.erase(it);
@@ -585,17 +573,14 @@ void QueueReplicas::run() {
         if (group->members.empty() && now >= group->next_try) unplaced.push_back(group.get());
     }
     for (Group* group : unplaced) {
-      Group candidate;
-      candidate.name = group->name;
-      candidate.replication = group->replication;
-      const bool placed = place(candidate);
+      auto members = place(*group);
       {
         std::unique_lock lock(mutex_);
-        if (!placed) {
+        if (!members) {
           group->next_try = now + std::chrono::milliseconds(500);
           continue;
         }
-        group->members = std::move(candidate.members);
+        group->members = std::move(*members);
       }
       if (auto failed = start_member(*group))
         spdlog::error("event=queue_replica_failed {}", *failed);

@@ -86,7 +86,10 @@ class QueueReplicas {
   };
   // The group that keeps queue `name`; null when none does.
   Group* group_of(std::string_view name) const;
-  bool place(Group& group);  // false while it cannot be placed yet
+  // The group's members: placed now, or as another node placed them;
+  // nullopt while it cannot be placed yet. Reads group fields set once.
+  std::optional<std::vector<std::string>> place(const Group& group);
+  broker::QueueHome home_locked(const Group& group) const;  // under mutex_
   std::optional<std::string> start_member(Group& group);
   // Before a member with a new log starts: refuses when this node's store
   // holds messages of the group's queues, otherwise clears their old state.

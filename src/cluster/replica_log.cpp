@@ -28,15 +28,19 @@ bool take_bytes(std::string_view& in, std::string& out) {
   return true;
 }
 
+void put_entry(std::string& out, std::string_view key, std::string_view value) {
+  out.push_back(kPut);
+  put_bytes(out, key);
+  put_bytes(out, value);
+}
+
 }  // namespace
 
 std::string encode_queue_writes(const store::WriteBatch& writes) {
   std::string out;
   for (const store::WriteBatch::Operation& operation : writes.operations()) {
     if (const auto* put = std::get_if<store::WriteBatch::Put>(&operation)) {
-      out.push_back(kPut);
-      put_bytes(out, put->key);
-      put_bytes(out, put->value);
+      put_entry(out, put->key, put->value);
     } else if (const auto* erase = std::get_if<store::WriteBatch::Erase>(&operation)) {
       out.push_back(kErase);
       put_bytes(out, erase->key);
@@ -98,14 +102,14 @@ void QueueLogMachine::apply(std::uint64_t index, std::string_view entry) {
 }
 
 std::string QueueLogMachine::snapshot() {
-  store::WriteBatch everything;
+  // Every key as a put, written straight into an entry's encoding.
+  std::string everything;
   for (const std::string& name : queues_) {
     for (const std::string& prefix : queue::keys::every_prefix(name)) {
       const store::Status status =
           store_.scan(store::Space::kQueues, prefix, queue::keys::prefix_end(prefix),
                       [&](std::string_view key, std::string_view value) {
-                        everything.add(store::WriteBatch::Put{
-                            store::Space::kQueues, std::string(key), std::string(value)});
+                        put_entry(everything, key, value);
                         return true;
                       });
       if (!status.ok) {
@@ -115,7 +119,7 @@ std::string QueueLogMachine::snapshot() {
       }
     }
   }
-  return encode_queue_writes(everything);
+  return everything;
 }
 
 void QueueLogMachine::restore(std::string_view snapshot) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sluice::config {
@@ -202,6 +203,13 @@ struct QueueOptions {
 
   bool operator==(const QueueOptions&) const = default;
 };
+
+// The queue that takes queue `name`'s dead letters: its dead_letter, or
+// <name>.dlq when that is empty; empty for none.
+inline std::string dead_letter_name(std::string_view name, const QueueOptions& options) {
+  if (options.dead_letter == "none") return {};
+  return options.dead_letter.empty() ? std::string(name) + ".dlq" : options.dead_letter;
+}
 
 enum class QueueKind { kQueue, kStream };
 

@@ -424,9 +424,8 @@ void read_replication(const YAML::Node& node, const std::string& path, QueueConf
          "sync (async replication is not built yet: a publish is acknowledged once a "
          "quorum has it)");
   }
-  const std::string& dead_letter = queue.options.dead_letter;
-  if (r.factor > 1 && !dead_letter.empty() && dead_letter != "none" &&
-      dead_letter != queue.name + ".dlq") {
+  const std::string dead_letter = dead_letter_name(queue.name, queue.options);
+  if (r.factor > 1 && !dead_letter.empty() && dead_letter != queue.name + ".dlq") {
     fail("factor", "1 for a queue whose dead letters go to another queue ('" +
                        queue.options.dead_letter +
                        "'): a replicated queue keeps them in its own <name>.dlq, or none");
@@ -452,12 +451,11 @@ void check_replication(const Config& config, std::string_view source) {
     if (config.storage.dir.empty() || config.storage.engine != "rocksdb")
       throw Failure{at + "1 without storage.dir (the replicas' Raft logs are kept there)"};
     replicated.insert(queue.name);
-    if (queue.options.dead_letter != "none") replicated.insert(queue.name + ".dlq");
+    if (const std::string dead_letter = dead_letter_name(queue.name, queue.options);
+        !dead_letter.empty())
+      replicated.insert(dead_letter);
   }
   if (replicated.empty()) return;
-  const auto target_of = [](const std::string& name, const QueueOptions& options) {
-    return options.dead_letter.empty() ? name + ".dlq" : options.dead_letter;
-  };
   for (std::size_t i = 0; i < config.queues.size(); ++i) {
     const QueueConfig& queue = config.queues[i];
     if (queue.replication.factor > 1) continue;
@@ -466,9 +464,9 @@ void check_replication(const Config& config, std::string_view source) {
       throw Failure{at + ".name': '" + queue.name +
                     "' is a replicated queue's dead-letter queue, which that queue declares"};
     }
-    if (queue.options.dead_letter != "none" &&
-        replicated.contains(target_of(queue.name, queue.options))) {
-      throw Failure{at + ".dead_letter': '" + target_of(queue.name, queue.options) +
+    if (const std::string dead_letter = dead_letter_name(queue.name, queue.options);
+        replicated.contains(dead_letter)) {
+      throw Failure{at + ".dead_letter': '" + dead_letter +
                     "' is kept by a replicated queue's group: dead letters of another queue "
                     "cannot move into it"};
     }

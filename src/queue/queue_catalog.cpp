@@ -78,9 +78,8 @@ QueueService::CatalogResult QueueService::create(Work& work, const config::Queue
             {},
             0};
   }
-  if (const std::string target =
-          config.options.dead_letter.empty() ? config.name + ".dlq" : config.options.dead_letter;
-      config.options.dead_letter != "none" && replica_group_of_.contains(target)) {
+  if (const std::string target = config::dead_letter_name(config.name, config.options);
+      replica_group_of_.contains(target)) {
     return {Kind::kInvalid,
             "dead_letter: '" + target +
                 "' is kept by a replicated queue's group; another queue's dead letters cannot "
@@ -140,9 +139,7 @@ QueueService::CatalogResult QueueService::update(Work& work, std::string_view na
     refused = "dead_letter: '<name>.dlq' would be longer than 200 characters";
   } else if (replica_group_of_.contains(queue->config.name)) {
     refused = "replicated queues are changed in the configuration file";
-  } else if (next.dead_letter != "none" &&
-             replica_group_of_.contains(next.dead_letter.empty() ? queue->config.name + ".dlq"
-                                                                 : next.dead_letter)) {
+  } else if (replica_group_of_.contains(config::dead_letter_name(queue->config.name, next))) {
     refused =
         "dead_letter: it is kept by a replicated queue's group; another queue's dead letters "
         "cannot move into it";

@@ -158,8 +158,9 @@ std::vector<std::string> QueueService::claimed_with(std::string_view name) {
     return names;
   }
   // Made now by auto-creation, with queue_defaults.
-  const std::string& target = broker_.config().queue_defaults.dead_letter;
-  if (target != "none") names.push_back(target.empty() ? std::string(name) + ".dlq" : target);
+  if (std::string dead_letter = config::dead_letter_name(name, broker_.config().queue_defaults);
+      !dead_letter.empty())
+    names.push_back(std::move(dead_letter));
   if (names.size() == 2 && names[1] == names[0]) names.pop_back();
   return names;
 }

@@ -11,6 +11,7 @@
 
 #include "broker/client_protocol.hpp"
 #include "broker/queue_placement.hpp"
+#include "broker/remote_acks.hpp"
 #include "broker/session.hpp"
 #include "broker/shard.hpp"
 #include "queue/queue_service.hpp"
@@ -30,17 +31,6 @@ const std::string* queue_space_key(const store::WriteBatch::Operation& operation
   return nullptr;
 }
 
-// `then` once every part of a write is done, told whether all succeeded.
-struct Parts {
-  std::size_t left;
-  bool ok = true;
-  std::function<void(bool)> then;
-  void done(bool part_ok) {
-    ok = ok && part_ok;
-    if (--left == 0 && then) then(ok);
-  }
-};
-
 }  // namespace
 
 void QueueService::note_replicated_queues() {
@@ -49,8 +39,9 @@ void QueueService::note_replicated_queues() {
     replica_group_of_[declared.name] = declared.name;
     // Its dead letters are its own <name>.dlq (the configuration allows no
     // other), kept by the same group.
-    if (declared.options.dead_letter != "none")
-      replica_group_of_[declared.name + ".dlq"] = declared.name;
+    if (std::string dead_letter = config::dead_letter_name(declared.name, declared.options);
+        !dead_letter.empty())
+      replica_group_of_[std::move(dead_letter)] = declared.name;
   }
   for (const auto& [name, group] : replica_group_of_) {
     if (Queue* queue = find_queue(name)) queue->standby = true;  // until its group is led here
@@ -59,57 +50,70 @@ void QueueService::note_replicated_queues() {
 
 void QueueService::write(broker::Shard& shard, store::WriteBatch&& batch,
                          std::function<void(bool)> then) {
-  if (replica_group_of_.empty()) return shard.write_then(std::move(batch), std::move(then));
-  broker::QueuePlacement* placement = broker_.queue_placement();
-  std::map<std::string, store::WriteBatch> replicated;  // by group
-  store::WriteBatch local;
-  for (store::WriteBatch::Operation& operation : batch.take_operations()) {
+  // The group that keeps what an operation writes; null for anything else.
+  const auto group_of =
+      [this](const store::WriteBatch::Operation& operation) -> const std::string* {
     const std::string* key = queue_space_key(operation);
-    const auto group = key != nullptr ? replica_group_of_.find(std::string(keys::queue_of(*key)))
-                                      : replica_group_of_.end();
-    if (group == replica_group_of_.end()) {
-      local.add(std::move(operation));
-    } else {
-      replicated[group->second].add(std::move(operation));
-    }
+    if (key == nullptr) return nullptr;
+    const auto found = replica_group_of_.find(keys::queue_of(*key));
+    return found == replica_group_of_.end() ? nullptr : &found->second;
+  };
+  // Most writes touch no replicated queue: they go to the journal whole.
+  const auto& operations = batch.operations();
+  if (replica_group_of_.empty() ||
+      std::none_of(operations.begin(), operations.end(),
+                   [&](const auto& operation) { return group_of(operation) != nullptr; })) {
+    return shard.write_then(std::move(batch), std::move(then));
   }
-  if (replicated.empty()) return shard.write_then(std::move(local), std::move(then));
+  broker::QueuePlacement* placement = broker_.queue_placement();
   if (placement == nullptr) {  // the cluster is not (or no longer) there: nowhere to commit
     if (then) then(false);
     return;
   }
+  std::map<std::string, store::WriteBatch, std::less<>> replicated;  // by group
+  store::WriteBatch local;
+  for (store::WriteBatch::Operation& operation : batch.take_operations()) {
+    if (const std::string* group = group_of(operation)) {
+      replicated[*group].add(std::move(operation));
+    } else {
+      local.add(std::move(operation));
+    }
+  }
   // The session's own changes (a QoS 2 packet id) go to this node's journal
-  // beside the queue's, which go to the group; the PUBACK waits for both.
-  auto parts = std::make_shared<Parts>(
-      Parts{replicated.size() + (local.empty() ? 0 : 1), true, std::move(then)});
-  const auto part_done = [parts](bool ok) { parts->done(ok); };
+  // beside the queue's, which go to the group; the PUBACK waits for both
+  // (RemoteAcks joins them, as it joins forwards to other nodes).
+  auto parts = std::make_shared<broker::RemoteAcks>();
+  for (std::size_t part = 0; part < replicated.size() + (local.empty() ? 0 : 1); ++part)
+    parts->expect();
+  const auto part_done = [parts](bool ok) { parts->answer(ok); };
   if (!local.empty()) shard.write_then(std::move(local), part_done);
   for (auto& [group, writes] : replicated)
     placement->replicate(shard.index(), group, std::move(writes), part_done);
+  parts->when_done(then ? std::move(then) : std::function<void(bool)>([](bool) {}));
 }
 
 bool QueueService::lead(std::string_view name) {
   std::lock_guard lock(mutex_);
-  std::size_t messages = 0;
+  std::vector<Queue*> read;
   bool all_read = true;
   for (const auto& [queue_name, group] : replica_group_of_) {
     if (group != name) continue;
     bool ok = true;
-    Queue& fresh = read_back(queue_name, /*from_store=*/true, ok);
-    fresh.standby = !ok;  // not served from a store it could not read
+    read.push_back(&read_back(queue_name, /*from_store=*/true, ok));
     all_read = all_read && ok;
-    for (const Partition& log : fresh.partitions)
-      messages += log.next - log.start;
-    dispatch_soon(fresh);
   }
   link_dead_letters();
-  if (!all_read) {
-    for (const auto& [queue_name, group] : replica_group_of_)
-      if (group == name) find_queue(queue_name)->standby = true;
-    return false;
+  // Served only if all of the group's queues could be read.
+  std::size_t messages = 0;
+  for (Queue* queue : read) {
+    queue->standby = !all_read;
+    for (const Partition& log : queue->partitions)
+      messages += log.next - log.start;
+    if (all_read) dispatch_soon(*queue);
   }
-  spdlog::info("event=queue_replica_leading queue=\"{}\" messages={}", name, messages);
-  return true;
+  if (all_read)
+    spdlog::info("event=queue_replica_leading queue=\"{}\" messages={}", name, messages);
+  return all_read;
 }
 
 void QueueService::stand_by(std::string_view name) {

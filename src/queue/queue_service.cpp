@@ -16,6 +16,7 @@
 #include "mqtt/topic.hpp"
 #include "queue/address.hpp"
 #include "queue/properties.hpp"
+#include "queue/stable_hash.hpp"
 
 namespace sluice::queue {
 namespace {
@@ -35,16 +36,6 @@ std::int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// FNV-1a: the same key lands on the same partition in every run.
-std::uint64_t stable_hash(std::string_view text) {
-  std::uint64_t hash = 14695981039346656037ull;
-  for (const char c : text) {
-    hash ^= static_cast<std::uint8_t>(c);
-    hash *= 1099511628211ull;
-  }
-  return hash;
 }
 
 std::string message_id(std::uint32_t partition, std::uint64_t offset) {
@@ -155,11 +146,9 @@ Queue& QueueService::declare(const config::QueueConfig& config, std::uint32_t st
 void QueueService::link_dead_letters() {
   std::vector<std::string> missing;
   for (auto& [name, queue] : queues_) {
-    const std::string& target = queue->config.options.dead_letter;
-    if (target == "none") continue;
-    const std::string dead_letter_name = target.empty() ? name + ".dlq" : target;
-    if (dead_letter_name == name) continue;  // a queue is not its own dead-letter queue
-    if (find_queue(dead_letter_name) == nullptr) missing.push_back(dead_letter_name);
+    const std::string dead_letter = config::dead_letter_name(name, queue->config.options);
+    if (dead_letter.empty() || dead_letter == name) continue;  // not its own dead-letter queue
+    if (find_queue(dead_letter) == nullptr) missing.push_back(dead_letter);
   }
   for (const std::string& name : missing) {
     if (find_queue(name) != nullptr) continue;
@@ -171,10 +160,9 @@ void QueueService::link_dead_letters() {
     declare(declared, 0);
   }
   for (auto& [name, queue] : queues_) {
-    const std::string& target = queue->config.options.dead_letter;
-    const std::string dead_letter_name = target.empty() ? name + ".dlq" : target;
+    const std::string dead_letter = config::dead_letter_name(name, queue->config.options);
     queue->dead_letter =
-        target == "none" || dead_letter_name == name ? nullptr : find_queue(dead_letter_name);
+        dead_letter.empty() || dead_letter == name ? nullptr : find_queue(dead_letter);
   }
 }
 

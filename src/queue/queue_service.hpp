@@ -429,7 +429,7 @@ class QueueService final : public broker::QueueGateway, public broker::DeliveryL
   // Deleted queues (Queue::deleted), kept for what may still point at them.
   std::vector<std::unique_ptr<Queue>> deleted_;
   // Replicated queues, by name, and their groups: fixed once recover() ran.
-  std::unordered_map<std::string, std::string> replica_group_of_;
+  std::map<std::string, std::string, std::less<>> replica_group_of_;
   std::unordered_map<const broker::Message*, LeaseRef> leases_;
   std::uint64_t next_consumer_id_ = 1;
   std::size_t anonymous_readers_ = 0;  // ephemeral groups over every stream
