@@ -915,6 +915,12 @@ struct AdminApi::Impl {
       queue_homes[queue] = home;
     json replicas = json::array();
     for (const broker::ReplicaGroupView& group : view.replicas) {
+      json followers = json::array();
+      for (const broker::ReplicaGroupView::Follower& follower : group.followers)
+        followers.push_back({{"node", follower.node},
+                             {"match_index", follower.match_index},
+                             {"lag", follower.lag},
+                             {"in_sync", follower.in_sync}});
       replicas.push_back({{"queue", group.queue},
                           {"members", group.members},
                           {"leader", group.leader.empty() ? json() : json(group.leader)},
@@ -925,7 +931,13 @@ struct AdminApi::Impl {
                           {"commit_index", group.commit_index},
                           {"last_applied", group.last_applied},
                           {"last_index", group.last_index},
-                          {"leaderships", group.leaderships}});
+                          {"leaderships", group.leaderships},
+                          {"elections", group.elections},
+                          {"snapshot_index", group.snapshot_index},
+                          {"snapshot_bytes", group.snapshot_bytes},
+                          // The leader alone knows its followers' progress.
+                          {"followers", group.in_sync > 0 ? followers : json()},
+                          {"in_sync", group.in_sync > 0 ? json(group.in_sync) : json()}});
     }
     respond(json_response(200, {{"enabled", view.enabled},
                                 {"node_id", view.node_id},

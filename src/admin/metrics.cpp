@@ -351,6 +351,28 @@ void replica_metrics(PrometheusText& out, const std::vector<broker::ReplicaGroup
   each("sluice_raft_leaderships_total", "counter",
        "Times this node began leading the queue's group.",
        [](const auto& g) { return g.leaderships; });
+  each("sluice_raft_elections_total", "counter",
+       "Elections this member started (a new term it asked the others for).",
+       [](const auto& g) { return g.elections; });
+  each("sluice_raft_snapshot_index", "gauge", "The last entry this member's snapshot covers.",
+       [](const auto& g) { return g.snapshot_index; });
+  each("sluice_raft_snapshot_bytes", "gauge",
+       "The size of the last snapshot this member took or installed.",
+       [](const auto& g) { return g.snapshot_bytes; });
+  // The leader alone knows how far each follower is.
+  out.family("sluice_raft_in_sync_replicas", "gauge",
+             "Members holding what was committed one in-sync window ago, the leader included "
+             "(on the leader).");
+  for (const broker::ReplicaGroupView& group : groups)
+    if (group.in_sync > 0)
+      out.sample("sluice_raft_in_sync_replicas", static_cast<std::uint64_t>(group.in_sync),
+                 {{"queue", group.queue}});
+  out.family("sluice_raft_replica_lag", "gauge",
+             "Entries of the leader's log a follower does not hold yet (on the leader).");
+  for (const broker::ReplicaGroupView& group : groups)
+    for (const broker::ReplicaGroupView::Follower& follower : group.followers)
+      out.sample("sluice_raft_replica_lag", follower.lag,
+                 {{"queue", group.queue}, {"replica", follower.node}});
 }
 
 void cluster_metrics(PrometheusText& out, const broker::ClusterView& cluster) {

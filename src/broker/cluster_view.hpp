@@ -32,9 +32,21 @@ struct ReplicaGroupView {
   std::string role;           // this node's in the group, when a member
   std::uint64_t term = 0;
   std::uint64_t commit_index = 0;
-  std::uint64_t last_applied = 0;  // applied to this node's store
-  std::uint64_t last_index = 0;    // in this node's log
-  std::uint64_t leaderships = 0;   // times this node began leading it
+  std::uint64_t last_applied = 0;    // applied to this node's store
+  std::uint64_t last_index = 0;      // in this node's log
+  std::uint64_t leaderships = 0;     // times this node began leading it
+  std::uint64_t elections = 0;       // elections this node's member started
+  std::uint64_t snapshot_index = 0;  // the last entry this member's snapshot covers
+  std::uint64_t snapshot_bytes = 0;  // the last snapshot it took or installed
+  // While this node's member leads: every other member's replication.
+  struct Follower {
+    std::string node;
+    std::uint64_t match_index = 0;  // the last entry it is known to hold
+    std::uint64_t lag = 0;          // entries of the leader's log it lacks
+    bool in_sync = false;           // holds what was committed one window ago
+  };
+  std::vector<Follower> followers;
+  std::uint32_t in_sync = 0;  // the leader and its in-sync followers; 0: not led here
 };
 
 struct ClusterView {

@@ -454,7 +454,8 @@ std::optional<std::string> Cluster::start(store::Store* store) {
             advertise = it->second.advertise;
           }
           return peer_channel(advertise, credentials);
-        });
+        },
+        std::chrono::milliseconds(cluster.raft.link_stuck_ms));
     c.service->set_raft_links(c.raft_links.get());
   }
   c.service->set_barrier([&c](std::int64_t revision, const std::string& holder,
@@ -599,6 +600,12 @@ void Cluster::leave() {
     std::lock_guard lock(c.mutex);
     if (c.left) return;
     c.left = true;
+  }
+  // While this node is still a member the others forward to: the groups it
+  // leads move before it goes, rather than an election timeout after.
+  if (c.replicas) c.replicas->hand_over_leaderships();
+  {
+    std::lock_guard lock(c.mutex);
     c.stopping = true;
     lease = c.joined ? c.lease : 0;
     c.joined = false;

@@ -32,10 +32,6 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kChunkBytes = 64 * 1024;
 constexpr std::uint64_t kWakeKey = 0;  // the eventfd that stops the pump
 constexpr auto kRedial = std::chrono::milliseconds(200);
-// A write that makes no progress this long means the peer stopped reading
-// (or the connection is black-holed): the stream is ended, and its groups
-// see their channels end, well before an election would need them.
-constexpr auto kStuckAfter = std::chrono::seconds(2);
 constexpr auto kWatchEvery = std::chrono::milliseconds(250);
 // What may wait for one stream's writer, and for one member's socket.
 // Past it the stream (or the channel) is ended: Raft sends it again.
@@ -173,7 +169,8 @@ RaftFrame close_frame(std::uint64_t channel) {
 }  // namespace
 
 struct PeerRaftLinks::Impl {
-  Impl(std::string s, ChannelTo c) : self(std::move(s)), channel_to(std::move(c)) {
+  Impl(std::string s, ChannelTo c, std::chrono::milliseconds stuck)
+      : self(std::move(s)), channel_to(std::move(c)), stuck_after(stuck) {
     epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd < 0) fail("epoll_create1");
     wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -205,6 +202,10 @@ struct PeerRaftLinks::Impl {
 
   const std::string self;
   const ChannelTo channel_to;
+  // A write that makes no progress this long means the peer stopped reading
+  // (or the connection is black-holed): the stream is ended and redialled,
+  // and its groups see their channels end (cluster.raft.link_stuck_ms).
+  const std::chrono::milliseconds stuck_after;
   int epoll_fd = -1;
   int wake_fd = -1;
   std::thread pump;
@@ -366,7 +367,7 @@ struct PeerRaftLinks::Impl {
   void end_stuck_links() {
     const auto now = Clock::now();
     for (const std::shared_ptr<Link>& link : all_links()) {
-      if (!link->stuck(now, kStuckAfter)) continue;
+      if (!link->stuck(now, stuck_after)) continue;
       spdlog::warn("event=raft_link_stuck node={} note=\"no write progress: the stream is ended\"",
                    link->node());
       link->end();
@@ -530,8 +531,9 @@ struct PeerRaftLinks::Impl {
   }
 };
 
-PeerRaftLinks::PeerRaftLinks(std::string self, ChannelTo channel_to)
-    : impl_(std::make_unique<Impl>(std::move(self), std::move(channel_to))) {}
+PeerRaftLinks::PeerRaftLinks(std::string self, ChannelTo channel_to,
+                             std::chrono::milliseconds stuck_after)
+    : impl_(std::make_unique<Impl>(std::move(self), std::move(channel_to), stuck_after)) {}
 
 PeerRaftLinks::~PeerRaftLinks() {
   stop();

@@ -17,6 +17,7 @@
 // (which waits for every serve() under way to return).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,9 +40,10 @@ class PeerRaftLinks final : public raft::RaftLinks {
  public:
   // `self`: this node's id, which its members use as their address.
   // `channel_to(node)`: a channel to that node's Peer service; null while
-  // it is not a member.
+  // it is not a member. `stuck_after`: a stream whose writes make no
+  // progress this long is ended and redialled.
   using ChannelTo = std::function<std::shared_ptr<grpc::Channel>(const std::string& node)>;
-  PeerRaftLinks(std::string self, ChannelTo channel_to);
+  PeerRaftLinks(std::string self, ChannelTo channel_to, std::chrono::milliseconds stuck_after);
   ~PeerRaftLinks() override;  // stop()
   PeerRaftLinks(const PeerRaftLinks&) = delete;
   PeerRaftLinks& operator=(const PeerRaftLinks&) = delete;

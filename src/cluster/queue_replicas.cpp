@@ -114,6 +114,7 @@ QueueReplicas::QueueReplicas(broker::Broker& broker, const config::Config& confi
     : broker_(broker),
       node_id_(config.cluster.node_id),
       raft_dir_(config.storage.dir + "/raft"),
+      raft_timing_(config.cluster.raft),
       etcd_(etcd),
       links_(links),
       store_(store),
@@ -160,6 +161,49 @@ std::optional<std::string> QueueReplicas::start() {
   }
   thread_ = std::thread([this] { run(); });
   return std::nullopt;
+}
+
+void QueueReplicas::hand_over_leaderships() {
+  struct Leading {
+    std::string name;
+    std::vector<std::string> members;
+    raft::RaftMember* member;  // stop() alone takes members away, after this
+  };
+  std::vector<Leading> leading;
+  {
+    std::shared_lock lock(mutex_);
+    for (const auto& [name, group] : groups_)
+      if (group->member && group->member->status().role == raft::RaftStatus::Role::kLeader)
+        leading.push_back({name, group->members, group->member.get()});
+  }
+  if (leading.empty()) return;
+  struct Outcome {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::size_t left = 0;
+  };
+  auto outcome = std::make_shared<Outcome>();
+  outcome->left = leading.size();
+  for (const Leading& group : leading) {
+    group.member->hand_over_leadership([outcome, name = group.name,
+                                        members = group.members](std::uint64_t leader) {
+      if (leader >= 1 && leader <= members.size()) {
+        spdlog::info("event=queue_leadership_handed_over queue=\"{}\" to={}", name,
+                     members[leader - 1]);
+      } else {
+        spdlog::warn(
+            "event=queue_leadership_not_handed_over queue=\"{}\" note=\"the other members elect "
+            "a leader once this one is gone\"",
+            name);
+      }
+      std::lock_guard lock(outcome->mutex);
+      if (--outcome->left == 0) outcome->done.notify_all();
+    });
+  }
+  // libraft gives up on a hand-over after an election timeout.
+  const auto wait = std::chrono::milliseconds(2 * raft_timing_.election_timeout_ms + 1000);
+  std::unique_lock lock(outcome->mutex);
+  outcome->done.wait_for(lock, wait, [&] { return outcome->left == 0; });
 }
 
 void QueueReplicas::stop() {
@@ -344,6 +388,8 @@ std::optional<std::string> QueueReplicas::start_member(Group& group) {
   config.directory = raft_dir_ + "/" + group.name;
   for (std::size_t i = 0; i < group.members.size(); ++i)
     config.voters.emplace_back(i + 1, group.members[i]);
+  config.election_timeout_ms = raft_timing_.election_timeout_ms;
+  config.heartbeat_ms = raft_timing_.heartbeat_ms;
   // Each entry is one change of the queue; a snapshot is the whole queue.
   config.snapshot_threshold = 8192;
   config.snapshot_trailing = 1024;
@@ -612,6 +658,18 @@ std::vector<broker::ReplicaGroupView> QueueReplicas::describe() const {
       view.commit_index = status.commit_index;
       view.last_applied = status.last_applied;
       view.last_index = status.last_index;
+      view.elections = status.elections;
+      view.snapshot_index = status.snapshot_index;
+      view.snapshot_bytes = status.snapshot_bytes;
+      if (status.role == raft::RaftStatus::Role::kLeader) {
+        view.in_sync = 1;
+        for (const raft::RaftStatus::Replica& replica : status.replicas) {
+          const std::uint64_t lag =
+              status.last_index > replica.match_index ? status.last_index - replica.match_index : 0;
+          view.followers.push_back({replica.address, replica.match_index, lag, replica.in_sync});
+          view.in_sync += replica.in_sync ? 1 : 0;
+        }
+      }
     }
     views.push_back(std::move(view));
   }

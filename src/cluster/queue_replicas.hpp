@@ -61,6 +61,10 @@ class QueueReplicas {
 
   // Reads the placements etcd has, starts this node's members, and the thread.
   std::optional<std::string> start();
+  // Hands each group this node leads to another member and waits for them
+  // to take over (an election timeout at most): a planned stop costs the
+  // groups no election. Before stop(), on the same thread.
+  void hand_over_leaderships();
   // Closes the members (their logs stay) and stops the thread.
   void stop();
 
@@ -108,6 +112,7 @@ class QueueReplicas {
   broker::Broker& broker_;
   const std::string node_id_;
   const std::string raft_dir_;
+  const config::ClusterRaftConfig raft_timing_;
   EtcdClient& etcd_;
   raft::RaftLinks& links_;
   store::Store& store_;

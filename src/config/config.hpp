@@ -338,6 +338,18 @@ struct ClusterEtcdConfig {
   bool operator==(const ClusterEtcdConfig&) const = default;
 };
 
+// The Raft groups of replicated queues (docs/replication.md). Failover takes
+// about one election timeout; a machine that starves its nodes (the
+// sanitizers, an overloaded host) needs wider ones, or elections churn.
+struct ClusterRaftConfig {
+  std::uint32_t election_timeout_ms = 250;
+  std::uint32_t heartbeat_ms = 40;  // at most half the election timeout
+  // A node-to-node Raft stream with writes queued and none finished for this
+  // long is taken for stuck and redialled.
+  std::uint32_t link_stuck_ms = 2000;
+  bool operator==(const ClusterRaftConfig&) const = default;
+};
+
 struct ClusterConfig {
   bool enabled = false;
   std::string node_id;                    // unique in the cluster: [A-Za-z0-9_.-]{1,64}
@@ -360,6 +372,7 @@ struct ClusterConfig {
   // publisher's node first (false: the strategy picks among all of them).
   bool shared_prefer_local = false;
   ClusterEtcdConfig etcd;
+  ClusterRaftConfig raft;
   bool operator==(const ClusterConfig&) const = default;
 };
 

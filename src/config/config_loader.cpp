@@ -710,6 +710,24 @@ void read_cluster(const YAML::Node& node, ClusterConfig& c, const StorageConfig&
     e.integer("dial_timeout_ms", etcd.dial_timeout_ms, 100, 600'000);
     e.finish();
   }
+  const YAML::Node raft_node = s.child("raft");
+  if (raft_node) {
+    Section r(raft_node, "cluster.raft", source);
+    r.integer("election_timeout_ms", c.raft.election_timeout_ms, 50, 60'000);
+    r.integer("heartbeat_ms", c.raft.heartbeat_ms, 10, 30'000);
+    r.integer("link_stuck_ms", c.raft.link_stuck_ms, 500, 600'000);
+    r.finish();
+    // A leader must be heard from more than once per election timeout, or
+    // followers start elections against a leader that is fine.
+    if (c.raft.heartbeat_ms * 2 > c.raft.election_timeout_ms) {
+      const YAML::Node at = raft_node["heartbeat_ms"] ? raft_node["heartbeat_ms"] : raft_node;
+      throw Failure{std::string(source) + ":" + std::to_string(at.Mark().line + 1) +
+                    ": key 'cluster.raft.heartbeat_ms': expected at most half of "
+                    "election_timeout_ms (" +
+                    std::to_string(c.raft.election_timeout_ms) + "), got " +
+                    std::to_string(c.raft.heartbeat_ms)};
+    }
+  }
   s.finish();
   if (!c.enabled) return;
   if (!is_node_id(c.node_id))

@@ -12,6 +12,7 @@
 #include <array>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -325,9 +326,87 @@ TEST_P(RaftGroupTest, AMemberTooFarBehindForTheLeadersLogCatchesUpFromASnapshot)
   int leading = -1, behind = -1;
   std::vector<std::string> expected;
   ASSERT_NO_FATAL_FAILURE(leave_a_member_behind_snapshots("s", leading, behind, expected));
+  // The leader took snapshots, and counts the stopped member out of sync
+  // and behind by what it missed.
+  const RaftStatus led = members_[leading]->status();
+  EXPECT_GT(led.snapshot_index, 0u);
+  EXPECT_GT(led.snapshot_bytes, 0u);
+  EXPECT_TRUE(eventually([&] {
+    for (const RaftStatus::Replica& replica : members_[leading]->status().replicas)
+      if (replica.address == node_name(behind)) return !replica.in_sync;
+    return false;
+  })) << "the stopped member still counted in sync";
   ASSERT_NO_FATAL_FAILURE(start(behind));
   expect_converged(expected);
   EXPECT_GE(machines_[behind]->restores(), 1);
+  EXPECT_TRUE(eventually([&] { return members_[behind]->status().snapshot_bytes > 0; }))
+      << "the installed snapshot's size";
+  // Caught up, it is back in the in-sync set, its match index the leader's.
+  EXPECT_TRUE(eventually([&] {
+    const RaftStatus status = members_[leading]->status();
+    for (const RaftStatus::Replica& replica : status.replicas)
+      if (replica.address == node_name(behind))
+        return replica.in_sync && replica.match_index == status.last_index;
+    return false;
+  })) << "the member that caught up is not in sync";
+}
+
+TEST_P(RaftGroupTest, TheLeaderKnowsEachFollowersProgress) {
+  start_all();
+  const int leading = wait_for_leader();
+  ASSERT_GE(leading, 0);
+  expect_all_committed(propose(leading, "p", 20));
+  EXPECT_TRUE(eventually([&] {
+    const RaftStatus status = members_[leading]->status();
+    if (status.replicas.size() != kMembers - 1) return false;
+    for (const RaftStatus::Replica& replica : status.replicas)
+      if (!replica.in_sync || replica.match_index != status.last_index) return false;
+    return true;
+  }));
+  std::set<std::uint64_t> ids;
+  for (const RaftStatus::Replica& replica : members_[leading]->status().replicas) {
+    EXPECT_NE(replica.id, static_cast<std::uint64_t>(leading + 1)) << "the leader itself";
+    EXPECT_EQ(replica.address, node_name(static_cast<int>(replica.id - 1)));
+    ids.insert(replica.id);
+  }
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kMembers - 1));
+  // Followers know nothing of the others' progress; someone was elected.
+  EXPECT_TRUE(members_[(leading + 1) % kMembers]->status().replicas.empty());
+  std::uint64_t elections = 0;
+  for (int i = 0; i < kMembers; ++i)
+    elections += members_[i]->status().elections;
+  EXPECT_GE(elections, 1u);
+  EXPECT_GE(members_[leading]->status().elections, 1u) << "the leader won an election it started";
+}
+
+TEST_P(RaftGroupTest, ALeaderHandsItsLeadershipToAnotherMember) {
+  start_all();
+  const int first = wait_for_leader();
+  ASSERT_GE(first, 0);
+  expect_all_committed(propose(first, "h", 20));
+  std::promise<std::uint64_t> handed;
+  members_[first]->hand_over_leadership([&handed](std::uint64_t to) { handed.set_value(to); });
+  auto answer = handed.get_future();
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  const std::uint64_t to = answer.get();
+  ASSERT_NE(to, 0u) << "the hand-over did not happen";
+  ASSERT_NE(to, static_cast<std::uint64_t>(first + 1));
+  const int second = wait_for_leader();
+  EXPECT_EQ(second, static_cast<int>(to - 1));
+  EXPECT_TRUE(eventually([&] { return members_[second]->status().ready; }));
+  // Nothing committed before is lost, and the group goes on under the new leader.
+  expect_all_committed(propose(second, "after", 20));
+  auto expected = entries("h", 20);
+  const auto more = entries("after", 20);
+  expected.insert(expected.end(), more.begin(), more.end());
+  expect_converged(expected);
+  // A follower has nothing to hand over.
+  std::promise<std::uint64_t> refused;
+  members_[first]->hand_over_leadership(
+      [&refused](std::uint64_t none) { refused.set_value(none); });
+  auto nothing = refused.get_future();
+  ASSERT_EQ(nothing.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(nothing.get(), 0u);
 }
 
 TEST_P(RaftGroupTest, EntriesOfAnyLengthArriveWhole) {

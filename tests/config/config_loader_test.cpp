@@ -167,6 +167,30 @@ TEST(ConfigLoader, BadQueuesNameTheKeyAndLine) {
             "drop_oldest, dead_letter, got 'block'");
 }
 
+TEST(ConfigLoader, RaftTimingIsReadAndChecked) {
+  const std::string cluster =
+      "storage: {dir: /tmp/x}\n"
+      "cluster:\n  enabled: true\n  node_id: a\n  insecure: true\n"
+      "  etcd: {endpoints: [x:1]}\n";
+  const Config defaults = parse_ok(cluster);
+  EXPECT_EQ(defaults.cluster.raft.election_timeout_ms, 250u);
+  EXPECT_EQ(defaults.cluster.raft.heartbeat_ms, 40u);
+  EXPECT_EQ(defaults.cluster.raft.link_stuck_ms, 2000u);
+  const Config wide = parse_ok(
+      cluster + "  raft: {election_timeout_ms: 2000, heartbeat_ms: 200, link_stuck_ms: 15000}\n");
+  EXPECT_EQ(wide.cluster.raft.election_timeout_ms, 2000u);
+  EXPECT_EQ(wide.cluster.raft.heartbeat_ms, 200u);
+  EXPECT_EQ(wide.cluster.raft.link_stuck_ms, 15000u);
+  EXPECT_EQ(parse_error(cluster + "  raft:\n    election_timeout_ms: 300\n    heartbeat_ms: 200\n"),
+            "test.yaml:9: key 'cluster.raft.heartbeat_ms': expected at most half of "
+            "election_timeout_ms (300), got 200");
+  EXPECT_NE(parse_error(cluster + "  raft: {link_stuck_ms: 10}\n")
+                .find("key 'cluster.raft.link_stuck_ms'"),
+            std::string::npos);
+  EXPECT_NE(parse_error(cluster + "  raft: {elections: 10}\n").find("cluster.raft.elections"),
+            std::string::npos);
+}
+
 TEST(ConfigLoader, ReplicationIsReadAndChecked) {
   const std::string cluster =
       "storage: {dir: /tmp/x}\n"

@@ -5,10 +5,13 @@ leader's kill -9; a group that lost its quorum refuses publishes rather
 than take them unreplicated."""
 
 import os
+import re
+import signal
 import statistics
 import tempfile
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -141,6 +144,66 @@ def test_a_node_outside_a_group_forwards_to_its_leader(rcluster):
     assert rawmqtt.parse_publish(packet)[6] == b"from outside"
     consumer.send(rawmqtt.ack("puback", rawmqtt.parse_publish(packet)[4]))
     consumer.close()
+
+
+def jobs_group(cluster, i):
+    return next(g for g in cluster.api(i, "cluster/status")["replicas"] if g["queue"] == "jobs")
+
+
+def metrics(cluster, i):
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.nodes[i]['admin']}/metrics",
+                                timeout=5) as r:
+        return r.read().decode()
+
+
+def test_the_leader_reports_its_followers_and_hands_over_when_stopped(rcluster):
+    """The leader names each follower's match index, lag and whether it is
+    in sync, in cluster/status and /metrics. Stopped with SIGTERM, it hands
+    its leadership to a follower before it goes (no election timeout), and
+    what was acknowledged before is consumed at the new leader."""
+    wait_until(lambda: agreed_leader(rcluster, (1, 2, 3)) is not None, timeout=60,
+               what="a leader")
+    leader = node_index(agreed_leader(rcluster, (1, 2, 3)))
+    others = [i for i in (1, 2, 3) if i != leader]
+    sent = [("h", f"handed {n}".encode()) for n in range(30)]
+    assert publish_acknowledged(rcluster.mqtt(others[0]), sent, unique("hand")) == [0] * 30
+
+    def followers_caught_up():
+        group = jobs_group(rcluster, leader)
+        followers = group["followers"] or []
+        return (group["in_sync"] == 3 and len(followers) == 2 and
+                all(f["in_sync"] and f["lag"] == 0 and f["match_index"] == group["last_index"]
+                    for f in followers))
+    wait_until(followers_caught_up, timeout=30, what="both followers in sync, no lag")
+    group = jobs_group(rcluster, leader)
+    assert sorted(f["node"] for f in group["followers"]) == [f"n{i}" for i in others], group
+    assert group["elections"] >= 0 and group["snapshot_bytes"] >= 0, group
+    follower_view = jobs_group(rcluster, others[0])
+    assert follower_view["followers"] is None and follower_view["in_sync"] is None, follower_view
+    text = metrics(rcluster, leader)
+    assert 'sluice_raft_in_sync_replicas{queue="jobs"} 3' in text, text[-3000:]
+    for i in others:
+        assert f'sluice_raft_replica_lag{{queue="jobs",replica="n{i}"}} 0' in text
+    assert 'sluice_raft_elections_total{queue="jobs"}' in text
+    assert 'sluice_raft_snapshot_bytes{queue="jobs"}' in text
+
+    pid = rcluster.nodes[leader]["pid"]
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+               open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=60,
+               what="the leader to stop")
+    handed = re.search(r'event=queue_leadership_handed_over queue="jobs" to=(n\d)',
+                       rcluster.log(leader))
+    assert handed, rcluster.log(leader)[-3000:]
+    successor = node_index(handed.group(1))
+    assert successor in others
+    wait_until(lambda: agreed_leader(rcluster, others) == f"n{successor}", timeout=30,
+               what="both survivors to name the node it handed over to")
+    got = consume(rcluster.mqtt(successor), sent, unique("handed-consumer"))
+    assert sorted(got) == sorted(sent), "every acknowledged message, once"
+    restart(rcluster, leader)
+    wait_until(lambda: agreed_leader(rcluster, (1, 2, 3)) is not None, timeout=60,
+               what="a leader every node names, with the stopped node back")
 
 
 def test_acknowledged_messages_outlive_the_leaders_kill_and_a_lost_quorum_refuses(rcluster):

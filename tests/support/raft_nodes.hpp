@@ -39,7 +39,8 @@ class PeerNodes {
   PeerNodes() {
     for (int i = 0; i < N; ++i) {
       links_[i] = std::make_unique<PeerRaftLinks>(
-          node_name(i), [this](const std::string& node) { return channel_to(node); });
+          node_name(i), [this](const std::string& node) { return channel_to(node); },
+          std::chrono::milliseconds(2000));
       services_[i] = std::make_unique<RaftOnlyPeer>(*links_[i]);
       grpc::ServerBuilder builder;
       builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &ports_[i]);

@@ -120,6 +120,22 @@ struct RaftMember::Core {
   mutable std::mutex status_mutex;
   RaftStatus status;
 
+  // What refresh() counts and marks, for `status`.
+  std::uint64_t elections = 0;
+  raft_term counted_election_term = 0;  // the last term whose election was counted
+  std::uint64_t snapshot_bytes = 0;
+  raft_term led_term = 0;  // the term the in-sync marks below were started for
+  // A replica is in sync while it holds everything that was committed one
+  // window ago (four election timeouts): `window_commit` is the commit
+  // index at the start of the current window, `in_sync_from` at the start
+  // of the one before.
+  raft_time window_started = 0;
+  raft_index window_commit = 0;
+  raft_index in_sync_from = 0;
+
+  struct raft_transfer transfer {};
+  std::function<void(std::uint64_t)> transfer_done;  // set while a hand-over is out
+
   // ---- the state machine, as libraft calls it ----
   static int fsm_apply(raft_fsm* fsm, const raft_buffer* buffer, void** result) {
     Core& core = *static_cast<Core*>(fsm->data);
@@ -154,6 +170,7 @@ struct RaftMember::Core {
       raft_free(one);
       return RAFT_NOMEM;
     }
+    core.snapshot_bytes = one->len;
     *buffers = one;
     *count = 1;
     return 0;
@@ -168,6 +185,7 @@ struct RaftMember::Core {
     } catch (const std::exception& e) {
       return core.give_up("restore", e.what());
     }
+    core.snapshot_bytes = tagged.size();
     raft_free(buffer->base);
     return 0;
   }
@@ -249,8 +267,15 @@ struct RaftMember::Core {
     raft_id leader = 0;
     const char* leader_address = nullptr;
     raft_leader(&raft, &leader, &leader_address);
+    const int state = raft_state(&raft);
+    if (state == RAFT_CANDIDATE && !raft.candidate_state.in_pre_vote &&
+        raft.current_term != counted_election_term) {
+      counted_election_term = raft.current_term;
+      ++elections;
+    }
+    if (state == RAFT_LEADER) mark_in_sync_window();
     std::lock_guard lock(status_mutex);
-    status.role = role_of(raft_state(&raft));
+    status.role = role_of(state);
     status.ready = status.role == RaftStatus::Role::kLeader && ready_term == raft.current_term;
     status.leader_id = leader;
     if (leader_address == nullptr) {
@@ -262,6 +287,67 @@ struct RaftMember::Core {
     status.commit_index = raft.commit_index;
     status.last_applied = raft.last_applied;
     status.last_index = raft_last_index(&raft);
+    status.elections = elections;
+    status.snapshot_index = raft.log.snapshot.last_index;
+    status.snapshot_bytes = snapshot_bytes;
+    copy_replicas(state);
+  }
+
+  void mark_in_sync_window() {
+    const raft_time now = uv_now(loop.uv());
+    const raft_time window = 4 * static_cast<raft_time>(config.election_timeout_ms);
+    if (led_term != raft.current_term) {
+      // A new leader learns where each follower is from their first
+      // answers: until a window has passed, every follower counts as in
+      // sync that holds what the old leader had committed.
+      led_term = raft.current_term;
+      window_started = now;
+      window_commit = raft.commit_index;
+      in_sync_from = 0;
+    } else if (now - window_started >= window) {
+      window_started = now;
+      in_sync_from = window_commit;
+      window_commit = raft.commit_index;
+    }
+  }
+
+  // Under status_mutex. In place: no allocation once the list has its size.
+  void copy_replicas(int state) {
+    std::vector<RaftStatus::Replica>& replicas = status.replicas;
+    if (state != RAFT_LEADER || raft.leader_state.progress == nullptr) {
+      replicas.clear();
+      return;
+    }
+    std::size_t count = 0;
+    for (unsigned i = 0; i < raft.configuration.n; ++i) {
+      const raft_server& server = raft.configuration.servers[i];
+      if (server.id == raft.id || server.role != RAFT_VOTER) continue;
+      if (count == replicas.size()) replicas.emplace_back();
+      RaftStatus::Replica& replica = replicas[count++];
+      replica.id = server.id;
+      if (replica.address != server.address) replica.address = server.address;
+      replica.match_index = raft.leader_state.progress[i].match_index;
+      replica.in_sync = replica.match_index >= in_sync_from;
+    }
+    replicas.resize(count);
+  }
+
+  // ---- hand-over ----
+  void hand_over(std::function<void(std::uint64_t)> done) {
+    if (!running || closing || raft_state(&raft) != RAFT_LEADER || transfer_done) return done(0);
+    transfer = {};
+    transfer.data = this;
+    transfer_done = std::move(done);
+    // libraft calls back once the new leader is heard from, after an
+    // election timeout without one, or when the member closes.
+    const int refused = raft_transfer(&raft, &transfer, 0, [](struct raft_transfer* request) {
+      Core& core = *static_cast<Core*>(request->data);
+      raft_id now_leading = 0;
+      const char* address = nullptr;
+      raft_leader(&core.raft, &now_leading, &address);
+      std::exchange(core.transfer_done, nullptr)(now_leading == core.config.id ? 0 : now_leading);
+    });
+    if (refused != 0) std::exchange(transfer_done, nullptr)(0);
   }
 
   // ---- propose ----
@@ -376,6 +462,13 @@ void RaftMember::propose(std::string entry, std::function<void(const Proposed&)>
     failed.error = "the loop is stopping";
     done(failed);
   }
+}
+
+void RaftMember::hand_over_leadership(std::function<void(std::uint64_t leader)> done) {
+  Core& core = *core_;
+  auto task = [&core, done]() mutable { core.hand_over(std::move(done)); };
+  if (loop_.on_loop_thread()) return task();
+  if (!started_ || closed_ || !loop_.post(std::move(task))) done(0);
 }
 
 RaftStatus RaftMember::status() const {

@@ -66,6 +66,26 @@ struct RaftStatus {
   std::uint64_t commit_index = 0;
   std::uint64_t last_applied = 0;
   std::uint64_t last_index = 0;
+  // Elections this member started since it started (past pre-vote: each
+  // one is a new term it asked the others for).
+  std::uint64_t elections = 0;
+  // The log's last snapshot (0: none yet), and the size of the last
+  // snapshot this member took or installed, in bytes.
+  std::uint64_t snapshot_index = 0;
+  std::uint64_t snapshot_bytes = 0;
+
+  // While this member leads: every other voter's replication, as the
+  // leader knows it. Empty otherwise.
+  struct Replica {
+    std::uint64_t id = 0;
+    std::string address;
+    std::uint64_t match_index = 0;  // the last entry it is known to hold
+    // It held every committed entry within the last in-sync window (four
+    // election timeouts): a replica that falls further behind is out of
+    // the in-sync set until it catches up.
+    bool in_sync = false;
+  };
+  std::vector<Replica> replicas;
 };
 const char* role_name(RaftStatus::Role role);
 
@@ -99,6 +119,14 @@ class RaftMember {
 
   // As of the loop's last turn.
   RaftStatus status() const;
+
+  // Hands this member's leadership to the most up-to-date other voter
+  // (libraft's TimeoutNow), so that a planned stop costs the group no
+  // election timeout. `done(leader)` once another member leads (its id),
+  // or with 0 when this member did not lead, no other voter could take
+  // over, or none did within an election timeout. Not on the loop's thread
+  // when it waits; `done` runs on the loop's thread.
+  void hand_over_leadership(std::function<void(std::uint64_t leader)> done);
 
   // Leaves the group's work (the log stays on disk for the next start) and
   // waits until libraft let go of everything. Not on the loop's thread, and
