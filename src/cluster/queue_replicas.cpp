@@ -13,6 +13,7 @@
 #include "cluster/raft/raft_loop.hpp"
 #include "cluster/raft/raft_member.hpp"
 #include "cluster/replica_log.hpp"
+#include "cluster/test_pause.hpp"
 #include "queue/log_codec.hpp"
 #include "queue/stable_hash.hpp"
 #include "store/store.hpp"
@@ -390,6 +391,7 @@ std::optional<std::string> QueueReplicas::start_member(Group& group) {
     config.voters.emplace_back(i + 1, group.members[i]);
   config.election_timeout_ms = raft_timing_.election_timeout_ms;
   config.heartbeat_ms = raft_timing_.heartbeat_ms;
+  config.append_delay_ms = test_append_delay_ms(node_id_);
   // Each entry is one change of the queue; a snapshot is the whole queue.
   config.snapshot_threshold = 8192;
   config.snapshot_trailing = 1024;

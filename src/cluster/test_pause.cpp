@@ -33,6 +33,21 @@ void test_pause(std::string_view point, std::string_view node_id) {
   }
 }
 
+unsigned test_append_delay_ms(std::string_view node_id) {
+  const char* spec = std::getenv("SLUICE_TEST_RAFT_APPEND_DELAY");
+  if (spec == nullptr) return 0;
+  const std::string_view item(spec);
+  const std::size_t colon = item.rfind(':');
+  if (colon == std::string_view::npos || item.substr(0, colon) != node_id) return 0;
+  unsigned ms = 0;
+  const std::string_view digits = item.substr(colon + 1);
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), ms);
+  if (error != std::errc() || end != digits.data() + digits.size()) return 0;
+  spdlog::warn(
+      "event=test_slow_raft_disk append_delay_ms={} note=\"a test build, slow where told\"", ms);
+  return ms;
+}
+
 void log_test_pauses() {
   if (const char* spec = std::getenv("SLUICE_TEST_PAUSE"))
     spdlog::warn("event=test_pause_armed spec=\"{}\" note=\"a test build, pausing where told\"",

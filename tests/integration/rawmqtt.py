@@ -208,9 +208,9 @@ def parse_publish(p, version=5):
     return topic, qos, bool(p.flags & 8), bool(p.flags & 1), packet_id, properties, p.body[i:]
 
 
-def connected(port, client_id, version=5, **kwargs):
+def connected(port, client_id, version=5, host="127.0.0.1", **kwargs):
     """A raw client past CONNACK (success asserted)."""
-    client = RawClient(port)
+    client = RawClient(port, host=host)
     client.send(connect(client_id, version=version, **kwargs))
     present, reason = connack_reason(client.receive())
     assert reason == 0, f"CONNACK refused with {reason:#x}"

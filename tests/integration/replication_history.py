@@ -14,6 +14,13 @@ import rawmqtt
 QUEUE = "jobs"
 
 
+def mqtt_client(cluster, i, client_id):
+    """A raw client connected to node i: on loopback, or at the node's own
+    address when the cluster gives one (nodes in network namespaces)."""
+    host = cluster.address(i) if hasattr(cluster, "address") else "127.0.0.1"
+    return rawmqtt.connected(cluster.mqtt(i), client_id, host=host)
+
+
 def leader_of(cluster, alive, queue=QUEUE):
     """The node every live node names as the queue's leader, once that node
     serves it (it read the queue back); None until then."""
@@ -93,10 +100,10 @@ class Publisher(threading.Thread):
         while not self.stop.is_set():
             if client is None:
                 nodes = sorted(self.alive())
-                port = self.cluster.mqtt(nodes[turn % len(nodes)])
+                node = nodes[turn % len(nodes)]
                 turn += 1
                 try:
-                    client = rawmqtt.connected(port, f"pub-{self.key}-{turn}")
+                    client = mqtt_client(self.cluster, node, f"pub-{self.key}-{turn}")
                 except Exception:
                     client = None
                     time.sleep(0.2)
@@ -152,7 +159,7 @@ class Consumer(threading.Thread):
             turn += 1
             client = None
             try:
-                client = rawmqtt.connected(self.cluster.mqtt(leader), f"consumer-{turn}")
+                client = mqtt_client(self.cluster, leader, f"consumer-{turn}")
                 client.send(rawmqtt.subscribe(1, [(f"$queue/{QUEUE}/#", 1)]))
                 suback = client.receive_type(rawmqtt.SUBACK, timeout=10)
                 if suback.body[-1] != 1:  # not served there (yet, or any more)

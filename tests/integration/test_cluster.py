@@ -67,7 +67,8 @@ class Cluster(NodeLogs):
         self.count = count
         self.dir = tempfile.mkdtemp(prefix="sluice-cluster-")
         self.base = free_base_port()
-        env = dict(os.environ, SLUICE_BIN=SLUICE_BIN, **(env or {}))
+        self.env = env or {}  # restart() starts a node with it again
+        env = dict(os.environ, SLUICE_BIN=SLUICE_BIN, **self.env)
         out = subprocess.run([SCRIPT, "start", str(count), str(self.base), self.dir,
                               *extra_args], env=env, capture_output=True, text=True,
                              timeout=150)

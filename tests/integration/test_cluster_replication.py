@@ -32,11 +32,11 @@ queues:
 KILLS = int(os.environ.get("SLUICE_FAILOVER_KILLS", "3"))
 
 
-def replicated_cluster():
+def replicated_cluster(env=None):
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as extra:
         extra.write(REPLICATED)
     try:
-        return Cluster(extra_args=["--extra", extra.name])
+        return Cluster(extra_args=["--extra", extra.name], env=env)
     finally:
         os.unlink(extra.name)
 
@@ -314,5 +314,50 @@ def test_leader_kills_under_load_lose_nothing_that_was_acknowledged():
               f"acknowledged={acknowledged()} refused_and_resent={history.refused} "
               f"duplicates={history.duplicates()} reconnects={history.reconnects}")
         assert history.verify() == []
+    finally:
+        stop_and_check(cluster)
+
+
+def test_a_replica_with_a_slow_disk_holds_no_publish_back():
+    """Node 3's Raft log is a slow disk (each append waits 3 s: a test hook,
+    src/cluster/test_pause.hpp). With it a follower, publishes one at a time
+    are acknowledged by the quorum the other two make: once ten are, the
+    leader still counts node 3 behind what was committed. It catches up
+    afterwards, and its lag goes back to 0."""
+    slow = 3
+    cluster = replicated_cluster(env={"SLUICE_TEST_RAFT_APPEND_DELAY": f"n{slow}:3000"})
+    try:
+        if "event=test_slow_raft_disk" not in cluster.log(slow):
+            pytest.skip("this build has no test hooks")
+        wait_until(lambda: agreed_leader(cluster, (1, 2, 3)) is not None, timeout=90,
+                   what="a leader")
+        if node_index(agreed_leader(cluster, (1, 2, 3))) == slow:
+            # It leads: it hands over on SIGTERM, and comes back a follower.
+            pid = cluster.nodes[slow]["pid"]
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+                       open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=60,
+                       what="the slow leader to stop")
+            restart(cluster, slow)
+        wait_until(lambda: agreed_leader(cluster, (1, 2, 3)) not in (None, f"n{slow}"),
+                   timeout=90, what="a leader that is not the slow node")
+        leader = node_index(agreed_leader(cluster, (1, 2, 3)))
+        publisher = rawmqtt.connected(cluster.mqtt(leader), unique("past-slow"))
+        for n in range(10):  # one at a time: 30 s, had each waited for node 3
+            publisher.send(rawmqtt.publish("$queue/jobs/s", f"s{n}".encode(), qos=1,
+                                           packet_id=n + 1))
+            ack = publisher.receive_type(rawmqtt.PUBACK, timeout=30)
+            assert len(ack.body) == 2 or ack.body[2] == 0, ack
+        publisher.close()
+        group = jobs_group(cluster, leader)
+        behind = next(f for f in group["followers"] if f["node"] == f"n{slow}")
+        assert behind["match_index"] < group["commit_index"], group
+        assert behind["lag"] > 0, group
+
+        def caught_up():
+            now = jobs_group(cluster, leader)
+            follower = next(f for f in now["followers"] if f["node"] == f"n{slow}")
+            return follower["lag"] == 0 and follower["in_sync"]
+        wait_until(caught_up, timeout=60, what="the slow replica to catch up")
     finally:
         stop_and_check(cluster)

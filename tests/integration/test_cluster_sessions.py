@@ -411,7 +411,8 @@ def restart(cluster, i):
     log = open(os.path.join(node_dir, "sluice.log"), "ab")
     process = subprocess.Popen([SLUICE_BIN, "--config",
                                 os.path.join(node_dir, "sluice.yaml")], stdout=log, stderr=log,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+                               stdin=subprocess.DEVNULL, start_new_session=True,
+                               env=dict(os.environ, **getattr(cluster, "env", {})))
     cluster.nodes[i]["pid"] = process.pid
     with open(os.path.join(node_dir, "pid"), "w") as f:
         f.write(f"{process.pid}\n")

@@ -2,12 +2,14 @@
 
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
 #include <future>
+#include <list>
 #include <mutex>
 #include <utility>
 
@@ -136,6 +138,63 @@ struct RaftMember::Core {
   struct raft_transfer transfer {};
   std::function<void(std::uint64_t)> transfer_done;  // set while a hand-over is out
 
+  // ---- a slow disk, for tests (RaftMemberConfig::append_delay_ms) ----
+  using Append = int (*)(raft_io*, raft_io_append*, const raft_entry[], unsigned,
+                         raft_io_append_cb);
+  Append disk_append = nullptr;  // raft_uv's own, which the delayed appends call
+  struct DelayedAppend {
+    uv_timer_t timer{};
+    Core* core = nullptr;
+    raft_io_append* request = nullptr;
+    const raft_entry* entries = nullptr;  // libraft's, held until the append's callback
+    unsigned count = 0;
+    raft_io_append_cb done = nullptr;
+  };
+  std::list<DelayedAppend> delayed;  // in the order libraft asked for them
+
+  std::list<DelayedAppend> delayed_done;  // handed on, their timers closing
+
+  static int append_later(raft_io* io, raft_io_append* request, const raft_entry entries[],
+                          unsigned count, raft_io_append_cb done) {
+    Core& core = *static_cast<Core*>(static_cast<struct raft*>(io->data)->data);
+    DelayedAppend& later = core.delayed.emplace_back();
+    later.core = &core;
+    later.request = request;
+    later.entries = entries;
+    later.count = count;
+    later.done = done;
+    uv_timer_init(core.loop.uv(), &later.timer);
+    later.timer.data = &later;
+    // Timers of one timeout fire in the order they were started: in order.
+    uv_timer_start(
+        &later.timer,
+        [](uv_timer_t* timer) {
+          auto& due = *static_cast<DelayedAppend*>(timer->data);
+          due.core->append_now(due);
+        },
+        core.config.append_delay_ms, 0);
+    return 0;
+  }
+
+  // Writes a delayed append (a failure to start it is its answer).
+  void append_now(DelayedAppend& later) {
+    uv_timer_stop(&later.timer);
+    if (disk_append(&io, later.request, later.entries, later.count, later.done) != 0)
+      later.done(later.request, RAFT_IOERR);
+    const auto it = std::find_if(delayed.begin(), delayed.end(),
+                                 [&later](const DelayedAppend& one) { return &one == &later; });
+    delayed_done.splice(delayed_done.end(), delayed, it);
+    ++timers_closing;
+    uv_close(reinterpret_cast<uv_handle_t*>(&later.timer), [](uv_handle_t* handle) {
+      auto* closed_timer = static_cast<DelayedAppend*>(handle->data);
+      Core& core = *closed_timer->core;
+      core.delayed_done.remove_if(
+          [closed_timer](const DelayedAppend& one) { return &one == closed_timer; });
+      if (--core.timers_closing == 0 && core.closing && core.closes_pending == 0) core.finished();
+    });
+  }
+  int timers_closing = 0;
+
   // ---- the state machine, as libraft calls it ----
   static int fsm_apply(raft_fsm* fsm, const raft_buffer* buffer, void** result) {
     Core& core = *static_cast<Core*>(fsm->data);
@@ -210,6 +269,10 @@ struct RaftMember::Core {
     raft_uv_set_segment_size(&io, config.segment_bytes);
     // A peer that was down is dialled again soon, not after libraft's 1 s.
     raft_uv_set_connect_retry_delay(&io, 100);
+    if (config.append_delay_ms > 0) {
+      disk_append = io.append;
+      io.append = &Core::append_later;
+    }
     fsm.version = 1;
     fsm.data = this;
     fsm.apply = &Core::fsm_apply;
@@ -405,6 +468,8 @@ struct RaftMember::Core {
       uv_close(reinterpret_cast<uv_handle_t*>(&check),
                [](uv_handle_t* handle) { static_cast<Core*>(handle->data)->one_closed(); });
     }
+    while (!delayed.empty())  // what libraft handed in is written, or failed, before it closes
+      append_now(delayed.front());
     if (raft_open) {
       ++closes_pending;
       raft_close(&raft, [](struct raft* r) {
@@ -419,7 +484,7 @@ struct RaftMember::Core {
   }
 
   void one_closed() {
-    if (--closes_pending == 0) finished();
+    if (--closes_pending == 0 && timers_closing == 0) finished();
   }
 
   void finished() {

@@ -39,6 +39,9 @@ struct RaftMemberConfig {
   unsigned snapshot_threshold = 1024;
   unsigned snapshot_trailing = 128;
   std::size_t segment_bytes = 8u << 20;
+  // Tests only: each append to this member's own log waits this long before
+  // it is written (a slow disk). Appends stay in order; 0: none.
+  unsigned append_delay_ms = 0;
 };
 
 // What the group's entries are applied to, on every member, in order.
