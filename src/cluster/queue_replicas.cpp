@@ -393,8 +393,8 @@ std::optional<std::string> QueueReplicas::start_member(Group& group) {
   config.heartbeat_ms = raft_timing_.heartbeat_ms;
   config.append_delay_ms = test_append_delay_ms(node_id_);
   // Each entry is one change of the queue; a snapshot is the whole queue.
-  config.snapshot_threshold = 8192;
-  config.snapshot_trailing = 1024;
+  config.snapshot_threshold = raft_timing_.snapshot_entries;
+  config.snapshot_trailing = raft_timing_.snapshot_trailing;
   if (!std::filesystem::exists(config.directory)) {
     if (auto refused = clear_leftovers(group)) return refused;
   }

@@ -143,6 +143,8 @@ void QueueLogMachine::restore(std::string_view snapshot) {
                      status.message);
     std::abort();
   }
+  spdlog::info("event=queue_replica_restored queue=\"{}\" snapshot_bytes={}", queues_.front(),
+               snapshot.size());
 }
 
 }  // namespace sluice::cluster

@@ -347,6 +347,11 @@ struct ClusterRaftConfig {
   // A node-to-node Raft stream with writes queued and none finished for this
   // long is taken for stuck and redialled.
   std::uint32_t link_stuck_ms = 2000;
+  // A member snapshots its queue after this many entries and keeps this many
+  // behind the snapshot: a follower a little behind catches up from the log,
+  // one further behind from the snapshot. Disk per group stays bounded.
+  std::uint32_t snapshot_entries = 8192;
+  std::uint32_t snapshot_trailing = 1024;
   bool operator==(const ClusterRaftConfig&) const = default;
 };
 

@@ -716,6 +716,8 @@ void read_cluster(const YAML::Node& node, ClusterConfig& c, const StorageConfig&
     r.integer("election_timeout_ms", c.raft.election_timeout_ms, 50, 60'000);
     r.integer("heartbeat_ms", c.raft.heartbeat_ms, 10, 30'000);
     r.integer("link_stuck_ms", c.raft.link_stuck_ms, 500, 600'000);
+    r.integer("snapshot_entries", c.raft.snapshot_entries, 16, 100'000'000);
+    r.integer("snapshot_trailing", c.raft.snapshot_trailing, 0, 100'000'000);
     r.finish();
     // A leader must be heard from more than once per election timeout, or
     // followers start elections against a leader that is fine.

@@ -176,8 +176,14 @@ TEST(ConfigLoader, RaftTimingIsReadAndChecked) {
   EXPECT_EQ(defaults.cluster.raft.election_timeout_ms, 250u);
   EXPECT_EQ(defaults.cluster.raft.heartbeat_ms, 40u);
   EXPECT_EQ(defaults.cluster.raft.link_stuck_ms, 2000u);
-  const Config wide = parse_ok(
-      cluster + "  raft: {election_timeout_ms: 2000, heartbeat_ms: 200, link_stuck_ms: 15000}\n");
+  EXPECT_EQ(defaults.cluster.raft.snapshot_entries, 8192u);
+  EXPECT_EQ(defaults.cluster.raft.snapshot_trailing, 1024u);
+  const Config wide =
+      parse_ok(cluster +
+               "  raft: {election_timeout_ms: 2000, heartbeat_ms: 200, "
+               "link_stuck_ms: 15000, snapshot_entries: 64, snapshot_trailing: 8}\n");
+  EXPECT_EQ(wide.cluster.raft.snapshot_entries, 64u);
+  EXPECT_EQ(wide.cluster.raft.snapshot_trailing, 8u);
   EXPECT_EQ(wide.cluster.raft.election_timeout_ms, 2000u);
   EXPECT_EQ(wide.cluster.raft.heartbeat_ms, 200u);
   EXPECT_EQ(wide.cluster.raft.link_stuck_ms, 15000u);

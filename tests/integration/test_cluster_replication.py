@@ -32,9 +32,9 @@ queues:
 KILLS = int(os.environ.get("SLUICE_FAILOVER_KILLS", "3"))
 
 
-def replicated_cluster(env=None):
+def replicated_cluster(env=None, more=""):
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as extra:
-        extra.write(REPLICATED)
+        extra.write(REPLICATED + more)
     try:
         return Cluster(extra_args=["--extra", extra.name], env=env)
     finally:
@@ -359,5 +359,57 @@ def test_a_replica_with_a_slow_disk_holds_no_publish_back():
             follower = next(f for f in now["followers"] if f["node"] == f"n{slow}")
             return follower["lag"] == 0 and follower["in_sync"]
         wait_until(caught_up, timeout=60, what="the slow replica to catch up")
+    finally:
+        stop_and_check(cluster)
+
+
+def stop_gracefully(cluster, i):
+    pid = cluster.nodes[i]["pid"]
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+               open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=60,
+               what=f"node {i} to stop")
+
+
+def test_a_follower_the_log_left_behind_catches_up_from_a_snapshot_and_serves_it():
+    """With a snapshot every 32 entries (8 kept behind it), a follower is
+    killed and 200 messages are published: the leader's log no longer holds
+    what the follower lacks. Back, the follower installs a snapshot; made
+    the leader (the others hand over on SIGTERM), it serves all 200."""
+    cluster = replicated_cluster(more="cluster:\n  raft: {snapshot_entries: 32, "
+                                      "snapshot_trailing: 8}\n")
+    try:
+        wait_until(lambda: agreed_leader(cluster, (1, 2, 3)) is not None, timeout=90,
+                   what="a leader")
+        leader = node_index(agreed_leader(cluster, (1, 2, 3)))
+        behind = next(i for i in (1, 2, 3) if i != leader)
+        applied_before = jobs_group(cluster, behind)["last_applied"]
+        cluster.kill(behind)
+        sent = [(f"k{n % 2}", f"snap {n}".encode()) for n in range(200)]
+        assert publish_acknowledged(cluster.mqtt(leader), sent, unique("snap")) == [0] * 200
+        led = jobs_group(cluster, leader)
+        assert led["snapshot_index"] > applied_before + 8, led  # its log starts past `behind`
+        restart(cluster, behind)
+        wait_until(lambda: jobs_group(cluster, behind)["last_applied"] >=
+                   jobs_group(cluster, leader)["commit_index"], timeout=60,
+                   what="the follower caught up")
+        assert "event=queue_replica_restored" in cluster.log(behind)
+        # Leadership moves until it reaches the follower that caught up.
+        for _ in range(3):
+            current = agreed_leader(cluster, (1, 2, 3))
+            if current == f"n{behind}":
+                break
+            stop_gracefully(cluster, node_index(current))
+            wait_until(lambda: agreed_leader(
+                cluster, [i for i in (1, 2, 3) if f"n{i}" != current]) is not None,
+                timeout=60, what="the next leader")
+            restart(cluster, node_index(current))
+            wait_until(lambda: agreed_leader(cluster, (1, 2, 3)) is not None, timeout=60,
+                       what="a leader with every node back")
+        assert agreed_leader(cluster, (1, 2, 3)) == f"n{behind}"
+        got = consume(cluster.mqtt(behind), sent, unique("snap-consumer"))
+        assert sorted(got) == sorted(sent), "every acknowledged message, once"
+        for key in ("k0", "k1"):
+            assert [p for k, p in got if k == key] == [p for k, p in sent if k == key], key
     finally:
         stop_and_check(cluster)
