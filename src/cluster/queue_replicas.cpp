@@ -202,7 +202,9 @@ void QueueReplicas::hand_over_leaderships() {
     });
   }
   // libraft gives up on a hand-over after an election timeout.
-  const auto wait = std::chrono::milliseconds(2 * raft_timing_.election_timeout_ms + 1000);
+  // At most 10 s: a stop must not wait on it for minutes with wide timing.
+  const auto wait = std::min(std::chrono::milliseconds(2 * raft_timing_.election_timeout_ms + 1000),
+                             std::chrono::milliseconds(10'000));
   std::unique_lock lock(outcome->mutex);
   outcome->done.wait_for(lock, wait, [&] { return outcome->left == 0; });
 }

@@ -717,7 +717,9 @@ void read_cluster(const YAML::Node& node, ClusterConfig& c, const StorageConfig&
     r.integer("heartbeat_ms", c.raft.heartbeat_ms, 10, 30'000);
     r.integer("link_stuck_ms", c.raft.link_stuck_ms, 500, 600'000);
     r.integer("snapshot_entries", c.raft.snapshot_entries, 16, 100'000'000);
-    r.integer("snapshot_trailing", c.raft.snapshot_trailing, 0, 100'000'000);
+    // Not 0: libraft 0.15's disk layer takes a trailing of 0 for a snapshot
+    // being installed and moves its write position back to the snapshot.
+    r.integer("snapshot_trailing", c.raft.snapshot_trailing, 1, 100'000'000);
     r.finish();
     // A leader must be heard from more than once per election timeout, or
     // followers start elections against a leader that is fine.

@@ -1,8 +1,10 @@
 """A replicated queue's leader cut off (docs/replication.md, "Tests"): three
 nodes in network namespaces of their own (test_cluster_partitions.py's
 NetnsCluster), a queue kept by a Raft group on all three, two publishers
-and a consumer running throughout. The leader is cut off whole, then only
-one way (it cannot send to the others, they can still send to it). Each
+and a consumer running throughout. The leader is cut off whole (its link
+down), then by routes in its own namespace that refuse what it sends to the
+others (IP-level one way; over TCP, which needs both ways, its connections
+to them fail too, and it stands down by its own quorum check). Each
 time the majority elects a new leader and goes on, the old leader stands
 down, and after the link heals the history shows every acknowledged message
 consumed, each key's in order: what the old leader held and never committed
@@ -141,9 +143,10 @@ def test_the_leader_cut_off_whole_stands_down_and_nothing_acknowledged_is_lost(c
 
 
 def test_a_leader_that_cannot_send_to_the_others_is_replaced(cluster):
-    """Asymmetric: the leader hears the others but cannot reach them, so its
-    heartbeats stop arriving; they elect a new leader, whose messages tell
-    the old one it lost its term."""
+    """The leader's namespace refuses what it sends to the others (one way
+    at the IP level; TCP between them then fails both ways): its heartbeats
+    stop arriving, they elect a new leader, and it stands down once it
+    cannot reach a quorum."""
     others = lambda leader: [i for i in (1, 2, 3) if i != leader]  # noqa: E731
 
     def cut(leader):

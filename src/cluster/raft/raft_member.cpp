@@ -362,7 +362,7 @@ struct RaftMember::Core {
     if (led_term != raft.current_term) {
       // A new leader learns where each follower is from their first
       // answers: until a window has passed, every follower counts as in
-      // sync that holds what the old leader had committed.
+      // sync.
       led_term = raft.current_term;
       window_started = now;
       window_commit = raft.commit_index;

@@ -40,7 +40,9 @@ struct RaftMemberConfig {
   unsigned snapshot_trailing = 128;
   std::size_t segment_bytes = 8u << 20;
   // Tests only: each append to this member's own log waits this long before
-  // it is written (a slow disk). Appends stay in order; 0: none.
+  // it is written (a slow disk). Appends stay in order among themselves, but
+  // truncations and snapshot writes are not held behind them: fit for a
+  // follower of a steady leader, not for a member that must truncate.
   unsigned append_delay_ms = 0;
 };
 
@@ -123,12 +125,14 @@ class RaftMember {
   // As of the loop's last turn.
   RaftStatus status() const;
 
-  // Hands this member's leadership to the most up-to-date other voter
-  // (libraft's TimeoutNow), so that a planned stop costs the group no
-  // election timeout. `done(leader)` once another member leads (its id),
-  // or with 0 when this member did not lead, no other voter could take
-  // over, or none did within an election timeout. Not on the loop's thread
-  // when it waits; `done` runs on the loop's thread.
+  // Hands this member's leadership to another voter (libraft's choice: the
+  // first in configuration order that the leader has sent everything to;
+  // TimeoutNow makes it stand at once), so that a planned stop costs the
+  // group no election timeout. `done(leader)` once another member leads
+  // (its id), or with 0 when this member did not lead, no other voter
+  // could take over, or none did within an election timeout. `done` runs
+  // on the loop's thread, or on the caller's when the member is not
+  // running.
   void hand_over_leadership(std::function<void(std::uint64_t leader)> done);
 
   // Leaves the group's work (the log stays on disk for the next start) and
