@@ -134,6 +134,10 @@ struct RaftMember::Core {
   raft_time window_started = 0;
   raft_index window_commit = 0;
   raft_index in_sync_from = 0;
+  raft_time now_ms = 0;  // as of the last mark
+  // When the leader last heard from each voter (libraft's recent_recv, seen
+  // on some turn); a voter first seen counts from the term's start.
+  std::vector<std::pair<raft_id, raft_time>> last_heard;
 
   struct raft_transfer transfer {};
   std::function<void(std::uint64_t)> transfer_done;  // set while a hand-over is out
@@ -358,8 +362,10 @@ struct RaftMember::Core {
 
   void mark_in_sync_window() {
     const raft_time now = uv_now(loop.uv());
+    now_ms = now;
     const raft_time window = 4 * static_cast<raft_time>(config.election_timeout_ms);
     if (led_term != raft.current_term) {
+      last_heard.clear();
       // A new leader learns where each follower is from their first
       // answers: until a window has passed, every follower counts as in
       // sync.
@@ -372,6 +378,16 @@ struct RaftMember::Core {
       in_sync_from = window_commit;
       window_commit = raft.commit_index;
     }
+  }
+
+  // Whether the leader heard from `id` within the last window: a follower
+  // that stopped is out of sync even when nothing was committed since.
+  bool heard_lately(raft_id id, const raft_progress& progress) {
+    auto it = std::find_if(last_heard.begin(), last_heard.end(),
+                           [id](const auto& heard) { return heard.first == id; });
+    if (it == last_heard.end()) it = last_heard.insert(it, {id, window_started});
+    if (progress.recent_recv) it->second = now_ms;
+    return now_ms - it->second < 4 * static_cast<raft_time>(config.election_timeout_ms);
   }
 
   // Under status_mutex. In place: no allocation once the list has its size.
@@ -389,8 +405,9 @@ struct RaftMember::Core {
       RaftStatus::Replica& replica = replicas[count++];
       replica.id = server.id;
       if (replica.address != server.address) replica.address = server.address;
-      replica.match_index = raft.leader_state.progress[i].match_index;
-      replica.in_sync = replica.match_index >= in_sync_from;
+      const raft_progress& progress = raft.leader_state.progress[i];
+      replica.match_index = progress.match_index;
+      replica.in_sync = replica.match_index >= in_sync_from && heard_lately(server.id, progress);
     }
     replicas.resize(count);
   }
