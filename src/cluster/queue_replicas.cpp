@@ -185,9 +185,9 @@ void QueueReplicas::hand_over_leaderships() {
   };
   auto outcome = std::make_shared<Outcome>();
   outcome->left = leading.size();
-  for (const Leading& group : leading) {
-    group.member->hand_over_leadership([outcome, name = group.name,
-                                        members = group.members](std::uint64_t leader) {
+  for (Leading& group : leading) {
+    group.member->hand_over_leadership([outcome, name = std::move(group.name),
+                                        members = std::move(group.members)](std::uint64_t leader) {
       if (leader >= 1 && leader <= members.size()) {
         spdlog::info("event=queue_leadership_handed_over queue=\"{}\" to={}", name,
                      members[leader - 1]);

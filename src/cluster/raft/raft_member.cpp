@@ -156,7 +156,7 @@ struct RaftMember::Core {
   };
   std::list<DelayedAppend> delayed;  // in the order libraft asked for them
 
-  std::list<DelayedAppend> delayed_done;  // handed on, their timers closing
+  std::list<DelayedAppend> delayed_done;  // handed on, their timers closing: the close waits
 
   static int append_later(raft_io* io, raft_io_append* request, const raft_entry entries[],
                           unsigned count, raft_io_append_cb done) {
@@ -188,16 +188,14 @@ struct RaftMember::Core {
     const auto it = std::find_if(delayed.begin(), delayed.end(),
                                  [&later](const DelayedAppend& one) { return &one == &later; });
     delayed_done.splice(delayed_done.end(), delayed, it);
-    ++timers_closing;
     uv_close(reinterpret_cast<uv_handle_t*>(&later.timer), [](uv_handle_t* handle) {
       auto* closed_timer = static_cast<DelayedAppend*>(handle->data);
       Core& core = *closed_timer->core;
       core.delayed_done.remove_if(
           [closed_timer](const DelayedAppend& one) { return &one == closed_timer; });
-      if (--core.timers_closing == 0 && core.closing && core.closes_pending == 0) core.finished();
+      if (core.delayed_done.empty() && core.closing && core.closes_pending == 0) core.finished();
     });
   }
-  int timers_closing = 0;
 
   // ---- the state machine, as libraft calls it ----
   static int fsm_apply(raft_fsm* fsm, const raft_buffer* buffer, void** result) {
@@ -363,7 +361,6 @@ struct RaftMember::Core {
   void mark_in_sync_window() {
     const raft_time now = uv_now(loop.uv());
     now_ms = now;
-    const raft_time window = 4 * static_cast<raft_time>(config.election_timeout_ms);
     if (led_term != raft.current_term) {
       last_heard.clear();
       // A new leader learns where each follower is from their first
@@ -373,7 +370,7 @@ struct RaftMember::Core {
       window_started = now;
       window_commit = raft.commit_index;
       in_sync_from = 0;
-    } else if (now - window_started >= window) {
+    } else if (now - window_started >= in_sync_window()) {
       window_started = now;
       in_sync_from = window_commit;
       window_commit = raft.commit_index;
@@ -387,7 +384,11 @@ struct RaftMember::Core {
                            [id](const auto& heard) { return heard.first == id; });
     if (it == last_heard.end()) it = last_heard.insert(it, {id, window_started});
     if (progress.recent_recv) it->second = now_ms;
-    return now_ms - it->second < 4 * static_cast<raft_time>(config.election_timeout_ms);
+    return now_ms - it->second < in_sync_window();
+  }
+
+  raft_time in_sync_window() const {
+    return 4 * static_cast<raft_time>(config.election_timeout_ms);
   }
 
   // Under status_mutex. In place: no allocation once the list has its size.
@@ -501,7 +502,7 @@ struct RaftMember::Core {
   }
 
   void one_closed() {
-    if (--closes_pending == 0 && timers_closing == 0) finished();
+    if (--closes_pending == 0 && delayed_done.empty()) finished();
   }
 
   void finished() {
